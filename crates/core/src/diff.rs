@@ -1,0 +1,124 @@
+//! Comparing a destination flow with what the rules expect.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::Fields;
+
+/// What the destination holds for one flow key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestFlow {
+    /// No key.
+    Absent,
+    /// A hash without the sync marker: never touched, never drift.
+    Native,
+    /// A sync copy with these fields (marker included).
+    SyncCopy(Fields),
+    /// A key of another type (apply dead-letters events for it).
+    WrongType,
+}
+
+/// The kind of a difference, as in `redmirror_reconcile_drift_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// The source flow has no copy on the destination.
+    Missing,
+    /// A sync copy (or mirror-written index entry) whose source is gone or filtered.
+    Extra,
+    /// The copy differs from the source.
+    Different,
+}
+
+impl DriftKind {
+    /// Label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DriftKind::Missing => "missing",
+            DriftKind::Extra => "extra",
+            DriftKind::Different => "different",
+        }
+    }
+}
+
+/// One flow's drift: its kind and, for `Different`, the fields that differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// Kind of drift.
+    pub kind: DriftKind,
+    /// Names of differing fields (for `Different`); `<index>` when only the
+    /// index entry is wrong.
+    pub fields: Vec<String>,
+}
+
+/// Compares the expected copy (`None`: no copy should exist) with the
+/// destination. `indexed` says whether the destination index has the flow.
+pub fn compare(expected: Option<&[(Bytes, Bytes)]>, actual: &DestFlow, indexed: bool) -> Option<Drift> {
+    let drift = |kind, fields| Some(Drift { kind, fields });
+    match (expected, actual) {
+        (_, DestFlow::Native) => None,
+        (_, DestFlow::WrongType) => None,
+        (None, DestFlow::Absent) => None,
+        (None, DestFlow::SyncCopy(_)) => drift(DriftKind::Extra, Vec::new()),
+        (Some(_), DestFlow::Absent) => drift(DriftKind::Missing, Vec::new()),
+        (Some(want), DestFlow::SyncCopy(have)) => {
+            let mut names = field_diff(want, have);
+            if !indexed {
+                names.push("<index>".to_string());
+            }
+            if names.is_empty() {
+                None
+            } else {
+                drift(DriftKind::Different, names)
+            }
+        }
+    }
+}
+
+/// Names of fields whose presence or value differ between two hashes, sorted.
+pub fn field_diff(a: &[(Bytes, Bytes)], b: &[(Bytes, Bytes)]) -> Vec<String> {
+    let a: BTreeMap<&[u8], &[u8]> = a.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
+    let b: BTreeMap<&[u8], &[u8]> = b.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
+    let mut out: Vec<String> = a
+        .iter()
+        .filter(|(n, v)| b.get(*n) != Some(*v))
+        .map(|(n, _)| crate::text::lossy(n))
+        .collect();
+    out.extend(b.keys().filter(|n| !a.contains_key(*n)).map(|n| crate::text::lossy(n)));
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pairs: &[(&str, &str)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(n, v)| (Bytes::copy_from_slice(n.as_bytes()), Bytes::copy_from_slice(v.as_bytes())))
+            .collect()
+    }
+
+    #[test]
+    fn kinds() {
+        let want = f(&[("a", "1"), ("isSyncCopy", "true")]);
+        assert_eq!(compare(Some(&want), &DestFlow::Absent, false).unwrap().kind, DriftKind::Missing);
+        assert_eq!(compare(None, &DestFlow::SyncCopy(want.clone()), true).unwrap().kind, DriftKind::Extra);
+        assert_eq!(compare(Some(&want), &DestFlow::SyncCopy(want.clone()), true), None);
+        assert_eq!(compare(Some(&want), &DestFlow::Native, true), None);
+        assert_eq!(compare(None, &DestFlow::Native, true), None);
+        let d = compare(
+            Some(&want),
+            &DestFlow::SyncCopy(f(&[("a", "2"), ("b", "x"), ("isSyncCopy", "true")])),
+            true,
+        )
+        .unwrap();
+        assert_eq!(d.kind, DriftKind::Different);
+        assert_eq!(d.fields, vec!["a".to_string(), "b".to_string()]);
+        let d = compare(Some(&want), &DestFlow::SyncCopy(want.clone()), false).unwrap();
+        assert_eq!(d.fields, vec!["<index>".to_string()]);
+    }
+}

@@ -1,0 +1,93 @@
+//! Key layout: where flows, the index and redmirror's own state live.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Names of the keys redmirror reads and writes. Every name is configurable;
+/// the defaults are SPEC section 1's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLayout {
+    /// Prefix of flow hashes: `client:` → `client:{flowId}`.
+    pub flow_prefix: Bytes,
+    /// The index hash: field `{flowId}` → `"1"`.
+    pub index_key: Bytes,
+    /// Prefix of redmirror's own bookkeeping keys on the destination.
+    pub state_prefix: String,
+}
+
+impl Default for KeyLayout {
+    fn default() -> Self {
+        KeyLayout {
+            flow_prefix: Bytes::from_static(b"client:"),
+            index_key: Bytes::from_static(b"clients"),
+            state_prefix: "redmirror:".to_string(),
+        }
+    }
+}
+
+impl KeyLayout {
+    /// `client:{flow_id}`.
+    pub fn flow_key(&self, flow_id: &[u8]) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.flow_prefix.len() + flow_id.len());
+        b.put_slice(&self.flow_prefix);
+        b.put_slice(flow_id);
+        b.freeze()
+    }
+
+    /// The flow id of a key, if the key is a flow key with a non-empty id.
+    pub fn flow_id<'a>(&self, key: &'a [u8]) -> Option<&'a [u8]> {
+        key.strip_prefix(self.flow_prefix.as_ref()).filter(|id| !id.is_empty())
+    }
+
+    /// SCAN pattern matching every flow key (glob characters in the prefix escaped).
+    pub fn scan_pattern(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        for &c in self.flow_prefix.iter() {
+            if matches!(c, b'*' | b'?' | b'[' | b']' | b'\\') {
+                b.put_u8(b'\\');
+            }
+            b.put_u8(c);
+        }
+        b.put_u8(b'*');
+        b.freeze()
+    }
+
+    /// The hash of per-flow watermarks (flow id → last applied source time, µs).
+    pub fn watermark_key(&self) -> String {
+        format!("{}watermarks", self.state_prefix)
+    }
+
+    /// The key of a named lease (`reconcile`, `capture`).
+    pub fn lease_key(&self, name: &str) -> String {
+        format!("{}lease:{name}", self.state_prefix)
+    }
+
+    /// The key under which the last reconcile report is kept.
+    pub fn report_key(&self) -> String {
+        format!("{}reconcile:last", self.state_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_key_and_id_round_trip_binary() {
+        let k = KeyLayout::default();
+        let key = k.flow_key(b"\x00\xffid");
+        assert_eq!(&key[..], b"client:\x00\xffid");
+        assert_eq!(k.flow_id(&key), Some(&b"\x00\xffid"[..]));
+        assert_eq!(k.flow_id(b"client:"), None);
+        assert_eq!(k.flow_id(b"clients"), None);
+        assert_eq!(k.flow_id(b"other:1"), None);
+    }
+
+    #[test]
+    fn scan_pattern_escapes_globs() {
+        let k = KeyLayout {
+            flow_prefix: Bytes::from_static(b"c*[x]:"),
+            ..KeyLayout::default()
+        };
+        assert_eq!(&k.scan_pattern()[..], b"c\\*\\[x\\]:*");
+    }
+}

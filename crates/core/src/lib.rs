@@ -1,0 +1,33 @@
+//! The heart of redmirror, with no I/O: what a change event is and what the
+//! mirror rules of SPEC section 1 say about it.
+//!
+//! # Layout
+//! - [`event`]: the protobuf change event (generated from `proto/`), its
+//!   Kafka headers, encoding and strict decoding.
+//! - [`keys`]: the key layout (`client:{flowId}`, `clients`, `redmirror:*`).
+//! - [`rules`]: the guard, excluded fields and the organisation filter; turns
+//!   a source read into an event and an event into the expected copy.
+//! - [`diff`]: compares what the destination holds against what the rules
+//!   expect (used by the reconciler and its dry run).
+//! - [`text`]: bytes shown to people (UTF-8 as text, otherwise base64).
+
+pub mod diff;
+pub mod event;
+pub mod keys;
+pub mod rules;
+pub mod text;
+
+pub use event::{DecodeError, FlowEvent};
+pub use keys::KeyLayout;
+pub use rules::{MirrorRules, SourceFlow};
+
+/// A flow's fields as read from Redis: `(name, value)` pairs, binary safe.
+pub type Fields = Vec<(bytes::Bytes, bytes::Bytes)>;
+
+/// Microseconds since the Unix epoch on this machine's clock.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,227 @@
+//! The mirror rules of SPEC section 1: guard, excluded fields, filtered
+//! organisations, size limit.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+
+use crate::event::{DeleteReason, FlowEvent, Origin};
+use crate::Fields;
+
+/// The value of the sync marker on every copy redmirror writes.
+pub const MARKER_VALUE: &[u8] = b"true";
+
+/// What the source holds for one flow key, as read atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceFlow {
+    /// No such key.
+    Absent,
+    /// The key exists but is not a hash (treated as absent).
+    NotAHash,
+    /// The flow hash, all fields.
+    Hash(Fields),
+}
+
+/// What to publish for a source read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Publish this event.
+    Publish(FlowEvent),
+    /// The flow exceeds the size limit: skip it, count it, log it.
+    TooLarge {
+        /// Size of names and values, in bytes.
+        bytes: usize,
+    },
+}
+
+/// The configured rules. Built once from the configuration.
+#[derive(Debug, Clone)]
+pub struct MirrorRules {
+    /// Field names never copied (`flowConfigHistory`).
+    pub excluded_fields: HashSet<Bytes>,
+    /// Organisation ids whose flows are never mirrored.
+    pub filtered_orgs: HashSet<Bytes>,
+    /// The field holding a flow's organisation (`clerkOrganizationId`).
+    pub org_field: Bytes,
+    /// The sync marker field (`isSyncCopy`).
+    pub marker_field: Bytes,
+    /// Largest flow (bytes of names and values) mirrored.
+    pub max_flow_bytes: usize,
+}
+
+impl Default for MirrorRules {
+    fn default() -> Self {
+        MirrorRules {
+            excluded_fields: [Bytes::from_static(b"flowConfigHistory")].into(),
+            filtered_orgs: HashSet::new(),
+            org_field: Bytes::from_static(b"clerkOrganizationId"),
+            marker_field: Bytes::from_static(b"isSyncCopy"),
+            max_flow_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl MirrorRules {
+    /// True when the flow belongs to a filtered organisation.
+    pub fn is_filtered(&self, fields: &[(Bytes, Bytes)]) -> bool {
+        !self.filtered_orgs.is_empty()
+            && fields
+                .iter()
+                .any(|(n, v)| *n == self.org_field && self.filtered_orgs.contains(v))
+    }
+
+    /// True when a field must never be copied (excluded, or the source's own marker).
+    pub fn is_stripped(&self, name: &[u8]) -> bool {
+        name == self.marker_field.as_ref() || self.excluded_fields.contains(name)
+    }
+
+    /// The source fields minus excluded fields and the source's marker.
+    pub fn strip(&self, fields: Fields) -> Fields {
+        fields.into_iter().filter(|(n, _)| !self.is_stripped(n)).collect()
+    }
+
+    /// Turns an atomic source read into the event to publish. Filtered flows
+    /// become delete events without any field data, so their data never
+    /// reaches Kafka.
+    pub fn decide(
+        &self,
+        flow_id: Bytes,
+        source: SourceFlow,
+        source_time_us: i64,
+        origin: Origin,
+        cause: &str,
+    ) -> Decision {
+        let delete = |reason| {
+            Decision::Publish(FlowEvent::delete(
+                flow_id.clone(),
+                reason,
+                source_time_us,
+                origin,
+                cause,
+            ))
+        };
+        match source {
+            SourceFlow::Absent => delete(DeleteReason::Absent),
+            SourceFlow::NotAHash => delete(DeleteReason::NotAHash),
+            SourceFlow::Hash(fields) if self.is_filtered(&fields) => delete(DeleteReason::Filtered),
+            SourceFlow::Hash(fields) => {
+                let fields = self.strip(fields);
+                let bytes: usize = fields.iter().map(|(n, v)| n.len() + v.len()).sum();
+                if bytes > self.max_flow_bytes {
+                    return Decision::TooLarge { bytes };
+                }
+                Decision::Publish(FlowEvent::upsert(
+                    flow_id.clone(),
+                    fields,
+                    source_time_us,
+                    origin,
+                    cause,
+                ))
+            }
+        }
+    }
+
+    /// The destination copy an upsert with these (already stripped) fields
+    /// must produce: the fields plus the marker.
+    pub fn expected_copy(&self, fields: &[(Bytes, Bytes)]) -> Fields {
+        let mut copy: Fields = fields
+            .iter()
+            .filter(|(n, _)| !self.is_stripped(n))
+            .cloned()
+            .collect();
+        copy.push((self.marker_field.clone(), Bytes::from_static(MARKER_VALUE)));
+        copy
+    }
+
+    /// True when a destination hash is a sync copy (carries the marker).
+    pub fn is_sync_copy(&self, fields: &[(Bytes, Bytes)]) -> bool {
+        fields
+            .iter()
+            .any(|(n, v)| *n == self.marker_field && v.as_ref() == MARKER_VALUE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Op;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn rules() -> MirrorRules {
+        MirrorRules {
+            filtered_orgs: [b("org_demo")].into(),
+            ..MirrorRules::default()
+        }
+    }
+
+    #[test]
+    fn strips_excluded_and_source_marker() {
+        let r = rules();
+        let d = r.decide(
+            b("f1"),
+            SourceFlow::Hash(vec![
+                (b("name"), b("x")),
+                (b("flowConfigHistory"), b("[...]")),
+                (b("isSyncCopy"), b("false")),
+            ]),
+            10,
+            Origin::Capture,
+            "hset",
+        );
+        let Decision::Publish(e) = d else { panic!("expected publish") };
+        assert_eq!(e.op, Op::Upsert as i32);
+        assert_eq!(e.fields.len(), 1);
+        assert_eq!(e.fields[0].name, b("name"));
+        let copy = r.expected_copy(&[(b("name"), b("x"))]);
+        assert_eq!(copy, vec![(b("name"), b("x")), (b("isSyncCopy"), b("true"))]);
+    }
+
+    #[test]
+    fn filtered_org_becomes_delete_without_data() {
+        let d = rules().decide(
+            b("f1"),
+            SourceFlow::Hash(vec![(b("clerkOrganizationId"), b("org_demo")), (b("secret"), b("s"))]),
+            10,
+            Origin::Capture,
+            "hset",
+        );
+        let Decision::Publish(e) = d else { panic!("expected publish") };
+        assert_eq!(e.op, Op::Delete as i32);
+        assert_eq!(e.delete_reason, DeleteReason::Filtered as i32);
+        assert!(e.fields.is_empty());
+    }
+
+    #[test]
+    fn absent_and_not_a_hash_are_deletes() {
+        for (src, reason) in [
+            (SourceFlow::Absent, DeleteReason::Absent),
+            (SourceFlow::NotAHash, DeleteReason::NotAHash),
+        ] {
+            let Decision::Publish(e) = rules().decide(b("f"), src, 1, Origin::Reconcile, "x") else {
+                panic!("expected publish")
+            };
+            assert_eq!(e.delete_reason, reason as i32);
+        }
+    }
+
+    #[test]
+    fn too_large_is_refused() {
+        let r = MirrorRules {
+            max_flow_bytes: 4,
+            ..rules()
+        };
+        let d = r.decide(b("f"), SourceFlow::Hash(vec![(b("abc"), b("de"))]), 1, Origin::Capture, "hset");
+        assert_eq!(d, Decision::TooLarge { bytes: 5 });
+    }
+
+    #[test]
+    fn sync_copy_detection() {
+        let r = rules();
+        assert!(r.is_sync_copy(&[(b("isSyncCopy"), b("true"))]));
+        assert!(!r.is_sync_copy(&[(b("isSyncCopy"), b("TRUE"))]));
+        assert!(!r.is_sync_copy(&[(b("a"), b("true"))]));
+    }
+}
