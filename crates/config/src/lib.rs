@@ -1,1 +1,588 @@
-//! placeholder
+//! Configuration: parse, layer, then validate into a typed [`Config`].
+//!
+//! # Layout
+//! - [`SETTINGS`]: the one table of every setting (TOML key, variable,
+//!   default, meaning). `docs/configuration.md` is checked against it.
+//! - [`Layers`]: raw values from the TOML file, then `REDMIRROR_*`
+//!   environment variables, then flags; later layers win.
+//! - [`Config`]: the validated result. Every error names the setting as its
+//!   variable (`REDMIRROR_SOURCE_URL`), so the operator knows what to fix.
+//! - [`redact_url`]: URLs with their password removed, for logs and errors.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redmirror_core::{KeyLayout, MirrorRules};
+
+mod settings;
+pub use settings::{Setting, SETTINGS};
+
+/// Prefix of every environment variable.
+pub const ENV_PREFIX: &str = "REDMIRROR_";
+/// The value of `REDMIRROR_KAFKA_BROKERS` that starts the in-process broker.
+pub const EMBEDDED_BROKER: &str = "embedded";
+
+/// A configuration error. Display names the setting and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml {
+        /// File path.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A setting nobody knows.
+    #[error("unknown setting {name}{hint}")]
+    Unknown {
+        /// The key or variable as written.
+        name: String,
+        /// "did you mean" hint, or empty.
+        hint: String,
+    },
+    /// A setting needed by this command is missing.
+    #[error("missing setting {var} (TOML key `{key}`): {doc}")]
+    Missing {
+        /// Variable name.
+        var: String,
+        /// TOML key.
+        key: &'static str,
+        /// What it is for.
+        doc: &'static str,
+    },
+    /// A setting has a value that does not parse or breaks a constraint.
+    #[error("invalid setting {var}={value}: {constraint}")]
+    Invalid {
+        /// Variable name.
+        var: String,
+        /// The (redacted) value.
+        value: String,
+        /// What is expected.
+        constraint: String,
+    },
+}
+
+/// Where a raw value came from (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// Built-in default.
+    Default,
+    /// TOML file.
+    File,
+    /// Environment variable.
+    Env,
+    /// Command-line flag.
+    Flag,
+}
+
+/// Raw setting values, layered. Keys are TOML keys (`source_url`).
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    values: BTreeMap<&'static str, (String, Layer)>,
+    kafka_properties: BTreeMap<String, String>,
+}
+
+fn setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+fn hint_for(name: &str) -> String {
+    let lower = name.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
+    SETTINGS
+        .iter()
+        .find(|s| {
+            s.key.contains(lower.as_str()) || lower.contains(s.key) || strsim_close(s.key, &lower)
+        })
+        .map(|s| format!(" (did you mean {}?)", s.var()))
+        .unwrap_or_default()
+}
+
+/// Cheap closeness: same length ±1 and at most 2 differing positions.
+fn strsim_close(a: &str, b: &str) -> bool {
+    if a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    a.bytes().zip(b.bytes()).filter(|(x, y)| x != y).count() <= 2
+}
+
+impl Layers {
+    /// Loads defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut layers = Layers::default();
+        for s in SETTINGS {
+            if let Some(d) = s.default {
+                layers.values.insert(s.key, (d.to_string(), Layer::Default));
+            }
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            layers.apply_toml(path, &text)?;
+        }
+        layers.apply_env(env)?;
+        Ok(layers)
+    }
+
+    fn apply_toml(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        for (key, value) in table {
+            if key == "kafka" {
+                let props = value
+                    .as_table()
+                    .and_then(|t| t.get("properties"))
+                    .and_then(|p| p.as_table())
+                    .filter(|_| value.as_table().is_some_and(|t| t.len() == 1))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        var: "kafka".into(),
+                        value: "<table>".into(),
+                        constraint: "expected only a [kafka.properties] table of librdkafka properties".into(),
+                    })?;
+                for (k, v) in props {
+                    self.kafka_properties.insert(k.clone(), toml_scalar(v));
+                }
+                continue;
+            }
+            let s = setting(&key).ok_or_else(|| ConfigError::Unknown {
+                hint: hint_for(&key),
+                name: format!("`{key}` in {}", path.display()),
+            })?;
+            let v = match &value {
+                toml::Value::Array(items) => items.iter().map(toml_scalar).collect::<Vec<_>>().join(","),
+                other => toml_scalar(other),
+            };
+            self.values.insert(s.key, (v, Layer::File));
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = rest.to_ascii_lowercase();
+            if let Some(s) = setting(&key) {
+                self.values.insert(s.key, (value, Layer::Env));
+            } else if let Some(prop) = key.strip_prefix("kafka_") {
+                self.kafka_properties.insert(prop.replace('_', "."), value);
+            } else {
+                return Err(ConfigError::Unknown {
+                    hint: hint_for(&name),
+                    name,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a value from a flag, by TOML key.
+    pub fn set_flag(&mut self, key: &str, value: impl Into<String>) -> Result<(), ConfigError> {
+        let s = setting(key).ok_or_else(|| ConfigError::Unknown {
+            hint: hint_for(key),
+            name: format!("--set {key}"),
+        })?;
+        self.values.insert(s.key, (value.into(), Layer::Flag));
+        Ok(())
+    }
+
+    /// The raw value of a setting, if any.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.as_str())
+    }
+
+    /// Validates into a [`Config`]. `needs` lists the TOML keys this command
+    /// requires (for example `source_url`).
+    pub fn validate(&self, needs: &[&str]) -> Result<Config, ConfigError> {
+        Validator { layers: self }.build(needs)
+    }
+}
+
+fn toml_scalar(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// TLS options for one Redis connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle (PEM) to verify the server.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub key_file: Option<PathBuf>,
+}
+
+/// A Redis endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisEndpoint {
+    /// Full URL (may contain a password: never print it, use [`RedisEndpoint::redacted`]).
+    pub url: String,
+    /// TLS files (used with `rediss://`).
+    pub tls: TlsFiles,
+}
+
+impl std::fmt::Debug for RedisEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEndpoint")
+            .field("url", &self.redacted())
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl RedisEndpoint {
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The logical database number from the URL path (default 0).
+    pub fn db(&self) -> u8 {
+        url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.path().trim_start_matches('/').parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// True for `rediss://`.
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Source Redis (production). `None` when the command does not need it.
+    pub source: Option<RedisEndpoint>,
+    /// Destination Redis (staging).
+    pub dest: Option<RedisEndpoint>,
+    /// Bootstrap servers, or `embedded`.
+    pub kafka_brokers: Option<String>,
+    /// Extra librdkafka properties (secrets inside: never log values).
+    pub kafka_properties: BTreeMap<String, String>,
+    /// Change topic.
+    pub topic: String,
+    /// Partitions when the change topic is created.
+    pub topic_partitions: i32,
+    /// Replication factor when topics are created.
+    pub topic_replication_factor: i32,
+    /// Apply consumer group.
+    pub group_id: String,
+    /// HTTP listener.
+    pub http_addr: SocketAddr,
+    /// Admin bearer token (`None`: admin API off).
+    pub admin_token: Option<String>,
+    /// Key names.
+    pub keys: KeyLayout,
+    /// Mirror rules.
+    pub rules: MirrorRules,
+    /// Reconcile schedule.
+    pub reconcile_interval: Duration,
+    /// Keys per SCAN/read batch in the reconciler.
+    pub reconcile_batch: usize,
+    /// Reconciler rate limit, keys per second (0 = unlimited).
+    pub reconcile_rate_limit: u64,
+    /// Flow ids read per atomic source read in capture.
+    pub capture_batch: usize,
+    /// Most distinct flows waiting to be read; beyond, capture marks a gap.
+    pub capture_pending_max: usize,
+    /// Events per destination pipeline in apply.
+    pub apply_batch: usize,
+    /// Lease time-to-live (reconciler, capture).
+    pub lease_ttl: Duration,
+    /// Set `notify-keyspace-events` on the source if classes are missing.
+    pub configure_notifications: bool,
+    /// Bound on graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// Log filter.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// True when the embedded (in-process) broker is configured.
+    pub fn embedded_broker(&self) -> bool {
+        self.kafka_brokers.as_deref() == Some(EMBEDDED_BROKER)
+    }
+
+    /// The dead-letter topic: `{topic}.dlq`.
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+}
+
+struct Validator<'a> {
+    layers: &'a Layers,
+}
+
+impl Validator<'_> {
+    fn raw(&self, key: &'static str) -> Option<&str> {
+        self.layers.get(key).filter(|v| !v.trim().is_empty())
+    }
+
+    fn invalid(&self, key: &'static str, constraint: impl Into<String>) -> ConfigError {
+        let s = setting(key).expect("known setting");
+        let value = self.layers.get(key).unwrap_or_default();
+        let value = if s.secret {
+            "***".to_string()
+        } else {
+            redact_url(value)
+        };
+        ConfigError::Invalid {
+            var: s.var(),
+            value,
+            constraint: constraint.into(),
+        }
+    }
+
+    fn missing(key: &'static str) -> ConfigError {
+        let s = setting(key).expect("known setting");
+        ConfigError::Missing {
+            var: s.var(),
+            key: s.key,
+            doc: s.doc,
+        }
+    }
+
+    fn string(&self, key: &'static str) -> Result<String, ConfigError> {
+        self.raw(key).map(str::to_string).ok_or_else(|| Self::missing(key))
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &'static str, min: T) -> Result<T, ConfigError>
+    where
+        T: PartialOrd + std::fmt::Display + Copy,
+    {
+        let v: T = self
+            .string(key)?
+            .trim()
+            .parse()
+            .map_err(|_| self.invalid(key, "expected a whole number"))?;
+        if v < min {
+            return Err(self.invalid(key, format!("must be at least {min}")));
+        }
+        Ok(v)
+    }
+
+    fn duration(&self, key: &'static str) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(self.string(key)?.trim())
+            .map_err(|e| self.invalid(key, format!("expected a duration like 30s, 15m or 4h ({e})")))?;
+        if d.is_zero() {
+            return Err(self.invalid(key, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    fn boolean(&self, key: &'static str) -> Result<bool, ConfigError> {
+        match self.string(key)?.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(self.invalid(key, "expected true or false")),
+        }
+    }
+
+    fn list(&self, key: &'static str) -> Vec<Bytes> {
+        self.raw(key)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    fn path(&self, key: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(p) => {
+                let p = PathBuf::from(p);
+                if !p.is_file() {
+                    return Err(self.invalid(key, "file does not exist"));
+                }
+                Ok(Some(p))
+            }
+        }
+    }
+
+    fn redis(&self, key: &'static str, prefix: &'static str, needed: bool) -> Result<Option<RedisEndpoint>, ConfigError> {
+        let Some(url) = self.raw(key) else {
+            return if needed { Err(Self::missing(key)) } else { Ok(None) };
+        };
+        let parsed = url::Url::parse(url).map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(self.invalid(key, "expected a redis:// or rediss:// URL"));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(self.invalid(key, "the URL has no host"));
+        }
+        let db = parsed.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<u8>().is_err() {
+            return Err(self.invalid(key, "the path must be a database number (redis://host:6379/0)"));
+        }
+        let file = |suffix: &str| -> Result<Option<PathBuf>, ConfigError> {
+            let k = SETTINGS
+                .iter()
+                .find(|s| s.key.strip_prefix(prefix) == Some(suffix))
+                .map(|s| s.key)
+                .expect("tls setting exists");
+            self.path(k)
+        };
+        let tls = TlsFiles {
+            ca_file: file("tls_ca_file")?,
+            cert_file: file("tls_cert_file")?,
+            key_file: file("tls_key_file")?,
+        };
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(self.invalid(
+                key,
+                format!("set both {0}TLS_CERT_FILE and {0}TLS_KEY_FILE for client certificates", format_args!("{ENV_PREFIX}{}", prefix.to_ascii_uppercase())),
+            ));
+        }
+        Ok(Some(RedisEndpoint {
+            url: url.to_string(),
+            tls,
+        }))
+    }
+
+    fn build(&self, needs: &[&str]) -> Result<Config, ConfigError> {
+        let need = |k: &str| needs.contains(&k);
+        let source = self.redis("source_url", "source_", need("source_url"))?;
+        let dest = self.redis("dest_url", "dest_", need("dest_url"))?;
+        let kafka_brokers = match self.raw("kafka_brokers") {
+            Some(b) => Some(b.trim().to_string()),
+            None if need("kafka_brokers") => return Err(Self::missing("kafka_brokers")),
+            None => None,
+        };
+        let topic = self.string("topic")?;
+        if !valid_topic(&topic) {
+            return Err(self.invalid("topic", "a Kafka topic name: 1-240 characters of [a-zA-Z0-9._-]"));
+        }
+        let group_id = self.string("group_id")?;
+        let http_addr = self
+            .string("http_addr")?
+            .parse()
+            .map_err(|_| self.invalid("http_addr", "expected host:port, like 127.0.0.1:9464"))?;
+        let log_format = match self.string("log_format")?.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(self.invalid("log_format", "expected text or json")),
+        };
+        let admin_token = self.raw("admin_token").map(str::to_string);
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(self.invalid("admin_token", "must be at least 16 characters"));
+        }
+        let marker = self.string("marker_field")?;
+        let keys = KeyLayout {
+            flow_prefix: Bytes::from(self.string("flow_key_prefix")?),
+            index_key: Bytes::from(self.string("index_key")?),
+            state_prefix: self.string("state_prefix")?,
+        };
+        if keys.flow_prefix.starts_with(keys.state_prefix.as_bytes()) || keys.state_prefix.as_bytes().starts_with(&keys.flow_prefix) {
+            return Err(self.invalid("state_prefix", "must not overlap REDMIRROR_FLOW_KEY_PREFIX"));
+        }
+        let rules = MirrorRules {
+            excluded_fields: self.list("excluded_fields").into_iter().collect(),
+            filtered_orgs: self.list("filtered_orgs").into_iter().collect(),
+            org_field: Bytes::from(self.string("org_field")?),
+            marker_field: Bytes::from(marker),
+            max_flow_bytes: self.number("max_flow_bytes", 1usize)?,
+        };
+        if let (Some(s), Some(d)) = (&source, &dest) {
+            if s.url == d.url {
+                return Err(self.invalid("dest_url", "the destination is the same URL as REDMIRROR_SOURCE_URL"));
+            }
+        }
+        let lease_ttl = self.duration("lease_ttl")?;
+        if lease_ttl < Duration::from_secs(1) {
+            return Err(self.invalid("lease_ttl", "must be at least 1s"));
+        }
+        Ok(Config {
+            source,
+            dest,
+            kafka_brokers,
+            kafka_properties: self.layers.kafka_properties.clone(),
+            topic,
+            topic_partitions: self.number("topic_partitions", 1i32)?,
+            topic_replication_factor: self.number("topic_replication_factor", 1i32)?,
+            group_id,
+            http_addr,
+            admin_token,
+            keys,
+            rules,
+            reconcile_interval: self.duration("reconcile_interval")?,
+            reconcile_batch: self.number("reconcile_batch", 1usize)?,
+            reconcile_rate_limit: self.number("reconcile_rate_limit", 0u64)?,
+            capture_batch: self.number("capture_batch", 1usize)?,
+            capture_pending_max: self.number("capture_pending_max", 1usize)?,
+            apply_batch: self.number("apply_batch", 1usize)?,
+            lease_ttl,
+            configure_notifications: self.boolean("configure_notifications")?,
+            shutdown_timeout: self.duration("shutdown_timeout")?,
+            log: self.string("log")?,
+            log_format,
+        })
+    }
+}
+
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 240
+        && t != "."
+        && t != ".."
+        && t.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// Replaces the password (and a lone user-info token) in a URL with `***`.
+/// Text that is not a URL is returned unchanged.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(mut u) if !u.username().is_empty() && u.scheme().starts_with("redis") => {
+            // redis://secret@host: a lone token is a password.
+            let _ = u.set_username("***");
+            u.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// True when a librdkafka property holds a secret (its value is never printed).
+pub fn is_secret_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("password") || n.contains("secret") || n.contains("key.pem") || n.ends_with(".key") || n.contains("token")
+}
+
+#[cfg(test)]
+mod tests;

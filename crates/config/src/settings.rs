@@ -1,0 +1,76 @@
+//! The table of every setting. `docs/configuration.md` is tested against it.
+
+/// One setting: its TOML key, default and meaning. Its variable is
+/// `REDMIRROR_` + the key in upper case.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// TOML key.
+    pub key: &'static str,
+    /// Default, if any.
+    pub default: Option<&'static str>,
+    /// What it means.
+    pub doc: &'static str,
+    /// The value is a secret (never printed).
+    pub secret: bool,
+}
+
+impl Setting {
+    /// The environment variable: `REDMIRROR_` + upper-case key.
+    pub fn var(&self) -> String {
+        format!("{}{}", crate::ENV_PREFIX, self.key.to_ascii_uppercase())
+    }
+}
+
+const fn s(key: &'static str, default: Option<&'static str>, doc: &'static str) -> Setting {
+    Setting {
+        key,
+        default,
+        doc,
+        secret: false,
+    }
+}
+
+/// Every setting redmirror reads. Extra librdkafka properties are not listed:
+/// every other `REDMIRROR_KAFKA_*` variable and the `[kafka.properties]` table
+/// pass through to librdkafka.
+pub const SETTINGS: &[Setting] = &[
+    s("source_url", None, "source Redis (production), redis:// or rediss:// URL; /N selects the database"),
+    s("dest_url", None, "destination Redis (staging), redis:// or rediss:// URL"),
+    s("source_tls_ca_file", None, "CA bundle (PEM) to verify the source over rediss://"),
+    s("source_tls_cert_file", None, "client certificate (PEM) for the source"),
+    s("source_tls_key_file", None, "client private key (PEM) for the source"),
+    s("dest_tls_ca_file", None, "CA bundle (PEM) to verify the destination over rediss://"),
+    s("dest_tls_cert_file", None, "client certificate (PEM) for the destination"),
+    s("dest_tls_key_file", None, "client private key (PEM) for the destination"),
+    s("kafka_brokers", None, "Kafka bootstrap servers; `embedded` runs an in-process broker (demos and development only: it keeps little history)"),
+    s("topic", Some("redmirror.flows"), "change topic; the dead-letter topic is `{topic}.dlq`"),
+    s("topic_partitions", Some("6"), "partitions when redmirror creates the change topic"),
+    s("topic_replication_factor", Some("1"), "replication factor when redmirror creates topics"),
+    s("group_id", Some("redmirror-apply"), "apply consumer group"),
+    s("http_addr", Some("127.0.0.1:9464"), "metrics, health and admin listener"),
+    Setting {
+        key: "admin_token",
+        default: None,
+        doc: "bearer token for the admin API (at least 16 characters); unset = admin API off",
+        secret: true,
+    },
+    s("excluded_fields", Some("flowConfigHistory"), "comma list of fields never copied"),
+    s("filtered_orgs", Some(""), "comma list of organisation ids never mirrored"),
+    s("org_field", Some("clerkOrganizationId"), "field holding a flow's organisation id"),
+    s("marker_field", Some("isSyncCopy"), "field marking a sync copy (value \"true\"); hashes without it are native"),
+    s("flow_key_prefix", Some("client:"), "prefix of flow hashes: `client:{flowId}`"),
+    s("index_key", Some("clients"), "index hash of flows: field `{flowId}` -> \"1\""),
+    s("state_prefix", Some("redmirror:"), "prefix of redmirror's own keys on the destination (watermarks, leases, reports)"),
+    s("max_flow_bytes", Some("900000"), "largest flow mirrored, in bytes of field names and values; larger flows are skipped at capture and dead-lettered at apply"),
+    s("reconcile_interval", Some("15m"), "time between scheduled reconcile passes (30s, 15m, 4h)"),
+    s("reconcile_batch", Some("1000"), "keys per SCAN and pipelined read in the reconciler"),
+    s("reconcile_rate_limit", Some("0"), "reconciler speed limit in keys per second on each side; 0 = unlimited"),
+    s("capture_batch", Some("256"), "flows read per atomic source read in capture"),
+    s("capture_pending_max", Some("100000"), "most distinct changed flows waiting to be read; beyond it capture stops reading and marks a gap for the reconciler"),
+    s("apply_batch", Some("512"), "events per pipelined destination round trip in apply"),
+    s("lease_ttl", Some("10s"), "lease time-to-live for the reconciler and the active capture; renewed at a third of it"),
+    s("configure_notifications", Some("false"), "let capture run CONFIG SET notify-keyspace-events on the source when classes are missing"),
+    s("shutdown_timeout", Some("30s"), "bound on a graceful stop (finish writes, commit offsets, flush the producer)"),
+    s("log", Some("info"), "log filter (tracing EnvFilter syntax: info, redmirror_apply=debug, ...)"),
+    s("log_format", Some("text"), "text or json (JSON lines)"),
+];
