@@ -1,1 +1,17 @@
-//! placeholder
+//! Observability for every redmirror process.
+//!
+//! # Layout
+//! - [`metrics`](mod@metrics): every metric name and description in one place, the
+//!   Prometheus recorder (installed once) and start-up registration so each
+//!   name is present at 0 before its first event.
+//! - [`health`]: named readiness checks (source, destination, Kafka, leases).
+//! - [`http`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` and the
+//!   token-guarded admin API of SPEC section 5.
+//! - [`logging`]: tracing set-up, text or JSON lines.
+
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+
+pub use health::Health;

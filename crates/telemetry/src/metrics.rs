@@ -1,0 +1,147 @@
+//! Metric names (the public contract of SPEC section 6), descriptions and
+//! the Prometheus recorder.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Keyspace notifications received by capture for flow keys.
+pub const CAPTURE_NOTIFICATIONS: &str = "redmirror_capture_notifications_total";
+/// Notifications merged into an already pending read (coalescing).
+pub const CAPTURE_COALESCED: &str = "redmirror_capture_coalesced_total";
+/// Events published by capture, `op` = upsert|delete.
+pub const CAPTURE_EVENTS: &str = "redmirror_capture_events_total";
+/// Subscriptions lost and re-made (each one a possible gap).
+pub const CAPTURE_GAPS: &str = "redmirror_capture_gaps_total";
+/// Flows capture skipped, `reason` = too_large|not_a_hash.
+pub const CAPTURE_SKIPPED: &str = "redmirror_capture_skipped_total";
+/// Distinct flows waiting to be read by capture.
+pub const CAPTURE_PENDING: &str = "redmirror_capture_pending_flows";
+/// Messages waiting in the producer's queue.
+pub const PRODUCER_QUEUE: &str = "redmirror_producer_queue_messages";
+/// Publish attempts that failed and were retried.
+pub const PUBLISH_RETRIES: &str = "redmirror_publish_retries_total";
+/// Events applied, `outcome` = applied|deleted|skipped_native|skipped_filtered|skipped_stale|dead_lettered.
+pub const APPLY_EVENTS: &str = "redmirror_apply_events_total";
+/// Destination round trips retried after a transient error.
+pub const APPLY_RETRIES: &str = "redmirror_apply_retries_total";
+/// Events read from Kafka and not yet written.
+pub const APPLY_IN_FLIGHT: &str = "redmirror_apply_in_flight_events";
+/// Source time to applied on destination.
+pub const END_TO_END: &str = "redmirror_end_to_end_seconds";
+/// Messages between the committed position and the end of each partition.
+pub const CONSUMER_LAG: &str = "redmirror_consumer_lag_messages";
+/// Reconcile passes completed.
+pub const RECONCILE_RUNS: &str = "redmirror_reconcile_runs_total";
+/// Drift found, `kind` = missing|extra|different.
+pub const RECONCILE_DRIFT: &str = "redmirror_reconcile_drift_total";
+/// Duration of reconcile passes.
+pub const RECONCILE_DURATION: &str = "redmirror_reconcile_duration_seconds";
+/// Events dead-lettered.
+pub const DLQ_EVENTS: &str = "redmirror_dlq_events_total";
+/// Build information, `version`.
+pub const BUILD_INFO: &str = "redmirror_build_info";
+/// 1 when a component is ready, `component`.
+pub const READY: &str = "redmirror_ready";
+/// 1 while this process holds a lease, `lease`.
+pub const LEASE_HELD: &str = "redmirror_lease_held";
+
+/// Outcomes of `redmirror_apply_events_total`.
+pub const APPLY_OUTCOMES: [&str; 6] = [
+    "applied",
+    "deleted",
+    "skipped_native",
+    "skipped_filtered",
+    "skipped_stale",
+    "dead_lettered",
+];
+/// Kinds of `redmirror_reconcile_drift_total`.
+pub const DRIFT_KINDS: [&str; 3] = ["missing", "extra", "different"];
+
+/// Buckets for `redmirror_end_to_end_seconds`: half a millisecond to five minutes.
+pub const END_TO_END_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// Buckets for `redmirror_reconcile_duration_seconds`: 10 ms to an hour.
+pub const RECONCILE_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process; later calls return
+/// the same handle), describes every metric and registers each at 0.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(END_TO_END.into()), END_TO_END_BUCKETS)
+                .expect("valid buckets")
+                .set_buckets_for_metric(Matcher::Full(RECONCILE_DURATION.into()), RECONCILE_BUCKETS)
+                .expect("valid buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            // A recorder installed earlier (tests embedding several roles) is fine.
+            let _ = metrics::set_global_recorder(recorder);
+            describe_all();
+            register_all();
+            handle
+        })
+        .clone()
+}
+
+fn describe_all() {
+    describe_counter!(CAPTURE_NOTIFICATIONS, "Keyspace notifications received for flow keys.");
+    describe_counter!(CAPTURE_COALESCED, "Notifications merged into a read already pending.");
+    describe_counter!(CAPTURE_EVENTS, "State events published by capture, by op.");
+    describe_counter!(CAPTURE_GAPS, "Subscriptions lost and re-made; each triggers a reconcile pass.");
+    describe_counter!(CAPTURE_SKIPPED, "Flows capture did not publish, by reason.");
+    describe_gauge!(CAPTURE_PENDING, "Distinct changed flows waiting to be read.");
+    describe_gauge!(PRODUCER_QUEUE, "Messages in the Kafka producer's queue.");
+    describe_counter!(PUBLISH_RETRIES, "Publishes that failed and were retried.");
+    describe_counter!(APPLY_EVENTS, "Events handled by apply, by outcome.");
+    describe_counter!(APPLY_RETRIES, "Destination round trips retried after a transient error.");
+    describe_gauge!(APPLY_IN_FLIGHT, "Events read from Kafka and not yet written.");
+    describe_histogram!(END_TO_END, Unit::Seconds, "Source time to applied on the destination.");
+    describe_gauge!(CONSUMER_LAG, "Messages between the consumer position and the partition end.");
+    describe_counter!(RECONCILE_RUNS, "Reconcile passes completed.");
+    describe_counter!(RECONCILE_DRIFT, "Drift found by reconcile passes, by kind.");
+    describe_histogram!(RECONCILE_DURATION, Unit::Seconds, "Duration of reconcile passes.");
+    describe_counter!(DLQ_EVENTS, "Events sent to the dead-letter topic.");
+    describe_gauge!(BUILD_INFO, "Build information.");
+    describe_gauge!(READY, "1 when a component's connection is up.");
+    describe_gauge!(LEASE_HELD, "1 while this process holds the lease.");
+}
+
+fn register_all() {
+    metrics::counter!(CAPTURE_NOTIFICATIONS).absolute(0);
+    metrics::counter!(CAPTURE_COALESCED).absolute(0);
+    for op in ["upsert", "delete"] {
+        metrics::counter!(CAPTURE_EVENTS, "op" => op).absolute(0);
+    }
+    metrics::counter!(CAPTURE_GAPS).absolute(0);
+    for reason in ["too_large", "not_a_hash"] {
+        metrics::counter!(CAPTURE_SKIPPED, "reason" => reason).absolute(0);
+    }
+    metrics::gauge!(CAPTURE_PENDING).set(0.0);
+    metrics::gauge!(PRODUCER_QUEUE).set(0.0);
+    metrics::counter!(PUBLISH_RETRIES).absolute(0);
+    for outcome in APPLY_OUTCOMES {
+        metrics::counter!(APPLY_EVENTS, "outcome" => outcome).absolute(0);
+    }
+    metrics::counter!(APPLY_RETRIES).absolute(0);
+    metrics::gauge!(APPLY_IN_FLIGHT).set(0.0);
+    let _ = metrics::histogram!(END_TO_END);
+    metrics::gauge!(CONSUMER_LAG, "partition" => "0").set(0.0);
+    metrics::counter!(RECONCILE_RUNS).absolute(0);
+    for kind in DRIFT_KINDS {
+        metrics::counter!(RECONCILE_DRIFT, "kind" => kind).absolute(0);
+    }
+    let _ = metrics::histogram!(RECONCILE_DURATION);
+    metrics::counter!(DLQ_EVENTS).absolute(0);
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Counts one apply outcome.
+pub fn apply_outcome(outcome: &'static str, n: u64) {
+    metrics::counter!(APPLY_EVENTS, "outcome" => outcome).increment(n);
+}
