@@ -1,1 +1,185 @@
-//! placeholder
+//! Kafka for redmirror.
+//!
+//! # Layout
+//! - [`Kafka`]: the client settings every role shares (bootstrap servers plus
+//!   pass-through librdkafka properties) and constructors for producers,
+//!   consumers and the admin client.
+//! - [`embedded`]: the in-process broker (librdkafka's mock cluster) behind
+//!   `REDMIRROR_KAFKA_BROKERS=embedded`. For demos and development only.
+//! - [`topics`]: creating the change and dead-letter topics and warning about
+//!   risky settings.
+//! - [`publish`]: the idempotent event publisher (`acks=all`) and the
+//!   dead-letter writer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+
+pub mod embedded;
+pub mod publish;
+pub mod topics;
+
+pub use embedded::EmbeddedBroker;
+pub use publish::{DeadLetter, Publisher};
+
+/// Errors from Kafka set-up and publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A client could not be created (bad property, bad bootstrap list).
+    #[error("cannot create Kafka {what}: {source}")]
+    Client {
+        /// producer, consumer or admin client.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: KafkaError,
+    },
+    /// An operation on a topic failed.
+    #[error("Kafka topic {topic}: {message}")]
+    Topic {
+        /// Topic name.
+        topic: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Publishing an event failed.
+    #[error("publishing to {topic} failed: {source}")]
+    Publish {
+        /// Topic name.
+        topic: String,
+        /// Cause.
+        #[source]
+        source: KafkaError,
+    },
+    /// The embedded broker could not start.
+    #[error("cannot start the embedded broker: {0}")]
+    Embedded(String),
+}
+
+impl Error {
+    /// True when retrying later may succeed (broker down, timeouts, full queues).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Publish { source, .. } => !matches!(
+                source.rdkafka_error_code(),
+                Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+                    | Some(rdkafka::types::RDKafkaErrorCode::InvalidMessageSize)
+            ),
+            Error::Topic { .. } => true,
+            Error::Client { .. } | Error::Embedded(_) => false,
+        }
+    }
+}
+
+/// Shared client settings.
+#[derive(Clone, Debug)]
+pub struct Kafka {
+    /// Bootstrap servers (for the embedded broker: its actual address).
+    pub bootstrap: String,
+    /// Pass-through librdkafka properties.
+    pub properties: BTreeMap<String, String>,
+    /// True when the broker is the in-process one.
+    pub embedded: bool,
+}
+
+impl Kafka {
+    /// Settings for these bootstrap servers and properties.
+    pub fn new(bootstrap: impl Into<String>, properties: BTreeMap<String, String>) -> Self {
+        Kafka {
+            bootstrap: bootstrap.into(),
+            properties,
+            embedded: false,
+        }
+    }
+
+    /// A client config with the bootstrap servers and pass-through
+    /// properties; `defaults` apply unless a property overrides them.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The idempotent producer (`acks=all`, `enable.idempotence=true`).
+    pub fn producer(&self) -> Result<FutureProducer, Error> {
+        self.client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+            ("batch.num.messages", "10000"),
+            ("compression.type", "lz4"),
+            ("queue.buffering.max.messages", "200000"),
+            ("message.timeout.ms", "300000"),
+            ("message.max.bytes", "2000000"),
+        ])
+        .create()
+        .map_err(|source| Error::Client {
+            what: "producer",
+            source,
+        })
+    }
+
+    /// A consumer in `group` with manual offset store (offsets are stored only
+    /// after the write; librdkafka commits stored offsets every second).
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, Error> {
+        self.client_config(&[
+            ("group.id", group),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "1000"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("fetch.wait.max.ms", "10"),
+            ("session.timeout.ms", "10000"),
+        ])
+        .create()
+        .map_err(|source| Error::Client {
+            what: "consumer",
+            source,
+        })
+    }
+
+    /// A consumer outside any group (replay, inspect, DLQ): reads from
+    /// assigned positions, stores nothing, and reports partition EOF.
+    pub fn reader(&self) -> Result<StreamConsumer, Error> {
+        self.client_config(&[
+            ("group.id", "redmirror-reader"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "10"),
+        ])
+        .create()
+        .map_err(|source| Error::Client {
+            what: "consumer",
+            source,
+        })
+    }
+
+    /// The admin client.
+    pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, Error> {
+        self.client_config(&[])
+            .create()
+            .map_err(|source| Error::Client {
+                what: "admin client",
+                source,
+            })
+    }
+}
+
+/// Timeout for metadata and admin calls.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);

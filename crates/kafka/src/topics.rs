@@ -1,0 +1,146 @@
+//! Creating the change and dead-letter topics; spotting risky settings.
+
+use rdkafka::admin::{AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{Error, Kafka, ADMIN_TIMEOUT};
+
+/// Retention under which a non-compacted change topic is risky: replay and
+/// rebuild need the history.
+pub const MIN_SAFE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// What was found or done for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicReport {
+    /// Topic name.
+    pub topic: String,
+    /// True when redmirror created it now.
+    pub created: bool,
+    /// Partition count.
+    pub partitions: usize,
+    /// Warnings about risky settings (empty when sane).
+    pub warnings: Vec<String>,
+}
+
+/// Number of partitions of `topic`, `None` when it does not exist.
+pub fn partition_count(kafka: &Kafka, topic: &str) -> Result<Option<usize>, Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = kafka.client_config(&[]).create().map_err(|source| Error::Client {
+        what: "metadata client",
+        source,
+    })?;
+    let md = c.fetch_metadata(Some(topic), ADMIN_TIMEOUT).map_err(|e| Error::Topic {
+        topic: topic.to_string(),
+        message: format!("metadata: {e}"),
+    })?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len()))
+}
+
+/// Creates the change topic (compacted) and the dead-letter topic when they
+/// are missing, and reports risky settings of existing ones.
+pub async fn ensure(kafka: &Kafka, topic: &str, dlq: &str, partitions: i32, replication: i32) -> Result<Vec<TopicReport>, Error> {
+    let change = ensure_one(kafka, topic, partitions, replication, &[("cleanup.policy", "compact")]).await?;
+    let dead = ensure_one(
+        kafka,
+        dlq,
+        1,
+        replication,
+        &[("cleanup.policy", "delete"), ("retention.ms", "2592000000")],
+    )
+    .await?;
+    Ok(vec![change, dead])
+}
+
+async fn ensure_one(
+    kafka: &Kafka,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    config: &[(&str, &str)],
+) -> Result<TopicReport, Error> {
+    let err = |message: String| Error::Topic {
+        topic: topic.to_string(),
+        message,
+    };
+    if let Some(n) = partition_count(kafka, topic)? {
+        let warnings = if config.contains(&("cleanup.policy", "compact")) {
+            risky_settings(kafka, topic).await
+        } else {
+            Vec::new()
+        };
+        for w in &warnings {
+            tracing::warn!(topic, warning = %w, "Risky topic settings.");
+        }
+        return Ok(TopicReport {
+            topic: topic.to_string(),
+            created: false,
+            partitions: n,
+            warnings,
+        });
+    }
+    let admin = kafka.admin()?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    for (k, v) in config {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .map_err(|e| err(format!("create: {e}")))?;
+    for r in results {
+        match r {
+            Ok(_) => tracing::info!(topic, partitions, "Created topic."),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(err(format!("create: {code}"))),
+        }
+    }
+    // Wait until the metadata shows it.
+    let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
+    loop {
+        if let Some(n) = partition_count(kafka, topic)? {
+            return Ok(TopicReport {
+                topic: topic.to_string(),
+                created: true,
+                partitions: n,
+                warnings: Vec::new(),
+            });
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(err("created but not visible in metadata".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Warnings for a change topic that is not compacted and keeps little history.
+async fn risky_settings(kafka: &Kafka, topic: &str) -> Vec<String> {
+    let Ok(admin) = kafka.admin() else {
+        return vec!["could not create an admin client to read the topic settings".into()];
+    };
+    let opts = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+    let res = match admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts).await {
+        Ok(mut r) => match r.pop() {
+            Some(Ok(res)) => res,
+            Some(Err(e)) => return vec![format!("could not read topic settings ({e})")],
+            None => return vec!["could not read topic settings".into()],
+        },
+        Err(e) => return vec![format!("could not read topic settings ({e})")],
+    };
+    let get = |name: &str| res.get(name).and_then(|e| e.value.clone());
+    let policy = get("cleanup.policy").unwrap_or_else(|| "delete".into());
+    let retention: i64 = get("retention.ms").and_then(|v| v.parse().ok()).unwrap_or(-1);
+    if !policy.contains("compact") && retention >= 0 && retention < MIN_SAFE_RETENTION_MS {
+        vec![format!(
+            "cleanup.policy={policy} and retention.ms={retention}: history older than {} h is lost, so replay \
+             cannot rebuild the destination; set cleanup.policy=compact (or retention.ms=-1)",
+            retention / 3_600_000
+        )]
+    } else {
+        Vec::new()
+    }
+}
