@@ -1,0 +1,138 @@
+//! Redis access shared by every role.
+//!
+//! # Layout
+//! - [`connect`]: a fred client for a configured endpoint (TLS files,
+//!   endless reconnect with backoff, command timeout), connected and checked
+//!   with `PING` before it is returned (fail fast at start-up).
+//! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`.
+//! - [`source`]: the atomic read of flows plus the source clock
+//!   (`TIME` and `HGETALL` in one read-only script).
+//! - [`value`]: turning fred values into bytes.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use redmirror_config::RedisEndpoint;
+
+pub mod script;
+pub mod source;
+pub mod value;
+
+pub use script::Script;
+
+/// A Redis failure with the endpoint it concerns (URL redacted).
+#[derive(Debug, thiserror::Error)]
+#[error("redis {endpoint}: {source}")]
+pub struct RedisError {
+    /// Redacted URL.
+    pub endpoint: String,
+    /// Cause.
+    #[source]
+    pub source: fred::error::Error,
+}
+
+impl RedisError {
+    /// Wraps a fred error.
+    pub fn new(endpoint: &RedisEndpoint, source: fred::error::Error) -> Self {
+        RedisError {
+            endpoint: endpoint.redacted(),
+            source,
+        }
+    }
+}
+
+/// True for errors that retrying cannot fix: the command or its data is
+/// wrong (`WRONGTYPE`, a script error, an unparseable reply). Everything else
+/// (connection lost, timeout, `LOADING`, `BUSY`, `OOM`, `NOPERM` until the
+/// ACL is fixed, ...) is transient: retry with backoff, never skip.
+pub fn is_permanent(e: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind::*;
+    match e.kind() {
+        InvalidArgument | InvalidCommand | Parse => true,
+        Unknown => e.details().starts_with("ERR"),
+        _ => false,
+    }
+}
+
+/// Builds, connects and pings a client for `endpoint`. `name` is sent as
+/// `CLIENT SETNAME` material in logs only.
+pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, RedisError> {
+    let client = build(endpoint, name)?;
+    client.init().await.map_err(|e| RedisError::new(endpoint, e))?;
+    let _: String = client.ping(None).await.map_err(|e| RedisError::new(endpoint, e))?;
+    tracing::debug!(endpoint = %endpoint.redacted(), name, "Connected to Redis.");
+    Ok(client)
+}
+
+/// Builds a client without connecting it. Reconnects forever with
+/// exponential backoff (100 ms to 5 s).
+pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError> {
+    let mut config = Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
+    if endpoint.is_tls() {
+        config.tls = Some(tls_connector(endpoint)?.into());
+    }
+    Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+            c.internal_command_timeout = Duration::from_secs(10);
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(30);
+            p.broadcast_channel_capacity = 65_536;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .map_err(|e| RedisError::new(endpoint, e))
+}
+
+fn tls_connector(endpoint: &RedisEndpoint) -> Result<fred::types::config::TlsConnector, RedisError> {
+    let fail = |msg: String| RedisError::new(endpoint, fred::error::Error::new(fred::error::ErrorKind::Tls, msg));
+    let mut roots = rustls::RootCertStore::empty();
+    match &endpoint.tls.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| fail(format!("CA file {}: {e}", path.display())))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| fail(format!("CA file {}: {e}", path.display())))?;
+                roots.add(cert).map_err(|e| fail(format!("CA file {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match (&endpoint.tls.cert_file, &endpoint.tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let certs = std::fs::read(cert).map_err(|e| fail(format!("cert file {}: {e}", cert.display())))?;
+            let certs: Vec<_> = rustls_pemfile::certs(&mut certs.as_slice())
+                .collect::<Result<_, _>>()
+                .map_err(|e| fail(format!("cert file {}: {e}", cert.display())))?;
+            let keyb = std::fs::read(key).map_err(|e| fail(format!("key file {}: {e}", key.display())))?;
+            let key = rustls_pemfile::private_key(&mut keyb.as_slice())
+                .map_err(|e| fail(format!("key file {}: {e}", key.display())))?
+                .ok_or_else(|| fail(format!("key file {}: no private key", key.display())))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| fail(e.to_string()))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(fred::types::config::TlsConnector::from(config))
+}
+
+/// The server's `run_id` (tells two servers apart even behind different URLs).
+pub async fn run_id(client: &Client) -> Result<String, fred::error::Error> {
+    let info: String = client.info(Some(fred::types::InfoKind::Server)).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}

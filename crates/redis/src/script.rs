@@ -1,0 +1,93 @@
+//! Lua scripts: `EVALSHA`, and `SCRIPT LOAD` on `NOSCRIPT`.
+
+use fred::interfaces::ClientLike;
+use fred::prelude::*;
+use fred::types::{CustomCommand, Value};
+
+/// A Lua script and its SHA1.
+#[derive(Debug, Clone)]
+pub struct Script {
+    body: &'static str,
+    sha: String,
+    read_only: bool,
+}
+
+fn sha1_hex(body: &str) -> String {
+    // SHA1 as Redis computes it, so EVALSHA works before any SCRIPT LOAD.
+    sha1_smol::Sha1::from(body).digest().to_string()
+}
+
+impl Script {
+    /// A script run with `EVALSHA`.
+    pub fn new(body: &'static str) -> Self {
+        Script {
+            body,
+            sha: sha1_hex(body),
+            read_only: false,
+        }
+    }
+
+    /// A read-only script run with `EVALSHA_RO` (works for read-only ACL users).
+    pub fn read_only(body: &'static str) -> Self {
+        Script {
+            read_only: true,
+            ..Script::new(body)
+        }
+    }
+
+    /// The SHA1.
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
+
+    /// The `EVALSHA`/`EVALSHA_RO` command.
+    pub fn command(&self) -> CustomCommand {
+        CustomCommand::new_static(
+            if self.read_only { "EVALSHA_RO" } else { "EVALSHA" },
+            fred::types::ClusterHash::FirstKey,
+            false,
+        )
+    }
+
+    /// The arguments of one call: sha, number of keys, keys, args.
+    pub fn args(&self, keys: &[&[u8]], args: Vec<Value>) -> Vec<Value> {
+        let mut v = Vec::with_capacity(2 + keys.len() + args.len());
+        v.push(Value::from(self.sha.as_str()));
+        v.push(Value::from(keys.len() as i64));
+        v.extend(keys.iter().map(|k| Value::Bytes(bytes::Bytes::copy_from_slice(k))));
+        v.extend(args);
+        v
+    }
+
+    /// Loads the script (`SCRIPT LOAD`).
+    pub async fn load<C: ClientLike>(&self, client: &C) -> Result<(), fred::error::Error> {
+        let _: String = client
+            .custom(CustomCommand::new_static("SCRIPT", fred::types::ClusterHash::Random, false), vec!["LOAD", self.body])
+            .await?;
+        Ok(())
+    }
+
+    /// Runs once, loading the script first if the server does not know it.
+    pub async fn call(&self, client: &Client, keys: &[&[u8]], args: Vec<Value>) -> Result<Value, fred::error::Error> {
+        match client.custom::<Value, Value>(self.command(), self.args(keys, args.clone())).await {
+            Err(e) if is_noscript(&e) => {
+                self.load(client).await?;
+                client.custom(self.command(), self.args(keys, args)).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// True when the server does not know the script (after a restart or `SCRIPT FLUSH`).
+pub fn is_noscript(e: &fred::error::Error) -> bool {
+    e.details().starts_with("NOSCRIPT")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sha1_matches_known_vectors() {
+        assert_eq!(super::sha1_hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+    }
+}
