@@ -1,0 +1,269 @@
+//! The live apply loop.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
+use redmirror_core::FlowEvent;
+use redmirror_kafka::{DeadLetter, Kafka, Publisher};
+use redmirror_telemetry::metrics as m;
+use redmirror_telemetry::Health;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{ApplyEngine, Decoded, Outcome};
+
+/// Health component names set by apply.
+pub const HEALTH_DEST: &str = "destination";
+/// Health component for the Kafka consumer.
+pub const HEALTH_KAFKA: &str = "kafka";
+
+/// Apply settings.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Change topic.
+    pub topic: String,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Most events per destination round trip.
+    pub batch: usize,
+}
+
+/// Fatal apply errors (set-up). Runtime errors are retried, not returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Kafka client set-up failed.
+    #[error(transparent)]
+    Kafka(#[from] redmirror_kafka::Error),
+    /// Subscribing failed.
+    #[error("cannot subscribe to {topic}: {source}")]
+    Subscribe {
+        /// Topic.
+        topic: String,
+        /// Cause.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+struct Item {
+    partition: i32,
+    offset: i64,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    decoded: Decoded,
+}
+
+fn item(m: &BorrowedMessage<'_>) -> Item {
+    let decoded = FlowEvent::decode_checked(m.key(), m.payload());
+    Item {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        decoded,
+    }
+}
+
+/// Runs the consumer until `shutdown`: read a batch, write it, dead-letter
+/// what can never be applied, store offsets, repeat. On shutdown the batch in
+/// hand is finished and offsets are committed synchronously.
+pub async fn run(
+    engine: ApplyEngine,
+    kafka: &Kafka,
+    opts: ApplyOptions,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), ApplyError> {
+    let consumer: StreamConsumer = kafka.consumer(&opts.group_id)?;
+    consumer.subscribe(&[&opts.topic]).map_err(|source| ApplyError::Subscribe {
+        topic: opts.topic.clone(),
+        source,
+    })?;
+    let dlq = Publisher::new(kafka, &opts.dlq_topic)?;
+    health.register(HEALTH_DEST);
+    health.set(HEALTH_KAFKA, true);
+    // The destination is known up when the engine was built; mark it so.
+    health.set(HEALTH_DEST, true);
+    tracing::info!(topic = %opts.topic, group = %opts.group_id, "Apply started.");
+
+    let mut stream = consumer.stream();
+    let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
+    loop {
+        batch.clear();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            next = stream.next() => match next {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error.");
+                    health.set(HEALTH_KAFKA, false);
+                    continue;
+                }
+                Some(Ok(msg)) => batch.push(item(&msg)),
+            },
+        }
+        health.set(HEALTH_KAFKA, true);
+        // Take whatever else is ready, without waiting.
+        while batch.len() < opts.batch {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(msg))) => batch.push(item(&msg)),
+                _ => break,
+            }
+        }
+        metrics::gauge!(m::APPLY_IN_FLIGHT).set(batch.len() as f64);
+        if !write_batch(&engine, &dlq, &opts, &batch, &health, &shutdown).await {
+            break; // shutdown while retrying: offsets of this batch are not stored
+        }
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        for it in &batch {
+            last.insert(it.partition, it.offset);
+        }
+        for (p, o) in last {
+            if let Err(e) = consumer.store_offset(&opts.topic, p, o) {
+                tracing::debug!(partition = p, error = %e, "Offset not stored (partition revoked?).");
+            }
+        }
+        metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
+    }
+    drop(stream);
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
+    }
+    consumer.unsubscribe();
+    tracing::info!("Apply stopped; offsets committed.");
+    Ok(())
+}
+
+/// Writes one batch, retrying transient errors with backoff until it is
+/// done. Returns false if shutdown interrupted the retries.
+async fn write_batch(
+    engine: &ApplyEngine,
+    dlq: &Publisher,
+    opts: &ApplyOptions,
+    batch: &[Item],
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> bool {
+    let decoded: Vec<Decoded> = batch.iter().map(|i| i.decoded.clone()).collect();
+    let mut backoff = Backoff::default();
+    let outcomes = loop {
+        match engine.apply(&decoded, false).await {
+            Ok(o) => {
+                health.set(HEALTH_DEST, true);
+                break o;
+            }
+            Err(e) => {
+                health.set(HEALTH_DEST, false);
+                metrics::counter!(m::APPLY_RETRIES).increment(1);
+                tracing::warn!(error = %e, events = batch.len(), "Destination write failed; retrying.");
+                if !backoff.wait(shutdown).await {
+                    return false;
+                }
+            }
+        }
+    };
+    let now = redmirror_core::now_us();
+    for (it, outcome) in batch.iter().zip(&outcomes) {
+        if let Outcome::DeadLetter { code, reason } = outcome {
+            let d = DeadLetter {
+                key: &it.key,
+                payload: &it.payload,
+                reason_code: code,
+                reason: reason.clone(),
+                topic: &opts.topic,
+                partition: it.partition,
+                offset: it.offset,
+            };
+            let mut backoff = Backoff::default();
+            loop {
+                match dlq.dead_letter(&d).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Dead-letter write failed; retrying.");
+                        if !backoff.wait(shutdown).await {
+                            return false;
+                        }
+                    }
+                }
+            }
+            tracing::warn!(
+                partition = it.partition,
+                offset = it.offset,
+                reason = %reason,
+                "Event dead-lettered."
+            );
+        } else if let Ok(ev) = &it.decoded {
+            if outcome.wrote() {
+                let secs = (now - ev.source_time_us).max(0) as f64 / 1e6;
+                metrics::histogram!(m::END_TO_END).record(secs);
+            }
+        }
+        m::apply_outcome(outcome.label(), 1);
+    }
+    true
+}
+
+/// Exponential backoff, 50 ms to 5 s.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Backoff {
+    /// Waits the next delay; false if `shutdown` fired first.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let d = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}
+
+/// Offsets committed by `group` on `topic`, per partition (no entry when none).
+pub fn committed(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+    let c: rdkafka::consumer::BaseConsumer = kafka
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()
+        .map_err(|source| redmirror_kafka::Error::Client {
+            what: "consumer",
+            source,
+        })?;
+    let err = |e: rdkafka::error::KafkaError| redmirror_kafka::Error::Topic {
+        topic: topic.to_string(),
+        message: e.to_string(),
+    };
+    let md = c.fetch_metadata(Some(topic), redmirror_kafka::ADMIN_TIMEOUT).map_err(err)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let got = c.committed_offsets(tpl, redmirror_kafka::ADMIN_TIMEOUT).map_err(err)?;
+    let mut out = BTreeMap::new();
+    for e in got.elements() {
+        if let Offset::Offset(o) = e.offset() {
+            out.insert(e.partition(), o);
+        }
+    }
+    drop(got);
+    Ok(out)
+}

@@ -1,0 +1,230 @@
+//! The guarded atomic write.
+
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::Value;
+use redmirror_core::event::{DeleteReason, Op};
+use redmirror_core::{FlowEvent, KeyLayout, MirrorRules};
+use redmirror_redis::{script, Script};
+
+/// One event, one atomic step. KEYS: flow key, index key, watermark hash.
+/// ARGV: flow id, source time (µs), op (`u`/`d`), force (`1` ignores the
+/// watermark: rewind), marker field, then field/value pairs (marker included).
+///
+/// Order of checks: wrong type → native copy → stale → write. The watermark
+/// is recorded for deletes too (a tombstone), so an old upsert delivered
+/// after a delete cannot resurrect the flow.
+const APPLY: &str = r#"
+local fk, ik, wk = KEYS[1], KEYS[2], KEYS[3]
+local id, ts, op, force, marker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ty = redis.call('TYPE', fk)['ok']
+if ty == 'hash' then
+  if redis.call('HGET', fk, marker) ~= 'true' then return 'skipped_native' end
+elseif ty ~= 'none' then
+  return 'wrong_type:' .. ty
+end
+local wm = redis.call('HGET', wk, id)
+if force ~= '1' and wm and tonumber(wm) > tonumber(ts) then return 'skipped_stale' end
+redis.call('HSET', wk, id, ts)
+if ty == 'hash' then redis.call('DEL', fk) end
+if op == 'u' then
+  local n = #ARGV
+  local i = 6
+  while i <= n do
+    local j = i + 999
+    if j > n then j = n end
+    redis.call('HSET', fk, unpack(ARGV, i, j))
+    i = j + 1
+  end
+  redis.call('HSET', ik, id, '1')
+  return 'applied'
+end
+if ty == 'hash' or wm then redis.call('HDEL', ik, id) end
+return 'deleted'
+"#;
+
+/// What happened to one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The copy now equals the event.
+    Applied,
+    /// The sync copy is gone (or was never there).
+    Deleted,
+    /// A native copy: untouched.
+    SkippedNative,
+    /// A filtered organisation: the sync copy, if any, was removed.
+    SkippedFiltered,
+    /// Older than what was already applied to this flow.
+    SkippedStale,
+    /// Can never be applied: goes to the dead-letter topic.
+    DeadLetter {
+        /// Reason code.
+        code: &'static str,
+        /// Reason text.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// The `outcome` label of `redmirror_apply_events_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Deleted => "deleted",
+            Outcome::SkippedNative => "skipped_native",
+            Outcome::SkippedFiltered => "skipped_filtered",
+            Outcome::SkippedStale => "skipped_stale",
+            Outcome::DeadLetter { .. } => "dead_lettered",
+        }
+    }
+
+    /// True when the destination was (possibly) written.
+    pub fn wrote(&self) -> bool {
+        matches!(self, Outcome::Applied | Outcome::Deleted | Outcome::SkippedFiltered)
+    }
+}
+
+/// An event ready to apply, or the reason it cannot be.
+pub type Decoded = Result<FlowEvent, redmirror_core::DecodeError>;
+
+/// A destination failure worth retrying (connection, timeout, busy, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("destination write failed (will retry): {0}")]
+pub struct Transient(#[from] pub fred::error::Error);
+
+/// Applies events to the destination.
+#[derive(Clone)]
+pub struct ApplyEngine {
+    client: Client,
+    script: Script,
+    keys: KeyLayout,
+    rules: MirrorRules,
+    watermark_key: Bytes,
+}
+
+impl ApplyEngine {
+    /// An engine writing through `client`.
+    pub fn new(client: Client, keys: KeyLayout, rules: MirrorRules) -> Self {
+        ApplyEngine {
+            client,
+            script: Script::new(APPLY),
+            watermark_key: Bytes::from(keys.watermark_key()),
+            keys,
+            rules,
+        }
+    }
+
+    /// The destination client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Applies `events` in order in one pipelined round trip (per-flow order
+    /// holds: one connection executes them in sequence). `force` ignores the
+    /// watermark (rewind). Decode failures and permanent per-event errors
+    /// become [`Outcome::DeadLetter`]; a transient error fails the whole batch,
+    /// which is safe to retry (every step is idempotent).
+    pub async fn apply(&self, events: &[Decoded], force: bool) -> Result<Vec<Outcome>, Transient> {
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
+        let mut calls: Vec<(usize, bool)> = Vec::new();
+        let pipeline = self.client.pipeline();
+        for (i, e) in events.iter().enumerate() {
+            match e {
+                Err(d) => outcomes.push(Some(Outcome::DeadLetter {
+                    code: d.code(),
+                    reason: d.to_string(),
+                })),
+                Ok(ev) => match self.prepare(ev, force) {
+                    Err(o) => outcomes.push(Some(o)),
+                    Ok((args, filtered)) => {
+                        let key = self.keys.flow_key(&ev.flow_id);
+                        let keys: [&[u8]; 3] = [&key, &self.keys.index_key, &self.watermark_key];
+                        let _: () = pipeline.custom(self.script.command(), self.script.args(&keys, args)).await?;
+                        calls.push((i, filtered));
+                        outcomes.push(None);
+                    }
+                },
+            }
+        }
+        if !calls.is_empty() {
+            let mut results = pipeline.try_all::<Value>().await;
+            if results.iter().any(|r| matches!(r, Err(e) if script::is_noscript(e))) {
+                self.script.load(&self.client).await?;
+                results = pipeline.try_all::<Value>().await;
+            }
+            for ((i, filtered), r) in calls.into_iter().zip(results) {
+                outcomes[i] = Some(self.outcome(r, filtered)?);
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("every event has an outcome")).collect())
+    }
+
+    /// Script arguments, or an outcome decided without the destination.
+    fn prepare(&self, ev: &FlowEvent, force: bool) -> Result<(Vec<Value>, bool), Outcome> {
+        let fields: Vec<(Bytes, Bytes)> = ev.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+        let mut upsert = ev.op == Op::Upsert as i32;
+        // Apply enforces the filter too: an upsert of a filtered flow (from a
+        // capture configured differently) removes the copy instead.
+        let filtered = (upsert && self.rules.is_filtered(&fields)) || ev.delete_reason == DeleteReason::Filtered as i32;
+        if upsert && !filtered {
+            let size = ev.payload_bytes();
+            if size > self.rules.max_flow_bytes {
+                return Err(Outcome::DeadLetter {
+                    code: "too_large",
+                    reason: format!(
+                        "flow is {size} bytes, over the limit of {} (REDMIRROR_MAX_FLOW_BYTES)",
+                        self.rules.max_flow_bytes
+                    ),
+                });
+            }
+        }
+        if filtered {
+            upsert = false;
+        }
+        let mut args = Vec::with_capacity(5 + if upsert { 2 * fields.len() + 2 } else { 0 });
+        args.push(Value::Bytes(ev.flow_id.clone()));
+        args.push(Value::from(ev.source_time_us.to_string()));
+        args.push(Value::from(if upsert { "u" } else { "d" }));
+        args.push(Value::from(if force { "1" } else { "0" }));
+        args.push(Value::Bytes(self.rules.marker_field.clone()));
+        if upsert {
+            for (n, v) in self.rules.expected_copy(&fields) {
+                args.push(Value::Bytes(n));
+                args.push(Value::Bytes(v));
+            }
+        }
+        Ok((args, filtered))
+    }
+
+    fn outcome(&self, r: Result<Value, fred::error::Error>, filtered: bool) -> Result<Outcome, Transient> {
+        let v = match r {
+            Ok(v) => v,
+            Err(e) if redmirror_redis::is_permanent(&e) => {
+                return Ok(Outcome::DeadLetter {
+                    code: "write_failed",
+                    reason: format!("destination refused the write: {}", e.details()),
+                })
+            }
+            Err(e) => return Err(Transient(e)),
+        };
+        let s = redmirror_redis::value::bytes(&v).unwrap_or_default();
+        Ok(match s.as_ref() {
+            b"applied" => Outcome::Applied,
+            b"deleted" if filtered => Outcome::SkippedFiltered,
+            b"deleted" => Outcome::Deleted,
+            b"skipped_native" => Outcome::SkippedNative,
+            b"skipped_stale" => Outcome::SkippedStale,
+            other if other.starts_with(b"wrong_type:") => Outcome::DeadLetter {
+                code: "wrong_type",
+                reason: format!(
+                    "destination key has type {}, not a hash",
+                    String::from_utf8_lossy(&other[b"wrong_type:".len()..])
+                ),
+            },
+            other => Outcome::DeadLetter {
+                code: "unexpected_reply",
+                reason: format!("apply script replied {:?}", String::from_utf8_lossy(other)),
+            },
+        })
+    }
+}
