@@ -1,1 +1,105 @@
-//! placeholder
+//! capture: follows the source and publishes one state event per change.
+//!
+//! # Layout
+//! - [`notify`]: checks (and, when allowed, sets) `notify-keyspace-events`,
+//!   refusing with the exact `CONFIG SET` needed.
+//! - [`pending`]: the bounded set of changed flows waiting to be read
+//!   (coalesces bursts; when full it drops and reports a gap, never grows).
+//! - [`subscriber`]: the keyevent subscription, one session at a time;
+//!   every re-subscription (and every overflow) is a gap, counted and
+//!   reported so the reconciler runs a pass.
+//! - [`publisher`]: reads pending flows atomically with the source clock
+//!   and publishes their state with the idempotent producer.
+//! - [`run`]: the whole role.
+//!
+//! capture never writes to the source: it needs only `psubscribe`,
+//! `evalsha_ro` and `config get` (see docs/operations.md for the ACL).
+
+pub mod notify;
+pub mod pending;
+pub mod publisher;
+pub mod subscriber;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redmirror_config::RedisEndpoint;
+use redmirror_core::{KeyLayout, MirrorRules};
+use redmirror_kafka::Publisher;
+use redmirror_telemetry::Health;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use pending::Pending;
+
+/// A possible gap in the notification stream: the reconciler should run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gap {
+    /// The first subscription: anything changed while capture was down is unknown.
+    Start,
+    /// The subscription was lost and re-made.
+    Resubscribed,
+    /// Notifications were dropped (pending set full, or the client fell behind).
+    Overflow,
+}
+
+/// Capture settings.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Source endpoint (its URL path picks the database).
+    pub source: RedisEndpoint,
+    /// Key layout.
+    pub keys: KeyLayout,
+    /// Mirror rules (exclusions, filter, size limit).
+    pub rules: MirrorRules,
+    /// Flows per atomic read.
+    pub batch: usize,
+    /// Most distinct flows pending.
+    pub pending_max: usize,
+    /// Set `notify-keyspace-events` when classes are missing.
+    pub configure_notifications: bool,
+    /// How long a stop may take to drain pending flows and flush.
+    pub shutdown_timeout: Duration,
+}
+
+/// Capture errors that stop the role.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Connecting or checking the source failed.
+    #[error(transparent)]
+    Redis(#[from] redmirror_redis::RedisError),
+    /// Keyspace notifications are not configured.
+    #[error(transparent)]
+    Notify(#[from] notify::NotifyError),
+}
+
+/// Health component for the source.
+pub const HEALTH_SOURCE: &str = "source";
+
+/// Runs capture until `shutdown`. Gaps are sent on `gaps` (may be closed).
+pub async fn run(
+    opts: CaptureOptions,
+    publisher: Publisher,
+    health: Health,
+    gaps: mpsc::UnboundedSender<Gap>,
+    shutdown: CancellationToken,
+) -> Result<(), CaptureError> {
+    health.register(HEALTH_SOURCE);
+    let client = redmirror_redis::connect(&opts.source, "capture-reader").await?;
+    notify::ensure(&client, &opts.source, opts.configure_notifications).await?;
+    health.set(HEALTH_SOURCE, true);
+    let pending = Arc::new(Pending::new(opts.pending_max));
+    let stop_sub = CancellationToken::new();
+    let sub = tokio::spawn(subscriber::run(
+        opts.source.clone(),
+        opts.keys.clone(),
+        pending.clone(),
+        gaps,
+        health.clone(),
+        stop_sub.clone(),
+    ));
+    let result = publisher::run(&opts, client, publisher, pending, health, shutdown).await;
+    stop_sub.cancel();
+    let _ = sub.await;
+    result
+}

@@ -66,12 +66,19 @@ pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, Red
 
 /// Builds a client without connecting it. Reconnects forever with
 /// exponential backoff (100 ms to 5 s).
-pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError> {
+pub fn build(endpoint: &RedisEndpoint, name: &str) -> Result<Client, RedisError> {
+    build_with(endpoint, name, true)
+}
+
+/// Builds a client; with `reconnect` false the connection task ends on the
+/// first disconnect (the subscriber handles that itself: each reconnect is a gap).
+pub fn build_with(endpoint: &RedisEndpoint, _name: &str, reconnect: bool) -> Result<Client, RedisError> {
     let mut config = Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
     if endpoint.is_tls() {
         config.tls = Some(tls_connector(endpoint)?.into());
     }
-    Builder::from_config(config)
+    let mut builder = Builder::from_config(config);
+    builder
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(5);
             c.internal_command_timeout = Duration::from_secs(10);
@@ -80,8 +87,11 @@ pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(30);
             p.broadcast_channel_capacity = 65_536;
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        });
+    if reconnect {
+        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    }
+    builder
         .build()
         .map_err(|e| RedisError::new(endpoint, e))
 }

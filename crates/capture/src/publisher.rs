@@ -1,0 +1,163 @@
+//! Reading pending flows and publishing their state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use fred::prelude::Client;
+use redmirror_core::event::{Op, Origin};
+use redmirror_core::rules::Decision;
+use redmirror_core::SourceFlow;
+use redmirror_kafka::Publisher;
+use redmirror_redis::source::{SourceRead, SourceReader};
+use redmirror_telemetry::metrics as m;
+use redmirror_telemetry::Health;
+use tokio_util::sync::CancellationToken;
+
+use crate::{CaptureError, CaptureOptions, Pending, HEALTH_SOURCE};
+
+/// Most events awaiting a broker acknowledgement; beyond it capture stops reading.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+type Acked = (Bytes, &'static str, &'static str, Result<(), redmirror_kafka::Error>);
+
+/// Reads and publishes until `shutdown`, then drains what is pending (within
+/// the shutdown timeout) and flushes the producer.
+pub async fn run(
+    opts: &CaptureOptions,
+    client: Client,
+    publisher: Publisher,
+    pending: Arc<Pending>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), CaptureError> {
+    let reader = SourceReader::new(opts.keys.clone());
+    let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> = FuturesUnordered::new();
+    let ctx = Ctx {
+        opts,
+        client: &client,
+        reader: &reader,
+        publisher: &publisher,
+        health: &health,
+    };
+    loop {
+        metrics::gauge!(m::PRODUCER_QUEUE).set(publisher.queue_len() as f64);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(acked) = in_flight.next(), if !in_flight.is_empty() => on_ack(acked, &pending),
+            batch = pending.take(opts.batch), if in_flight.len() < MAX_IN_FLIGHT => {
+                if !ctx.publish(batch, &mut in_flight, Some(&shutdown)).await {
+                    break;
+                }
+            }
+        }
+    }
+    // Drain: read and publish what is already pending, within the timeout.
+    let deadline = tokio::time::Instant::now() + opts.shutdown_timeout;
+    let drain = async {
+        loop {
+            let batch = pending.try_take(opts.batch);
+            if batch.is_empty() {
+                break;
+            }
+            ctx.publish(batch, &mut in_flight, None).await;
+        }
+        while let Some(acked) = in_flight.next().await {
+            on_ack(acked, &pending);
+        }
+    };
+    if tokio::time::timeout_at(deadline, drain).await.is_err() {
+        tracing::warn!(pending = pending.len(), "Stopped before every pending flow was published; the next reconcile pass covers them.");
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(100));
+    if let Err(e) = publisher.flush(left) {
+        tracing::warn!(error = %e, "Producer flush incomplete at shutdown.");
+    }
+    tracing::info!("Capture stopped.");
+    Ok(())
+}
+
+fn on_ack((id, cause, op, r): Acked, pending: &Pending) {
+    match r {
+        Ok(()) => metrics::counter!(m::CAPTURE_EVENTS, "op" => op).increment(1),
+        Err(e) => {
+            metrics::counter!(m::PUBLISH_RETRIES).increment(1);
+            tracing::warn!(error = %e, "Publish failed; the flow will be read and published again.");
+            let _ = pending.add(id, cause);
+        }
+    }
+}
+
+struct Ctx<'a> {
+    opts: &'a CaptureOptions,
+    client: &'a Client,
+    reader: &'a SourceReader,
+    publisher: &'a Publisher,
+    health: &'a Health,
+}
+
+impl Ctx<'_> {
+    /// Reads a batch atomically (retrying with backoff) and enqueues its
+    /// events. False when shutdown interrupted the retries.
+    async fn publish(
+        &self,
+        batch: Vec<(Bytes, &'static str)>,
+        in_flight: &mut FuturesUnordered<futures::future::BoxFuture<'static, Acked>>,
+        shutdown: Option<&CancellationToken>,
+    ) -> bool {
+        let ids: Vec<Bytes> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let Some(read) = self.read(&ids, shutdown).await else { return false };
+        let time = read.time_us;
+        for ((id, state), (_, cause)) in read.flows.into_iter().zip(batch) {
+            if state == SourceFlow::NotAHash {
+                metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "not_a_hash").increment(1);
+                tracing::warn!(flow_id = %redmirror_core::text::lossy(&id), "Source flow key is not a hash; treated as absent.");
+            }
+            match self.opts.rules.decide(id.clone(), state, time, Origin::Capture, cause) {
+                Decision::TooLarge { bytes } => {
+                    metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
+                    tracing::warn!(
+                        flow_id = %redmirror_core::text::lossy(&id),
+                        bytes,
+                        limit = self.opts.rules.max_flow_bytes,
+                        "Flow over REDMIRROR_MAX_FLOW_BYTES; not published."
+                    );
+                }
+                Decision::Publish(event) => {
+                    let op = if event.op == Op::Upsert as i32 { "upsert" } else { "delete" };
+                    let ack = self.publisher.enqueue(&event).await;
+                    in_flight.push(ack.map(move |r| (id, cause, op, r.map(|_| ()))).boxed());
+                }
+            }
+        }
+        true
+    }
+
+    async fn read(&self, ids: &[Bytes], shutdown: Option<&CancellationToken>) -> Option<SourceRead> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.reader.read(self.client, ids).await {
+                Ok(r) => {
+                    self.health.set(HEALTH_SOURCE, true);
+                    return Some(r);
+                }
+                Err(e) => {
+                    self.health.set(HEALTH_SOURCE, false);
+                    tracing::warn!(error = %e, "Source read failed; retrying.");
+                    let sleep = tokio::time::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    match shutdown {
+                        Some(s) => tokio::select! {
+                            _ = s.cancelled() => return None,
+                            _ = sleep => {}
+                        },
+                        None => sleep.await,
+                    }
+                }
+            }
+        }
+    }
+}
