@@ -80,10 +80,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ApplyError> {
     let consumer: StreamConsumer = kafka.consumer(&opts.group_id)?;
-    consumer.subscribe(&[&opts.topic]).map_err(|source| ApplyError::Subscribe {
-        topic: opts.topic.clone(),
-        source,
-    })?;
+    consumer
+        .subscribe(&[&opts.topic])
+        .map_err(|source| ApplyError::Subscribe {
+            topic: opts.topic.clone(),
+            source,
+        })?;
     let dlq = Publisher::new(kafka, &opts.dlq_topic)?;
     health.register(HEALTH_DEST);
     health.set(HEALTH_KAFKA, true);
@@ -133,7 +135,10 @@ pub async fn run(
     }
     drop(stream);
     match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Ok(())
+        | Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => {}
         Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
     }
     consumer.unsubscribe();
@@ -238,7 +243,11 @@ impl Backoff {
 }
 
 /// Offsets committed by `group` on `topic`, per partition (no entry when none).
-pub fn committed(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+pub fn committed(
+    kafka: &Kafka,
+    group: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
     let c: rdkafka::consumer::BaseConsumer = kafka
         .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
         .create()
@@ -250,14 +259,18 @@ pub fn committed(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32
         topic: topic.to_string(),
         message: e.to_string(),
     };
-    let md = c.fetch_metadata(Some(topic), redmirror_kafka::ADMIN_TIMEOUT).map_err(err)?;
+    let md = c
+        .fetch_metadata(Some(topic), redmirror_kafka::ADMIN_TIMEOUT)
+        .map_err(err)?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for t in md.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
             tpl.add_partition(topic, p.id());
         }
     }
-    let got = c.committed_offsets(tpl, redmirror_kafka::ADMIN_TIMEOUT).map_err(err)?;
+    let got = c
+        .committed_offsets(tpl, redmirror_kafka::ADMIN_TIMEOUT)
+        .map_err(err)?;
     let mut out = BTreeMap::new();
     for e in got.elements() {
         if let Offset::Offset(o) = e.offset() {

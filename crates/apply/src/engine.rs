@@ -80,7 +80,10 @@ impl Outcome {
 
     /// True when the destination was (possibly) written.
     pub fn wrote(&self) -> bool {
-        matches!(self, Outcome::Applied | Outcome::Deleted | Outcome::SkippedFiltered)
+        matches!(
+            self,
+            Outcome::Applied | Outcome::Deleted | Outcome::SkippedFiltered
+        )
     }
 }
 
@@ -139,7 +142,9 @@ impl ApplyEngine {
                     Ok((args, filtered)) => {
                         let key = self.keys.flow_key(&ev.flow_id);
                         let keys: [&[u8]; 3] = [&key, &self.keys.index_key, &self.watermark_key];
-                        let _: () = pipeline.custom(self.script.command(), self.script.args(&keys, args)).await?;
+                        let _: () = pipeline
+                            .custom(self.script.command(), self.script.args(&keys, args))
+                            .await?;
                         calls.push((i, filtered));
                         outcomes.push(None);
                     }
@@ -148,7 +153,10 @@ impl ApplyEngine {
         }
         if !calls.is_empty() {
             let mut results = pipeline.try_all::<Value>().await;
-            if results.iter().any(|r| matches!(r, Err(e) if script::is_noscript(e))) {
+            if results
+                .iter()
+                .any(|r| matches!(r, Err(e) if script::is_noscript(e)))
+            {
                 self.script.load(&self.client).await?;
                 results = pipeline.try_all::<Value>().await;
             }
@@ -156,16 +164,24 @@ impl ApplyEngine {
                 outcomes[i] = Some(self.outcome(r, filtered)?);
             }
         }
-        Ok(outcomes.into_iter().map(|o| o.expect("every event has an outcome")).collect())
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every event has an outcome"))
+            .collect())
     }
 
     /// Script arguments, or an outcome decided without the destination.
     fn prepare(&self, ev: &FlowEvent, force: bool) -> Result<(Vec<Value>, bool), Outcome> {
-        let fields: Vec<(Bytes, Bytes)> = ev.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+        let fields: Vec<(Bytes, Bytes)> = ev
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect();
         let mut upsert = ev.op == Op::Upsert as i32;
         // Apply enforces the filter too: an upsert of a filtered flow (from a
         // capture configured differently) removes the copy instead.
-        let filtered = (upsert && self.rules.is_filtered(&fields)) || ev.delete_reason == DeleteReason::Filtered as i32;
+        let filtered = (upsert && self.rules.is_filtered(&fields))
+            || ev.delete_reason == DeleteReason::Filtered as i32;
         if upsert && !filtered {
             let size = ev.payload_bytes();
             if size > self.rules.max_flow_bytes {
@@ -196,7 +212,11 @@ impl ApplyEngine {
         Ok((args, filtered))
     }
 
-    fn outcome(&self, r: Result<Value, fred::error::Error>, filtered: bool) -> Result<Outcome, Transient> {
+    fn outcome(
+        &self,
+        r: Result<Value, fred::error::Error>,
+        filtered: bool,
+    ) -> Result<Outcome, Transient> {
         let v = match r {
             Ok(v) => v,
             Err(e) if redmirror_redis::is_permanent(&e) => {

@@ -9,20 +9,31 @@ use redmirror_telemetry::metrics as m;
 use tokio_util::sync::CancellationToken;
 
 /// End offsets (high watermarks) of every partition of `topic`.
-pub fn end_offsets(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
-    let c: BaseConsumer = kafka.client_config(&[]).create().map_err(|source| redmirror_kafka::Error::Client {
-        what: "metadata client",
-        source,
-    })?;
+pub fn end_offsets(
+    kafka: &Kafka,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+    let c: BaseConsumer =
+        kafka
+            .client_config(&[])
+            .create()
+            .map_err(|source| redmirror_kafka::Error::Client {
+                what: "metadata client",
+                source,
+            })?;
     let err = |e: rdkafka::error::KafkaError| redmirror_kafka::Error::Topic {
         topic: topic.to_string(),
         message: e.to_string(),
     };
-    let md = c.fetch_metadata(Some(topic), redmirror_kafka::ADMIN_TIMEOUT).map_err(err)?;
+    let md = c
+        .fetch_metadata(Some(topic), redmirror_kafka::ADMIN_TIMEOUT)
+        .map_err(err)?;
     let mut out = BTreeMap::new();
     for t in md.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
-            let (_, high) = c.fetch_watermarks(topic, p.id(), redmirror_kafka::ADMIN_TIMEOUT).map_err(err)?;
+            let (_, high) = c
+                .fetch_watermarks(topic, p.id(), redmirror_kafka::ADMIN_TIMEOUT)
+                .map_err(err)?;
             out.insert(p.id(), high);
         }
     }
@@ -30,7 +41,11 @@ pub fn end_offsets(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, i64>, red
 }
 
 /// Lag per partition: end offset minus committed offset (everything when nothing is committed).
-pub fn lag(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+pub fn lag(
+    kafka: &Kafka,
+    group: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
     let ends = end_offsets(kafka, topic)?;
     let committed = crate::consumer::committed(kafka, group, topic)?;
     Ok(ends
@@ -43,7 +58,14 @@ pub fn lag(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>
 pub type SharedLag = std::sync::Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
 
 /// Refreshes `redmirror_consumer_lag_messages{partition}` every `every` until shutdown.
-pub async fn track(kafka: Kafka, group: String, topic: String, every: Duration, shared: SharedLag, shutdown: CancellationToken) {
+pub async fn track(
+    kafka: Kafka,
+    group: String,
+    topic: String,
+    every: Duration,
+    shared: SharedLag,
+    shutdown: CancellationToken,
+) {
     loop {
         let (k, g, t) = (kafka.clone(), group.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || lag(&k, &g, &t)).await {

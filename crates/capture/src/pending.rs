@@ -35,10 +35,32 @@ pub enum Added {
 /// Interns the cause (a notification name) so it costs no allocation.
 pub fn cause_name(event: &str) -> &'static str {
     const KNOWN: &[&str] = &[
-        "hset", "hdel", "hincrby", "hincrbyfloat", "del", "expired", "evicted", "rename_from", "rename_to", "restore",
-        "hexpired", "hexpire", "hpersist", "expire", "persist", "set", "copy_to", "move_to", "move_from", "new",
+        "hset",
+        "hdel",
+        "hincrby",
+        "hincrbyfloat",
+        "del",
+        "expired",
+        "evicted",
+        "rename_from",
+        "rename_to",
+        "restore",
+        "hexpired",
+        "hexpire",
+        "hpersist",
+        "expire",
+        "persist",
+        "set",
+        "copy_to",
+        "move_to",
+        "move_from",
+        "new",
     ];
-    KNOWN.iter().find(|k| **k == event).copied().unwrap_or("other")
+    KNOWN
+        .iter()
+        .find(|k| **k == event)
+        .copied()
+        .unwrap_or("other")
 }
 
 impl Pending {
@@ -119,7 +141,13 @@ mod tests {
         assert_eq!(p.add(Bytes::from_static(b"b"), "del"), Added::New);
         assert_eq!(p.add(Bytes::from_static(b"c"), "del"), Added::Full);
         let t = p.try_take(10);
-        assert_eq!(t, vec![(Bytes::from_static(b"a"), "hset"), (Bytes::from_static(b"b"), "del")]);
+        assert_eq!(
+            t,
+            vec![
+                (Bytes::from_static(b"a"), "hset"),
+                (Bytes::from_static(b"b"), "del")
+            ]
+        );
         assert!(p.is_empty());
         assert_eq!(p.add(Bytes::from_static(b"a"), "hset"), Added::New);
     }

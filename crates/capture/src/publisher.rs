@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fred::prelude::Client;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use fred::prelude::Client;
 use redmirror_core::event::{Op, Origin};
 use redmirror_core::rules::Decision;
 use redmirror_core::SourceFlow;
@@ -21,7 +21,12 @@ use crate::{CaptureError, CaptureOptions, Pending, HEALTH_SOURCE};
 /// Most events awaiting a broker acknowledgement; beyond it capture stops reading.
 const MAX_IN_FLIGHT: usize = 20_000;
 
-type Acked = (Bytes, &'static str, &'static str, Result<(), redmirror_kafka::Error>);
+type Acked = (
+    Bytes,
+    &'static str,
+    &'static str,
+    Result<(), redmirror_kafka::Error>,
+);
 
 /// Reads and publishes until `shutdown`, then drains what is pending (within
 /// the shutdown timeout) and flushes the producer.
@@ -34,7 +39,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
     let reader = SourceReader::new(opts.keys.clone());
-    let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> =
+        FuturesUnordered::new();
     let ctx = Ctx {
         opts,
         client: &client,
@@ -70,9 +76,14 @@ pub async fn run(
         }
     };
     if tokio::time::timeout_at(deadline, drain).await.is_err() {
-        tracing::warn!(pending = pending.len(), "Stopped before every pending flow was published; the next reconcile pass covers them.");
+        tracing::warn!(
+            pending = pending.len(),
+            "Stopped before every pending flow was published; the next reconcile pass covers them."
+        );
     }
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(100));
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_millis(100));
     if let Err(e) = publisher.flush(left) {
         tracing::warn!(error = %e, "Producer flush incomplete at shutdown.");
     }
@@ -109,14 +120,21 @@ impl Ctx<'_> {
         shutdown: Option<&CancellationToken>,
     ) -> bool {
         let ids: Vec<Bytes> = batch.iter().map(|(id, _)| id.clone()).collect();
-        let Some(read) = self.read(&ids, shutdown).await else { return false };
+        tracing::trace!(flows = ids.len(), "Reading a batch.");
+        let Some(read) = self.read(&ids, shutdown).await else {
+            return false;
+        };
         let time = read.time_us;
         for ((id, state), (_, cause)) in read.flows.into_iter().zip(batch) {
             if state == SourceFlow::NotAHash {
                 metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "not_a_hash").increment(1);
                 tracing::warn!(flow_id = %redmirror_core::text::lossy(&id), "Source flow key is not a hash; treated as absent.");
             }
-            match self.opts.rules.decide(id.clone(), state, time, Origin::Capture, cause) {
+            match self
+                .opts
+                .rules
+                .decide(id.clone(), state, time, Origin::Capture, cause)
+            {
                 Decision::TooLarge { bytes } => {
                     metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
                     tracing::warn!(
@@ -127,7 +145,11 @@ impl Ctx<'_> {
                     );
                 }
                 Decision::Publish(event) => {
-                    let op = if event.op == Op::Upsert as i32 { "upsert" } else { "delete" };
+                    let op = if event.op == Op::Upsert as i32 {
+                        "upsert"
+                    } else {
+                        "delete"
+                    };
                     let ack = self.publisher.enqueue(&event).await;
                     in_flight.push(ack.map(move |r| (id, cause, op, r.map(|_| ()))).boxed());
                 }
@@ -136,7 +158,11 @@ impl Ctx<'_> {
         true
     }
 
-    async fn read(&self, ids: &[Bytes], shutdown: Option<&CancellationToken>) -> Option<SourceRead> {
+    async fn read(
+        &self,
+        ids: &[Bytes],
+        shutdown: Option<&CancellationToken>,
+    ) -> Option<SourceRead> {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.reader.read(self.client, ids).await {

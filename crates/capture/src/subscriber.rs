@@ -69,10 +69,15 @@ async fn session(
         Ok(c) => c,
         Err(e) => return SessionEnd::Disconnected(e.to_string()),
     };
-    let mut rx = client.message_rx();
+    // fred routes keyspace/keyevent messages to this channel, not message_rx.
+    let mut rx = client.keyspace_event_rx();
     let mut conn = match client.init().await {
         Ok(h) => h,
-        Err(e) => return SessionEnd::Disconnected(redmirror_redis::RedisError::new(source, e).to_string()),
+        Err(e) => {
+            return SessionEnd::Disconnected(
+                redmirror_redis::RedisError::new(source, e).to_string(),
+            )
+        }
     };
     let prefix = format!("__keyevent@{}__:", source.db());
     if let Err(e) = client.psubscribe(format!("{prefix}*")).await {
@@ -95,7 +100,9 @@ async fn session(
         if pending_full && !overflowing {
             metrics::counter!(m::CAPTURE_GAPS).increment(1);
             let _ = gaps.send(Gap::Overflow);
-            tracing::warn!("Capture fell behind: notifications dropped, gap reported for reconciliation.");
+            tracing::warn!(
+                "Capture fell behind: notifications dropped, gap reported for reconciliation."
+            );
         }
         overflowing = pending_full;
     };
@@ -109,12 +116,14 @@ async fn session(
                 Err(e) => e.to_string(),
             }),
             msg = rx.recv() => match msg {
-                Ok(msg) => {
-                    let Some(event) = msg.channel.strip_prefix(prefix.as_str()) else { continue };
-                    let Some(key) = redmirror_redis::value::bytes(&msg.value) else { continue };
+                Ok(ev) => {
+                    if u32::from(ev.db) != u32::from(source.db()) {
+                        continue;
+                    }
+                    let key = ev.key.into_bytes();
                     let Some(id) = keys.flow_id(&key) else { continue };
                     metrics::counter!(m::CAPTURE_NOTIFICATIONS).increment(1);
-                    match pending.add(key.slice_ref(id), cause_name(event)) {
+                    match pending.add(key.slice_ref(id), cause_name(&ev.operation)) {
                         Added::New => report_overflow(false),
                         Added::Coalesced => {
                             metrics::counter!(m::CAPTURE_COALESCED).increment(1);

@@ -1,1 +1,165 @@
-fn main() {}
+//! `redmirror`: the command line. Glue only: parse flags, load and validate
+//! the configuration, start the roles from the library crates, map errors to
+//! exit codes (0 success, 1 runtime failure, 2 bad usage or configuration).
+
+mod app;
+mod check;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use redmirror_config::{ConfigError, Layers};
+
+/// Keeps a staging Redis in step with a production Redis through Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "redmirror", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// TOML configuration file (overridden by REDMIRROR_* variables, then by flags).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Source Redis URL (REDMIRROR_SOURCE_URL).
+    #[arg(long, global = true)]
+    source_url: Option<String>,
+    /// Destination Redis URL (REDMIRROR_DEST_URL).
+    #[arg(long, global = true)]
+    dest_url: Option<String>,
+    /// Kafka bootstrap servers or `embedded` (REDMIRROR_KAFKA_BROKERS).
+    #[arg(long, global = true)]
+    kafka_brokers: Option<String>,
+    /// Change topic (REDMIRROR_TOPIC).
+    #[arg(long, global = true)]
+    topic: Option<String>,
+    /// Apply consumer group (REDMIRROR_GROUP_ID).
+    #[arg(long, global = true)]
+    group_id: Option<String>,
+    /// HTTP listener (REDMIRROR_HTTP_ADDR).
+    #[arg(long, global = true)]
+    http_addr: Option<String>,
+    /// Log filter (REDMIRROR_LOG).
+    #[arg(long, global = true)]
+    log: Option<String>,
+    /// Set notify-keyspace-events on the source if classes are missing.
+    #[arg(long, global = true)]
+    configure_notifications: bool,
+    /// Any setting by its TOML key: --set reconcile_interval=30s (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// capture + apply in one process (the simple deployment).
+    Run,
+    /// Follow the source and publish change events.
+    Capture,
+    /// Consume change events and write the destination.
+    Apply,
+    /// Pre-flight checks: connectivity, notifications, distinct servers, topics.
+    Check,
+    /// Show the whole thing working on this machine (local Redis servers, embedded broker).
+    Demo(demo::DemoArgs),
+}
+
+impl Command {
+    /// Settings this command cannot do without.
+    fn needs(&self) -> &'static [&'static str] {
+        match self {
+            Command::Run => &["source_url", "dest_url", "kafka_brokers"],
+            Command::Capture => &["source_url", "kafka_brokers"],
+            Command::Apply => &["dest_url", "kafka_brokers"],
+            Command::Check => &[],
+            Command::Demo(_) => &[],
+        }
+    }
+}
+
+fn layers(g: &Global) -> Result<Layers, ConfigError> {
+    let mut l = Layers::load(g.config.as_deref(), std::env::vars())?;
+    let flags = [
+        ("source_url", &g.source_url),
+        ("dest_url", &g.dest_url),
+        ("kafka_brokers", &g.kafka_brokers),
+        ("topic", &g.topic),
+        ("group_id", &g.group_id),
+        ("http_addr", &g.http_addr),
+        ("log", &g.log),
+    ];
+    for (k, v) in flags {
+        if let Some(v) = v {
+            l.set_flag(k, v.clone())?;
+        }
+    }
+    if g.configure_notifications {
+        l.set_flag("configure_notifications", "true")?;
+    }
+    for kv in &g.set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::Invalid {
+            var: "--set".into(),
+            value: kv.clone(),
+            constraint: "expected KEY=VALUE".into(),
+        })?;
+        l.set_flag(k.trim(), v)?;
+    }
+    Ok(l)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match layers(&cli.global).and_then(|l| match &cli.command {
+        Command::Demo(_) => Ok(None),
+        c => l.validate(c.needs()).map(Some),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("redmirror: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("redmirror: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match (cli.command, config) {
+            (Command::Demo(args), _) => demo::run(args).await,
+            (Command::Check, Some(c)) => check::run(&c).await,
+            (cmd, Some(c)) => {
+                redmirror_telemetry::logging::init(
+                    &c.log,
+                    c.log_format == redmirror_config::LogFormat::Json,
+                );
+                let roles = match cmd {
+                    Command::Run => app::Roles::all(),
+                    Command::Capture => app::Roles::capture(),
+                    Command::Apply => app::Roles::apply(),
+                    _ => unreachable!("handled above"),
+                };
+                app::run(c, roles).await
+            }
+            (_, None) => unreachable!("validated above"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("redmirror: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

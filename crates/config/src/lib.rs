@@ -120,7 +120,10 @@ fn strsim_close(a: &str, b: &str) -> bool {
 
 impl Layers {
     /// Loads defaults, then the file (if any), then the environment.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut layers = Layers::default();
         for s in SETTINGS {
             if let Some(d) = s.default {
@@ -139,10 +142,12 @@ impl Layers {
     }
 
     fn apply_toml(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
-            path: path.to_path_buf(),
-            message: e.message().to_string(),
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml {
+                path: path.to_path_buf(),
+                message: e.message().to_string(),
+            })?;
         for (key, value) in table {
             if key == "kafka" {
                 let props = value
@@ -153,7 +158,9 @@ impl Layers {
                     .ok_or_else(|| ConfigError::Invalid {
                         var: "kafka".into(),
                         value: "<table>".into(),
-                        constraint: "expected only a [kafka.properties] table of librdkafka properties".into(),
+                        constraint:
+                            "expected only a [kafka.properties] table of librdkafka properties"
+                                .into(),
                     })?;
                 for (k, v) in props {
                     self.kafka_properties.insert(k.clone(), toml_scalar(v));
@@ -165,7 +172,9 @@ impl Layers {
                 name: format!("`{key}` in {}", path.display()),
             })?;
             let v = match &value {
-                toml::Value::Array(items) => items.iter().map(toml_scalar).collect::<Vec<_>>().join(","),
+                toml::Value::Array(items) => {
+                    items.iter().map(toml_scalar).collect::<Vec<_>>().join(",")
+                }
                 other => toml_scalar(other),
             };
             self.values.insert(s.key, (v, Layer::File));
@@ -173,9 +182,14 @@ impl Layers {
         Ok(())
     }
 
-    fn apply_env(&mut self, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
         for (name, value) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let key = rest.to_ascii_lowercase();
             if let Some(s) = setting(&key) {
                 self.values.insert(s.key, (value, Layer::Env));
@@ -375,7 +389,9 @@ impl Validator<'_> {
     }
 
     fn string(&self, key: &'static str) -> Result<String, ConfigError> {
-        self.raw(key).map(str::to_string).ok_or_else(|| Self::missing(key))
+        self.raw(key)
+            .map(str::to_string)
+            .ok_or_else(|| Self::missing(key))
     }
 
     fn number<T: std::str::FromStr>(&self, key: &'static str, min: T) -> Result<T, ConfigError>
@@ -394,8 +410,12 @@ impl Validator<'_> {
     }
 
     fn duration(&self, key: &'static str) -> Result<Duration, ConfigError> {
-        let d = humantime::parse_duration(self.string(key)?.trim())
-            .map_err(|e| self.invalid(key, format!("expected a duration like 30s, 15m or 4h ({e})")))?;
+        let d = humantime::parse_duration(self.string(key)?.trim()).map_err(|e| {
+            self.invalid(
+                key,
+                format!("expected a duration like 30s, 15m or 4h ({e})"),
+            )
+        })?;
         if d.is_zero() {
             return Err(self.invalid(key, "must be longer than zero"));
         }
@@ -433,11 +453,21 @@ impl Validator<'_> {
         }
     }
 
-    fn redis(&self, key: &'static str, prefix: &'static str, needed: bool) -> Result<Option<RedisEndpoint>, ConfigError> {
+    fn redis(
+        &self,
+        key: &'static str,
+        prefix: &'static str,
+        needed: bool,
+    ) -> Result<Option<RedisEndpoint>, ConfigError> {
         let Some(url) = self.raw(key) else {
-            return if needed { Err(Self::missing(key)) } else { Ok(None) };
+            return if needed {
+                Err(Self::missing(key))
+            } else {
+                Ok(None)
+            };
         };
-        let parsed = url::Url::parse(url).map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
         if !matches!(parsed.scheme(), "redis" | "rediss") {
             return Err(self.invalid(key, "expected a redis:// or rediss:// URL"));
         }
@@ -446,7 +476,10 @@ impl Validator<'_> {
         }
         let db = parsed.path().trim_start_matches('/');
         if !db.is_empty() && db.parse::<u8>().is_err() {
-            return Err(self.invalid(key, "the path must be a database number (redis://host:6379/0)"));
+            return Err(self.invalid(
+                key,
+                "the path must be a database number (redis://host:6379/0)",
+            ));
         }
         let file = |suffix: &str| -> Result<Option<PathBuf>, ConfigError> {
             let k = SETTINGS
@@ -464,7 +497,10 @@ impl Validator<'_> {
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err(self.invalid(
                 key,
-                format!("set both {0}TLS_CERT_FILE and {0}TLS_KEY_FILE for client certificates", format_args!("{ENV_PREFIX}{}", prefix.to_ascii_uppercase())),
+                format!(
+                    "set both {0}TLS_CERT_FILE and {0}TLS_KEY_FILE for client certificates",
+                    format_args!("{ENV_PREFIX}{}", prefix.to_ascii_uppercase())
+                ),
             ));
         }
         Ok(Some(RedisEndpoint {
@@ -484,7 +520,10 @@ impl Validator<'_> {
         };
         let topic = self.string("topic")?;
         if !valid_topic(&topic) {
-            return Err(self.invalid("topic", "a Kafka topic name: 1-240 characters of [a-zA-Z0-9._-]"));
+            return Err(self.invalid(
+                "topic",
+                "a Kafka topic name: 1-240 characters of [a-zA-Z0-9._-]",
+            ));
         }
         let group_id = self.string("group_id")?;
         let http_addr = self
@@ -506,7 +545,9 @@ impl Validator<'_> {
             index_key: Bytes::from(self.string("index_key")?),
             state_prefix: self.string("state_prefix")?,
         };
-        if keys.flow_prefix.starts_with(keys.state_prefix.as_bytes()) || keys.state_prefix.as_bytes().starts_with(&keys.flow_prefix) {
+        if keys.flow_prefix.starts_with(keys.state_prefix.as_bytes())
+            || keys.state_prefix.as_bytes().starts_with(&keys.flow_prefix)
+        {
             return Err(self.invalid("state_prefix", "must not overlap REDMIRROR_FLOW_KEY_PREFIX"));
         }
         let rules = MirrorRules {
@@ -518,7 +559,10 @@ impl Validator<'_> {
         };
         if let (Some(s), Some(d)) = (&source, &dest) {
             if s.url == d.url {
-                return Err(self.invalid("dest_url", "the destination is the same URL as REDMIRROR_SOURCE_URL"));
+                return Err(self.invalid(
+                    "dest_url",
+                    "the destination is the same URL as REDMIRROR_SOURCE_URL",
+                ));
             }
         }
         let lease_ttl = self.duration("lease_ttl")?;
@@ -558,7 +602,8 @@ fn valid_topic(t: &str) -> bool {
         && t.len() <= 240
         && t != "."
         && t != ".."
-        && t.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && t.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// Replaces the password (and a lone user-info token) in a URL with `***`.
@@ -581,7 +626,11 @@ pub fn redact_url(s: &str) -> String {
 /// True when a librdkafka property holds a secret (its value is never printed).
 pub fn is_secret_property(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n.contains("password") || n.contains("secret") || n.contains("key.pem") || n.ends_with(".key") || n.contains("token")
+    n.contains("password")
+        || n.contains("secret")
+        || n.contains("key.pem")
+        || n.ends_with(".key")
+        || n.contains("token")
 }
 
 #[cfg(test)]

@@ -55,7 +55,11 @@ pub struct Drift {
 
 /// Compares the expected copy (`None`: no copy should exist) with the
 /// destination. `indexed` says whether the destination index has the flow.
-pub fn compare(expected: Option<&[(Bytes, Bytes)]>, actual: &DestFlow, indexed: bool) -> Option<Drift> {
+pub fn compare(
+    expected: Option<&[(Bytes, Bytes)]>,
+    actual: &DestFlow,
+    indexed: bool,
+) -> Option<Drift> {
     let drift = |kind, fields| Some(Drift { kind, fields });
     match (expected, actual) {
         (_, DestFlow::Native) => None,
@@ -86,7 +90,11 @@ pub fn field_diff(a: &[(Bytes, Bytes)], b: &[(Bytes, Bytes)]) -> Vec<String> {
         .filter(|(n, v)| b.get(*n) != Some(*v))
         .map(|(n, _)| crate::text::lossy(n))
         .collect();
-    out.extend(b.keys().filter(|n| !a.contains_key(*n)).map(|n| crate::text::lossy(n)));
+    out.extend(
+        b.keys()
+            .filter(|n| !a.contains_key(*n))
+            .map(|n| crate::text::lossy(n)),
+    );
     out.sort();
     out
 }
@@ -98,16 +106,32 @@ mod tests {
     fn f(pairs: &[(&str, &str)]) -> Fields {
         pairs
             .iter()
-            .map(|(n, v)| (Bytes::copy_from_slice(n.as_bytes()), Bytes::copy_from_slice(v.as_bytes())))
+            .map(|(n, v)| {
+                (
+                    Bytes::copy_from_slice(n.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
             .collect()
     }
 
     #[test]
     fn kinds() {
         let want = f(&[("a", "1"), ("isSyncCopy", "true")]);
-        assert_eq!(compare(Some(&want), &DestFlow::Absent, false).unwrap().kind, DriftKind::Missing);
-        assert_eq!(compare(None, &DestFlow::SyncCopy(want.clone()), true).unwrap().kind, DriftKind::Extra);
-        assert_eq!(compare(Some(&want), &DestFlow::SyncCopy(want.clone()), true), None);
+        assert_eq!(
+            compare(Some(&want), &DestFlow::Absent, false).unwrap().kind,
+            DriftKind::Missing
+        );
+        assert_eq!(
+            compare(None, &DestFlow::SyncCopy(want.clone()), true)
+                .unwrap()
+                .kind,
+            DriftKind::Extra
+        );
+        assert_eq!(
+            compare(Some(&want), &DestFlow::SyncCopy(want.clone()), true),
+            None
+        );
         assert_eq!(compare(Some(&want), &DestFlow::Native, true), None);
         assert_eq!(compare(None, &DestFlow::Native, true), None);
         let d = compare(

@@ -35,7 +35,8 @@ impl KeyLayout {
 
     /// The flow id of a key, if the key is a flow key with a non-empty id.
     pub fn flow_id<'a>(&self, key: &'a [u8]) -> Option<&'a [u8]> {
-        key.strip_prefix(self.flow_prefix.as_ref()).filter(|id| !id.is_empty())
+        key.strip_prefix(self.flow_prefix.as_ref())
+            .filter(|id| !id.is_empty())
     }
 
     /// SCAN pattern matching every flow key (glob characters in the prefix escaped).

@@ -77,7 +77,10 @@ impl MirrorRules {
 
     /// The source fields minus excluded fields and the source's marker.
     pub fn strip(&self, fields: Fields) -> Fields {
-        fields.into_iter().filter(|(n, _)| !self.is_stripped(n)).collect()
+        fields
+            .into_iter()
+            .filter(|(n, _)| !self.is_stripped(n))
+            .collect()
     }
 
     /// Turns an atomic source read into the event to publish. Filtered flows
@@ -171,24 +174,34 @@ mod tests {
             Origin::Capture,
             "hset",
         );
-        let Decision::Publish(e) = d else { panic!("expected publish") };
+        let Decision::Publish(e) = d else {
+            panic!("expected publish")
+        };
         assert_eq!(e.op, Op::Upsert as i32);
         assert_eq!(e.fields.len(), 1);
         assert_eq!(e.fields[0].name, b("name"));
         let copy = r.expected_copy(&[(b("name"), b("x"))]);
-        assert_eq!(copy, vec![(b("name"), b("x")), (b("isSyncCopy"), b("true"))]);
+        assert_eq!(
+            copy,
+            vec![(b("name"), b("x")), (b("isSyncCopy"), b("true"))]
+        );
     }
 
     #[test]
     fn filtered_org_becomes_delete_without_data() {
         let d = rules().decide(
             b("f1"),
-            SourceFlow::Hash(vec![(b("clerkOrganizationId"), b("org_demo")), (b("secret"), b("s"))]),
+            SourceFlow::Hash(vec![
+                (b("clerkOrganizationId"), b("org_demo")),
+                (b("secret"), b("s")),
+            ]),
             10,
             Origin::Capture,
             "hset",
         );
-        let Decision::Publish(e) = d else { panic!("expected publish") };
+        let Decision::Publish(e) = d else {
+            panic!("expected publish")
+        };
         assert_eq!(e.op, Op::Delete as i32);
         assert_eq!(e.delete_reason, DeleteReason::Filtered as i32);
         assert!(e.fields.is_empty());
@@ -200,7 +213,8 @@ mod tests {
             (SourceFlow::Absent, DeleteReason::Absent),
             (SourceFlow::NotAHash, DeleteReason::NotAHash),
         ] {
-            let Decision::Publish(e) = rules().decide(b("f"), src, 1, Origin::Reconcile, "x") else {
+            let Decision::Publish(e) = rules().decide(b("f"), src, 1, Origin::Reconcile, "x")
+            else {
                 panic!("expected publish")
             };
             assert_eq!(e.delete_reason, reason as i32);
@@ -213,7 +227,13 @@ mod tests {
             max_flow_bytes: 4,
             ..rules()
         };
-        let d = r.decide(b("f"), SourceFlow::Hash(vec![(b("abc"), b("de"))]), 1, Origin::Capture, "hset");
+        let d = r.decide(
+            b("f"),
+            SourceFlow::Hash(vec![(b("abc"), b("de"))]),
+            1,
+            Origin::Capture,
+            "hset",
+        );
         assert_eq!(d, Decision::TooLarge { bytes: 5 });
     }
 

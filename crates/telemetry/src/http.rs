@@ -83,7 +83,11 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -103,7 +107,11 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(json!({ "ready": code == StatusCode::OK, "components": components }))).into_response()
+    (
+        code,
+        Json(json!({ "ready": code == StatusCode::OK, "components": components })),
+    )
+        .into_response()
 }
 
 /// Checks the bearer token. `Err` is the response to send.
@@ -116,14 +124,24 @@ fn authorize(s: &HttpState, headers: &HeaderMap, action: &str) -> Result<Arc<dyn
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let ok = given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
+    let ok =
+        given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
     if !ok {
         tracing::warn!(target: "redmirror::audit", action, outcome = "unauthorized", "Admin call refused.");
-        return Err((StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer")], "unauthorized\n").into_response());
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            "unauthorized\n",
+        )
+            .into_response());
     }
-    s.admin
-        .clone()
-        .ok_or_else(|| (StatusCode::SERVICE_UNAVAILABLE, "no admin actions in this process\n").into_response())
+    s.admin.clone().ok_or_else(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no admin actions in this process\n",
+        )
+            .into_response()
+    })
 }
 
 async fn run_action(action: &str, fut: AdminResult) -> Response {
@@ -154,7 +172,11 @@ async fn reconcile(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn resync(State(s): State<HttpState>, headers: HeaderMap, Path(flow_id): Path<String>) -> Response {
+async fn resync(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(flow_id): Path<String>,
+) -> Response {
     let admin = match authorize(&s, &headers, "resync") {
         Ok(a) => a,
         Err(r) => return r,
@@ -207,7 +229,12 @@ mod tests {
 
         let token = "0123456789abcdef-token";
         let (base, _, stop) = start(Some(token)).await;
-        for auth in [None, Some("Bearer wrong"), Some("Bearer 0123456789abcdef-tokeX"), Some(token)] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer 0123456789abcdef-tokeX"),
+            Some(token),
+        ] {
             let mut req = c.post(format!("{base}/v1/resync/f1"));
             if let Some(a) = auth {
                 req = req.header("authorization", a);
@@ -222,9 +249,19 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.json::<Value>().await.unwrap()["resynced"], "f1");
-        let r = c.get(format!("{base}/v1/status")).bearer_auth(token).send().await.unwrap();
+        let r = c
+            .get(format!("{base}/v1/status"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.json::<Value>().await.unwrap()["role"], "test");
-        let r = c.post(format!("{base}/v1/reconcile")).bearer_auth(token).send().await.unwrap();
+        let r = c
+            .post(format!("{base}/v1/reconcile"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 503);
         stop.cancel();
     }
@@ -233,13 +270,48 @@ mod tests {
     async fn readyz_follows_components_and_metrics_has_every_name() {
         let c = reqwest::Client::new();
         let (base, health, stop) = start(None).await;
-        assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
-        assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            c.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         health.register("destination");
-        assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 503);
+        assert_eq!(
+            c.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            503
+        );
         health.set("destination", true);
-        assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
-        let text = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        assert_eq!(
+            c.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let text = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         for name in [
             crate::metrics::CAPTURE_NOTIFICATIONS,
             crate::metrics::CAPTURE_EVENTS,
@@ -256,7 +328,10 @@ mod tests {
             assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
         }
         for outcome in crate::metrics::APPLY_OUTCOMES {
-            assert!(text.contains(&format!("outcome=\"{outcome}\"")), "{outcome}");
+            assert!(
+                text.contains(&format!("outcome=\"{outcome}\"")),
+                "{outcome}"
+            );
         }
         stop.cancel();
     }

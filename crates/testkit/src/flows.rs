@@ -30,10 +30,19 @@ pub fn hash(pairs: &[(&str, &str)]) -> Hash {
 
 /// `EXISTS key`.
 pub fn exists(conn: &mut redis::Connection, key: &[u8]) -> bool {
-    redis::cmd("EXISTS").arg(key).query::<i64>(conn).expect("EXISTS") == 1
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query::<i64>(conn)
+        .expect("EXISTS")
+        == 1
 }
 
 /// `HEXISTS key field`.
 pub fn hexists(conn: &mut redis::Connection, key: &[u8], field: &[u8]) -> bool {
-    redis::cmd("HEXISTS").arg(key).arg(field).query::<i64>(conn).expect("HEXISTS") == 1
+    redis::cmd("HEXISTS")
+        .arg(key)
+        .arg(field)
+        .query::<i64>(conn)
+        .expect("HEXISTS")
+        == 1
 }

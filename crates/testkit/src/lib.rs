@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 pub mod flows;
 
 /// The install command printed when a dependency is missing.
-pub const INSTALL_HINT: &str = "run scripts/install-test-deps (installs redis-server and the pinned Tansu broker)";
+pub const INSTALL_HINT: &str =
+    "run scripts/install-test-deps (installs redis-server and the pinned Tansu broker)";
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -33,7 +34,10 @@ pub fn free_port() -> u16 {
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 fn wait_port(port: u16, deadline: Duration) -> bool {
@@ -141,7 +145,10 @@ impl RedisServer {
                 }
             }
             let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("redis-server on port {} did not start.\nstderr: {err}\nlog:\n{log}", self.port);
+            panic!(
+                "redis-server on port {} did not start.\nstderr: {err}\nlog:\n{log}",
+                self.port
+            );
         }
     }
 
@@ -168,8 +175,13 @@ impl RedisServer {
         for a in &args[1..] {
             c.arg(*a);
         }
-        c.query(&mut self.conn())
-            .unwrap_or_else(|e| panic!("{:?} on {}: {e}", String::from_utf8_lossy(args[0]), self.url()))
+        c.query(&mut self.conn()).unwrap_or_else(|e| {
+            panic!(
+                "{:?} on {}: {e}",
+                String::from_utf8_lossy(args[0]),
+                self.url()
+            )
+        })
     }
 
     /// Stops the server now (kill -9); data not saved is lost.
@@ -212,7 +224,11 @@ pub fn tansu_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = workspace_root().join(".tools/tansu");
-    assert!(p.is_file(), "the Tansu broker is missing at {}: {INSTALL_HINT}", p.display());
+    assert!(
+        p.is_file(),
+        "the Tansu broker is missing at {}: {INSTALL_HINT}",
+        p.display()
+    );
     p
 }
 
