@@ -1,0 +1,348 @@
+//! SPEC section 7, row by row.
+
+use std::process::Stdio;
+
+use redmirror_core::event::Origin;
+use redmirror_core::FlowEvent;
+
+use crate::harness::*;
+use ::reqwest;
+
+fn exit_of(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+    let out = command()
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redmirror");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn bad_or_missing_settings_exit_2_naming_the_setting() {
+    let (code, out) = exit_of(&["run"], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("REDMIRROR_SOURCE_URL"), "{out}");
+    let env = [
+        ("REDMIRROR_SOURCE_URL", "redis://127.0.0.1:1".to_string()),
+        ("REDMIRROR_DEST_URL", "redis://127.0.0.1:2".to_string()),
+        ("REDMIRROR_KAFKA_BROKERS", "127.0.0.1:3".to_string()),
+        ("REDMIRROR_RECONCILE_INTERVAL", "soon".to_string()),
+    ];
+    let (code, out) = exit_of(&["run"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("REDMIRROR_RECONCILE_INTERVAL"), "{out}");
+    let (code, out) = exit_of(&["apply", "--set", "apply_batch=zero"], &env[..3]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("REDMIRROR_APPLY_BATCH"), "{out}");
+    let (code, out) = exit_of(
+        &["run", "--config", "/nonexistent/redmirror.toml"],
+        &env[..3],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("/nonexistent/redmirror.toml"), "{out}");
+    let (code, out) = exit_of(&["run", "--bogus-flag"], &env[..3]);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let env = [
+        (
+            "REDMIRROR_SOURCE_URL",
+            "redis://admin:hunter2-secret@127.0.0.1:1/x".to_string(),
+        ),
+        ("REDMIRROR_DEST_URL", "redis://127.0.0.1:2".to_string()),
+        ("REDMIRROR_KAFKA_BROKERS", "127.0.0.1:3".to_string()),
+    ];
+    let (code, out) = exit_of(&["run"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("hunter2-secret"), "{out}");
+    assert!(out.contains("REDMIRROR_SOURCE_URL"), "{out}");
+}
+
+#[test]
+fn capture_and_check_refuse_without_notifications_naming_the_config_set() {
+    let source = RedisServer::start_with(RedisOptions::default());
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::start();
+    let env: Vec<(&str, String)> = mirror_env(&source.url(), &dest.url(), &broker.bootstrap())
+        .into_iter()
+        .map(|(k, v)| (Box::leak(k.into_boxed_str()) as &str, v))
+        .collect();
+    let (code, out) = exit_of(&["capture"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("CONFIG SET notify-keyspace-events Eg$hxe"),
+        "{out}"
+    );
+    let (code, out) = exit_of(&["check"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  notifications") && out.contains("CONFIG SET notify-keyspace-events"),
+        "{out}"
+    );
+    // Never written to the source by a refusal.
+    let flags: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query(&mut source.conn())
+        .unwrap();
+    assert_eq!(flags[1], "");
+}
+
+#[test]
+fn the_notification_flag_sets_them() {
+    let s = Setup::run_with(|env| {
+        env.insert("REDMIRROR_CONFIGURE_NOTIFICATIONS".into(), "true".into());
+    });
+    let flags: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query(&mut s.source.conn())
+        .unwrap();
+    assert!(flags[1].contains('E'), "{flags:?}");
+}
+
+#[test]
+fn source_and_destination_on_the_same_server_are_refused() {
+    let server = RedisServer::start();
+    let broker = Broker::start();
+    let same = format!("redis://localhost:{}", server.port());
+    let env: Vec<(&str, String)> = mirror_env(&server.url(), &same, &broker.bootstrap())
+        .into_iter()
+        .map(|(k, v)| (Box::leak(k.into_boxed_str()) as &str, v))
+        .collect();
+    let (code, out) = exit_of(&["run"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("same Redis server"), "{out}");
+    let (code, out) = exit_of(&["check"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  servers"), "{out}");
+}
+
+#[test]
+fn a_source_key_that_is_not_a_hash_is_treated_as_absent() {
+    let s = Setup::run();
+    let mut src = s.source.conn();
+    hset(&mut src, b"client:s1", &[(b"a", b"1")]);
+    s.wait_dest(b"client:s1", Some(&copy_of(&hash(&[("a", "1")]))));
+    let _: () = redis::cmd("SET")
+        .arg("client:s1")
+        .arg("a string now")
+        .query(&mut src)
+        .unwrap();
+    s.wait_dest(b"client:s1", None);
+    assert!(
+        s.mirror
+            .metric("redmirror_capture_skipped_total{reason=\"not_a_hash\"}")
+            >= 1.0
+    );
+}
+
+#[test]
+fn a_destination_key_of_the_wrong_type_is_dead_lettered_and_the_stream_goes_on() {
+    let s = Setup::run();
+    let mut dst = s.dest.conn();
+    let _: () = redis::cmd("SET")
+        .arg("client:w1")
+        .arg("not a hash")
+        .query(&mut dst)
+        .unwrap();
+    let mut src = s.source.conn();
+    hset(&mut src, b"client:w1", &[(b"a", b"1")]);
+    hset(&mut src, b"client:w2", &[(b"b", b"2")]);
+    s.wait_dest(b"client:w2", Some(&copy_of(&hash(&[("b", "2")]))));
+    wait_for("the dead letter to be counted", CONVERGE, || {
+        (s.mirror
+            .metric("redmirror_apply_events_total{outcome=\"dead_lettered\"}")
+            >= 1.0)
+            .then_some(())
+    });
+    let v: String = redis::cmd("GET").arg("client:w1").query(&mut dst).unwrap();
+    assert_eq!(v, "not a hash");
+    assert!(s.mirror.metric("redmirror_dlq_events_total") >= 1.0);
+    let dlq = kafka::read_all(&s.broker.bootstrap(), &format!("{}.dlq", s.mirror.topic));
+    let d = dlq.iter().find(|m| m.key == b"w1").expect("w1 in the DLQ");
+    assert_eq!(
+        d.header("redmirror-dlq-reason-code").as_deref(),
+        Some("wrong_type")
+    );
+    assert!(d.header("redmirror-dlq-reason").unwrap().contains("string"));
+    assert_eq!(
+        d.header("redmirror-dlq-topic").as_deref(),
+        Some(s.mirror.topic.as_str())
+    );
+}
+
+#[test]
+fn poison_messages_are_dead_lettered_and_the_stream_goes_on() {
+    let s = Setup::run();
+    let mut wrong_version = FlowEvent::upsert(
+        bytes::Bytes::from_static(b"p2"),
+        vec![(
+            bytes::Bytes::from_static(b"a"),
+            bytes::Bytes::from_static(b"1"),
+        )],
+        redmirror_core::now_us(),
+        Origin::Capture,
+        "hset",
+    );
+    wrong_version.schema_version = 99;
+    let good = FlowEvent::upsert(
+        bytes::Bytes::from_static(b"p3"),
+        vec![(
+            bytes::Bytes::from_static(b"ok"),
+            bytes::Bytes::from_static(b"1"),
+        )],
+        redmirror_core::now_us(),
+        Origin::Capture,
+        "hset",
+    );
+    kafka::produce(
+        &s.broker.bootstrap(),
+        &s.mirror.topic,
+        &[
+            (b"p1".to_vec(), b"\xde\xad\xbe\xef random bytes".to_vec()),
+            (b"p2".to_vec(), wrong_version.encode_to_bytes()),
+            (Vec::new(), b"no key at all".to_vec()),
+            (b"p3".to_vec(), good.encode_to_bytes()),
+        ],
+    );
+    s.wait_dest(b"client:p3", Some(&copy_of(&hash(&[("ok", "1")]))));
+    wait_for("three dead letters", CONVERGE, || {
+        (s.mirror.metric("redmirror_dlq_events_total") >= 3.0).then_some(())
+    });
+    let dlq = kafka::read_all(&s.broker.bootstrap(), &format!("{}.dlq", s.mirror.topic));
+    let codes: Vec<String> = dlq
+        .iter()
+        .filter_map(|m| m.header("redmirror-dlq-reason-code"))
+        .collect();
+    assert!(codes.contains(&"undecodable".to_string()), "{codes:?}");
+    assert!(codes.contains(&"unknown_version".to_string()), "{codes:?}");
+    let mut dst = s.dest.conn();
+    assert!(!exists(&mut dst, b"client:p1") && !exists(&mut dst, b"client:p2"));
+}
+
+#[test]
+fn a_flow_over_the_size_limit_is_skipped_and_counted() {
+    let s = Setup::run_with(|env| {
+        env.insert("REDMIRROR_MAX_FLOW_BYTES".into(), "1000".into());
+    });
+    let mut src = s.source.conn();
+    let big = "x".repeat(2000);
+    hset(&mut src, b"client:huge", &[(b"blob", big.as_bytes())]);
+    hset(&mut src, b"client:small", &[(b"a", b"1")]);
+    s.wait_dest(b"client:small", Some(&copy_of(&hash(&[("a", "1")]))));
+    wait_for("the oversized flow counted", CONVERGE, || {
+        (s.mirror
+            .metric("redmirror_capture_skipped_total{reason=\"too_large\"}")
+            >= 1.0)
+            .then_some(())
+    });
+    assert!(!exists(&mut s.dest.conn(), b"client:huge"));
+}
+
+#[test]
+fn an_unreachable_destination_fails_readiness_and_catches_up_after() {
+    let mut s = Setup::run();
+    let ready = |s: &Setup| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::get(format!("{}/readyz", s.mirror.http))
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    };
+    assert_eq!(ready(&s), 200);
+    s.dest.restart(); // keeps the data
+    let saved = s.dest.port();
+    s.dest.stop();
+    let mut src = s.source.conn();
+    for i in 0..50 {
+        hset(
+            &mut src,
+            format!("client:down-{i}").as_bytes(),
+            &[(b"i", i.to_string().as_bytes())],
+        );
+    }
+    wait_for(
+        "/readyz to fail while the destination is down",
+        CONVERGE,
+        || (ready(&s) == 503).then_some(()),
+    );
+    s.dest.start_again();
+    assert_eq!(s.dest.port(), saved);
+    for i in 0..50 {
+        s.wait_dest(
+            format!("client:down-{i}").as_bytes(),
+            Some(&copy_of(&hash(&[("i", &i.to_string())]))),
+        );
+    }
+    wait_for("/readyz to pass again", CONVERGE, || {
+        (ready(&s) == 200).then_some(())
+    });
+}
+
+#[test]
+fn admin_calls_need_the_token() {
+    let token = "e2e-admin-token-0123456789";
+    let s = Setup::run_with(|env| {
+        env.insert("REDMIRROR_ADMIN_TOKEN".into(), token.into());
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let r = c
+            .post(format!("{}/v1/resync/a1", s.mirror.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let r = c
+            .get(format!("{}/v1/status", s.mirror.http))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let r = c
+            .get(format!("{}/v1/status", s.mirror.http))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["role"], "run");
+    });
+    // Resync through the API publishes a fresh snapshot: a destination copy
+    // damaged by hand is repaired.
+    let mut src = s.source.conn();
+    hset(&mut src, b"client:a1", &[(b"v", b"1")]);
+    s.wait_dest(b"client:a1", Some(&copy_of(&hash(&[("v", "1")]))));
+    hset(&mut s.dest.conn(), b"client:a1", &[(b"v", b"damaged")]);
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/resync/a1", s.mirror.http))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    s.wait_dest(b"client:a1", Some(&copy_of(&hash(&[("v", "1")]))));
+    assert!(!s.mirror.output().contains(token), "token logged");
+}

@@ -1,0 +1,390 @@
+//! Starting `redmirror` processes against test servers, and reading the result.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub use redmirror_testkit::flows::{exists, hash, hexists, hgetall, hset, Hash};
+pub use redmirror_testkit::{wait_for, Broker, RedisOptions, RedisServer};
+
+/// Deadline for the mirror to converge in tests.
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique name (topic, group) for this test.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A `redmirror` child process, killed on drop; its output goes to a log file
+/// printed when the test fails.
+pub struct Mirror {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub http: String,
+    pub topic: String,
+    pub group: String,
+    _dir: tempfile::TempDir,
+}
+
+/// The whole set-up of one test: source, destination, broker, mirror.
+pub struct Setup {
+    pub source: RedisServer,
+    pub dest: RedisServer,
+    pub broker: Broker,
+    pub mirror: Mirror,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_redmirror")
+}
+
+/// A command for the binary with the inherited REDMIRROR_* variables removed.
+pub fn command() -> Command {
+    let mut c = Command::new(bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REDMIRROR_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// The environment for a mirror on these servers (unique topic and group).
+pub fn mirror_env(source: &str, dest: &str, brokers: &str) -> BTreeMap<String, String> {
+    let topic = unique("flows");
+    let mut env = BTreeMap::new();
+    for (k, v) in [
+        ("REDMIRROR_SOURCE_URL", source.to_string()),
+        ("REDMIRROR_DEST_URL", dest.to_string()),
+        ("REDMIRROR_KAFKA_BROKERS", brokers.to_string()),
+        ("REDMIRROR_GROUP_ID", unique("group")),
+        ("REDMIRROR_TOPIC", topic),
+        ("REDMIRROR_TOPIC_PARTITIONS", "3".to_string()),
+        (
+            "REDMIRROR_HTTP_ADDR",
+            format!("127.0.0.1:{}", redmirror_testkit::free_port()),
+        ),
+        ("REDMIRROR_FILTERED_ORGS", "org_hello,org_demo".to_string()),
+        ("REDMIRROR_KAFKA_SESSION_TIMEOUT_MS", "6000".to_string()),
+        ("REDMIRROR_LOG", "info".to_string()),
+        ("REDMIRROR_SHUTDOWN_TIMEOUT", "10s".to_string()),
+    ] {
+        env.insert(k.to_string(), v);
+    }
+    env
+}
+
+impl Mirror {
+    /// Starts `redmirror {args}` with `env`.
+    pub fn start(args: &[&str], env: &BTreeMap<String, String>) -> Mirror {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("redmirror.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = command()
+            .args(args)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn redmirror");
+        Mirror {
+            child: Some(child),
+            log,
+            http: format!("http://{}", env["REDMIRROR_HTTP_ADDR"]),
+            topic: env["REDMIRROR_TOPIC"].clone(),
+            group: env["REDMIRROR_GROUP_ID"].clone(),
+            _dir: dir,
+        }
+    }
+
+    /// The process's output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return s.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "redmirror did not stop within 30 s of SIGTERM:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http::blocking_get(&format!("{}/metrics", self.http)).unwrap_or_default()
+    }
+
+    /// Value of a counter/gauge sample line (`name{labels}`), 0 if absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics(), sample)
+    }
+}
+
+/// Parses a sample value out of Prometheus text.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- redmirror output ----\n{}\n---- end ----",
+                self.output()
+            );
+        }
+    }
+}
+
+/// Minimal blocking HTTP GET for tests (no extra client dependency).
+pub mod http {
+    pub fn blocking_get(url: &str) -> Option<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let r = ::reqwest::get(url).await.ok()?;
+            r.text().await.ok()
+        })
+    }
+}
+
+impl Setup {
+    /// Source with notifications, plain destination, a broker process, and
+    /// `redmirror run` on them.
+    pub fn run() -> Setup {
+        Self::run_with(|_| {})
+    }
+
+    /// Same, with changes to the mirror's environment.
+    pub fn run_with(f: impl FnOnce(&mut BTreeMap<String, String>)) -> Setup {
+        let source = RedisServer::start();
+        let dest = RedisServer::start_with(RedisOptions::default());
+        let broker = Broker::start();
+        let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
+        f(&mut env);
+        let mirror = Mirror::start(&["run"], &env);
+        let s = Setup {
+            source,
+            dest,
+            broker,
+            mirror,
+        };
+        s.wait_ready();
+        s
+    }
+
+    /// Waits until a probe flow written on the source reaches the destination
+    /// (capture subscribed, apply joined its group), then removes the probe.
+    pub fn wait_ready(&self) {
+        let mut src = self.source.conn();
+        let mut dst = self.dest.conn();
+        let probe = unique("probe");
+        let key = format!("client:{probe}");
+        hset(&mut src, key.as_bytes(), &[(b"probe", b"1")]);
+        let mut n = 0;
+        wait_for(
+            "the mirror to copy a probe flow (capture and apply running)",
+            CONVERGE,
+            || {
+                n += 1;
+                if n % 50 == 0 {
+                    // Notifications before the subscription are lost by design: touch it again.
+                    hset(
+                        &mut src,
+                        key.as_bytes(),
+                        &[(b"probe", n.to_string().as_bytes())],
+                    );
+                }
+                exists(&mut dst, key.as_bytes()).then_some(())
+            },
+        );
+        let _: i64 = redis::cmd("DEL").arg(&key).query(&mut src).expect("DEL");
+        wait_for("the probe's deletion to be mirrored", CONVERGE, || {
+            (!exists(&mut dst, key.as_bytes())).then_some(())
+        });
+    }
+
+    /// Waits until destination `key` equals `want` (None: absent).
+    #[track_caller]
+    pub fn wait_dest(&self, key: &[u8], want: Option<&Hash>) {
+        let mut dst = self.dest.conn();
+        let what = format!(
+            "destination {} to be {:?}",
+            String::from_utf8_lossy(key),
+            want.map(|w| w.len())
+        );
+        wait_for(&what, CONVERGE, || {
+            let got = hgetall(&mut dst, key);
+            match want {
+                None => got.is_empty().then_some(()),
+                Some(w) => (&got == w).then_some(()),
+            }
+        });
+    }
+}
+
+/// `want` plus `isSyncCopy=true`.
+pub fn copy_of(want: &Hash) -> Hash {
+    let mut h = want.clone();
+    h.insert(b"isSyncCopy".to_vec(), b"true".to_vec());
+    h
+}
+
+/// Kafka helpers for tests that inject or read messages by hand.
+pub mod kafka {
+    use std::time::Duration;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    /// A message read back: key, payload, headers.
+    #[derive(Debug, Clone)]
+    pub struct Read {
+        pub partition: i32,
+        pub key: Vec<u8>,
+        pub payload: Vec<u8>,
+        pub headers: Vec<(String, Vec<u8>)>,
+    }
+
+    impl Read {
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        }
+    }
+
+    /// Produces messages (key, payload) and waits for them to be acknowledged.
+    pub fn produce(bootstrap: &str, topic: &str, messages: &[(Vec<u8>, Vec<u8>)]) {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("producer");
+        for (k, v) in messages {
+            let mut r = BaseRecord::to(topic).payload(v);
+            if !k.is_empty() {
+                r = r.key(k);
+            }
+            p.send(r).map_err(|(e, _)| e).expect("send");
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+    }
+
+    /// Reads every message of `topic` (all partitions) up to partition EOF.
+    pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "e2e-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .expect("consumer");
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).expect("assign");
+        let mut eof = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while eof.len() < parts.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reading {topic} timed out"
+            );
+            match c.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    eof.insert(p);
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                Some(Ok(m)) => {
+                    eof.remove(&m.partition());
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(Read {
+                        partition: m.partition(),
+                        key: m.key().unwrap_or_default().to_vec(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        headers,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Every `client:*` hash and the index of a server, for before/after comparisons.
+pub fn snapshot(server: &RedisServer) -> BTreeMap<Vec<u8>, Hash> {
+    let mut c = server.conn();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("client*").query(&mut c).unwrap();
+    keys.into_iter()
+        .map(|k| {
+            let h = hgetall(&mut c, &k);
+            (k, h)
+        })
+        .collect()
+}
