@@ -43,7 +43,10 @@ pub fn missing(flags: &str) -> String {
     let all = flags.contains('A');
     NEEDED
         .iter()
-        .filter(|c| !flags.contains(**c) && !(all && **c != 'E' && **c != 'K'))
+        .filter(|&&c| {
+            let covered = flags.contains(c) || (all && c != 'E' && c != 'K');
+            !covered
+        })
         .collect()
 }
 

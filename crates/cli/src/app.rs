@@ -186,7 +186,7 @@ impl Admin for ProcessAdmin {
         };
         let config = self.config.clone();
         Box::pin(async move {
-            crate::app::resync(&config, &s, &p, &[flow_id.clone()])
+            crate::app::resync(&config, &s, &p, std::slice::from_ref(&flow_id))
                 .await
                 .map_err(|e| AdminError::failed(format!("{e:#}")))?;
             Ok(json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) }))

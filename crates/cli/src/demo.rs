@@ -16,6 +16,9 @@ pub struct DemoArgs {
     pub duration: Option<Duration>,
 }
 
+/// One scripted write to the source.
+type SampleWrite = Box<dyn Fn(&mut redis::Connection)>;
+
 fn redis_installed() -> bool {
     std::process::Command::new("redis-server")
         .arg("--version")
@@ -72,7 +75,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let native_before = hgetall(&mut d, b"client:native-1");
 
     let mut s = source.conn();
-    let writes: Vec<(&str, Box<dyn Fn(&mut redis::Connection)>)> = vec![
+    let writes: Vec<(&str, SampleWrite)> = vec![
         (
             "create flow-1 and flow-2",
             Box::new(|c| {

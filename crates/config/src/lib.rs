@@ -18,7 +18,7 @@ use bytes::Bytes;
 use redmirror_core::{KeyLayout, MirrorRules};
 
 mod settings;
-pub use settings::{Setting, SETTINGS};
+pub use settings::{markdown as settings_markdown, Setting, SETTINGS};
 
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "REDMIRROR_";
@@ -394,9 +394,9 @@ impl Validator<'_> {
             .ok_or_else(|| Self::missing(key))
     }
 
-    fn number<T: std::str::FromStr>(&self, key: &'static str, min: T) -> Result<T, ConfigError>
+    fn number<T>(&self, key: &'static str, min: T) -> Result<T, ConfigError>
     where
-        T: PartialOrd + std::fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
         let v: T = self
             .string(key)?

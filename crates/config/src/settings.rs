@@ -74,3 +74,42 @@ pub const SETTINGS: &[Setting] = &[
     s("log", Some("info"), "log filter (tracing EnvFilter syntax: info, redmirror_apply=debug, ...)"),
     s("log_format", Some("text"), "text or json (JSON lines)"),
 ];
+
+/// The configuration reference in Markdown (`docs/configuration.md`).
+pub fn markdown() -> String {
+    let mut s = String::from(
+        "# Configuration reference\n\n\
+         Generated from `crates/config/src/settings.rs` (a test fails when this file and the code differ; \
+         regenerate with `UPDATE_DOCS=1 cargo test -p redmirror-config`).\n\n\
+         Precedence: a TOML file (`--config PATH`, keys as below), overridden by `REDMIRROR_*` environment \
+         variables, overridden by flags (`--source-url`, `--dest-url`, `--kafka-brokers`, `--topic`, \
+         `--group-id`, `--http-addr`, `--log`, `--configure-notifications`, or any key with \
+         `--set KEY=VALUE`). A bad or missing setting stops the command with exit code 2 and a message naming \
+         the variable. An unknown `REDMIRROR_*` variable or TOML key is an error too (typos do not pass silently).\n\n\
+         | variable | TOML key | default | meaning |\n|---|---|---|---|\n",
+    );
+    for st in SETTINGS {
+        let default = match st.default {
+            None => "—".to_string(),
+            Some("") => "empty".to_string(),
+            Some(d) => format!("`{d}`"),
+        };
+        s.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            st.var(),
+            st.key,
+            default,
+            st.doc.replace('|', "\\|")
+        ));
+    }
+    s.push_str(
+        "\n## Kafka client properties\n\n\
+         Every other `REDMIRROR_KAFKA_*` variable becomes a librdkafka property, lower-cased with underscores \
+         as dots: `REDMIRROR_KAFKA_SESSION_TIMEOUT_MS=6000` → `session.timeout.ms=6000`, \
+         `REDMIRROR_KAFKA_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol=SASL_SSL`. In the TOML file, use a \
+         table:\n\n```toml\n[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"/etc/redmirror/ca.pem\"\n```\n\n\
+         Properties given this way override redmirror's defaults (for example `linger.ms`). Values of \
+         properties whose names contain `password`, `secret` or `token` are never printed.\n",
+    );
+    s
+}

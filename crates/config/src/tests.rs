@@ -167,3 +167,17 @@ fn settings_table_is_sane() {
         .validate(&[])
         .unwrap();
 }
+
+#[test]
+fn docs_configuration_md_matches_the_settings_table() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let want = settings::markdown();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/configuration.md is out of date: run UPDATE_DOCS=1 cargo test -p redmirror-config"
+    );
+}

@@ -157,7 +157,7 @@ async fn risky_settings(kafka: &Kafka, topic: &str) -> Vec<String> {
     let retention: i64 = get("retention.ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1);
-    if !policy.contains("compact") && retention >= 0 && retention < MIN_SAFE_RETENTION_MS {
+    if !policy.contains("compact") && (0..MIN_SAFE_RETENTION_MS).contains(&retention) {
         vec![format!(
             "cleanup.policy={policy} and retention.ms={retention}: history older than {} h is lost, so replay \
              cannot rebuild the destination; set cleanup.policy=compact (or retention.ms=-1)",

@@ -115,9 +115,13 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 /// Checks the bearer token. `Err` is the response to send.
-fn authorize(s: &HttpState, headers: &HeaderMap, action: &str) -> Result<Arc<dyn Admin>, Response> {
+fn authorize(
+    s: &HttpState,
+    headers: &HeaderMap,
+    action: &str,
+) -> Result<Arc<dyn Admin>, Box<Response>> {
     let Some(expected) = s.admin_token.as_deref() else {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Err(Box::new(StatusCode::NOT_FOUND.into_response()));
     };
     let given = headers
         .get("authorization")
@@ -128,19 +132,19 @@ fn authorize(s: &HttpState, headers: &HeaderMap, action: &str) -> Result<Arc<dyn
         given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
     if !ok {
         tracing::warn!(target: "redmirror::audit", action, outcome = "unauthorized", "Admin call refused.");
-        return Err((
+        let r = (
             StatusCode::UNAUTHORIZED,
             [("www-authenticate", "Bearer")],
             "unauthorized\n",
-        )
-            .into_response());
+        );
+        return Err(Box::new(r.into_response()));
     }
     s.admin.clone().ok_or_else(|| {
-        (
+        let r = (
             StatusCode::SERVICE_UNAVAILABLE,
             "no admin actions in this process\n",
-        )
-            .into_response()
+        );
+        Box::new(r.into_response())
     })
 }
 
@@ -161,14 +165,14 @@ async fn run_action(action: &str, fut: AdminResult) -> Response {
 async fn status(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     match authorize(&s, &headers, "status") {
         Ok(admin) => run_action("status", admin.status()).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn reconcile(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     match authorize(&s, &headers, "reconcile") {
         Ok(admin) => run_action("reconcile", admin.reconcile()).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -179,7 +183,7 @@ async fn resync(
 ) -> Response {
     let admin = match authorize(&s, &headers, "resync") {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match redmirror_core::text::parse_flow_id(&flow_id) {
         Ok(id) if !id.is_empty() => run_action("resync", admin.resync(id)).await,
