@@ -40,10 +40,7 @@ fn bad_or_missing_settings_exit_2_naming_the_setting() {
     let (code, out) = exit_of(&["apply", "--set", "apply_batch=zero"], &env[..3]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("REDMIRROR_APPLY_BATCH"), "{out}");
-    let (code, out) = exit_of(
-        &["run", "--config", "/nonexistent/redmirror.toml"],
-        &env[..3],
-    );
+    let (code, out) = exit_of(&["run", "--config", "/nonexistent/redmirror.toml"], &env[..3]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("/nonexistent/redmirror.toml"), "{out}");
     let (code, out) = exit_of(&["run", "--bogus-flag"], &env[..3]);
@@ -77,10 +74,7 @@ fn capture_and_check_refuse_without_notifications_naming_the_config_set() {
         .collect();
     let (code, out) = exit_of(&["capture"], &env);
     assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("CONFIG SET notify-keyspace-events Eg$hxe"),
-        "{out}"
-    );
+    assert!(out.contains("CONFIG SET notify-keyspace-events Eg$hxe"), "{out}");
     let (code, out) = exit_of(&["check"], &env);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -169,10 +163,7 @@ fn a_destination_key_of_the_wrong_type_is_dead_lettered_and_the_stream_goes_on()
     assert!(s.mirror.metric("redmirror_dlq_events_total") >= 1.0);
     let dlq = kafka::read_all(&s.broker.bootstrap(), &format!("{}.dlq", s.mirror.topic));
     let d = dlq.iter().find(|m| m.key == b"w1").expect("w1 in the DLQ");
-    assert_eq!(
-        d.header("redmirror-dlq-reason-code").as_deref(),
-        Some("wrong_type")
-    );
+    assert_eq!(d.header("redmirror-dlq-reason-code").as_deref(), Some("wrong_type"));
     assert!(d.header("redmirror-dlq-reason").unwrap().contains("string"));
     assert_eq!(
         d.header("redmirror-dlq-topic").as_deref(),
@@ -185,10 +176,7 @@ fn poison_messages_are_dead_lettered_and_the_stream_goes_on() {
     let s = Setup::run();
     let mut wrong_version = FlowEvent::upsert(
         bytes::Bytes::from_static(b"p2"),
-        vec![(
-            bytes::Bytes::from_static(b"a"),
-            bytes::Bytes::from_static(b"1"),
-        )],
+        vec![(bytes::Bytes::from_static(b"a"), bytes::Bytes::from_static(b"1"))],
         redmirror_core::now_us(),
         Origin::Capture,
         "hset",
@@ -196,10 +184,7 @@ fn poison_messages_are_dead_lettered_and_the_stream_goes_on() {
     wrong_version.schema_version = 99;
     let good = FlowEvent::upsert(
         bytes::Bytes::from_static(b"p3"),
-        vec![(
-            bytes::Bytes::from_static(b"ok"),
-            bytes::Bytes::from_static(b"1"),
-        )],
+        vec![(bytes::Bytes::from_static(b"ok"), bytes::Bytes::from_static(b"1"))],
         redmirror_core::now_us(),
         Origin::Capture,
         "hset",
@@ -240,10 +225,7 @@ fn a_flow_over_the_size_limit_is_skipped_and_counted() {
     hset(&mut src, b"client:small", &[(b"a", b"1")]);
     s.wait_dest(b"client:small", Some(&copy_of(&hash(&[("a", "1")]))));
     wait_for("the oversized flow counted", CONVERGE, || {
-        (s.mirror
-            .metric("redmirror_capture_skipped_total{reason=\"too_large\"}")
-            >= 1.0)
-            .then_some(())
+        (s.mirror.metric("redmirror_capture_skipped_total{reason=\"too_large\"}") >= 1.0).then_some(())
     });
     assert!(!exists(&mut s.dest.conn(), b"client:huge"));
 }
@@ -275,11 +257,9 @@ fn an_unreachable_destination_fails_readiness_and_catches_up_after() {
             &[(b"i", i.to_string().as_bytes())],
         );
     }
-    wait_for(
-        "/readyz to fail while the destination is down",
-        CONVERGE,
-        || (ready(&s) == 503).then_some(()),
-    );
+    wait_for("/readyz to fail while the destination is down", CONVERGE, || {
+        (ready(&s) == 503).then_some(())
+    });
     s.dest.start_again();
     assert_eq!(s.dest.port(), saved);
     for i in 0..50 {
@@ -288,9 +268,7 @@ fn an_unreachable_destination_fails_readiness_and_catches_up_after() {
             Some(&copy_of(&hash(&[("i", &i.to_string())]))),
         );
     }
-    wait_for("/readyz to pass again", CONVERGE, || {
-        (ready(&s) == 200).then_some(())
-    });
+    wait_for("/readyz to pass again", CONVERGE, || (ready(&s) == 200).then_some(()));
 }
 
 #[test]
@@ -305,11 +283,7 @@ fn admin_calls_need_the_token() {
         .unwrap();
     rt.block_on(async {
         let c = reqwest::Client::new();
-        let r = c
-            .post(format!("{}/v1/resync/a1", s.mirror.http))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/resync/a1", s.mirror.http)).send().await.unwrap();
         assert_eq!(r.status(), 401);
         let r = c
             .get(format!("{}/v1/status", s.mirror.http))

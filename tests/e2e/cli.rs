@@ -10,12 +10,7 @@ fn check_passes_on_a_sane_setup() {
     let dest = RedisServer::start_with(RedisOptions::default());
     let broker = Broker::start();
     let env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
-    let out = command()
-        .arg("check")
-        .envs(&env)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = command().arg("check").envs(&env).stdin(Stdio::null()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -35,12 +30,7 @@ fn check_passes_on_a_sane_setup() {
     }
     let mut env = env;
     env.insert("REDMIRROR_KAFKA_BROKERS".into(), "embedded".into());
-    let out = command()
-        .arg("check")
-        .envs(&env)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = command().arg("check").envs(&env).stdin(Stdio::null()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("for demos and development only"), "{text}");
 }
@@ -68,10 +58,7 @@ fn the_demo_shows_mirroring_and_protection() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("mirrored: name=\"Checkout v2\""), "{text}");
-    assert!(
-        text.contains("never copied (filtered organisation)"),
-        "{text}"
-    );
+    assert!(text.contains("never copied (filtered organisation)"), "{text}");
     assert!(text.contains("native staging flow, untouched"), "{text}");
     assert!(!text.contains("(bug)"), "{text}");
 }

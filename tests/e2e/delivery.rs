@@ -26,28 +26,18 @@ fn duplicates_and_older_snapshots_change_nothing() {
     let bootstrap = s.broker.bootstrap();
     let all = kafka::read_all(&bootstrap, &s.mirror.topic);
     assert!(all.len() >= 4, "events on the topic: {}", all.len());
-    let again: Vec<(Vec<u8>, Vec<u8>)> = all
-        .iter()
-        .map(|m| (m.key.clone(), m.payload.clone()))
-        .collect();
+    let again: Vec<(Vec<u8>, Vec<u8>)> = all.iter().map(|m| (m.key.clone(), m.payload.clone())).collect();
     kafka::produce(&bootstrap, &s.mirror.topic, &again);
 
     // 2. An older snapshot after a newer one.
     let old = FlowEvent::upsert(
         bytes::Bytes::from_static(b"d1"),
-        vec![(
-            bytes::Bytes::from_static(b"v"),
-            bytes::Bytes::from_static(b"ancient"),
-        )],
+        vec![(bytes::Bytes::from_static(b"v"), bytes::Bytes::from_static(b"ancient"))],
         1_000_000,
         Origin::Capture,
         "hset",
     );
-    kafka::produce(
-        &bootstrap,
-        &s.mirror.topic,
-        &[(b"d1".to_vec(), old.encode_to_bytes())],
-    );
+    kafka::produce(&bootstrap, &s.mirror.topic, &[(b"d1".to_vec(), old.encode_to_bytes())]);
 
     // A marker written afterwards proves the stream got past all of it.
     wait_for("stale events skipped", CONVERGE, || {
@@ -66,8 +56,5 @@ fn duplicates_and_older_snapshots_change_nothing() {
     }
     before.retain(|_, v| !v.is_empty());
     after.retain(|_, v| !v.is_empty());
-    assert_eq!(
-        after, before,
-        "duplicates or old snapshots changed the destination"
-    );
+    assert_eq!(after, before, "duplicates or old snapshots changed the destination");
 }

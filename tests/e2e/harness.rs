@@ -119,10 +119,7 @@ impl Mirror {
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(s)) = child.try_wait() {
@@ -131,10 +128,7 @@ impl Mirror {
             if std::time::Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "redmirror did not stop within 30 s of SIGTERM:\n{}",
-                    self.output()
-                );
+                panic!("redmirror did not stop within 30 s of SIGTERM:\n{}", self.output());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -174,10 +168,7 @@ impl Drop for Mirror {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!(
-                "---- redmirror output ----\n{}\n---- end ----",
-                self.output()
-            );
+            eprintln!("---- redmirror output ----\n{}\n---- end ----", self.output());
         }
     }
 }
@@ -237,11 +228,7 @@ impl Setup {
                 n += 1;
                 if n % 50 == 0 {
                     // Notifications before the subscription are lost by design: touch it again.
-                    hset(
-                        &mut src,
-                        key.as_bytes(),
-                        &[(b"probe", n.to_string().as_bytes())],
-                    );
+                    hset(&mut src, key.as_bytes(), &[(b"probe", n.to_string().as_bytes())]);
                 }
                 exists(&mut dst, key.as_bytes()).then_some(())
             },
@@ -336,18 +323,14 @@ pub mod kafka {
         let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)
-                .unwrap();
+            tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
         }
         c.assign(&tpl).expect("assign");
         let mut eof = std::collections::BTreeSet::new();
         let mut out = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while eof.len() < parts.len() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "reading {topic} timed out"
-            );
+            assert!(std::time::Instant::now() < deadline, "reading {topic} timed out");
             match c.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {

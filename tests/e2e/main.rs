@@ -11,3 +11,4 @@ mod delivery;
 #[allow(dead_code)]
 mod harness;
 mod pipeline;
+mod reconcile;

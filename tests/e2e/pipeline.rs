@@ -8,24 +8,14 @@ fn create_update_field_removal_delete_expiry_rename() {
     let mut src = s.source.conn();
 
     // create
-    hset(
-        &mut src,
-        b"client:f1",
-        &[(b"name", b"one"), (b"steps", b"3")],
-    );
-    s.wait_dest(
-        b"client:f1",
-        Some(&copy_of(&hash(&[("name", "one"), ("steps", "3")]))),
-    );
+    hset(&mut src, b"client:f1", &[(b"name", b"one"), (b"steps", b"3")]);
+    s.wait_dest(b"client:f1", Some(&copy_of(&hash(&[("name", "one"), ("steps", "3")]))));
     let mut dst = s.dest.conn();
     assert!(hexists(&mut dst, b"clients", b"f1"), "index has f1");
 
     // update
     hset(&mut src, b"client:f1", &[(b"name", b"uno")]);
-    s.wait_dest(
-        b"client:f1",
-        Some(&copy_of(&hash(&[("name", "uno"), ("steps", "3")]))),
-    );
+    s.wait_dest(b"client:f1", Some(&copy_of(&hash(&[("name", "uno"), ("steps", "3")]))));
 
     // field removal
     let _: i64 = redis::cmd("HDEL")
@@ -45,11 +35,7 @@ fn create_update_field_removal_delete_expiry_rename() {
     // expiry
     hset(&mut src, b"client:f2", &[(b"a", b"1")]);
     s.wait_dest(b"client:f2", Some(&copy_of(&hash(&[("a", "1")]))));
-    let _: i64 = redis::cmd("PEXPIRE")
-        .arg("client:f2")
-        .arg(200)
-        .query(&mut src)
-        .unwrap();
+    let _: i64 = redis::cmd("PEXPIRE").arg("client:f2").arg(200).query(&mut src).unwrap();
     s.wait_dest(b"client:f2", None);
     wait_for("index entry f2 removed", CONVERGE, || {
         (!hexists(&mut dst, b"clients", b"f2")).then_some(())
@@ -74,11 +60,7 @@ fn native_copies_are_never_touched() {
     let mut src = s.source.conn();
     let mut dst = s.dest.conn();
     // Native flows on the destination (no marker, or a marker other than "true").
-    hset(
-        &mut dst,
-        b"client:n1",
-        &[(b"name", b"staging"), (b"owner", b"qa")],
-    );
+    hset(&mut dst, b"client:n1", &[(b"name", b"staging"), (b"owner", b"qa")]);
     hset(
         &mut dst,
         b"client:n2",
@@ -108,11 +90,7 @@ fn native_copies_are_never_touched() {
     });
     assert_eq!(hgetall(&mut dst, b"client:n1"), before1);
     assert_eq!(hgetall(&mut dst, b"client:n2"), before2);
-    let idx: Option<String> = redis::cmd("HGET")
-        .arg("clients")
-        .arg("n1")
-        .query(&mut dst)
-        .unwrap();
+    let idx: Option<String> = redis::cmd("HGET").arg("clients").arg("n1").query(&mut dst).unwrap();
     assert_eq!(
         idx.as_deref(),
         Some("native-index"),
@@ -152,20 +130,13 @@ fn filtered_orgs_never_copied_and_removed_when_a_flow_moves_in() {
     );
     s.wait_dest(
         b"client:moving",
-        Some(&copy_of(&hash(&[
-            ("name", "m"),
-            ("clerkOrganizationId", "org_acme"),
-        ]))),
+        Some(&copy_of(&hash(&[("name", "m"), ("clerkOrganizationId", "org_acme")]))),
     );
     let mut dst = s.dest.conn();
     assert!(!exists(&mut dst, b"client:demo"), "filtered flow copied");
     assert!(!hexists(&mut dst, b"clients", b"demo"));
     // Move into a filtered organisation: the copy goes away.
-    hset(
-        &mut src,
-        b"client:moving",
-        &[(b"clerkOrganizationId", b"org_demo")],
-    );
+    hset(&mut src, b"client:moving", &[(b"clerkOrganizationId", b"org_demo")]);
     s.wait_dest(b"client:moving", None);
     wait_for("index entry removed", CONVERGE, || {
         (!hexists(&mut dst, b"clients", b"moving")).then_some(())
@@ -176,17 +147,10 @@ fn filtered_orgs_never_copied_and_removed_when_a_flow_moves_in() {
             >= 2.0
     );
     // And back out: copied again.
-    hset(
-        &mut src,
-        b"client:moving",
-        &[(b"clerkOrganizationId", b"org_acme")],
-    );
+    hset(&mut src, b"client:moving", &[(b"clerkOrganizationId", b"org_acme")]);
     s.wait_dest(
         b"client:moving",
-        Some(&copy_of(&hash(&[
-            ("name", "m"),
-            ("clerkOrganizationId", "org_acme"),
-        ]))),
+        Some(&copy_of(&hash(&[("name", "m"), ("clerkOrganizationId", "org_acme")]))),
     );
 }
 
@@ -200,11 +164,7 @@ fn binary_ids_names_and_values_arrive_byte_for_byte() {
     hset(
         &mut src,
         &key,
-        &[
-            (b"\x00\xffname", &all_bytes),
-            (b"empty", b""),
-            (b"\xc3\x28", b"\x80"),
-        ],
+        &[(b"\x00\xffname", &all_bytes), (b"empty", b""), (b"\xc3\x28", b"\x80")],
     );
     let mut want = Hash::new();
     want.insert(b"\x00\xffname".to_vec(), all_bytes.clone());
@@ -223,10 +183,7 @@ fn a_5000_field_flow_is_mirrored() {
     let mut cmd = redis::cmd("HSET");
     cmd.arg("client:big");
     for i in 0..5000 {
-        let (f, v) = (
-            format!("field-{i:05}"),
-            format!("value-{i}-{}", "x".repeat(i % 50)),
-        );
+        let (f, v) = (format!("field-{i:05}"), format!("value-{i}-{}", "x".repeat(i % 50)));
         cmd.arg(&f).arg(&v);
         want.insert(f.into_bytes(), v.into_bytes());
     }
@@ -300,9 +257,7 @@ fn the_latest_of_2000_rapid_updates_wins() {
     assert_eq!(want.get(&b"v"[..]).map(Vec::as_slice), Some(&b"1999"[..]));
     s.wait_dest(b"client:hot", Some(&copy_of(&want)));
     // Never more events than notifications (bursts may coalesce into fewer).
-    let events = s
-        .mirror
-        .metric("redmirror_capture_events_total{op=\"upsert\"}");
+    let events = s.mirror.metric("redmirror_capture_events_total{op=\"upsert\"}");
     let notes = s.mirror.metric("redmirror_capture_notifications_total");
     assert!(notes >= 2000.0, "notifications {notes}");
     assert!(
@@ -320,17 +275,13 @@ fn the_embedded_broker_runs_the_whole_pipeline() {
     let mut src = source.conn();
     let mut dst = dest.conn();
     let mut n = 0u32;
-    wait_for(
-        "a flow mirrored through the embedded broker",
-        CONVERGE,
-        || {
-            n += 1;
-            if n % 50 == 1 {
-                hset(&mut src, b"client:e1", &[(b"n", n.to_string().as_bytes())]);
-            }
-            exists(&mut dst, b"client:e1").then_some(())
-        },
-    );
+    wait_for("a flow mirrored through the embedded broker", CONVERGE, || {
+        n += 1;
+        if n % 50 == 1 {
+            hset(&mut src, b"client:e1", &[(b"n", n.to_string().as_bytes())]);
+        }
+        exists(&mut dst, b"client:e1").then_some(())
+    });
     assert!(
         mirror.output().contains("for demos and development only"),
         "{}",

@@ -135,10 +135,7 @@ pub async fn run(
     }
     drop(stream);
     match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(())
-        | Err(rdkafka::error::KafkaError::ConsumerCommit(
-            rdkafka::types::RDKafkaErrorCode::NoOffset,
-        )) => {}
+        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
     }
     consumer.unsubscribe();
@@ -243,11 +240,7 @@ impl Backoff {
 }
 
 /// Offsets committed by `group` on `topic`, per partition (no entry when none).
-pub fn committed(
-    kafka: &Kafka,
-    group: &str,
-    topic: &str,
-) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+pub fn committed(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
     let c: rdkafka::consumer::BaseConsumer = kafka
         .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
         .create()
@@ -268,9 +261,7 @@ pub fn committed(
             tpl.add_partition(topic, p.id());
         }
     }
-    let got = c
-        .committed_offsets(tpl, redmirror_kafka::ADMIN_TIMEOUT)
-        .map_err(err)?;
+    let got = c.committed_offsets(tpl, redmirror_kafka::ADMIN_TIMEOUT).map_err(err)?;
     let mut out = BTreeMap::new();
     for e in got.elements() {
         if let Offset::Offset(o) = e.offset() {

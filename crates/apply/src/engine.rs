@@ -80,10 +80,7 @@ impl Outcome {
 
     /// True when the destination was (possibly) written.
     pub fn wrote(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Applied | Outcome::Deleted | Outcome::SkippedFiltered
-        )
+        matches!(self, Outcome::Applied | Outcome::Deleted | Outcome::SkippedFiltered)
     }
 }
 
@@ -153,10 +150,7 @@ impl ApplyEngine {
         }
         if !calls.is_empty() {
             let mut results = pipeline.try_all::<Value>().await;
-            if results
-                .iter()
-                .any(|r| matches!(r, Err(e) if script::is_noscript(e)))
-            {
+            if results.iter().any(|r| matches!(r, Err(e) if script::is_noscript(e))) {
                 self.script.load(&self.client).await?;
                 results = pipeline.try_all::<Value>().await;
             }
@@ -172,16 +166,11 @@ impl ApplyEngine {
 
     /// Script arguments, or an outcome decided without the destination.
     fn prepare(&self, ev: &FlowEvent, force: bool) -> Result<(Vec<Value>, bool), Outcome> {
-        let fields: Vec<(Bytes, Bytes)> = ev
-            .fields
-            .iter()
-            .map(|f| (f.name.clone(), f.value.clone()))
-            .collect();
+        let fields: Vec<(Bytes, Bytes)> = ev.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
         let mut upsert = ev.op == Op::Upsert as i32;
         // Apply enforces the filter too: an upsert of a filtered flow (from a
         // capture configured differently) removes the copy instead.
-        let filtered = (upsert && self.rules.is_filtered(&fields))
-            || ev.delete_reason == DeleteReason::Filtered as i32;
+        let filtered = (upsert && self.rules.is_filtered(&fields)) || ev.delete_reason == DeleteReason::Filtered as i32;
         if upsert && !filtered {
             let size = ev.payload_bytes();
             if size > self.rules.max_flow_bytes {
@@ -212,11 +201,7 @@ impl ApplyEngine {
         Ok((args, filtered))
     }
 
-    fn outcome(
-        &self,
-        r: Result<Value, fred::error::Error>,
-        filtered: bool,
-    ) -> Result<Outcome, Transient> {
+    fn outcome(&self, r: Result<Value, fred::error::Error>, filtered: bool) -> Result<Outcome, Transient> {
         let v = match r {
             Ok(v) => v,
             Err(e) if redmirror_redis::is_permanent(&e) => {

@@ -9,18 +9,14 @@ use redmirror_telemetry::metrics as m;
 use tokio_util::sync::CancellationToken;
 
 /// End offsets (high watermarks) of every partition of `topic`.
-pub fn end_offsets(
-    kafka: &Kafka,
-    topic: &str,
-) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
-    let c: BaseConsumer =
-        kafka
-            .client_config(&[])
-            .create()
-            .map_err(|source| redmirror_kafka::Error::Client {
-                what: "metadata client",
-                source,
-            })?;
+pub fn end_offsets(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+    let c: BaseConsumer = kafka
+        .client_config(&[])
+        .create()
+        .map_err(|source| redmirror_kafka::Error::Client {
+            what: "metadata client",
+            source,
+        })?;
     let err = |e: rdkafka::error::KafkaError| redmirror_kafka::Error::Topic {
         topic: topic.to_string(),
         message: e.to_string(),
@@ -41,11 +37,7 @@ pub fn end_offsets(
 }
 
 /// Lag per partition: end offset minus committed offset (everything when nothing is committed).
-pub fn lag(
-    kafka: &Kafka,
-    group: &str,
-    topic: &str,
-) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+pub fn lag(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
     let ends = end_offsets(kafka, topic)?;
     let committed = crate::consumer::committed(kafka, group, topic)?;
     Ok(ends

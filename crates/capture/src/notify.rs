@@ -52,17 +52,12 @@ pub fn missing(flags: &str) -> String {
 
 /// Reads the current flags.
 pub async fn current(client: &Client) -> Result<String, fred::error::Error> {
-    let v: std::collections::HashMap<String, String> =
-        client.config_get("notify-keyspace-events").await?;
+    let v: std::collections::HashMap<String, String> = client.config_get("notify-keyspace-events").await?;
     Ok(v.get("notify-keyspace-events").cloned().unwrap_or_default())
 }
 
 /// Checks the flags; sets the missing classes when `configure` is true.
-pub async fn ensure(
-    client: &Client,
-    endpoint: &RedisEndpoint,
-    configure: bool,
-) -> Result<(), NotifyError> {
+pub async fn ensure(client: &Client, endpoint: &RedisEndpoint, configure: bool) -> Result<(), NotifyError> {
     let unreadable = |e: fred::error::Error| NotifyError::Unreadable {
         endpoint: endpoint.redacted(),
         message: e.details().to_string(),

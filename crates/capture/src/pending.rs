@@ -56,11 +56,7 @@ pub fn cause_name(event: &str) -> &'static str {
         "move_from",
         "new",
     ];
-    KNOWN
-        .iter()
-        .find(|k| **k == event)
-        .copied()
-        .unwrap_or("other")
+    KNOWN.iter().find(|k| **k == event).copied().unwrap_or("other")
 }
 
 impl Pending {
@@ -143,10 +139,7 @@ mod tests {
         let t = p.try_take(10);
         assert_eq!(
             t,
-            vec![
-                (Bytes::from_static(b"a"), "hset"),
-                (Bytes::from_static(b"b"), "del")
-            ]
+            vec![(Bytes::from_static(b"a"), "hset"), (Bytes::from_static(b"b"), "del")]
         );
         assert!(p.is_empty());
         assert_eq!(p.add(Bytes::from_static(b"a"), "hset"), Added::New);

@@ -21,12 +21,7 @@ use crate::{CaptureError, CaptureOptions, Pending, HEALTH_SOURCE};
 /// Most events awaiting a broker acknowledgement; beyond it capture stops reading.
 const MAX_IN_FLIGHT: usize = 20_000;
 
-type Acked = (
-    Bytes,
-    &'static str,
-    &'static str,
-    Result<(), redmirror_kafka::Error>,
-);
+type Acked = (Bytes, &'static str, &'static str, Result<(), redmirror_kafka::Error>);
 
 /// Reads and publishes until `shutdown`, then drains what is pending (within
 /// the shutdown timeout) and flushes the producer.
@@ -39,8 +34,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
     let reader = SourceReader::new(opts.keys.clone());
-    let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> =
-        FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> = FuturesUnordered::new();
     let ctx = Ctx {
         opts,
         client: &client,
@@ -130,11 +124,7 @@ impl Ctx<'_> {
                 metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "not_a_hash").increment(1);
                 tracing::warn!(flow_id = %redmirror_core::text::lossy(&id), "Source flow key is not a hash; treated as absent.");
             }
-            match self
-                .opts
-                .rules
-                .decide(id.clone(), state, time, Origin::Capture, cause)
-            {
+            match self.opts.rules.decide(id.clone(), state, time, Origin::Capture, cause) {
                 Decision::TooLarge { bytes } => {
                     metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
                     tracing::warn!(
@@ -158,11 +148,7 @@ impl Ctx<'_> {
         true
     }
 
-    async fn read(
-        &self,
-        ids: &[Bytes],
-        shutdown: Option<&CancellationToken>,
-    ) -> Option<SourceRead> {
+    async fn read(&self, ids: &[Bytes], shutdown: Option<&CancellationToken>) -> Option<SourceRead> {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.reader.read(self.client, ids).await {

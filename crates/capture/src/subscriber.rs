@@ -73,11 +73,7 @@ async fn session(
     let mut rx = client.keyspace_event_rx();
     let mut conn = match client.init().await {
         Ok(h) => h,
-        Err(e) => {
-            return SessionEnd::Disconnected(
-                redmirror_redis::RedisError::new(source, e).to_string(),
-            )
-        }
+        Err(e) => return SessionEnd::Disconnected(redmirror_redis::RedisError::new(source, e).to_string()),
     };
     let prefix = format!("__keyevent@{}__:", source.db());
     if let Err(e) = client.psubscribe(format!("{prefix}*")).await {
@@ -100,9 +96,7 @@ async fn session(
         if pending_full && !overflowing {
             metrics::counter!(m::CAPTURE_GAPS).increment(1);
             let _ = gaps.send(Gap::Overflow);
-            tracing::warn!(
-                "Capture fell behind: notifications dropped, gap reported for reconciliation."
-            );
+            tracing::warn!("Capture fell behind: notifications dropped, gap reported for reconciliation.");
         }
         overflowing = pending_full;
     };

@@ -11,6 +11,7 @@ use redmirror_apply::{ApplyEngine, ApplyOptions};
 use redmirror_capture::CaptureOptions;
 use redmirror_config::Config;
 use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
+use redmirror_reconcile::{GapSignal, Lease, PassOptions, Reconciler, Service, Trigger};
 use redmirror_telemetry::http::{Admin, AdminError, AdminResult, HttpState};
 use redmirror_telemetry::Health;
 use serde_json::json;
@@ -23,33 +24,36 @@ use tokio_util::sync::CancellationToken;
 pub struct Roles {
     pub capture: bool,
     pub apply: bool,
+    pub reconcile: bool,
 }
 
 impl Roles {
     pub fn all() -> Self {
-        Roles {
-            capture: true,
-            apply: true,
-        }
+        Self::of(true, true, true)
     }
     pub fn capture() -> Self {
-        Roles {
-            capture: true,
-            apply: false,
-        }
+        Self::of(true, false, false)
     }
     pub fn apply() -> Self {
+        Self::of(false, true, false)
+    }
+    pub fn reconcile() -> Self {
+        Self::of(false, false, true)
+    }
+    fn of(capture: bool, apply: bool, reconcile: bool) -> Self {
         Roles {
-            capture: false,
-            apply: true,
+            capture,
+            apply,
+            reconcile,
         }
     }
     fn name(&self) -> &'static str {
-        match (self.capture, self.apply) {
-            (true, true) => "run",
-            (true, false) => "capture",
-            (false, true) => "apply",
-            _ => "none",
+        match (self.capture, self.apply, self.reconcile) {
+            (true, true, _) => "run",
+            (true, false, false) => "capture",
+            (false, true, false) => "apply",
+            (false, false, true) => "reconcile",
+            _ => "mixed",
         }
     }
 }
@@ -77,10 +81,7 @@ pub struct Running {
 
 impl Running {
     /// Waits until a role fails (returned as an error) or `until` resolves.
-    pub async fn wait(
-        &mut self,
-        until: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
+    pub async fn wait(&mut self, until: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         tokio::select! {
             _ = until => Ok(()),
             Some(r) = self.tasks.join_next() => match r {
@@ -127,10 +128,8 @@ pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBro
         .clone()
         .context("REDMIRROR_KAFKA_BROKERS is not set")?;
     if config.embedded_broker() {
-        let broker = EmbeddedBroker::start(&[
-            (config.topic.clone(), config.topic_partitions),
-            (config.dlq_topic(), 1),
-        ])?;
+        let broker =
+            EmbeddedBroker::start(&[(config.topic.clone(), config.topic_partitions), (config.dlq_topic(), 1)])?;
         let mut kafka = Kafka::new(broker.bootstrap(), config.kafka_properties.clone());
         kafka.embedded = true;
         return Ok((kafka, Some(broker)));
@@ -149,10 +148,7 @@ pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBro
 }
 
 /// Refuses when source and destination are the same server (same run_id).
-pub async fn refuse_same_server(
-    source: &fred::prelude::Client,
-    dest: &fred::prelude::Client,
-) -> anyhow::Result<()> {
+pub async fn refuse_same_server(source: &fred::prelude::Client, dest: &fred::prelude::Client) -> anyhow::Result<()> {
     let (a, b) = (
         redmirror_redis::run_id(source).await?,
         redmirror_redis::run_id(dest).await?,
@@ -174,15 +170,17 @@ struct ProcessAdmin {
     lag: redmirror_apply::lag::SharedLag,
     publisher: Option<Publisher>,
     source: Option<fred::prelude::Client>,
+    dest: Option<fred::prelude::Client>,
+    leases: Vec<Lease>,
+    reconcile: Option<mpsc::Sender<Trigger>>,
+    last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
     config: Config,
 }
 
 impl Admin for ProcessAdmin {
     fn resync(&self, flow_id: Bytes) -> AdminResult {
         let (Some(p), Some(s)) = (self.publisher.clone(), self.source.clone()) else {
-            return Box::pin(async {
-                Err(AdminError::unavailable("this process does not run capture"))
-            });
+            return Box::pin(async { Err(AdminError::unavailable("this process does not run capture")) });
         };
         let config = self.config.clone();
         Box::pin(async move {
@@ -194,10 +192,22 @@ impl Admin for ProcessAdmin {
     }
 
     fn reconcile(&self) -> AdminResult {
-        Box::pin(async {
-            Err(AdminError::unavailable(
-                "no reconciler runs in this process",
-            ))
+        let Some(tx) = self.reconcile.clone() else {
+            return Box::pin(async { Err(AdminError::unavailable("no reconciler runs in this process")) });
+        };
+        Box::pin(async move {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            tx.send(Trigger::Now(reply))
+                .await
+                .map_err(|_| AdminError::unavailable("the reconciler is stopping"))?;
+            match rx.await {
+                Ok(Ok(report)) => serde_json::to_value(&report).map_err(|e| AdminError::failed(e.to_string())),
+                Ok(Err(e)) => Err(AdminError {
+                    status: 409,
+                    message: e,
+                }),
+                Err(_) => Err(AdminError::unavailable("the reconciler is stopping")),
+            }
         })
     }
 
@@ -209,16 +219,42 @@ impl Admin for ProcessAdmin {
             .iter()
             .map(|(p, l)| (p.to_string(), json!(l)))
             .collect();
-        let body = json!({
+        let mut body = json!({
             "role": self.role,
             "version": env!("CARGO_PKG_VERSION"),
             "ready": self.health.ready(),
             "components": self.health.components(),
             "lag": lag,
-            "lease": serde_json::Value::Null,
-            "last_reconcile": serde_json::Value::Null,
         });
-        Box::pin(async move { Ok(body) })
+        let local = self.last_report.lock().expect("report lock").clone();
+        let leases = self.leases.clone();
+        let dest = self.dest.clone();
+        let report_key = self.config.keys.report_key();
+        Box::pin(async move {
+            let mut lease_info = serde_json::Map::new();
+            for l in &leases {
+                let holder = l.current_holder().await;
+                lease_info.insert(
+                    l.name().to_string(),
+                    json!({ "holder": holder, "held_by_me": holder.as_deref() == Some(l.holder()), "me": l.holder() }),
+                );
+            }
+            body["lease"] = serde_json::Value::Object(lease_info);
+            body["last_reconcile"] = match (local, dest) {
+                (Some(r), _) => {
+                    let mut v = serde_json::to_value(&r).unwrap_or_default();
+                    if let Some(flows) = v.get_mut("flows").and_then(|f| f.as_array_mut()) {
+                        flows.truncate(100);
+                    }
+                    v
+                }
+                (None, Some(d)) => redmirror_reconcile::service::stored_report(&d, &report_key)
+                    .await
+                    .unwrap_or(serde_json::Value::Null),
+                (None, None) => serde_json::Value::Null,
+            };
+            Ok(body)
+        })
     }
 }
 
@@ -264,12 +300,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let metrics = redmirror_telemetry::metrics::install();
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (REDMIRROR_HTTP_ADDR)",
-                config.http_addr
-            )
-        })?;
+        .with_context(|| format!("cannot listen on {} (REDMIRROR_HTTP_ADDR)", config.http_addr))?;
     let http_addr = listener.local_addr()?;
     let (kafka, broker) = kafka(&config).await?;
     let health = Health::new();
@@ -278,28 +309,30 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let lag: redmirror_apply::lag::SharedLag = Arc::new(Mutex::new(Default::default()));
 
     let source = match &config.source {
-        Some(s) if roles.capture => Some(redmirror_redis::connect(s, "source").await?),
+        Some(s) if roles.capture || roles.reconcile => Some(redmirror_redis::connect(s, "source").await?),
         _ => None,
     };
+    // capture uses the destination only for its lease and the gap signal.
     let dest = match &config.dest {
-        Some(d) if roles.apply => Some(redmirror_redis::connect(d, "destination").await?),
-        _ => None,
+        Some(d) => Some(redmirror_redis::connect(d, "destination").await?),
+        None => None,
     };
     if let (Some(s), Some(d)) = (&source, &dest) {
         refuse_same_server(s, d).await?;
     }
-    let publisher = if roles.capture {
+    let publisher = if roles.capture || roles.reconcile {
         Some(Publisher::new(&kafka, &config.topic)?)
     } else {
         None
     };
+    let gap_signal = dest.as_ref().map(|d| GapSignal::new(d.clone(), config.keys.gap_key()));
+    let mut leases = Vec::new();
+    let last_report = Arc::new(Mutex::new(None));
+    let mut reconcile_tx = None;
 
     if roles.capture {
         let opts = CaptureOptions {
-            source: config
-                .source
-                .clone()
-                .context("REDMIRROR_SOURCE_URL is not set")?,
+            source: config.source.clone().context("REDMIRROR_SOURCE_URL is not set")?,
             keys: config.keys.clone(),
             rules: config.rules.clone(),
             batch: config.capture_batch,
@@ -307,26 +340,28 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             configure_notifications: config.configure_notifications,
             shutdown_timeout: config.shutdown_timeout,
         };
-        // Gaps go to the reconciler when one runs here; otherwise they are
-        // counted and logged by capture.
-        let (gap_tx, mut gap_rx) = mpsc::unbounded_channel();
-        tasks.spawn(async move {
-            while let Some(g) = gap_rx.recv().await {
-                tracing::debug!(gap = ?g, "Capture gap.");
-            }
-            Ok(())
-        });
-        let (p, h, s) = (
-            publisher.clone().expect("capture publisher"),
-            health.clone(),
-            shutdown.clone(),
-        );
         // Fail fast on the notification check before serving.
         let client = source.clone().expect("source client");
         redmirror_capture::notify::ensure(&client, &opts.source, opts.configure_notifications)
             .await
             .map_err(|e| Refusal(e.to_string()))?;
-        tasks.spawn(async move { Ok(redmirror_capture::run(opts, p, h, gap_tx, s).await?) });
+        let lease = dest
+            .as_ref()
+            .map(|d| Lease::new(d.clone(), "capture", config.keys.lease_key("capture"), config.lease_ttl));
+        if lease.is_none() {
+            tracing::warn!(
+                "REDMIRROR_DEST_URL is not set for capture: no capture lease (run one capture only) and gaps \
+                 cannot reach a reconciler in another process"
+            );
+        }
+        leases.extend(lease.clone());
+        let (p, h, s, g) = (
+            publisher.clone().expect("capture publisher"),
+            health.clone(),
+            shutdown.clone(),
+            gap_signal.clone(),
+        );
+        tasks.spawn(async move { capture_with_lease(opts, p, h, lease, g, s).await });
     }
 
     if roles.apply {
@@ -356,12 +391,50 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         });
     }
 
+    if roles.reconcile {
+        let (src, dst) = (
+            source.clone().context("REDMIRROR_SOURCE_URL is not set")?,
+            dest.clone().context("REDMIRROR_DEST_URL is not set")?,
+        );
+        let reconciler = Reconciler::new(
+            src,
+            dst.clone(),
+            publisher.clone().expect("reconcile publisher"),
+            kafka.clone(),
+            config.group_id.clone(),
+            config.keys.clone(),
+            config.rules.clone(),
+        );
+        let lease = Lease::new(dst, "reconcile", config.keys.lease_key("reconcile"), config.lease_ttl);
+        leases.push(lease.clone());
+        let service = Service {
+            reconciler,
+            lease,
+            opts: pass_options(&config, false),
+            interval: config.reconcile_interval,
+            gaps: gap_signal.clone().expect("destination connected"),
+            report_key: config.keys.report_key(),
+            last: last_report.clone(),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        reconcile_tx = Some(tx);
+        let s = shutdown.clone();
+        tasks.spawn(async move {
+            service.run(rx, s).await;
+            Ok(())
+        });
+    }
+
     let admin = ProcessAdmin {
         role: roles.name(),
         health: health.clone(),
         lag,
         publisher,
         source,
+        dest,
+        leases,
+        reconcile: reconcile_tx,
+        last_report,
         config: config.clone(),
     };
     let state = HttpState {
@@ -383,6 +456,66 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         timeout: config.shutdown_timeout,
         _broker: broker,
     })
+}
+
+/// Reconcile pass settings from the configuration.
+pub fn pass_options(config: &Config, dry_run: bool) -> PassOptions {
+    PassOptions {
+        batch: config.reconcile_batch,
+        rate_limit: config.reconcile_rate_limit,
+        dry_run,
+        barrier_timeout: config.reconcile_barrier_timeout,
+    }
+}
+
+/// Capture, active only while this instance holds the capture lease (when
+/// there is one); gaps are signalled to the reconciler through the destination.
+async fn capture_with_lease(
+    opts: CaptureOptions,
+    publisher: Publisher,
+    health: Health,
+    lease: Option<Lease>,
+    gaps: Option<GapSignal>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        if let Some(l) = &lease {
+            if l.acquire(&shutdown).await.is_none() {
+                return Ok(());
+            }
+        }
+        let active = shutdown.child_token();
+        let stop_keep = CancellationToken::new();
+        let keeper = lease.clone().map(|l| {
+            let (s, a) = (stop_keep.clone(), active.clone());
+            tokio::spawn(async move { l.keep(s, a).await })
+        });
+        let (gap_tx, mut gap_rx) = mpsc::unbounded_channel();
+        let signal = gaps.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(g) = gap_rx.recv().await {
+                tracing::debug!(gap = ?g, "Capture gap.");
+                if let Some(s) = &signal {
+                    s.signal().await;
+                }
+            }
+        });
+        let result =
+            redmirror_capture::run(opts.clone(), publisher.clone(), health.clone(), gap_tx, active.clone()).await;
+        stop_keep.cancel();
+        if let Some(k) = keeper {
+            let _ = k.await;
+        }
+        let _ = forward.await;
+        result?;
+        if shutdown.is_cancelled() {
+            if let Some(l) = &lease {
+                l.release().await;
+            }
+            return Ok(());
+        }
+        tracing::warn!("Capture lease lost: standing by.");
+    }
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -24,18 +24,11 @@ impl Report {
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn connect(
-    r: &mut Report,
-    what: &str,
-    ep: Option<&RedisEndpoint>,
-) -> Option<fred::prelude::Client> {
+async fn connect(r: &mut Report, what: &str, ep: Option<&RedisEndpoint>) -> Option<fred::prelude::Client> {
     let Some(ep) = ep else {
         r.fail(
             what,
-            format!(
-                "not configured (REDMIRROR_{}_URL)",
-                what.to_ascii_uppercase()
-            ),
+            format!("not configured (REDMIRROR_{}_URL)", what.to_ascii_uppercase()),
         );
         return None;
     };
@@ -49,10 +42,7 @@ async fn connect(
             None
         }
         Err(_) => {
-            r.fail(
-                what,
-                format!("{} did not answer within {TIMEOUT:?}", ep.redacted()),
-            );
+            r.fail(what, format!("{} did not answer within {TIMEOUT:?}", ep.redacted()));
             None
         }
     }
@@ -105,16 +95,9 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             for topic in [config.topic.clone(), config.dlq_topic()] {
                 let k = kafka.clone();
                 let t = topic.clone();
-                match tokio::task::spawn_blocking(move || {
-                    redmirror_kafka::topics::partition_count(&k, &t)
-                })
-                .await?
-                {
+                match tokio::task::spawn_blocking(move || redmirror_kafka::topics::partition_count(&k, &t)).await? {
                     Ok(Some(n)) => r.ok("topic", format!("{topic} present, {n} partitions")),
-                    Ok(None) => r.ok(
-                        "topic",
-                        format!("{topic} missing; it will be created at start-up"),
-                    ),
+                    Ok(None) => r.ok("topic", format!("{topic} missing; it will be created at start-up")),
                     Err(e) => r.fail("kafka", e),
                 }
             }

@@ -42,21 +42,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("redmirror demo");
     println!("  source      redis-server at {}", source.url());
     println!("  destination redis-server at {}", dest.url());
-    println!(
-        "  broker      embedded (in-process; for demos and development only, keeps little history)"
-    );
+    println!("  broker      embedded (in-process; for demos and development only, keeps little history)");
 
     let env = vec![
         ("REDMIRROR_SOURCE_URL".to_string(), source.url()),
         ("REDMIRROR_DEST_URL".to_string(), dest.url()),
-        (
-            "REDMIRROR_KAFKA_BROKERS".to_string(),
-            "embedded".to_string(),
-        ),
-        (
-            "REDMIRROR_FILTERED_ORGS".to_string(),
-            "org_hello".to_string(),
-        ),
+        ("REDMIRROR_KAFKA_BROKERS".to_string(), "embedded".to_string()),
+        ("REDMIRROR_FILTERED_ORGS".to_string(), "org_hello".to_string()),
         ("REDMIRROR_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("REDMIRROR_TOPIC_PARTITIONS".to_string(), "3".to_string()),
     ];
@@ -109,10 +101,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 hset(
                     c,
                     b"client:demo-1",
-                    &[
-                        (b"name", b"Hello demo"),
-                        (b"clerkOrganizationId", b"org_hello"),
-                    ],
+                    &[(b"name", b"Hello demo"), (b"clerkOrganizationId", b"org_hello")],
                 );
             }),
         ),
@@ -124,13 +113,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ),
         (
             "update flow-1",
-            Box::new(|c| {
-                hset(
-                    c,
-                    b"client:flow-1",
-                    &[(b"name", b"Checkout v2"), (b"steps", b"3")],
-                )
-            }),
+            Box::new(|c| hset(c, b"client:flow-1", &[(b"name", b"Checkout v2"), (b"steps", b"3")])),
         ),
         (
             "delete flow-2",
@@ -174,8 +157,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 fn show(d: &mut redis::Connection, native_before: &redmirror_testkit::flows::Hash) {
     let text = |h: &redmirror_testkit::flows::Hash, k: &str| {
-        h.get(k.as_bytes())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+        h.get(k.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned())
     };
     let f1 = hgetall(d, b"client:flow-1");
     let line = |name: &str, state: String| println!("    {name:<9} {state}");

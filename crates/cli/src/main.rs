@@ -5,6 +5,7 @@
 mod app;
 mod check;
 mod demo;
+mod oneshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,10 @@ enum Command {
     Capture,
     /// Consume change events and write the destination.
     Apply,
+    /// Compare both sides and repair drift: on a schedule, or once with --once.
+    Reconcile(oneshot::ReconcileArgs),
+    /// Publish fresh snapshot events for these flows now (`base64:...` for binary ids).
+    Resync(oneshot::ResyncArgs),
     /// Pre-flight checks: connectivity, notifications, distinct servers, topics.
     Check,
     /// Show the whole thing working on this machine (local Redis servers, embedded broker).
@@ -77,6 +82,8 @@ impl Command {
             Command::Run => &["source_url", "dest_url", "kafka_brokers"],
             Command::Capture => &["source_url", "kafka_brokers"],
             Command::Apply => &["dest_url", "kafka_brokers"],
+            Command::Reconcile(_) => &["source_url", "dest_url", "kafka_brokers"],
+            Command::Resync(_) => &["source_url", "kafka_brokers"],
             Command::Check => &[],
             Command::Demo(_) => &[],
         }
@@ -125,10 +132,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("redmirror: cannot start the runtime: {e}");
@@ -139,15 +143,21 @@ fn main() -> ExitCode {
         match (cli.command, config) {
             (Command::Demo(args), _) => demo::run(args).await,
             (Command::Check, Some(c)) => check::run(&c).await,
+            (Command::Reconcile(args), Some(c)) if args.once => {
+                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
+                oneshot::reconcile_once(c, args).await
+            }
+            (Command::Resync(args), Some(c)) => {
+                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
+                oneshot::resync(c, args).await
+            }
             (cmd, Some(c)) => {
-                redmirror_telemetry::logging::init(
-                    &c.log,
-                    c.log_format == redmirror_config::LogFormat::Json,
-                );
+                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
                 let roles = match cmd {
                     Command::Run => app::Roles::all(),
                     Command::Capture => app::Roles::capture(),
                     Command::Apply => app::Roles::apply(),
+                    Command::Reconcile(_) => app::Roles::reconcile(),
                     _ => unreachable!("handled above"),
                 };
                 app::run(c, roles).await

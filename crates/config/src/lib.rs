@@ -103,9 +103,7 @@ fn hint_for(name: &str) -> String {
     let lower = name.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
     SETTINGS
         .iter()
-        .find(|s| {
-            s.key.contains(lower.as_str()) || lower.contains(s.key) || strsim_close(s.key, &lower)
-        })
+        .find(|s| s.key.contains(lower.as_str()) || lower.contains(s.key) || strsim_close(s.key, &lower))
         .map(|s| format!(" (did you mean {}?)", s.var()))
         .unwrap_or_default()
 }
@@ -120,10 +118,7 @@ fn strsim_close(a: &str, b: &str) -> bool {
 
 impl Layers {
     /// Loads defaults, then the file (if any), then the environment.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut layers = Layers::default();
         for s in SETTINGS {
             if let Some(d) = s.default {
@@ -142,12 +137,10 @@ impl Layers {
     }
 
     fn apply_toml(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Toml {
-                path: path.to_path_buf(),
-                message: e.message().to_string(),
-            })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
         for (key, value) in table {
             if key == "kafka" {
                 let props = value
@@ -158,9 +151,7 @@ impl Layers {
                     .ok_or_else(|| ConfigError::Invalid {
                         var: "kafka".into(),
                         value: "<table>".into(),
-                        constraint:
-                            "expected only a [kafka.properties] table of librdkafka properties"
-                                .into(),
+                        constraint: "expected only a [kafka.properties] table of librdkafka properties".into(),
                     })?;
                 for (k, v) in props {
                     self.kafka_properties.insert(k.clone(), toml_scalar(v));
@@ -172,9 +163,7 @@ impl Layers {
                 name: format!("`{key}` in {}", path.display()),
             })?;
             let v = match &value {
-                toml::Value::Array(items) => {
-                    items.iter().map(toml_scalar).collect::<Vec<_>>().join(",")
-                }
+                toml::Value::Array(items) => items.iter().map(toml_scalar).collect::<Vec<_>>().join(","),
                 other => toml_scalar(other),
             };
             self.values.insert(s.key, (v, Layer::File));
@@ -182,10 +171,7 @@ impl Layers {
         Ok(())
     }
 
-    fn apply_env(
-        &mut self,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), ConfigError> {
+    fn apply_env(&mut self, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -321,6 +307,8 @@ pub struct Config {
     pub rules: MirrorRules,
     /// Reconcile schedule.
     pub reconcile_interval: Duration,
+    /// Longest wait for apply to catch up before a pass compares.
+    pub reconcile_barrier_timeout: Duration,
     /// Keys per SCAN/read batch in the reconciler.
     pub reconcile_batch: usize,
     /// Reconciler rate limit, keys per second (0 = unlimited).
@@ -367,11 +355,7 @@ impl Validator<'_> {
     fn invalid(&self, key: &'static str, constraint: impl Into<String>) -> ConfigError {
         let s = setting(key).expect("known setting");
         let value = self.layers.get(key).unwrap_or_default();
-        let value = if s.secret {
-            "***".to_string()
-        } else {
-            redact_url(value)
-        };
+        let value = if s.secret { "***".to_string() } else { redact_url(value) };
         ConfigError::Invalid {
             var: s.var(),
             value,
@@ -389,9 +373,7 @@ impl Validator<'_> {
     }
 
     fn string(&self, key: &'static str) -> Result<String, ConfigError> {
-        self.raw(key)
-            .map(str::to_string)
-            .ok_or_else(|| Self::missing(key))
+        self.raw(key).map(str::to_string).ok_or_else(|| Self::missing(key))
     }
 
     fn number<T>(&self, key: &'static str, min: T) -> Result<T, ConfigError>
@@ -410,12 +392,8 @@ impl Validator<'_> {
     }
 
     fn duration(&self, key: &'static str) -> Result<Duration, ConfigError> {
-        let d = humantime::parse_duration(self.string(key)?.trim()).map_err(|e| {
-            self.invalid(
-                key,
-                format!("expected a duration like 30s, 15m or 4h ({e})"),
-            )
-        })?;
+        let d = humantime::parse_duration(self.string(key)?.trim())
+            .map_err(|e| self.invalid(key, format!("expected a duration like 30s, 15m or 4h ({e})")))?;
         if d.is_zero() {
             return Err(self.invalid(key, "must be longer than zero"));
         }
@@ -460,14 +438,9 @@ impl Validator<'_> {
         needed: bool,
     ) -> Result<Option<RedisEndpoint>, ConfigError> {
         let Some(url) = self.raw(key) else {
-            return if needed {
-                Err(Self::missing(key))
-            } else {
-                Ok(None)
-            };
+            return if needed { Err(Self::missing(key)) } else { Ok(None) };
         };
-        let parsed =
-            url::Url::parse(url).map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
+        let parsed = url::Url::parse(url).map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
         if !matches!(parsed.scheme(), "redis" | "rediss") {
             return Err(self.invalid(key, "expected a redis:// or rediss:// URL"));
         }
@@ -476,10 +449,7 @@ impl Validator<'_> {
         }
         let db = parsed.path().trim_start_matches('/');
         if !db.is_empty() && db.parse::<u8>().is_err() {
-            return Err(self.invalid(
-                key,
-                "the path must be a database number (redis://host:6379/0)",
-            ));
+            return Err(self.invalid(key, "the path must be a database number (redis://host:6379/0)"));
         }
         let file = |suffix: &str| -> Result<Option<PathBuf>, ConfigError> {
             let k = SETTINGS
@@ -520,10 +490,7 @@ impl Validator<'_> {
         };
         let topic = self.string("topic")?;
         if !valid_topic(&topic) {
-            return Err(self.invalid(
-                "topic",
-                "a Kafka topic name: 1-240 characters of [a-zA-Z0-9._-]",
-            ));
+            return Err(self.invalid("topic", "a Kafka topic name: 1-240 characters of [a-zA-Z0-9._-]"));
         }
         let group_id = self.string("group_id")?;
         let http_addr = self
@@ -559,10 +526,7 @@ impl Validator<'_> {
         };
         if let (Some(s), Some(d)) = (&source, &dest) {
             if s.url == d.url {
-                return Err(self.invalid(
-                    "dest_url",
-                    "the destination is the same URL as REDMIRROR_SOURCE_URL",
-                ));
+                return Err(self.invalid("dest_url", "the destination is the same URL as REDMIRROR_SOURCE_URL"));
             }
         }
         let lease_ttl = self.duration("lease_ttl")?;
@@ -583,6 +547,7 @@ impl Validator<'_> {
             keys,
             rules,
             reconcile_interval: self.duration("reconcile_interval")?,
+            reconcile_barrier_timeout: self.duration("reconcile_barrier_timeout")?,
             reconcile_batch: self.number("reconcile_batch", 1usize)?,
             reconcile_rate_limit: self.number("reconcile_rate_limit", 0u64)?,
             capture_batch: self.number("capture_batch", 1usize)?,

@@ -63,6 +63,7 @@ pub const SETTINGS: &[Setting] = &[
     s("state_prefix", Some("redmirror:"), "prefix of redmirror's own keys on the destination (watermarks, leases, reports)"),
     s("max_flow_bytes", Some("900000"), "largest flow mirrored, in bytes of field names and values; larger flows are skipped at capture and dead-lettered at apply"),
     s("reconcile_interval", Some("15m"), "time between scheduled reconcile passes (30s, 15m, 4h)"),
+    s("reconcile_barrier_timeout", Some("30s"), "longest wait, before a pass compares, for apply to reach the topic's end offsets"),
     s("reconcile_batch", Some("1000"), "keys per SCAN and pipelined read in the reconciler"),
     s("reconcile_rate_limit", Some("0"), "reconciler speed limit in keys per second on each side; 0 = unlimited"),
     s("capture_batch", Some("256"), "flows read per atomic source read in capture"),

@@ -1,10 +1,7 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn full() -> Vec<(String, String)> {
@@ -52,10 +49,7 @@ fn env_overrides_file_and_flags_override_env() {
     assert_eq!(c.group_id, "g-flag");
     assert_eq!(c.filtered_orgs_sorted(), vec!["a", "b"]);
     assert_eq!(c.reconcile_interval, Duration::from_secs(30));
-    assert_eq!(
-        c.kafka_properties.get("session.timeout.ms").unwrap(),
-        "6000"
-    );
+    assert_eq!(c.kafka_properties.get("session.timeout.ms").unwrap(), "6000");
     assert_eq!(c.kafka_properties.get("socket.timeout.ms").unwrap(), "1234");
 }
 
@@ -83,24 +77,18 @@ fn err(pairs: &[(&str, &str)], needs: &[&str]) -> String {
 
 #[test]
 fn bad_settings_are_named() {
-    assert!(err(&[("REDMIRROR_RECONCILE_INTERVAL", "soon")], ALL)
-        .contains("REDMIRROR_RECONCILE_INTERVAL"));
+    assert!(err(&[("REDMIRROR_RECONCILE_INTERVAL", "soon")], ALL).contains("REDMIRROR_RECONCILE_INTERVAL"));
     assert!(err(&[("REDMIRROR_SOURCE_URL", "http://x")], ALL).contains("REDMIRROR_SOURCE_URL"));
     assert!(err(&[("REDMIRROR_HTTP_ADDR", "nope")], ALL).contains("REDMIRROR_HTTP_ADDR"));
     assert!(err(&[("REDMIRROR_TOPIC", "bad topic!")], ALL).contains("REDMIRROR_TOPIC"));
     assert!(err(&[("REDMIRROR_APPLY_BATCH", "0")], ALL).contains("REDMIRROR_APPLY_BATCH"));
     assert!(err(&[("REDMIRROR_LOG_FORMAT", "xml")], ALL).contains("REDMIRROR_LOG_FORMAT"));
     assert!(err(&[("REDMIRROR_TOPICS", "x")], ALL).contains("REDMIRROR_TOPICS"));
-    assert!(
-        err(&[("REDMIRROR_DEST_URL", "redis://127.0.0.1:6379")], ALL)
-            .contains("REDMIRROR_DEST_URL")
-    );
+    assert!(err(&[("REDMIRROR_DEST_URL", "redis://127.0.0.1:6379")], ALL).contains("REDMIRROR_DEST_URL"));
     assert!(err(&[("REDMIRROR_ADMIN_TOKEN", "short")], ALL).contains("REDMIRROR_ADMIN_TOKEN"));
-    assert!(err(
-        &[("REDMIRROR_SOURCE_TLS_CA_FILE", "/nonexistent/ca.pem")],
-        ALL
-    )
-    .contains("REDMIRROR_SOURCE_TLS_CA_FILE"));
+    assert!(
+        err(&[("REDMIRROR_SOURCE_TLS_CA_FILE", "/nonexistent/ca.pem")], ALL).contains("REDMIRROR_SOURCE_TLS_CA_FILE")
+    );
 }
 
 #[test]
@@ -121,10 +109,7 @@ fn missing_settings_are_named() {
 
 #[test]
 fn secrets_are_redacted_in_errors() {
-    let e = err(
-        &[("REDMIRROR_SOURCE_URL", "redis://user:hunter2@host/notadb")],
-        ALL,
-    );
+    let e = err(&[("REDMIRROR_SOURCE_URL", "redis://user:hunter2@host/notadb")], ALL);
     assert!(!e.contains("hunter2"), "{e}");
     let e = err(&[("REDMIRROR_ADMIN_TOKEN", "short-secret")], ALL);
     assert!(!e.contains("short-secret"), "{e}");
@@ -144,14 +129,10 @@ fn unknown_toml_key_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c.toml");
     std::fs::write(&path, "topik = \"x\"\n").unwrap();
-    let e = Layers::load(Some(&path), Vec::new())
-        .unwrap_err()
-        .to_string();
+    let e = Layers::load(Some(&path), Vec::new()).unwrap_err().to_string();
     assert!(e.contains("topik") && e.contains("REDMIRROR_TOPIC"), "{e}");
     std::fs::write(&path, "topic = [unclosed\n").unwrap();
-    let e = Layers::load(Some(&path), Vec::new())
-        .unwrap_err()
-        .to_string();
+    let e = Layers::load(Some(&path), Vec::new()).unwrap_err().to_string();
     assert!(e.contains("not valid TOML"), "{e}");
 }
 
@@ -162,10 +143,7 @@ fn settings_table_is_sane() {
     keys.dedup();
     assert_eq!(keys.len(), SETTINGS.len(), "duplicate setting");
     // Every default validates.
-    Layers::load(None, Vec::new())
-        .unwrap()
-        .validate(&[])
-        .unwrap();
+    Layers::load(None, Vec::new()).unwrap().validate(&[]).unwrap();
 }
 
 #[test]

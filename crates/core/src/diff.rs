@@ -55,11 +55,7 @@ pub struct Drift {
 
 /// Compares the expected copy (`None`: no copy should exist) with the
 /// destination. `indexed` says whether the destination index has the flow.
-pub fn compare(
-    expected: Option<&[(Bytes, Bytes)]>,
-    actual: &DestFlow,
-    indexed: bool,
-) -> Option<Drift> {
+pub fn compare(expected: Option<&[(Bytes, Bytes)]>, actual: &DestFlow, indexed: bool) -> Option<Drift> {
     let drift = |kind, fields| Some(Drift { kind, fields });
     match (expected, actual) {
         (_, DestFlow::Native) => None,
@@ -90,11 +86,7 @@ pub fn field_diff(a: &[(Bytes, Bytes)], b: &[(Bytes, Bytes)]) -> Vec<String> {
         .filter(|(n, v)| b.get(*n) != Some(*v))
         .map(|(n, _)| crate::text::lossy(n))
         .collect();
-    out.extend(
-        b.keys()
-            .filter(|n| !a.contains_key(*n))
-            .map(|n| crate::text::lossy(n)),
-    );
+    out.extend(b.keys().filter(|n| !a.contains_key(*n)).map(|n| crate::text::lossy(n)));
     out.sort();
     out
 }
@@ -123,15 +115,10 @@ mod tests {
             DriftKind::Missing
         );
         assert_eq!(
-            compare(None, &DestFlow::SyncCopy(want.clone()), true)
-                .unwrap()
-                .kind,
+            compare(None, &DestFlow::SyncCopy(want.clone()), true).unwrap().kind,
             DriftKind::Extra
         );
-        assert_eq!(
-            compare(Some(&want), &DestFlow::SyncCopy(want.clone()), true),
-            None
-        );
+        assert_eq!(compare(Some(&want), &DestFlow::SyncCopy(want.clone()), true), None);
         assert_eq!(compare(Some(&want), &DestFlow::Native, true), None);
         assert_eq!(compare(None, &DestFlow::Native, true), None);
         let d = compare(

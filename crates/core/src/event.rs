@@ -86,10 +86,7 @@ impl FlowEvent {
             schema_version: SCHEMA_VERSION,
             flow_id,
             op: Op::Upsert as i32,
-            fields: fields
-                .into_iter()
-                .map(|(name, value)| Field { name, value })
-                .collect(),
+            fields: fields.into_iter().map(|(name, value)| Field { name, value }).collect(),
             source_time_us,
             capture_time_us: crate::now_us(),
             origin: origin as i32,
@@ -131,10 +128,7 @@ impl FlowEvent {
 
     /// Total bytes of field names and values: what the size limit counts.
     pub fn payload_bytes(&self) -> usize {
-        self.fields
-            .iter()
-            .map(|f| f.name.len() + f.value.len())
-            .sum()
+        self.fields.iter().map(|f| f.name.len() + f.value.len()).sum()
     }
 
     /// Decodes and validates an event read from the topic. `key` is the Kafka
@@ -145,8 +139,7 @@ impl FlowEvent {
             None if key.is_none_or(|k| k.is_empty()) => return Err(DecodeError::Empty),
             None => return Err(DecodeError::Undecodable("message has no payload".into())),
         };
-        let event =
-            FlowEvent::decode(payload).map_err(|e| DecodeError::Undecodable(e.to_string()))?;
+        let event = FlowEvent::decode(payload).map_err(|e| DecodeError::Undecodable(e.to_string()))?;
         if event.schema_version != SCHEMA_VERSION {
             return Err(DecodeError::UnknownVersion {
                 found: event.schema_version,
@@ -220,10 +213,7 @@ mod tests {
             FlowEvent::decode_checked(Some(b"other"), Some(&e.encode_to_bytes())),
             Err(DecodeError::KeyMismatch)
         );
-        assert_eq!(
-            FlowEvent::decode_checked(None, None),
-            Err(DecodeError::Empty)
-        );
+        assert_eq!(FlowEvent::decode_checked(None, None), Err(DecodeError::Empty));
         let mut e = sample();
         e.flow_id = Bytes::new();
         assert_eq!(

@@ -35,8 +35,7 @@ impl KeyLayout {
 
     /// The flow id of a key, if the key is a flow key with a non-empty id.
     pub fn flow_id<'a>(&self, key: &'a [u8]) -> Option<&'a [u8]> {
-        key.strip_prefix(self.flow_prefix.as_ref())
-            .filter(|id| !id.is_empty())
+        key.strip_prefix(self.flow_prefix.as_ref()).filter(|id| !id.is_empty())
     }
 
     /// SCAN pattern matching every flow key (glob characters in the prefix escaped).
@@ -60,6 +59,11 @@ impl KeyLayout {
     /// The key of a named lease (`reconcile`, `capture`).
     pub fn lease_key(&self, name: &str) -> String {
         format!("{}lease:{name}", self.state_prefix)
+    }
+
+    /// The counter capture increments on every gap (watched by the reconciler).
+    pub fn gap_key(&self) -> String {
+        format!("{}capture:gaps", self.state_prefix)
     }
 
     /// The key under which the last reconcile report is kept.

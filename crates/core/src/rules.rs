@@ -77,10 +77,7 @@ impl MirrorRules {
 
     /// The source fields minus excluded fields and the source's marker.
     pub fn strip(&self, fields: Fields) -> Fields {
-        fields
-            .into_iter()
-            .filter(|(n, _)| !self.is_stripped(n))
-            .collect()
+        fields.into_iter().filter(|(n, _)| !self.is_stripped(n)).collect()
     }
 
     /// Turns an atomic source read into the event to publish. Filtered flows
@@ -127,11 +124,7 @@ impl MirrorRules {
     /// The destination copy an upsert with these (already stripped) fields
     /// must produce: the fields plus the marker.
     pub fn expected_copy(&self, fields: &[(Bytes, Bytes)]) -> Fields {
-        let mut copy: Fields = fields
-            .iter()
-            .filter(|(n, _)| !self.is_stripped(n))
-            .cloned()
-            .collect();
+        let mut copy: Fields = fields.iter().filter(|(n, _)| !self.is_stripped(n)).cloned().collect();
         copy.push((self.marker_field.clone(), Bytes::from_static(MARKER_VALUE)));
         copy
     }
@@ -181,20 +174,14 @@ mod tests {
         assert_eq!(e.fields.len(), 1);
         assert_eq!(e.fields[0].name, b("name"));
         let copy = r.expected_copy(&[(b("name"), b("x"))]);
-        assert_eq!(
-            copy,
-            vec![(b("name"), b("x")), (b("isSyncCopy"), b("true"))]
-        );
+        assert_eq!(copy, vec![(b("name"), b("x")), (b("isSyncCopy"), b("true"))]);
     }
 
     #[test]
     fn filtered_org_becomes_delete_without_data() {
         let d = rules().decide(
             b("f1"),
-            SourceFlow::Hash(vec![
-                (b("clerkOrganizationId"), b("org_demo")),
-                (b("secret"), b("s")),
-            ]),
+            SourceFlow::Hash(vec![(b("clerkOrganizationId"), b("org_demo")), (b("secret"), b("s"))]),
             10,
             Origin::Capture,
             "hset",
@@ -213,8 +200,7 @@ mod tests {
             (SourceFlow::Absent, DeleteReason::Absent),
             (SourceFlow::NotAHash, DeleteReason::NotAHash),
         ] {
-            let Decision::Publish(e) = rules().decide(b("f"), src, 1, Origin::Reconcile, "x")
-            else {
+            let Decision::Publish(e) = rules().decide(b("f"), src, 1, Origin::Reconcile, "x") else {
                 panic!("expected publish")
             };
             assert_eq!(e.delete_reason, reason as i32);

@@ -15,10 +15,7 @@ pub fn json_bytes(bytes: &[u8]) -> Value {
 pub fn lossy(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
-        Err(_) => format!(
-            "base64:{}",
-            base64::engine::general_purpose::STANDARD.encode(bytes)
-        ),
+        Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(bytes)),
     }
 }
 

@@ -172,12 +172,10 @@ impl Kafka {
 
     /// The admin client.
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, Error> {
-        self.client_config(&[])
-            .create()
-            .map_err(|source| Error::Client {
-                what: "admin client",
-                source,
-            })
+        self.client_config(&[]).create().map_err(|source| Error::Client {
+            what: "admin client",
+            source,
+        })
     }
 }
 

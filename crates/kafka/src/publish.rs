@@ -50,10 +50,7 @@ impl Publisher {
 
     /// Enqueues an event now (waiting while the local queue is full) and
     /// returns a future that resolves when the broker acknowledged it.
-    pub async fn enqueue(
-        &self,
-        event: &FlowEvent,
-    ) -> impl Future<Output = Result<Written, Error>> + Send + 'static {
+    pub async fn enqueue(&self, event: &FlowEvent) -> impl Future<Output = Result<Written, Error>> + Send + 'static {
         let payload = event.encode_to_bytes();
         let mut headers = OwnedHeaders::new_with_capacity(3);
         for (name, value) in event.headers() {
@@ -99,12 +96,10 @@ impl Publisher {
 
     /// Waits until every queued message is acknowledged (or `timeout`).
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.producer
-            .flush(timeout)
-            .map_err(|source| Error::Publish {
-                topic: self.topic.clone(),
-                source,
-            })
+        self.producer.flush(timeout).map_err(|source| Error::Publish {
+            topic: self.topic.clone(),
+            source,
+        })
     }
 }
 
@@ -115,10 +110,7 @@ async fn send_with_backpressure(
     payload: &[u8],
     headers: OwnedHeaders,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    let mut record = FutureRecord::to(topic)
-        .key(key)
-        .payload(payload)
-        .headers(headers);
+    let mut record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
     loop {
         match producer.send_result(record) {
             Ok(fut) => return Ok(fut),

@@ -25,19 +25,14 @@ pub struct TopicReport {
 /// Number of partitions of `topic`, `None` when it does not exist.
 pub fn partition_count(kafka: &Kafka, topic: &str) -> Result<Option<usize>, Error> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = kafka
-        .client_config(&[])
-        .create()
-        .map_err(|source| Error::Client {
-            what: "metadata client",
-            source,
-        })?;
-    let md = c
-        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
-        .map_err(|e| Error::Topic {
-            topic: topic.to_string(),
-            message: format!("metadata: {e}"),
-        })?;
+    let c: BaseConsumer = kafka.client_config(&[]).create().map_err(|source| Error::Client {
+        what: "metadata client",
+        source,
+    })?;
+    let md = c.fetch_metadata(Some(topic), ADMIN_TIMEOUT).map_err(|e| Error::Topic {
+        topic: topic.to_string(),
+        message: format!("metadata: {e}"),
+    })?;
     Ok(md
         .topics()
         .iter()
@@ -54,14 +49,7 @@ pub async fn ensure(
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<TopicReport>, Error> {
-    let change = ensure_one(
-        kafka,
-        topic,
-        partitions,
-        replication,
-        &[("cleanup.policy", "compact")],
-    )
-    .await?;
+    let change = ensure_one(kafka, topic, partitions, replication, &[("cleanup.policy", "compact")]).await?;
     let dead = ensure_one(
         kafka,
         dlq,
@@ -141,10 +129,7 @@ async fn risky_settings(kafka: &Kafka, topic: &str) -> Vec<String> {
         return vec!["could not create an admin client to read the topic settings".into()];
     };
     let opts = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
-    let res = match admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
-        .await
-    {
+    let res = match admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts).await {
         Ok(mut r) => match r.pop() {
             Some(Ok(res)) => res,
             Some(Err(e)) => return vec![format!("could not read topic settings ({e})")],
@@ -154,9 +139,7 @@ async fn risky_settings(kafka: &Kafka, topic: &str) -> Vec<String> {
     };
     let get = |name: &str| res.get(name).and_then(|e| e.value.clone());
     let policy = get("cleanup.policy").unwrap_or_else(|| "delete".into());
-    let retention: i64 = get("retention.ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1);
+    let retention: i64 = get("retention.ms").and_then(|v| v.parse().ok()).unwrap_or(-1);
     if !policy.contains("compact") && (0..MIN_SAFE_RETENTION_MS).contains(&retention) {
         vec![format!(
             "cleanup.policy={policy} and retention.ms={retention}: history older than {} h is lost, so replay \

@@ -1,1 +1,25 @@
-//! placeholder
+//! reconcile: the backstop that proves nothing was missed and repairs what was.
+//!
+//! # Layout
+//! - [`lease`]: a lease in the destination Redis (`SET NX PX`, renewed by a
+//!   compare-and-expire script, released by compare-and-delete) so at most
+//!   one reconciler, and one active capture, run across instances.
+//! - [`pass`]: one pass: barrier (wait until apply has passed the topic's
+//!   end offsets), then stream the source and destination scans batch by
+//!   batch (SCAN + one pipelined read per side per batch), compare each flow
+//!   with SPEC section 1, and publish `reconcile` events for the drift.
+//!   Memory is bounded by the batch size, not by the number of flows.
+//! - [`service`]: when passes run: at start, on a schedule, on demand, and
+//!   after every capture gap (signalled through the destination, so it works
+//!   across processes).
+//! - [`report`]: the result of a pass, for people (a table) and machines (JSON).
+
+pub mod lease;
+pub mod pass;
+pub mod report;
+pub mod service;
+
+pub use lease::Lease;
+pub use pass::{PassOptions, Reconciler};
+pub use report::Report;
+pub use service::{GapSignal, Service, Trigger};

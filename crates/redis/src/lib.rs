@@ -58,14 +58,8 @@ pub fn is_permanent(e: &fred::error::Error) -> bool {
 /// `CLIENT SETNAME` material in logs only.
 pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, RedisError> {
     let client = build(endpoint, name)?;
-    client
-        .init()
-        .await
-        .map_err(|e| RedisError::new(endpoint, e))?;
-    let _: String = client
-        .ping(None)
-        .await
-        .map_err(|e| RedisError::new(endpoint, e))?;
+    client.init().await.map_err(|e| RedisError::new(endpoint, e))?;
+    let _: String = client.ping(None).await.map_err(|e| RedisError::new(endpoint, e))?;
     tracing::debug!(endpoint = %endpoint.redacted(), name, "Connected to Redis.");
     Ok(client)
 }
@@ -78,11 +72,7 @@ pub fn build(endpoint: &RedisEndpoint, name: &str) -> Result<Client, RedisError>
 
 /// Builds a client; with `reconnect` false the connection task ends on the
 /// first disconnect (the subscriber handles that itself: each reconnect is a gap).
-pub fn build_with(
-    endpoint: &RedisEndpoint,
-    _name: &str,
-    reconnect: bool,
-) -> Result<Client, RedisError> {
+pub fn build_with(endpoint: &RedisEndpoint, _name: &str, reconnect: bool) -> Result<Client, RedisError> {
     let mut config = Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
     if endpoint.is_tls() {
         config.tls = Some(tls_connector(endpoint)?.into());
@@ -104,20 +94,12 @@ pub fn build_with(
     builder.build().map_err(|e| RedisError::new(endpoint, e))
 }
 
-fn tls_connector(
-    endpoint: &RedisEndpoint,
-) -> Result<fred::types::config::TlsConnector, RedisError> {
-    let fail = |msg: String| {
-        RedisError::new(
-            endpoint,
-            fred::error::Error::new(fred::error::ErrorKind::Tls, msg),
-        )
-    };
+fn tls_connector(endpoint: &RedisEndpoint) -> Result<fred::types::config::TlsConnector, RedisError> {
+    let fail = |msg: String| RedisError::new(endpoint, fred::error::Error::new(fred::error::ErrorKind::Tls, msg));
     let mut roots = rustls::RootCertStore::empty();
     match &endpoint.tls.ca_file {
         Some(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| fail(format!("CA file {}: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| fail(format!("CA file {}: {e}", path.display())))?;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 let cert = cert.map_err(|e| fail(format!("CA file {}: {e}", path.display())))?;
                 roots
@@ -131,21 +113,18 @@ fn tls_connector(
             }
         }
     }
-    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| fail(e.to_string()))?
-    .with_root_certificates(roots);
+    let builder =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(e.to_string()))?
+            .with_root_certificates(roots);
     let config = match (&endpoint.tls.cert_file, &endpoint.tls.key_file) {
         (Some(cert), Some(key)) => {
-            let certs = std::fs::read(cert)
-                .map_err(|e| fail(format!("cert file {}: {e}", cert.display())))?;
+            let certs = std::fs::read(cert).map_err(|e| fail(format!("cert file {}: {e}", cert.display())))?;
             let certs: Vec<_> = rustls_pemfile::certs(&mut certs.as_slice())
                 .collect::<Result<_, _>>()
                 .map_err(|e| fail(format!("cert file {}: {e}", cert.display())))?;
-            let keyb =
-                std::fs::read(key).map_err(|e| fail(format!("key file {}: {e}", key.display())))?;
+            let keyb = std::fs::read(key).map_err(|e| fail(format!("key file {}: {e}", key.display())))?;
             let key = rustls_pemfile::private_key(&mut keyb.as_slice())
                 .map_err(|e| fail(format!("key file {}: {e}", key.display())))?
                 .ok_or_else(|| fail(format!("key file {}: no private key", key.display())))?;

@@ -43,11 +43,7 @@ impl Script {
     /// The `EVALSHA`/`EVALSHA_RO` command.
     pub fn command(&self) -> CustomCommand {
         CustomCommand::new_static(
-            if self.read_only {
-                "EVALSHA_RO"
-            } else {
-                "EVALSHA"
-            },
+            if self.read_only { "EVALSHA_RO" } else { "EVALSHA" },
             fred::types::ClusterHash::FirstKey,
             false,
         )
@@ -58,10 +54,7 @@ impl Script {
         let mut v = Vec::with_capacity(2 + keys.len() + args.len());
         v.push(Value::from(self.sha.as_str()));
         v.push(Value::from(keys.len() as i64));
-        v.extend(
-            keys.iter()
-                .map(|k| Value::Bytes(bytes::Bytes::copy_from_slice(k))),
-        );
+        v.extend(keys.iter().map(|k| Value::Bytes(bytes::Bytes::copy_from_slice(k))));
         v.extend(args);
         v
     }
@@ -78,12 +71,7 @@ impl Script {
     }
 
     /// Runs once, loading the script first if the server does not know it.
-    pub async fn call(
-        &self,
-        client: &Client,
-        keys: &[&[u8]],
-        args: Vec<Value>,
-    ) -> Result<Value, fred::error::Error> {
+    pub async fn call(&self, client: &Client, keys: &[&[u8]], args: Vec<Value>) -> Result<Value, fred::error::Error> {
         match client
             .custom::<Value, Value>(self.command(), self.args(keys, args.clone()))
             .await
@@ -106,9 +94,6 @@ pub fn is_noscript(e: &fred::error::Error) -> bool {
 mod tests {
     #[test]
     fn sha1_matches_known_vectors() {
-        assert_eq!(
-            super::sha1_hex("abc"),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
+        assert_eq!(super::sha1_hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 }

@@ -55,11 +55,7 @@ impl SourceReader {
     }
 
     /// Reads these flows (by id) and the source time in one atomic step.
-    pub async fn read(
-        &self,
-        client: &Client,
-        ids: &[Bytes],
-    ) -> Result<SourceRead, fred::error::Error> {
+    pub async fn read(&self, client: &Client, ids: &[Bytes]) -> Result<SourceRead, fred::error::Error> {
         let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
         let reply = self.script.call(client, &key_refs, Vec::new()).await?;
@@ -68,12 +64,7 @@ impl SourceReader {
 }
 
 fn parse(reply: Value, ids: &[Bytes]) -> Result<SourceRead, fred::error::Error> {
-    let bad = || {
-        fred::error::Error::new(
-            fred::error::ErrorKind::Parse,
-            "unexpected reply from the read script",
-        )
-    };
+    let bad = || fred::error::Error::new(fred::error::ErrorKind::Parse, "unexpected reply from the read script");
     let Value::Array(items) = reply else {
         return Err(bad());
     };

@@ -26,8 +26,7 @@ impl Health {
         let mut map = self.inner.lock().expect("health lock");
         let changed = map.insert(component.to_string(), ready) != Some(ready);
         drop(map);
-        metrics::gauge!(crate::metrics::READY, "component" => component.to_string())
-            .set(if ready { 1.0 } else { 0.0 });
+        metrics::gauge!(crate::metrics::READY, "component" => component.to_string()).set(if ready { 1.0 } else { 0.0 });
         if changed {
             if ready {
                 tracing::info!(component, "Ready.");

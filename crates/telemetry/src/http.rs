@@ -83,21 +83,14 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Serves until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    state: HttpState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
 
 async fn metrics_text(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
@@ -115,11 +108,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 /// Checks the bearer token. `Err` is the response to send.
-fn authorize(
-    s: &HttpState,
-    headers: &HeaderMap,
-    action: &str,
-) -> Result<Arc<dyn Admin>, Box<Response>> {
+fn authorize(s: &HttpState, headers: &HeaderMap, action: &str) -> Result<Arc<dyn Admin>, Box<Response>> {
     let Some(expected) = s.admin_token.as_deref() else {
         return Err(Box::new(StatusCode::NOT_FOUND.into_response()));
     };
@@ -128,8 +117,7 @@ fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let ok =
-        given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
+    let ok = given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
     if !ok {
         tracing::warn!(target: "redmirror::audit", action, outcome = "unauthorized", "Admin call refused.");
         let r = (
@@ -140,10 +128,7 @@ fn authorize(
         return Err(Box::new(r.into_response()));
     }
     s.admin.clone().ok_or_else(|| {
-        let r = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no admin actions in this process\n",
-        );
+        let r = (StatusCode::SERVICE_UNAVAILABLE, "no admin actions in this process\n");
         Box::new(r.into_response())
     })
 }
@@ -176,11 +161,7 @@ async fn reconcile(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn resync(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    Path(flow_id): Path<String>,
-) -> Response {
+async fn resync(State(s): State<HttpState>, headers: HeaderMap, Path(flow_id): Path<String>) -> Response {
     let admin = match authorize(&s, &headers, "resync") {
         Ok(a) => a,
         Err(r) => return *r,
@@ -274,40 +255,12 @@ mod tests {
     async fn readyz_follows_components_and_metrics_has_every_name() {
         let c = reqwest::Client::new();
         let (base, health, stop) = start(None).await;
-        assert_eq!(
-            c.get(format!("{base}/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        assert_eq!(
-            c.get(format!("{base}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+        assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
         health.register("destination");
-        assert_eq!(
-            c.get(format!("{base}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            503
-        );
+        assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 503);
         health.set("destination", true);
-        assert_eq!(
-            c.get(format!("{base}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
         let text = c
             .get(format!("{base}/metrics"))
             .send()
@@ -332,10 +285,7 @@ mod tests {
             assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
         }
         for outcome in crate::metrics::APPLY_OUTCOMES {
-            assert!(
-                text.contains(&format!("outcome=\"{outcome}\"")),
-                "{outcome}"
-            );
+            assert!(text.contains(&format!("outcome=\"{outcome}\"")), "{outcome}");
         }
         stop.cancel();
     }

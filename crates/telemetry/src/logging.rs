@@ -11,15 +11,9 @@ pub fn init(filter: &str, json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(false).try_init()
     } else {
         use std::io::IsTerminal;
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init()
+        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
     };
 }

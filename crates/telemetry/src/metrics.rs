@@ -61,8 +61,7 @@ pub const DRIFT_KINDS: [&str; 3] = ["missing", "extra", "different"];
 
 /// Buckets for `redmirror_end_to_end_seconds`: half a millisecond to five minutes.
 pub const END_TO_END_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 120.0, 300.0,
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 /// Buckets for `redmirror_reconcile_duration_seconds`: 10 ms to an hour.
 pub const RECONCILE_BUCKETS: &[f64] = &[
@@ -93,24 +92,15 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe_all() {
-    describe_counter!(
-        CAPTURE_NOTIFICATIONS,
-        "Keyspace notifications received for flow keys."
-    );
-    describe_counter!(
-        CAPTURE_COALESCED,
-        "Notifications merged into a read already pending."
-    );
+    describe_counter!(CAPTURE_NOTIFICATIONS, "Keyspace notifications received for flow keys.");
+    describe_counter!(CAPTURE_COALESCED, "Notifications merged into a read already pending.");
     describe_counter!(CAPTURE_EVENTS, "State events published by capture, by op.");
     describe_counter!(
         CAPTURE_GAPS,
         "Subscriptions lost and re-made; each triggers a reconcile pass."
     );
     describe_counter!(CAPTURE_SKIPPED, "Flows capture did not publish, by reason.");
-    describe_gauge!(
-        CAPTURE_PENDING,
-        "Distinct changed flows waiting to be read."
-    );
+    describe_gauge!(CAPTURE_PENDING, "Distinct changed flows waiting to be read.");
     describe_gauge!(PRODUCER_QUEUE, "Messages in the Kafka producer's queue.");
     describe_counter!(PUBLISH_RETRIES, "Publishes that failed and were retried.");
     describe_counter!(APPLY_EVENTS, "Events handled by apply, by outcome.");
@@ -118,26 +108,15 @@ fn describe_all() {
         APPLY_RETRIES,
         "Destination round trips retried after a transient error."
     );
-    describe_gauge!(
-        APPLY_IN_FLIGHT,
-        "Events read from Kafka and not yet written."
-    );
-    describe_histogram!(
-        END_TO_END,
-        Unit::Seconds,
-        "Source time to applied on the destination."
-    );
+    describe_gauge!(APPLY_IN_FLIGHT, "Events read from Kafka and not yet written.");
+    describe_histogram!(END_TO_END, Unit::Seconds, "Source time to applied on the destination.");
     describe_gauge!(
         CONSUMER_LAG,
         "Messages between the consumer position and the partition end."
     );
     describe_counter!(RECONCILE_RUNS, "Reconcile passes completed.");
     describe_counter!(RECONCILE_DRIFT, "Drift found by reconcile passes, by kind.");
-    describe_histogram!(
-        RECONCILE_DURATION,
-        Unit::Seconds,
-        "Duration of reconcile passes."
-    );
+    describe_histogram!(RECONCILE_DURATION, Unit::Seconds, "Duration of reconcile passes.");
     describe_counter!(DLQ_EVENTS, "Events sent to the dead-letter topic.");
     describe_gauge!(BUILD_INFO, "Build information.");
     describe_gauge!(READY, "1 when a component's connection is up.");

@@ -30,11 +30,7 @@ pub fn hash(pairs: &[(&str, &str)]) -> Hash {
 
 /// `EXISTS key`.
 pub fn exists(conn: &mut redis::Connection, key: &[u8]) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<i64>(conn)
-        .expect("EXISTS")
-        == 1
+    redis::cmd("EXISTS").arg(key).query::<i64>(conn).expect("EXISTS") == 1
 }
 
 /// `HEXISTS key field`.

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 pub mod flows;
 
 /// The install command printed when a dependency is missing.
-pub const INSTALL_HINT: &str =
-    "run scripts/install-test-deps (installs redis-server and the pinned Tansu broker)";
+pub const INSTALL_HINT: &str = "run scripts/install-test-deps (installs redis-server and the pinned Tansu broker)";
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -175,13 +174,8 @@ impl RedisServer {
         for a in &args[1..] {
             c.arg(*a);
         }
-        c.query(&mut self.conn()).unwrap_or_else(|e| {
-            panic!(
-                "{:?} on {}: {e}",
-                String::from_utf8_lossy(args[0]),
-                self.url()
-            )
-        })
+        c.query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("{:?} on {}: {e}", String::from_utf8_lossy(args[0]), self.url()))
     }
 
     /// Stops the server now (kill -9); data not saved is lost.

@@ -1,0 +1,178 @@
+//! Leases in the destination Redis.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Value;
+use redmirror_redis::Script;
+
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// A named lease: `SET key holder NX PX ttl`; renewed while held.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    client: Client,
+    key: String,
+    name: String,
+    holder: String,
+    ttl: Duration,
+    renew: Script,
+    release: Script,
+}
+
+impl Lease {
+    /// A lease called `name` stored at `key`, held for `ttl` between renewals.
+    pub fn new(client: Client, name: &str, key: String, ttl: Duration) -> Self {
+        let holder = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        Lease {
+            client,
+            key,
+            name: name.to_string(),
+            holder,
+            ttl,
+            renew: Script::new(RENEW),
+            release: Script::new(RELEASE),
+        }
+    }
+
+    /// This instance's holder id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The lease name (`reconcile`, `capture`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Tries to take the lease once. `Ok(true)` when this instance holds it.
+    pub async fn try_acquire(&self) -> Result<bool, fred::error::Error> {
+        let r: Value = self
+            .client
+            .custom(
+                fred::types::CustomCommand::new_static("SET", fred::types::ClusterHash::FirstKey, false),
+                vec![
+                    Value::from(self.key.as_str()),
+                    Value::from(self.holder.as_str()),
+                    Value::from("NX"),
+                    Value::from("PX"),
+                    Value::from(self.ttl.as_millis() as i64),
+                ],
+            )
+            .await?;
+        if !r.is_null() {
+            self.set_gauge(true);
+            return Ok(true);
+        }
+        // Already ours (after a restart of the loop)?
+        let cur: Option<String> = self.client.get(&self.key).await?;
+        Ok(cur.as_deref() == Some(self.holder.as_str()))
+    }
+
+    /// Extends the lease. `Ok(false)`: someone else holds it now.
+    pub async fn renew(&self) -> Result<bool, fred::error::Error> {
+        let v = self
+            .renew
+            .call(
+                &self.client,
+                &[self.key.as_bytes()],
+                vec![
+                    Value::from(self.holder.as_str()),
+                    Value::from(self.ttl.as_millis() as i64),
+                ],
+            )
+            .await?;
+        let held = v.as_i64() == Some(1);
+        self.set_gauge(held);
+        Ok(held)
+    }
+
+    /// Gives the lease up (if held).
+    pub async fn release(&self) {
+        let _ = self
+            .release
+            .call(
+                &self.client,
+                &[self.key.as_bytes()],
+                vec![Value::from(self.holder.as_str())],
+            )
+            .await;
+        self.set_gauge(false);
+    }
+
+    /// Current holder, if any.
+    pub async fn current_holder(&self) -> Option<String> {
+        self.client.get(&self.key).await.ok().flatten()
+    }
+
+    /// Waits until this instance holds the lease (retrying every third of
+    /// the TTL). `None` when `stop` fired first.
+    pub async fn acquire(&self, stop: &tokio_util::sync::CancellationToken) -> Option<()> {
+        let mut logged = false;
+        loop {
+            match self.try_acquire().await {
+                Ok(true) => {
+                    tracing::info!(lease = %self.name, holder = %self.holder, "Lease acquired.");
+                    return Some(());
+                }
+                Ok(false) => {
+                    if !logged {
+                        tracing::info!(lease = %self.name, "Another instance holds the lease; standing by.");
+                        logged = true;
+                    }
+                }
+                Err(e) => tracing::warn!(lease = %self.name, error = %e, "Lease not acquired (destination error)."),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(self.ttl / 3) => {}
+            }
+        }
+    }
+
+    /// Renews every third of the TTL until `stop`, or until the lease is
+    /// lost (another holder), which cancels `lost`. Transient errors keep
+    /// trying: the lease simply expires if they last.
+    pub async fn keep(&self, stop: tokio_util::sync::CancellationToken, lost: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.ttl / 3) => {}
+            }
+            match self.renew().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(lease = %self.name, "Lease lost to another instance.");
+                    lost.cancel();
+                    return;
+                }
+                Err(e) => tracing::warn!(lease = %self.name, error = %e, "Lease renewal failed; retrying."),
+            }
+        }
+    }
+
+    fn set_gauge(&self, held: bool) {
+        metrics::gauge!(redmirror_telemetry::metrics::LEASE_HELD, "lease" => self.name.clone()).set(if held {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}

@@ -1,0 +1,452 @@
+//! One reconcile pass.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::{CustomCommand, Value};
+use futures::future::join_all;
+use redmirror_core::diff::{self, DestFlow, Drift, DriftKind};
+use redmirror_core::event::{DeleteReason, FlowEvent, Origin};
+use redmirror_core::rules::Decision;
+use redmirror_core::{KeyLayout, MirrorRules, SourceFlow};
+use redmirror_kafka::{Kafka, Publisher};
+use redmirror_redis::source::SourceReader;
+use redmirror_redis::{value, Script};
+use redmirror_telemetry::metrics as m;
+
+use crate::report::Report;
+
+/// Reads destination flows: type, fields, whether the index has the flow,
+/// and its watermark. KEYS: index, watermarks, flow keys...; ARGV: flow ids.
+const READ_DEST: &str = r#"#!lua flags=no-writes
+local out = {}
+for i = 3, #KEYS do
+  local id = ARGV[i - 2]
+  local ty = redis.call('TYPE', KEYS[i])['ok']
+  if ty == 'hash' then
+    out[#out + 1] = 'h'
+    out[#out + 1] = redis.call('HGETALL', KEYS[i])
+  elseif ty == 'none' then
+    out[#out + 1] = 'n'
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = 'x'
+    out[#out + 1] = 0
+  end
+  out[#out + 1] = redis.call('HEXISTS', KEYS[1], id)
+  out[#out + 1] = redis.call('HEXISTS', KEYS[2], id)
+end
+return out
+"#;
+
+/// Settings of a pass.
+#[derive(Debug, Clone)]
+pub struct PassOptions {
+    /// Keys per SCAN page and per pipelined read.
+    pub batch: usize,
+    /// Keys per second on each side (0: unlimited).
+    pub rate_limit: u64,
+    /// Report drift without publishing anything.
+    pub dry_run: bool,
+    /// Longest wait for apply to catch up with the topic before comparing.
+    pub barrier_timeout: Duration,
+}
+
+/// Errors that end a pass (it is retried at the next trigger).
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// A Redis call failed.
+    #[error("{side}: {source}")]
+    Redis {
+        /// `source` or `destination`.
+        side: &'static str,
+        /// Cause.
+        #[source]
+        source: fred::error::Error,
+    },
+    /// Publishing a repair failed.
+    #[error(transparent)]
+    Kafka(#[from] redmirror_kafka::Error),
+}
+
+fn on(side: &'static str) -> impl Fn(fred::error::Error) -> PassError {
+    move |source| PassError::Redis { side, source }
+}
+
+/// Compares source and destination and repairs drift through Kafka.
+#[derive(Clone)]
+pub struct Reconciler {
+    /// Source client.
+    pub source: Client,
+    /// Destination client.
+    pub dest: Client,
+    /// Publisher of repair events (change topic).
+    pub publisher: Publisher,
+    /// Kafka settings (for the barrier).
+    pub kafka: Kafka,
+    /// Apply's consumer group (for the barrier).
+    pub group: String,
+    /// Key layout.
+    pub keys: KeyLayout,
+    /// Rules.
+    pub rules: MirrorRules,
+    reader: SourceReader,
+    dest_script: Script,
+}
+
+struct Limiter {
+    rate: u64,
+    start: Instant,
+    done: u64,
+}
+
+impl Limiter {
+    async fn take(&mut self, n: u64) {
+        self.done += n;
+        if self.rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.done as f64 / self.rate as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
+
+impl Reconciler {
+    /// A reconciler over these connections.
+    pub fn new(
+        source: Client,
+        dest: Client,
+        publisher: Publisher,
+        kafka: Kafka,
+        group: String,
+        keys: KeyLayout,
+        rules: MirrorRules,
+    ) -> Self {
+        Reconciler {
+            reader: SourceReader::new(keys.clone()),
+            dest_script: Script::read_only(READ_DEST),
+            source,
+            dest,
+            publisher,
+            kafka,
+            group,
+            keys,
+            rules,
+        }
+    }
+
+    /// Waits until apply's committed offsets reach the topic's end offsets
+    /// as they are now, so in-flight events land before the comparison.
+    pub async fn barrier(&self, timeout: Duration) -> bool {
+        let (k, t) = (self.kafka.clone(), self.publisher.topic().to_string());
+        let ends = match tokio::task::spawn_blocking(move || redmirror_apply::lag::end_offsets(&k, &t)).await {
+            Ok(Ok(e)) => e,
+            _ => return false,
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (k, g, t) = (
+                self.kafka.clone(),
+                self.group.clone(),
+                self.publisher.topic().to_string(),
+            );
+            if let Ok(Ok(committed)) =
+                tokio::task::spawn_blocking(move || redmirror_apply::consumer::committed(&k, &g, &t)).await
+            {
+                if ends
+                    .iter()
+                    .all(|(p, end)| *end == 0 || committed.get(p).is_some_and(|c| c >= end))
+                {
+                    return true;
+                }
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs one pass.
+    pub async fn run_pass(&self, opts: &PassOptions) -> Result<Report, PassError> {
+        let started = Instant::now();
+        let mut report = Report {
+            started_at: humantime_now(),
+            dry_run: opts.dry_run,
+            ..Report::default()
+        };
+        report.barrier = if self.barrier(opts.barrier_timeout).await {
+            "reached".into()
+        } else {
+            tracing::warn!("Reconcile barrier not reached (apply behind or not running); comparing anyway.");
+            "timed_out".into()
+        };
+        let mut limiter = Limiter {
+            rate: opts.rate_limit,
+            start: Instant::now(),
+            done: 0,
+        };
+        // Phase 1: every source flow.
+        let pattern = self.keys.scan_pattern();
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let (next, keys) = scan(&self.source, &cursor, &pattern, opts.batch)
+                .await
+                .map_err(on("source"))?;
+            let ids: Vec<Bytes> = keys
+                .iter()
+                .filter_map(|k| self.keys.flow_id(k).map(|id| k.slice_ref(id)))
+                .collect();
+            if !ids.is_empty() {
+                limiter.take(ids.len() as u64).await;
+                report.source_flows += ids.len() as u64;
+                self.compare_batch(&ids, false, opts.dry_run, &mut report).await?;
+            }
+            if next.as_ref() == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+        // Phase 2: destination flows whose source is gone (extra copies).
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let (next, keys) = scan(&self.dest, &cursor, &pattern, opts.batch)
+                .await
+                .map_err(on("destination"))?;
+            let ids: Vec<Bytes> = keys
+                .iter()
+                .filter_map(|k| self.keys.flow_id(k).map(|id| k.slice_ref(id)))
+                .collect();
+            if !ids.is_empty() {
+                limiter.take(ids.len() as u64).await;
+                report.dest_flows += ids.len() as u64;
+                self.compare_batch(&ids, true, opts.dry_run, &mut report).await?;
+            }
+            if next.as_ref() == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+        // Phase 3: index entries the mirror wrote for flows that have no copy.
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let (next, ids) = hscan_fields(&self.dest, &self.keys.index_key, &cursor, opts.batch)
+                .await
+                .map_err(on("destination"))?;
+            if !ids.is_empty() {
+                self.compare_index(&ids, opts.dry_run, &mut report).await?;
+            }
+            if next.as_ref() == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        report.duration_seconds = secs;
+        report.flows_per_second = (report.source_flows + report.dest_flows) as f64 / secs.max(1e-9);
+        metrics::counter!(m::RECONCILE_RUNS).increment(1);
+        metrics::histogram!(m::RECONCILE_DURATION).record(secs);
+        for kind in [DriftKind::Missing, DriftKind::Extra, DriftKind::Different] {
+            metrics::counter!(m::RECONCILE_DRIFT, "kind" => kind.label()).increment(report.count(kind));
+        }
+        Ok(report)
+    }
+
+    async fn read_dest(&self, ids: &[Bytes]) -> Result<Vec<(DestFlow, bool, bool)>, PassError> {
+        let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
+        let wm = self.keys.watermark_key();
+        let mut keys: Vec<&[u8]> = vec![&self.keys.index_key, wm.as_bytes()];
+        keys.extend(flow_keys.iter().map(|k| k.as_ref()));
+        let args = ids.iter().map(|id| Value::Bytes(id.clone())).collect();
+        let reply = self
+            .dest_script
+            .call(&self.dest, &keys, args)
+            .await
+            .map_err(on("destination"))?;
+        let Value::Array(items) = reply else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in items.chunks(4) {
+            let [tag, body, indexed, watermarked] = chunk else {
+                break;
+            };
+            let state = match value::bytes(tag).as_deref() {
+                Some(b"h") => {
+                    let fields = value::pairs(body.clone());
+                    if self.rules.is_sync_copy(&fields) {
+                        DestFlow::SyncCopy(fields)
+                    } else {
+                        DestFlow::Native
+                    }
+                }
+                Some(b"n") => DestFlow::Absent,
+                _ => DestFlow::WrongType,
+            };
+            out.push((state, indexed.as_i64() == Some(1), watermarked.as_i64() == Some(1)));
+        }
+        Ok(out)
+    }
+
+    /// Compares a batch of flows. `only_absent_sources`: phase 2, where flows
+    /// that exist on the source were already compared in phase 1.
+    async fn compare_batch(
+        &self,
+        ids: &[Bytes],
+        only_absent_sources: bool,
+        dry_run: bool,
+        report: &mut Report,
+    ) -> Result<(), PassError> {
+        let (src, dst) = tokio::join!(self.reader.read(&self.source, ids), self.read_dest(ids));
+        let src = src.map_err(on("source"))?;
+        let dst = dst?;
+        let mut repairs = Vec::new();
+        for ((id, state), (dest_state, indexed, _)) in src.flows.into_iter().zip(dst) {
+            if only_absent_sources && !matches!(state, SourceFlow::Absent) {
+                continue;
+            }
+            if dest_state == DestFlow::Native {
+                // Counted once: in phase 1 when the source has the flow, in phase 2 otherwise.
+                report.native += 1;
+                continue;
+            }
+            let event = match self
+                .rules
+                .decide(id.clone(), state, src.time_us, Origin::Reconcile, "reconcile")
+            {
+                Decision::Publish(ev) => ev,
+                Decision::TooLarge { .. } => continue,
+            };
+            let expected = event.is_upsert().then(|| {
+                let fields: Vec<(Bytes, Bytes)> =
+                    event.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+                self.rules.expected_copy(&fields)
+            });
+            if let Some(drift) = diff::compare(expected.as_deref(), &dest_state, indexed) {
+                let mut event = event;
+                event.cause = format!("reconcile:{}", drift.kind.label());
+                report.add(&id, drift);
+                repairs.push(event);
+            }
+        }
+        self.publish(repairs, dry_run, report).await
+    }
+
+    /// Index entries with no flow copy behind them.
+    async fn compare_index(&self, ids: &[Bytes], dry_run: bool, report: &mut Report) -> Result<(), PassError> {
+        let dst = self.read_dest(ids).await?;
+        let orphans: Vec<Bytes> = ids
+            .iter()
+            .zip(dst)
+            .filter(|(_, (state, _, watermarked))| *state == DestFlow::Absent && *watermarked)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let src = self.reader.read(&self.source, &orphans).await.map_err(on("source"))?;
+        let mut repairs = Vec::new();
+        for (id, state) in src.flows {
+            // A flow that exists on the source was counted as missing in phase 1.
+            let mirrored = matches!(&state, SourceFlow::Hash(f) if !self.rules.is_filtered(f));
+            if mirrored {
+                continue;
+            }
+            report.add(
+                &id,
+                Drift {
+                    kind: DriftKind::Extra,
+                    fields: vec!["<index>".into()],
+                },
+            );
+            repairs.push(FlowEvent::delete(
+                id,
+                DeleteReason::Absent,
+                src.time_us,
+                Origin::Reconcile,
+                "reconcile:extra",
+            ));
+        }
+        self.publish(repairs, dry_run, report).await
+    }
+
+    async fn publish(&self, events: Vec<FlowEvent>, dry_run: bool, report: &mut Report) -> Result<(), PassError> {
+        if dry_run || events.is_empty() {
+            return Ok(());
+        }
+        let mut acks = Vec::with_capacity(events.len());
+        for e in &events {
+            acks.push(self.publisher.enqueue(e).await);
+        }
+        for r in join_all(acks).await {
+            r?;
+            report.repaired += 1;
+        }
+        Ok(())
+    }
+}
+
+async fn scan(
+    client: &Client,
+    cursor: &Bytes,
+    pattern: &Bytes,
+    count: usize,
+) -> Result<(Bytes, Vec<Bytes>), fred::error::Error> {
+    let v: Value = client
+        .custom(
+            CustomCommand::new_static("SCAN", fred::types::ClusterHash::Random, false),
+            vec![
+                Value::Bytes(cursor.clone()),
+                Value::from("MATCH"),
+                Value::Bytes(pattern.clone()),
+                Value::from("COUNT"),
+                Value::from(count as i64),
+            ],
+        )
+        .await?;
+    Ok(cursor_reply(v))
+}
+
+async fn hscan_fields(
+    client: &Client,
+    key: &Bytes,
+    cursor: &Bytes,
+    count: usize,
+) -> Result<(Bytes, Vec<Bytes>), fred::error::Error> {
+    let v: Value = client
+        .custom(
+            CustomCommand::new_static("HSCAN", fred::types::ClusterHash::FirstKey, false),
+            vec![
+                Value::Bytes(key.clone()),
+                Value::Bytes(cursor.clone()),
+                Value::from("COUNT"),
+                Value::from(count as i64),
+            ],
+        )
+        .await?;
+    let (next, flat) = cursor_reply(v);
+    Ok((next, flat.into_iter().step_by(2).collect()))
+}
+
+fn cursor_reply(v: Value) -> (Bytes, Vec<Bytes>) {
+    match v {
+        Value::Array(mut parts) if parts.len() == 2 => {
+            let items = parts.pop().expect("two parts");
+            let cursor = value::bytes(&parts[0]).unwrap_or_else(|| Bytes::from_static(b"0"));
+            let items = match items {
+                Value::Array(a) => a.iter().filter_map(value::bytes).collect(),
+                _ => Vec::new(),
+            };
+            (cursor, items)
+        }
+        _ => (Bytes::from_static(b"0"), Vec::new()),
+    }
+}
+
+fn humantime_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,178 @@
+//! When passes run.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::pass::{PassOptions, Reconciler};
+use crate::{Lease, Report};
+
+/// Capture gaps, signalled through a counter on the destination
+/// (`redmirror:capture:gaps`), so a reconciler in another process sees them.
+#[derive(Clone, Debug)]
+pub struct GapSignal {
+    client: Client,
+    key: String,
+}
+
+impl GapSignal {
+    /// The signal on `client` (the destination) under `key`.
+    pub fn new(client: Client, key: String) -> Self {
+        GapSignal { client, key }
+    }
+
+    /// Reports a gap (retried a few times; a lost signal is covered by the
+    /// next scheduled pass).
+    pub async fn signal(&self) {
+        for _ in 0..5 {
+            match self.client.incr::<i64, _>(&self.key).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot signal a capture gap; retrying.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Current counter value.
+    pub async fn current(&self) -> Option<i64> {
+        self.client
+            .get::<Option<i64>, _>(&self.key)
+            .await
+            .ok()
+            .map(|v| v.unwrap_or(0))
+    }
+}
+
+/// A request for a pass now.
+#[derive(Debug)]
+pub enum Trigger {
+    /// Run now; the report (or why not) is sent back.
+    Now(oneshot::Sender<Result<Report, String>>),
+}
+
+/// The reconcile role.
+pub struct Service {
+    /// The reconciler.
+    pub reconciler: Reconciler,
+    /// Its lease.
+    pub lease: Lease,
+    /// Pass settings.
+    pub opts: PassOptions,
+    /// Time between scheduled passes.
+    pub interval: Duration,
+    /// Gap counter to watch.
+    pub gaps: GapSignal,
+    /// Where the last report is kept (destination key, JSON).
+    pub report_key: String,
+    /// The last report, shared with the status endpoint.
+    pub last: Arc<Mutex<Option<Report>>>,
+}
+
+impl Service {
+    /// Runs until `shutdown`: stand by until the lease is ours, then pass at
+    /// start, on schedule, on demand and after every gap; hand the lease
+    /// over on shutdown.
+    pub async fn run(self, mut triggers: mpsc::Receiver<Trigger>, shutdown: CancellationToken) {
+        loop {
+            // Standby: answer on-demand requests with who holds the lease.
+            let acquired = tokio::select! {
+                r = self.lease.acquire(&shutdown) => r.is_some(),
+                Some(Trigger::Now(reply)) = triggers.recv() => {
+                    let holder = self.lease.current_holder().await.unwrap_or_default();
+                    let _ = reply.send(Err(format!("another instance holds the reconcile lease ({holder}); it runs the passes")));
+                    continue;
+                }
+            };
+            if !acquired {
+                return;
+            }
+            let lost = CancellationToken::new();
+            let stop_keep = CancellationToken::new();
+            let keeper = {
+                let (lease, s, l) = (self.lease.clone(), stop_keep.clone(), lost.clone());
+                tokio::spawn(async move { lease.keep(s, l).await })
+            };
+            let mut seen_gaps = self.gaps.current().await.unwrap_or(0);
+            let mut next = tokio::time::Instant::now(); // pass at start
+            let mut reply: Option<oneshot::Sender<Result<Report, String>>> = None;
+            loop {
+                if tokio::time::Instant::now() >= next || reply.is_some() {
+                    let r = self.pass().await;
+                    if let Some(tx) = reply.take() {
+                        let _ = tx.send(r.map_err(|e| e.to_string()));
+                    }
+                    next = tokio::time::Instant::now() + self.interval;
+                }
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = lost.cancelled() => break,
+                    Some(Trigger::Now(tx)) = triggers.recv() => reply = Some(tx),
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if let Some(g) = self.gaps.current().await {
+                            if g != seen_gaps {
+                                tracing::info!("Capture gap signalled: reconcile pass now.");
+                                seen_gaps = g;
+                                next = tokio::time::Instant::now();
+                            }
+                        }
+                    }
+                }
+            }
+            stop_keep.cancel();
+            let _ = keeper.await;
+            if shutdown.is_cancelled() {
+                self.lease.release().await;
+                return;
+            }
+        }
+    }
+
+    async fn pass(&self) -> Result<Report, crate::pass::PassError> {
+        match self.reconciler.run_pass(&self.opts).await {
+            Ok(report) => {
+                tracing::info!(
+                    source_flows = report.source_flows,
+                    dest_flows = report.dest_flows,
+                    missing = report.count(redmirror_core::diff::DriftKind::Missing),
+                    extra = report.count(redmirror_core::diff::DriftKind::Extra),
+                    different = report.count(redmirror_core::diff::DriftKind::Different),
+                    repaired = report.repaired,
+                    seconds = report.duration_seconds,
+                    "Reconcile pass done."
+                );
+                self.store(&report).await;
+                Ok(report)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Reconcile pass failed; retried at the next trigger.");
+                Err(e)
+            }
+        }
+    }
+
+    async fn store(&self, report: &Report) {
+        *self.last.lock().expect("report lock") = Some(report.clone());
+        let mut summary = report.clone();
+        summary.flows.truncate(100);
+        if let Ok(json) = serde_json::to_string(&summary) {
+            let _: Result<(), _> = self
+                .reconciler
+                .dest
+                .set(&self.report_key, json, None, None, false)
+                .await;
+        }
+    }
+}
+
+/// The last report stored on the destination by any reconciler.
+pub async fn stored_report(dest: &Client, key: &str) -> Option<serde_json::Value> {
+    let s: Option<String> = dest.get(key).await.ok().flatten();
+    s.and_then(|s| serde_json::from_str(&s).ok())
+}
