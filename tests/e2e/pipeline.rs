@@ -82,11 +82,12 @@ fn native_copies_are_never_touched() {
     // A marker flow written after them shows the stream got past them.
     hset(&mut src, b"client:after", &[(b"x", b"1")]);
     s.wait_dest(b"client:after", Some(&copy_of(&hash(&[("x", "1")]))));
+    // n2's write and delete may coalesce into one event: at least 2 skips.
     wait_for("native skips counted", CONVERGE, || {
-        (s.mirror
-            .metric("redmirror_apply_events_total{outcome=\"skipped_native\"}")
-            >= 3.0)
-            .then_some(())
+        let n = s
+            .mirror
+            .metric("redmirror_apply_events_total{outcome=\"skipped_native\"}");
+        (n >= 2.0).then_some(())
     });
     assert_eq!(hgetall(&mut dst, b"client:n1"), before1);
     assert_eq!(hgetall(&mut dst, b"client:n2"), before2);
@@ -257,9 +258,12 @@ fn the_latest_of_2000_rapid_updates_wins() {
     assert_eq!(want.get(&b"v"[..]).map(Vec::as_slice), Some(&b"1999"[..]));
     s.wait_dest(b"client:hot", Some(&copy_of(&want)));
     // Never more events than notifications (bursts may coalesce into fewer).
+    // The final state can be read before every notification is counted.
+    let notes = wait_for("2000 notifications counted", CONVERGE, || {
+        let n = s.mirror.metric("redmirror_capture_notifications_total");
+        (n >= 2000.0).then_some(n)
+    });
     let events = s.mirror.metric("redmirror_capture_events_total{op=\"upsert\"}");
-    let notes = s.mirror.metric("redmirror_capture_notifications_total");
-    assert!(notes >= 2000.0, "notifications {notes}");
     assert!(
         events >= 1.0 && events <= notes,
         "events {events} vs notifications {notes}"
