@@ -10,5 +10,6 @@ mod cli;
 mod delivery;
 #[allow(dead_code)]
 mod harness;
+mod history;
 mod pipeline;
 mod reconcile;

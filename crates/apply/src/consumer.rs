@@ -31,6 +31,10 @@ pub struct ApplyOptions {
     pub group_id: String,
     /// Most events per destination round trip.
     pub batch: usize,
+    /// While this destination key exists, writes are held (a rewind runs).
+    pub pause_key: String,
+    /// Sorted set where this instance announces itself (heartbeat).
+    pub members_key: String,
 }
 
 /// Fatal apply errors (set-up). Runtime errors are retried, not returned.
@@ -93,6 +97,15 @@ pub async fn run(
     health.set(HEALTH_DEST, true);
     tracing::info!(topic = %opts.topic, group = %opts.group_id, "Apply started.");
 
+    let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let member = format!("{}-{}", std::process::id(), redmirror_core::now_us());
+    let watcher = tokio::spawn(watch_pause(
+        engine.client().clone(),
+        opts.pause_key.clone(),
+        (opts.members_key.clone(), member.clone()),
+        paused.clone(),
+        shutdown.clone(),
+    ));
     let mut stream = consumer.stream();
     let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
     loop {
@@ -119,6 +132,9 @@ pub async fn run(
             }
         }
         metrics::gauge!(m::APPLY_IN_FLIGHT).set(batch.len() as f64);
+        if !hold_while_paused(&paused, &shutdown).await {
+            break;
+        }
         if !write_batch(&engine, &dlq, &opts, &batch, &health, &shutdown).await {
             break; // shutdown while retrying: offsets of this batch are not stored
         }
@@ -134,6 +150,9 @@ pub async fn run(
         metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
     }
     drop(stream);
+    watcher.abort();
+    let _: Result<i64, _> =
+        fred::interfaces::SortedSetsInterface::zrem(engine.client(), opts.members_key.as_str(), member.as_str()).await;
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
@@ -141,6 +160,65 @@ pub async fn run(
     consumer.unsubscribe();
     tracing::info!("Apply stopped; offsets committed.");
     Ok(())
+}
+
+/// Every 500 ms: announces this instance (heartbeat) and reads the pause key.
+async fn watch_pause(
+    client: fred::prelude::Client,
+    key: String,
+    (members_key, member): (String, String),
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    use fred::interfaces::{KeysInterface, SortedSetsInterface};
+    loop {
+        let now_ms = (redmirror_core::now_us() / 1000) as f64;
+        let _: Result<i64, _> = client
+            .zadd(
+                members_key.as_str(),
+                None,
+                None,
+                false,
+                false,
+                (now_ms, member.as_str()),
+            )
+            .await;
+        if let Ok(n) = client.exists::<i64, _>(key.as_str()).await {
+            let now = n > 0;
+            if paused.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+                if now {
+                    tracing::warn!(key = %key, "Apply paused: a rewind is running.");
+                } else {
+                    tracing::info!("Apply resumed.");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PAUSE_POLL) => {}
+        }
+    }
+}
+
+/// How often apply checks whether a rewind asked it to pause (and announces itself).
+pub const PAUSE_POLL: Duration = Duration::from_millis(500);
+
+/// Apply instances that announced themselves within the last 3 s.
+pub async fn live_members(client: &fred::prelude::Client, members_key: &str) -> Result<u64, fred::error::Error> {
+    use fred::interfaces::SortedSetsInterface;
+    let since = (redmirror_core::now_us() / 1000 - 3000) as f64;
+    client.zcount(members_key, since, f64::INFINITY).await
+}
+
+/// Waits while paused; false if shutdown fired.
+async fn hold_while_paused(paused: &std::sync::atomic::AtomicBool, shutdown: &CancellationToken) -> bool {
+    while paused.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    true
 }
 
 /// Writes one batch, retrying transient errors with backoff until it is

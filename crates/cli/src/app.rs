@@ -375,6 +375,8 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             dlq_topic: config.dlq_topic(),
             group_id: config.group_id.clone(),
             batch: config.apply_batch,
+            pause_key: config.keys.pause_key(),
+            members_key: config.keys.apply_members_key(),
         };
         let (k, h, s) = (kafka.clone(), health.clone(), shutdown.clone());
         tasks.spawn(async move { Ok(redmirror_apply::run(engine, &k, opts, h, s).await?) });

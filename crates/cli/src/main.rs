@@ -5,6 +5,7 @@
 mod app;
 mod check;
 mod demo;
+mod history;
 mod oneshot;
 
 use std::path::PathBuf;
@@ -69,6 +70,13 @@ enum Command {
     Reconcile(oneshot::ReconcileArgs),
     /// Publish fresh snapshot events for these flows now (`base64:...` for binary ids).
     Resync(oneshot::ResyncArgs),
+    /// Re-apply history from Kafka (or rewind with --force --until).
+    Replay(history::ReplayArgs),
+    /// Dead letters: list or re-drive.
+    #[command(subcommand)]
+    Dlq(history::DlqCommand),
+    /// Print events from the change topic as JSON lines.
+    Inspect(history::InspectArgs),
     /// Pre-flight checks: connectivity, notifications, distinct servers, topics.
     Check,
     /// Show the whole thing working on this machine (local Redis servers, embedded broker).
@@ -84,6 +92,8 @@ impl Command {
             Command::Apply => &["dest_url", "kafka_brokers"],
             Command::Reconcile(_) => &["source_url", "dest_url", "kafka_brokers"],
             Command::Resync(_) => &["source_url", "kafka_brokers"],
+            Command::Replay(_) => &["dest_url", "kafka_brokers"],
+            Command::Dlq(_) | Command::Inspect(_) => &["kafka_brokers"],
             Command::Check => &[],
             Command::Demo(_) => &[],
         }
@@ -147,6 +157,18 @@ fn main() -> ExitCode {
                 redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
                 oneshot::reconcile_once(c, args).await
             }
+            (Command::Replay(args), Some(c)) => {
+                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
+                history::replay(c, args).await
+            }
+            (Command::Dlq(cmd), Some(c)) => {
+                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
+                history::dlq(c, cmd).await
+            }
+            (Command::Inspect(args), Some(c)) => {
+                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
+                history::inspect(c, args).await
+            }
             (Command::Resync(args), Some(c)) => {
                 redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
                 oneshot::resync(c, args).await
@@ -167,6 +189,16 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        Err(e)
+            if e.downcast_ref::<app::Refusal>().is_some()
+                || matches!(
+                    e.downcast_ref::<redmirror_history::Error>(),
+                    Some(redmirror_history::Error::Usage(_))
+                ) =>
+        {
+            eprintln!("redmirror: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("redmirror: {e:#}");
             ExitCode::from(1)

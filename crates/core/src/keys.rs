@@ -66,6 +66,17 @@ impl KeyLayout {
         format!("{}capture:gaps", self.state_prefix)
     }
 
+    /// Set while a rewind runs: live apply instances hold their writes.
+    pub fn pause_key(&self) -> String {
+        format!("{}apply:paused", self.state_prefix)
+    }
+
+    /// Sorted set of live apply instances (member: instance id, score: last
+    /// heartbeat in ms), so a rewind can tell whether apply is running.
+    pub fn apply_members_key(&self) -> String {
+        format!("{}apply:members", self.state_prefix)
+    }
+
     /// The key under which the last reconcile report is kept.
     pub fn report_key(&self) -> String {
         format!("{}reconcile:last", self.state_prefix)

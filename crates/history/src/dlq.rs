@@ -1,0 +1,95 @@
+//! Dead letters: list and re-drive.
+
+use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
+use redmirror_kafka::publish::dlq_headers as h;
+use redmirror_kafka::{Kafka, Publisher};
+use serde::Serialize;
+
+use crate::reader::{Start, TopicReader};
+use crate::Error;
+
+/// One dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// Offset in the DLQ topic.
+    pub dlq_offset: i64,
+    /// Flow id (Kafka key), text or `base64:...`.
+    pub flow_id: String,
+    /// Reason code.
+    pub reason_code: String,
+    /// Reason.
+    pub reason: String,
+    /// Original topic.
+    pub topic: String,
+    /// Original partition.
+    pub partition: i64,
+    /// Original offset.
+    pub offset: i64,
+    /// When it was dead-lettered (RFC 3339).
+    pub time: String,
+    #[serde(skip)]
+    key: Vec<u8>,
+    #[serde(skip)]
+    payload: Vec<u8>,
+}
+
+fn header(m: &OwnedMessage, name: &str) -> String {
+    m.headers()
+        .and_then(|hs| hs.iter().find(|x| x.key == name).and_then(|x| x.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
+/// Every dead letter in `dlq_topic`.
+pub async fn list(kafka: &Kafka, dlq_topic: &str) -> Result<Vec<Entry>, Error> {
+    let mut reader = TopicReader::open(kafka, dlq_topic, &Start::Beginning).await?;
+    let mut out = Vec::new();
+    while let Some(m) = reader.next().await? {
+        let time_us: i64 = header(&m, h::TIME).parse().unwrap_or(0);
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(time_us.max(0) as u64);
+        out.push(Entry {
+            dlq_offset: m.offset(),
+            flow_id: redmirror_core::text::lossy(m.key().unwrap_or_default()),
+            reason_code: header(&m, h::REASON_CODE),
+            reason: header(&m, h::REASON),
+            topic: header(&m, h::TOPIC),
+            partition: header(&m, h::PARTITION).parse().unwrap_or(-1),
+            offset: header(&m, h::OFFSET).parse().unwrap_or(-1),
+            time: humantime::format_rfc3339_seconds(time).to_string(),
+            key: m.key().unwrap_or_default().to_vec(),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+/// Re-submits dead letters (all, or those of one flow) to the change topic,
+/// unchanged. Returns how many were re-driven.
+pub async fn redrive(kafka: &Kafka, dlq_topic: &str, change_topic: &str, flow: Option<&[u8]>) -> Result<usize, Error> {
+    let publisher = Publisher::new(kafka, change_topic)?;
+    let mut n = 0;
+    for e in list(kafka, dlq_topic).await? {
+        if flow.is_some_and(|f| f != e.key.as_slice()) {
+            continue;
+        }
+        let fut = publisher
+            .enqueue_raw(&e.key, &e.payload, OwnedHeaders::new())
+            .await
+            .map_err(|source| redmirror_kafka::Error::Publish {
+                topic: change_topic.to_string(),
+                source,
+            })?;
+        match fut.await {
+            Ok(Ok(_)) => n += 1,
+            Ok(Err((source, _))) => {
+                return Err(redmirror_kafka::Error::Publish {
+                    topic: change_topic.to_string(),
+                    source,
+                }
+                .into())
+            }
+            Err(_) => return Err(Error::Usage("the producer stopped".into())),
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,186 @@
+//! Reading a topic to its end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use redmirror_kafka::{Kafka, ADMIN_TIMEOUT};
+
+use crate::Error;
+
+/// Where reading starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest message kept.
+    Beginning,
+    /// The first message at or after this time (milliseconds since the epoch).
+    Timestamp(i64),
+    /// Explicit `(partition, offset)`; partitions not listed are not read.
+    Offsets(Vec<(i32, i64)>),
+}
+
+impl Start {
+    /// Parses `P:O,P:O`.
+    pub fn parse_offsets(s: &str) -> Result<Start, Error> {
+        let mut v = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (p, o) = part
+                .split_once(':')
+                .ok_or_else(|| Error::Usage(format!("--from-offsets: {part:?} is not PARTITION:OFFSET")))?;
+            let p = p
+                .parse()
+                .map_err(|_| Error::Usage(format!("--from-offsets: bad partition {p:?}")))?;
+            let o = o
+                .parse()
+                .map_err(|_| Error::Usage(format!("--from-offsets: bad offset {o:?}")))?;
+            v.push((p, o));
+        }
+        if v.is_empty() {
+            return Err(Error::Usage("--from-offsets: no PARTITION:OFFSET given".into()));
+        }
+        Ok(Start::Offsets(v))
+    }
+}
+
+/// Reads every assigned partition up to its end as of [`TopicReader::open`].
+pub struct TopicReader {
+    consumer: StreamConsumer,
+    topic: String,
+    open: BTreeSet<i32>,
+    started_ms: i64,
+    /// Messages expected (from the watermarks; an estimate for progress).
+    pub estimated_total: u64,
+}
+
+impl TopicReader {
+    /// Assigns the partitions at the start positions.
+    pub async fn open(kafka: &Kafka, topic: &str, start: &Start) -> Result<Self, Error> {
+        let err = |message: String| Error::Read {
+            topic: topic.to_string(),
+            message,
+        };
+        let started_ms = redmirror_core::now_us() / 1000;
+        let consumer = kafka.reader()?;
+        let md = consumer
+            .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+            .map_err(|e| err(e.to_string()))?;
+        let all: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if all.is_empty() {
+            return Err(err("topic not found".into()));
+        }
+        let mut tpl = TopicPartitionList::new();
+        match start {
+            Start::Beginning => {
+                for p in &all {
+                    tpl.add_partition_offset(topic, *p, Offset::Beginning)
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }
+            Start::Timestamp(ms) => {
+                let mut q = TopicPartitionList::new();
+                for p in &all {
+                    q.add_partition_offset(topic, *p, Offset::Offset(*ms))
+                        .map_err(|e| err(e.to_string()))?;
+                }
+                let found = consumer
+                    .offsets_for_times(q, ADMIN_TIMEOUT)
+                    .map_err(|e| err(format!("offsets for time: {e}")))?;
+                for e in found.elements() {
+                    tpl.add_partition_offset(topic, e.partition(), e.offset())
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }
+            Start::Offsets(list) => {
+                for (p, o) in list {
+                    if !all.contains(p) {
+                        return Err(Error::Usage(format!("partition {p} does not exist in {topic}")));
+                    }
+                    tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }
+        }
+        let mut estimated_total = 0u64;
+        let mut open = BTreeSet::new();
+        for e in tpl.elements() {
+            open.insert(e.partition());
+            if let Ok((low, high)) = consumer.fetch_watermarks(topic, e.partition(), ADMIN_TIMEOUT) {
+                let from = match e.offset() {
+                    Offset::Offset(o) => o.max(low),
+                    Offset::End => high,
+                    _ => low,
+                };
+                estimated_total += (high - from).max(0) as u64;
+            }
+        }
+        consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
+        Ok(TopicReader {
+            consumer,
+            topic: topic.to_string(),
+            open,
+            started_ms,
+            estimated_total,
+        })
+    }
+
+    /// The next message, or `None` when every partition reached its end.
+    pub async fn next(&mut self) -> Result<Option<OwnedMessage>, Error> {
+        while !self.open.is_empty() {
+            let m = match tokio::time::timeout(Duration::from_secs(30), self.consumer.recv()).await {
+                Err(_) => {
+                    return Err(Error::Read {
+                        topic: self.topic.clone(),
+                        message: "no message and no end of partition for 30 s (broker unavailable?)".into(),
+                    })
+                }
+                Ok(Err(KafkaError::PartitionEOF(p))) => {
+                    self.open.remove(&p);
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "Read error; retrying.");
+                    continue;
+                }
+                Ok(Ok(m)) => m,
+            };
+            let p = m.partition();
+            if !self.open.contains(&p) {
+                continue;
+            }
+            // Produced after reading began: past the end as it was then.
+            if m.timestamp().to_millis().is_some_and(|t| t > self.started_ms) {
+                self.open.remove(&p);
+                continue;
+            }
+            return Ok(Some(m.detach()));
+        }
+        Ok(None)
+    }
+
+    /// Partitions still being read.
+    pub fn open_partitions(&self) -> usize {
+        self.open.len()
+    }
+}
+
+/// Parses an RFC 3339 time into milliseconds since the epoch.
+pub fn parse_time_ms(s: &str) -> Result<i64, Error> {
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| Error::Usage(format!("{s:?} is not an RFC 3339 time ({e})")))
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        })
+}
+
+/// Per-partition counts, for reports.
+pub type PerPartition = BTreeMap<i32, u64>;
