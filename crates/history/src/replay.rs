@@ -160,8 +160,7 @@ pub async fn replay(
         }
     }
     // A rewind removes the copies of flows that did not exist yet at --until.
-    if opts.force && opts.until_us.is_some() && !only_after.is_empty() {
-        let until = opts.until_us.expect("checked");
+    if let (true, Some(until), false) = (opts.force, opts.until_us, only_after.is_empty()) {
         let deletes: Vec<FlowEvent> = only_after
             .into_iter()
             .map(|id| FlowEvent::delete(id, DeleteReason::Absent, until, Origin::Resync, "rewind"))
@@ -242,7 +241,7 @@ async fn dry_run_changes(
             let watermark = results[2 * i + 1]
                 .as_ref()
                 .ok()
-                .and_then(|v| redmirror_redis::value::bytes(v))
+                .and_then(redmirror_redis::value::bytes)
                 .and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse::<i64>().ok()));
             if !force && watermark.is_some_and(|w| w > ev.source_time_us) {
                 continue; // stale: would be skipped
