@@ -11,5 +11,6 @@ mod delivery;
 #[allow(dead_code)]
 mod harness;
 mod history;
+mod ops;
 mod pipeline;
 mod reconcile;

@@ -108,6 +108,7 @@ pub async fn run(
     ));
     let mut stream = consumer.stream();
     let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
+    let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
     loop {
         batch.clear();
         tokio::select! {
@@ -135,8 +136,13 @@ pub async fn run(
         if !hold_while_paused(&paused, &shutdown).await {
             break;
         }
-        if !write_batch(&engine, &dlq, &opts, &batch, &health, &shutdown).await {
-            break; // shutdown while retrying: offsets of this batch are not stored
+        match write_batch(&engine, &dlq, &opts, &batch, &health, &shutdown).await {
+            Some(outcomes) => {
+                for o in outcomes {
+                    *totals.entry(o.label()).or_default() += 1;
+                }
+            }
+            None => break, // shutdown while retrying: offsets of this batch are not stored
         }
         let mut last: BTreeMap<i32, i64> = BTreeMap::new();
         for it in &batch {
@@ -158,7 +164,13 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
     }
     consumer.unsubscribe();
-    tracing::info!("Apply stopped; offsets committed.");
+    tracing::info!(
+        applied = totals.get("applied").copied().unwrap_or(0),
+        deleted = totals.get("deleted").copied().unwrap_or(0),
+        skipped_stale = totals.get("skipped_stale").copied().unwrap_or(0),
+        events = totals.values().sum::<u64>(),
+        "Apply stopped; offsets committed."
+    );
     Ok(())
 }
 
@@ -222,7 +234,7 @@ async fn hold_while_paused(paused: &std::sync::atomic::AtomicBool, shutdown: &Ca
 }
 
 /// Writes one batch, retrying transient errors with backoff until it is
-/// done. Returns false if shutdown interrupted the retries.
+/// done. Returns `None` if shutdown interrupted the retries.
 async fn write_batch(
     engine: &ApplyEngine,
     dlq: &Publisher,
@@ -230,7 +242,7 @@ async fn write_batch(
     batch: &[Item],
     health: &Health,
     shutdown: &CancellationToken,
-) -> bool {
+) -> Option<Vec<Outcome>> {
     let decoded: Vec<Decoded> = batch.iter().map(|i| i.decoded.clone()).collect();
     let mut backoff = Backoff::default();
     let outcomes = loop {
@@ -244,7 +256,7 @@ async fn write_batch(
                 metrics::counter!(m::APPLY_RETRIES).increment(1);
                 tracing::warn!(error = %e, events = batch.len(), "Destination write failed; retrying.");
                 if !backoff.wait(shutdown).await {
-                    return false;
+                    return None;
                 }
             }
         }
@@ -268,7 +280,7 @@ async fn write_batch(
                     Err(e) => {
                         tracing::warn!(error = %e, "Dead-letter write failed; retrying.");
                         if !backoff.wait(shutdown).await {
-                            return false;
+                            return None;
                         }
                     }
                 }
@@ -287,7 +299,7 @@ async fn write_batch(
         }
         m::apply_outcome(outcome.label(), 1);
     }
-    true
+    Some(outcomes)
 }
 
 /// Exponential backoff, 50 ms to 5 s.
