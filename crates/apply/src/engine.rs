@@ -24,7 +24,14 @@ elseif ty ~= 'none' then
   return 'wrong_type:' .. ty
 end
 local wm = redis.call('HGET', wk, id)
-if force ~= '1' and wm and tonumber(wm) > tonumber(ts) then return 'skipped_stale' end
+-- Exact comparison of decimal microsecond times (tonumber loses precision past 2^53).
+local function older(a, b)
+  local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
+  if na or nb then return tonumber(a) < tonumber(b) end
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+if force ~= '1' and wm and older(ts, wm) then return 'skipped_stale' end
 redis.call('HSET', wk, id, ts)
 if ty == 'hash' then redis.call('DEL', fk) end
 if op == 'u' then

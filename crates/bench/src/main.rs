@@ -1,0 +1,488 @@
+//! `redmirror-bench`: measures redmirror next to native Redis replication on
+//! servers it starts itself (source, replica, destination, broker), every
+//! figure with its yardstick from the same run. Run it as `scripts/bench
+//! [--quick]`; results go to stdout (a table and one `bench:` line) and to
+//! `target/bench/` (JSON and the latency CSV for the plot).
+
+mod load;
+mod procs;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use load::{flow_fields, Latencies};
+use procs::{Proc, Servers};
+
+#[derive(Debug, Parser)]
+#[command(about = "redmirror benchmarks, side by side with native Redis replication")]
+struct Args {
+    /// Smaller sizes and shorter steps (finishes within 10 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Only these scenarios (comma list: latency,native,sustained,hot,stages,reconcile,replay).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+struct Sizes {
+    latency_secs: u64,
+    native_flows: u64,
+    step_secs: u64,
+    rates: Vec<u64>,
+    hot_secs: u64,
+    stage_flows: u64,
+    reconcile_flows: u64,
+    plain_flows: u64,
+    replay_events: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                latency_secs: 10,
+                native_flows: 100_000,
+                step_secs: 10,
+                rates: vec![10_000, 20_000, 30_000, 40_000],
+                hot_secs: 5,
+                stage_flows: 50_000,
+                reconcile_flows: 200_000,
+                plain_flows: 10_000,
+                replay_events: 200_000,
+            }
+        } else {
+            Sizes {
+                latency_secs: 30,
+                native_flows: 300_000,
+                step_secs: 60,
+                rates: vec![10_000, 20_000, 25_000, 30_000, 40_000, 50_000],
+                hot_secs: 20,
+                stage_flows: 200_000,
+                reconcile_flows: 1_000_000,
+                plain_flows: 20_000,
+                replay_events: 1_000_000,
+            }
+        }
+    }
+}
+
+/// One result row.
+#[derive(Default)]
+struct Report {
+    rows: Vec<(String, String, String, String)>,
+    summary: BTreeMap<&'static str, f64>,
+    rss: Vec<(String, String, f64, f64)>,
+    json: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    fn row(&mut self, scenario: &str, figure: String, yardstick: String, ratio: String) {
+        println!("  {scenario:<34} {figure:<44} {yardstick:<34} {ratio}");
+        self.rows.push((scenario.into(), figure, yardstick, ratio));
+    }
+    fn procs(&mut self, scenario: &str, procs: &[&Proc]) {
+        for p in procs {
+            let (rss, cpu) = (p.peak_rss_mib(), p.cpu_seconds());
+            println!("    {scenario}: {} peak RSS {rss:.1} MiB, CPU {cpu:.1} s", p.name);
+            self.rss.push((scenario.into(), p.name.clone(), rss, cpu));
+        }
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = Sizes::new(args.quick);
+    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let out_dir = redmirror_testkit::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    println!(
+        "redmirror bench ({}) on {} cores; every server and client shares them",
+        if args.quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!(
+        "  {:<34} {:<44} {:<34} ratio",
+        "scenario", "redmirror", "yardstick (same run)"
+    );
+    let mut r = Report::default();
+    let started = Instant::now();
+
+    if want("native") || want("sustained") {
+        native(&sizes, &mut r)?;
+    }
+    if want("latency") {
+        latency(&sizes, &mut r, &out_dir)?;
+    }
+    if want("sustained") {
+        sustained(&sizes, &mut r, &out_dir)?;
+    }
+    if want("hot") {
+        hot_keys(&sizes, &mut r)?;
+    }
+    if want("stages") {
+        stages(&sizes, &mut r)?;
+    }
+    if want("reconcile") {
+        reconcile(&sizes, &mut r)?;
+    }
+    if want("replay") {
+        replay(&sizes, &mut r)?;
+    }
+
+    let max_rss = r.rss.iter().map(|x| x.2).fold(0.0, f64::max);
+    r.summary.insert("max_rss_mib", max_rss);
+    let keys = [
+        "e2e_p50_ms",
+        "e2e_p99_ms",
+        "sustained_per_s",
+        "native_per_s",
+        "apply_per_s",
+        "hot_writes_per_s",
+        "reconcile_flows_per_s",
+        "plain_loop_flows_per_s",
+        "replay_per_s",
+        "max_rss_mib",
+    ];
+    let line: Vec<String> = keys
+        .iter()
+        .map(|k| match r.summary.get(k) {
+            Some(v) if *v >= 100.0 => format!("{k}={v:.0}"),
+            Some(v) => format!("{k}={v:.2}"),
+            None => format!("{k}=na"),
+        })
+        .collect();
+    r.json.insert(
+        "summary".into(),
+        serde_json::to_value(
+            r.summary
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>(),
+        )?,
+    );
+    r.json.insert(
+        "rss".into(),
+        serde_json::to_value(
+            r.rss
+                .iter()
+                .map(|(s, p, m, c)| serde_json::json!({"scenario": s, "process": p, "peak_rss_mib": m, "cpu_s": c}))
+                .collect::<Vec<_>>(),
+        )?,
+    );
+    std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&r.json)?)?;
+    println!(
+        "  (took {:.0} s; details in target/bench/results.json)",
+        started.elapsed().as_secs_f64()
+    );
+    println!("bench: {}", line.join(" "));
+    Ok(())
+}
+
+/// Native replication throughput of 10-field hashes (the ceiling).
+fn native(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
+    let s = Servers::start(false)?;
+    let n = sizes.native_flows;
+    let t0 = Instant::now();
+    load::write_burst(&s.source.url(), "native", n, 2)?;
+    let wrote = t0.elapsed();
+    s.wait_replica_caught_up(Duration::from_secs(120))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let per_s = n as f64 / secs;
+    r.summary.insert("native_per_s", per_s);
+    r.json.insert(
+        "native".into(),
+        serde_json::json!({"flows": n, "seconds": secs, "per_s": per_s, "source_write_s": wrote.as_secs_f64()}),
+    );
+    r.row(
+        "native replication (ceiling)",
+        "-".into(),
+        format!("{per_s:.0} hashes/s replicated"),
+        "-".into(),
+    );
+    Ok(())
+}
+
+/// Steady 1,000 and 5,000 changes/s: source write → destination has it,
+/// observed by keyevent subscribers on the destination and on the replica.
+fn latency(sizes: &Sizes, r: &mut Report, out: &std::path::Path) -> anyhow::Result<()> {
+    let s = Servers::start(true)?;
+    let mirror = Proc::role(&s, "run", "run", &[])?;
+    mirror.wait_ready(&s)?;
+    let mut csv = String::from("offered_per_s,system,p50_ms,p99_ms,p999_ms,max_ms\n");
+    for rate in [1_000u64, 5_000] {
+        let dest_obs = Latencies::observe(&s.dest.url(), &format!("lat{rate}-"))?;
+        let repl_obs = Latencies::observe(&s.replica.url(), &format!("lat{rate}-"))?;
+        let sent = load::write_steady(&s.source.url(), &format!("lat{rate}-"), rate, sizes.latency_secs, 1)?;
+        let dest = dest_obs.finish(sent, Duration::from_secs(30));
+        let repl = repl_obs.finish(sent, Duration::from_secs(30));
+        r.row(
+            &format!("e2e latency @ {rate}/s"),
+            format!(
+                "p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.1} ms",
+                dest.p(50.0),
+                dest.p(99.0),
+                dest.p(99.9),
+                dest.max()
+            ),
+            format!("replica p50 {:.2} p99 {:.2} ms", repl.p(50.0), repl.p(99.0)),
+            format!("p99 {}", ratio(dest.p(99.0), repl.p(99.0))),
+        );
+        if dest.missing > 0 {
+            println!(
+                "    WARNING: {} of {sent} flows not observed on the destination",
+                dest.missing
+            );
+        }
+        for (name, l) in [("redmirror", &dest), ("replica", &repl)] {
+            csv.push_str(&format!(
+                "{rate},{name},{:.3},{:.3},{:.3},{:.3}\n",
+                l.p(50.0),
+                l.p(99.0),
+                l.p(99.9),
+                l.max()
+            ));
+        }
+        r.json.insert(
+            format!("latency_{rate}"),
+            serde_json::json!({"redmirror": dest.json(), "replica": repl.json(), "sent": sent}),
+        );
+        if rate == 5_000 {
+            r.summary.insert("e2e_p50_ms", dest.p(50.0));
+            r.summary.insert("e2e_p99_ms", dest.p(99.0));
+        }
+    }
+    std::fs::write(out.join("latency.csv"), &csv)?;
+    r.procs("latency", &[&mirror]);
+    Ok(())
+}
+
+/// Highest rate of unique-flow changes at which lag stays bounded.
+fn sustained(sizes: &Sizes, r: &mut Report, out: &std::path::Path) -> anyhow::Result<()> {
+    let s = Servers::start(true)?;
+    let mirror = Proc::role(&s, "run", "run", &[])?;
+    mirror.wait_ready(&s)?;
+    let mut best = 0u64;
+    let mut csv = std::fs::read_to_string(out.join("latency.csv"))
+        .unwrap_or_else(|_| "offered_per_s,system,p50_ms,p99_ms,p999_ms,max_ms\n".into());
+    for &rate in &sizes.rates {
+        let prefix = format!("sus{rate}-");
+        let obs = Latencies::observe(&s.dest.url(), &prefix)?;
+        let sent = load::write_steady(&s.source.url(), &prefix, rate, sizes.step_secs, 2)?;
+        let achieved = sent as f64 / sizes.step_secs as f64;
+        let l = obs.finish(sent, Duration::from_secs(20));
+        let bounded = l.missing == 0 && l.p(99.0) < 1_000.0 && achieved >= rate as f64 * 0.95;
+        println!(
+            "    step {rate}/s: offered {achieved:.0}/s, p50 {:.1} p99 {:.1} max {:.0} ms, missing {} -> {}",
+            l.p(50.0),
+            l.p(99.0),
+            l.max(),
+            l.missing,
+            if bounded { "bounded" } else { "NOT bounded" }
+        );
+        csv.push_str(&format!(
+            "{rate},redmirror,{:.3},{:.3},{:.3},{:.3}\n",
+            l.p(50.0),
+            l.p(99.0),
+            l.p(99.9),
+            l.max()
+        ));
+        if bounded {
+            best = rate;
+        } else {
+            break;
+        }
+    }
+    std::fs::write(out.join("latency.csv"), &csv)?;
+    let native = r.summary.get("native_per_s").copied().unwrap_or(0.0);
+    r.summary.insert("sustained_per_s", best as f64);
+    r.json.insert(
+        "sustained".into(),
+        serde_json::json!({"per_s": best, "step_secs": sizes.step_secs}),
+    );
+    r.row(
+        "max sustained unique-flow changes",
+        format!("{best}/s with lag bounded ({} s steps)", sizes.step_secs),
+        format!("native {native:.0}/s"),
+        ratio(best as f64, native),
+    );
+    r.procs("sustained", &[&mirror]);
+    Ok(())
+}
+
+/// 1,000 flows rewritten as fast as the source takes them.
+fn hot_keys(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
+    let s = Servers::start(false)?;
+    let mirror = Proc::role(&s, "run", "run", &[])?;
+    mirror.wait_ready(&s)?;
+    let events0 = mirror.metric("redmirror_capture_events_total{op=\"upsert\"}");
+    let t0 = Instant::now();
+    let writes = load::write_hot(&s.source.url(), 1_000, sizes.hot_secs, 2)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let stop = Instant::now();
+    let converged = load::wait_hot_converged(&s.source.url(), &s.dest.url(), 1_000, Duration::from_secs(60))?;
+    let drain = stop.elapsed().as_secs_f64();
+    let events = mirror.metric("redmirror_capture_events_total{op=\"upsert\"}") - events0;
+    let wps = writes as f64 / secs;
+    r.summary.insert("hot_writes_per_s", wps);
+    r.json.insert(
+        "hot".into(),
+        serde_json::json!({"writes": writes, "seconds": secs, "events": events, "converged": converged, "drain_s": drain}),
+    );
+    r.row(
+        "hot keys (1,000 flows)",
+        format!("{wps:.0} writes/s absorbed, {:.0} events/s", events / secs),
+        format!("final state {}", if converged { "exact" } else { "WRONG" }),
+        format!("coalesced {}", ratio(writes as f64, events)),
+    );
+    println!("    hot keys: caught up {drain:.2} s after the writers stopped");
+    r.procs("hot", &[&mirror]);
+    Ok(())
+}
+
+/// Each stage alone: capture with apply stopped, then apply on the backlog.
+fn stages(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
+    let s = Servers::start(false)?;
+    let capture = Proc::role(&s, "capture", "capture", &[])?;
+    let mut apply = Proc::role(&s, "apply", "apply", &[])?;
+    capture.wait_ready(&s)?;
+    apply.kill();
+    let n = sizes.stage_flows;
+    let before = capture.metric("redmirror_capture_events_total{op=\"upsert\"}");
+    let t0 = Instant::now();
+    load::write_burst(&s.source.url(), "stage", n, 2)?;
+    let source_secs = t0.elapsed().as_secs_f64();
+    let done = procs::wait_metric(
+        &capture,
+        "redmirror_capture_events_total{op=\"upsert\"}",
+        before + n as f64,
+        Duration::from_secs(300),
+    )?;
+    let cap_secs = done.as_secs_f64();
+    let cap_rate = n as f64 / cap_secs;
+    let notes = capture.metric("redmirror_capture_notifications_total");
+    // Apply alone on the backlog (from the first applied event to the last).
+    let apply2 = Proc::role(&s, "apply2", "apply", &[])?;
+    let (first, last) = procs::time_metric_span(
+        &apply2,
+        "redmirror_apply_events_total{outcome=\"applied\"}",
+        n as f64,
+        Duration::from_secs(300),
+    )?;
+    let apply_rate = n as f64 / (last - first).as_secs_f64().max(1e-3);
+    r.summary.insert("apply_per_s", apply_rate);
+    r.json.insert(
+        "stages".into(),
+        serde_json::json!({"flows": n, "source_write_s": source_secs, "capture_s": cap_secs, "capture_per_s": cap_rate, "notifications": notes, "apply_per_s": apply_rate}),
+    );
+    r.row(
+        "capture alone",
+        format!("{cap_rate:.0} events/s ({n} unique flows)"),
+        format!("source took them at {:.0}/s", n as f64 / source_secs),
+        ratio(cap_rate, n as f64 / source_secs),
+    );
+    let native = r.summary.get("native_per_s").copied().unwrap_or(0.0);
+    r.row(
+        "apply alone (backlog)",
+        format!("{apply_rate:.0} events/s"),
+        format!("native {native:.0}/s"),
+        ratio(apply_rate, native),
+    );
+    r.procs("stages", &[&capture, &apply2]);
+    Ok(())
+}
+
+/// Full reconcile passes (dry run: compare only) in sync and with 10 % drift,
+/// next to a plain one-round-trip-per-call loop.
+fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
+    let s = Servers::start(false)?;
+    let n = sizes.reconcile_flows;
+    let small = n / 10;
+    load::fill_in_sync(&s.source.url(), &s.dest.url(), "rc", small)?;
+    let (small_report, small_proc) = procs::reconcile_once(&s, "reconcile-small")?;
+    load::fill_in_sync(&s.source.url(), &s.dest.url(), "rc", n)?;
+    let (report, p1) = procs::reconcile_once(&s, "reconcile-in-sync")?;
+    let secs = report["duration_seconds"].as_f64().unwrap_or(f64::NAN);
+    let in_sync = n as f64 / secs;
+    load::drift(&s.dest.url(), "rc", n, 10)?;
+    let (drifted, p2) = procs::reconcile_once(&s, "reconcile-10pct")?;
+    let secs2 = drifted["duration_seconds"].as_f64().unwrap_or(f64::NAN);
+    let drift_rate = n as f64 / secs2;
+    let plain = load::plain_loop(&s.source.url(), &s.dest.url(), "rc", sizes.plain_flows)?;
+    r.summary.insert("reconcile_flows_per_s", in_sync);
+    r.summary.insert("plain_loop_flows_per_s", plain);
+    r.json.insert(
+        "reconcile".into(),
+        serde_json::json!({
+            "flows": n, "in_sync_s": secs, "in_sync_per_s": in_sync, "drift_10pct_s": secs2, "drift_per_s": drift_rate,
+            "drift_found": drifted["drift"], "plain_loop_per_s": plain,
+            "rss_small_mib": small_proc.peak_rss_mib(), "rss_full_mib": p1.peak_rss_mib(),
+            "small_flows": small, "small_s": small_report["duration_seconds"],
+        }),
+    );
+    r.row(
+        &format!("reconcile pass, {n} flows in sync"),
+        format!("{in_sync:.0} flows/s"),
+        format!("plain loop {plain:.0} flows/s"),
+        ratio(in_sync, plain),
+    );
+    r.row(
+        "reconcile pass, 10 % differ",
+        format!("{drift_rate:.0} flows/s, drift {}", drifted["drift"]),
+        format!("plain loop {plain:.0} flows/s"),
+        ratio(drift_rate, plain),
+    );
+    r.row(
+        "reconcile memory vs flows",
+        format!("{:.1} MiB at {n}", p1.peak_rss_mib()),
+        format!("{:.1} MiB at {small}", small_proc.peak_rss_mib()),
+        ratio(p1.peak_rss_mib(), small_proc.peak_rss_mib()),
+    );
+    r.procs("reconcile", &[&small_proc, &p1, &p2]);
+    Ok(())
+}
+
+/// Replay of N events onto a wiped destination.
+fn replay(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
+    let s = Servers::start(false)?;
+    let n = sizes.replay_events;
+    let topic = "replay-bench";
+    // Create the topics the way redmirror does (a resync of a flow that does not exist).
+    let mut init = Proc::spawn(
+        &s,
+        "topic-init",
+        &["resync", "bench-init"],
+        redmirror_testkit::free_port(),
+        &[("REDMIRROR_TOPIC", topic)],
+    )?;
+    init.wait_output(Duration::from_secs(60))?;
+    let t0 = Instant::now();
+    load::produce_events(&s.broker.bootstrap(), topic, n)?;
+    println!("    replay: produced {n} events in {:.1} s", t0.elapsed().as_secs_f64());
+    let (report, p) = procs::replay(&s, topic)?;
+    let per_s = report["per_second"].as_f64().unwrap_or(0.0);
+    let copies = load::count_keys(&s.dest.url(), "client:*")?;
+    r.summary.insert("replay_per_s", per_s);
+    r.json.insert(
+        "replay".into(),
+        serde_json::json!({"events": n, "report": report, "copies": copies}),
+    );
+    let native = r.summary.get("native_per_s").copied().unwrap_or(0.0);
+    r.row(
+        &format!("replay {n} events, wiped destination"),
+        format!("{per_s:.0} events/s ({copies} copies)"),
+        format!("native {native:.0}/s"),
+        ratio(per_s, native),
+    );
+    r.procs("replay", &[&p]);
+    let _ = flow_fields;
+    Ok(())
+}

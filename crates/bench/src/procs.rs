@@ -1,0 +1,360 @@
+//! Servers and redmirror processes for the benchmarks, with their peak RSS
+//! and CPU time read from /proc.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use redmirror_testkit::{free_port, Broker, RedisOptions, RedisServer};
+
+/// Source, its replica (the yardstick), destination and broker.
+pub struct Servers {
+    pub source: RedisServer,
+    pub replica: RedisServer,
+    pub dest: RedisServer,
+    pub broker: Broker,
+    pub topic: String,
+    pub group: String,
+}
+
+static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Servers {
+    /// Starts everything; `observe` turns on hash keyevents on the replica and destination.
+    pub fn start(observe: bool) -> anyhow::Result<Servers> {
+        let source = RedisServer::start();
+        let notify = |o: RedisOptions| {
+            if observe {
+                RedisOptions {
+                    notify: Some("Eh".into()),
+                    ..o
+                }
+            } else {
+                o
+            }
+        };
+        let replica = RedisServer::start_with(notify(
+            RedisOptions::default().arg("replicaof", &format!("127.0.0.1 {}", source.port())),
+        ));
+        let dest = RedisServer::start_with(notify(RedisOptions::default()));
+        let broker = Broker::start();
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let s = Servers {
+            source,
+            replica,
+            dest,
+            broker,
+            topic: format!("bench-{}-{seq}", std::process::id()),
+            group: format!("bench-group-{}-{seq}", std::process::id()),
+        };
+        s.wait_replica_caught_up(Duration::from_secs(30))?;
+        Ok(s)
+    }
+
+    fn repl_offset(server: &RedisServer, field: &str) -> i64 {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut server.conn())
+            .unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    }
+
+    /// Waits until the replica has everything the source has now.
+    pub fn wait_replica_caught_up(&self, deadline: Duration) -> anyhow::Result<()> {
+        let want = Self::repl_offset(&self.source, "master_repl_offset");
+        let end = Instant::now() + deadline;
+        loop {
+            let link: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut self.replica.conn())
+                .unwrap_or_default();
+            if link.contains("master_link_status:up") && Self::repl_offset(&self.replica, "master_repl_offset") >= want
+            {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!("replica did not catch up within {deadline:?}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("REDMIRROR_SOURCE_URL".into(), self.source.url()),
+            ("REDMIRROR_DEST_URL".into(), self.dest.url()),
+            ("REDMIRROR_KAFKA_BROKERS".into(), self.broker.bootstrap()),
+            ("REDMIRROR_TOPIC".into(), self.topic.clone()),
+            ("REDMIRROR_GROUP_ID".into(), self.group.clone()),
+            ("REDMIRROR_KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()),
+            ("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into()),
+            ("REDMIRROR_LOG".into(), "warn".into()),
+        ]
+    }
+}
+
+/// The `redmirror` binary next to this one (same target directory).
+pub fn redmirror_bin() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.parent().context("exe dir")?.join("redmirror");
+    if !bin.is_file() {
+        bail!("{} not found: build it first (scripts/bench does)", bin.display());
+    }
+    Ok(bin)
+}
+
+fn command(s: &Servers) -> anyhow::Result<Command> {
+    let mut c = Command::new(redmirror_bin()?);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REDMIRROR_") {
+            c.env_remove(k);
+        }
+    }
+    c.envs(s.env());
+    Ok(c)
+}
+
+/// A redmirror process; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    http: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    last_rss: std::cell::Cell<f64>,
+    last_cpu: std::cell::Cell<f64>,
+}
+
+impl Proc {
+    /// Starts `redmirror {role}`.
+    pub fn role(s: &Servers, name: &str, role: &str, extra: &[(&str, &str)]) -> anyhow::Result<Proc> {
+        let http = free_port();
+        Self::spawn(s, name, &[role], http, extra)
+    }
+
+    /// Starts `redmirror {args}`.
+    pub fn spawn(s: &Servers, name: &str, args: &[&str], http: u16, extra: &[(&str, &str)]) -> anyhow::Result<Proc> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("log");
+        let f = std::fs::File::create(&log)?;
+        let child = command(s)?
+            .args(args)
+            .env("REDMIRROR_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()?;
+        Ok(Proc {
+            name: name.into(),
+            child: Some(child),
+            http,
+            log,
+            _dir: dir,
+            last_rss: 0.0.into(),
+            last_cpu: 0.0.into(),
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Peak resident set (VmHWM), MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        if let Some(pid) = self.pid() {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(kb) = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                {
+                    self.last_rss.set(kb / 1024.0);
+                }
+            }
+        }
+        self.last_rss.get()
+    }
+
+    /// User + system CPU seconds so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        if let Some(pid) = self.pid() {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                let after = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+                let f: Vec<&str> = after.split_whitespace().collect();
+                if f.len() > 13 {
+                    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+                    self.last_cpu.set(ticks / 100.0);
+                }
+            }
+        }
+        self.last_cpu.get()
+    }
+
+    /// A sample from `/metrics` (0 when absent or unreachable).
+    pub fn metric(&self, sample: &str) -> f64 {
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else {
+            return 0.0;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(c, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut body = String::new();
+        let _ = c.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (n, v) = l.rsplit_once(' ')?;
+                (n == sample).then(|| v.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until a probe written on the source reaches the destination.
+    pub fn wait_ready(&self, s: &Servers) -> anyhow::Result<()> {
+        let mut src = s.source.conn();
+        let mut dst = s.dest.conn();
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut n = 0u64;
+        loop {
+            if n % 100 == 0 {
+                let _: () = redis::cmd("HSET")
+                    .arg("client:bench-probe")
+                    .arg("n")
+                    .arg(n)
+                    .query(&mut src)?;
+            }
+            n += 1;
+            let e: i64 = redis::cmd("EXISTS").arg("client:bench-probe").query(&mut dst)?;
+            if e == 1 {
+                let _: i64 = redis::cmd("DEL").arg("client:bench-probe").query(&mut src)?;
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!(
+                    "{} not ready within 60 s:\n{}",
+                    self.name,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// kill -9 (after recording RSS and CPU).
+    pub fn kill(&mut self) {
+        self.peak_rss_mib();
+        self.cpu_seconds();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit; its stdout.
+    pub fn wait_output(&mut self, deadline: Duration) -> anyhow::Result<String> {
+        let end = Instant::now() + deadline;
+        loop {
+            self.peak_rss_mib();
+            self.cpu_seconds();
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    self.child = None;
+                    let out = std::fs::read_to_string(&self.log)?;
+                    if !status.success() {
+                        bail!("{} failed ({status}):\n{out}", self.name);
+                    }
+                    return Ok(out);
+                }
+            }
+            if Instant::now() > end {
+                self.kill();
+                bail!("{} did not finish within {deadline:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until a metric reaches `target`; the time it took.
+pub fn wait_metric(p: &Proc, sample: &str, target: f64, deadline: Duration) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        if p.metric(sample) >= target {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > deadline {
+            bail!(
+                "{sample} did not reach {target} within {deadline:?} (at {})",
+                p.metric(sample)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// When a counter first moved and when it reached `target`.
+pub fn time_metric_span(p: &Proc, sample: &str, target: f64, deadline: Duration) -> anyhow::Result<(Instant, Instant)> {
+    let t0 = Instant::now();
+    let mut first = None;
+    loop {
+        let v = p.metric(sample);
+        let now = Instant::now();
+        if v > 0.0 && first.is_none() {
+            first = Some(now);
+        }
+        if v >= target {
+            return Ok((first.unwrap_or(now), now));
+        }
+        if t0.elapsed() > deadline {
+            bail!("{sample} did not reach {target} within {deadline:?} (at {v})");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn json_out(out: &str) -> anyhow::Result<serde_json::Value> {
+    let start = out
+        .find("\n{")
+        .map(|i| i + 1)
+        .or_else(|| out.starts_with('{').then_some(0))
+        .context("no JSON in output")?;
+    let end = out.rfind('}').context("no JSON end")?;
+    Ok(serde_json::from_str(&out[start..=end])?)
+}
+
+/// `redmirror reconcile --once --dry-run --json`: the report and the process.
+pub fn reconcile_once(s: &Servers, name: &str) -> anyhow::Result<(serde_json::Value, Proc)> {
+    let mut p = Proc::spawn(
+        s,
+        name,
+        &["reconcile", "--once", "--dry-run", "--json"],
+        free_port(),
+        &[("REDMIRROR_RECONCILE_BARRIER_TIMEOUT", "1s")],
+    )?;
+    let out = p.wait_output(Duration::from_secs(1800))?;
+    Ok((json_out(&out)?, p))
+}
+
+/// `redmirror replay --from-beginning --json` on `topic`.
+pub fn replay(s: &Servers, topic: &str) -> anyhow::Result<(serde_json::Value, Proc)> {
+    let mut p = Proc::spawn(
+        s,
+        "replay",
+        &["replay", "--from-beginning", "--json"],
+        free_port(),
+        &[("REDMIRROR_TOPIC", topic)],
+    )?;
+    let out = p.wait_output(Duration::from_secs(1800))?;
+    Ok((json_out(&out)?, p))
+}
