@@ -108,10 +108,13 @@ pub fn write_steady(url: &str, prefix: &str, rate: u64, secs: u64, threads: u64)
     Ok(total)
 }
 
+/// Keys seen and their latencies (µs).
+type Seen = Arc<Mutex<(HashSet<Vec<u8>>, Vec<u64>)>>;
+
 /// Latencies observed by a keyevent subscriber (µs).
 pub struct Latencies {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<(HashSet<Vec<u8>>, Vec<u64>)>>,
+    seen: Seen,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -147,7 +150,7 @@ impl Latencies {
         let mut c = conn(url)?;
         c.set_read_timeout(Some(Duration::from_millis(100)))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let seen: Arc<Mutex<(HashSet<Vec<u8>>, Vec<u64>)>> = Arc::default();
+        let seen: Seen = Arc::default();
         let want = format!("client:{prefix}").into_bytes();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = {

@@ -221,7 +221,7 @@ impl Proc {
         let end = Instant::now() + Duration::from_secs(60);
         let mut n = 0u64;
         loop {
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 let _: () = redis::cmd("HSET")
                     .arg("client:bench-probe")
                     .arg("n")
