@@ -423,7 +423,7 @@ fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
         "reconcile".into(),
         serde_json::json!({
             "flows": n, "in_sync_s": secs, "in_sync_per_s": in_sync, "drift_10pct_s": secs2, "drift_per_s": drift_rate,
-            "drift_found": drifted["drift"], "plain_loop_per_s": plain,
+            "drift_found": drifted["drift"], "plain_loop_per_s": plain, "phases_in_sync": report["phase_seconds"], "phases_drift": drifted["phase_seconds"],
             "rss_small_mib": small_proc.peak_rss_mib(), "rss_full_mib": p1.peak_rss_mib(),
             "small_flows": small, "small_s": small_report["duration_seconds"],
         }),

@@ -9,11 +9,14 @@
 //!   batch (SCAN + one pipelined read per side per batch), compare each flow
 //!   with SPEC section 1, and publish `reconcile` events for the drift.
 //!   Memory is bounded by the batch size, not by the number of flows.
+//! - [`digest`]: server-side digests, so a pass moves ~40 bytes per flow
+//!   and reads in full only the flows that differ.
 //! - [`service`]: when passes run: at start, on a schedule, on demand, and
 //!   after every capture gap (signalled through the destination, so it works
 //!   across processes).
 //! - [`report`]: the result of a pass, for people (a table) and machines (JSON).
 
+pub mod digest;
 pub mod lease;
 pub mod pass;
 pub mod report;

@@ -15,6 +15,7 @@ use redmirror_redis::source::SourceReader;
 use redmirror_redis::{value, Script};
 use redmirror_telemetry::metrics as m;
 
+use crate::digest::{suspicious, Digests, Mode};
 use crate::report::Report;
 
 /// Reads destination flows: type, fields, whether the index has the flow,
@@ -93,6 +94,7 @@ pub struct Reconciler {
     pub rules: MirrorRules,
     reader: SourceReader,
     dest_script: Script,
+    digests: Digests,
 }
 
 struct Limiter {
@@ -127,6 +129,7 @@ impl Reconciler {
         rules: MirrorRules,
     ) -> Self {
         Reconciler {
+            digests: Digests::new(keys.clone(), &rules),
             reader: SourceReader::new(keys.clone()),
             dest_script: Script::read_only(READ_DEST),
             source,
@@ -179,38 +182,77 @@ impl Reconciler {
             dry_run: opts.dry_run,
             ..Report::default()
         };
+        let mut phase = Instant::now();
+        let mut lap = |report: &mut Report, name: &str| {
+            report.phase_seconds.insert(name.to_string(), phase.elapsed().as_secs_f64());
+            phase = Instant::now();
+        };
         report.barrier = if self.barrier(opts.barrier_timeout).await {
             "reached".into()
         } else {
             tracing::warn!("Reconcile barrier not reached (apply behind or not running); comparing anyway.");
             "timed_out".into()
         };
+        lap(&mut report, "barrier");
         let mut limiter = Limiter {
             rate: opts.rate_limit,
             start: Instant::now(),
             done: 0,
         };
-        // Phase 1: every source flow.
+        // Phase 1: every source flow. The next SCAN page is fetched while the
+        // current one is compared.
         let pattern = self.keys.scan_pattern();
-        let mut cursor = Bytes::from_static(b"0");
+        let mut page = scan(&self.source, &Bytes::from_static(b"0"), &pattern, opts.batch)
+            .await
+            .map_err(on("source"))?;
         loop {
-            let (next, keys) = scan(&self.source, &cursor, &pattern, opts.batch)
-                .await
-                .map_err(on("source"))?;
+            let (next, keys) = page;
             let ids: Vec<Bytes> = keys
                 .iter()
                 .filter_map(|k| self.keys.flow_id(k).map(|id| k.slice_ref(id)))
                 .collect();
+            let more = next.as_ref() != b"0";
+            let fetch_next = async {
+                if more {
+                    Some(scan(&self.source, &next, &pattern, opts.batch).await)
+                } else {
+                    None
+                }
+            };
+            let compare = async {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let (src, dst) = tokio::join!(
+                    self.digests.source(&self.source, &ids, Mode::Digest),
+                    self.digests.dest(&self.dest, &self.rules.marker_field, &ids, Mode::Digest)
+                );
+                Ok::<_, PassError>((src.map_err(on("source"))?, dst.map_err(on("destination"))?))
+                    .map(|(src, dst)| src.into_iter().zip(dst).collect::<Vec<_>>())
+            };
+            let (next_page, summaries) = tokio::join!(fetch_next, compare);
+            let summaries = summaries?;
             if !ids.is_empty() {
                 limiter.take(ids.len() as u64).await;
                 report.source_flows += ids.len() as u64;
-                self.compare_batch(&ids, false, opts.dry_run, &mut report).await?;
+                let mut closer = Vec::new();
+                for (id, (s, d)) in ids.iter().zip(&summaries) {
+                    if d.state.first() == Some(&b'v') {
+                        report.native += 1;
+                    } else if suspicious(s, d) {
+                        closer.push(id.clone());
+                    }
+                }
+                if !closer.is_empty() {
+                    self.compare_batch(&closer, false, opts.dry_run, &mut report).await?;
+                }
             }
-            if next.as_ref() == b"0" {
-                break;
+            match next_page {
+                Some(p) => page = p.map_err(on("source"))?,
+                None => break,
             }
-            cursor = next;
         }
+        lap(&mut report, "source_scan");
         // Phase 2: destination flows whose source is gone (extra copies).
         let mut cursor = Bytes::from_static(b"0");
         loop {
@@ -224,13 +266,33 @@ impl Reconciler {
             if !ids.is_empty() {
                 limiter.take(ids.len() as u64).await;
                 report.dest_flows += ids.len() as u64;
-                self.compare_batch(&ids, true, opts.dry_run, &mut report).await?;
+                let (src, dst) = tokio::join!(
+                    self.digests.source(&self.source, &ids, Mode::State),
+                    self.digests.dest(&self.dest, &self.rules.marker_field, &ids, Mode::State)
+                );
+                let (src, dst) = (src.map_err(on("source"))?, dst.map_err(on("destination"))?);
+                let mut closer = Vec::new();
+                for ((id, s), d) in ids.iter().zip(&src).zip(&dst) {
+                    // Flows the source has were compared in phase 1.
+                    if s.as_ref() != b"n" {
+                        continue;
+                    }
+                    match d.state.first() {
+                        Some(b'v') => report.native += 1,
+                        Some(b's') => closer.push(id.clone()),
+                        _ => {}
+                    }
+                }
+                if !closer.is_empty() {
+                    self.compare_batch(&closer, true, opts.dry_run, &mut report).await?;
+                }
             }
             if next.as_ref() == b"0" {
                 break;
             }
             cursor = next;
         }
+        lap(&mut report, "dest_scan");
         // Phase 3: index entries the mirror wrote for flows that have no copy.
         let mut cursor = Bytes::from_static(b"0");
         loop {
@@ -238,13 +300,27 @@ impl Reconciler {
                 .await
                 .map_err(on("destination"))?;
             if !ids.is_empty() {
-                self.compare_index(&ids, opts.dry_run, &mut report).await?;
+                let dst = self
+                    .digests
+                    .dest(&self.dest, &self.rules.marker_field, &ids, Mode::State)
+                    .await
+                    .map_err(on("destination"))?;
+                let orphans: Vec<Bytes> = ids
+                    .iter()
+                    .zip(&dst)
+                    .filter(|(_, d)| d.state.as_ref() == b"n" && d.watermarked)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if !orphans.is_empty() {
+                    self.compare_index(&orphans, opts.dry_run, &mut report).await?;
+                }
             }
             if next.as_ref() == b"0" {
                 break;
             }
             cursor = next;
         }
+        lap(&mut report, "index_scan");
         let secs = started.elapsed().as_secs_f64();
         report.duration_seconds = secs;
         report.flows_per_second = (report.source_flows + report.dest_flows) as f64 / secs.max(1e-9);
@@ -310,9 +386,7 @@ impl Reconciler {
                 continue;
             }
             if dest_state == DestFlow::Native {
-                // Counted once: in phase 1 when the source has the flow, in phase 2 otherwise.
-                report.native += 1;
-                continue;
+                continue; // became native since the digest: counted by the caller's next pass
             }
             let event = match self
                 .rules
@@ -336,19 +410,9 @@ impl Reconciler {
         self.publish(repairs, dry_run, report).await
     }
 
-    /// Index entries with no flow copy behind them.
-    async fn compare_index(&self, ids: &[Bytes], dry_run: bool, report: &mut Report) -> Result<(), PassError> {
-        let dst = self.read_dest(ids).await?;
-        let orphans: Vec<Bytes> = ids
-            .iter()
-            .zip(dst)
-            .filter(|(_, (state, _, watermarked))| *state == DestFlow::Absent && *watermarked)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if orphans.is_empty() {
-            return Ok(());
-        }
-        let src = self.reader.read(&self.source, &orphans).await.map_err(on("source"))?;
+    /// Index entries the mirror wrote (a watermark exists) with no flow copy behind them.
+    async fn compare_index(&self, orphans: &[Bytes], dry_run: bool, report: &mut Report) -> Result<(), PassError> {
+        let src = self.reader.read(&self.source, orphans).await.map_err(on("source"))?;
         let mut repairs = Vec::new();
         for (id, state) in src.flows {
             // A flow that exists on the source was counted as missing in phase 1.

@@ -41,6 +41,8 @@ pub struct Report {
     pub repaired: u64,
     /// Native copies seen (never drift).
     pub native: u64,
+    /// Seconds spent in each phase (barrier, source scan, destination scan, index scan).
+    pub phase_seconds: BTreeMap<String, f64>,
     /// Per-flow drift (at most [`MAX_LISTED`]).
     pub flows: Vec<FlowDrift>,
     /// True when more flows drifted than are listed.
