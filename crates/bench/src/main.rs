@@ -4,6 +4,7 @@
 //! [--quick]`; results go to stdout (a table and one `bench:` line) and to
 //! `target/bench/` (JSON and the latency CSV for the plot).
 
+mod kafka_lat;
 mod load;
 mod procs;
 
@@ -20,6 +21,9 @@ struct Args {
     /// Smaller sizes and shorter steps (finishes within 10 minutes).
     #[arg(long)]
     quick: bool,
+    /// Use the embedded broker for the latency scenario (isolates the broker's share).
+    #[arg(long)]
+    embedded: bool,
     /// Only these scenarios (comma list: latency,native,sustained,hot,stages,reconcile,replay).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -116,11 +120,14 @@ fn main() -> anyhow::Result<()> {
     let mut r = Report::default();
     let started = Instant::now();
 
+    if want("broker") {
+        broker(&mut r)?;
+    }
     if want("native") || want("sustained") {
         native(&sizes, &mut r)?;
     }
     if want("latency") {
-        latency(&sizes, &mut r, &out_dir)?;
+        latency(&sizes, &mut r, &out_dir, args.embedded)?;
     }
     if want("sustained") {
         sustained(&sizes, &mut r, &out_dir)?;
@@ -187,6 +194,39 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The broker's own share of latency (produce → consume), for the analysis.
+fn broker(r: &mut Report) -> anyhow::Result<()> {
+    let s = Servers::start(false)?;
+    let mut init = Proc::spawn(
+        &s,
+        "topic-init",
+        &["resync", "bench-init"],
+        redmirror_testkit::free_port(),
+        &[],
+    )?;
+    init.wait_output(Duration::from_secs(60))?;
+    let kafka = redmirror_kafka::Kafka::new(s.broker.bootstrap(), Default::default());
+    // The same probe through librdkafka's in-process mock cluster (the embedded broker).
+    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    mock.create_topic("lat-probe", 6, 1)?;
+    let embedded = redmirror_kafka::Kafka::new(mock.bootstrap_servers(), Default::default());
+    for rate in [1_000u64, 5_000] {
+        let (p50, p99) = kafka_lat::measure(&kafka, &s.topic, rate, 8)?;
+        let (m50, m99) = kafka_lat::measure(&embedded, "lat-probe", rate, 8)?;
+        r.row(
+            &format!("broker alone, produce->consume @ {rate}/s"),
+            format!("Tansu p50 {p50:.2} p99 {p99:.2} ms"),
+            format!("embedded p50 {m50:.2} p99 {m99:.2} ms"),
+            "-".into(),
+        );
+        r.json.insert(
+            format!("broker_{rate}"),
+            serde_json::json!({"tansu_p50_ms": p50, "tansu_p99_ms": p99, "embedded_p50_ms": m50, "embedded_p99_ms": m99}),
+        );
+    }
+    Ok(())
+}
+
 /// Native replication throughput of 10-field hashes (the ceiling).
 fn native(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
     let s = Servers::start(false)?;
@@ -213,9 +253,14 @@ fn native(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
 
 /// Steady 1,000 and 5,000 changes/s: source write → destination has it,
 /// observed by keyevent subscribers on the destination and on the replica.
-fn latency(sizes: &Sizes, r: &mut Report, out: &std::path::Path) -> anyhow::Result<()> {
+fn latency(sizes: &Sizes, r: &mut Report, out: &std::path::Path, embedded: bool) -> anyhow::Result<()> {
     let s = Servers::start(true)?;
-    let mirror = Proc::role(&s, "run", "run", &[])?;
+    let extra: &[(&str, &str)] = if embedded {
+        &[("REDMIRROR_KAFKA_BROKERS", "embedded")]
+    } else {
+        &[]
+    };
+    let mirror = Proc::role(&s, "run", "run", extra)?;
     mirror.wait_ready(&s)?;
     let mut csv = String::from("offered_per_s,system,p50_ms,p99_ms,p999_ms,max_ms\n");
     for rate in [1_000u64, 5_000] {

@@ -117,10 +117,14 @@ impl Kafka {
         self.client_config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
-            ("linger.ms", "2"),
+            // Latency vs batching: 1 ms lets batches form under load.
+            ("linger.ms", "1"),
+            ("socket.nagle.disable", "true"),
             ("batch.num.messages", "10000"),
             ("compression.type", "lz4"),
-            ("queue.buffering.max.messages", "200000"),
+            // Memory: bound what waits locally (backpressure beyond it).
+            ("queue.buffering.max.messages", "50000"),
+            ("queue.buffering.max.kbytes", "32768"),
             ("message.timeout.ms", "300000"),
             ("message.max.bytes", "2000000"),
         ])
@@ -143,6 +147,12 @@ impl Kafka {
             ("enable.partition.eof", "false"),
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("fetch.wait.max.ms", "10"),
+            ("socket.nagle.disable", "true"),
+            // Memory: librdkafka prefetches up to 64 MiB per partition by default.
+            ("queued.max.messages.kbytes", "4096"),
+            ("queued.min.messages", "5000"),
+            ("fetch.max.bytes", "4194304"),
+            ("max.partition.fetch.bytes", "1048576"),
             ("session.timeout.ms", "10000"),
         ])
         .create()
@@ -162,6 +172,8 @@ impl Kafka {
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "10"),
+            ("queued.max.messages.kbytes", "8192"),
+            ("fetch.max.bytes", "8388608"),
         ])
         .create()
         .map_err(|source| Error::Client {

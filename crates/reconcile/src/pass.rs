@@ -184,7 +184,9 @@ impl Reconciler {
         };
         let mut phase = Instant::now();
         let mut lap = |report: &mut Report, name: &str| {
-            report.phase_seconds.insert(name.to_string(), phase.elapsed().as_secs_f64());
+            report
+                .phase_seconds
+                .insert(name.to_string(), phase.elapsed().as_secs_f64());
             phase = Instant::now();
         };
         report.barrier = if self.barrier(opts.barrier_timeout).await {
@@ -225,7 +227,8 @@ impl Reconciler {
                 }
                 let (src, dst) = tokio::join!(
                     self.digests.source(&self.source, &ids, Mode::Digest),
-                    self.digests.dest(&self.dest, &self.rules.marker_field, &ids, Mode::Digest)
+                    self.digests
+                        .dest(&self.dest, &self.rules.marker_field, &ids, Mode::Digest)
                 );
                 Ok::<_, PassError>((src.map_err(on("source"))?, dst.map_err(on("destination"))?))
                     .map(|(src, dst)| src.into_iter().zip(dst).collect::<Vec<_>>())
@@ -268,7 +271,8 @@ impl Reconciler {
                 report.dest_flows += ids.len() as u64;
                 let (src, dst) = tokio::join!(
                     self.digests.source(&self.source, &ids, Mode::State),
-                    self.digests.dest(&self.dest, &self.rules.marker_field, &ids, Mode::State)
+                    self.digests
+                        .dest(&self.dest, &self.rules.marker_field, &ids, Mode::State)
                 );
                 let (src, dst) = (src.map_err(on("source"))?, dst.map_err(on("destination"))?);
                 let mut closer = Vec::new();

@@ -86,7 +86,11 @@ pub fn build_with(endpoint: &RedisEndpoint, _name: &str, reconnect: bool) -> Res
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(30);
-            p.broadcast_channel_capacity = 65_536;
+            // Every client allocates its event channels up front: only the
+            // subscriber (no reconnect policy) needs room for bursts.
+            if !reconnect {
+                p.broadcast_channel_capacity = 16_384;
+            }
         });
     if reconnect {
         builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
