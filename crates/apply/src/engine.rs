@@ -7,23 +7,18 @@ use redmirror_core::event::{DeleteReason, Op};
 use redmirror_core::{FlowEvent, KeyLayout, MirrorRules};
 use redmirror_redis::{script, Script};
 
-/// One event, one atomic step. KEYS: flow key, index key, watermark hash.
-/// ARGV: flow id, source time (µs), op (`u`/`d`), force (`1` ignores the
-/// watermark: rewind), marker field, then field/value pairs (marker included).
+/// Events in order, each one atomic guarded step; several events share one
+/// script call (the per-call overhead dominates otherwise). KEYS: index,
+/// watermark hash, then the flow key of each event. ARGV: marker field, then
+/// per event: flow id, source time (µs), op (`u`/`d`), force (`1` ignores
+/// the watermark: rewind), N, then N field/value arguments (marker included).
+/// Reply: one outcome string per event.
 ///
-/// Order of checks: wrong type → native copy → stale → write. The watermark
-/// is recorded for deletes too (a tombstone), so an old upsert delivered
-/// after a delete cannot resurrect the flow.
+/// Order of checks per event: wrong type → native copy → stale → write. The
+/// watermark is recorded for deletes too (a tombstone), so an old upsert
+/// delivered after a delete cannot resurrect the flow.
 const APPLY: &str = r#"
-local fk, ik, wk = KEYS[1], KEYS[2], KEYS[3]
-local id, ts, op, force, marker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local ty = redis.call('TYPE', fk)['ok']
-if ty == 'hash' then
-  if redis.call('HGET', fk, marker) ~= 'true' then return 'skipped_native' end
-elseif ty ~= 'none' then
-  return 'wrong_type:' .. ty
-end
-local wm = redis.call('HGET', wk, id)
+local ik, wk, marker = KEYS[1], KEYS[2], ARGV[1]
 -- Exact comparison of decimal microsecond times (tonumber loses precision past 2^53).
 local function older(a, b)
   local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
@@ -31,24 +26,45 @@ local function older(a, b)
   if #a ~= #b then return #a < #b end
   return a < b
 end
-if force ~= '1' and wm and older(ts, wm) then return 'skipped_stale' end
-redis.call('HSET', wk, id, ts)
-if ty == 'hash' then redis.call('DEL', fk) end
-if op == 'u' then
-  local n = #ARGV
-  local i = 6
-  while i <= n do
-    local j = i + 999
-    if j > n then j = n end
-    redis.call('HSET', fk, unpack(ARGV, i, j))
-    i = j + 1
+local function one(fk, id, ts, op, force, first, last)
+  local ty = redis.call('TYPE', fk)['ok']
+  if ty == 'hash' then
+    if redis.call('HGET', fk, marker) ~= 'true' then return 'skipped_native' end
+  elseif ty ~= 'none' then
+    return 'wrong_type:' .. ty
   end
-  redis.call('HSET', ik, id, '1')
-  return 'applied'
+  local wm = redis.call('HGET', wk, id)
+  if force ~= '1' and wm and older(ts, wm) then return 'skipped_stale' end
+  redis.call('HSET', wk, id, ts)
+  if ty == 'hash' then redis.call('DEL', fk) end
+  if op == 'u' then
+    local i = first
+    while i <= last do
+      local j = i + 999
+      if j > last then j = last end
+      redis.call('HSET', fk, unpack(ARGV, i, j))
+      i = j + 1
+    end
+    redis.call('HSET', ik, id, '1')
+    return 'applied'
+  end
+  if ty == 'hash' or wm then redis.call('HDEL', ik, id) end
+  return 'deleted'
 end
-if ty == 'hash' or wm then redis.call('HDEL', ik, id) end
-return 'deleted'
+local out = {}
+local p = 2
+for e = 1, #KEYS - 2 do
+  local n = tonumber(ARGV[p + 4])
+  out[e] = one(KEYS[e + 2], ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], p + 5, p + 4 + n)
+  p = p + 5 + n
+end
+return out
 "#;
+
+/// Most events per script call.
+const EVENTS_PER_CALL: usize = 64;
+/// Most arguments per script call (a call holds Redis while it runs).
+const ARGS_PER_CALL: usize = 20_000;
 
 /// What happened to one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,36 +149,72 @@ impl ApplyEngine {
     /// which is safe to retry (every step is idempotent).
     pub async fn apply(&self, events: &[Decoded], force: bool) -> Result<Vec<Outcome>, Transient> {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
-        let mut calls: Vec<(usize, bool)> = Vec::new();
-        let pipeline = self.client.pipeline();
+        // Script calls: (event indexes with their `filtered` flag, keys, args).
+        let mut calls: Vec<(Vec<(usize, bool)>, Vec<Bytes>, Vec<Value>)> = Vec::new();
+        let mut current: Option<(Vec<(usize, bool)>, Vec<Bytes>, Vec<Value>)> = None;
         for (i, e) in events.iter().enumerate() {
-            match e {
-                Err(d) => outcomes.push(Some(Outcome::DeadLetter {
+            let prepared = match e {
+                Err(d) => Err(Outcome::DeadLetter {
                     code: d.code(),
                     reason: d.to_string(),
-                })),
-                Ok(ev) => match self.prepare(ev, force) {
-                    Err(o) => outcomes.push(Some(o)),
-                    Ok((args, filtered)) => {
-                        let key = self.keys.flow_key(&ev.flow_id);
-                        let keys: [&[u8]; 3] = [&key, &self.keys.index_key, &self.watermark_key];
-                        let _: () = pipeline
-                            .custom(self.script.command(), self.script.args(&keys, args))
-                            .await?;
-                        calls.push((i, filtered));
-                        outcomes.push(None);
+                }),
+                Ok(ev) => self.prepare(ev, force).map(|p| (ev, p)),
+            };
+            match prepared {
+                Err(o) => outcomes.push(Some(o)),
+                Ok((ev, (args, filtered))) => {
+                    outcomes.push(None);
+                    let full = current
+                        .as_ref()
+                        .is_some_and(|c| c.0.len() >= EVENTS_PER_CALL || c.2.len() + args.len() > ARGS_PER_CALL);
+                    if full {
+                        calls.extend(current.take());
                     }
-                },
+                    let c = current.get_or_insert_with(|| {
+                        (
+                            Vec::new(),
+                            vec![self.keys.index_key.clone(), self.watermark_key.clone()],
+                            vec![Value::Bytes(self.rules.marker_field.clone())],
+                        )
+                    });
+                    c.0.push((i, filtered));
+                    c.1.push(self.keys.flow_key(&ev.flow_id));
+                    c.2.extend(args);
+                }
             }
         }
+        calls.extend(current);
         if !calls.is_empty() {
+            let pipeline = self.client.pipeline();
+            for (_, keys, args) in &calls {
+                let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+                let _: () = pipeline
+                    .custom(self.script.command(), self.script.args(&refs, args.clone()))
+                    .await?;
+            }
             let mut results = pipeline.try_all::<Value>().await;
             if results.iter().any(|r| matches!(r, Err(e) if script::is_noscript(e))) {
                 self.script.load(&self.client).await?;
                 results = pipeline.try_all::<Value>().await;
             }
-            for ((i, filtered), r) in calls.into_iter().zip(results) {
-                outcomes[i] = Some(self.outcome(r, filtered)?);
+            for ((members, _, _), r) in calls.into_iter().zip(results) {
+                match r {
+                    Ok(Value::Array(replies)) if replies.len() == members.len() => {
+                        for ((i, filtered), reply) in members.into_iter().zip(replies) {
+                            outcomes[i] = Some(self.outcome(Ok(reply), filtered)?);
+                        }
+                    }
+                    Ok(other) => {
+                        for (i, filtered) in members {
+                            outcomes[i] = Some(self.outcome(Ok(other.clone()), filtered)?);
+                        }
+                    }
+                    Err(e) => {
+                        for (i, filtered) in members {
+                            outcomes[i] = Some(self.outcome(Err(e.clone()), filtered)?);
+                        }
+                    }
+                }
             }
         }
         Ok(outcomes
@@ -193,17 +245,20 @@ impl ApplyEngine {
         if filtered {
             upsert = false;
         }
-        let mut args = Vec::with_capacity(5 + if upsert { 2 * fields.len() + 2 } else { 0 });
+        let copy = if upsert {
+            self.rules.expected_copy(&fields)
+        } else {
+            Vec::new()
+        };
+        let mut args = Vec::with_capacity(5 + 2 * copy.len());
         args.push(Value::Bytes(ev.flow_id.clone()));
         args.push(Value::from(ev.source_time_us.to_string()));
         args.push(Value::from(if upsert { "u" } else { "d" }));
         args.push(Value::from(if force { "1" } else { "0" }));
-        args.push(Value::Bytes(self.rules.marker_field.clone()));
-        if upsert {
-            for (n, v) in self.rules.expected_copy(&fields) {
-                args.push(Value::Bytes(n));
-                args.push(Value::Bytes(v));
-            }
+        args.push(Value::from((2 * copy.len()) as i64));
+        for (n, v) in copy {
+            args.push(Value::Bytes(n));
+            args.push(Value::Bytes(v));
         }
         Ok((args, filtered))
     }

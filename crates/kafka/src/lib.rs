@@ -172,8 +172,8 @@ impl Kafka {
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "10"),
-            ("queued.max.messages.kbytes", "8192"),
-            ("fetch.max.bytes", "8388608"),
+            ("queued.max.messages.kbytes", "2048"),
+            ("fetch.max.bytes", "4194304"),
         ])
         .create()
         .map_err(|source| Error::Client {
