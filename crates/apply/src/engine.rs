@@ -61,6 +61,10 @@ end
 return out
 "#;
 
+/// One script call: the events it carries (index in the batch, `filtered`),
+/// its keys and its arguments.
+type Call = (Vec<(usize, bool)>, Vec<Bytes>, Vec<Value>);
+
 /// Most events per script call.
 const EVENTS_PER_CALL: usize = 64;
 /// Most arguments per script call (a call holds Redis while it runs).
@@ -149,9 +153,8 @@ impl ApplyEngine {
     /// which is safe to retry (every step is idempotent).
     pub async fn apply(&self, events: &[Decoded], force: bool) -> Result<Vec<Outcome>, Transient> {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
-        // Script calls: (event indexes with their `filtered` flag, keys, args).
-        let mut calls: Vec<(Vec<(usize, bool)>, Vec<Bytes>, Vec<Value>)> = Vec::new();
-        let mut current: Option<(Vec<(usize, bool)>, Vec<Bytes>, Vec<Value>)> = None;
+        let mut calls: Vec<Call> = Vec::new();
+        let mut current: Option<Call> = None;
         for (i, e) in events.iter().enumerate() {
             let prepared = match e {
                 Err(d) => Err(Outcome::DeadLetter {
