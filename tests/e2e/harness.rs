@@ -371,3 +371,26 @@ pub fn snapshot(server: &RedisServer) -> BTreeMap<Vec<u8>, Hash> {
         })
         .collect()
 }
+
+/// `env` with a fresh free port for `REDMIRROR_HTTP_ADDR` (several processes, one set-up).
+pub fn with_http_port(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut e = env.clone();
+    e.insert(
+        "REDMIRROR_HTTP_ADDR".into(),
+        format!("127.0.0.1:{}", redmirror_testkit::free_port()),
+    );
+    e
+}
+
+/// Writes `key` on the source (again every second: notifications sent
+/// before capture subscribed are lost by design) until it is on the destination.
+pub fn wait_flowing(src: &mut redis::Connection, dst: &mut redis::Connection, key: &[u8]) {
+    let mut n = 0u32;
+    wait_for("the pipeline to carry a flow", CONVERGE, || {
+        n += 1;
+        if n % 50 == 1 {
+            hset(src, key, &[(b"n", n.to_string().as_bytes())]);
+        }
+        exists(dst, key).then_some(())
+    });
+}

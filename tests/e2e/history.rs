@@ -201,26 +201,11 @@ fn a_restarted_apply_resumes_from_committed_offsets() {
     let dest = RedisServer::start_with(RedisOptions::default());
     let broker = Broker::start();
     let env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
-    let port = |e: &BTreeMap<String, String>| {
-        let mut e = e.clone();
-        e.insert(
-            "REDMIRROR_HTTP_ADDR".into(),
-            format!("127.0.0.1:{}", redmirror_testkit::free_port()),
-        );
-        e
-    };
-    let _capture = Mirror::start(&["capture"], &port(&env));
-    let mut apply = Mirror::start(&["apply"], &port(&env));
+    let _capture = Mirror::start(&["capture"], &with_http_port(&env));
+    let mut apply = Mirror::start(&["apply"], &with_http_port(&env));
     let mut src = source.conn();
     let mut dst = dest.conn();
-    let mut n = 0;
-    wait_for("the pipeline to run", CONVERGE, || {
-        n += 1;
-        if n % 50 == 1 {
-            hset(&mut src, b"client:first", &[(b"n", n.to_string().as_bytes())]);
-        }
-        exists(&mut dst, b"client:first").then_some(())
-    });
+    wait_flowing(&mut src, &mut dst, b"client:first");
     for i in 0..100 {
         hset(&mut src, format!("client:o-{i}").as_bytes(), &[(b"v", b"1")]);
     }
@@ -229,7 +214,7 @@ fn a_restarted_apply_resumes_from_committed_offsets() {
         (n >= 101).then_some(())
     });
     assert_eq!(apply.terminate(), Some(0));
-    let apply2 = Mirror::start(&["apply"], &port(&env));
+    let apply2 = Mirror::start(&["apply"], &with_http_port(&env));
     hset(&mut src, b"client:after-restart", &[(b"v", b"1")]);
     wait_for("the new flow applied by the restarted apply", CONVERGE, || {
         exists(&mut dst, b"client:after-restart").then_some(())

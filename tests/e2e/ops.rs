@@ -1,7 +1,6 @@
 //! Operations: TLS, least-privilege ACL users, graceful stop without loss or
 //! duplicates, JSON logs without secrets, metrics after traffic.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -268,16 +267,8 @@ fn sigterm_under_load_loses_nothing_and_applies_nothing_twice() {
     let dest = RedisServer::start_with(RedisOptions::default());
     let broker = Broker::start();
     let env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
-    let with_port = |e: &BTreeMap<String, String>| {
-        let mut e = e.clone();
-        e.insert(
-            "REDMIRROR_HTTP_ADDR".into(),
-            format!("127.0.0.1:{}", redmirror_testkit::free_port()),
-        );
-        e
-    };
-    let capture = Mirror::start(&["capture"], &with_port(&env));
-    let mut apply1 = Mirror::start(&["apply"], &with_port(&env));
+    let capture = Mirror::start(&["capture"], &with_http_port(&env));
+    let mut apply1 = Mirror::start(&["apply"], &with_http_port(&env));
     let mut src = source.conn();
     let mut dst = dest.conn();
     let mut n = 0;
@@ -311,7 +302,7 @@ fn sigterm_under_load_loses_nothing_and_applies_nothing_twice() {
         (n > 300).then_some(())
     });
     assert_eq!(apply1.terminate(), Some(0), "{}", apply1.output());
-    let apply2 = Mirror::start(&["apply"], &with_port(&env));
+    let apply2 = Mirror::start(&["apply"], &with_http_port(&env));
     writer.join().unwrap();
     wait_for("every flow applied", CONVERGE, || {
         let n: i64 = redis::cmd("HLEN").arg("clients").query(&mut dst).unwrap();

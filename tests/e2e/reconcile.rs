@@ -15,15 +15,6 @@ fn env_for(source: &RedisServer, dest: &RedisServer, broker: &Broker) -> BTreeMa
     env
 }
 
-fn with_port(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut e = env.clone();
-    e.insert(
-        "REDMIRROR_HTTP_ADDR".into(),
-        format!("127.0.0.1:{}", redmirror_testkit::free_port()),
-    );
-    e
-}
-
 fn reconcile_once(env: &BTreeMap<String, String>, extra: &[&str]) -> (i32, String) {
     let mut args = vec!["reconcile", "--once"];
     args.extend_from_slice(extra);
@@ -95,9 +86,9 @@ fn changes_made_while_capture_was_down_are_repaired_by_the_gap_pass() {
     let dest = RedisServer::start_with(RedisOptions::default());
     let broker = Broker::start();
     let env = env_for(&source, &dest, &broker);
-    let _apply = Mirror::start(&["apply"], &with_port(&env));
-    let _reconcile = Mirror::start(&["reconcile"], &with_port(&env));
-    let mut capture = Mirror::start(&["capture"], &with_port(&env));
+    let _apply = Mirror::start(&["apply"], &with_http_port(&env));
+    let _reconcile = Mirror::start(&["reconcile"], &with_http_port(&env));
+    let mut capture = Mirror::start(&["capture"], &with_http_port(&env));
     let mut src = source.conn();
     write_flows(&mut src, "before", 20);
     wait_converged(&source, &dest);
@@ -106,7 +97,7 @@ fn changes_made_while_capture_was_down_are_repaired_by_the_gap_pass() {
     write_flows(&mut src, "during", 30); // added
     hset(&mut src, b"client:before-1", &[(b"i", b"changed")]); // changed
     let _: i64 = redis::cmd("DEL").arg("client:before-2").query(&mut src).unwrap(); // deleted
-    let _capture = Mirror::start(&["capture"], &with_port(&env));
+    let _capture = Mirror::start(&["capture"], &with_http_port(&env));
     // The interval is an hour: only the gap-triggered pass can repair this.
     wait_converged(&source, &dest);
 }
@@ -157,7 +148,7 @@ fn flushdb_on_the_source_removes_every_sync_copy_and_no_native_one() {
     wait_for("50 extra copies found", CONVERGE, || {
         (mirror.metric("redmirror_reconcile_drift_total{kind=\"extra\"}") >= 50.0).then_some(())
     });
-    let (code, out) = reconcile_once(&with_port(&env), &[]);
+    let (code, out) = reconcile_once(&with_http_port(&env), &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("another reconciler holds the lease"), "{out}");
     wait_for("every sync copy removed", CONVERGE, || {
@@ -187,7 +178,7 @@ fn a_dry_run_reports_exactly_the_injected_drift_and_changes_nothing() {
     hset(&mut dst, b"client:d-2", &[(b"i", b"wrong"), (b"extra", b"e")]);
     hset(&mut dst, b"client:native", &[(b"n", b"1")]);
     let before = snapshot(&dest);
-    let (code, out) = reconcile_once(&with_port(&env), &["--dry-run", "--json"]);
+    let (code, out) = reconcile_once(&with_http_port(&env), &["--dry-run", "--json"]);
     assert_eq!(code, 0, "{out}");
     let json_start = out.find('{').expect("json");
     let report: serde_json::Value = serde_json::from_str(&out[json_start..out.rfind('}').unwrap() + 1]).expect(&out);
@@ -204,7 +195,7 @@ fn a_dry_run_reports_exactly_the_injected_drift_and_changes_nothing() {
     assert_eq!(find("d-2")["fields"], serde_json::json!(["extra", "i"]));
     assert_eq!(snapshot(&dest), before, "the dry run changed the destination");
     // The human table names them too.
-    let (_, table) = reconcile_once(&with_port(&env), &["--dry-run"]);
+    let (_, table) = reconcile_once(&with_http_port(&env), &["--dry-run"]);
     assert!(table.contains("missing 1, extra 1, different 1"), "{table}");
     assert!(table.contains("ghost"), "{table}");
 }
@@ -215,8 +206,8 @@ fn only_one_reconciler_runs_and_another_takes_over_when_it_dies() {
     let dest = RedisServer::start_with(RedisOptions::default());
     let broker = Broker::start();
     let env = env_for(&source, &dest, &broker);
-    let mut a = Mirror::start(&["reconcile"], &with_port(&env));
-    let mut b = Mirror::start(&["reconcile"], &with_port(&env));
+    let mut a = Mirror::start(&["reconcile"], &with_http_port(&env));
+    let mut b = Mirror::start(&["reconcile"], &with_http_port(&env));
     let passes = |m: &Mirror| m.metric("redmirror_reconcile_runs_total");
     let a_first = wait_for("one reconciler to run a pass", CONVERGE, || {
         if passes(&a) >= 1.0 {

@@ -331,27 +331,14 @@ impl Backoff {
 
 /// Offsets committed by `group` on `topic`, per partition (no entry when none).
 pub fn committed(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
-    let c: rdkafka::consumer::BaseConsumer = kafka
-        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
-        .create()
-        .map_err(|source| redmirror_kafka::Error::Client {
-            what: "consumer",
-            source,
-        })?;
-    let err = |e: rdkafka::error::KafkaError| redmirror_kafka::Error::Topic {
-        topic: topic.to_string(),
-        message: e.to_string(),
-    };
-    let md = c
-        .fetch_metadata(Some(topic), redmirror_kafka::ADMIN_TIMEOUT)
-        .map_err(err)?;
+    let (c, ids) = crate::lag::partitions(kafka, topic, &[("group.id", group), ("enable.auto.commit", "false")])?;
     let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            tpl.add_partition(topic, p.id());
-        }
+    for p in ids {
+        tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, redmirror_kafka::ADMIN_TIMEOUT).map_err(err)?;
+    let got = c
+        .committed_offsets(tpl, redmirror_kafka::ADMIN_TIMEOUT)
+        .map_err(|e| crate::lag::topic_error(topic, e))?;
     let mut out = BTreeMap::new();
     for e in got.elements() {
         if let Offset::Offset(o) = e.offset() {

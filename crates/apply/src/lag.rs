@@ -8,30 +8,47 @@ use redmirror_kafka::Kafka;
 use redmirror_telemetry::metrics as m;
 use tokio_util::sync::CancellationToken;
 
-/// End offsets (high watermarks) of every partition of `topic`.
-pub fn end_offsets(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+/// A metadata client and the partitions of `topic`.
+pub(crate) fn partitions(
+    kafka: &Kafka,
+    topic: &str,
+    extra: &[(&str, &str)],
+) -> Result<(BaseConsumer, Vec<i32>), redmirror_kafka::Error> {
     let c: BaseConsumer = kafka
-        .client_config(&[])
+        .client_config(extra)
         .create()
         .map_err(|source| redmirror_kafka::Error::Client {
             what: "metadata client",
             source,
         })?;
-    let err = |e: rdkafka::error::KafkaError| redmirror_kafka::Error::Topic {
-        topic: topic.to_string(),
-        message: e.to_string(),
-    };
     let md = c
         .fetch_metadata(Some(topic), redmirror_kafka::ADMIN_TIMEOUT)
-        .map_err(err)?;
+        .map_err(|e| topic_error(topic, e))?;
+    let ids = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    Ok((c, ids))
+}
+
+pub(crate) fn topic_error(topic: &str, e: rdkafka::error::KafkaError) -> redmirror_kafka::Error {
+    redmirror_kafka::Error::Topic {
+        topic: topic.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// End offsets (high watermarks) of every partition of `topic`.
+pub fn end_offsets(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
+    let (c, ids) = partitions(kafka, topic, &[])?;
     let mut out = BTreeMap::new();
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            let (_, high) = c
-                .fetch_watermarks(topic, p.id(), redmirror_kafka::ADMIN_TIMEOUT)
-                .map_err(err)?;
-            out.insert(p.id(), high);
-        }
+    for p in ids {
+        let (_, high) = c
+            .fetch_watermarks(topic, p, redmirror_kafka::ADMIN_TIMEOUT)
+            .map_err(|e| topic_error(topic, e))?;
+        out.insert(p, high);
     }
     Ok(out)
 }

@@ -100,13 +100,23 @@ impl Service {
             let mut seen_gaps = self.gaps.current().await.unwrap_or(0);
             let mut next = tokio::time::Instant::now(); // pass at start
             let mut reply: Option<oneshot::Sender<Result<Report, String>>> = None;
+            // A failed pass is retried soon (5 s doubling to 5 min), not after a full interval.
+            let mut retry = Duration::from_secs(5);
             loop {
                 if tokio::time::Instant::now() >= next || reply.is_some() {
                     let r = self.pass().await;
+                    next = tokio::time::Instant::now()
+                        + if r.is_ok() {
+                            retry = Duration::from_secs(5);
+                            self.interval
+                        } else {
+                            let wait = retry.min(self.interval);
+                            retry = (retry * 2).min(Duration::from_secs(300));
+                            wait
+                        };
                     if let Some(tx) = reply.take() {
                         let _ = tx.send(r.map_err(|e| e.to_string()));
                     }
-                    next = tokio::time::Instant::now() + self.interval;
                 }
                 tokio::select! {
                     biased;
