@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod flows;
+pub mod invariant;
 
 /// The install command printed when a dependency is missing.
 pub const INSTALL_HINT: &str = "run scripts/install-test-deps (installs redis-server and the pinned Tansu broker)";

@@ -1,0 +1,758 @@
+//! The scenarios: servers, broker and redmirror processes started fresh for
+//! each, a steady write load, faults injected at random moments, then a
+//! bounded wait for the invariant to hold again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use redmirror_testkit::invariant::{self, Rules};
+use redmirror_testkit::{Broker, RedisOptions, RedisServer};
+use serde_json::{json, Value};
+
+use crate::load::{self, NativeCtl, Stats};
+use crate::procs::{self, Proc, ADMIN_TOKEN};
+use crate::proxy::Proxy;
+
+/// Every scenario, in run order.
+pub const ALL: [&str; 10] = [
+    "kill-run",
+    "kill-capture",
+    "kill-apply",
+    "broker-freeze",
+    "dest-restart",
+    "source-restart",
+    "pubsub-cut",
+    "net-cut",
+    "rebalance",
+    "duplicates",
+];
+
+/// Sizes and times of a run.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Load time per scenario.
+    pub load: Duration,
+    /// Source changes per second.
+    pub rate: u32,
+    /// Native writes per second on the destination.
+    pub native_rate: u32,
+    /// Plain flow ids in the pool (`f0..`).
+    pub pool: u32,
+    /// Flows written before the mirror starts.
+    pub preload: u32,
+    /// Bound on convergence after the load stops.
+    pub converge: Duration,
+    /// Seconds between injections (uniform in this range).
+    pub gap: (f64, f64),
+    /// Broker freeze length range, seconds.
+    pub freeze: (f64, f64),
+    /// `REDMIRROR_RECONCILE_INTERVAL`.
+    pub reconcile_interval: String,
+    /// Where logs go.
+    pub out_dir: PathBuf,
+}
+
+/// What one scenario measured.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Scenario name.
+    pub name: String,
+    /// Its seed.
+    pub seed: u64,
+    /// Load seconds (including injections that ran over).
+    pub load_secs: f64,
+    /// Faults injected.
+    pub injections: u32,
+    /// Source writes acknowledged.
+    pub events: u64,
+    /// Native writes acknowledged on the destination.
+    pub native_writes: u64,
+    /// Seconds from the end of the load until the invariant held (None: never within the bound).
+    pub converge_secs: Option<f64>,
+    /// Violations at the end.
+    pub violations: u64,
+    /// The checker's last report.
+    pub report: String,
+    /// Highest peak RSS of any redmirror process, MiB.
+    pub peak_rss_mib: f64,
+    /// What was injected, when.
+    pub log: Vec<String>,
+    /// Processes that exited by themselves.
+    pub unplanned_exits: Vec<String>,
+    /// Graceful stops that were slow or had to be killed.
+    pub slow_stops: Vec<String>,
+    /// Capture re-subscriptions seen in the logs.
+    pub resubscriptions: u32,
+    /// Longest time capture was not subscribed (subscription lost → re-subscribed), seconds.
+    pub max_blind_secs: f64,
+    /// The final reconcile pass (drift found and repaired).
+    pub reconcile: Value,
+    /// Why the scenario could not run to the end.
+    pub error: Option<String>,
+    /// Wall time of the whole scenario.
+    pub wall_secs: f64,
+    /// Where the process logs are.
+    pub log_dir: String,
+}
+
+impl Outcome {
+    /// JSON for results.json.
+    pub fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "seed": self.seed,
+            "load_secs": self.load_secs,
+            "injections": self.injections,
+            "events": self.events,
+            "native_writes": self.native_writes,
+            "converge_secs": self.converge_secs,
+            "violations": self.violations,
+            "report": self.report,
+            "peak_rss_mib": self.peak_rss_mib,
+            "injection_log": self.log,
+            "unplanned_exits": self.unplanned_exits,
+            "slow_stops": self.slow_stops,
+            "resubscriptions": self.resubscriptions,
+            "max_capture_blind_secs": self.max_blind_secs,
+            "final_reconcile": self.reconcile,
+            "error": self.error,
+            "wall_secs": self.wall_secs,
+            "log_dir": self.log_dir,
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    /// One `redmirror run`.
+    Run,
+    /// `capture`, `apply` and `reconcile` processes.
+    Split,
+}
+
+/// Everything one scenario runs on.
+struct Env {
+    name: String,
+    source: RedisServer,
+    dest: RedisServer,
+    broker: Broker,
+    proxy: Option<Proxy>,
+    topic: String,
+    group: String,
+    log_dir: PathBuf,
+    procs: Vec<Proc>,
+    stats: Arc<Stats>,
+    natives: NativeCtl,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    t0: Instant,
+    log: Vec<String>,
+    opts: Opts,
+    /// Scenario-specific counter (alternation of injection kinds).
+    turn: u32,
+}
+
+impl Env {
+    fn base_env(&self) -> Vec<(String, String)> {
+        let dest_url = match &self.proxy {
+            Some(p) => format!("redis://127.0.0.1:{}", p.port()),
+            None => self.dest.url(),
+        };
+        [
+            ("REDMIRROR_SOURCE_URL", self.source.url()),
+            ("REDMIRROR_DEST_URL", dest_url),
+            ("REDMIRROR_KAFKA_BROKERS", self.broker.bootstrap()),
+            ("REDMIRROR_TOPIC", self.topic.clone()),
+            ("REDMIRROR_GROUP_ID", self.group.clone()),
+            ("REDMIRROR_FILTERED_ORGS", load::FILTERED_ORGS.join(",")),
+            ("REDMIRROR_RECONCILE_INTERVAL", self.opts.reconcile_interval.clone()),
+            ("REDMIRROR_LEASE_TTL", "2s".into()),
+            ("REDMIRROR_KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+            ("REDMIRROR_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("REDMIRROR_LOG", "info".into()),
+            ("REDMIRROR_SHUTDOWN_TIMEOUT", procs::SHUTDOWN_TIMEOUT.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn add_proc(&mut self, name: &str, role: &str) -> anyhow::Result<()> {
+        let mut p = Proc::new(name, &[role], self.base_env(), &self.log_dir);
+        p.start()?;
+        self.procs.push(p);
+        Ok(())
+    }
+
+    fn proc(&mut self, name: &str) -> &mut Proc {
+        self.procs.iter_mut().find(|p| p.name == name).expect("known process")
+    }
+
+    fn note(&mut self, what: String) {
+        let line = format!("t={:6.1}s {what}", self.t0.elapsed().as_secs_f64());
+        println!("  {line}");
+        self.log.push(line);
+    }
+
+    /// Waits `d` while supervising the processes (restart on unplanned
+    /// exit) and sampling their RSS.
+    fn idle(&mut self, d: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + d;
+        loop {
+            for p in &mut self.procs {
+                p.supervise()?;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Writes a probe on the source and waits until it reaches the destination.
+    fn wait_ready(&mut self, deadline: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + deadline;
+        let mut src = load::connect(&self.source.url()).context("connect source")?;
+        let mut n = 0u64;
+        loop {
+            if n.is_multiple_of(25) {
+                redis::cmd("HSET")
+                    .arg("client:probe")
+                    .arg("n")
+                    .arg(n)
+                    .query::<()>(&mut src)?;
+            }
+            n += 1;
+            let mut dst = load::connect(&self.dest.url()).context("connect destination")?;
+            if redmirror_testkit::flows::exists(&mut dst, b"client:probe") {
+                redis::cmd("DEL").arg("client:probe").query::<()>(&mut src)?;
+                return Ok(());
+            }
+            if Instant::now() > end {
+                let logs: Vec<String> = self
+                    .procs
+                    .iter()
+                    .map(|p| format!("{}:\n{}", p.name, p.log_tail(30)))
+                    .collect();
+                bail!(
+                    "the mirror did not carry a probe within {deadline:?}:\n{}",
+                    logs.join("\n")
+                );
+            }
+            self.idle(Duration::from_millis(200))?;
+        }
+    }
+
+    fn capture_gaps(&self) -> f64 {
+        self.procs
+            .iter()
+            .filter(|p| p.name == "run" || p.name == "capture")
+            .filter_map(|p| p.metric("redmirror_capture_gaps_total"))
+            .sum()
+    }
+}
+
+/// Waits until the server answers PING (not LOADING).
+fn wait_loaded(url: &str) -> anyhow::Result<()> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(mut c) = load::connect(url) {
+            if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > end {
+            bail!("{url} not loaded within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn topology(name: &str) -> Topology {
+    match name {
+        "kill-capture" | "kill-apply" | "duplicates" => Topology::Split,
+        _ => Topology::Run,
+    }
+}
+
+fn rand_secs(rng: &mut StdRng, (lo, hi): (f64, f64)) -> Duration {
+    Duration::from_secs_f64(if hi > lo { rng.random_range(lo..hi) } else { lo })
+}
+
+/// One injection; a description of what was done.
+fn inject(env: &mut Env, rng: &mut StdRng) -> anyhow::Result<String> {
+    env.turn += 1;
+    let turn = env.turn;
+    let name = env.name.clone();
+    match name.as_str() {
+        "kill-run" | "kill-capture" | "kill-apply" => {
+            let role = name.trim_start_matches("kill-").to_string();
+            let pause = rand_secs(rng, (0.0, 1.5));
+            let p = env.proc(&role);
+            let pid = p.pid().unwrap_or(0);
+            p.kill();
+            env.idle(pause)?;
+            env.proc(&role).start()?;
+            Ok(format!(
+                "kill -9 {role} (pid {pid}), restarted after {:.1}s",
+                pause.as_secs_f64()
+            ))
+        }
+        "broker-freeze" => {
+            let pid = env.broker.pid().context("broker pid")?;
+            let d = rand_secs(rng, env.opts.freeze);
+            procs::signal(pid, "STOP")?;
+            let r = env.idle(d);
+            procs::signal(pid, "CONT")?;
+            r?;
+            Ok(format!("SIGSTOP broker for {:.1}s, SIGCONT", d.as_secs_f64()))
+        }
+        "dest-restart" => {
+            let gate = env.natives.gate.clone();
+            let _g = gate.lock().expect("gate");
+            let t = Instant::now();
+            let what = if turn % 2 == 1 {
+                env.dest.restart();
+                "destination SAVE + kill -9 + start".to_string()
+            } else {
+                let d = rand_secs(rng, (4.5, 5.5));
+                env.dest.stop();
+                env.idle(d)?;
+                env.dest.start_again();
+                format!("destination kill -9, down {:.1}s, started again (AOF)", d.as_secs_f64())
+            };
+            env.natives.epoch.fetch_add(1, Ordering::SeqCst);
+            // The native writer resumes once the data is loaded.
+            wait_loaded(&env.dest.url())?;
+            Ok(format!(
+                "{what}; back and loaded after {:.1}s",
+                t.elapsed().as_secs_f64()
+            ))
+        }
+        "source-restart" => {
+            if turn % 2 == 1 {
+                let t = Instant::now();
+                env.source.restart();
+                Ok(format!(
+                    "source SAVE + kill -9 + start ({:.1}s)",
+                    t.elapsed().as_secs_f64()
+                ))
+            } else {
+                let d = rand_secs(rng, (1.0, 4.0));
+                env.source.stop();
+                env.idle(d)?;
+                env.source.start_again();
+                Ok(format!(
+                    "source kill -9, down {:.1}s, started again (AOF)",
+                    d.as_secs_f64()
+                ))
+            }
+        }
+        "pubsub-cut" => {
+            let before = env.capture_gaps();
+            let n = rng.random_range(3000..6000);
+            let mut c = load::connect(&env.source.url()).context("connect source")?;
+            let w = load::burst(&mut c, rng, env.opts.pool, n)?;
+            env.stats.writes.fetch_add(w, Ordering::Relaxed);
+            let t = Instant::now();
+            let mut after = before;
+            while t.elapsed() < Duration::from_secs(5) && after <= before {
+                env.idle(Duration::from_millis(100))?;
+                after = env.capture_gaps();
+            }
+            Ok(format!(
+                "burst of {n} changes in one MULTI; capture gaps {before} -> {after}{}",
+                if after > before {
+                    ""
+                } else {
+                    " (no gap seen within 5 s)"
+                }
+            ))
+        }
+        "net-cut" => {
+            let proxy = env.proxy.as_ref().context("proxy")?;
+            match turn % 3 {
+                1 => {
+                    proxy.cut();
+                    Ok(format!(
+                        "proxy: dropped every destination connection ({} accepted so far)",
+                        proxy.accepted()
+                    ))
+                }
+                2 => {
+                    let d = rand_secs(rng, (3.0, 8.0));
+                    proxy.stall(true);
+                    let r = env.idle(d);
+                    env.proxy.as_ref().context("proxy")?.stall(false);
+                    r?;
+                    Ok(format!(
+                        "proxy: stalled all destination traffic {:.1}s",
+                        d.as_secs_f64()
+                    ))
+                }
+                _ => {
+                    let d = rand_secs(rng, (2.0, 5.0));
+                    proxy.refuse(true);
+                    proxy.cut();
+                    let r = env.idle(d);
+                    env.proxy.as_ref().context("proxy")?.refuse(false);
+                    r?;
+                    Ok(format!(
+                        "proxy: destination unreachable {:.1}s (cut + refuse)",
+                        d.as_secs_f64()
+                    ))
+                }
+            }
+        }
+        "rebalance" => {
+            if env.procs.iter().all(|p| p.name != "apply-2") {
+                env.add_proc("apply-2", "apply")?;
+                return Ok("second apply joins the group".into());
+            }
+            let p = env.proc("apply-2");
+            if !p.running() {
+                p.start()?;
+                Ok("second apply joins the group".into())
+            } else if turn % 4 == 2 {
+                p.term();
+                Ok("second apply leaves (SIGTERM)".into())
+            } else {
+                p.kill();
+                Ok("second apply leaves (kill -9)".into())
+            }
+        }
+        "duplicates" => {
+            let group = format!("{}-rewound-{turn}", env.group);
+            let m = |o: &str| format!("redmirror_apply_events_total{{outcome=\"{o}\"}}");
+            let (applied, stale) = {
+                let p = env.proc("apply");
+                (
+                    p.metric(&m("applied")).unwrap_or(0.0),
+                    p.metric(&m("skipped_stale")).unwrap_or(0.0),
+                )
+            };
+            let how = if turn % 2 == 1 {
+                env.proc("apply").kill();
+                "kill -9"
+            } else {
+                env.proc("apply").term();
+                "SIGTERM"
+            };
+            env.proc("reconcile").term();
+            for n in ["apply", "reconcile"] {
+                let p = env.proc(n);
+                p.set_env("REDMIRROR_GROUP_ID", &group);
+                p.start()?;
+            }
+            Ok(format!(
+                "apply stopped ({how}; it had applied {applied} and skipped {stale} stale events); apply + reconcile \
+                 restarted in fresh group {group} (re-reads the topic from the start)"
+            ))
+        }
+        other => bail!("unknown scenario {other}"),
+    }
+}
+
+/// Runs one scenario to the end; errors become `Outcome::error`.
+pub fn run(name: &str, seed: u64, opts: &Opts) -> Outcome {
+    let t = Instant::now();
+    let mut out = Outcome {
+        name: name.into(),
+        seed,
+        ..Outcome::default()
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(name, seed, opts, &mut out)));
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => out.error = Some(format!("{e:#}")),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            out.error = Some(format!("panicked: {msg}"));
+        }
+    }
+    out.wall_secs = t.elapsed().as_secs_f64();
+    out
+}
+
+fn log_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let d = base.join("logs").join(name);
+    if d.exists() {
+        std::fs::remove_dir_all(&d)?;
+    }
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut src_opts = RedisOptions::with_notifications();
+    let mut dst_opts = RedisOptions::default();
+    match name {
+        "source-restart" => src_opts = src_opts.arg("appendonly", "yes"),
+        "pubsub-cut" => src_opts = src_opts.arg("client-output-buffer-limit", "pubsub 64kb 32kb 1"),
+        "dest-restart" => dst_opts = dst_opts.arg("appendonly", "yes"),
+        _ => {}
+    }
+    let source = RedisServer::start_with(src_opts);
+    let dest = RedisServer::start_with(dst_opts);
+    let broker = Broker::start();
+    let proxy = if name == "net-cut" {
+        Some(Proxy::start(dest.port())?)
+    } else {
+        None
+    };
+    let tag = format!("{}-{}", std::process::id(), name);
+    let dir = log_dir(&opts.out_dir, name)?;
+    out.log_dir = dir.display().to_string();
+
+    // Data before the mirror starts: flows on the source, natives on the destination.
+    let mut sc = load::connect(&source.url()).context("connect source")?;
+    load::preload(&mut sc, seed ^ 0x5eed, opts.preload)?;
+    let mut dc = load::connect(&dest.url()).context("connect destination")?;
+    let model = load::seed_natives(&mut dc)?;
+
+    let mut env = Env {
+        name: name.into(),
+        source,
+        dest,
+        broker,
+        proxy,
+        topic: format!("faults.{tag}"),
+        group: format!("faults-{tag}"),
+        log_dir: dir,
+        procs: Vec::new(),
+        stats: Arc::new(Stats::default()),
+        natives: NativeCtl {
+            model: Arc::new(Mutex::new(model)),
+            ..NativeCtl::default()
+        },
+        stop: Arc::new(AtomicBool::new(false)),
+        threads: Vec::new(),
+        t0: Instant::now(),
+        log: Vec::new(),
+        opts: opts.clone(),
+        turn: 0,
+    };
+    let result = drive(&mut env, &mut rng, out);
+    // Always: stop the load, then the processes (gracefully), then the servers.
+    env.stop.store(true, Ordering::SeqCst);
+    if let Some(pid) = env.broker.pid() {
+        let _ = procs::signal(pid, "CONT");
+    }
+    for t in env.threads.drain(..) {
+        let _ = t.join();
+    }
+    for p in &mut env.procs {
+        p.term();
+        out.peak_rss_mib = out.peak_rss_mib.max(p.peak_rss);
+        out.unplanned_exits.extend(p.unplanned_exits.iter().cloned());
+        out.slow_stops.extend(p.slow_stops.iter().cloned());
+        if p.name == "run" || p.name == "capture" {
+            let w = procs::blind_windows(p.log_path());
+            out.resubscriptions += w.len() as u32;
+            out.max_blind_secs = w.iter().copied().fold(out.max_blind_secs, f64::max);
+        }
+    }
+    out.log = std::mem::take(&mut env.log);
+    result
+}
+
+fn drive(env: &mut Env, rng: &mut StdRng, out: &mut Outcome) -> anyhow::Result<()> {
+    let name = env.name.clone();
+    match topology(&name) {
+        Topology::Run => env.add_proc("run", "run")?,
+        Topology::Split => {
+            env.add_proc("capture", "capture")?;
+            env.add_proc("apply", "apply")?;
+            env.add_proc("reconcile", "reconcile")?;
+        }
+    }
+    env.wait_ready(Duration::from_secs(90))?;
+    env.note(format!(
+        "mirror ready ({}); load {} changes/s on the source, {} native writes/s on the destination",
+        env.procs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        env.opts.rate,
+        env.opts.native_rate
+    ));
+
+    env.threads.push(load::spawn_source_writer(
+        env.source.url(),
+        env.opts.rate,
+        env.opts.pool,
+        rng.random(),
+        env.stats.clone(),
+        env.stop.clone(),
+    ));
+    env.threads.push(load::spawn_native_writer(
+        env.dest.url(),
+        env.opts.native_rate,
+        rng.random(),
+        env.natives.clone(),
+        env.stats.clone(),
+        env.stop.clone(),
+    ));
+
+    let load_start = Instant::now();
+    let load_end = load_start + env.opts.load;
+    let mut next = Instant::now() + rand_secs(rng, env.opts.gap);
+    while Instant::now() < load_end {
+        env.idle(Duration::from_millis(200))?;
+        let now = Instant::now();
+        if now >= next && now + Duration::from_secs(2) < load_end {
+            let what = inject(env, rng)?;
+            out.injections += 1;
+            env.note(format!("#{} {what}", out.injections));
+            next = Instant::now() + rand_secs(rng, env.opts.gap);
+        }
+    }
+    // Stop the load.
+    env.stop.store(true, Ordering::SeqCst);
+    for t in env.threads.drain(..) {
+        let _ = t.join();
+    }
+    out.load_secs = load_start.elapsed().as_secs_f64();
+    out.events = env.stats.writes.load(Ordering::Relaxed);
+    out.native_writes = env.stats.native_writes.load(Ordering::Relaxed);
+    let load_stop = Instant::now();
+    env.note(format!(
+        "load stopped: {} source writes ({} refused by the server, {} connection errors), {} native writes ({} read back)",
+        out.events,
+        env.stats.refused.load(Ordering::Relaxed),
+        env.stats.conn_errors.load(Ordering::Relaxed),
+        out.native_writes,
+        env.stats.native_unsure.load(Ordering::Relaxed),
+    ));
+
+    converge(env, out, load_stop)
+}
+
+/// After the load: one reconcile pass on demand, then the checker until the
+/// invariant holds (and still holds 3 s later) or the bound passes.
+fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Result<()> {
+    let deadline = load_stop + env.opts.converge;
+    let reconciler = if env.procs.iter().any(|p| p.name == "reconcile") {
+        "reconcile"
+    } else {
+        "run"
+    };
+    // The reconcile request runs on its own thread while the checker polls.
+    let port = env.proc(reconciler).http_port();
+    let posted: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let p2 = posted.clone();
+    let bound = env.opts.converge;
+    let poster = std::thread::spawn(move || {
+        let end = Instant::now() + bound;
+        let mut last = String::new();
+        let mut tries = 0;
+        while Instant::now() < end {
+            tries += 1;
+            match procs::http(
+                port,
+                "POST",
+                "/v1/reconcile",
+                Some(ADMIN_TOKEN),
+                Duration::from_secs(120),
+            ) {
+                Ok((200, body)) => {
+                    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    *p2.lock().expect("posted") = Some(json!({
+                        "tries": tries,
+                        "barrier": v["barrier"],
+                        "drift": v["drift"],
+                        "repaired": v["repaired"],
+                        "native": v["native"],
+                        "source_flows": v["source_flows"],
+                        "dest_flows": v["dest_flows"],
+                        "duration_seconds": v["duration_seconds"],
+                        "first_flows": v["flows"].as_array().map(|a| a.iter().take(5).cloned().collect::<Vec<_>>()),
+                    }));
+                    return;
+                }
+                Ok((code, body)) => last = format!("HTTP {code}: {}", body.trim()),
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        *p2.lock().expect("posted") = Some(json!({ "error": last, "tries": tries }));
+    });
+
+    let rules = Rules::with_filtered_orgs(&load::FILTERED_ORGS);
+    let model = env.natives.model.lock().expect("model").clone();
+    let mut first_ok: Option<Instant> = None;
+    let mut last: Option<invariant::Report> = None;
+    let mut last_err = String::new();
+    loop {
+        let done = posted.lock().expect("posted").is_some();
+        let now = Instant::now();
+        match (load::connect(&env.source.url()), load::connect(&env.dest.url())) {
+            (Some(mut s), Some(mut d)) => {
+                match invariant::check_with(&mut s, &mut d, &rules, &model.hashes, Some(&model.index)) {
+                    Ok(r) => {
+                        if r.ok() {
+                            first_ok.get_or_insert(now);
+                        } else {
+                            first_ok = None;
+                        }
+                        last = Some(r);
+                    }
+                    Err(e) => last_err = e.to_string(),
+                }
+            }
+            _ => last_err = "cannot connect to a server".into(),
+        }
+        if let (Some(t), true) = (first_ok, done) {
+            if now.duration_since(t) >= Duration::from_secs(3) {
+                out.converge_secs = Some(t.duration_since(load_stop).as_secs_f64());
+                break;
+            }
+        }
+        if now > deadline {
+            break;
+        }
+        env.idle(Duration::from_millis(500))?;
+    }
+    let _ = poster.join();
+    out.reconcile = posted.lock().expect("posted").take().unwrap_or(Value::Null);
+    match last {
+        Some(r) => {
+            out.violations = r.total();
+            out.report = r.to_string();
+        }
+        None => bail!("the invariant checker never ran: {last_err}"),
+    }
+    if out.violations == 0 && out.reconcile.get("error").is_some() {
+        bail!("POST /v1/reconcile never succeeded: {}", out.reconcile);
+    }
+    match out.converge_secs {
+        Some(s) => env.note(format!(
+            "converged {s:.1}s after the load stopped; final reconcile {}",
+            out.reconcile
+        )),
+        None => {
+            env.note(format!(
+                "NOT converged within {:?}; final reconcile {}\n{}",
+                env.opts.converge, out.reconcile, out.report
+            ));
+            for p in &env.procs {
+                println!(
+                    "  --- {} ({}) warnings:\n{}",
+                    p.name,
+                    p.log_path().display(),
+                    p.log_tail(20)
+                );
+            }
+        }
+    }
+    Ok(())
+}
