@@ -25,8 +25,8 @@ enum SessionEnd {
     Disconnected(String),
 }
 
-/// Runs sessions until `stop`, with backoff between them (reset after a
-/// session that lasted a while).
+/// Runs sessions until `stop`, with backoff between failed attempts (reset
+/// after every session that subscribed).
 pub async fn run(
     source: RedisEndpoint,
     keys: KeyLayout,
@@ -38,7 +38,7 @@ pub async fn run(
     let mut sessions = 0u64;
     let mut backoff = Duration::from_millis(100);
     loop {
-        let started = tokio::time::Instant::now();
+        let before = sessions;
         match session(&source, &keys, &pending, &gaps, &mut sessions, &stop).await {
             SessionEnd::Shutdown => return,
             SessionEnd::Disconnected(reason) => {
@@ -46,7 +46,9 @@ pub async fn run(
                 tracing::warn!(reason = %reason, "Subscription to the source lost; re-subscribing.");
             }
         }
-        if started.elapsed() > Duration::from_secs(30) {
+        // A session that subscribed was healthy: retry quickly (every
+        // moment unsubscribed is a window only the reconciler covers).
+        if sessions > before {
             backoff = Duration::from_millis(100);
         }
         tokio::select! {

@@ -104,7 +104,13 @@ impl Service {
             let mut retry = Duration::from_secs(5);
             loop {
                 if tokio::time::Instant::now() >= next || reply.is_some() {
-                    let r = self.pass().await;
+                    // A pass (and its barrier wait) gives way to shutdown.
+                    let r = tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break,
+                        _ = lost.cancelled() => break,
+                        r = self.pass() => r,
+                    };
                     next = tokio::time::Instant::now()
                         + if r.is_ok() {
                             retry = Duration::from_secs(5);
