@@ -394,3 +394,20 @@ pub fn wait_flowing(src: &mut redis::Connection, dst: &mut redis::Connection, ke
         exists(dst, key).then_some(())
     });
 }
+
+/// A point in time (RFC 3339, ms) strictly after everything the source has
+/// done so far and strictly before anything it does next: waits, by the
+/// source's own clock, until the boundary has passed.
+pub fn clock_boundary(source: &RedisServer) -> String {
+    let now_us = |c: &mut redis::Connection| {
+        let (s, us): (u64, u64) = redis::cmd("TIME").query(c).unwrap();
+        s * 1_000_000 + us
+    };
+    let mut c = source.conn();
+    let boundary_ms = now_us(&mut c) / 1000 + 1;
+    wait_for("the source clock to pass the boundary", CONVERGE, || {
+        (now_us(&mut c) > (boundary_ms + 1) * 1000).then_some(())
+    });
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(boundary_ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -37,10 +37,6 @@ fn flushdb(s: &RedisServer) {
     let _: () = redis::cmd("FLUSHDB").query(&mut s.conn()).unwrap();
 }
 
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
-}
-
 #[test]
 fn replay_from_the_beginning_rebuilds_a_wiped_destination_and_leaves_natives_alone() {
     let mut s = Setup::run();
@@ -95,9 +91,7 @@ fn replay_from_a_timestamp_reapplies_only_later_events() {
         hset(&mut src, format!("client:early-{i}").as_bytes(), &[(b"v", b"1")]);
     }
     s.wait_dest(b"client:early-9", Some(&copy_of(&hash(&[("v", "1")]))));
-    std::thread::sleep(std::time::Duration::from_millis(50)); // a clear boundary between the two groups of writes
-    let t = now_rfc3339();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let t = clock_boundary(&s.source);
     for i in 0..10 {
         hset(&mut src, format!("client:late-{i}").as_bytes(), &[(b"v", b"2")]);
     }
@@ -124,10 +118,8 @@ fn rewind_restores_the_state_at_a_point_in_time() {
     s.wait_dest(b"client:w-9", Some(&copy_of(&hash(&[("v", "old")]))));
     let mut dst = s.dest.conn();
     hset(&mut dst, b"client:native", &[(b"n", b"1")]);
-    std::thread::sleep(std::time::Duration::from_millis(50)); // a clear boundary between the two groups of writes
-    let t = now_rfc3339();
+    let t = clock_boundary(&s.source);
     let at_t = sync_copies(&s.dest);
-    std::thread::sleep(std::time::Duration::from_millis(50));
     for i in 0..5 {
         hset(&mut src, format!("client:w-{i}").as_bytes(), &[(b"v", b"new")]);
     }
