@@ -14,6 +14,7 @@
 //! under `target/faults/logs/`.
 
 mod load;
+mod mockbroker;
 mod procs;
 mod proxy;
 mod scenario;
@@ -152,7 +153,8 @@ fn main() -> anyhow::Result<()> {
         preload: 1000,
         converge: Duration::from_secs_f64(args.converge_secs),
         gap: if args.short { (3.0, 7.0) } else { (4.0, 12.0) },
-        freeze: if args.short { (5.0, 12.0) } else { (5.0, 20.0) },
+        freeze: if args.short { (5.0, 12.0) } else { (5.0, 60.0) },
+        outage: if args.short { (20.0, 30.0) } else { (60.0, 150.0) },
         reconcile_interval: "10m".into(),
         out_dir: out_dir.clone(),
     };

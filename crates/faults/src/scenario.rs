@@ -16,16 +16,19 @@ use redmirror_testkit::{Broker, RedisOptions, RedisServer};
 use serde_json::{json, Value};
 
 use crate::load::{self, NativeCtl, Stats};
+use crate::mockbroker::MockBroker;
 use crate::procs::{self, Proc, ADMIN_TOKEN};
 use crate::proxy::Proxy;
 
 /// Every scenario, in run order.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     "kill-run",
     "kill-capture",
     "kill-apply",
     "broker-freeze",
+    "broker-restart",
     "dest-restart",
+    "dest-down",
     "source-restart",
     "pubsub-cut",
     "net-cut",
@@ -50,8 +53,10 @@ pub struct Opts {
     pub converge: Duration,
     /// Seconds between injections (uniform in this range).
     pub gap: (f64, f64),
-    /// Broker freeze length range, seconds.
+    /// Broker freeze (and durable-broker outage) length range, seconds.
     pub freeze: (f64, f64),
+    /// Long destination outage range (`dest-down`), seconds.
+    pub outage: (f64, f64),
     /// `REDMIRROR_RECONCILE_INTERVAL`.
     pub reconcile_interval: String,
     /// Where logs go.
@@ -128,6 +133,29 @@ impl Outcome {
     }
 }
 
+/// The broker of a scenario: a Tansu process, or the mock cluster for
+/// `broker-restart` (its log survives a restart; see `mockbroker`).
+enum Kafka {
+    Tansu(Broker),
+    Mock(MockBroker),
+}
+
+impl Kafka {
+    fn bootstrap(&self) -> String {
+        match self {
+            Kafka::Tansu(b) => b.bootstrap(),
+            Kafka::Mock(m) => m.bootstrap(),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Kafka::Tansu(b) => b.pid(),
+            Kafka::Mock(_) => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Topology {
     /// One `redmirror run`.
@@ -141,7 +169,7 @@ struct Env {
     name: String,
     source: RedisServer,
     dest: RedisServer,
-    broker: Broker,
+    broker: Kafka,
     proxy: Option<Proxy>,
     topic: String,
     group: String,
@@ -313,6 +341,51 @@ fn inject(env: &mut Env, rng: &mut StdRng) -> anyhow::Result<String> {
             procs::signal(pid, "CONT")?;
             r?;
             Ok(format!("SIGSTOP broker for {:.1}s, SIGCONT", d.as_secs_f64()))
+        }
+        "broker-restart" => {
+            let Kafka::Mock(broker) = &env.broker else {
+                bail!("broker-restart needs the mock broker");
+            };
+            let d = rand_secs(rng, env.opts.freeze);
+            broker.down()?;
+            let r = env.idle(d);
+            let up = match &env.broker {
+                Kafka::Mock(b) => b.up(),
+                Kafka::Tansu(_) => unreachable!("checked above"),
+            };
+            r?;
+            up?;
+            Ok(format!(
+                "broker down (connections dropped and refused, log kept) {:.1}s, up again",
+                d.as_secs_f64()
+            ))
+        }
+        "dest-down" => {
+            // A long outage: the source keeps writing, Kafka holds the
+            // backlog, every process must stay bounded in memory.
+            let gate = env.natives.gate.clone();
+            let _g = gate.lock().expect("gate");
+            let d = rand_secs(rng, env.opts.outage);
+            let before: Vec<(String, f64)> = env.procs.iter().map(|p| (p.name.clone(), p.peak_rss)).collect();
+            env.dest.stop();
+            let r = env.idle(d);
+            let during: Vec<String> = env
+                .procs
+                .iter()
+                .map(|p| {
+                    let b = before.iter().find(|(n, _)| *n == p.name).map_or(0.0, |(_, r)| *r);
+                    format!("{} {:.0}->{:.0} MiB", p.name, b, p.peak_rss)
+                })
+                .collect();
+            env.dest.start_again();
+            r?;
+            env.natives.epoch.fetch_add(1, Ordering::SeqCst);
+            wait_loaded(&env.dest.url())?;
+            Ok(format!(
+                "destination kill -9, down {:.1}s while the source kept writing (peak rss {}), started again (AOF)",
+                d.as_secs_f64(),
+                during.join(", ")
+            ))
         }
         "dest-restart" => {
             let gate = env.natives.gate.clone();
@@ -501,18 +574,23 @@ fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::R
     match name {
         "source-restart" => src_opts = src_opts.arg("appendonly", "yes"),
         "pubsub-cut" => src_opts = src_opts.arg("client-output-buffer-limit", "pubsub 64kb 32kb 1"),
-        "dest-restart" => dst_opts = dst_opts.arg("appendonly", "yes"),
+        "dest-restart" | "dest-down" => dst_opts = dst_opts.arg("appendonly", "yes"),
         _ => {}
     }
     let source = RedisServer::start_with(src_opts);
     let dest = RedisServer::start_with(dst_opts);
-    let broker = Broker::start();
+    let tag = format!("{}-{}", std::process::id(), name);
+    let topic = format!("faults.{tag}");
+    let broker = if name == "broker-restart" {
+        Kafka::Mock(MockBroker::start(&[(topic.clone(), 6), (format!("{topic}.dlq"), 1)])?)
+    } else {
+        Kafka::Tansu(Broker::start())
+    };
     let proxy = if name == "net-cut" {
         Some(Proxy::start(dest.port())?)
     } else {
         None
     };
-    let tag = format!("{}-{}", std::process::id(), name);
     let dir = log_dir(&opts.out_dir, name)?;
     out.log_dir = dir.display().to_string();
 
@@ -528,7 +606,7 @@ fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::R
         dest,
         broker,
         proxy,
-        topic: format!("faults.{tag}"),
+        topic,
         group: format!("faults-{tag}"),
         log_dir: dir,
         procs: Vec::new(),
