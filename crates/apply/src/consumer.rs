@@ -74,8 +74,9 @@ fn item(m: &BorrowedMessage<'_>) -> Item {
 }
 
 /// Runs the consumer until `shutdown`: read a batch, write it, dead-letter
-/// what can never be applied, store offsets, repeat. On shutdown the batch in
-/// hand is finished and offsets are committed synchronously.
+/// what can never be applied, store offsets, repeat; the next batch is read
+/// while the current one is written. On shutdown the batch being written is
+/// finished and offsets are committed synchronously.
 pub async fn run(
     engine: ApplyEngine,
     kafka: &Kafka,
@@ -107,22 +108,42 @@ pub async fn run(
         shutdown.clone(),
     ));
     let mut stream = consumer.stream();
-    let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
     let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
-    loop {
-        batch.clear();
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            next = stream.next() => match next {
-                None => break,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "Kafka consumer error.");
-                    health.set(HEALTH_KAFKA, false);
-                    continue;
+    let writer = Writer {
+        engine,
+        dlq,
+        opts: opts.clone(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+    // One batch is written (on its own task) while the next is read and
+    // decoded. Writes stay in order: a batch starts only after the previous
+    // one has finished and its offsets are stored.
+    let mut in_flight: Option<tokio::task::JoinHandle<Written>> = None;
+    'run: loop {
+        let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'run,
+                done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    if !finish(done, &consumer, &opts.topic, &mut totals) {
+                        break 'run;
+                    }
                 }
-                Some(Ok(msg)) => batch.push(item(&msg)),
-            },
+                next = stream.next() => match next {
+                    None => break 'run,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "Kafka consumer error.");
+                        health.set(HEALTH_KAFKA, false);
+                    }
+                    Some(Ok(msg)) => {
+                        batch.push(item(&msg));
+                        break;
+                    }
+                },
+            }
         }
         health.set(HEALTH_KAFKA, true);
         // Take whatever else is ready, without waiting.
@@ -132,33 +153,30 @@ pub async fn run(
                 _ => break,
             }
         }
-        metrics::gauge!(m::APPLY_IN_FLIGHT).set(batch.len() as f64);
+        if let Some(h) = in_flight.take() {
+            if !finish(h.await, &consumer, &opts.topic, &mut totals) {
+                break;
+            }
+        }
         if !hold_while_paused(&paused, &shutdown).await {
             break;
         }
-        match write_batch(&engine, &dlq, &opts, &batch, &health, &shutdown).await {
-            Some(outcomes) => {
-                for o in outcomes {
-                    *totals.entry(o.label()).or_default() += 1;
-                }
-            }
-            None => break, // shutdown while retrying: offsets of this batch are not stored
-        }
-        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-        for it in &batch {
-            last.insert(it.partition, it.offset);
-        }
-        for (p, o) in last {
-            if let Err(e) = consumer.store_offset(&opts.topic, p, o) {
-                tracing::debug!(partition = p, error = %e, "Offset not stored (partition revoked?).");
-            }
-        }
-        metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
+        metrics::gauge!(m::APPLY_IN_FLIGHT).set(batch.len() as f64);
+        let w = writer.clone();
+        in_flight = Some(tokio::spawn(async move {
+            let outcomes = write_batch(&w.engine, &w.dlq, &w.opts, &batch, &w.health, &w.shutdown).await;
+            Written { batch, outcomes }
+        }));
+    }
+    // The batch in flight finishes (or gives up at shutdown) before the final commit.
+    if let Some(h) = in_flight.take() {
+        finish(h.await, &consumer, &opts.topic, &mut totals);
     }
     drop(stream);
     watcher.abort();
     let _: Result<i64, _> =
-        fred::interfaces::SortedSetsInterface::zrem(engine.client(), opts.members_key.as_str(), member.as_str()).await;
+        fred::interfaces::SortedSetsInterface::zrem(writer.engine.client(), opts.members_key.as_str(), member.as_str())
+            .await;
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
@@ -172,6 +190,56 @@ pub async fn run(
         "Apply stopped; offsets committed."
     );
     Ok(())
+}
+
+/// What a write task needs.
+#[derive(Clone)]
+struct Writer {
+    engine: ApplyEngine,
+    dlq: Publisher,
+    opts: ApplyOptions,
+    health: Health,
+    shutdown: CancellationToken,
+}
+
+/// A written batch: its items and outcomes (`None`: shutdown interrupted the retries).
+struct Written {
+    batch: Vec<Item>,
+    outcomes: Option<Vec<Outcome>>,
+}
+
+/// Counts a written batch and stores its offsets; false when the write did
+/// not finish (its offsets are not stored, so it is read again).
+fn finish(
+    joined: Result<Written, tokio::task::JoinError>,
+    consumer: &StreamConsumer,
+    topic: &str,
+    totals: &mut BTreeMap<&'static str, u64>,
+) -> bool {
+    let written = match joined {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "Apply write task failed; its batch will be read again.");
+            return false;
+        }
+    };
+    let Some(outcomes) = written.outcomes else {
+        return false;
+    };
+    for o in outcomes {
+        *totals.entry(o.label()).or_default() += 1;
+    }
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for it in &written.batch {
+        last.insert(it.partition, it.offset);
+    }
+    for (p, o) in last {
+        if let Err(e) = consumer.store_offset(topic, p, o) {
+            tracing::debug!(partition = p, error = %e, "Offset not stored (partition revoked?).");
+        }
+    }
+    metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
+    true
 }
 
 /// Every 500 ms: announces this instance (heartbeat) and reads the pause key.

@@ -114,6 +114,7 @@ pub async fn replay(
     let mut only_after: HashSet<Bytes> = HashSet::new();
     // Dry run: the latest applicable event per flow.
     let mut latest: HashMap<Bytes, FlowEvent> = HashMap::new();
+    let mut in_flight: Option<tokio::task::JoinHandle<Result<Vec<Outcome>, Error>>> = None;
     loop {
         let msg = reader.next().await?;
         let done = msg.is_none();
@@ -148,16 +149,26 @@ pub async fn replay(
             }
         }
         if !batch.is_empty() && (done || batch.len() >= opts.batch) {
-            let outcomes = apply_with_retry(engine, &batch, opts.force).await?;
-            for o in outcomes {
-                *report.outcomes.entry(o.label().to_string()).or_default() += 1;
+            // One batch is written while the next one is read and decoded.
+            // Writes stay in topic order: a batch starts only after the
+            // previous one finished (a rewind with --force ignores the
+            // watermarks, so order matters there).
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(opts.batch));
+            if let Some(prev) = in_flight.take() {
+                tally(&mut report, prev.await)?;
             }
-            batch.clear();
+            let (engine, force) = (engine.clone(), opts.force);
+            in_flight = Some(tokio::spawn(
+                async move { apply_with_retry(&engine, &full, force).await },
+            ));
         }
         progress.tick(report.read, false);
         if done {
             break;
         }
+    }
+    if let Some(prev) = in_flight.take() {
+        tally(&mut report, prev.await)?;
     }
     // A rewind removes the copies of flows that did not exist yet at --until.
     if let (true, Some(until), false) = (opts.force, opts.until_us, only_after.is_empty()) {
@@ -187,6 +198,18 @@ pub async fn replay(
     report.seconds = started.elapsed().as_secs_f64();
     report.per_second = report.read as f64 / report.seconds.max(1e-9);
     Ok(report)
+}
+
+/// Counts the outcomes of one written batch.
+fn tally(
+    report: &mut ReplayReport,
+    joined: Result<Result<Vec<Outcome>, Error>, tokio::task::JoinError>,
+) -> Result<(), Error> {
+    let outcomes = joined.map_err(|e| Error::Usage(format!("replay writer task failed: {e}")))??;
+    for o in outcomes {
+        *report.outcomes.entry(o.label().to_string()).or_default() += 1;
+    }
+    Ok(())
 }
 
 async fn apply_with_retry(engine: &ApplyEngine, batch: &[Decoded], force: bool) -> Result<Vec<Outcome>, Error> {

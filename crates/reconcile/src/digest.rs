@@ -1,106 +1,51 @@
-//! Server-side digests: each side reduces a flow to its state and a SHA-1
-//! of its canonical content inside Redis, so a pass moves about 40 bytes per
-//! flow instead of the whole hash. Only flows whose digests differ are read
-//! in full (atomically, with the source clock) and repaired.
+//! Flow summaries for a pass. Digest mode reads every flow of a batch with
+//! pipelined `HGETALL` on both sides (at the same time) and reduces each to
+//! its state and a SHA-1 of its canonical content here, in the client:
+//! plain `HGETALL` costs Redis about a third of what a digest script did
+//! (no Lua tables, no string building inside the server), and the hashing
+//! runs on the client's core instead of the two Redis cores. State mode
+//! (phases 2 and 3, where content does not matter) stays a small
+//! read-only script per batch. Only flows whose summaries differ are read
+//! again in full (atomically, with the source clock) and repaired.
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::Value;
+use fred::types::{CustomCommand, Value};
 use redmirror_core::{KeyLayout, MirrorRules};
 use redmirror_redis::{value, Script};
 
-/// Source side. ARGV: mode (`d` digest, `s` state only), marker field, org
-/// field, number of excluded fields, excluded fields..., filtered orgs...
-/// Reply per key: `n` absent, `x` not a hash, `f` filtered organisation,
-/// `h` a hash (state mode) or `d` + SHA-1 of the kept fields (digest mode).
-///
-/// The digest takes the fields in the server's order (no sort: sorting
-/// costs more than the rest). Small hashes keep insertion order and apply
-/// writes a copy in the order capture read it, so orders agree; where they
-/// do not, the flow only gets a full comparison it did not need. Equal
-/// digests always mean equal content.
+/// Source side, state mode. ARGV: org field, filtered orgs... Reply per
+/// key: `n` absent, `x` not a hash, `f` filtered organisation, `h` a hash.
 const SOURCE: &str = r#"#!lua flags=no-writes
-local mode, marker, orgf = ARGV[1], ARGV[2], ARGV[3]
-local nex = tonumber(ARGV[4])
-local skip = {[marker] = true}
-for i = 5, 4 + nex do skip[ARGV[i]] = true end
+local orgf = ARGV[1]
 local filtered = {}
-for i = 5 + nex, #ARGV do filtered[ARGV[i]] = true end
--- Length prefixes make the digest unambiguous; number formatting is slow,
--- so small lengths come from a table.
-local L = {}
-if mode == 'd' then for i = 0, 1023 do L[i] = tostring(i) end end
+for i = 2, #ARGV do filtered[ARGV[i]] = true end
 local out = {}
 for i = 1, #KEYS do
-  if mode == 's' then
-    local org = redis.pcall('HGET', KEYS[i], orgf)
-    if type(org) == 'table' and org['err'] then out[i] = 'x'
-    elseif org and filtered[org] then out[i] = 'f'
-    elseif redis.call('EXISTS', KEYS[i]) == 1 then out[i] = 'h'
-    else out[i] = 'n' end
-  else
-    local h = redis.pcall('HGETALL', KEYS[i])
-    if h['err'] then out[i] = 'x'
-    elseif #h == 0 then out[i] = 'n'
-    else
-      local parts, isf = {}, false
-      for j = 1, #h, 2 do
-        local n, v = h[j], h[j + 1]
-        if n == orgf and filtered[v] then isf = true end
-        if not skip[n] then
-          local k = #parts
-          parts[k + 1] = L[#n] or tostring(#n)
-          parts[k + 2] = n
-          parts[k + 3] = L[#v] or tostring(#v)
-          parts[k + 4] = v
-        end
-      end
-      if isf then out[i] = 'f' else out[i] = 'd' .. redis.sha1hex(table.concat(parts, ':')) end
-    end
-  end
+  local org = redis.pcall('HGET', KEYS[i], orgf)
+  if type(org) == 'table' and org['err'] then out[i] = 'x'
+  elseif org and filtered[org] then out[i] = 'f'
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then out[i] = 'h'
+  else out[i] = 'n' end
 end
 return out
 "#;
 
-/// Destination side. KEYS: index, watermarks, flow keys...; ARGV: mode,
-/// marker field, flow ids... Reply per key, three items: state (`n` absent,
-/// `x` not a hash, `v` native, `s` sync copy, or in digest mode `d` + SHA-1
-/// of the copy without the marker), index entry present (0/1), watermark
-/// present (0/1).
+/// Destination side, state mode. KEYS: index, watermarks, flow keys...;
+/// ARGV: marker field, flow ids... Reply per key, three items: state (`n`
+/// absent, `x` not a hash, `v` native, `s` sync copy), index entry present
+/// (0/1), watermark present (0/1).
 const DEST: &str = r#"#!lua flags=no-writes
-local mode, marker = ARGV[1], ARGV[2]
-local L = {}
-if mode == 'd' then for i = 0, 1023 do L[i] = tostring(i) end end
+local marker = ARGV[1]
 local out = {}
 for i = 3, #KEYS do
-  local id = ARGV[i]
+  local id = ARGV[i - 1]
   local st
-  if mode == 's' then
-    local m = redis.pcall('HGET', KEYS[i], marker)
-    if type(m) == 'table' and m['err'] then st = 'x'
-    elseif m == 'true' then st = 's'
-    elseif redis.call('EXISTS', KEYS[i]) == 1 then st = 'v'
-    else st = 'n' end
-  else
-    local h = redis.pcall('HGETALL', KEYS[i])
-    if h['err'] then st = 'x'
-    elseif #h == 0 then st = 'n'
-    else
-      local parts, sync = {}, false
-      for j = 1, #h, 2 do
-        local n, v = h[j], h[j + 1]
-        if n == marker then sync = (v == 'true')
-        else
-          local k = #parts
-          parts[k + 1] = L[#n] or tostring(#n)
-          parts[k + 2] = n
-          parts[k + 3] = L[#v] or tostring(#v)
-          parts[k + 4] = v
-        end
-      end
-      if sync then st = 'd' .. redis.sha1hex(table.concat(parts, ':')) else st = 'v' end
-    end
-  end
+  local m = redis.pcall('HGET', KEYS[i], marker)
+  if type(m) == 'table' and m['err'] then st = 'x'
+  elseif m == 'true' then st = 's'
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then st = 'v'
+  else st = 'n' end
   out[#out + 1] = st
   out[#out + 1] = redis.call('HEXISTS', KEYS[1], id)
   out[#out + 1] = redis.call('HEXISTS', KEYS[2], id)
@@ -117,19 +62,10 @@ pub enum Mode {
     State,
 }
 
-impl Mode {
-    fn arg(self) -> &'static str {
-        match self {
-            Mode::Digest => "d",
-            Mode::State => "s",
-        }
-    }
-}
-
 /// A destination flow's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestSummary {
-    /// `n`, `x`, `v`, `s` or `d...`.
+    /// `n`, `x`, `v`, `s` or `d` + digest.
     pub state: Bytes,
     /// The index has the flow.
     pub indexed: bool,
@@ -137,41 +73,51 @@ pub struct DestSummary {
     pub watermarked: bool,
 }
 
-/// Runs the digest scripts.
+/// Reads flow summaries on either side.
 #[derive(Debug, Clone)]
 pub struct Digests {
     source: Script,
     dest: Script,
     keys: KeyLayout,
+    rules: MirrorRules,
     source_args: Vec<Value>,
 }
 
 impl Digests {
-    /// Scripts for this layout and these rules.
+    /// Readers for this layout and these rules.
     pub fn new(keys: KeyLayout, rules: &MirrorRules) -> Self {
-        let mut source_args = vec![
-            Value::Bytes(rules.marker_field.clone()),
-            Value::Bytes(rules.org_field.clone()),
-            Value::from(rules.excluded_fields.len() as i64),
-        ];
-        source_args.extend(rules.excluded_fields.iter().cloned().map(Value::Bytes));
+        let mut source_args = vec![Value::Bytes(rules.org_field.clone())];
         source_args.extend(rules.filtered_orgs.iter().cloned().map(Value::Bytes));
         Digests {
             source: Script::read_only(SOURCE),
             dest: Script::read_only(DEST),
             keys,
+            rules: rules.clone(),
             source_args,
         }
     }
 
-    /// Source summaries of these flows.
+    /// Source summaries of these flows: `n`, `x`, `f`, and `h` (state mode)
+    /// or `d` + digest of the fields a copy must have (digest mode).
     pub async fn source(&self, client: &Client, ids: &[Bytes], mode: Mode) -> Result<Vec<Bytes>, fred::error::Error> {
         let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
+        if mode == Mode::Digest {
+            let replies = hgetall_all(client, &keys, &[]).await?;
+            if let Some(e) = first_error(replies_errors(&replies)) {
+                return Err(e);
+            }
+            return Ok(replies
+                .iter()
+                .map(|r| match r.as_ref().ok().map(flat_pairs) {
+                    None | Some(None) => Bytes::from_static(b"x"),
+                    Some(Some(p)) if p.is_empty() => Bytes::from_static(b"n"),
+                    Some(Some(p)) if self.filtered(&p) => Bytes::from_static(b"f"),
+                    Some(Some(p)) => digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n))),
+                })
+                .collect());
+        }
         let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-        let mut args = Vec::with_capacity(1 + self.source_args.len());
-        args.push(Value::from(mode.arg()));
-        args.extend(self.source_args.iter().cloned());
-        let reply = self.source.call(client, &refs, args).await?;
+        let reply = self.source.call(client, &refs, self.source_args.clone()).await?;
         let Value::Array(items) = reply else { return Err(bad()) };
         if items.len() != ids.len() {
             return Err(bad());
@@ -179,7 +125,8 @@ impl Digests {
         Ok(items.iter().map(|v| value::bytes(v).unwrap_or_default()).collect())
     }
 
-    /// Destination summaries of these flows.
+    /// Destination summaries of these flows: in digest mode the state is
+    /// `d` + digest of the copy without its marker for a sync copy.
     pub async fn dest(
         &self,
         client: &Client,
@@ -189,9 +136,50 @@ impl Digests {
     ) -> Result<Vec<DestSummary>, fred::error::Error> {
         let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
         let wm = self.keys.watermark_key();
+        if mode == Mode::Digest {
+            // One HMGET each for the index and the watermarks, after the reads.
+            let extra: [(&[u8], &[Bytes]); 2] = [(&self.keys.index_key, ids), (wm.as_bytes(), ids)];
+            let mut replies = hgetall_all(client, &flow_keys, &extra).await?;
+            if let Some(e) = first_error(replies_errors(&replies[ids.len()..])) {
+                return Err(e);
+            }
+            let watermarks = present(replies.pop().and_then(Result::ok), ids.len())?;
+            let indexed = present(replies.pop().and_then(Result::ok), ids.len())?;
+            if let Some(e) = first_error(replies_errors(&replies)) {
+                return Err(e);
+            }
+            return Ok(replies
+                .iter()
+                .zip(indexed.into_iter().zip(watermarks))
+                .map(|(r, (indexed, watermarked))| {
+                    let state = match r {
+                        Err(_) => Bytes::from_static(b"x"),
+                        Ok(v) => match flat_pairs(v) {
+                            None => Bytes::from_static(b"x"),
+                            Some(p) if p.is_empty() => Bytes::from_static(b"n"),
+                            Some(p) => {
+                                let sync = p
+                                    .iter()
+                                    .any(|(n, v)| *n == marker.as_ref() && *v == redmirror_core::rules::MARKER_VALUE);
+                                if sync {
+                                    digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref()))
+                                } else {
+                                    Bytes::from_static(b"v")
+                                }
+                            }
+                        },
+                    };
+                    DestSummary {
+                        state,
+                        indexed,
+                        watermarked,
+                    }
+                })
+                .collect());
+        }
         let mut refs: Vec<&[u8]> = vec![&self.keys.index_key, wm.as_bytes()];
         refs.extend(flow_keys.iter().map(|k| k.as_ref()));
-        let mut args = vec![Value::from(mode.arg()), Value::Bytes(marker.clone())];
+        let mut args = vec![Value::Bytes(marker.clone())];
         args.extend(ids.iter().cloned().map(Value::Bytes));
         let reply = self.dest.call(client, &refs, args).await?;
         let Value::Array(items) = reply else { return Err(bad()) };
@@ -207,6 +195,110 @@ impl Digests {
             })
             .collect())
     }
+
+    fn filtered(&self, pairs: &[(&[u8], &[u8])]) -> bool {
+        !self.rules.filtered_orgs.is_empty()
+            && pairs
+                .iter()
+                .any(|(n, v)| *n == self.rules.org_field.as_ref() && self.rules.filtered_orgs.contains(*v))
+    }
+}
+
+/// `HGETALL` of every key, then `HMGET key ids...` for every `extra`, in one
+/// pipeline. One reply per command; a command's error (WRONGTYPE) is its
+/// reply, a connection error fails the call.
+async fn hgetall_all(
+    client: &Client,
+    keys: &[Bytes],
+    extra: &[(&[u8], &[Bytes])],
+) -> Result<Vec<Result<Value, fred::error::Error>>, fred::error::Error> {
+    let pipe = client.pipeline();
+    for k in keys {
+        let _: () = pipe
+            .custom(
+                CustomCommand::new_static("HGETALL", None, false),
+                vec![Value::Bytes(k.clone())],
+            )
+            .await?;
+    }
+    for (key, fields) in extra {
+        let mut args = Vec::with_capacity(1 + fields.len());
+        args.push(Value::Bytes(Bytes::copy_from_slice(key)));
+        args.extend(fields.iter().cloned().map(Value::Bytes));
+        let _: () = pipe
+            .custom(CustomCommand::new_static("HMGET", None, false), args)
+            .await?;
+    }
+    let replies = pipe.try_all::<Value>().await;
+    if replies.len() != keys.len() + extra.len() {
+        return Err(bad());
+    }
+    Ok(replies)
+}
+
+fn is_wrong_type(e: &fred::error::Error) -> bool {
+    e.details().starts_with("WRONGTYPE")
+}
+
+/// Errors other than WRONGTYPE (which is a flow's state, not a failure).
+fn replies_errors(replies: &[Result<Value, fred::error::Error>]) -> impl Iterator<Item = &fred::error::Error> {
+    replies
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .filter(|e| !is_wrong_type(e))
+}
+
+fn first_error<'a>(mut errors: impl Iterator<Item = &'a fred::error::Error>) -> Option<fred::error::Error> {
+    errors.next().cloned()
+}
+
+/// `HMGET` reply as present/absent flags.
+fn present(v: Option<Value>, n: usize) -> Result<Vec<bool>, fred::error::Error> {
+    match v {
+        Some(Value::Array(items)) if items.len() == n => Ok(items.iter().map(|v| !v.is_null()).collect()),
+        _ => Err(bad()),
+    }
+}
+
+/// The raw bytes of a string reply.
+fn raw(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::Bytes(b) => Some(b),
+        Value::String(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// An `HGETALL` reply as borrowed (name, value) pairs; `None` when it is
+/// not a hash reply.
+fn flat_pairs(v: &Value) -> Option<Vec<(&[u8], &[u8])>> {
+    match v {
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .map(|c| Some((raw(&c[0])?, raw(&c[1])?)))
+            .collect(),
+        Value::Map(m) => m.iter().map(|(k, v)| Some((k.as_bytes(), raw(v)?))).collect(),
+        Value::Null => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// `d` + SHA-1 of the fields sorted by name, each name and value
+/// length-prefixed: equal digests mean equal content, in any field order.
+fn digest<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Bytes {
+    let mut fields: Vec<(&[u8], &[u8])> = fields.collect();
+    fields.sort_unstable();
+    let mut h = sha1_smol::Sha1::new();
+    for (n, v) in fields {
+        h.update(&(n.len() as u64).to_le_bytes());
+        h.update(n);
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(v);
+    }
+    let mut out = Vec::with_capacity(21);
+    out.push(b'd');
+    out.extend_from_slice(&h.digest().bytes());
+    Bytes::from(out)
 }
 
 fn bad() -> fred::error::Error {
@@ -221,5 +313,48 @@ pub fn suspicious(src: &[u8], dst: &DestSummary) -> bool {
         Some(b'n') => expect_copy,
         Some(b'd') | Some(b's') => !expect_copy || src[1..] != dst.state[1..] || !dst.indexed,
         _ => expect_copy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(pairs: &[(&[u8], &[u8])]) -> Bytes {
+        digest(pairs.iter().copied())
+    }
+
+    #[test]
+    fn digest_ignores_field_order() {
+        assert_eq!(d(&[(b"a", b"1"), (b"b", b"2")]), d(&[(b"b", b"2"), (b"a", b"1")]));
+    }
+
+    #[test]
+    fn digest_separates_names_from_values() {
+        // Without length prefixes these would all concatenate to "ab1".
+        let all = [
+            d(&[(b"ab", b"1")]),
+            d(&[(b"a", b"b1")]),
+            d(&[(b"a", b"b"), (b"1", b"")]),
+            d(&[(b"", b"ab1")]),
+        ];
+        for (i, x) in all.iter().enumerate() {
+            for y in &all[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
+        assert_ne!(d(&[]), d(&[(b"", b"")]));
+    }
+
+    #[test]
+    fn hgetall_replies_become_pairs() {
+        let arr = Value::Array(vec![
+            Value::Bytes(Bytes::from_static(b"\xff")),
+            Value::String("v".into()),
+        ]);
+        assert_eq!(flat_pairs(&arr), Some(vec![(&b"\xff"[..], &b"v"[..])]));
+        assert_eq!(flat_pairs(&Value::Array(vec![])), Some(vec![]));
+        assert_eq!(flat_pairs(&Value::Null), Some(vec![]));
+        assert_eq!(flat_pairs(&Value::Integer(3)), None);
     }
 }

@@ -9,8 +9,9 @@
 //!   batch (SCAN + one pipelined read per side per batch), compare each flow
 //!   with SPEC section 1, and publish `reconcile` events for the drift.
 //!   Memory is bounded by the batch size, not by the number of flows.
-//! - [`digest`]: server-side digests, so a pass moves ~40 bytes per flow
-//!   and reads in full only the flows that differ.
+//! - [`digest`]: flow summaries: pipelined `HGETALL` on both sides at once,
+//!   reduced to a content digest in the client, so Redis does only plain
+//!   reads; flows whose digests differ are read again in full and atomically.
 //! - [`service`]: when passes run: at start, on a schedule, on demand, and
 //!   after every capture gap (signalled through the destination, so it works
 //!   across processes).
