@@ -2,6 +2,7 @@
 //! the configuration, start the roles from the library crates, map errors to
 //! exit codes (0 success, 1 runtime failure, 2 bad usage or configuration).
 
+mod alloc;
 mod app;
 mod check;
 mod demo;
@@ -131,6 +132,7 @@ fn layers(g: &Global) -> Result<Layers, ConfigError> {
 }
 
 fn main() -> ExitCode {
+    alloc::limit_arenas();
     let cli = Cli::parse();
     let config = match layers(&cli.global).and_then(|l| match &cli.command {
         Command::Demo(_) => Ok(None),
