@@ -156,6 +156,39 @@ fn a_full_pending_set_drops_with_a_gap_instead_of_growing_and_the_gap_gets_repai
 }
 
 #[test]
+fn sigterm_during_a_pass_stops_promptly_and_releases_the_lease() {
+    // Regression (found by the fault suite): a pass waiting at its barrier
+    // ignored SIGTERM until the shutdown timeout and kept the lease.
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::start();
+    let mut env = env_for(&source, &dest, &broker);
+    env.insert("REDMIRROR_RECONCILE_BARRIER_TIMEOUT".into(), "10m".into());
+    env.insert("REDMIRROR_SHUTDOWN_TIMEOUT".into(), "10m".into());
+    env.insert("REDMIRROR_LEASE_TTL".into(), "10m".into());
+    // Events in the topic and no apply: the barrier cannot be reached.
+    let capture = Mirror::start(&["capture"], &with_http_port(&env));
+    let mut src = source.conn();
+    // Written until capture (subscribing in the background) has published them.
+    wait_for("capture to publish", CONVERGE, || {
+        write_flows(&mut src, "unapplied", 5);
+        (capture.metric("redmirror_capture_events_total{op=\"upsert\"}") >= 5.0).then_some(())
+    });
+    let mut reconcile = Mirror::start(&["reconcile"], &with_http_port(&env));
+    wait_for("the reconciler to hold the lease", CONVERGE, || {
+        (reconcile.metric("redmirror_lease_held{lease=\"reconcile\"}") >= 1.0).then_some(())
+    });
+    // Its first pass is now waiting at the barrier (for up to 10 minutes).
+    let code = reconcile.terminate(); // panics unless it exits within 30 s
+    assert_eq!(code, Some(0), "{}", reconcile.output());
+    let lease: Option<String> = redis::cmd("GET")
+        .arg("redmirror:lease:reconcile")
+        .query(&mut dest.conn())
+        .unwrap();
+    assert_eq!(lease, None, "the lease was not released (its TTL is 10 minutes)");
+}
+
+#[test]
 fn flushdb_on_the_source_removes_every_sync_copy_and_no_native_one() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());

@@ -36,7 +36,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut sessions = 0u64;
-    let mut backoff = Duration::from_millis(100);
+    let mut retry = Retry::default();
     loop {
         let before = sessions;
         match session(&source, &keys, &pending, &gaps, &mut sessions, &stop).await {
@@ -46,16 +46,69 @@ pub async fn run(
                 tracing::warn!(reason = %reason, "Subscription to the source lost; re-subscribing.");
             }
         }
-        // A session that subscribed was healthy: retry quickly (every
-        // moment unsubscribed is a window only the reconciler covers).
-        if sessions > before {
-            backoff = Duration::from_millis(100);
-        }
+        let delay = retry.next(sessions > before);
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Delay before the next subscribe attempt: 100 ms after a session that
+/// subscribed (it was healthy, and every moment unsubscribed is a window
+/// only the reconciler covers), doubling up to 5 s while attempts fail.
+#[derive(Debug)]
+struct Retry {
+    next: Duration,
+}
+
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry { next: RETRY_FIRST }
+    }
+}
+
+impl Retry {
+    /// The delay to wait now; `subscribed`: the session that just ended had subscribed.
+    fn next(&mut self, subscribed: bool) -> Duration {
+        if subscribed {
+            self.next = RETRY_FIRST;
+        }
+        let d = self.next;
+        self.next = (self.next * 2).min(RETRY_MAX);
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_attempts_back_off_to_five_seconds() {
+        let mut r = Retry::default();
+        let got: Vec<u64> = (0..8).map(|_| r.next(false).as_millis() as u64).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+
+    #[test]
+    fn every_session_that_subscribed_resets_the_backoff() {
+        // Regression (found by the fault suite): the backoff reset only after
+        // a session longer than 30 s, so a source restarted several times in
+        // a row left capture unsubscribed for up to 5 s after it was back.
+        let mut r = Retry::default();
+        for _ in 0..6 {
+            r.next(false);
+        }
+        assert_eq!(r.next(true), RETRY_FIRST);
+        assert_eq!(r.next(false), RETRY_FIRST * 2);
+        for _ in 0..6 {
+            r.next(false);
+        }
+        assert_eq!(r.next(true), RETRY_FIRST, "a short healthy session resets too");
     }
 }
 
