@@ -83,35 +83,6 @@ impl Retry {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_attempts_back_off_to_five_seconds() {
-        let mut r = Retry::default();
-        let got: Vec<u64> = (0..8).map(|_| r.next(false).as_millis() as u64).collect();
-        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-    }
-
-    #[test]
-    fn every_session_that_subscribed_resets_the_backoff() {
-        // Regression (found by the fault suite): the backoff reset only after
-        // a session longer than 30 s, so a source restarted several times in
-        // a row left capture unsubscribed for up to 5 s after it was back.
-        let mut r = Retry::default();
-        for _ in 0..6 {
-            r.next(false);
-        }
-        assert_eq!(r.next(true), RETRY_FIRST);
-        assert_eq!(r.next(false), RETRY_FIRST * 2);
-        for _ in 0..6 {
-            r.next(false);
-        }
-        assert_eq!(r.next(true), RETRY_FIRST, "a short healthy session resets too");
-    }
-}
-
 async fn session(
     source: &RedisEndpoint,
     keys: &KeyLayout,
@@ -192,4 +163,33 @@ async fn session(
     };
     let _ = client.quit().await;
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_attempts_back_off_to_five_seconds() {
+        let mut r = Retry::default();
+        let got: Vec<u64> = (0..8).map(|_| r.next(false).as_millis() as u64).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+
+    #[test]
+    fn every_session_that_subscribed_resets_the_backoff() {
+        // Regression (found by the fault suite): the backoff reset only after
+        // a session longer than 30 s, so a source restarted several times in
+        // a row left capture unsubscribed for up to 5 s after it was back.
+        let mut r = Retry::default();
+        for _ in 0..6 {
+            r.next(false);
+        }
+        assert_eq!(r.next(true), RETRY_FIRST);
+        assert_eq!(r.next(false), RETRY_FIRST * 2);
+        for _ in 0..6 {
+            r.next(false);
+        }
+        assert_eq!(r.next(true), RETRY_FIRST, "a short healthy session resets too");
+    }
 }
