@@ -269,22 +269,29 @@ impl Reconciler {
             if !ids.is_empty() {
                 limiter.take(ids.len() as u64).await;
                 report.dest_flows += ids.len() as u64;
-                let (src, dst) = tokio::join!(
-                    self.digests.source(&self.source, &ids, Mode::State),
-                    self.digests
-                        .dest(&self.dest, &self.rules.marker_field, &ids, Mode::State)
-                );
-                let (src, dst) = (src.map_err(on("source"))?, dst.map_err(on("destination"))?);
+                // Flows the source has were compared in phase 1: only the
+                // ones it lacks (rare) need their destination state.
+                let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
+                let present = exists(&self.source, &keys).await.map_err(on("source"))?;
+                let gone: Vec<Bytes> = ids
+                    .iter()
+                    .zip(present)
+                    .filter(|(_, p)| !p)
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 let mut closer = Vec::new();
-                for ((id, s), d) in ids.iter().zip(&src).zip(&dst) {
-                    // Flows the source has were compared in phase 1.
-                    if s.as_ref() != b"n" {
-                        continue;
-                    }
-                    match d.state.first() {
-                        Some(b'v') => report.native += 1,
-                        Some(b's') => closer.push(id.clone()),
-                        _ => {}
+                if !gone.is_empty() {
+                    let dst = self
+                        .digests
+                        .dest(&self.dest, &self.rules.marker_field, &gone, Mode::State)
+                        .await
+                        .map_err(on("destination"))?;
+                    for (id, d) in gone.iter().zip(&dst) {
+                        match d.state.first() {
+                            Some(b'v') => report.native += 1,
+                            Some(b's') => closer.push(id.clone()),
+                            _ => {}
+                        }
                     }
                 }
                 if !closer.is_empty() {
@@ -304,19 +311,30 @@ impl Reconciler {
                 .await
                 .map_err(on("destination"))?;
             if !ids.is_empty() {
-                let dst = self
-                    .digests
-                    .dest(&self.dest, &self.rules.marker_field, &ids, Mode::State)
-                    .await
-                    .map_err(on("destination"))?;
-                let orphans: Vec<Bytes> = ids
+                // Only entries without a copy (rare) need a closer look.
+                let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
+                let present = exists(&self.dest, &keys).await.map_err(on("destination"))?;
+                let absent: Vec<Bytes> = ids
                     .iter()
-                    .zip(&dst)
-                    .filter(|(_, d)| d.state.as_ref() == b"n" && d.watermarked)
+                    .zip(present)
+                    .filter(|(_, p)| !p)
                     .map(|(id, _)| id.clone())
                     .collect();
-                if !orphans.is_empty() {
-                    self.compare_index(&orphans, opts.dry_run, &mut report).await?;
+                if !absent.is_empty() {
+                    let dst = self
+                        .digests
+                        .dest(&self.dest, &self.rules.marker_field, &absent, Mode::State)
+                        .await
+                        .map_err(on("destination"))?;
+                    let orphans: Vec<Bytes> = absent
+                        .iter()
+                        .zip(&dst)
+                        .filter(|(_, d)| d.state.as_ref() == b"n" && d.watermarked)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    if !orphans.is_empty() {
+                        self.compare_index(&orphans, opts.dry_run, &mut report).await?;
+                    }
                 }
             }
             if next.as_ref() == b"0" {
@@ -456,6 +474,28 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// Which of these keys exist: one pipelined `EXISTS` per key.
+async fn exists(client: &Client, keys: &[Bytes]) -> Result<Vec<bool>, fred::error::Error> {
+    let pipe = client.pipeline();
+    for k in keys {
+        let _: () = pipe
+            .custom(
+                CustomCommand::new_static("EXISTS", None, false),
+                vec![Value::Bytes(k.clone())],
+            )
+            .await?;
+    }
+    let replies: Vec<Value> = pipe.all().await?;
+    if replies.len() != keys.len() {
+        return Err(fred::error::Error::new(
+            fred::error::ErrorKind::Parse,
+            "unexpected reply to EXISTS",
+        ));
+    }
+    // Anything but 1 counts as absent: the caller then reads the full state.
+    Ok(replies.iter().map(|v| v.as_i64() == Some(1)).collect())
 }
 
 async fn scan(
