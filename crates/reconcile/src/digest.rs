@@ -102,7 +102,7 @@ impl Digests {
     pub async fn source(&self, client: &Client, ids: &[Bytes], mode: Mode) -> Result<Vec<Bytes>, fred::error::Error> {
         let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
         if mode == Mode::Digest {
-            let replies = hgetall_all(client, &keys, &[]).await?;
+            let replies = per_key(client, "HGETALL", &keys, &[]).await?;
             if let Some(e) = first_error(replies_errors(&replies)) {
                 return Err(e);
             }
@@ -139,7 +139,7 @@ impl Digests {
         if mode == Mode::Digest {
             // One HMGET each for the index and the watermarks, after the reads.
             let extra: [(&[u8], &[Bytes]); 2] = [(&self.keys.index_key, ids), (wm.as_bytes(), ids)];
-            let mut replies = hgetall_all(client, &flow_keys, &extra).await?;
+            let mut replies = per_key(client, "HGETALL", &flow_keys, &extra).await?;
             if let Some(e) = first_error(replies_errors(&replies[ids.len()..])) {
                 return Err(e);
             }
@@ -204,11 +204,12 @@ impl Digests {
     }
 }
 
-/// `HGETALL` of every key, then `HMGET key ids...` for every `extra`, in one
-/// pipeline. One reply per command; a command's error (WRONGTYPE) is its
-/// reply, a connection error fails the call.
-async fn hgetall_all(
+/// `cmd key` for every key (`HGETALL`, `EXISTS`), then `HMGET key ids...`
+/// for every `extra`, in one pipeline. One reply per command; a command's
+/// error (WRONGTYPE) is its reply, a connection error fails the call.
+pub(crate) async fn per_key(
     client: &Client,
+    cmd: &'static str,
     keys: &[Bytes],
     extra: &[(&[u8], &[Bytes])],
 ) -> Result<Vec<Result<Value, fred::error::Error>>, fred::error::Error> {
@@ -216,7 +217,7 @@ async fn hgetall_all(
     for k in keys {
         let _: () = pipe
             .custom(
-                CustomCommand::new_static("HGETALL", None, false),
+                CustomCommand::new_static(cmd, None, false),
                 vec![Value::Bytes(k.clone())],
             )
             .await?;

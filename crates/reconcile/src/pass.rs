@@ -476,26 +476,14 @@ impl Reconciler {
     }
 }
 
-/// Which of these keys exist: one pipelined `EXISTS` per key.
+/// Which of these keys exist: one pipelined `EXISTS` per key. Anything but
+/// 1 counts as absent: the caller then reads the full state.
 async fn exists(client: &Client, keys: &[Bytes]) -> Result<Vec<bool>, fred::error::Error> {
-    let pipe = client.pipeline();
-    for k in keys {
-        let _: () = pipe
-            .custom(
-                CustomCommand::new_static("EXISTS", None, false),
-                vec![Value::Bytes(k.clone())],
-            )
-            .await?;
-    }
-    let replies: Vec<Value> = pipe.all().await?;
-    if replies.len() != keys.len() {
-        return Err(fred::error::Error::new(
-            fred::error::ErrorKind::Parse,
-            "unexpected reply to EXISTS",
-        ));
-    }
-    // Anything but 1 counts as absent: the caller then reads the full state.
-    Ok(replies.iter().map(|v| v.as_i64() == Some(1)).collect())
+    crate::digest::per_key(client, "EXISTS", keys, &[])
+        .await?
+        .into_iter()
+        .map(|r| r.map(|v| v.as_i64() == Some(1)))
+        .collect()
 }
 
 async fn scan(
