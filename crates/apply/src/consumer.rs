@@ -1,6 +1,6 @@
 //! The live apply loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -116,19 +116,26 @@ pub async fn run(
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
-    // One batch is written (on its own task) while the next is read and
-    // decoded. Writes stay in order: a batch starts only after the previous
-    // one has finished and its offsets are stored.
-    let mut in_flight: Option<tokio::task::JoinHandle<Written>> = None;
+    // Up to WRITES_IN_FLIGHT batches are written (each on its own task)
+    // while the next is read and decoded, so the destination executes one
+    // batch while the next one's script calls are built. Batches finish and
+    // store offsets in order. Two batches may reach the destination out of
+    // order only if one is retried; the watermark makes that safe (an older
+    // event of a flow is skipped as stale, never applied over a newer one).
+    let mut in_flight: VecDeque<tokio::task::JoinHandle<Written>> = VecDeque::new();
+    // False once a batch did not finish: no later batch may store offsets
+    // past it, or its events would never be read again.
+    let mut complete = true;
     'run: loop {
         let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break 'run,
-                done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
-                    in_flight = None;
+                done = async { in_flight.front_mut().expect("guarded").await }, if !in_flight.is_empty() => {
+                    in_flight.pop_front();
                     if !finish(done, &consumer, &opts.topic, &mut totals) {
+                        complete = false;
                         break 'run;
                     }
                 }
@@ -153,24 +160,28 @@ pub async fn run(
                 _ => break,
             }
         }
-        if let Some(h) = in_flight.take() {
+        while in_flight.len() >= WRITES_IN_FLIGHT {
+            let h = in_flight.pop_front().expect("non-empty");
             if !finish(h.await, &consumer, &opts.topic, &mut totals) {
-                break;
+                complete = false;
+                break 'run;
             }
         }
         if !hold_while_paused(&paused, &shutdown).await {
             break;
         }
-        metrics::gauge!(m::APPLY_IN_FLIGHT).set(batch.len() as f64);
+        metrics::gauge!(m::APPLY_IN_FLIGHT).increment(batch.len() as f64);
         let w = writer.clone();
-        in_flight = Some(tokio::spawn(async move {
+        in_flight.push_back(tokio::spawn(async move {
             let outcomes = write_batch(&w.engine, &w.dlq, &w.opts, &batch, &w.health, &w.shutdown).await;
             Written { batch, outcomes }
         }));
     }
-    // The batch in flight finishes (or gives up at shutdown) before the final commit.
-    if let Some(h) = in_flight.take() {
-        finish(h.await, &consumer, &opts.topic, &mut totals);
+    // The batches in flight finish (or give up at shutdown) before the final
+    // commit; offsets are stored in order and stop at the first unfinished one.
+    while let Some(h) = in_flight.pop_front() {
+        let done = h.await;
+        complete = complete && finish(done, &consumer, &opts.topic, &mut totals);
     }
     drop(stream);
     watcher.abort();
@@ -191,6 +202,9 @@ pub async fn run(
     );
     Ok(())
 }
+
+/// Batches written at once (see `run`).
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// What a write task needs.
 #[derive(Clone)]
@@ -220,9 +234,11 @@ fn finish(
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "Apply write task failed; its batch will be read again.");
+            metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
             return false;
         }
     };
+    metrics::gauge!(m::APPLY_IN_FLIGHT).decrement(written.batch.len() as f64);
     let Some(outcomes) = written.outcomes else {
         return false;
     };
@@ -238,7 +254,6 @@ fn finish(
             tracing::debug!(partition = p, error = %e, "Offset not stored (partition revoked?).");
         }
     }
-    metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
     true
 }
 
@@ -311,7 +326,7 @@ async fn write_batch(
     health: &Health,
     shutdown: &CancellationToken,
 ) -> Option<Vec<Outcome>> {
-    let decoded: Vec<Decoded> = batch.iter().map(|i| i.decoded.clone()).collect();
+    let decoded: Vec<&Decoded> = batch.iter().map(|i| &i.decoded).collect();
     let mut backoff = Backoff::default();
     let outcomes = loop {
         match engine.apply(&decoded, false).await {
@@ -330,6 +345,9 @@ async fn write_batch(
         }
     };
     let now = redmirror_core::now_us();
+    // Metric handles are looked up once per batch, counts added per label.
+    let end_to_end = metrics::histogram!(m::END_TO_END);
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     for (it, outcome) in batch.iter().zip(&outcomes) {
         if let Outcome::DeadLetter { code, reason } = outcome {
             let d = DeadLetter {
@@ -362,10 +380,13 @@ async fn write_batch(
         } else if let Ok(ev) = &it.decoded {
             if outcome.wrote() {
                 let secs = (now - ev.source_time_us).max(0) as f64 / 1e6;
-                metrics::histogram!(m::END_TO_END).record(secs);
+                end_to_end.record(secs);
             }
         }
-        m::apply_outcome(outcome.label(), 1);
+        *counts.entry(outcome.label()).or_default() += 1;
+    }
+    for (label, n) in counts {
+        m::apply_outcome(label, n);
     }
     Some(outcomes)
 }

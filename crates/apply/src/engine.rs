@@ -151,12 +151,39 @@ impl ApplyEngine {
     /// watermark (rewind). Decode failures and permanent per-event errors
     /// become [`Outcome::DeadLetter`]; a transient error fails the whole batch,
     /// which is safe to retry (every step is idempotent).
-    pub async fn apply(&self, events: &[Decoded], force: bool) -> Result<Vec<Outcome>, Transient> {
+    pub async fn apply<E>(&self, events: &[E], force: bool) -> Result<Vec<Outcome>, Transient>
+    where
+        E: std::borrow::Borrow<Decoded> + Sync,
+    {
+        // The script is loaded at start; after a destination restart the
+        // first attempt meets NOSCRIPT, loads it and builds the calls again
+        // (rare, so the arguments are not kept for it).
+        let mut loaded = false;
+        loop {
+            match self.attempt(events, force).await? {
+                Some(outcomes) => return Ok(outcomes),
+                None if !loaded => {
+                    self.script.load(&self.client).await?;
+                    loaded = true;
+                }
+                None => return Err(Transient(fred::error::Error::new(
+                    fred::error::ErrorKind::Unknown,
+                    "NOSCRIPT after loading the apply script",
+                ))),
+            }
+        }
+    }
+
+    /// One pipelined round trip; `None` when the script was not loaded.
+    async fn attempt<E>(&self, events: &[E], force: bool) -> Result<Option<Vec<Outcome>>, Transient>
+    where
+        E: std::borrow::Borrow<Decoded> + Sync,
+    {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
         let mut calls: Vec<Call> = Vec::new();
         let mut current: Option<Call> = None;
         for (i, e) in events.iter().enumerate() {
-            let prepared = match e {
+            let prepared = match e.borrow() {
                 Err(d) => Err(Outcome::DeadLetter {
                     code: d.code(),
                     reason: d.to_string(),
@@ -175,7 +202,7 @@ impl ApplyEngine {
                     }
                     let c = current.get_or_insert_with(|| {
                         (
-                            Vec::new(),
+                            Vec::with_capacity(EVENTS_PER_CALL),
                             vec![self.keys.index_key.clone(), self.watermark_key.clone()],
                             vec![Value::Bytes(self.rules.marker_field.clone())],
                         )
@@ -189,18 +216,18 @@ impl ApplyEngine {
         calls.extend(current);
         if !calls.is_empty() {
             let pipeline = self.client.pipeline();
-            for (_, keys, args) in &calls {
-                let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+            let mut members = Vec::with_capacity(calls.len());
+            for (m, keys, args) in calls {
                 let _: () = pipeline
-                    .custom(self.script.command(), self.script.args(&refs, args.clone()))
+                    .custom(self.script.command(), self.script.args_owned(keys, args))
                     .await?;
+                members.push(m);
             }
-            let mut results = pipeline.try_all::<Value>().await;
+            let results = pipeline.try_all::<Value>().await;
             if results.iter().any(|r| matches!(r, Err(e) if script::is_noscript(e))) {
-                self.script.load(&self.client).await?;
-                results = pipeline.try_all::<Value>().await;
+                return Ok(None);
             }
-            for ((members, _, _), r) in calls.into_iter().zip(results) {
+            for (members, r) in members.into_iter().zip(results) {
                 match r {
                     Ok(Value::Array(replies)) if replies.len() == members.len() => {
                         for ((i, filtered), reply) in members.into_iter().zip(replies) {
@@ -220,10 +247,12 @@ impl ApplyEngine {
                 }
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.expect("every event has an outcome"))
-            .collect())
+        Ok(Some(
+            outcomes
+                .into_iter()
+                .map(|o| o.expect("every event has an outcome"))
+                .collect(),
+        ))
     }
 
     /// Script arguments, or an outcome decided without the destination.

@@ -1,6 +1,6 @@
 //! Replay and rewind.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::IsTerminal;
 use std::time::Instant;
 
@@ -114,7 +114,11 @@ pub async fn replay(
     let mut only_after: HashSet<Bytes> = HashSet::new();
     // Dry run: the latest applicable event per flow.
     let mut latest: HashMap<Bytes, FlowEvent> = HashMap::new();
-    let mut in_flight: Option<tokio::task::JoinHandle<Result<Vec<Outcome>, Error>>> = None;
+    let mut in_flight: VecDeque<tokio::task::JoinHandle<Result<Vec<Outcome>, Error>>> = VecDeque::new();
+    // Two batches are written at once (the destination executes one while
+    // the next one's calls are built), except in a rewind: --force ignores
+    // the watermarks, so a retried batch must never land after a later one.
+    let depth = if opts.force { 1 } else { 2 };
     loop {
         let msg = reader.next().await?;
         let done = msg.is_none();
@@ -149,16 +153,16 @@ pub async fn replay(
             }
         }
         if !batch.is_empty() && (done || batch.len() >= opts.batch) {
-            // One batch is written while the next one is read and decoded.
-            // Writes stay in topic order: a batch starts only after the
-            // previous one finished (a rewind with --force ignores the
-            // watermarks, so order matters there).
+            // Batches are written while the next one is read and decoded.
+            // Without --force, a batch that lands out of order (only when
+            // one is retried) is safe: the watermark skips the older event.
             let full = std::mem::replace(&mut batch, Vec::with_capacity(opts.batch));
-            if let Some(prev) = in_flight.take() {
+            while in_flight.len() >= depth {
+                let prev = in_flight.pop_front().expect("non-empty");
                 tally(&mut report, prev.await)?;
             }
             let (engine, force) = (engine.clone(), opts.force);
-            in_flight = Some(tokio::spawn(
+            in_flight.push_back(tokio::spawn(
                 async move { apply_with_retry(&engine, &full, force).await },
             ));
         }
@@ -167,7 +171,7 @@ pub async fn replay(
             break;
         }
     }
-    if let Some(prev) = in_flight.take() {
+    while let Some(prev) = in_flight.pop_front() {
         tally(&mut report, prev.await)?;
     }
     // A rewind removes the copies of flows that did not exist yet at --until.

@@ -153,6 +153,11 @@ impl Kafka {
             ("queued.min.messages", "5000"),
             ("fetch.max.bytes", "4194304"),
             ("max.partition.fetch.bytes", "1048576"),
+            // When the bounded prefetch queue is full, librdkafka stops
+            // fetching for fetch.queue.backoff.ms (default 1 s) even if the
+            // queue drains in a few milliseconds: apply then sat idle most of
+            // every second on a backlog (100,000 events: 4.6 s -> 2.6 s).
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
             ("session.timeout.ms", "10000"),
         ])
         .create()
@@ -174,6 +179,7 @@ impl Kafka {
             ("fetch.wait.max.ms", "10"),
             ("queued.max.messages.kbytes", "2048"),
             ("fetch.max.bytes", "4194304"),
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ])
         .create()
         .map_err(|source| Error::Client {
@@ -193,3 +199,8 @@ impl Kafka {
 
 /// Timeout for metadata and admin calls.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a consumer waits before fetching again when its prefetch queue
+/// was full. librdkafka's default (1 s) left apply and replay idle for most
+/// of each second on a backlog; 10 ms keeps the queue topped up.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";

@@ -59,6 +59,16 @@ impl Script {
         v
     }
 
+    /// `EVALSHA` arguments from owned keys and arguments (no copies).
+    pub fn args_owned(&self, keys: Vec<bytes::Bytes>, args: Vec<Value>) -> Vec<Value> {
+        let mut v = Vec::with_capacity(2 + keys.len() + args.len());
+        v.push(Value::from(self.sha.as_str()));
+        v.push(Value::from(keys.len() as i64));
+        v.extend(keys.into_iter().map(Value::Bytes));
+        v.extend(args);
+        v
+    }
+
     /// Loads the script (`SCRIPT LOAD`).
     pub async fn load<C: ClientLike>(&self, client: &C) -> Result<(), fred::error::Error> {
         let _: String = client
