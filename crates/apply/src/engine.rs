@@ -166,10 +166,12 @@ impl ApplyEngine {
                     self.script.load(&self.client).await?;
                     loaded = true;
                 }
-                None => return Err(Transient(fred::error::Error::new(
-                    fred::error::ErrorKind::Unknown,
-                    "NOSCRIPT after loading the apply script",
-                ))),
+                None => {
+                    return Err(Transient(fred::error::Error::new(
+                        fred::error::ErrorKind::Unknown,
+                        "NOSCRIPT after loading the apply script",
+                    )))
+                }
             }
         }
     }

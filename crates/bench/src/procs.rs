@@ -110,8 +110,11 @@ pub fn redmirror_bin() -> anyhow::Result<PathBuf> {
 
 fn command(s: &Servers) -> anyhow::Result<Command> {
     let mut c = Command::new(redmirror_bin()?);
+    // The servers are the bench's own; Kafka client properties
+    // (`REDMIRROR_KAFKA_*`, e.g. `REDMIRROR_KAFKA_LINGER_MS`) pass through so
+    // settings can be compared.
     for (k, _) in std::env::vars() {
-        if k.starts_with("REDMIRROR_") {
+        if k.starts_with("REDMIRROR_") && (!k.starts_with("REDMIRROR_KAFKA_") || k == "REDMIRROR_KAFKA_BROKERS") {
             c.env_remove(k);
         }
     }

@@ -148,11 +148,14 @@ impl Kafka {
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("fetch.wait.max.ms", "10"),
             ("socket.nagle.disable", "true"),
-            // Memory: librdkafka prefetches up to 64 MiB per partition by default.
-            ("queued.max.messages.kbytes", "4096"),
-            ("queued.min.messages", "5000"),
-            ("fetch.max.bytes", "4194304"),
-            ("max.partition.fetch.bytes", "1048576"),
+            // Memory: librdkafka prefetches up to 64 MiB per partition by
+            // default. With the short queue backoff below, 1 MiB of prefetch
+            // and 1 MiB fetches drain a backlog as fast as 4 MiB did (peak
+            // RSS of apply on 100,000 events: 47-68 -> 49-55 MiB).
+            ("queued.max.messages.kbytes", PREFETCH_KBYTES),
+            ("queued.min.messages", "2000"),
+            ("fetch.max.bytes", FETCH_MAX_BYTES),
+            ("max.partition.fetch.bytes", "262144"),
             // When the bounded prefetch queue is full, librdkafka stops
             // fetching for fetch.queue.backoff.ms (default 1 s) even if the
             // queue drains in a few milliseconds: apply then sat idle most of
@@ -177,8 +180,10 @@ impl Kafka {
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "10"),
-            ("queued.max.messages.kbytes", "2048"),
-            ("fetch.max.bytes", "4194304"),
+            ("queued.max.messages.kbytes", PREFETCH_KBYTES),
+            ("queued.min.messages", "2000"),
+            ("fetch.max.bytes", FETCH_MAX_BYTES),
+            ("max.partition.fetch.bytes", "262144"),
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ])
         .create()
@@ -204,3 +209,9 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// was full. librdkafka's default (1 s) left apply and replay idle for most
 /// of each second on a backlog; 10 ms keeps the queue topped up.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// Consumer prefetch bound (KiB of queued messages).
+const PREFETCH_KBYTES: &str = "1024";
+
+/// Largest fetch response (a single larger record batch is still returned).
+const FETCH_MAX_BYTES: &str = "1048576";
