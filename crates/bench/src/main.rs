@@ -396,7 +396,15 @@ fn hot_keys(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
 /// Each stage alone: capture with apply stopped, then apply on the backlog.
 fn stages(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
     let s = Servers::start(false)?;
-    let capture = Proc::role(&s, "capture", "capture", &[])?;
+    // The whole burst must fit the pending set, or the overflow becomes a
+    // gap for the reconciler (not running here) and never reaches the topic.
+    let pending_max = (sizes.stage_flows + 1000).to_string();
+    let capture = Proc::role(
+        &s,
+        "capture",
+        "capture",
+        &[("REDMIRROR_CAPTURE_PENDING_MAX", &pending_max)],
+    )?;
     let mut apply = Proc::role(&s, "apply", "apply", &[])?;
     capture.wait_ready(&s)?;
     apply.kill();

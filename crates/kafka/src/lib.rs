@@ -138,6 +138,14 @@ impl Kafka {
     /// A consumer in `group` with manual offset store (offsets are stored only
     /// after the write; librdkafka commits stored offsets every second).
     pub fn consumer(&self, group: &str) -> Result<StreamConsumer, Error> {
+        self.consumer_config(group).create().map_err(|source| Error::Client {
+            what: "consumer",
+            source,
+        })
+    }
+
+    /// The settings of [`Kafka::consumer`].
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
         self.client_config(&[
             ("group.id", group),
             ("enable.auto.commit", "true"),
@@ -163,16 +171,19 @@ impl Kafka {
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
             ("session.timeout.ms", "10000"),
         ])
-        .create()
-        .map_err(|source| Error::Client {
-            what: "consumer",
-            source,
-        })
     }
 
     /// A consumer outside any group (replay, inspect, DLQ): reads from
     /// assigned positions, stores nothing, and reports partition EOF.
     pub fn reader(&self) -> Result<StreamConsumer, Error> {
+        self.reader_config().create().map_err(|source| Error::Client {
+            what: "consumer",
+            source,
+        })
+    }
+
+    /// The settings of [`Kafka::reader`].
+    pub fn reader_config(&self) -> ClientConfig {
         self.client_config(&[
             ("group.id", "redmirror-reader"),
             ("enable.auto.commit", "false"),
@@ -186,11 +197,6 @@ impl Kafka {
             ("max.partition.fetch.bytes", "262144"),
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ])
-        .create()
-        .map_err(|source| Error::Client {
-            what: "consumer",
-            source,
-        })
     }
 
     /// The admin client.
@@ -215,3 +221,29 @@ const PREFETCH_KBYTES: &str = "1024";
 
 /// Largest fetch response (a single larger record batch is still returned).
 const FETCH_MAX_BYTES: &str = "1048576";
+
+#[cfg(test)]
+mod consumer_settings {
+    use super::Kafka;
+    use std::collections::BTreeMap;
+
+    /// The 1 s default of `fetch.queue.backoff.ms` left apply and replay
+    /// idle most of every second on a backlog; both consumers must set it.
+    #[test]
+    fn consumers_refetch_soon_after_a_full_queue_and_prefetch_little() {
+        let k = Kafka::new("127.0.0.1:9092", BTreeMap::new());
+        for c in [k.consumer_config("g"), k.reader_config()] {
+            assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+            assert_eq!(c.get("queued.max.messages.kbytes"), Some("1024"));
+            assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
+        }
+    }
+
+    #[test]
+    fn an_operator_property_overrides_the_consumer_defaults() {
+        let props = BTreeMap::from([("fetch.queue.backoff.ms".to_string(), "250".to_string())]);
+        let k = Kafka::new("127.0.0.1:9092", props);
+        assert_eq!(k.consumer_config("g").get("fetch.queue.backoff.ms"), Some("250"));
+        assert_eq!(k.reader_config().get("fetch.queue.backoff.ms"), Some("250"));
+    }
+}
