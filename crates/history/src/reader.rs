@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -47,7 +47,7 @@ impl Start {
 
 /// Reads every assigned partition up to its end as of [`TopicReader::open`].
 pub struct TopicReader {
-    consumer: StreamConsumer,
+    consumer: redmirror_kafka::Reader,
     topic: String,
     open: BTreeSet<i32>,
     started_ms: i64,

@@ -175,11 +175,13 @@ impl Kafka {
 
     /// A consumer outside any group (replay, inspect, DLQ): reads from
     /// assigned positions, stores nothing, and reports partition EOF.
-    pub fn reader(&self) -> Result<StreamConsumer, Error> {
-        self.reader_config().create().map_err(|source| Error::Client {
-            what: "consumer",
-            source,
-        })
+    pub fn reader(&self) -> Result<Reader, Error> {
+        self.reader_config()
+            .create_with_context(ReaderContext)
+            .map_err(|source| Error::Client {
+                what: "consumer",
+                source,
+            })
     }
 
     /// The settings of [`Kafka::reader`].
@@ -211,6 +213,32 @@ impl Kafka {
 /// Timeout for metadata and admin calls.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A consumer made by [`Kafka::reader`].
+pub type Reader = StreamConsumer<ReaderContext>;
+
+/// Client context of [`Kafka::reader`]. A reader asks for partition EOF: it
+/// is how replay, inspect and the DLQ tools learn they reached the end, so
+/// it is logged at debug level, not as librdkafka's "Global error".
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_partition_eof(&error) {
+            tracing::debug!(%reason, "Partition end reached.");
+        } else {
+            tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
+/// True for librdkafka's end-of-partition signal.
+fn is_partition_eof(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::PartitionEOF(_))
+        || e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+}
+
 /// How long a consumer waits before fetching again when its prefetch queue
 /// was full. librdkafka's default (1 s) left apply and replay idle for most
 /// of each second on a backlog; 10 ms keeps the queue topped up.
@@ -237,6 +265,19 @@ mod consumer_settings {
             assert_eq!(c.get("queued.max.messages.kbytes"), Some("1024"));
             assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
         }
+    }
+
+    #[test]
+    fn partition_eof_is_not_an_error_for_a_reader() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        assert!(super::is_partition_eof(&KafkaError::PartitionEOF(3)));
+        assert!(super::is_partition_eof(&KafkaError::Global(
+            RDKafkaErrorCode::PartitionEOF
+        )));
+        assert!(!super::is_partition_eof(&KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
     }
 
     #[test]
