@@ -271,14 +271,7 @@ impl Reconciler {
                 report.dest_flows += ids.len() as u64;
                 // Flows the source has were compared in phase 1: only the
                 // ones it lacks (rare) need their destination state.
-                let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
-                let present = exists(&self.source, &keys).await.map_err(on("source"))?;
-                let gone: Vec<Bytes> = ids
-                    .iter()
-                    .zip(present)
-                    .filter(|(_, p)| !p)
-                    .map(|(id, _)| id.clone())
-                    .collect();
+                let gone = self.without_copy(&self.source, &ids).await.map_err(on("source"))?;
                 let mut closer = Vec::new();
                 if !gone.is_empty() {
                     let dst = self
@@ -312,14 +305,7 @@ impl Reconciler {
                 .map_err(on("destination"))?;
             if !ids.is_empty() {
                 // Only entries without a copy (rare) need a closer look.
-                let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
-                let present = exists(&self.dest, &keys).await.map_err(on("destination"))?;
-                let absent: Vec<Bytes> = ids
-                    .iter()
-                    .zip(present)
-                    .filter(|(_, p)| !p)
-                    .map(|(id, _)| id.clone())
-                    .collect();
+                let absent = self.without_copy(&self.dest, &ids).await.map_err(on("destination"))?;
                 if !absent.is_empty() {
                     let dst = self
                         .digests
@@ -352,6 +338,21 @@ impl Reconciler {
             metrics::counter!(m::RECONCILE_DRIFT, "kind" => kind.label()).increment(report.count(kind));
         }
         Ok(report)
+    }
+
+    /// The flows of `ids` whose key does not exist on `client` (one
+    /// pipelined `EXISTS` per key; anything but 1 counts as absent, and the
+    /// caller then reads the full state).
+    async fn without_copy(&self, client: &Client, ids: &[Bytes]) -> Result<Vec<Bytes>, fred::error::Error> {
+        let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
+        let replies = crate::digest::per_key(client, "EXISTS", &keys, &[]).await?;
+        let mut absent = Vec::new();
+        for (id, r) in ids.iter().zip(replies) {
+            if r?.as_i64() != Some(1) {
+                absent.push(id.clone());
+            }
+        }
+        Ok(absent)
     }
 
     async fn read_dest(&self, ids: &[Bytes]) -> Result<Vec<(DestFlow, bool, bool)>, PassError> {
@@ -474,16 +475,6 @@ impl Reconciler {
         }
         Ok(())
     }
-}
-
-/// Which of these keys exist: one pipelined `EXISTS` per key. Anything but
-/// 1 counts as absent: the caller then reads the full state.
-async fn exists(client: &Client, keys: &[Bytes]) -> Result<Vec<bool>, fred::error::Error> {
-    crate::digest::per_key(client, "EXISTS", keys, &[])
-        .await?
-        .into_iter()
-        .map(|r| r.map(|v| v.as_i64() == Some(1)))
-        .collect()
 }
 
 async fn scan(
