@@ -11,7 +11,8 @@ use redmirror_apply::{ApplyEngine, ApplyOptions};
 use redmirror_capture::CaptureOptions;
 use redmirror_config::Config;
 use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
-use redmirror_reconcile::{GapSignal, Lease, PassOptions, Reconciler, Service, Trigger};
+use redmirror_reconcile::{GapSignal, Lease, PassOptions, Reconciler, Service, Sides, Trigger};
+use redmirror_redis::bulk::Bulk;
 use redmirror_telemetry::http::{Admin, AdminError, AdminResult, HttpState};
 use redmirror_telemetry::Health;
 use serde_json::json;
@@ -401,6 +402,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         let reconciler = Reconciler::new(
             src,
             dst.clone(),
+            bulk_sides(&config)?,
             publisher.clone().expect("reconcile publisher"),
             kafka.clone(),
             config.group_id.clone(),
@@ -553,4 +555,13 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<ExitCode> {
     stopped?;
     tracing::info!("Stopped cleanly.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bulk-read connections to both sides for the reconciler (connected on
+/// first use).
+pub(crate) fn bulk_sides(config: &Config) -> anyhow::Result<Sides<Bulk>> {
+    Ok(Sides {
+        source: Bulk::new(config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?)?,
+        dest: Bulk::new(config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?)?,
+    })
 }

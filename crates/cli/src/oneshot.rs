@@ -40,6 +40,7 @@ pub async fn reconcile_once(config: Config, args: ReconcileArgs) -> anyhow::Resu
     let reconciler = Reconciler::new(
         source,
         dest.clone(),
+        crate::app::bulk_sides(&config)?,
         publisher.clone(),
         kafka,
         config.group_id.clone(),

@@ -1,35 +1,20 @@
-//! Flow summaries for a pass. Digest mode reads every flow of a batch with
-//! pipelined `HGETALL` on both sides (at the same time) and reduces each to
-//! its state and a SHA-1 of its canonical content here, in the client:
-//! plain `HGETALL` costs Redis about a third of what a digest script did
-//! (no Lua tables, no string building inside the server), and the hashing
-//! runs on the client's core instead of the two Redis cores. State mode
-//! (phases 2 and 3, where content does not matter) stays a small
-//! read-only script per batch. Only flows whose summaries differ are read
-//! again in full (atomically, with the source clock) and repaired.
+//! Flow summaries for a pass. Digests read every flow of a batch with
+//! pipelined `HGETALL` on both sides (at the same time, each on its own
+//! [`Bulk`] connection, replies parsed in place) and reduce each to its
+//! state and a SHA-1 of its canonical content here, in the client: plain
+//! `HGETALL` costs Redis about a third of what a digest script did (no Lua
+//! tables, no string building inside the server), and the hashing runs on
+//! the client's core instead of the two Redis cores. States (phases 2 and
+//! 3, where content does not matter) stay a small read-only script per
+//! batch. Only flows whose summaries differ are read again in full
+//! (atomically, with the source clock) and repaired.
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::{CustomCommand, Value};
+use fred::types::Value;
 use redmirror_core::{KeyLayout, MirrorRules};
+use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
 use redmirror_redis::{value, Script};
-
-/// Source side, state mode. ARGV: org field, filtered orgs... Reply per
-/// key: `n` absent, `x` not a hash, `f` filtered organisation, `h` a hash.
-const SOURCE: &str = r#"#!lua flags=no-writes
-local orgf = ARGV[1]
-local filtered = {}
-for i = 2, #ARGV do filtered[ARGV[i]] = true end
-local out = {}
-for i = 1, #KEYS do
-  local org = redis.pcall('HGET', KEYS[i], orgf)
-  if type(org) == 'table' and org['err'] then out[i] = 'x'
-  elseif org and filtered[org] then out[i] = 'f'
-  elseif redis.call('EXISTS', KEYS[i]) == 1 then out[i] = 'h'
-  else out[i] = 'n' end
-end
-return out
-"#;
 
 /// Destination side, state mode. KEYS: index, watermarks, flow keys...;
 /// ARGV: marker field, flow ids... Reply per key, three items: state (`n`
@@ -53,15 +38,6 @@ end
 return out
 "#;
 
-/// Digest or state only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// States and content digests.
-    Digest,
-    /// States only (cheaper).
-    State,
-}
-
 /// A destination flow's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestSummary {
@@ -76,107 +52,125 @@ pub struct DestSummary {
 /// Reads flow summaries on either side.
 #[derive(Debug, Clone)]
 pub struct Digests {
-    source: Script,
     dest: Script,
     keys: KeyLayout,
     rules: MirrorRules,
-    source_args: Vec<Value>,
 }
 
 impl Digests {
     /// Readers for this layout and these rules.
     pub fn new(keys: KeyLayout, rules: &MirrorRules) -> Self {
-        let mut source_args = vec![Value::Bytes(rules.org_field.clone())];
-        source_args.extend(rules.filtered_orgs.iter().cloned().map(Value::Bytes));
         Digests {
-            source: Script::read_only(SOURCE),
             dest: Script::read_only(DEST),
             keys,
             rules: rules.clone(),
-            source_args,
         }
     }
 
-    /// Source summaries of these flows: `n`, `x`, `f`, and `h` (state mode)
-    /// or `d` + digest of the fields a copy must have (digest mode).
-    pub async fn source(&self, client: &Client, ids: &[Bytes], mode: Mode) -> Result<Vec<Bytes>, fred::error::Error> {
-        let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
-        if mode == Mode::Digest {
-            let replies = per_key(client, "HGETALL", &keys, &[]).await?;
-            if let Some(e) = first_error(replies_errors(&replies)) {
-                return Err(e);
-            }
-            return Ok(replies
-                .iter()
-                .map(|r| match r.as_ref().ok().map(flat_pairs) {
-                    None | Some(None) => Bytes::from_static(b"x"),
-                    Some(Some(p)) if p.is_empty() => Bytes::from_static(b"n"),
-                    Some(Some(p)) if self.filtered(&p) => Bytes::from_static(b"f"),
-                    Some(Some(p)) => digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n))),
-                })
-                .collect());
+    /// Source summaries of these flows: `n` absent, `x` not a hash, `f`
+    /// filtered organisation, or `d` + digest of the fields a copy must have.
+    pub async fn source(&self, bulk: &Bulk, ids: &[Bytes]) -> Result<Vec<Bytes>, fred::error::Error> {
+        let mut pipe = Pipeline::new();
+        for id in ids {
+            pipe.key_cmd(b"HGETALL", &self.keys.flow_key(id));
         }
-        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-        let reply = self.source.call(client, &refs, self.source_args.clone()).await?;
-        let Value::Array(items) = reply else { return Err(bad()) };
-        if items.len() != ids.len() {
-            return Err(bad());
+        let mut out = Vec::with_capacity(ids.len());
+        let mut failed = None;
+        bulk.run(&pipe, |_, reply| {
+            out.push(match hash_reply(reply, &mut failed) {
+                None => Bytes::from_static(b"x"),
+                Some(p) if p.is_empty() => Bytes::from_static(b"n"),
+                Some(p) if self.filtered(&p) => Bytes::from_static(b"f"),
+                Some(p) => digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n))),
+            })
+        })
+        .await?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
-        Ok(items.iter().map(|v| value::bytes(v).unwrap_or_default()).collect())
     }
 
-    /// Destination summaries of these flows: in digest mode the state is
-    /// `d` + digest of the copy without its marker for a sync copy.
+    /// Destination summaries of these flows, with the index entry and the
+    /// watermark: the state is `n`, `x`, `v` (native) or, for a sync copy,
+    /// `d` + digest of the copy without its marker.
     pub async fn dest(
+        &self,
+        bulk: &Bulk,
+        marker: &Bytes,
+        ids: &[Bytes],
+    ) -> Result<Vec<DestSummary>, fred::error::Error> {
+        let mut pipe = Pipeline::new();
+        for id in ids {
+            pipe.key_cmd(b"HGETALL", &self.keys.flow_key(id));
+        }
+        // One HMGET each for the index and the watermarks, after the reads.
+        pipe.key_cmd_with(b"HMGET", &self.keys.index_key, ids);
+        pipe.key_cmd_with(b"HMGET", self.keys.watermark_key().as_bytes(), ids);
+        let n = ids.len();
+        let mut out = Vec::with_capacity(n);
+        let mut failed = None;
+        let mut fail = |e: fred::error::Error| {
+            failed.get_or_insert(e);
+        };
+        bulk.run(&pipe, |i, reply| {
+            if i < n {
+                let mut err = None;
+                let state = match hash_reply(reply, &mut err) {
+                    None => Bytes::from_static(b"x"),
+                    Some(p) if p.is_empty() => Bytes::from_static(b"n"),
+                    Some(p) => {
+                        let sync = p
+                            .iter()
+                            .any(|(n, v)| *n == marker.as_ref() && *v == redmirror_core::rules::MARKER_VALUE);
+                        if sync {
+                            digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref()))
+                        } else {
+                            Bytes::from_static(b"v")
+                        }
+                    }
+                };
+                if let Some(e) = err {
+                    fail(e);
+                }
+                out.push(DestSummary {
+                    state,
+                    indexed: false,
+                    watermarked: false,
+                });
+                return;
+            }
+            match reply {
+                Reply::Array(flags) if flags.len() == n => {
+                    for (summary, flag) in out.iter_mut().zip(flags) {
+                        let present = flag != Reply::Nil;
+                        if i == n {
+                            summary.indexed = present;
+                        } else {
+                            summary.watermarked = present;
+                        }
+                    }
+                }
+                Reply::Error(e) => fail(server_error(e)),
+                _ => fail(bad()),
+            }
+        })
+        .await?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Destination states of these flows (a read-only script; no content).
+    pub async fn dest_states(
         &self,
         client: &Client,
         marker: &Bytes,
         ids: &[Bytes],
-        mode: Mode,
     ) -> Result<Vec<DestSummary>, fred::error::Error> {
         let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
         let wm = self.keys.watermark_key();
-        if mode == Mode::Digest {
-            // One HMGET each for the index and the watermarks, after the reads.
-            let extra: [(&[u8], &[Bytes]); 2] = [(&self.keys.index_key, ids), (wm.as_bytes(), ids)];
-            let mut replies = per_key(client, "HGETALL", &flow_keys, &extra).await?;
-            if let Some(e) = first_error(replies_errors(&replies[ids.len()..])) {
-                return Err(e);
-            }
-            let watermarks = present(replies.pop().and_then(Result::ok), ids.len())?;
-            let indexed = present(replies.pop().and_then(Result::ok), ids.len())?;
-            if let Some(e) = first_error(replies_errors(&replies)) {
-                return Err(e);
-            }
-            return Ok(replies
-                .iter()
-                .zip(indexed.into_iter().zip(watermarks))
-                .map(|(r, (indexed, watermarked))| {
-                    let state = match r {
-                        Err(_) => Bytes::from_static(b"x"),
-                        Ok(v) => match flat_pairs(v) {
-                            None => Bytes::from_static(b"x"),
-                            Some(p) if p.is_empty() => Bytes::from_static(b"n"),
-                            Some(p) => {
-                                let sync = p
-                                    .iter()
-                                    .any(|(n, v)| *n == marker.as_ref() && *v == redmirror_core::rules::MARKER_VALUE);
-                                if sync {
-                                    digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref()))
-                                } else {
-                                    Bytes::from_static(b"v")
-                                }
-                            }
-                        },
-                    };
-                    DestSummary {
-                        state,
-                        indexed,
-                        watermarked,
-                    }
-                })
-                .collect());
-        }
         let mut refs: Vec<&[u8]> = vec![&self.keys.index_key, wm.as_bytes()];
         refs.extend(flow_keys.iter().map(|k| k.as_ref()));
         let mut args = vec![Value::Bytes(marker.clone())];
@@ -204,84 +198,79 @@ impl Digests {
     }
 }
 
-/// `cmd key` for every key (`HGETALL`, `EXISTS`), then `HMGET key ids...`
-/// for every `extra`, in one pipeline. One reply per command; a command's
-/// error (WRONGTYPE) is its reply, a connection error fails the call.
-pub(crate) async fn per_key(
-    client: &Client,
-    cmd: &'static str,
-    keys: &[Bytes],
-    extra: &[(&[u8], &[Bytes])],
-) -> Result<Vec<Result<Value, fred::error::Error>>, fred::error::Error> {
-    let pipe = client.pipeline();
-    for k in keys {
-        let _: () = pipe
-            .custom(
-                CustomCommand::new_static(cmd, None, false),
-                vec![Value::Bytes(k.clone())],
-            )
-            .await?;
+/// Which flows of `ids` have no key on this side. One multi-key `EXISTS`
+/// answers the usual case (every key exists) in a single command; only a
+/// batch with a gap is asked again key by key (anything but 1 counts as
+/// absent, and the caller then reads the full state).
+pub async fn without_copy(bulk: &Bulk, keys: &KeyLayout, ids: &[Bytes]) -> Result<Vec<Bytes>, fred::error::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    for (key, fields) in extra {
-        let mut args = Vec::with_capacity(1 + fields.len());
-        args.push(Value::Bytes(Bytes::copy_from_slice(key)));
-        args.extend(fields.iter().cloned().map(Value::Bytes));
-        let _: () = pipe
-            .custom(CustomCommand::new_static("HMGET", None, false), args)
-            .await?;
+    let flow_keys: Vec<Bytes> = ids.iter().map(|id| keys.flow_key(id)).collect();
+    // EXISTS counts a repeated key each time: ask for each key once.
+    let distinct: std::collections::HashSet<&Bytes> = flow_keys.iter().collect();
+    let asked = distinct.len() as i64;
+    let mut args: Vec<&[u8]> = Vec::with_capacity(1 + distinct.len());
+    args.push(b"EXISTS");
+    args.extend(distinct.into_iter().map(|k| k.as_ref()));
+    let mut pipe = Pipeline::new();
+    pipe.cmd(&args);
+    let mut present = Err(bad());
+    bulk.run(&pipe, |_, reply| {
+        present = match reply {
+            Reply::Int(n) => Ok(n),
+            Reply::Error(e) => Err(server_error(e)),
+            _ => Err(bad()),
+        }
+    })
+    .await?;
+    if present? == asked {
+        return Ok(Vec::new());
     }
-    let replies = pipe.try_all::<Value>().await;
-    if replies.len() != keys.len() + extra.len() {
-        return Err(bad());
+    let mut pipe = Pipeline::new();
+    for k in &flow_keys {
+        pipe.key_cmd(b"EXISTS", k);
     }
-    Ok(replies)
-}
-
-fn is_wrong_type(e: &fred::error::Error) -> bool {
-    e.details().starts_with("WRONGTYPE")
-}
-
-/// Errors other than WRONGTYPE (which is a flow's state, not a failure).
-fn replies_errors(replies: &[Result<Value, fred::error::Error>]) -> impl Iterator<Item = &fred::error::Error> {
-    replies
-        .iter()
-        .filter_map(|r| r.as_ref().err())
-        .filter(|e| !is_wrong_type(e))
-}
-
-fn first_error<'a>(mut errors: impl Iterator<Item = &'a fred::error::Error>) -> Option<fred::error::Error> {
-    errors.next().cloned()
-}
-
-/// `HMGET` reply as present/absent flags.
-fn present(v: Option<Value>, n: usize) -> Result<Vec<bool>, fred::error::Error> {
-    match v {
-        Some(Value::Array(items)) if items.len() == n => Ok(items.iter().map(|v| !v.is_null()).collect()),
-        _ => Err(bad()),
-    }
-}
-
-/// The raw bytes of a string reply.
-fn raw(v: &Value) -> Option<&[u8]> {
-    match v {
-        Value::Bytes(b) => Some(b),
-        Value::String(s) => Some(s.as_bytes()),
-        _ => None,
+    let mut absent = Vec::new();
+    let mut failed = None;
+    bulk.run(&pipe, |i, reply| match reply {
+        Reply::Int(1) => {}
+        Reply::Error(e) => {
+            failed.get_or_insert(server_error(e));
+        }
+        _ => absent.push(ids[i].clone()),
+    })
+    .await?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(absent),
     }
 }
 
 /// An `HGETALL` reply as borrowed (name, value) pairs; `None` when it is
-/// not a hash reply.
-fn flat_pairs(v: &Value) -> Option<Vec<(&[u8], &[u8])>> {
-    match v {
-        Value::Array(items) => items
+/// not a hash (`WRONGTYPE`, which is a state, not a failure). Any other
+/// error reply is kept in `failed`.
+fn hash_reply<'a>(reply: Reply<'a>, failed: &mut Option<fred::error::Error>) -> Option<Vec<(&'a [u8], &'a [u8])>> {
+    match reply {
+        Reply::Array(items) if items.len() % 2 == 0 => items
             .chunks_exact(2)
-            .map(|c| Some((raw(&c[0])?, raw(&c[1])?)))
+            .map(|c| match c {
+                [Reply::Str(n), Reply::Str(v)] => Some((*n, *v)),
+                _ => None,
+            })
             .collect(),
-        Value::Map(m) => m.iter().map(|(k, v)| Some((k.as_bytes(), raw(v)?))).collect(),
-        Value::Null => Some(Vec::new()),
+        Reply::Error(e) if e.starts_with(b"WRONGTYPE") => None,
+        Reply::Error(e) => {
+            failed.get_or_insert(server_error(e));
+            None
+        }
         _ => None,
     }
+}
+
+/// An error reply as a fred error (so it is classified like fred's own).
+fn server_error(e: &[u8]) -> fred::error::Error {
+    fred::error::Error::new(fred::error::ErrorKind::Unknown, String::from_utf8_lossy(e).into_owned())
 }
 
 /// `d` + SHA-1 of the fields sorted by name, each name and value
@@ -349,13 +338,14 @@ mod tests {
 
     #[test]
     fn hgetall_replies_become_pairs() {
-        let arr = Value::Array(vec![
-            Value::Bytes(Bytes::from_static(b"\xff")),
-            Value::String("v".into()),
-        ]);
-        assert_eq!(flat_pairs(&arr), Some(vec![(&b"\xff"[..], &b"v"[..])]));
-        assert_eq!(flat_pairs(&Value::Array(vec![])), Some(vec![]));
-        assert_eq!(flat_pairs(&Value::Null), Some(vec![]));
-        assert_eq!(flat_pairs(&Value::Integer(3)), None);
+        let mut failed = None;
+        let arr = Reply::Array(vec![Reply::Str(b"\xff"), Reply::Str(b"v")]);
+        assert_eq!(hash_reply(arr, &mut failed), Some(vec![(&b"\xff"[..], &b"v"[..])]));
+        assert_eq!(hash_reply(Reply::Array(vec![]), &mut failed), Some(vec![]));
+        assert_eq!(hash_reply(Reply::Int(3), &mut failed), None);
+        assert_eq!(hash_reply(Reply::Error(b"WRONGTYPE Operation"), &mut failed), None);
+        assert!(failed.is_none(), "WRONGTYPE is a state");
+        assert_eq!(hash_reply(Reply::Error(b"LOADING Redis is loading"), &mut failed), None);
+        assert!(failed.is_some_and(|e| e.details().starts_with("LOADING")));
     }
 }

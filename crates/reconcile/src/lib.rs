@@ -24,6 +24,6 @@ pub mod report;
 pub mod service;
 
 pub use lease::Lease;
-pub use pass::{PassOptions, Reconciler};
+pub use pass::{PassOptions, Reconciler, Sides};
 pub use report::Report;
 pub use service::{GapSignal, Service, Trigger};

@@ -1,5 +1,6 @@
 //! One reconcile pass.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,11 +12,12 @@ use redmirror_core::event::{DeleteReason, FlowEvent, Origin};
 use redmirror_core::rules::Decision;
 use redmirror_core::{KeyLayout, MirrorRules, SourceFlow};
 use redmirror_kafka::{Kafka, Publisher};
+use redmirror_redis::bulk::Bulk;
 use redmirror_redis::source::SourceReader;
 use redmirror_redis::{value, Script};
 use redmirror_telemetry::metrics as m;
 
-use crate::digest::{suspicious, Digests, Mode};
+use crate::digest::{suspicious, without_copy, Digests};
 use crate::report::Report;
 
 /// Reads destination flows: type, fields, whether the index has the flow,
@@ -40,6 +42,15 @@ for i = 3, #KEYS do
 end
 return out
 "#;
+
+/// One of each, for the source and the destination.
+#[derive(Debug)]
+pub struct Sides<T> {
+    /// Source side.
+    pub source: T,
+    /// Destination side.
+    pub dest: T,
+}
 
 /// Settings of a pass.
 #[derive(Debug, Clone)]
@@ -92,6 +103,8 @@ pub struct Reconciler {
     pub keys: KeyLayout,
     /// Rules.
     pub rules: MirrorRules,
+    /// Bulk reads on each side (digests, existence checks).
+    bulk: Arc<Sides<Bulk>>,
     reader: SourceReader,
     dest_script: Script,
     digests: Digests,
@@ -118,10 +131,13 @@ impl Limiter {
 }
 
 impl Reconciler {
-    /// A reconciler over these connections.
+    /// A reconciler over these connections; `bulk` reads each side on
+    /// connections of its own (see [`Bulk`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: Client,
         dest: Client,
+        bulk: Sides<Bulk>,
         publisher: Publisher,
         kafka: Kafka,
         group: String,
@@ -129,6 +145,7 @@ impl Reconciler {
         rules: MirrorRules,
     ) -> Self {
         Reconciler {
+            bulk: Arc::new(bulk),
             digests: Digests::new(keys.clone(), &rules),
             reader: SourceReader::new(keys.clone()),
             dest_script: Script::read_only(READ_DEST),
@@ -226,9 +243,8 @@ impl Reconciler {
                     return Ok(Vec::new());
                 }
                 let (src, dst) = tokio::join!(
-                    self.digests.source(&self.source, &ids, Mode::Digest),
-                    self.digests
-                        .dest(&self.dest, &self.rules.marker_field, &ids, Mode::Digest)
+                    self.digests.source(&self.bulk.source, &ids),
+                    self.digests.dest(&self.bulk.dest, &self.rules.marker_field, &ids)
                 );
                 Ok::<_, PassError>((src.map_err(on("source"))?, dst.map_err(on("destination"))?))
                     .map(|(src, dst)| src.into_iter().zip(dst).collect::<Vec<_>>())
@@ -271,12 +287,14 @@ impl Reconciler {
                 report.dest_flows += ids.len() as u64;
                 // Flows the source has were compared in phase 1: only the
                 // ones it lacks (rare) need their destination state.
-                let gone = self.without_copy(&self.source, &ids).await.map_err(on("source"))?;
+                let gone = without_copy(&self.bulk.source, &self.keys, &ids)
+                    .await
+                    .map_err(on("source"))?;
                 let mut closer = Vec::new();
                 if !gone.is_empty() {
                     let dst = self
                         .digests
-                        .dest(&self.dest, &self.rules.marker_field, &gone, Mode::State)
+                        .dest_states(&self.dest, &self.rules.marker_field, &gone)
                         .await
                         .map_err(on("destination"))?;
                     for (id, d) in gone.iter().zip(&dst) {
@@ -305,11 +323,13 @@ impl Reconciler {
                 .map_err(on("destination"))?;
             if !ids.is_empty() {
                 // Only entries without a copy (rare) need a closer look.
-                let absent = self.without_copy(&self.dest, &ids).await.map_err(on("destination"))?;
+                let absent = without_copy(&self.bulk.dest, &self.keys, &ids)
+                    .await
+                    .map_err(on("destination"))?;
                 if !absent.is_empty() {
                     let dst = self
                         .digests
-                        .dest(&self.dest, &self.rules.marker_field, &absent, Mode::State)
+                        .dest_states(&self.dest, &self.rules.marker_field, &absent)
                         .await
                         .map_err(on("destination"))?;
                     let orphans: Vec<Bytes> = absent
@@ -338,21 +358,6 @@ impl Reconciler {
             metrics::counter!(m::RECONCILE_DRIFT, "kind" => kind.label()).increment(report.count(kind));
         }
         Ok(report)
-    }
-
-    /// The flows of `ids` whose key does not exist on `client` (one
-    /// pipelined `EXISTS` per key; anything but 1 counts as absent, and the
-    /// caller then reads the full state).
-    async fn without_copy(&self, client: &Client, ids: &[Bytes]) -> Result<Vec<Bytes>, fred::error::Error> {
-        let keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
-        let replies = crate::digest::per_key(client, "EXISTS", &keys, &[]).await?;
-        let mut absent = Vec::new();
-        for (id, r) in ids.iter().zip(replies) {
-            if r?.as_i64() != Some(1) {
-                absent.push(id.clone());
-            }
-        }
-        Ok(absent)
     }
 
     async fn read_dest(&self, ids: &[Bytes]) -> Result<Vec<(DestFlow, bool, bool)>, PassError> {

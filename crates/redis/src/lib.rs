@@ -4,6 +4,8 @@
 //! - [`connect`]: a fred client for a configured endpoint (TLS files,
 //!   endless reconnect with backoff, command timeout), connected and checked
 //!   with `PING` before it is returned (fail fast at start-up).
+//! - [`bulk`]: pipelined per-key reads on a connection of their own, with
+//!   replies parsed in place (the reconcile pass's hot path).
 //! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`.
 //! - [`source`]: the atomic read of flows plus the source clock
 //!   (`TIME` and `HGETALL` in one read-only script).
@@ -14,6 +16,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use redmirror_config::RedisEndpoint;
 
+pub mod bulk;
 pub mod script;
 pub mod source;
 pub mod value;
@@ -99,6 +102,12 @@ pub fn build_with(endpoint: &RedisEndpoint, _name: &str, reconnect: bool) -> Res
 }
 
 fn tls_connector(endpoint: &RedisEndpoint) -> Result<fred::types::config::TlsConnector, RedisError> {
+    Ok(fred::types::config::TlsConnector::from(tls_config(endpoint)?))
+}
+
+/// The rustls client configuration for a `rediss://` endpoint: its CA file
+/// (or the system's roots) and, when both are given, its client certificate.
+fn tls_config(endpoint: &RedisEndpoint) -> Result<rustls::ClientConfig, RedisError> {
     let fail = |msg: String| RedisError::new(endpoint, fred::error::Error::new(fred::error::ErrorKind::Tls, msg));
     let mut roots = rustls::RootCertStore::empty();
     match &endpoint.tls.ca_file {
@@ -138,7 +147,7 @@ fn tls_connector(endpoint: &RedisEndpoint) -> Result<fred::types::config::TlsCon
         }
         _ => builder.with_no_client_auth(),
     };
-    Ok(fred::types::config::TlsConnector::from(config))
+    Ok(config)
 }
 
 /// The server's `run_id` (tells two servers apart even behind different URLs).

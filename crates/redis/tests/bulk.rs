@@ -1,0 +1,166 @@
+//! Bulk reads against a real redis-server: replies in order and borrowed
+//! correctly, credentials and database from the URL, and a connection
+//! that never carries stale replies into the next call.
+
+use std::time::Duration;
+
+use redmirror_config::{RedisEndpoint, TlsFiles};
+use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
+use redmirror_testkit::{RedisOptions, RedisServer};
+
+fn endpoint(url: String) -> RedisEndpoint {
+    RedisEndpoint {
+        url,
+        tls: TlsFiles::default(),
+    }
+}
+
+/// Runs `pipe` and returns owned copies of the replies.
+async fn run(bulk: &Bulk, pipe: &Pipeline) -> Result<Vec<String>, fred::error::Error> {
+    let mut out = Vec::new();
+    bulk.run(pipe, |i, r| {
+        assert_eq!(i, out.len(), "replies come in order");
+        out.push(show(&r));
+    })
+    .await?;
+    Ok(out)
+}
+
+fn show(r: &Reply<'_>) -> String {
+    match r {
+        Reply::Nil => "nil".into(),
+        Reply::Int(i) => format!(":{i}"),
+        Reply::Str(s) => String::from_utf8_lossy(s).into_owned(),
+        Reply::Error(e) => format!("-{}", String::from_utf8_lossy(e)),
+        Reply::Array(a) => format!("[{}]", a.iter().map(show).collect::<Vec<_>>().join(",")),
+    }
+}
+
+#[tokio::test]
+async fn mixed_pipeline_replies_in_order() {
+    let server = RedisServer::start_with(RedisOptions::default());
+    let _: () = server.cmd(&[b"HSET", b"h", b"f", b"\xffv"]);
+    let _: () = server.cmd(&[b"SET", b"s", b"x"]);
+    let bulk = Bulk::new(&endpoint(server.url())).expect("bulk");
+    let mut pipe = Pipeline::new();
+    pipe.key_cmd(b"HGETALL", b"h")
+        .key_cmd(b"HGETALL", b"absent")
+        .key_cmd(b"HGETALL", b"s")
+        .cmd(&[b"EXISTS".as_ref(), b"h", b"s", b"absent"])
+        .key_cmd_with(b"HMGET", b"h", &[b"f".as_ref(), b"g"])
+        .key_cmd(b"EXISTS", b"");
+    let replies = run(&bulk, &pipe).await.expect("pipeline");
+    assert_eq!(replies.len(), 6);
+    assert_eq!(replies[0], "[f,\u{fffd}v]");
+    assert_eq!(replies[1], "[]");
+    assert!(replies[2].starts_with("-WRONGTYPE"), "{}", replies[2]);
+    assert_eq!(replies[3], ":2");
+    assert_eq!(replies[4], "[\u{fffd}v,nil]");
+    assert_eq!(replies[5], ":0");
+    // The connection is reused and still in step after an error reply.
+    assert_eq!(run(&bulk, &pipe).await.expect("again"), replies);
+}
+
+#[tokio::test]
+async fn large_replies_span_many_reads() {
+    let server = RedisServer::start_with(RedisOptions::default());
+    let value = vec![b'v'; 300];
+    let mut conn = server.conn();
+    for chunk in 0..20 {
+        let mut c = redis::cmd("HSET");
+        c.arg("big");
+        for i in 0..250 {
+            c.arg(format!("field-{chunk}-{i}")).arg(&value);
+        }
+        let _: () = c.query(&mut conn).expect("HSET");
+    }
+    let bulk = Bulk::new(&endpoint(server.url())).expect("bulk");
+    let mut pipe = Pipeline::new();
+    for _ in 0..40 {
+        pipe.key_cmd(b"HGETALL", b"big");
+    }
+    let mut fields = 0;
+    let mut bytes = 0;
+    bulk.run(&pipe, |_, r| {
+        let Reply::Array(items) = r else {
+            panic!("not an array: {r:?}")
+        };
+        fields += items.len() / 2;
+        bytes += items
+            .iter()
+            .map(|i| if let Reply::Str(s) = i { s.len() } else { 0 })
+            .sum::<usize>();
+    })
+    .await
+    .expect("pipeline");
+    assert_eq!(fields, 40 * 5000);
+    assert!(bytes > 40 * 5000 * 300, "{bytes} bytes");
+}
+
+#[tokio::test]
+async fn password_and_database_come_from_the_url() {
+    let server = RedisServer::start_with(RedisOptions::default().arg("requirepass", "s3cret"));
+    let url = format!("redis://:s3cret@127.0.0.1:{}/3", server.port());
+    let bulk = Bulk::new(&endpoint(url.clone())).expect("bulk");
+    let mut pipe = Pipeline::new();
+    pipe.cmd(&[b"HSET".as_ref(), b"k", b"f", b"v"]);
+    run(&bulk, &pipe).await.expect("write through bulk");
+    let mut independent = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let got: Vec<String> = redis::cmd("HGETALL").arg("k").query(&mut independent).unwrap();
+    assert_eq!(got, ["f", "v"], "the write went to database 3");
+    let db0: bool = redis::cmd("SELECT")
+        .arg(0)
+        .query::<()>(&mut independent)
+        .and_then(|_| redis::cmd("EXISTS").arg("k").query(&mut independent))
+        .unwrap();
+    assert!(!db0, "not to database 0");
+
+    let wrong = Bulk::new(&endpoint(format!("redis://:nope@127.0.0.1:{}", server.port()))).expect("bulk");
+    let err = run(&wrong, &pipe).await.expect_err("wrong password");
+    assert_eq!(*err.kind(), fred::error::ErrorKind::Auth, "{err}");
+    assert!(err.details().contains("WRONGPASS"), "{err}");
+}
+
+#[tokio::test]
+async fn a_restarted_server_fails_one_call_then_reconnects() {
+    let mut server = RedisServer::start_with(RedisOptions::default());
+    let _: () = server.cmd(&[b"SET", b"k", b"1"]);
+    let bulk = Bulk::new(&endpoint(server.url())).expect("bulk");
+    let mut pipe = Pipeline::new();
+    pipe.key_cmd(b"EXISTS", b"k");
+    assert_eq!(run(&bulk, &pipe).await.expect("first"), [":1"]);
+    server.restart();
+    let err = run(&bulk, &pipe).await.expect_err("the old connection is gone");
+    assert_eq!(*err.kind(), fred::error::ErrorKind::IO, "{err}");
+    assert_eq!(run(&bulk, &pipe).await.expect("reconnected"), [":1"]);
+}
+
+#[tokio::test]
+async fn a_cancelled_pipeline_leaves_no_stale_replies() {
+    let server = RedisServer::start_with(RedisOptions::default());
+    let _: () = server.cmd(&[b"SET", b"k", b"1"]);
+    let bulk = Bulk::new(&endpoint(server.url())).expect("bulk");
+    // Connect, then cancel a slow pipeline while its reply is outstanding.
+    let mut ping = Pipeline::new();
+    ping.cmd(&[b"PING"]);
+    assert_eq!(run(&bulk, &ping).await.expect("ping"), ["PONG"]);
+    let mut slow = Pipeline::new();
+    slow.cmd(&[b"BLPOP".as_ref(), b"nothing", b"0.3"])
+        .cmd(&[b"GET".as_ref(), b"k"]);
+    let cancelled = tokio::time::timeout(Duration::from_millis(50), run(&bulk, &slow)).await;
+    assert!(cancelled.is_err(), "the slow pipeline was still running");
+    // The next call must get its own reply, not BLPOP's nil or GET's 1.
+    let mut get = Pipeline::new();
+    get.cmd(&[b"ECHO".as_ref(), b"mine"]);
+    assert_eq!(run(&bulk, &get).await.expect("after cancel"), ["mine"]);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_an_error_not_a_hang() {
+    let port = redmirror_testkit::free_port();
+    let bulk = Bulk::new(&endpoint(format!("redis://127.0.0.1:{port}"))).expect("bulk");
+    let mut pipe = Pipeline::new();
+    pipe.cmd(&[b"PING"]);
+    let err = run(&bulk, &pipe).await.expect_err("nothing listens");
+    assert_eq!(*err.kind(), fred::error::ErrorKind::IO, "{err}");
+}
