@@ -462,7 +462,12 @@ fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
     load::fill_in_sync(&s.source.url(), &s.dest.url(), "rc", small)?;
     let (small_report, small_proc) = procs::reconcile_once(&s, "reconcile-small")?;
     load::fill_in_sync(&s.source.url(), &s.dest.url(), "rc", n)?;
+    let servers_before = [procs::redis_cpu(&s.source)?, procs::redis_cpu(&s.dest)?];
     let (report, p1) = procs::reconcile_once(&s, "reconcile-in-sync")?;
+    let servers_cpu = [
+        procs::redis_cpu(&s.source)? - servers_before[0],
+        procs::redis_cpu(&s.dest)? - servers_before[1],
+    ];
     let secs = report["duration_seconds"].as_f64().unwrap_or(f64::NAN);
     let in_sync = n as f64 / secs;
     load::drift(&s.dest.url(), "rc", n, 10)?;
@@ -479,6 +484,7 @@ fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
             "drift_found": drifted["drift"], "plain_loop_per_s": plain, "phases_in_sync": report["phase_seconds"], "phases_drift": drifted["phase_seconds"],
             "rss_small_mib": small_proc.peak_rss_mib(), "rss_full_mib": p1.peak_rss_mib(),
             "small_flows": small, "small_s": small_report["duration_seconds"],
+            "in_sync_source_redis_cpu_s": servers_cpu[0], "in_sync_dest_redis_cpu_s": servers_cpu[1],
         }),
     );
     r.row(
@@ -500,6 +506,10 @@ fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
         ratio(p1.peak_rss_mib(), small_proc.peak_rss_mib()),
     );
     r.procs("reconcile", &[&small_proc, &p1, &p2]);
+    println!(
+        "    reconcile: during the in-sync pass, source redis-server CPU {:.1} s, destination redis-server CPU {:.1} s",
+        servers_cpu[0], servers_cpu[1]
+    );
     Ok(())
 }
 

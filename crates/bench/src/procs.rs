@@ -336,6 +336,19 @@ fn json_out(out: &str) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&out[start..=end])?)
 }
 
+/// CPU seconds (user + system) a redis-server has used so far (`INFO cpu`).
+pub fn redis_cpu(server: &RedisServer) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(&mut server.conn())?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_user:")
+                .or_else(|| l.strip_prefix("used_cpu_sys:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum())
+}
+
 /// `redmirror reconcile --once --dry-run --json`: the report and the process.
 pub fn reconcile_once(s: &Servers, name: &str) -> anyhow::Result<(serde_json::Value, Proc)> {
     let mut p = Proc::spawn(

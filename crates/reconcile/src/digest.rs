@@ -91,9 +91,10 @@ impl Digests {
         }
     }
 
-    /// Destination summaries of these flows, with the index entry and the
-    /// watermark: the state is `n`, `x`, `v` (native) or, for a sync copy,
-    /// `d` + digest of the copy without its marker.
+    /// Destination summaries of these flows, with the index entry: the
+    /// state is `n`, `x`, `v` (native) or, for a sync copy, `d` + digest of
+    /// the copy without its marker. Watermarks are not read (the comparison
+    /// does not need them): `watermarked` is false.
     pub async fn dest(
         &self,
         bulk: &Bulk,
@@ -104,9 +105,8 @@ impl Digests {
         for id in ids {
             pipe.key_cmd(b"HGETALL", &self.keys.flow_key(id));
         }
-        // One HMGET each for the index and the watermarks, after the reads.
+        // One HMGET for the index entries, after the reads.
         pipe.key_cmd_with(b"HMGET", &self.keys.index_key, ids);
-        pipe.key_cmd_with(b"HMGET", self.keys.watermark_key().as_bytes(), ids);
         let n = ids.len();
         let mut out = Vec::with_capacity(n);
         let mut failed = None;
@@ -143,12 +143,7 @@ impl Digests {
             match reply {
                 Reply::Array(flags) if flags.len() == n => {
                     for (summary, flag) in out.iter_mut().zip(flags) {
-                        let present = flag != Reply::Nil;
-                        if i == n {
-                            summary.indexed = present;
-                        } else {
-                            summary.watermarked = present;
-                        }
+                        summary.indexed = flag != Reply::Nil;
                     }
                 }
                 Reply::Error(e) => fail(server_error(e)),
@@ -275,19 +270,22 @@ fn server_error(e: &[u8]) -> fred::error::Error {
 
 /// `d` + SHA-1 of the fields sorted by name, each name and value
 /// length-prefixed: equal digests mean equal content, in any field order.
+/// (RustCrypto's `sha1` uses the CPU's SHA instructions where it has them:
+/// hashing was 40 % of a pass's client CPU with a portable SHA-1.)
 fn digest<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Bytes {
+    use sha1::Digest as _;
     let mut fields: Vec<(&[u8], &[u8])> = fields.collect();
     fields.sort_unstable();
-    let mut h = sha1_smol::Sha1::new();
+    let mut h = sha1::Sha1::new();
     for (n, v) in fields {
-        h.update(&(n.len() as u64).to_le_bytes());
+        h.update((n.len() as u64).to_le_bytes());
         h.update(n);
-        h.update(&(v.len() as u64).to_le_bytes());
+        h.update((v.len() as u64).to_le_bytes());
         h.update(v);
     }
     let mut out = Vec::with_capacity(21);
     out.push(b'd');
-    out.extend_from_slice(&h.digest().bytes());
+    out.extend_from_slice(&h.finalize());
     Bytes::from(out)
 }
 

@@ -110,19 +110,20 @@ pub struct Reconciler {
     digests: Digests,
 }
 
+/// Keys-per-second limit shared by the phases of a pass.
 struct Limiter {
     rate: u64,
     start: Instant,
-    done: u64,
+    done: std::sync::atomic::AtomicU64,
 }
 
 impl Limiter {
-    async fn take(&mut self, n: u64) {
-        self.done += n;
+    async fn take(&self, n: u64) {
+        let done = self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         if self.rate == 0 {
             return;
         }
-        let due = Duration::from_secs_f64(self.done as f64 / self.rate as f64);
+        let due = Duration::from_secs_f64(done as f64 / self.rate as f64);
         let elapsed = self.start.elapsed();
         if due > elapsed {
             tokio::time::sleep(due - elapsed).await;
@@ -191,7 +192,10 @@ impl Reconciler {
         }
     }
 
-    /// Runs one pass.
+    /// Runs one pass: the barrier, then three phases at the same time
+    /// (each waits on its own Redis round trips, so together they keep
+    /// both sides busy): every source flow against its copy, destination
+    /// flows whose source is gone, and index entries without a copy.
     pub async fn run_pass(&self, opts: &PassOptions) -> Result<Report, PassError> {
         let started = Instant::now();
         let mut report = Report {
@@ -199,27 +203,43 @@ impl Reconciler {
             dry_run: opts.dry_run,
             ..Report::default()
         };
-        let mut phase = Instant::now();
-        let mut lap = |report: &mut Report, name: &str| {
-            report
-                .phase_seconds
-                .insert(name.to_string(), phase.elapsed().as_secs_f64());
-            phase = Instant::now();
-        };
         report.barrier = if self.barrier(opts.barrier_timeout).await {
             "reached".into()
         } else {
             tracing::warn!("Reconcile barrier not reached (apply behind or not running); comparing anyway.");
             "timed_out".into()
         };
-        lap(&mut report, "barrier");
-        let mut limiter = Limiter {
+        report
+            .phase_seconds
+            .insert("barrier".into(), started.elapsed().as_secs_f64());
+        let limiter = Limiter {
             rate: opts.rate_limit,
             start: Instant::now(),
-            done: 0,
+            done: 0.into(),
         };
-        // Phase 1: every source flow. The next SCAN page is fetched while the
-        // current one is compared.
+        let (source, dest, index) = tokio::join!(
+            phase("source_scan", self.source_phase(opts, &limiter)),
+            phase("dest_scan", self.dest_phase(opts, &limiter)),
+            phase("index_scan", self.index_phase(opts)),
+        );
+        for part in [source?, dest?, index?] {
+            report.absorb(part);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        report.duration_seconds = secs;
+        report.flows_per_second = (report.source_flows + report.dest_flows) as f64 / secs.max(1e-9);
+        metrics::counter!(m::RECONCILE_RUNS).increment(1);
+        metrics::histogram!(m::RECONCILE_DURATION).record(secs);
+        for kind in [DriftKind::Missing, DriftKind::Extra, DriftKind::Different] {
+            metrics::counter!(m::RECONCILE_DRIFT, "kind" => kind.label()).increment(report.count(kind));
+        }
+        Ok(report)
+    }
+
+    /// Phase 1: every source flow against its copy. The next SCAN page is
+    /// fetched while the current one is compared.
+    async fn source_phase(&self, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
+        let mut report = Report::default();
         let pattern = self.keys.scan_pattern();
         let mut page = scan(&self.source, &Bytes::from_static(b"0"), &pattern, opts.batch)
             .await
@@ -271,8 +291,13 @@ impl Reconciler {
                 None => break,
             }
         }
-        lap(&mut report, "source_scan");
-        // Phase 2: destination flows whose source is gone (extra copies).
+        Ok(report)
+    }
+
+    /// Phase 2: destination flows whose source is gone (extra copies).
+    async fn dest_phase(&self, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
+        let mut report = Report::default();
+        let pattern = self.keys.scan_pattern();
         let mut cursor = Bytes::from_static(b"0");
         loop {
             let (next, keys) = scan(&self.dest, &cursor, &pattern, opts.batch)
@@ -285,7 +310,7 @@ impl Reconciler {
             if !ids.is_empty() {
                 limiter.take(ids.len() as u64).await;
                 report.dest_flows += ids.len() as u64;
-                // Flows the source has were compared in phase 1: only the
+                // Flows the source has are compared in phase 1: only the
                 // ones it lacks (rare) need their destination state.
                 let gone = without_copy(&self.bulk.source, &self.keys, &ids)
                     .await
@@ -314,8 +339,12 @@ impl Reconciler {
             }
             cursor = next;
         }
-        lap(&mut report, "dest_scan");
-        // Phase 3: index entries the mirror wrote for flows that have no copy.
+        Ok(report)
+    }
+
+    /// Phase 3: index entries the mirror wrote for flows that have no copy.
+    async fn index_phase(&self, opts: &PassOptions) -> Result<Report, PassError> {
+        let mut report = Report::default();
         let mut cursor = Bytes::from_static(b"0");
         loop {
             let (next, ids) = hscan_fields(&self.dest, &self.keys.index_key, &cursor, opts.batch)
@@ -347,15 +376,6 @@ impl Reconciler {
                 break;
             }
             cursor = next;
-        }
-        lap(&mut report, "index_scan");
-        let secs = started.elapsed().as_secs_f64();
-        report.duration_seconds = secs;
-        report.flows_per_second = (report.source_flows + report.dest_flows) as f64 / secs.max(1e-9);
-        metrics::counter!(m::RECONCILE_RUNS).increment(1);
-        metrics::histogram!(m::RECONCILE_DURATION).record(secs);
-        for kind in [DriftKind::Missing, DriftKind::Extra, DriftKind::Different] {
-            metrics::counter!(m::RECONCILE_DRIFT, "kind" => kind.label()).increment(report.count(kind));
         }
         Ok(report)
     }
@@ -480,6 +500,17 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// Runs a phase and records how long it took in its report.
+async fn phase(
+    name: &'static str,
+    run: impl std::future::Future<Output = Result<Report, PassError>>,
+) -> Result<Report, PassError> {
+    let t = Instant::now();
+    let mut report = run.await?;
+    report.phase_seconds.insert(name.into(), t.elapsed().as_secs_f64());
+    Ok(report)
 }
 
 async fn scan(

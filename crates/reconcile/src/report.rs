@@ -41,7 +41,8 @@ pub struct Report {
     pub repaired: u64,
     /// Native copies seen (never drift).
     pub native: u64,
-    /// Seconds spent in each phase (barrier, source scan, destination scan, index scan).
+    /// Seconds spent in each phase: `barrier`, then `source_scan`,
+    /// `dest_scan` and `index_scan`, which run at the same time.
     pub phase_seconds: BTreeMap<String, f64>,
     /// Per-flow drift (at most [`MAX_LISTED`]).
     pub flows: Vec<FlowDrift>,
@@ -61,6 +62,21 @@ impl Report {
         } else {
             self.truncated = true;
         }
+    }
+
+    /// Adds a phase's counts, drift and timings to this report.
+    pub fn absorb(&mut self, part: Report) {
+        self.source_flows += part.source_flows;
+        self.dest_flows += part.dest_flows;
+        self.repaired += part.repaired;
+        self.native += part.native;
+        for (kind, n) in part.drift {
+            *self.drift.entry(kind).or_default() += n;
+        }
+        self.phase_seconds.extend(part.phase_seconds);
+        let room = MAX_LISTED.saturating_sub(self.flows.len());
+        self.truncated |= part.truncated || part.flows.len() > room;
+        self.flows.extend(part.flows.into_iter().take(room));
     }
 
     /// Drift of one kind.
@@ -107,5 +123,52 @@ impl Report {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drift(kind: DriftKind) -> Drift {
+        Drift {
+            kind,
+            fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn phases_add_up_and_the_listing_stays_bounded() {
+        let mut total = Report::default();
+        let mut source = Report {
+            source_flows: 10,
+            native: 2,
+            repaired: 1,
+            ..Report::default()
+        };
+        source.phase_seconds.insert("source_scan".into(), 1.5);
+        for i in 0..MAX_LISTED - 1 {
+            source.add(format!("s{i}").as_bytes(), drift(DriftKind::Different));
+        }
+        let mut dest = Report {
+            dest_flows: 7,
+            native: 1,
+            repaired: 3,
+            ..Report::default()
+        };
+        dest.phase_seconds.insert("dest_scan".into(), 0.5);
+        dest.add(b"d1", drift(DriftKind::Extra));
+        dest.add(b"d2", drift(DriftKind::Extra));
+        total.absorb(source);
+        assert!(!total.truncated);
+        total.absorb(dest);
+        assert_eq!((total.source_flows, total.dest_flows), (10, 7));
+        assert_eq!((total.native, total.repaired), (3, 4));
+        assert_eq!(total.count(DriftKind::Different), (MAX_LISTED - 1) as u64);
+        assert_eq!(total.count(DriftKind::Extra), 2, "counts stay complete");
+        assert_eq!(total.flows.len(), MAX_LISTED);
+        assert_eq!(total.flows.last().map(|f| f.flow_id.as_str()), Some("d1"));
+        assert!(total.truncated, "d2 was not listed");
+        assert_eq!(total.phase_seconds.len(), 2);
     }
 }

@@ -16,11 +16,12 @@
 //!
 //! Everything else (scripts, writes, `SCAN`, leases) stays on fred.
 //!
-//! # Connection
+//! # Connections
 //! Same endpoint, credentials, database and TLS settings as [`crate::connect`].
-//! It connects on first use and again after any failure: a pipeline that
-//! fails or is cancelled half-way drops its connection (replies may still
-//! be in flight on it), so the next call starts clean. There is no retry
+//! Up to three connections, one per concurrent caller, each opened on first
+//! use and again after any failure: a pipeline that fails or is cancelled
+//! half-way drops its connection (replies may still be in flight on it),
+//! so the next call starts clean. There is no retry
 //! here; the caller (a pass) fails and is run again at the next trigger.
 
 use std::sync::Arc;
@@ -168,10 +169,16 @@ struct Target {
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// A connection for bulk reads (see the module docs).
+/// Connections kept per endpoint: callers running at the same time (the
+/// phases of a pass) each get one instead of queueing behind another's
+/// pipeline.
+const CONNECTIONS: usize = 3;
+
+/// Connections for bulk reads (see the module docs).
 pub struct Bulk {
     target: Target,
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    conns: [tokio::sync::Mutex<Option<Conn>>; CONNECTIONS],
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Bulk {
@@ -209,7 +216,8 @@ impl Bulk {
                 db: config.database,
                 tls,
             },
-            conn: tokio::sync::Mutex::new(None),
+            conns: Default::default(),
+            next: 0.into(),
         })
     }
 
@@ -224,7 +232,14 @@ impl Bulk {
         if pipeline.is_empty() {
             return Ok(());
         }
-        let mut slot = self.conn.lock().await;
+        // A free connection if there is one, else wait for one in turn.
+        let mut slot = match self.conns.iter().find_map(|c| c.try_lock().ok()) {
+            Some(slot) => slot,
+            None => {
+                let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % CONNECTIONS;
+                self.conns[i].lock().await
+            }
+        };
         // Taken out for the duration: a failed or cancelled exchange leaves
         // nothing behind for the next call to trip over.
         let mut conn = match slot.take() {
