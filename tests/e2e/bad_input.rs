@@ -215,6 +215,40 @@ fn poison_messages_are_dead_lettered_and_the_stream_goes_on() {
 }
 
 #[test]
+fn a_kafka_tombstone_deletes_the_sync_copy_and_leaves_natives_alone() {
+    // The change topic is compacted; a tombstone (key, no payload) is a
+    // deleted flow (SPEC section 3), not a poison message.
+    let s = Setup::run();
+    let mut src = s.source.conn();
+    let mut dst = s.dest.conn();
+    hset(&mut dst, b"client:tn", &[(b"native", b"1")]);
+    hset(&mut src, b"client:tt", &[(b"a", b"1")]);
+    s.wait_dest(b"client:tt", Some(&copy_of(&hash(&[("a", "1")]))));
+    kafka::produce_tombstones(&s.broker.bootstrap(), &s.mirror.topic, &[b"tt", b"tn"]);
+    s.wait_dest(b"client:tt", None);
+    assert!(
+        !hexists(&mut dst, b"clients", b"tt"),
+        "the index entry goes with the copy"
+    );
+    assert_eq!(
+        hgetall(&mut dst, b"client:tn"),
+        hash(&[("native", "1")]),
+        "native untouched"
+    );
+    assert_eq!(
+        s.mirror.metric("redmirror_dlq_events_total"),
+        0.0,
+        "nothing dead-lettered"
+    );
+    // The source still has the flow: its next change brings the copy back
+    // (the tombstone's time does not block later events).
+    hset(&mut src, b"client:tt", &[(b"a", b"2")]);
+    s.wait_dest(b"client:tt", Some(&copy_of(&hash(&[("a", "2")]))));
+    let dlq = kafka::read_all(&s.broker.bootstrap(), &format!("{}.dlq", s.mirror.topic));
+    assert!(dlq.is_empty(), "{} dead letters", dlq.len());
+}
+
+#[test]
 fn a_flow_over_the_size_limit_is_skipped_and_counted() {
     let s = Setup::run_with(|env| {
         env.insert("REDMIRROR_MAX_FLOW_BYTES".into(), "1000".into());

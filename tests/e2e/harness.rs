@@ -308,6 +308,20 @@ pub mod kafka {
         p.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    /// Produces tombstones: these keys with no payload at all (not an
+    /// empty one).
+    pub fn produce_tombstones(bootstrap: &str, topic: &str, keys: &[&[u8]]) {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("producer");
+        for k in keys {
+            let r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(*k);
+            p.send(r).map_err(|(e, _)| e).expect("send");
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+    }
+
     /// Reads every message of `topic` (all partitions) up to partition EOF.
     pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
         let c: BaseConsumer = ClientConfig::new()

@@ -7,7 +7,6 @@ use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
-use redmirror_core::FlowEvent;
 use redmirror_kafka::{DeadLetter, Kafka, Publisher};
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
@@ -63,7 +62,7 @@ struct Item {
 }
 
 fn item(m: &BorrowedMessage<'_>) -> Item {
-    let decoded = FlowEvent::decode_checked(m.key(), m.payload());
+    let decoded = redmirror_kafka::decode_event(m);
     Item {
         partition: m.partition(),
         offset: m.offset(),

@@ -116,6 +116,20 @@ impl FlowEvent {
         }
     }
 
+    /// A Kafka tombstone (the flow's key with no payload) read as the
+    /// delete it stands for: the change topic is compacted, and a tombstone
+    /// is how compaction-aware tools delete a key. It carries no event, so
+    /// the caller supplies its time (see `redmirror_kafka::decode_event`).
+    pub fn tombstone(flow_id: &[u8], source_time_us: i64) -> Self {
+        FlowEvent::delete(
+            Bytes::copy_from_slice(flow_id),
+            DeleteReason::Absent,
+            source_time_us,
+            Origin::Unspecified,
+            "tombstone",
+        )
+    }
+
     /// True for an upsert.
     pub fn is_upsert(&self) -> bool {
         self.op == Op::Upsert as i32

@@ -3,7 +3,6 @@
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use redmirror_core::event::{DeleteReason, Op, Origin};
 use redmirror_core::text::json_bytes;
-use redmirror_core::FlowEvent;
 use serde_json::{json, Map, Value};
 
 /// One message as JSON: position, headers, and the decoded event (or the
@@ -24,7 +23,7 @@ pub fn to_json(m: &OwnedMessage) -> Value {
         "key": m.key().map(json_bytes),
         "headers": headers,
     });
-    match FlowEvent::decode_checked(m.key(), m.payload()) {
+    match redmirror_kafka::decode_event(m) {
         Ok(e) => {
             let fields: Map<String, Value> = e
                 .fields

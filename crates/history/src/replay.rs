@@ -7,7 +7,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::Value;
-use rdkafka::message::Message;
 use redmirror_apply::engine::{ApplyEngine, Decoded, Outcome};
 use redmirror_core::diff::{self, DestFlow};
 use redmirror_core::event::{DeleteReason, Origin};
@@ -124,7 +123,7 @@ pub async fn replay(
         let done = msg.is_none();
         if let Some(m) = msg {
             report.read += 1;
-            let decoded = FlowEvent::decode_checked(m.key(), m.payload());
+            let decoded = redmirror_kafka::decode_event(&m);
             if let (Ok(ev), Some(until)) = (&decoded, opts.until_us) {
                 if ev.source_time_us > until {
                     report.after_until += 1;

@@ -26,6 +26,32 @@ pub mod publish;
 pub mod topics;
 
 pub use embedded::EmbeddedBroker;
+
+use rdkafka::message::Headers as _;
+use redmirror_core::event::{DecodeError, FlowEvent, HEADER_SOURCE_TIME};
+
+/// Decodes a message read from the change topic. A tombstone (a flow id as
+/// key, no payload) is that flow's delete, timed by its
+/// `redmirror-source-time-us` header when the producer set one, else by its
+/// Kafka timestamp; everything else must be a valid event
+/// ([`FlowEvent::decode_checked`]).
+pub fn decode_event<M: rdkafka::Message>(m: &M) -> Result<FlowEvent, DecodeError> {
+    match (m.key(), m.payload()) {
+        (Some(key), None) if !key.is_empty() => Ok(FlowEvent::tombstone(key, tombstone_time_us(m))),
+        (key, payload) => FlowEvent::decode_checked(key, payload),
+    }
+}
+
+fn tombstone_time_us<M: rdkafka::Message>(m: &M) -> i64 {
+    let header = m.headers().and_then(|hs| {
+        hs.iter()
+            .find(|h| h.key == HEADER_SOURCE_TIME)
+            .and_then(|h| std::str::from_utf8(h.value?).ok()?.trim().parse::<i64>().ok())
+    });
+    header
+        .or_else(|| m.timestamp().to_millis().filter(|ms| *ms > 0).map(|ms| ms * 1000))
+        .unwrap_or_else(redmirror_core::now_us)
+}
 pub use publish::{DeadLetter, Publisher};
 
 /// Errors from Kafka set-up and publishing.
@@ -286,5 +312,63 @@ mod consumer_settings {
         let k = Kafka::new("127.0.0.1:9092", props);
         assert_eq!(k.consumer_config("g").get("fetch.queue.backoff.ms"), Some("250"));
         assert_eq!(k.reader_config().get("fetch.queue.backoff.ms"), Some("250"));
+    }
+}
+
+#[cfg(test)]
+mod tombstones {
+    use super::decode_event;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+    use redmirror_core::event::{DecodeError, DeleteReason, Op};
+
+    fn message(key: Option<&[u8]>, payload: Option<&[u8]>, ts: Timestamp, time: Option<&str>) -> OwnedMessage {
+        let headers = time.map(|t| {
+            OwnedHeaders::new().insert(Header {
+                key: "redmirror-source-time-us",
+                value: Some(t),
+            })
+        });
+        OwnedMessage::new(
+            payload.map(<[u8]>::to_vec),
+            key.map(<[u8]>::to_vec),
+            "t".into(),
+            ts,
+            0,
+            7,
+            headers,
+        )
+    }
+
+    #[test]
+    fn a_tombstone_is_its_flows_delete() {
+        let m = message(Some(b"f\xff1"), None, Timestamp::CreateTime(1_700_000_000_123), None);
+        let e = decode_event(&m).expect("a delete");
+        assert_eq!(e.flow_id.as_ref(), b"f\xff1");
+        assert_eq!(e.op, Op::Delete as i32);
+        assert_eq!(e.delete_reason, DeleteReason::Absent as i32);
+        assert_eq!(e.source_time_us, 1_700_000_000_123_000, "Kafka timestamp in µs");
+        assert_eq!(e.cause, "tombstone");
+    }
+
+    #[test]
+    fn a_tombstones_time_header_wins_over_its_timestamp() {
+        let m = message(Some(b"f"), None, Timestamp::CreateTime(5), Some("1234567"));
+        assert_eq!(decode_event(&m).expect("a delete").source_time_us, 1_234_567);
+        let m = message(Some(b"f"), None, Timestamp::NotAvailable, None);
+        let t = decode_event(&m).expect("a delete").source_time_us;
+        assert!((redmirror_core::now_us() - t).abs() < 60_000_000, "no time at all: now");
+    }
+
+    #[test]
+    fn without_a_key_or_with_an_empty_payload_it_is_still_bad_input() {
+        let none = message(None, None, Timestamp::NotAvailable, None);
+        assert_eq!(decode_event(&none), Err(DecodeError::Empty));
+        let empty_key = message(Some(b""), None, Timestamp::NotAvailable, None);
+        assert_eq!(decode_event(&empty_key), Err(DecodeError::Empty));
+        let empty_payload = message(Some(b"f"), Some(b""), Timestamp::NotAvailable, None);
+        assert!(
+            decode_event(&empty_payload).is_err(),
+            "an empty payload is not a tombstone"
+        );
     }
 }
