@@ -462,12 +462,15 @@ fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
     load::fill_in_sync(&s.source.url(), &s.dest.url(), "rc", small)?;
     let (small_report, small_proc) = procs::reconcile_once(&s, "reconcile-small")?;
     load::fill_in_sync(&s.source.url(), &s.dest.url(), "rc", n)?;
+    procs::reset_stats(&s.source)?;
+    procs::reset_stats(&s.dest)?;
     let servers_before = [procs::redis_cpu(&s.source)?, procs::redis_cpu(&s.dest)?];
     let (report, p1) = procs::reconcile_once(&s, "reconcile-in-sync")?;
     let servers_cpu = [
         procs::redis_cpu(&s.source)? - servers_before[0],
         procs::redis_cpu(&s.dest)? - servers_before[1],
     ];
+    let stats = [procs::command_stats(&s.source)?, procs::command_stats(&s.dest)?];
     let secs = report["duration_seconds"].as_f64().unwrap_or(f64::NAN);
     let in_sync = n as f64 / secs;
     load::drift(&s.dest.url(), "rc", n, 10)?;
@@ -485,6 +488,7 @@ fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
             "rss_small_mib": small_proc.peak_rss_mib(), "rss_full_mib": p1.peak_rss_mib(),
             "small_flows": small, "small_s": small_report["duration_seconds"],
             "in_sync_source_redis_cpu_s": servers_cpu[0], "in_sync_dest_redis_cpu_s": servers_cpu[1],
+            "in_sync_source_commandstats": stats[0], "in_sync_dest_commandstats": stats[1],
         }),
     );
     r.row(
@@ -510,6 +514,14 @@ fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
         "    reconcile: during the in-sync pass, source redis-server CPU {:.1} s, destination redis-server CPU {:.1} s",
         servers_cpu[0], servers_cpu[1]
     );
+    for (side, st) in ["source", "destination"].iter().zip(&stats) {
+        let top: Vec<String> = st
+            .iter()
+            .take(5)
+            .map(|(c, calls, us)| format!("{c} {calls} calls {:.2} s", *us as f64 / 1e6))
+            .collect();
+        println!("    reconcile: {side} commands (in-sync pass): {}", top.join(", "));
+    }
     Ok(())
 }
 

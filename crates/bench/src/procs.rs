@@ -349,6 +349,30 @@ pub fn redis_cpu(server: &RedisServer) -> anyhow::Result<f64> {
         .sum())
 }
 
+/// `INFO commandstats` as (command, calls, total µs), most expensive first.
+pub fn command_stats(server: &RedisServer) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.conn())?;
+    let mut out: Vec<(String, u64, u64)> = info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| -> Option<u64> {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+            };
+            Some((name.to_string(), field("calls")?, field("usec")?))
+        })
+        .collect();
+    out.sort_by(|a, b| b.2.cmp(&a.2));
+    Ok(out)
+}
+
+/// Clears a server's command statistics (`CONFIG RESETSTAT`).
+pub fn reset_stats(server: &RedisServer) -> anyhow::Result<()> {
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut server.conn())?;
+    Ok(())
+}
+
 /// `redmirror reconcile --once --dry-run --json`: the report and the process.
 pub fn reconcile_once(s: &Servers, name: &str) -> anyhow::Result<(serde_json::Value, Proc)> {
     let mut p = Proc::spawn(
