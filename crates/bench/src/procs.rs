@@ -363,7 +363,7 @@ pub fn command_stats(server: &RedisServer) -> anyhow::Result<Vec<(String, u64, u
             Some((name.to_string(), field("calls")?, field("usec")?))
         })
         .collect();
-    out.sort_by(|a, b| b.2.cmp(&a.2));
+    out.sort_by_key(|c| std::cmp::Reverse(c.2));
     Ok(out)
 }
 
