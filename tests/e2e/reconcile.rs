@@ -264,6 +264,72 @@ fn a_dry_run_reports_exactly_the_injected_drift_and_changes_nothing() {
     assert!(table.contains("ghost"), "{table}");
 }
 
+fn json_report(out: &str) -> serde_json::Value {
+    let start = out.find('{').expect("json");
+    serde_json::from_str(&out[start..out.rfind('}').unwrap() + 1]).expect(out)
+}
+
+#[test]
+fn the_barrier_waits_until_capture_has_published_what_it_received() {
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::start();
+    let mut env = env_for(&source, &dest, &broker);
+    let key = "redmirror:capture:progress";
+    let progress = || -> Option<(String, u64, u64)> {
+        let v: Option<String> = redis::cmd("GET").arg(key).query(&mut dest.conn()).unwrap();
+        let v = v?;
+        let p: Vec<&str> = v.split(' ').collect();
+        assert_eq!(p.len(), 3, "progress is `run received settled`: {v:?}");
+        Some((p[0].to_string(), p[1].parse().unwrap(), p[2].parse().unwrap()))
+    };
+    // A running capture reports its progress; once idle, all it received is
+    // settled. (It counts changes it was notified of: keep writing until it
+    // has subscribed.)
+    let mut mirror = Mirror::start(&["run"], &env);
+    let mut src = source.conn();
+    let mut n = 0u64;
+    wait_for("capture to receive changes", CONVERGE, || {
+        n += 1;
+        hset(&mut src, b"client:probe", &[(b"n", n.to_string().as_bytes())]);
+        progress().filter(|(_, received, _)| *received >= 1)
+    });
+    write_flows(&mut src, "b", 5);
+    wait_converged(&source, &dest);
+    wait_for("capture to report everything settled", CONVERGE, || {
+        progress().filter(|(_, received, settled)| *received >= 6 && received == settled)
+    });
+    let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut dest.conn()).unwrap();
+    assert!(
+        ttl > 0 && ttl <= 10_000,
+        "the progress key expires (a dead capture holds nothing back): {ttl}"
+    );
+    mirror.terminate();
+    assert_eq!(progress(), None, "a capture that stops deletes its progress");
+
+    // Changes received but not yet in Kafka hold the pass back (here until
+    // the barrier times out: nothing will ever settle them).
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("r1 10 5")
+        .query(&mut dest.conn())
+        .unwrap();
+    env.insert("REDMIRROR_RECONCILE_BARRIER_TIMEOUT".into(), "2s".into());
+    let (code, out) = reconcile_once(&with_http_port(&env), &["--dry-run", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let report = json_report(&out);
+    assert_eq!(report["barrier"], "timed_out", "{report}");
+    assert!(report["phase_seconds"]["barrier"].as_f64().unwrap() >= 2.0, "{report}");
+
+    // Settled (or a capture that restarted since): no wait.
+    for value in ["r1 10 10", "r2 0 0"] {
+        let _: () = redis::cmd("SET").arg(key).arg(value).query(&mut dest.conn()).unwrap();
+        let (code, out) = reconcile_once(&with_http_port(&env), &["--dry-run", "--json"]);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(json_report(&out)["barrier"], "reached", "{value}: {out}");
+    }
+}
+
 #[test]
 fn only_one_reconciler_runs_and_another_takes_over_when_it_dies() {
     let source = RedisServer::start();

@@ -30,7 +30,71 @@ use redmirror_telemetry::Health;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use pending::Pending;
+pub use pending::{Pending, Progress};
+
+/// Where capture reports its [`Progress`] for the reconciler's barrier: a
+/// key on the destination holding `"{run} {received} {settled}"`
+/// ([`redmirror_core::KeyLayout::capture_progress_key`]). It is written
+/// every 100 ms while it changes (every second otherwise) with a 10 s
+/// expiry, so a capture that died stops holding passes back, and deleted
+/// when capture stops. `run` tells one capture run from the next (its
+/// sequence numbers start again at 0).
+#[derive(Clone, Debug)]
+pub struct ProgressReport {
+    /// Destination client.
+    pub client: fred::prelude::Client,
+    /// The key.
+    pub key: String,
+}
+
+/// How often progress is written while it changes.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How often it is written when nothing changes (keeps the expiry fresh).
+const PROGRESS_REFRESH: Duration = Duration::from_secs(1);
+/// Expiry of the progress key.
+const PROGRESS_TTL_MS: i64 = 10_000;
+
+async fn report_progress(report: ProgressReport, pending: Arc<Pending>, stop: CancellationToken) {
+    use fred::prelude::*;
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            ^ u128::from(std::process::id())
+    );
+    let mut last: Option<Progress> = None;
+    let mut written = tokio::time::Instant::now();
+    loop {
+        let now = pending.progress();
+        if last != Some(now) || written.elapsed() >= PROGRESS_REFRESH {
+            let value = format!("{run} {} {}", now.received, now.settled);
+            let set: Result<(), _> = report
+                .client
+                .set(
+                    &report.key,
+                    value,
+                    Some(fred::types::Expiration::PX(PROGRESS_TTL_MS)),
+                    None,
+                    false,
+                )
+                .await;
+            match set {
+                Ok(()) => {
+                    last = Some(now);
+                    written = tokio::time::Instant::now();
+                }
+                Err(e) => tracing::debug!(error = %e, "Cannot write capture progress; retrying."),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+        }
+    }
+    let _: Result<i64, _> = report.client.del(&report.key).await;
+}
 
 /// A possible gap in the notification stream: the reconciler should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +140,14 @@ pub enum CaptureError {
 /// Health component for the source.
 pub const HEALTH_SOURCE: &str = "source";
 
-/// Runs capture until `shutdown`. Gaps are sent on `gaps` (may be closed).
+/// Runs capture until `shutdown`. Gaps are sent on `gaps` (may be closed);
+/// progress is reported to `progress` when given.
 pub async fn run(
     opts: CaptureOptions,
     publisher: Publisher,
     health: Health,
     gaps: mpsc::UnboundedSender<Gap>,
+    progress: Option<ProgressReport>,
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
     health.register(HEALTH_SOURCE);
@@ -98,8 +164,14 @@ pub async fn run(
         health.clone(),
         stop_sub.clone(),
     ));
+    let stop_progress = CancellationToken::new();
+    let reporter = progress.map(|p| tokio::spawn(report_progress(p, pending.clone(), stop_progress.clone())));
     let result = publisher::run(&opts, client, publisher, pending, health, shutdown).await;
     stop_sub.cancel();
     let _ = sub.await;
+    stop_progress.cancel();
+    if let Some(r) = reporter {
+        let _ = r.await;
+    }
     result
 }

@@ -21,7 +21,14 @@ use crate::{CaptureError, CaptureOptions, Pending, HEALTH_SOURCE};
 /// Most events awaiting a broker acknowledgement; beyond it capture stops reading.
 const MAX_IN_FLIGHT: usize = 20_000;
 
-type Acked = (Bytes, &'static str, &'static str, Result<(), redmirror_kafka::Error>);
+/// A flow's publish outcome: id, cause, sequence number, op label, result.
+type Acked = (
+    Bytes,
+    &'static str,
+    u64,
+    &'static str,
+    Result<(), redmirror_kafka::Error>,
+);
 
 /// Reads and publishes until `shutdown`, then drains what is pending (within
 /// the shutdown timeout) and flushes the producer.
@@ -37,6 +44,7 @@ pub async fn run(
     let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> = FuturesUnordered::new();
     let ctx = Ctx {
         opts,
+        pending: &pending,
         client: &client,
         reader: &reader,
         publisher: &publisher,
@@ -85,19 +93,23 @@ pub async fn run(
     Ok(())
 }
 
-fn on_ack((id, cause, op, r): Acked, pending: &Pending) {
+fn on_ack((id, cause, seq, op, r): Acked, pending: &Pending) {
     match r {
-        Ok(()) => metrics::counter!(m::CAPTURE_EVENTS, "op" => op).increment(1),
+        Ok(()) => {
+            metrics::counter!(m::CAPTURE_EVENTS, "op" => op).increment(1);
+            pending.done(seq);
+        }
         Err(e) => {
             metrics::counter!(m::PUBLISH_RETRIES).increment(1);
             tracing::warn!(error = %e, "Publish failed; the flow will be read and published again.");
-            let _ = pending.add(id, cause);
+            pending.requeue(id, cause, seq);
         }
     }
 }
 
 struct Ctx<'a> {
     opts: &'a CaptureOptions,
+    pending: &'a Pending,
     client: &'a Client,
     reader: &'a SourceReader,
     publisher: &'a Publisher,
@@ -109,17 +121,17 @@ impl Ctx<'_> {
     /// events. False when shutdown interrupted the retries.
     async fn publish(
         &self,
-        batch: Vec<(Bytes, &'static str)>,
+        batch: Vec<crate::pending::Taken>,
         in_flight: &mut FuturesUnordered<futures::future::BoxFuture<'static, Acked>>,
         shutdown: Option<&CancellationToken>,
     ) -> bool {
-        let ids: Vec<Bytes> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let ids: Vec<Bytes> = batch.iter().map(|(id, _, _)| id.clone()).collect();
         tracing::trace!(flows = ids.len(), "Reading a batch.");
         let Some(read) = self.read(&ids, shutdown).await else {
             return false;
         };
         let time = read.time_us;
-        for ((id, state), (_, cause)) in read.flows.into_iter().zip(batch) {
+        for ((id, state), (_, cause, seq)) in read.flows.into_iter().zip(batch) {
             if state == SourceFlow::NotAHash {
                 metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "not_a_hash").increment(1);
                 tracing::warn!(flow_id = %redmirror_core::text::lossy(&id), "Source flow key is not a hash; treated as absent.");
@@ -133,6 +145,7 @@ impl Ctx<'_> {
                         limit = self.opts.rules.max_flow_bytes,
                         "Flow over REDMIRROR_MAX_FLOW_BYTES; not published."
                     );
+                    self.pending.done(seq);
                 }
                 Decision::Publish(event) => {
                     let op = if event.op == Op::Upsert as i32 {
@@ -141,7 +154,7 @@ impl Ctx<'_> {
                         "delete"
                     };
                     let ack = self.publisher.enqueue(&event).await;
-                    in_flight.push(ack.map(move |r| (id, cause, op, r.map(|_| ()))).boxed());
+                    in_flight.push(ack.map(move |r| (id, cause, seq, op, r.map(|_| ()))).boxed());
                 }
             }
         }

@@ -362,7 +362,11 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             shutdown.clone(),
             gap_signal.clone(),
         );
-        tasks.spawn(async move { capture_with_lease(opts, p, h, lease, g, s).await });
+        let progress = dest.as_ref().map(|d| redmirror_capture::ProgressReport {
+            client: d.clone(),
+            key: config.keys.capture_progress_key(),
+        });
+        tasks.spawn(async move { capture_with_lease(opts, p, h, lease, g, progress, s).await });
     }
 
     if roles.apply {
@@ -480,6 +484,7 @@ async fn capture_with_lease(
     health: Health,
     lease: Option<Lease>,
     gaps: Option<GapSignal>,
+    progress: Option<redmirror_capture::ProgressReport>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
@@ -504,8 +509,15 @@ async fn capture_with_lease(
                 }
             }
         });
-        let result =
-            redmirror_capture::run(opts.clone(), publisher.clone(), health.clone(), gap_tx, active.clone()).await;
+        let result = redmirror_capture::run(
+            opts.clone(),
+            publisher.clone(),
+            health.clone(),
+            gap_tx,
+            progress.clone(),
+            active.clone(),
+        )
+        .await;
         stop_keep.cancel();
         if let Some(k) = keeper {
             let _ = k.await;

@@ -66,6 +66,12 @@ impl KeyLayout {
         format!("{}capture:gaps", self.state_prefix)
     }
 
+    /// Capture's progress (`"{run} {received} {settled}"`, expiring), which
+    /// the reconciler's barrier waits on.
+    pub fn capture_progress_key(&self) -> String {
+        format!("{}capture:progress", self.state_prefix)
+    }
+
     /// Set while a rewind runs: live apply instances hold their writes.
     pub fn pause_key(&self) -> String {
         format!("{}apply:paused", self.state_prefix)

@@ -160,15 +160,23 @@ impl Reconciler {
         }
     }
 
-    /// Waits until apply's committed offsets reach the topic's end offsets
-    /// as they are now, so in-flight events land before the comparison.
+    /// Waits until every change capture had received when the pass began
+    /// is in Kafka (capture's progress key; see
+    /// `redmirror_capture::ProgressReport`), then until apply's committed
+    /// offsets reach the topic's end offsets as they are then, so in-flight
+    /// events land before the comparison. Without the first step, events
+    /// still queued in capture after a broker outage counted as drift.
     pub async fn barrier(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        if !self.capture_settled(deadline).await {
+            tracing::warn!("Capture has not published everything it received yet.");
+            return false;
+        }
         let (k, t) = (self.kafka.clone(), self.publisher.topic().to_string());
         let ends = match tokio::task::spawn_blocking(move || redmirror_apply::lag::end_offsets(&k, &t)).await {
             Ok(Ok(e)) => e,
             _ => return false,
         };
-        let deadline = Instant::now() + timeout;
         loop {
             let (k, g, t) = (
                 self.kafka.clone(),
@@ -189,6 +197,31 @@ impl Reconciler {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// True once capture (if one reports progress) has settled every change
+    /// it had received at the call, or has stopped or restarted since.
+    async fn capture_settled(&self, deadline: Instant) -> bool {
+        let key = self.keys.capture_progress_key();
+        let read = || async {
+            let v: Option<String> = self.dest.get(&key).await.ok().flatten();
+            v.and_then(|v| parse_progress(&v))
+        };
+        let Some((run, received, _)) = read().await else {
+            return true;
+        };
+        loop {
+            match read().await {
+                None => return true,
+                Some((r, _, _)) if r != run => return true,
+                Some((_, _, settled)) if settled >= received => return true,
+                Some(_) => {}
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -502,6 +535,15 @@ impl Reconciler {
     }
 }
 
+/// `"{run} {received} {settled}"` from capture's progress key.
+fn parse_progress(v: &str) -> Option<(String, u64, u64)> {
+    let mut parts = v.split_whitespace();
+    let run = parts.next()?.to_string();
+    let received = parts.next()?.parse().ok()?;
+    let settled = parts.next()?.parse().ok()?;
+    Some((run, received, settled))
+}
+
 /// Runs a phase and records how long it took in its report.
 async fn phase(
     name: &'static str,
@@ -572,4 +614,17 @@ fn cursor_reply(v: Value) -> (Bytes, Vec<Bytes>) {
 
 fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_progress;
+
+    #[test]
+    fn capture_progress_is_run_received_settled() {
+        assert_eq!(parse_progress("ab12 10 7"), Some(("ab12".to_string(), 10, 7)));
+        assert_eq!(parse_progress("ab12 10"), None);
+        assert_eq!(parse_progress("ab12 x 7"), None);
+        assert_eq!(parse_progress(""), None);
+    }
 }
