@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use fred::error::{Error, ErrorKind};
+use futures::FutureExt as _;
 use redis_protocol::resp2::decode::decode_range;
 use redis_protocol::resp2::types::RangeFrame;
 use redmirror_config::RedisEndpoint;
@@ -329,14 +330,32 @@ where
                 got += 1;
             }
             None => {
+                // Parsing restarts at the reply's first byte, so before trying
+                // again take in what has already arrived, up to half as much
+                // again: a reply of many reads is then parsed a few times,
+                // not once per read.
+                let target = conn.read.len() + READ_CHUNK.max(conn.read.len() / 2);
                 conn.read.reserve(READ_CHUNK);
                 if conn.stream.read_buf(&mut conn.read).await.map_err(io)? == 0 {
-                    return Err(Error::new(ErrorKind::IO, "connection closed by the server"));
+                    return Err(closed());
+                }
+                while conn.read.len() < target {
+                    conn.read.reserve(READ_CHUNK);
+                    match conn.stream.read_buf(&mut conn.read).now_or_never() {
+                        Some(Ok(0)) => return Err(closed()),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(io(e)),
+                        None => break,
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+fn closed() -> Error {
+    Error::new(ErrorKind::IO, "connection closed by the server")
 }
 
 fn io(e: std::io::Error) -> Error {
