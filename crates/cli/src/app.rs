@@ -421,6 +421,10 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             opts: pass_options(&config, false),
             interval: config.reconcile_interval,
             gaps: gap_signal.clone().expect("destination connected"),
+            requests: GapSignal::new(
+                dest.clone().expect("destination connected"),
+                config.keys.reconcile_request_key(),
+            ),
             report_key: config.keys.report_key(),
             last: last_report.clone(),
         };

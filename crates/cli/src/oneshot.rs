@@ -1,12 +1,13 @@
 //! Commands that do one thing and exit: `reconcile --once`, `resync`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use redmirror_config::Config;
 use redmirror_kafka::Publisher;
-use redmirror_reconcile::{Lease, Reconciler};
+use redmirror_reconcile::{Lease, Reconciler, Report};
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
@@ -48,21 +49,21 @@ pub async fn reconcile_once(config: Config, args: ReconcileArgs) -> anyhow::Resu
         config.rules.clone(),
     );
     // A dry run changes nothing, so it needs no lease; a repairing pass does.
-    let lease =
-        (!args.dry_run).then(|| Lease::new(dest, "reconcile", config.keys.lease_key("reconcile"), config.lease_ttl));
+    // When another process holds it, that process runs the pass for us.
+    let lease = (!args.dry_run).then(|| {
+        Lease::new(
+            dest.clone(),
+            "reconcile",
+            config.keys.lease_key("reconcile"),
+            config.lease_ttl,
+        )
+    });
     if let Some(l) = &lease {
-        let deadline = tokio::time::Instant::now() + config.lease_ttl * 3;
-        loop {
-            if l.try_acquire().await? {
-                break;
+        if !l.try_acquire().await? {
+            if let Some(report) = requested_pass(&config, &dest, l).await? {
+                print_report(&report, args.json)?;
+                return Ok(ExitCode::SUCCESS);
             }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!(
-                    "another reconciler holds the lease ({}); it runs the passes",
-                    l.current_holder().await.unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(config.lease_ttl / 3).await;
         }
     }
     let result = reconciler
@@ -73,12 +74,53 @@ pub async fn reconcile_once(config: Config, args: ReconcileArgs) -> anyhow::Resu
     }
     let report = result?;
     publisher.flush(config.shutdown_timeout)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_report(&report, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         print!("{}", report.table());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// The lease is held by another reconciler: asks it for a pass (a counter
+/// on the destination it watches) and waits for the report of a pass that
+/// answered the request. `None` when the lease came free meanwhile: the
+/// caller then runs the pass itself (it holds the lease).
+async fn requested_pass(
+    config: &Config,
+    dest: &fred::prelude::Client,
+    lease: &Lease,
+) -> anyhow::Result<Option<Report>> {
+    use fred::prelude::*;
+    let key = config.keys.reconcile_request_key();
+    let report_key = config.keys.report_key();
+    let mut asked: Option<(String, u64)> = None;
+    loop {
+        let holder = lease.current_holder().await.unwrap_or_default();
+        // Ask (again, when the lease changed hands: a new holder starts
+        // from the counter as it finds it).
+        if asked.as_ref().is_none_or(|(h, _)| *h != holder) {
+            let n: u64 = dest.incr(&key).await?;
+            eprintln!("redmirror: another reconciler holds the lease ({holder}); asked it for a pass (request {n})");
+            asked = Some((holder, n));
+        }
+        let n = asked.as_ref().map_or(0, |(_, n)| *n);
+        let stored: Option<String> = dest.get(&report_key).await?;
+        if let Some(report) = stored.and_then(|s| serde_json::from_str::<Report>(&s).ok()) {
+            if report.request >= n {
+                return Ok(Some(report));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if lease.try_acquire().await? {
+            return Ok(None);
+        }
+    }
 }
 
 pub async fn resync(config: Config, args: ResyncArgs) -> anyhow::Result<ExitCode> {

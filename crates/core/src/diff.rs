@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Fields;
 
@@ -21,7 +21,7 @@ pub enum DestFlow {
 }
 
 /// The kind of a difference, as in `redmirror_reconcile_drift_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftKind {
     /// The source flow has no copy on the destination.
@@ -44,7 +44,7 @@ impl DriftKind {
 }
 
 /// One flow's drift: its kind and, for `Different`, the fields that differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drift {
     /// Kind of drift.
     pub kind: DriftKind,

@@ -83,6 +83,12 @@ impl KeyLayout {
         format!("{}apply:members", self.state_prefix)
     }
 
+    /// Counter of pass requests from `reconcile --once` runs that found
+    /// the lease held: the holder runs a pass for each increment.
+    pub fn reconcile_request_key(&self) -> String {
+        format!("{}reconcile:requests", self.state_prefix)
+    }
+
     /// The key under which the last reconcile report is kept.
     pub fn report_key(&self) -> String {
         format!("{}reconcile:last", self.state_prefix)

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use redmirror_core::diff::{Drift, DriftKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most per-flow entries kept in a report (the counts are always complete).
 pub const MAX_LISTED: usize = 10_000;
 
 /// One drifted flow.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FlowDrift {
     /// Flow id (text, or `base64:...`).
     pub flow_id: String,
@@ -18,8 +18,10 @@ pub struct FlowDrift {
     pub drift: Drift,
 }
 
-/// A pass's result.
-#[derive(Debug, Clone, Serialize, Default)]
+/// A pass's result (also read back from the destination by `reconcile
+/// --once`, so fields added later default when absent).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Report {
     /// Start, RFC 3339.
     pub started_at: String,
@@ -48,6 +50,10 @@ pub struct Report {
     pub flows: Vec<FlowDrift>,
     /// True when more flows drifted than are listed.
     pub truncated: bool,
+    /// The pass request (`redmirror:reconcile:requests`) this pass answered:
+    /// a `reconcile --once` waits for a report with at least its number.
+    /// 0 when no request was waiting.
+    pub request: u64,
 }
 
 impl Report {
@@ -135,6 +141,22 @@ mod tests {
             kind,
             fields: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_stored_report_reads_back_and_older_ones_default_the_request() {
+        let mut r = Report {
+            request: 7,
+            source_flows: 3,
+            ..Report::default()
+        };
+        r.add(b"f\xff", drift(DriftKind::Missing));
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.request, 7);
+        assert_eq!(back.flows, r.flows);
+        assert_eq!(back.count(DriftKind::Missing), 1);
+        let old: Report = serde_json::from_str(r#"{"source_flows": 2, "drift": {"extra": 1}}"#).unwrap();
+        assert_eq!((old.request, old.source_flows, old.count(DriftKind::Extra)), (0, 2, 1));
     }
 
     #[test]

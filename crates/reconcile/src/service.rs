@@ -67,6 +67,9 @@ pub struct Service {
     pub interval: Duration,
     /// Gap counter to watch.
     pub gaps: GapSignal,
+    /// Pass requests to watch (`reconcile --once` while this service holds
+    /// the lease): a counter on the destination.
+    pub requests: GapSignal,
     /// Where the last report is kept (destination key, JSON).
     pub report_key: String,
     /// The last report, shared with the status endpoint.
@@ -98,6 +101,9 @@ impl Service {
                 tokio::spawn(async move { lease.keep(s, l).await })
             };
             let mut seen_gaps = self.gaps.current().await.unwrap_or(0);
+            let mut seen_requests = self.requests.current().await.unwrap_or(0);
+            // The request counter as of the last check: a pass answers it.
+            let mut answering = 0u64;
             let mut next = tokio::time::Instant::now(); // pass at start
             let mut reply: Option<oneshot::Sender<Result<Report, String>>> = None;
             // A failed pass is retried soon (5 s doubling to 5 min), not after a full interval.
@@ -109,10 +115,11 @@ impl Service {
                         biased;
                         _ = shutdown.cancelled() => break,
                         _ = lost.cancelled() => break,
-                        r = self.pass() => r,
+                        r = self.pass(answering) => r,
                     };
                     next = tokio::time::Instant::now()
                         + if r.is_ok() {
+                            answering = 0;
                             retry = Duration::from_secs(5);
                             self.interval
                         } else {
@@ -138,6 +145,14 @@ impl Service {
                                 next = tokio::time::Instant::now();
                             }
                         }
+                        if let Some(r) = self.requests.current().await {
+                            if r != seen_requests {
+                                tracing::info!("Pass requested (reconcile --once): reconcile pass now.");
+                                seen_requests = r;
+                                answering = u64::try_from(r).unwrap_or(0);
+                                next = tokio::time::Instant::now();
+                            }
+                        }
                     }
                 }
             }
@@ -150,9 +165,10 @@ impl Service {
         }
     }
 
-    async fn pass(&self) -> Result<Report, crate::pass::PassError> {
+    async fn pass(&self, request: u64) -> Result<Report, crate::pass::PassError> {
         match self.reconciler.run_pass(&self.opts).await {
-            Ok(report) => {
+            Ok(mut report) => {
+                report.request = request;
                 tracing::info!(
                     source_flows = report.source_flows,
                     dest_flows = report.dest_flows,
@@ -176,7 +192,8 @@ impl Service {
     async fn store(&self, report: &Report) {
         *self.last.lock().expect("report lock") = Some(report.clone());
         let mut summary = report.clone();
-        summary.flows.truncate(100);
+        summary.truncated |= summary.flows.len() > STORED_FLOWS;
+        summary.flows.truncate(STORED_FLOWS);
         if let Ok(json) = serde_json::to_string(&summary) {
             let _: Result<(), _> = self
                 .reconciler
@@ -186,6 +203,9 @@ impl Service {
         }
     }
 }
+
+/// Most per-flow entries in the report kept on the destination.
+pub const STORED_FLOWS: usize = 100;
 
 /// The last report stored on the destination by any reconciler.
 pub async fn stored_report(dest: &Client, key: &str) -> Option<serde_json::Value> {
