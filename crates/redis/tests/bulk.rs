@@ -164,3 +164,74 @@ async fn an_unreachable_server_is_an_error_not_a_hang() {
     let err = run(&bulk, &pipe).await.expect_err("nothing listens");
     assert_eq!(*err.kind(), fred::error::ErrorKind::IO, "{err}");
 }
+
+/// A CA and a server certificate for `localhost`, as PEM files in `dir`.
+fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("cert");
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).expect("write pem");
+        p
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("server.pem", cert.pem()),
+        write("server.key", key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn tls_endpoints_work_for_bulk_reads_and_the_fred_client_alike() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_files(dir.path());
+    let tls_port = redmirror_testkit::free_port();
+    let server = RedisServer::start_with(
+        RedisOptions::default()
+            .arg("tls-port", &tls_port.to_string())
+            .arg("tls-cert-file", cert.to_str().unwrap())
+            .arg("tls-key-file", key.to_str().unwrap())
+            .arg("tls-ca-cert-file", ca.to_str().unwrap())
+            .arg("tls-auth-clients", "no"),
+    );
+    let _: () = server.cmd(&[b"HSET", b"h", b"f", b"v"]);
+    let endpoint = RedisEndpoint {
+        url: format!("rediss://localhost:{tls_port}"),
+        tls: TlsFiles {
+            ca_file: Some(ca.clone()),
+            ..TlsFiles::default()
+        },
+    };
+    let bulk = Bulk::new(&endpoint).expect("bulk");
+    let mut pipe = Pipeline::new();
+    pipe.key_cmd(b"HGETALL", b"h");
+    assert_eq!(run(&bulk, &pipe).await.expect("bulk over TLS"), ["[f,v]"]);
+    let client = redmirror_redis::connect(&endpoint, "test")
+        .await
+        .expect("fred over TLS");
+    let v: std::collections::HashMap<String, String> = fred::prelude::HashesInterface::hgetall(&client, "h")
+        .await
+        .expect("hgetall");
+    assert_eq!(v.get("f").map(String::as_str), Some("v"));
+    // A server the CA did not sign is refused, not read.
+    let stranger = tempfile::tempdir().expect("tempdir");
+    let (other_ca, _, _) = tls_files(stranger.path());
+    let untrusted = RedisEndpoint {
+        tls: TlsFiles {
+            ca_file: Some(other_ca),
+            ..TlsFiles::default()
+        },
+        ..endpoint
+    };
+    let err = run(&Bulk::new(&untrusted).expect("bulk"), &pipe)
+        .await
+        .expect_err("untrusted certificate");
+    assert_eq!(*err.kind(), fred::error::ErrorKind::Tls, "{err}");
+}
