@@ -69,7 +69,12 @@ async fn report_progress(report: ProgressReport, pending: Arc<Pending>, stop: Ca
     loop {
         let now = pending.progress();
         if last != Some(now) || written.elapsed() >= PROGRESS_REFRESH {
-            let value = format!("{run} {} {}", now.received, now.settled);
+            let value = redmirror_core::CaptureProgress {
+                run: run.clone(),
+                received: now.received,
+                settled: now.settled,
+            }
+            .encode();
             let set: Result<(), _> = report
                 .client
                 .set(

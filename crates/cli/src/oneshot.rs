@@ -110,8 +110,8 @@ async fn requested_pass(
             asked = Some((holder, n));
         }
         let n = asked.as_ref().map_or(0, |(_, n)| *n);
-        let stored: Option<String> = dest.get(&report_key).await?;
-        if let Some(report) = stored.and_then(|s| serde_json::from_str::<Report>(&s).ok()) {
+        let stored = redmirror_reconcile::service::stored_report(dest, &report_key).await;
+        if let Some(report) = stored.and_then(|v| serde_json::from_value::<Report>(v).ok()) {
             if report.request >= n {
                 return Ok(Some(report));
             }

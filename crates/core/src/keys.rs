@@ -95,9 +95,53 @@ impl KeyLayout {
     }
 }
 
+/// The value of [`KeyLayout::capture_progress_key`]: which capture run,
+/// how many changes it has received, and up to which one all are in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureProgress {
+    /// Tells one capture run from the next (numbers restart at 0).
+    pub run: String,
+    /// Changes received so far.
+    pub received: u64,
+    /// Every change up to this one is published and acknowledged.
+    pub settled: u64,
+}
+
+impl CaptureProgress {
+    /// `"{run} {received} {settled}"`.
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.run, self.received, self.settled)
+    }
+
+    /// Reads [`CaptureProgress::encode`]'s form; `None` for anything else.
+    pub fn parse(v: &str) -> Option<Self> {
+        let mut parts = v.split_whitespace();
+        let progress = CaptureProgress {
+            run: parts.next()?.to_string(),
+            received: parts.next()?.parse().ok()?,
+            settled: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(progress)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_progress_is_run_received_settled() {
+        let p = CaptureProgress {
+            run: "ab12".into(),
+            received: 10,
+            settled: 7,
+        };
+        assert_eq!(p.encode(), "ab12 10 7");
+        assert_eq!(CaptureProgress::parse("ab12 10 7"), Some(p));
+        for bad in ["ab12 10", "ab12 x 7", "", "ab12 10 7 9"] {
+            assert_eq!(CaptureProgress::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn flow_key_and_id_round_trip_binary() {

@@ -18,7 +18,7 @@ pub mod rules;
 pub mod text;
 
 pub use event::{DecodeError, FlowEvent};
-pub use keys::KeyLayout;
+pub use keys::{CaptureProgress, KeyLayout};
 pub use rules::{MirrorRules, SourceFlow};
 
 /// A flow's fields as read from Redis: `(name, value)` pairs, binary safe.

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use redmirror_core::diff::{self, DestFlow, Drift, DriftKind};
 use redmirror_core::event::{DeleteReason, FlowEvent, Origin};
 use redmirror_core::rules::Decision;
-use redmirror_core::{KeyLayout, MirrorRules, SourceFlow};
+use redmirror_core::{CaptureProgress, KeyLayout, MirrorRules, SourceFlow};
 use redmirror_kafka::{Kafka, Publisher};
 use redmirror_redis::bulk::Bulk;
 use redmirror_redis::source::SourceReader;
@@ -206,16 +206,15 @@ impl Reconciler {
         let key = self.keys.capture_progress_key();
         let read = || async {
             let v: Option<String> = self.dest.get(&key).await.ok().flatten();
-            v.and_then(|v| parse_progress(&v))
+            v.and_then(|v| CaptureProgress::parse(&v))
         };
-        let Some((run, received, _)) = read().await else {
+        let Some(start) = read().await else {
             return true;
         };
         loop {
             match read().await {
                 None => return true,
-                Some((r, _, _)) if r != run => return true,
-                Some((_, _, settled)) if settled >= received => return true,
+                Some(now) if now.run != start.run || now.settled >= start.received => return true,
                 Some(_) => {}
             }
             if Instant::now() > deadline {
@@ -535,15 +534,6 @@ impl Reconciler {
     }
 }
 
-/// `"{run} {received} {settled}"` from capture's progress key.
-fn parse_progress(v: &str) -> Option<(String, u64, u64)> {
-    let mut parts = v.split_whitespace();
-    let run = parts.next()?.to_string();
-    let received = parts.next()?.parse().ok()?;
-    let settled = parts.next()?.parse().ok()?;
-    Some((run, received, settled))
-}
-
 /// Runs a phase and records how long it took in its report.
 async fn phase(
     name: &'static str,
@@ -614,17 +604,4 @@ fn cursor_reply(v: Value) -> (Bytes, Vec<Bytes>) {
 
 fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_progress;
-
-    #[test]
-    fn capture_progress_is_run_received_settled() {
-        assert_eq!(parse_progress("ab12 10 7"), Some(("ab12".to_string(), 10, 7)));
-        assert_eq!(parse_progress("ab12 10"), None);
-        assert_eq!(parse_progress("ab12 x 7"), None);
-        assert_eq!(parse_progress(""), None);
-    }
 }

@@ -105,10 +105,7 @@ impl Pipeline {
 
     /// Appends `name key` (`HGETALL key`, `EXISTS key`).
     pub fn key_cmd(&mut self, name: &[u8], key: &[u8]) -> &mut Self {
-        self.start(2);
-        self.arg(name);
-        self.arg(key);
-        self
+        self.key_cmd_with::<&[u8]>(name, key, &[])
     }
 
     /// Appends `name key rest...` (`HMGET hash f1 f2 ...`).
