@@ -2,6 +2,7 @@
 //! the Prometheus recorder.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -70,8 +71,19 @@ pub const RECONCILE_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often recorded histogram samples are folded into their buckets.
+///
+/// The recorder keeps every raw sample until upkeep or a scrape drains it
+/// (16 bytes a sample, measured by `tests/upkeep.rs`). Without upkeep, a
+/// process nobody scraped grew by 16 bytes per applied event for ever
+/// (320 KB/s at 20,000 events/s), and one scraped once a minute held a
+/// minute of samples.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Installs the Prometheus recorder (once per process; later calls return
-/// the same handle), describes every metric and registers each at 0.
+/// the same handle), describes every metric and registers each at 0, and
+/// starts the thread that runs the recorder's upkeep every
+/// [`UPKEEP_INTERVAL`].
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -82,6 +94,16 @@ pub fn install() -> PrometheusHandle {
                 .expect("valid buckets")
                 .build_recorder();
             let handle = recorder.handle();
+            // A thread, not a task: install runs before (and outside) any
+            // runtime, and the upkeep is a short synchronous drain.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                })
+                .expect("spawn the metrics upkeep thread");
             // A recorder installed earlier (tests embedding several roles) is fine.
             let _ = metrics::set_global_recorder(recorder);
             describe_all();
