@@ -88,7 +88,13 @@ impl Report {
     fn procs(&mut self, scenario: &str, procs: &[&Proc]) {
         for p in procs {
             let (rss, cpu) = (p.peak_rss_mib(), p.cpu_seconds());
-            println!("    {scenario}: {} peak RSS {rss:.1} MiB, CPU {cpu:.1} s", p.name);
+            // Gaps (lost subscriptions, overflowed notification buffers or
+            // pending sets) each cost a reconcile pass: worth seeing.
+            let gaps = match p.name.as_str() {
+                "run" | "capture" => format!(", capture gaps {}", p.metric("redmirror_capture_gaps_total")),
+                _ => String::new(),
+            };
+            println!("    {scenario}: {} peak RSS {rss:.1} MiB, CPU {cpu:.1} s{gaps}", p.name);
             self.rss.push((scenario.into(), p.name.clone(), rss, cpu));
         }
     }

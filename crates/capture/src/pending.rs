@@ -22,6 +22,8 @@ pub struct Pending {
     inner: Mutex<Inner>,
     notify: Notify,
     max: usize,
+    /// `redmirror_capture_pending_flows`, looked up once (not per change).
+    gauge: metrics::Gauge,
 }
 
 /// Memory: this set is what grows when the broker falls behind, so a
@@ -129,6 +131,7 @@ impl Pending {
             }),
             notify: Notify::new(),
             max,
+            gauge: metrics::gauge!(m::CAPTURE_PENDING),
         }
     }
 
@@ -147,7 +150,7 @@ impl Pending {
         let id: Arc<[u8]> = Arc::from(&id[..]);
         g.causes.insert(id.clone(), (seq, cause_index(cause)));
         g.order.push_back(id);
-        metrics::gauge!(m::CAPTURE_PENDING).set(g.order.len() as f64);
+        self.gauge.set(g.order.len() as f64);
         drop(g);
         self.notify.notify_one();
         Added::New
@@ -168,7 +171,7 @@ impl Pending {
         let id: Arc<[u8]> = Arc::from(&id[..]);
         g.causes.insert(id.clone(), (seq, cause_index(cause)));
         g.order.push_back(id);
-        metrics::gauge!(m::CAPTURE_PENDING).set(g.order.len() as f64);
+        self.gauge.set(g.order.len() as f64);
         drop(g);
         self.notify.notify_one();
     }
@@ -215,7 +218,7 @@ impl Pending {
             g.order = VecDeque::new();
             g.causes = HashMap::new();
         }
-        metrics::gauge!(m::CAPTURE_PENDING).set(g.order.len() as f64);
+        self.gauge.set(g.order.len() as f64);
         out
     }
 

@@ -126,6 +126,10 @@ async fn session(
         }
         overflowing = pending_full;
     };
+    // Per notification: no URL parse, no metric registry lookup.
+    let db = u32::from(source.db());
+    let notifications = metrics::counter!(m::CAPTURE_NOTIFICATIONS);
+    let coalesced = metrics::counter!(m::CAPTURE_COALESCED);
     let end = loop {
         tokio::select! {
             biased;
@@ -137,16 +141,16 @@ async fn session(
             }),
             msg = rx.recv() => match msg {
                 Ok(ev) => {
-                    if u32::from(ev.db) != u32::from(source.db()) {
+                    if u32::from(ev.db) != db {
                         continue;
                     }
                     let key = ev.key.into_bytes();
                     let Some(id) = keys.flow_id(&key) else { continue };
-                    metrics::counter!(m::CAPTURE_NOTIFICATIONS).increment(1);
+                    notifications.increment(1);
                     match pending.add(key.slice_ref(id), cause_name(&ev.operation)) {
                         Added::New => report_overflow(false),
                         Added::Coalesced => {
-                            metrics::counter!(m::CAPTURE_COALESCED).increment(1);
+                            coalesced.increment(1);
                             report_overflow(false);
                         }
                         Added::Full => report_overflow(true),
