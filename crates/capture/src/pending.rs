@@ -135,10 +135,10 @@ impl Pending {
         }
     }
 
-    /// Adds a changed flow.
-    pub fn add(&self, id: Bytes, cause: &'static str) -> Added {
+    /// Adds a changed flow (its id is copied only when it is new here).
+    pub fn add(&self, id: &[u8], cause: &'static str) -> Added {
         let mut g = self.inner.lock().expect("pending lock");
-        if g.causes.contains_key(&id[..]) {
+        if g.causes.contains_key(id) {
             return Added::Coalesced;
         }
         if g.order.len() >= self.max {
@@ -147,7 +147,7 @@ impl Pending {
         g.received += 1;
         let seq = g.received;
         g.hold(seq);
-        let id: Arc<[u8]> = Arc::from(&id[..]);
+        let id: Arc<[u8]> = Arc::from(id);
         g.causes.insert(id.clone(), (seq, cause_index(cause)));
         g.order.push_back(id);
         self.gauge.set(g.order.len() as f64);
@@ -240,10 +240,10 @@ mod tests {
     #[test]
     fn coalesces_bounds_and_keeps_order() {
         let p = Pending::new(2);
-        assert_eq!(p.add(Bytes::from_static(b"a"), "hset"), Added::New);
-        assert_eq!(p.add(Bytes::from_static(b"a"), "hdel"), Added::Coalesced);
-        assert_eq!(p.add(Bytes::from_static(b"b"), "del"), Added::New);
-        assert_eq!(p.add(Bytes::from_static(b"c"), "del"), Added::Full);
+        assert_eq!(p.add(b"a", "hset"), Added::New);
+        assert_eq!(p.add(b"a", "hdel"), Added::Coalesced);
+        assert_eq!(p.add(b"b", "del"), Added::New);
+        assert_eq!(p.add(b"c", "del"), Added::Full);
         let t = p.try_take(10);
         assert_eq!(
             t,
@@ -253,7 +253,7 @@ mod tests {
             ]
         );
         assert!(p.is_empty());
-        assert_eq!(p.add(Bytes::from_static(b"a"), "hset"), Added::New);
+        assert_eq!(p.add(b"a", "hset"), Added::New);
     }
 
     #[test]
@@ -263,8 +263,8 @@ mod tests {
         }
         assert_eq!(cause_of(cause_index(cause_name("lset"))), "other");
         let p = Pending::new(10);
-        p.add(Bytes::from_static(b"a"), cause_name("rename_to"));
-        p.add(Bytes::from_static(b"b"), cause_name("zadd"));
+        p.add(b"a", cause_name("rename_to"));
+        p.add(b"b", cause_name("zadd"));
         let t = p.try_take(10);
         assert_eq!((t[0].1, t[1].1), ("rename_to", "other"));
     }
@@ -273,7 +273,7 @@ mod tests {
     fn an_emptied_set_gives_back_a_burst_s_tables() {
         let p = Pending::new(10_000);
         for i in 0..5_000 {
-            p.add(Bytes::from(format!("f{i}")), "hset");
+            p.add(format!("f{i}").as_bytes(), "hset");
         }
         assert_eq!(p.try_take(4_999).len(), 4_999);
         assert!(p.inner.lock().unwrap().order.capacity() >= 5_000, "not empty yet: kept");
@@ -282,7 +282,7 @@ mod tests {
             let g = p.inner.lock().unwrap();
             assert_eq!((g.order.capacity(), g.causes.capacity()), (0, 0));
         }
-        assert_eq!(p.add(Bytes::from_static(b"f1"), "hset"), Added::New);
+        assert_eq!(p.add(b"f1", "hset"), Added::New);
         assert_eq!(p.try_take(10)[0].0, Bytes::from_static(b"f1"));
     }
 
@@ -296,7 +296,7 @@ mod tests {
         let p = Pending::new(10);
         assert_eq!(progress(&p), (0, 0));
         for id in [b"a", b"b", b"c"] {
-            p.add(Bytes::copy_from_slice(id), "hset");
+            p.add(id, "hset");
         }
         assert_eq!(progress(&p), (3, 0), "waiting is outstanding");
         let t = p.try_take(2);
@@ -313,12 +313,12 @@ mod tests {
     #[test]
     fn a_requeued_flow_keeps_its_place_in_progress() {
         let p = Pending::new(1);
-        p.add(Bytes::from_static(b"a"), "hset");
+        p.add(b"a", "hset");
         let t = p.try_take(1);
         // Changed again while in flight: a new entry with a newer number.
-        assert_eq!(p.add(Bytes::from_static(b"a"), "hdel"), Added::New);
+        assert_eq!(p.add(b"a", "hdel"), Added::New);
         // The publish failed: back it goes, past the bound, keeping number 1.
-        p.add(Bytes::from_static(b"x"), "hset");
+        p.add(b"x", "hset");
         p.requeue(t[0].0.clone(), t[0].1, t[0].2);
         assert_eq!(progress(&p), (2, 0));
         let again = p.try_take(10);
@@ -332,9 +332,9 @@ mod tests {
 
         // Requeued while not pending: queued again, even when the set is full.
         let q = Pending::new(1);
-        q.add(Bytes::from_static(b"a"), "hset");
+        q.add(b"a", "hset");
         let t = q.try_take(1);
-        q.add(Bytes::from_static(b"b"), "hset");
+        q.add(b"b", "hset");
         q.requeue(t[0].0.clone(), t[0].1, t[0].2);
         assert_eq!(q.len(), 2);
         assert_eq!(progress(&q), (2, 0));

@@ -7,12 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::*;
 use redmirror_config::RedisEndpoint;
 use redmirror_core::KeyLayout;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::pending::{cause_name, Added, Pending};
@@ -91,27 +90,22 @@ async fn session(
     sessions: &mut u64,
     stop: &CancellationToken,
 ) -> SessionEnd {
-    let client = match redmirror_redis::build_with(source, "capture-subscriber", false) {
-        Ok(c) => c,
+    let prefix = format!("__keyevent@{}__:", source.db());
+    let pattern = format!("{prefix}*");
+    let subscribed = match redmirror_redis::bulk::Bulk::new(source) {
+        Ok(bulk) => bulk.psubscribe(pattern.as_bytes()).await,
         Err(e) => return SessionEnd::Disconnected(e.to_string()),
     };
-    // fred routes keyspace/keyevent messages to this channel, not message_rx.
-    let mut rx = client.keyspace_event_rx();
-    let mut conn = match client.init().await {
-        Ok(h) => h,
+    let mut sub = match subscribed {
+        Ok(sub) => sub,
         Err(e) => return SessionEnd::Disconnected(redmirror_redis::RedisError::new(source, e).to_string()),
     };
-    let prefix = format!("__keyevent@{}__:", source.db());
-    if let Err(e) = client.psubscribe(format!("{prefix}*")).await {
-        let _ = client.quit().await;
-        return SessionEnd::Disconnected(redmirror_redis::RedisError::new(source, e).to_string());
-    }
     // Subscribed: anything that changed before now and after the previous
     // session (or before start) is unknown. Ask for a reconcile pass.
     *sessions += 1;
     if *sessions == 1 {
         let _ = gaps.send(Gap::Start);
-        tracing::info!(pattern = %format!("{prefix}*"), "Subscribed to source notifications.");
+        tracing::info!(pattern = %pattern, "Subscribed to source notifications.");
     } else {
         metrics::counter!(m::CAPTURE_GAPS).increment(1);
         let _ = gaps.send(Gap::Resubscribed);
@@ -126,47 +120,37 @@ async fn session(
         }
         overflowing = pending_full;
     };
-    // Per notification: no URL parse, no metric registry lookup.
-    let db = u32::from(source.db());
+    // Per notification: no URL parse, no metric registry lookup, no
+    // allocation unless the flow is new to the pending set.
     let notifications = metrics::counter!(m::CAPTURE_NOTIFICATIONS);
     let coalesced = metrics::counter!(m::CAPTURE_COALESCED);
-    let end = loop {
+    let mut on_message = |channel: &[u8], key: &[u8]| {
+        let Some(event) = channel.strip_prefix(prefix.as_bytes()) else {
+            return;
+        };
+        let Some(id) = keys.flow_id(key) else { return };
+        notifications.increment(1);
+        let cause = cause_name(std::str::from_utf8(event).unwrap_or("other"));
+        match pending.add(id, cause) {
+            Added::New => report_overflow(false),
+            Added::Coalesced => {
+                coalesced.increment(1);
+                report_overflow(false);
+            }
+            Added::Full => report_overflow(true),
+        }
+    };
+    loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break SessionEnd::Shutdown,
-            r = &mut conn => break SessionEnd::Disconnected(match r {
-                Ok(Ok(())) => "connection closed".to_string(),
-                Ok(Err(e)) => e.details().to_string(),
-                Err(e) => e.to_string(),
-            }),
-            msg = rx.recv() => match msg {
-                Ok(ev) => {
-                    if u32::from(ev.db) != db {
-                        continue;
-                    }
-                    let key = ev.key.into_bytes();
-                    let Some(id) = keys.flow_id(&key) else { continue };
-                    notifications.increment(1);
-                    match pending.add(key.slice_ref(id), cause_name(&ev.operation)) {
-                        Added::New => report_overflow(false),
-                        Added::Coalesced => {
-                            coalesced.increment(1);
-                            report_overflow(false);
-                        }
-                        Added::Full => report_overflow(true),
-                    }
+            r = sub.recv(&mut on_message) => {
+                if let Err(e) = r {
+                    break SessionEnd::Disconnected(e.details().to_string());
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(dropped = n, "Notification buffer overflowed.");
-                    report_overflow(false);
-                    report_overflow(true);
-                }
-                Err(broadcast::error::RecvError::Closed) => break SessionEnd::Disconnected("message channel closed".into()),
-            },
+            }
         }
-    };
-    let _ = client.quit().await;
-    end
+    }
 }
 
 #[cfg(test)]

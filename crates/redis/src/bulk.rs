@@ -308,6 +308,101 @@ impl Bulk {
     }
 }
 
+impl Bulk {
+    /// Subscribes to `pattern` (`PSUBSCRIBE`) on a connection of its own,
+    /// set up like the others (credentials, database, TLS), and waits for
+    /// the server to confirm it.
+    pub async fn psubscribe(&self, pattern: &[u8]) -> Result<Subscription, Error> {
+        let mut conn = self.connect().await?;
+        let mut sub = Pipeline::new();
+        sub.cmd(&[b"PSUBSCRIBE".as_ref(), pattern]);
+        let mut refused = None;
+        tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            exchange(&mut conn, &sub, &mut |_, r: Reply<'_>| {
+                if let Reply::Error(e) = r {
+                    refused = Some(String::from_utf8_lossy(e).into_owned());
+                }
+            }),
+        )
+        .await
+        .map_err(|_| Error::new(ErrorKind::Timeout, "PSUBSCRIBE timed out"))??;
+        match refused {
+            Some(e) => Err(Error::new(ErrorKind::Unknown, e)),
+            None => Ok(Subscription { conn }),
+        }
+    }
+}
+
+/// A pattern subscription (see [`Bulk::psubscribe`]).
+///
+/// # Why not fred here
+/// fred hands each message to a broadcast channel, and allocates all nine
+/// of a client's event channels up front at the capacity the busiest one
+/// needs: for capture's notification stream, 16,384 slots each, about
+/// 11 MB, and a message arriving while the channel is full is lost (a
+/// gap). Read here, messages wait in the socket and in the server's own
+/// pub/sub output buffer (`client-output-buffer-limit pubsub`), which
+/// closes the connection when exceeded: the loss is then a disconnect the
+/// caller sees, as any other.
+pub struct Subscription {
+    conn: Conn,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Waits for messages, then calls `each(channel, message)` for every
+    /// message already received, in order, and returns how many there
+    /// were. Other pushes (subscription confirmations) are skipped. An
+    /// error is a lost connection. Cancel-safe: a message is either handed
+    /// out by a call that returns or left for the next call.
+    pub async fn recv<F>(&mut self, mut each: F) -> Result<usize, Error>
+    where
+        F: FnMut(&[u8], &[u8]),
+    {
+        loop {
+            let mut n = 0;
+            while let Some((frame, used)) =
+                decode_range(&self.conn.read).map_err(|e| Error::new(ErrorKind::Parse, e.to_string()))?
+            {
+                if let Some((channel, message)) = pmessage(&self.conn.read, &frame) {
+                    each(channel, message);
+                    n += 1;
+                }
+                self.conn.read.advance(used);
+            }
+            if n > 0 {
+                return Ok(n);
+            }
+            self.conn.read.reserve(READ_CHUNK);
+            if self.conn.stream.read_buf(&mut self.conn.read).await.map_err(io)? == 0 {
+                return Err(closed());
+            }
+        }
+    }
+}
+
+/// The channel and message of a `pmessage` push
+/// (`["pmessage", pattern, channel, message]`).
+fn pmessage<'a>(buf: &'a [u8], frame: &RangeFrame) -> Option<(&'a [u8], &'a [u8])> {
+    let RangeFrame::Array(items) = frame else {
+        return None;
+    };
+    match items.as_slice() {
+        [RangeFrame::BulkString(kind), _, RangeFrame::BulkString(channel), RangeFrame::BulkString(message)]
+            if &buf[kind.0..kind.1] == b"pmessage" =>
+        {
+            Some((&buf[channel.0..channel.1], &buf[message.0..message.1]))
+        }
+        _ => None,
+    }
+}
+
 /// Writes the pipeline, then parses replies until there is one per command.
 async fn exchange<F>(conn: &mut Conn, pipeline: &Pipeline, each: &mut F) -> Result<(), Error>
 where

@@ -68,14 +68,10 @@ pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, Red
 }
 
 /// Builds a client without connecting it. Reconnects forever with
-/// exponential backoff (100 ms to 5 s).
-pub fn build(endpoint: &RedisEndpoint, name: &str) -> Result<Client, RedisError> {
-    build_with(endpoint, name, true)
-}
-
-/// Builds a client; with `reconnect` false the connection task ends on the
-/// first disconnect (the subscriber handles that itself: each reconnect is a gap).
-pub fn build_with(endpoint: &RedisEndpoint, _name: &str, reconnect: bool) -> Result<Client, RedisError> {
+/// exponential backoff (100 ms to 5 s). Its event channels keep fred's
+/// default 32 slots each: no client here subscribes through fred (capture's
+/// notification stream is read by [`bulk::Bulk::psubscribe`]).
+pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError> {
     let mut config = Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
     if endpoint.is_tls() {
         config.tls = Some(tls_connector(endpoint)?.into());
@@ -89,15 +85,8 @@ pub fn build_with(endpoint: &RedisEndpoint, _name: &str, reconnect: bool) -> Res
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(30);
-            // Every client allocates its event channels up front: only the
-            // subscriber (no reconnect policy) needs room for bursts.
-            if !reconnect {
-                p.broadcast_channel_capacity = 16_384;
-            }
         });
-    if reconnect {
-        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
-    }
+    builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
     builder.build().map_err(|e| RedisError::new(endpoint, e))
 }
 

@@ -165,6 +165,88 @@ async fn an_unreachable_server_is_an_error_not_a_hang() {
     assert_eq!(*err.kind(), fred::error::ErrorKind::IO, "{err}");
 }
 
+/// Receives until `n` messages have arrived (deadline 10 s), as owned
+/// `(channel, message)` pairs.
+async fn receive(sub: &mut redmirror_redis::bulk::Subscription, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < n {
+        tokio::time::timeout_at(deadline, sub.recv(|c, m| got.push((c.to_vec(), m.to_vec()))))
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} messages within 10 s", got.len()))
+            .expect("subscription");
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_subscription_delivers_every_message_in_order_byte_for_byte() {
+    let server = RedisServer::start_with(RedisOptions::default().arg("requirepass", "s3cret"));
+    let url = format!("redis://:s3cret@127.0.0.1:{}/3", server.port());
+    let bulk = Bulk::new(&endpoint(url.clone())).expect("bulk");
+    let mut sub = bulk.psubscribe(b"__keyevent@3__:*").await.expect("psubscribe");
+    let mut writer = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Eh")
+        .query(&mut writer)
+        .unwrap();
+    // Many more than one read's worth, sent in one go, with a key that is
+    // not UTF-8.
+    let n = 20_000;
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("HSET").arg(format!("client:{i}")).arg("f").arg(i).ignore();
+    }
+    pipe.cmd("HSET").arg(b"client:\xff\x00").arg("f").arg("v").ignore();
+    pipe.cmd("HDEL").arg("client:0").arg("f").ignore();
+    let _: () = pipe.query(&mut writer).unwrap();
+    let got = receive(&mut sub, n + 2).await;
+    for (i, (channel, key)) in got[..n].iter().enumerate() {
+        assert_eq!(channel, b"__keyevent@3__:hset");
+        assert_eq!(key, format!("client:{i}").as_bytes(), "in order");
+    }
+    assert_eq!(got[n].1, b"client:\xff\x00");
+    assert_eq!(got[n + 1], (b"__keyevent@3__:hdel".to_vec(), b"client:0".to_vec()));
+    // Another database's events are not ours.
+    let mut db0 = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/0", server.port()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("client:db0")
+        .arg("f")
+        .arg("v")
+        .query(&mut db0)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("client:last")
+        .arg("f")
+        .arg("v")
+        .query(&mut writer)
+        .unwrap();
+    assert_eq!(receive(&mut sub, 1).await[0].1, b"client:last");
+}
+
+#[tokio::test]
+async fn a_killed_subscription_is_an_error_and_a_refused_one_too() {
+    let server = RedisServer::start_with(RedisOptions::default());
+    let bulk = Bulk::new(&endpoint(server.url())).expect("bulk");
+    let mut sub = bulk.psubscribe(b"__keyevent@0__:*").await.expect("psubscribe");
+    let killed: i64 = server.cmd(&[b"CLIENT", b"KILL", b"TYPE", b"pubsub"]);
+    assert_eq!(killed, 1);
+    let err = tokio::time::timeout(Duration::from_secs(10), sub.recv(|_, _| panic!("no message was sent")))
+        .await
+        .expect("the loss is noticed, not waited on")
+        .expect_err("connection closed");
+    assert_eq!(*err.kind(), fred::error::ErrorKind::IO, "{err}");
+
+    let wrong = Bulk::new(&endpoint(format!("redis://:nope@127.0.0.1:{}", server.port()))).expect("bulk");
+    let err = wrong.psubscribe(b"x*").await.expect_err("wrong password");
+    assert_eq!(*err.kind(), fred::error::ErrorKind::Auth, "{err}");
+}
+
 /// A CA and a server certificate for `localhost`, as PEM files in `dir`.
 fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
