@@ -2,7 +2,9 @@
 //!
 //! Keyevent channels (`__keyevent@{db}__:{event}`) carry the key as the
 //! message body, so flow ids arrive byte for byte (a keyspace channel name
-//! would have to be UTF-8). Every session after the first is a gap.
+//! would have to be UTF-8). Every session after the first is a gap. The
+//! connection is read directly ([`redmirror_redis::bulk::Subscription`]),
+//! so no in-process buffer can overflow and drop notifications.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,8 +122,8 @@ async fn session(
         }
         overflowing = pending_full;
     };
-    // Per notification: no URL parse, no metric registry lookup, no
-    // allocation unless the flow is new to the pending set.
+    // Per notification: no URL parse and no metric registry lookup; the id
+    // is copied only when the flow is new to the pending set.
     let notifications = metrics::counter!(m::CAPTURE_NOTIFICATIONS);
     let coalesced = metrics::counter!(m::CAPTURE_COALESCED);
     let mut on_message = |channel: &[u8], key: &[u8]| {
