@@ -290,21 +290,28 @@ impl Bulk {
         if let Some(db) = t.db.filter(|db| *db != 0) {
             hello.cmd(&[b"SELECT".as_ref(), db.to_string().as_bytes()]);
         }
-        let mut refused = None;
-        tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            exchange(&mut conn, &hello, &mut |_, r: Reply<'_>| {
-                if let Reply::Error(e) = r {
-                    refused.get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
-                }
-            }),
-        )
-        .await
-        .map_err(|_| Error::new(ErrorKind::Timeout, "connection set-up timed out"))??;
-        if let Some(e) = refused {
-            return Err(Error::new(ErrorKind::Auth, e));
-        }
+        set_up(&mut conn, &hello, ErrorKind::Auth, "connection set-up").await?;
         Ok(conn)
+    }
+}
+
+/// Runs a set-up pipeline within [`CONNECT_TIMEOUT`]; the first error reply
+/// fails it as a `refused` error.
+async fn set_up(conn: &mut Conn, pipeline: &Pipeline, refused: ErrorKind, what: &str) -> Result<(), Error> {
+    let mut first_error = None;
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        exchange(conn, pipeline, &mut |_, r: Reply<'_>| {
+            if let Reply::Error(e) = r {
+                first_error.get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
+            }
+        }),
+    )
+    .await
+    .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what} timed out")))??;
+    match first_error {
+        Some(e) => Err(Error::new(refused, e)),
+        None => Ok(()),
     }
 }
 
@@ -316,21 +323,8 @@ impl Bulk {
         let mut conn = self.connect().await?;
         let mut sub = Pipeline::new();
         sub.cmd(&[b"PSUBSCRIBE".as_ref(), pattern]);
-        let mut refused = None;
-        tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            exchange(&mut conn, &sub, &mut |_, r: Reply<'_>| {
-                if let Reply::Error(e) = r {
-                    refused = Some(String::from_utf8_lossy(e).into_owned());
-                }
-            }),
-        )
-        .await
-        .map_err(|_| Error::new(ErrorKind::Timeout, "PSUBSCRIBE timed out"))??;
-        match refused {
-            Some(e) => Err(Error::new(ErrorKind::Unknown, e)),
-            None => Ok(Subscription { conn }),
-        }
+        set_up(&mut conn, &sub, ErrorKind::Unknown, "PSUBSCRIBE").await?;
+        Ok(Subscription { conn })
     }
 }
 
