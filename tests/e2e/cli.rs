@@ -8,7 +8,7 @@ use crate::harness::*;
 fn check_passes_on_a_sane_setup() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
     let out = command().arg("check").envs(&env).stdin(Stdio::null()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

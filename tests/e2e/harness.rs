@@ -38,7 +38,7 @@ pub struct Mirror {
 pub struct Setup {
     pub source: RedisServer,
     pub dest: RedisServer,
-    pub broker: Broker,
+    pub broker: &'static Broker,
     pub mirror: Mirror,
 }
 
@@ -198,7 +198,7 @@ impl Setup {
     pub fn run_with(f: impl FnOnce(&mut BTreeMap<String, String>)) -> Setup {
         let source = RedisServer::start();
         let dest = RedisServer::start_with(RedisOptions::default());
-        let broker = Broker::start();
+        let broker = Broker::shared();
         let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
         f(&mut env);
         let mirror = Mirror::start(&["run"], &env);
@@ -292,20 +292,37 @@ pub mod kafka {
         }
     }
 
-    /// Produces messages (key, payload) and waits for them to be acknowledged.
+    /// Produces messages (key, payload) and waits until the broker has
+    /// acknowledged every one (a refused record fails the test).
     pub fn produce(bootstrap: &str, topic: &str, messages: &[(Vec<u8>, Vec<u8>)]) {
-        let p: BaseProducer = ClientConfig::new()
+        for (k, v) in messages {
+            try_produce(bootstrap, topic, k, v).unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
+        }
+    }
+
+    /// Produces one record (no key when `key` is empty) and returns the
+    /// broker's answer.
+    pub fn try_produce(bootstrap: &str, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), String> {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let p: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
+            .set("message.timeout.ms", "10000")
             .create()
             .expect("producer");
-        for (k, v) in messages {
-            let mut r = BaseRecord::to(topic).payload(v);
-            if !k.is_empty() {
-                r = r.key(k);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+            if !key.is_empty() {
+                r = r.key(key);
             }
-            p.send(r).map_err(|(e, _)| e).expect("send");
-        }
-        p.flush(Duration::from_secs(30)).expect("flush");
+            p.send(r, Duration::from_secs(10))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e.to_string())
+        })
     }
 
     /// Produces tombstones: these keys with no payload at all (not an

@@ -191,7 +191,7 @@ fn a_poison_message_is_dead_lettered_then_redriven_after_the_fix() {
 fn a_restarted_apply_resumes_from_committed_offsets() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
     let _capture = Mirror::start(&["capture"], &with_http_port(&env));
     let mut apply = Mirror::start(&["apply"], &with_http_port(&env));

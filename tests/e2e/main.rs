@@ -1,7 +1,8 @@
 //! End-to-end suite: the `redmirror` binary against real `redis-server`
-//! processes and a separate Kafka-compatible broker process (Tansu).
+//! processes and an Apache Kafka broker process (one per test binary,
+//! `Broker::shared`; `REDMIRROR_TEST_BROKER=tansu` switches to Tansu).
 //!
-//! Every test starts its own servers on free ports (guards kill them) and
+//! Every test starts its own Redis servers on free ports (guards kill them) and
 //! uses its own topic and consumer group. Waits have deadlines; nothing
 //! sleeps for synchronisation.
 

@@ -138,7 +138,7 @@ fn rediss_end_to_end_with_a_private_ca_and_client_certificates() {
     make_certs(dir.path());
     let (source, src_tls) = tls_server(dir.path(), true, false);
     let (dest, dst_tls) = tls_server(dir.path(), false, true);
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let p = |f: &str| dir.path().join(f).display().to_string();
     let mut env = mirror_env(
         &format!("rediss://127.0.0.1:{src_tls}"),
@@ -194,7 +194,7 @@ fn run_acl(server: &RedisServer, line: &str) {
 fn capture_and_reconcile_run_with_the_documented_read_only_source_user() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
+    let broker = Broker::shared();
     run_acl(&source, &documented_acl("redmirror-source"));
     run_acl(&dest, &documented_acl("redmirror-dest"));
     // The source user cannot write.
@@ -265,7 +265,7 @@ fn stopped_line_total(output: &str, field: &str) -> u64 {
 fn sigterm_under_load_loses_nothing_and_applies_nothing_twice() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
     let capture = Mirror::start(&["capture"], &with_http_port(&env));
     let mut apply1 = Mirror::start(&["apply"], &with_http_port(&env));
@@ -329,7 +329,7 @@ fn sigterm_under_load_loses_nothing_and_applies_nothing_twice() {
 fn json_logs_and_no_secrets_anywhere() {
     let source = RedisServer::start_with(RedisOptions::with_notifications().arg("requirepass", "src-secret-pw"));
     let dest = RedisServer::start_with(RedisOptions::default().arg("requirepass", "dst-secret-pw"));
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let token = "admin-secret-token-xyz";
     let mut env = mirror_env(
         &format!("redis://:src-secret-pw@127.0.0.1:{}", source.port()),

@@ -84,8 +84,8 @@ fn wait_converged(source: &RedisServer, dest: &RedisServer) {
 fn changes_made_while_capture_was_down_are_repaired_by_the_gap_pass() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let env = env_for(&source, &dest, broker);
     let _apply = Mirror::start(&["apply"], &with_http_port(&env));
     let _reconcile = Mirror::start(&["reconcile"], &with_http_port(&env));
     let mut capture = Mirror::start(&["capture"], &with_http_port(&env));
@@ -108,8 +108,8 @@ fn a_subscriber_cut_by_the_output_buffer_limit_is_a_gap_that_gets_repaired() {
         RedisOptions::with_notifications().arg("client-output-buffer-limit", "pubsub 2kb 1kb 1"),
     );
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let env = env_for(&source, &dest, broker);
     let mirror = Mirror::start(&["run"], &env);
     let mut src = source.conn();
     write_flows(&mut src, "warm", 5);
@@ -128,8 +128,8 @@ fn a_subscriber_cut_by_the_output_buffer_limit_is_a_gap_that_gets_repaired() {
 fn a_full_pending_set_drops_with_a_gap_instead_of_growing_and_the_gap_gets_repaired() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let mut env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let mut env = env_for(&source, &dest, broker);
     // Room for 8 distinct flows: any burst overflows it.
     env.insert("REDMIRROR_CAPTURE_PENDING_MAX".into(), "8".into());
     let mirror = Mirror::start(&["run"], &env);
@@ -161,8 +161,8 @@ fn sigterm_during_a_pass_stops_promptly_and_releases_the_lease() {
     // ignored SIGTERM until the shutdown timeout and kept the lease.
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let mut env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let mut env = env_for(&source, &dest, broker);
     env.insert("REDMIRROR_RECONCILE_BARRIER_TIMEOUT".into(), "10m".into());
     env.insert("REDMIRROR_SHUTDOWN_TIMEOUT".into(), "10m".into());
     env.insert("REDMIRROR_LEASE_TTL".into(), "10m".into());
@@ -192,8 +192,8 @@ fn sigterm_during_a_pass_stops_promptly_and_releases_the_lease() {
 fn flushdb_on_the_source_removes_every_sync_copy_and_no_native_one() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let mut env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let mut env = env_for(&source, &dest, broker);
     env.insert("REDMIRROR_ADMIN_TOKEN".into(), TOKEN.into());
     let mirror = Mirror::start(&["run"], &env);
     let mut src = source.conn();
@@ -228,8 +228,8 @@ fn flushdb_on_the_source_removes_every_sync_copy_and_no_native_one() {
 fn a_dry_run_reports_exactly_the_injected_drift_and_changes_nothing() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let env = env_for(&source, &dest, broker);
     let mut mirror = Mirror::start(&["run"], &env);
     let mut src = source.conn();
     write_flows(&mut src, "d", 10);
@@ -273,8 +273,8 @@ fn json_report(out: &str) -> serde_json::Value {
 fn the_barrier_waits_until_capture_has_published_what_it_received() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let mut env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let mut env = env_for(&source, &dest, broker);
     let key = "redmirror:capture:progress";
     let progress = || -> Option<(String, u64, u64)> {
         let v: Option<String> = redis::cmd("GET").arg(key).query(&mut dest.conn()).unwrap();
@@ -334,8 +334,8 @@ fn the_barrier_waits_until_capture_has_published_what_it_received() {
 fn reconcile_once_while_a_run_holds_the_lease_has_that_run_do_the_pass() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let env = env_for(&source, &dest, broker);
     let mirror = Mirror::start(&["run"], &with_http_port(&env));
     let mut src = source.conn();
     write_flows(&mut src, "q", 5);
@@ -370,8 +370,8 @@ fn reconcile_once_while_a_run_holds_the_lease_has_that_run_do_the_pass() {
 fn only_one_reconciler_runs_and_another_takes_over_when_it_dies() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let env = env_for(&source, &dest, broker);
     let mut a = Mirror::start(&["reconcile"], &with_http_port(&env));
     let mut b = Mirror::start(&["reconcile"], &with_http_port(&env));
     let passes = |m: &Mirror| m.metric("redmirror_reconcile_runs_total");
@@ -398,8 +398,8 @@ fn only_one_reconciler_runs_and_another_takes_over_when_it_dies() {
 fn concurrent_writes_during_passes_never_regress_a_flow() {
     let source = RedisServer::start();
     let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::start();
-    let mut env = env_for(&source, &dest, &broker);
+    let broker = Broker::shared();
+    let mut env = env_for(&source, &dest, broker);
     env.insert("REDMIRROR_ADMIN_TOKEN".into(), TOKEN.into());
     let mirror = Mirror::start(&["run"], &env);
     let mut src = source.conn();

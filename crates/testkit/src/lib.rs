@@ -5,7 +5,11 @@
 //! - [`RedisServer`]: a `redis-server` process on a free port, in its own
 //!   temporary directory, killed and reaped on drop; restartable with its
 //!   data kept. Start-up failure panics with the server's log.
-//! - [`Broker`]: a Tansu (Kafka-compatible) broker process, same guarantees.
+//! - [`Broker`]: the Kafka broker the tests run against: Apache Kafka
+//!   ([`kafka::KafkaBroker`], single-node KRaft) by default, Tansu
+//!   ([`tansu::TansuBroker`]) with `REDMIRROR_TEST_BROKER=tansu`. One per
+//!   test binary ([`Broker::shared`], fresh topic and group per test), or
+//!   one of a test's own ([`Broker::start`]) to kill, pause or restart.
 //! - [`wait_for`]: poll a condition until a deadline, then fail with a message.
 //! - [`flows`]: reading flows through an independent client (the `redis` crate).
 //!
@@ -20,9 +24,12 @@ use std::time::{Duration, Instant};
 
 pub mod flows;
 pub mod invariant;
+pub mod kafka;
+pub mod tansu;
 
 /// The install command printed when a dependency is missing.
-pub const INSTALL_HINT: &str = "run scripts/install-test-deps (installs redis-server and the pinned Tansu broker)";
+pub const INSTALL_HINT: &str =
+    "run scripts/install-test-deps (installs redis-server, Java and Maven, and the pinned Apache Kafka broker)";
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -213,92 +220,85 @@ impl Drop for RedisServer {
     }
 }
 
-/// The Tansu binary: `$TANSU_BIN`, else `.tools/tansu` in the workspace.
-pub fn tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSU_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = workspace_root().join(".tools/tansu");
-    assert!(
-        p.is_file(),
-        "the Tansu broker is missing at {}: {INSTALL_HINT}",
-        p.display()
-    );
-    p
+/// Which broker the tests run against: `REDMIRROR_TEST_BROKER` (`kafka`, the
+/// default, or `tansu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// Apache Kafka, the broker our users run.
+    ApacheKafka,
+    /// Tansu, an optional second target.
+    Tansu,
 }
 
-/// A Kafka-compatible broker process (Tansu, in-memory storage) on a free
-/// port; killed on drop.
-pub struct Broker {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+impl BrokerKind {
+    /// From `REDMIRROR_TEST_BROKER`; panics on an unknown value.
+    pub fn from_env() -> Self {
+        match std::env::var("REDMIRROR_TEST_BROKER").as_deref() {
+            Err(_) | Ok("") | Ok("kafka") | Ok("apache-kafka") => BrokerKind::ApacheKafka,
+            Ok("tansu") => BrokerKind::Tansu,
+            Ok(other) => panic!("REDMIRROR_TEST_BROKER={other}: expected kafka or tansu"),
+        }
+    }
+}
+
+/// A broker process for tests: Apache Kafka or Tansu (see [`BrokerKind`]).
+pub enum Broker {
+    /// Apache Kafka, this test's own.
+    Kafka(kafka::KafkaBroker),
+    /// Apache Kafka, the one shared by the test process.
+    Shared(&'static kafka::KafkaBroker),
+    /// Tansu.
+    Tansu(tansu::TansuBroker),
 }
 
 impl Broker {
-    /// Starts a broker.
+    /// A broker of this test's own (the kind `REDMIRROR_TEST_BROKER` names).
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            log: dir.path().join("tansu.log"),
-            _dir: dir,
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(&self.log).expect("broker log");
-        let child = Command::new(tansu_bin())
-            .arg("broker")
-            .arg("--listener-url")
-            .arg(&url)
-            .arg("--advertised-listener-url")
-            .arg(&url)
-            .arg("--storage-engine")
-            .arg("memory://tansu/")
-            .env_remove("STORAGE_ENGINE")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the broker ({e}): {INSTALL_HINT}"));
-        self.child = Some(child);
-        if !wait_port(self.port, Duration::from_secs(20)) {
-            self.stop();
-            panic!(
-                "broker on port {} did not start:\n{}",
-                self.port,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+        match BrokerKind::from_env() {
+            BrokerKind::ApacheKafka => Broker::Kafka(kafka::KafkaBroker::start()),
+            BrokerKind::Tansu => Broker::Tansu(tansu::TansuBroker::start()),
         }
     }
 
-    /// `127.0.0.1:{port}` for `bootstrap.servers`.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+    /// The broker shared by every test of this process (started on first
+    /// use). Use a unique topic and group; never stop it.
+    pub fn shared() -> &'static Broker {
+        static SHARED: std::sync::OnceLock<Broker> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| match BrokerKind::from_env() {
+            BrokerKind::ApacheKafka => {
+                // The Kafka guard keeps its own static (cleaned at exit);
+                // this one only borrows it.
+                Broker::Shared(kafka::KafkaBroker::shared())
+            }
+            BrokerKind::Tansu => Broker::Tansu(tansu::TansuBroker::start()),
+        })
     }
 
-    /// Kills the broker (its in-memory log is lost).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c);
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Kafka(b) => b.bootstrap(),
+            Broker::Shared(b) => b.bootstrap(),
+            Broker::Tansu(b) => b.bootstrap(),
+        }
+    }
+
+    /// `apache-kafka-{version}` or `tansu`, for reports.
+    pub fn name(&self) -> String {
+        match self {
+            Broker::Kafka(b) => b.name(),
+            Broker::Shared(b) => b.name(),
+            Broker::Tansu(_) => "tansu".into(),
         }
     }
 
     /// The process id, for SIGSTOP/SIGCONT fault injection.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
+        match self {
+            Broker::Kafka(b) => b.pid(),
+            Broker::Shared(b) => b.pid(),
+            Broker::Tansu(b) => b.pid(),
+        }
     }
 }
 
