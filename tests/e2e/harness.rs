@@ -339,6 +339,50 @@ pub mod kafka {
         p.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    /// The broker's own end offsets (high watermarks) of every partition of
+    /// `topic`, and `group`'s committed offsets (absent: none committed),
+    /// read by an independent client.
+    pub fn end_and_committed(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+    ) -> (
+        std::collections::BTreeMap<i32, i64>,
+        std::collections::BTreeMap<i32, i64>,
+    ) {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut ends = std::collections::BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            let (_, high) = c
+                .fetch_watermarks(topic, *p, Duration::from_secs(10))
+                .expect("watermarks");
+            ends.insert(*p, high);
+            tpl.add_partition(topic, *p);
+        }
+        let got = c
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        let committed = got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        (ends, committed)
+    }
+
     /// Reads every message of `topic` (all partitions) up to partition EOF.
     pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
         let c: BaseConsumer = ClientConfig::new()

@@ -7,6 +7,7 @@
 //! sleeps for synchronisation.
 
 mod bad_input;
+mod broker;
 mod cli;
 mod delivery;
 #[allow(dead_code)]

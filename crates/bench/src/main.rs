@@ -114,8 +114,9 @@ fn main() -> anyhow::Result<()> {
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let out_dir = redmirror_testkit::workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
+    let broker_name = redmirror_testkit::BrokerKind::from_env().name();
     println!(
-        "redmirror bench ({}) on {} cores; every server and client shares them",
+        "redmirror bench ({}) on {} cores against {broker_name}; every server and client shares them",
         if args.quick { "quick" } else { "full" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
@@ -165,13 +166,12 @@ fn main() -> anyhow::Result<()> {
         "replay_per_s",
         "max_rss_mib",
     ];
-    let line: Vec<String> = keys
-        .iter()
-        .map(|k| match r.summary.get(k) {
+    let line: Vec<String> = std::iter::once(format!("broker={broker_name}"))
+        .chain(keys.iter().map(|k| match r.summary.get(k) {
             Some(v) if *v >= 100.0 => format!("{k}={v:.0}"),
             Some(v) => format!("{k}={v:.2}"),
             None => format!("{k}=na"),
-        })
+        }))
         .collect();
     r.json.insert(
         "summary".into(),
@@ -191,6 +191,8 @@ fn main() -> anyhow::Result<()> {
                 .collect::<Vec<_>>(),
         )?,
     );
+    r.json
+        .insert("broker".into(), serde_json::Value::String(broker_name.clone()));
     std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&r.json)?)?;
     println!(
         "  (took {:.0} s; details in target/bench/results.json)",
@@ -221,13 +223,13 @@ fn broker(r: &mut Report) -> anyhow::Result<()> {
         let (m50, m99) = kafka_lat::measure(&embedded, "lat-probe", rate, 8)?;
         r.row(
             &format!("broker alone, produce->consume @ {rate}/s"),
-            format!("Tansu p50 {p50:.2} p99 {p99:.2} ms"),
+            format!("{} p50 {p50:.2} p99 {p99:.2} ms", s.broker.name()),
             format!("embedded p50 {m50:.2} p99 {m99:.2} ms"),
             "-".into(),
         );
         r.json.insert(
             format!("broker_{rate}"),
-            serde_json::json!({"tansu_p50_ms": p50, "tansu_p99_ms": p99, "embedded_p50_ms": m50, "embedded_p99_ms": m99}),
+            serde_json::json!({"broker": s.broker.name(), "broker_p50_ms": p50, "broker_p99_ms": p99, "embedded_p50_ms": m50, "embedded_p99_ms": m99}),
         );
     }
     Ok(())

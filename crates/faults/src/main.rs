@@ -14,7 +14,6 @@
 //! under `target/faults/logs/`.
 
 mod load;
-mod mockbroker;
 mod procs;
 mod proxy;
 mod scenario;
@@ -158,8 +157,9 @@ fn main() -> anyhow::Result<()> {
         reconcile_interval: "10m".into(),
         out_dir: out_dir.clone(),
     };
+    let broker = redmirror_testkit::BrokerKind::from_env().name();
     println!(
-        "redmirror-faults: seed {seed} (rerun with --seed {seed}); {} scenario(s); load {load:.0}s at {} changes/s; logs in {}",
+        "redmirror-faults: seed {seed} (rerun with --seed {seed}); broker {broker}; {} scenario(s); load {load:.0}s at {} changes/s; logs in {}",
         names.len(),
         opts.rate,
         out_dir.join("logs").display()
@@ -216,6 +216,7 @@ fn main() -> anyhow::Result<()> {
     println!("total {wall:.0}s, seed {seed}");
     let summary = serde_json::json!({
         "seed": seed,
+        "broker": broker,
         "mode": if args.short { "short" } else if args.soak.is_some() { "soak" } else { "default" },
         "load_secs": load,
         "rate": opts.rate,
@@ -230,7 +231,7 @@ fn main() -> anyhow::Result<()> {
     });
     std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&summary)?)?;
     println!(
-        "faults: {injections} injections, {events} events, max converge {max_converge:.1} s, peak rss {rss:.0} MiB, {violations} violations"
+        "faults: broker={broker} {injections} injections, {events} events, max converge {max_converge:.1} s, peak rss {rss:.0} MiB, {violations} violations"
     );
     if violations > 0 || errors > 0 || unconverged > 0 {
         std::process::exit(1);

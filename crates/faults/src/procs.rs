@@ -121,8 +121,11 @@ impl Proc {
             std::time::SystemTime::now()
         )?;
         let mut c = Command::new(redmirror_bin()?);
+        // The servers are the scenario's own; Kafka client properties
+        // (`REDMIRROR_KAFKA_*`, e.g. `REDMIRROR_KAFKA_GROUP_PROTOCOL`) pass
+        // through so settings can be compared under faults.
         for (k, _) in std::env::vars() {
-            if k.starts_with("REDMIRROR_") {
+            if k.starts_with("REDMIRROR_") && (!k.starts_with("REDMIRROR_KAFKA_") || k == "REDMIRROR_KAFKA_BROKERS") {
                 c.env_remove(k);
             }
         }

@@ -16,7 +16,6 @@ use redmirror_testkit::{Broker, RedisOptions, RedisServer};
 use serde_json::{json, Value};
 
 use crate::load::{self, NativeCtl, Stats};
-use crate::mockbroker::MockBroker;
 use crate::procs::{self, Proc, ADMIN_TOKEN};
 use crate::proxy::Proxy;
 
@@ -133,29 +132,6 @@ impl Outcome {
     }
 }
 
-/// The broker of a scenario: a Tansu process, or the mock cluster for
-/// `broker-restart` (its log survives a restart; see `mockbroker`).
-enum Kafka {
-    Tansu(Broker),
-    Mock(MockBroker),
-}
-
-impl Kafka {
-    fn bootstrap(&self) -> String {
-        match self {
-            Kafka::Tansu(b) => b.bootstrap(),
-            Kafka::Mock(m) => m.bootstrap(),
-        }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Kafka::Tansu(b) => b.pid(),
-            Kafka::Mock(_) => None,
-        }
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Topology {
     /// One `redmirror run`.
@@ -169,7 +145,7 @@ struct Env {
     name: String,
     source: RedisServer,
     dest: RedisServer,
-    broker: Kafka,
+    broker: Broker,
     proxy: Option<Proxy>,
     topic: String,
     group: String,
@@ -203,7 +179,10 @@ impl Env {
             ("REDMIRROR_LEASE_TTL", "2s".into()),
             ("REDMIRROR_KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
             ("REDMIRROR_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-            ("REDMIRROR_LOG", "info".into()),
+            (
+                "REDMIRROR_LOG",
+                std::env::var("REDMIRROR_FAULTS_LOG").unwrap_or_else(|_| "info".into()),
+            ),
             ("REDMIRROR_SHUTDOWN_TIMEOUT", procs::SHUTDOWN_TIMEOUT.into()),
         ]
         .into_iter()
@@ -343,21 +322,20 @@ fn inject(env: &mut Env, rng: &mut StdRng) -> anyhow::Result<String> {
             Ok(format!("SIGSTOP broker for {:.1}s, SIGCONT", d.as_secs_f64()))
         }
         "broker-restart" => {
-            let Kafka::Mock(broker) = &env.broker else {
-                bail!("broker-restart needs the mock broker");
-            };
+            if !env.broker.durable() {
+                bail!("broker-restart needs a broker whose log survives a kill (Apache Kafka, not Tansu)");
+            }
             let d = rand_secs(rng, env.opts.freeze);
-            broker.down()?;
+            let pid = env.broker.pid().unwrap_or(0);
+            env.broker.kill();
             let r = env.idle(d);
-            let up = match &env.broker {
-                Kafka::Mock(b) => b.up(),
-                Kafka::Tansu(_) => unreachable!("checked above"),
-            };
+            let t = Instant::now();
+            env.broker.start_again();
             r?;
-            up?;
             Ok(format!(
-                "broker down (connections dropped and refused, log kept) {:.1}s, up again",
-                d.as_secs_f64()
+                "broker kill -9 (pid {pid}), down {:.1}s, started again on the same log directory (ready after {:.1}s)",
+                d.as_secs_f64(),
+                t.elapsed().as_secs_f64()
             ))
         }
         "dest-down" => {
@@ -581,11 +559,7 @@ fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::R
     let dest = RedisServer::start_with(dst_opts);
     let tag = format!("{}-{}", std::process::id(), name);
     let topic = format!("faults.{tag}");
-    let broker = if name == "broker-restart" {
-        Kafka::Mock(MockBroker::start(&[(topic.clone(), 6), (format!("{topic}.dlq"), 1)])?)
-    } else {
-        Kafka::Tansu(Broker::start())
-    };
+    let broker = Broker::start();
     let proxy = if name == "net-cut" {
         Some(Proxy::start(dest.port())?)
     } else {

@@ -407,11 +407,6 @@ impl KafkaBroker {
         self.port
     }
 
-    /// `apache-kafka-{version}`, for reports.
-    pub fn name(&self) -> String {
-        format!("apache-kafka-{KAFKA_VERSION}")
-    }
-
     /// Kills the broker now (`kill -9`); its log directory stays, so
     /// [`KafkaBroker::start_again`] brings every record back.
     pub fn kill(&mut self) {

@@ -239,6 +239,15 @@ impl BrokerKind {
             Ok(other) => panic!("REDMIRROR_TEST_BROKER={other}: expected kafka or tansu"),
         }
     }
+
+    /// `apache-kafka-{version}` or `tansu`, for reports (the `bench:` and
+    /// `faults:` lines).
+    pub fn name(self) -> String {
+        match self {
+            BrokerKind::ApacheKafka => format!("apache-kafka-{}", kafka::KAFKA_VERSION),
+            BrokerKind::Tansu => "tansu".into(),
+        }
+    }
 }
 
 /// A broker process for tests: Apache Kafka or Tansu (see [`BrokerKind`]).
@@ -286,9 +295,8 @@ impl Broker {
     /// `apache-kafka-{version}` or `tansu`, for reports.
     pub fn name(&self) -> String {
         match self {
-            Broker::Kafka(b) => b.name(),
-            Broker::Shared(b) => b.name(),
-            Broker::Tansu(_) => "tansu".into(),
+            Broker::Kafka(_) | Broker::Shared(_) => BrokerKind::ApacheKafka.name(),
+            Broker::Tansu(_) => BrokerKind::Tansu.name(),
         }
     }
 
@@ -298,6 +306,30 @@ impl Broker {
             Broker::Kafka(b) => b.pid(),
             Broker::Shared(b) => b.pid(),
             Broker::Tansu(b) => b.pid(),
+        }
+    }
+
+    /// True when the broker keeps its log across [`Broker::kill`] and
+    /// [`Broker::start_again`] (Apache Kafka does; Tansu's log is in memory).
+    pub fn durable(&self) -> bool {
+        matches!(self, Broker::Kafka(_))
+    }
+
+    /// Kills the broker now (`kill -9`). Panics on the shared broker.
+    pub fn kill(&mut self) {
+        match self {
+            Broker::Kafka(b) => b.kill(),
+            Broker::Shared(_) => panic!("the shared broker is never stopped: use Broker::start()"),
+            Broker::Tansu(b) => b.kill_now(),
+        }
+    }
+
+    /// Starts a killed broker again on the same log directory and ports.
+    /// Panics unless [`Broker::durable`].
+    pub fn start_again(&mut self) {
+        match self {
+            Broker::Kafka(b) => b.start_again(),
+            _ => panic!("only a broker of a test's own with a durable log (Apache Kafka) restarts"),
         }
     }
 }
