@@ -24,7 +24,7 @@ struct Args {
     /// Use the embedded broker for the latency scenario (isolates the broker's share).
     #[arg(long)]
     embedded: bool,
-    /// Only these scenarios (comma list: latency,native,sustained,hot,stages,reconcile,replay).
+    /// Only these scenarios (comma list: broker,latency,native,sustained,hot,stages,reconcile,replay,group).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -151,6 +151,10 @@ fn main() -> anyhow::Result<()> {
     if want("replay") {
         replay(&sizes, &mut r)?;
     }
+    // Minutes of steady load per protocol: in a full run, or when asked for.
+    if (!args.quick && want("group")) || args.only.iter().any(|o| o == "group") {
+        group(&mut r)?;
+    }
 
     let max_rss = r.rss.iter().map(|x| x.2).fold(0.0, f64::max);
     r.summary.insert("max_rss_mib", max_rss);
@@ -199,6 +203,74 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("bench: {}", line.join(" "));
+    Ok(())
+}
+
+/// Consumer-group recovery, per group protocol: two `apply` processes share
+/// the partitions under a steady load of unique flows; one is killed
+/// (`kill -9`), then the survivor's partner is started again and stopped
+/// with SIGTERM (a graceful leave). The longest end-to-end latency of the
+/// changes written around each event is how long some partitions went
+/// unserved. Both use redmirror's defaults: classic with its 10 s session
+/// timeout, `consumer` (KIP-848) with the broker's
+/// `group.consumer.session.timeout.ms` (45 s by default).
+fn group(r: &mut Report) -> anyhow::Result<()> {
+    const RATE: u64 = 500;
+    for proto in ["classic", "consumer"] {
+        let s = Servers::start(true)?;
+        let extra = [
+            ("REDMIRROR_KAFKA_GROUP_PROTOCOL", proto),
+            ("REDMIRROR_KAFKA_SESSION_TIMEOUT_MS", "10000"),
+        ];
+        let capture = Proc::role(&s, "capture", "capture", &extra)?;
+        let a = Proc::role(&s, "apply-a", "apply", &extra)?;
+        a.wait_ready(&s)?;
+        let mut measured = Vec::new();
+        for (step, how) in [(0, "kill -9"), (1, "SIGTERM")] {
+            let b = Proc::role(&s, "apply-b", "apply", &extra)?;
+            // Until b has a share of the partitions and applies from it.
+            let applied = "redmirror_apply_events_total{outcome=\"applied\"}";
+            let t = Instant::now();
+            while b.metric(applied) < 1.0 {
+                if t.elapsed() > Duration::from_secs(90) {
+                    anyhow::bail!("apply-b ({proto}) got no partitions within 90 s");
+                }
+                load::write_steady(&s.source.url(), &format!("grp{step}warm-"), RATE, 1, 1)?;
+            }
+            let prefix = format!("grp{step}-");
+            let obs = Latencies::observe(&s.dest.url(), &prefix)?;
+            let (url, pfx) = (s.source.url(), prefix.clone());
+            let writer = std::thread::spawn(move || load::write_steady(&url, &pfx, RATE, 60, 1));
+            std::thread::sleep(Duration::from_secs(5)); // the load runs before the member goes
+            let mut b = b;
+            if step == 0 {
+                b.kill();
+            } else {
+                b.terminate();
+            }
+            let sent = writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+            let lat = obs.finish(sent, Duration::from_secs(90));
+            measured.push((how, lat.max() / 1000.0, lat.p(99.0), lat.missing));
+        }
+        r.row(
+            &format!("group.protocol={proto}: a member leaves"),
+            measured
+                .iter()
+                .map(|(how, max_s, _, _)| format!("{how}: unserved {max_s:.1} s"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            "-".into(),
+            "-".into(),
+        );
+        r.json.insert(
+            format!("group_{proto}"),
+            serde_json::json!(measured
+                .iter()
+                .map(|(how, max_s, p99, missing)| serde_json::json!({"leave": how, "max_e2e_s": max_s, "p99_ms": p99, "missing": missing}))
+                .collect::<Vec<_>>()),
+        );
+        r.procs(&format!("group-{proto}"), &[&capture, &a]);
+    }
     Ok(())
 }
 

@@ -258,6 +258,24 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then waits up to 30 s for the exit (kill -9 after that).
+    pub fn terminate(&mut self) {
+        self.peak_rss_mib();
+        self.cpu_seconds();
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let end = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Waits for the process to exit; its stdout.
     pub fn wait_output(&mut self, deadline: Duration) -> anyhow::Result<String> {
         let end = Instant::now() + deadline;

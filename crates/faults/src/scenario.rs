@@ -616,6 +616,13 @@ fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::R
             out.max_blind_secs = w.iter().copied().fold(out.max_blind_secs, f64::max);
         }
     }
+    if env.broker.exited() {
+        out.unplanned_exits
+            .push(format!("the broker ({}) exited by itself", env.broker.name()));
+    }
+    if let Some(log) = env.broker.server_log() {
+        let _ = std::fs::copy(log, env.log_dir.join("broker.log"));
+    }
     out.log = std::mem::take(&mut env.log);
     result
 }

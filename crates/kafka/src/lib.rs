@@ -103,6 +103,14 @@ impl Error {
     }
 }
 
+/// Consumer properties of the classic group protocol that KIP-848's
+/// `consumer` protocol moves to the broker (librdkafka refuses them there).
+const CLASSIC_ONLY: [&str; 3] = [
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+];
+
 /// Shared client settings.
 #[derive(Clone, Debug)]
 pub struct Kafka {
@@ -132,7 +140,13 @@ impl Kafka {
         for (k, v) in defaults {
             c.set(*k, *v);
         }
+        let consumer_protocol = self.consumer_protocol();
         for (k, v) in &self.properties {
+            // Every client of a `group.protocol=consumer` deployment (the
+            // metadata and offset clients too) would refuse these.
+            if consumer_protocol && CLASSIC_ONLY.contains(&k.as_str()) {
+                continue;
+            }
             c.set(k, v);
         }
         c
@@ -172,7 +186,36 @@ impl Kafka {
 
     /// The settings of [`Kafka::consumer`].
     pub fn consumer_config(&self, group: &str) -> ClientConfig {
-        self.client_config(&[
+        let defaults = self.consumer_defaults(group);
+        if self.consumer_protocol() {
+            for k in CLASSIC_ONLY.iter().filter(|k| self.properties.contains_key(**k)) {
+                tracing::warn!(
+                    property = k,
+                    "Ignored with group.protocol=consumer: the broker sets it (its group.consumer.* settings)."
+                );
+            }
+        }
+        self.client_config(&defaults)
+    }
+
+    /// True when the operator chose KIP-848's `consumer` group protocol
+    /// (`group.protocol=consumer`): the broker then owns the session timeout,
+    /// heartbeats and assignment, and librdkafka refuses the classic
+    /// protocol's properties for them.
+    pub fn consumer_protocol(&self) -> bool {
+        self.properties.get("group.protocol").is_some_and(|p| p == "consumer")
+    }
+
+    fn consumer_defaults<'a>(&self, group: &'a str) -> Vec<(&'a str, &'a str)> {
+        let consumer_protocol = self.consumer_protocol();
+        Self::classic_consumer_defaults(group)
+            .into_iter()
+            .filter(|(k, _)| !(consumer_protocol && CLASSIC_ONLY.contains(k)))
+            .collect()
+    }
+
+    fn classic_consumer_defaults(group: &str) -> Vec<(&str, &str)> {
+        vec![
             ("group.id", group),
             ("enable.auto.commit", "true"),
             ("auto.commit.interval.ms", "1000"),
@@ -196,7 +239,7 @@ impl Kafka {
             // every second on a backlog (100,000 events: 4.6 s -> 2.6 s).
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
             ("session.timeout.ms", "10000"),
-        ])
+        ]
     }
 
     /// A consumer outside any group (replay, inspect, DLQ): reads from
@@ -312,6 +355,28 @@ mod consumer_settings {
         let k = Kafka::new("127.0.0.1:9092", props);
         assert_eq!(k.consumer_config("g").get("fetch.queue.backoff.ms"), Some("250"));
         assert_eq!(k.reader_config().get("fetch.queue.backoff.ms"), Some("250"));
+    }
+
+    #[test]
+    fn the_consumer_protocol_drops_the_classic_group_settings() {
+        let classic = Kafka::new("127.0.0.1:9092", BTreeMap::new()).consumer_config("g");
+        assert_eq!(classic.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(classic.get("session.timeout.ms"), Some("10000"));
+        let props = BTreeMap::from([
+            ("group.protocol".to_string(), "consumer".to_string()),
+            ("session.timeout.ms".to_string(), "6000".to_string()),
+        ]);
+        let k = Kafka::new("127.0.0.1:9092", props);
+        assert!(k.consumer_protocol());
+        let c = k.consumer_config("g");
+        assert_eq!(c.get("group.protocol"), Some("consumer"));
+        assert_eq!(c.get("partition.assignment.strategy"), None);
+        assert_eq!(c.get("session.timeout.ms"), None);
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        // librdkafka accepts what is left, for the group consumer and for
+        // the other clients (metadata, offsets) alike.
+        let _: rdkafka::consumer::BaseConsumer = c.create().expect("a consumer with group.protocol=consumer");
+        let _: rdkafka::consumer::BaseConsumer = k.client_config(&[]).create().expect("a metadata client");
     }
 }
 

@@ -390,6 +390,15 @@ impl KafkaBroker {
         }
     }
 
+    /// True when the process was started and has exited by itself.
+    pub fn exited(&self) -> bool {
+        let mut g = self.child.lock().expect("child");
+        match g.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => false,
+        }
+    }
+
     fn kill_now(&self) {
         if let Some(mut c) = self.child.lock().map(|mut g| g.take()).unwrap_or(None) {
             let _ = c.kill();

@@ -309,6 +309,24 @@ impl Broker {
         }
     }
 
+    /// The broker's own log file (Apache Kafka's `server.log`).
+    pub fn server_log(&self) -> Option<PathBuf> {
+        match self {
+            Broker::Kafka(b) => Some(b.dir().join("server.log")),
+            Broker::Shared(b) => Some(b.dir().join("server.log")),
+            Broker::Tansu(_) => None,
+        }
+    }
+
+    /// True when the broker should be running but its process has exited.
+    pub fn exited(&self) -> bool {
+        match self {
+            Broker::Kafka(b) => b.exited(),
+            Broker::Shared(b) => b.exited(),
+            Broker::Tansu(_) => false,
+        }
+    }
+
     /// True when the broker keeps its log across [`Broker::kill`] and
     /// [`Broker::start_again`] (Apache Kafka does; Tansu's log is in memory).
     pub fn durable(&self) -> bool {
