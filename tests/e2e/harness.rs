@@ -325,6 +325,53 @@ pub mod kafka {
         })
     }
 
+    /// Produces one record with an explicit CreateTime (milliseconds).
+    pub fn produce_at(bootstrap: &str, topic: &str, key: &[u8], payload: &[u8], timestamp_ms: i64) {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("message.timeout.ms", "10000")
+            .create()
+            .expect("producer");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .timestamp(timestamp_ms);
+            p.send(r, Duration::from_secs(10))
+                .await
+                .map(|_| ())
+                .unwrap_or_else(|(e, _)| panic!("producing to {topic} at {timestamp_ms}: {e}"));
+        });
+    }
+
+    /// Sets one config of `topic` (AdminClient `IncrementalAlterConfigs`).
+    pub fn alter_topic(bootstrap: &str, topic: &str, name: &str, value: &str) {
+        use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("admin client");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let res = rt
+            .block_on(admin.alter_configs(
+                &[AlterConfig::new(ResourceSpecifier::Topic(topic)).set(name, value)],
+                &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+            ))
+            .expect("alter_configs");
+        for r in res {
+            r.unwrap_or_else(|(t, e)| panic!("setting {name}={value} on {t:?}: {e}"));
+        }
+    }
+
     /// Produces tombstones: these keys with no payload at all (not an
     /// empty one).
     pub fn produce_tombstones(bootstrap: &str, topic: &str, keys: &[&[u8]]) {

@@ -249,3 +249,66 @@ fn inspect_prints_events_as_json_lines() {
     assert_eq!(v["headers"]["redmirror-origin"], "capture");
     assert_eq!(v["headers"]["redmirror-schema"], "1");
 }
+
+#[test]
+fn replay_reads_past_a_record_stamped_a_day_ahead() {
+    let mut s = Setup::run();
+    let (bootstrap, topic) = (s.broker.bootstrap(), s.mirror.topic.clone());
+    // Kafka refuses records stamped more than an hour ahead by default; a
+    // producer with a fast clock on a topic that allows it.
+    kafka::alter_topic(
+        &bootstrap,
+        &topic,
+        "message.timestamp.after.max.ms",
+        "9223372036854775807",
+    );
+    let mut src = s.source.conn();
+    for i in 0..30 {
+        hset(&mut src, format!("client:before-{i}").as_bytes(), &[(b"v", b"1")]);
+    }
+    s.wait_dest(b"client:before-29", Some(&copy_of(&hash(&[("v", "1")]))));
+    let day_ahead = redmirror_core::now_us() / 1000 + 86_400_000;
+    for i in 0..6 {
+        let id = format!("ahead-{i}");
+        let ev = redmirror_core::event::FlowEvent::upsert(
+            bytes::Bytes::from(id.clone()),
+            vec![(bytes::Bytes::from_static(b"v"), bytes::Bytes::from_static(b"ahead"))],
+            redmirror_core::now_us(),
+            redmirror_core::event::Origin::Capture,
+            "hset",
+        );
+        kafka::produce_at(&bootstrap, &topic, id.as_bytes(), &ev.encode_to_bytes(), day_ahead);
+    }
+    for i in 0..30 {
+        hset(&mut src, format!("client:after-{i}").as_bytes(), &[(b"v", b"2")]);
+    }
+    let mut dst = s.dest.conn();
+    wait_for("every later flow mirrored live", CONVERGE, || {
+        (0..30)
+            .all(|i| exists(&mut dst, format!("client:after-{i}").as_bytes()))
+            .then_some(())
+    });
+    let mut env = mirror_env(&s.source.url(), &s.dest.url(), &bootstrap);
+    env.insert("REDMIRROR_TOPIC".into(), topic);
+    assert_eq!(s.mirror.terminate(), Some(0));
+
+    flushdb(&s.dest);
+    let (code, out) = cli(&["replay", "--from-beginning"], &env);
+    assert_eq!(code, 0, "{out}");
+    let missing: Vec<String> = (0..30)
+        .map(|i| format!("client:after-{i}"))
+        .filter(|k| hgetall(&mut dst, k.as_bytes()) != copy_of(&hash(&[("v", "2")])))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "replay stopped early; not rebuilt: {missing:?}\n{out}"
+    );
+    let (code, out) = cli(&["inspect", "--limit", "1000"], &env);
+    assert_eq!(code, 0, "{out}");
+    for i in 0..30 {
+        assert!(
+            out.contains(&format!("\"after-{i}\"")),
+            "inspect stopped before after-{i}:\n{out}"
+        );
+    }
+}

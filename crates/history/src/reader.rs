@@ -46,11 +46,20 @@ impl Start {
 }
 
 /// Reads every assigned partition up to its end as of [`TopicReader::open`].
+///
+/// The end of a partition is its high watermark when the reader opened: a
+/// record at or past it was produced after the read began and is not read.
+/// Record timestamps never decide the end (a producer with a fast clock
+/// would otherwise hide everything after its record). Partition EOF closes a
+/// partition too: it is how a partition whose last offsets are gone
+/// (compaction, transaction markers) or a broker whose watermark lags
+/// reports the end.
 pub struct TopicReader {
     consumer: redmirror_kafka::Reader,
     topic: String,
     open: BTreeSet<i32>,
-    started_ms: i64,
+    /// Per partition, the offset one past the last record to read.
+    end: BTreeMap<i32, i64>,
     /// Messages expected (from the watermarks; an estimate for progress).
     pub estimated_total: u64,
 }
@@ -62,7 +71,6 @@ impl TopicReader {
             topic: topic.to_string(),
             message,
         };
-        let started_ms = redmirror_core::now_us() / 1000;
         let consumer = kafka.reader()?;
         let md = consumer
             .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
@@ -110,15 +118,22 @@ impl TopicReader {
         }
         let mut estimated_total = 0u64;
         let mut open = BTreeSet::new();
+        let mut end = BTreeMap::new();
         for e in tpl.elements() {
-            open.insert(e.partition());
-            if let Ok((low, high)) = consumer.fetch_watermarks(topic, e.partition(), ADMIN_TIMEOUT) {
-                let from = match e.offset() {
-                    Offset::Offset(o) => o.max(low),
-                    Offset::End => high,
-                    _ => low,
-                };
-                estimated_total += (high - from).max(0) as u64;
+            let p = e.partition();
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, ADMIN_TIMEOUT)
+                .map_err(|e| err(format!("end offset of partition {p}: {e}")))?;
+            let from = match e.offset() {
+                Offset::Offset(o) => o.max(low),
+                Offset::End => high,
+                _ => low,
+            };
+            estimated_total += (high - from).max(0) as u64;
+            end.insert(p, high);
+            // Nothing to read: the partition is already at its end.
+            if from < high {
+                open.insert(p);
             }
         }
         consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
@@ -126,7 +141,7 @@ impl TopicReader {
             consumer,
             topic: topic.to_string(),
             open,
-            started_ms,
+            end,
             estimated_total,
         })
     }
@@ -155,10 +170,15 @@ impl TopicReader {
             if !self.open.contains(&p) {
                 continue;
             }
-            // Produced after reading began: past the end as it was then.
-            if m.timestamp().to_millis().is_some_and(|t| t > self.started_ms) {
+            let end = self.end.get(&p).copied().unwrap_or(i64::MAX);
+            if m.offset() >= end {
+                // Produced after reading began: past the end as it was then.
                 self.open.remove(&p);
                 continue;
+            }
+            if m.offset() + 1 >= end {
+                // The last record before the end: deliver it and close.
+                self.open.remove(&p);
             }
             return Ok(Some(m.detach()));
         }
