@@ -77,9 +77,25 @@ pub enum PassError {
         #[source]
         source: fred::error::Error,
     },
+    /// A Redis reply did not have the shape the command promises. The pass
+    /// fails (and is retried) rather than treat what it could not read as
+    /// "nothing there", which would leave flows uncompared.
+    #[error("{side}: unexpected reply to {command}: {detail}")]
+    Malformed {
+        /// `source` or `destination`.
+        side: &'static str,
+        /// The command or script.
+        command: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
     /// Publishing a repair failed.
     #[error(transparent)]
     Kafka(#[from] redmirror_kafka::Error),
+}
+
+fn malformed(side: &'static str, command: &'static str) -> impl Fn(String) -> PassError {
+    move |detail| PassError::Malformed { side, command, detail }
 }
 
 fn on(side: &'static str) -> impl Fn(fred::error::Error) -> PassError {
@@ -273,9 +289,7 @@ impl Reconciler {
     async fn source_phase(&self, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
         let mut report = Report::default();
         let pattern = self.keys.scan_pattern();
-        let mut page = scan(&self.source, &Bytes::from_static(b"0"), &pattern, opts.batch)
-            .await
-            .map_err(on("source"))?;
+        let mut page = scan(&self.source, "source", &Bytes::from_static(b"0"), &pattern, opts.batch).await?;
         loop {
             let (next, keys) = page;
             let ids: Vec<Bytes> = keys
@@ -285,7 +299,7 @@ impl Reconciler {
             let more = next.as_ref() != b"0";
             let fetch_next = async {
                 if more {
-                    Some(scan(&self.source, &next, &pattern, opts.batch).await)
+                    Some(scan(&self.source, "source", &next, &pattern, opts.batch).await)
                 } else {
                     None
                 }
@@ -319,7 +333,7 @@ impl Reconciler {
                 }
             }
             match next_page {
-                Some(p) => page = p.map_err(on("source"))?,
+                Some(p) => page = p?,
                 None => break,
             }
         }
@@ -332,9 +346,7 @@ impl Reconciler {
         let pattern = self.keys.scan_pattern();
         let mut cursor = Bytes::from_static(b"0");
         loop {
-            let (next, keys) = scan(&self.dest, &cursor, &pattern, opts.batch)
-                .await
-                .map_err(on("destination"))?;
+            let (next, keys) = scan(&self.dest, "destination", &cursor, &pattern, opts.batch).await?;
             let ids: Vec<Bytes> = keys
                 .iter()
                 .filter_map(|k| self.keys.flow_id(k).map(|id| k.slice_ref(id)))
@@ -379,9 +391,7 @@ impl Reconciler {
         let mut report = Report::default();
         let mut cursor = Bytes::from_static(b"0");
         loop {
-            let (next, ids) = hscan_fields(&self.dest, &self.keys.index_key, &cursor, opts.batch)
-                .await
-                .map_err(on("destination"))?;
+            let (next, ids) = hscan_fields(&self.dest, &self.keys.index_key, &cursor, opts.batch).await?;
             if !ids.is_empty() {
                 // Only entries without a copy (rare) need a closer look.
                 let absent = without_copy(&self.bulk.dest, &self.keys, &ids)
@@ -423,29 +433,8 @@ impl Reconciler {
             .call(&self.dest, &keys, args)
             .await
             .map_err(on("destination"))?;
-        let Value::Array(items) = reply else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in items.chunks(4) {
-            let [tag, body, indexed, watermarked] = chunk else {
-                break;
-            };
-            let state = match value::bytes(tag).as_deref() {
-                Some(b"h") => {
-                    let fields = value::pairs(body.clone());
-                    if self.rules.is_sync_copy(&fields) {
-                        DestFlow::SyncCopy(fields)
-                    } else {
-                        DestFlow::Native
-                    }
-                }
-                Some(b"n") => DestFlow::Absent,
-                _ => DestFlow::WrongType,
-            };
-            out.push((state, indexed.as_i64() == Some(1), watermarked.as_i64() == Some(1)));
-        }
-        Ok(out)
+        parse_dest_reply(reply, ids.len(), |fields| self.rules.is_sync_copy(fields))
+            .map_err(malformed("destination", "the destination read script"))
     }
 
     /// Compares a batch of flows. `only_absent_sources`: phase 2, where flows
@@ -547,10 +536,11 @@ async fn phase(
 
 async fn scan(
     client: &Client,
+    side: &'static str,
     cursor: &Bytes,
     pattern: &Bytes,
     count: usize,
-) -> Result<(Bytes, Vec<Bytes>), fred::error::Error> {
+) -> Result<(Bytes, Vec<Bytes>), PassError> {
     let v: Value = client
         .custom(
             CustomCommand::new_static("SCAN", fred::types::ClusterHash::Random, false),
@@ -562,8 +552,9 @@ async fn scan(
                 Value::from(count as i64),
             ],
         )
-        .await?;
-    Ok(cursor_reply(v))
+        .await
+        .map_err(on(side))?;
+    cursor_reply(v).map_err(malformed(side, "SCAN"))
 }
 
 async fn hscan_fields(
@@ -571,7 +562,7 @@ async fn hscan_fields(
     key: &Bytes,
     cursor: &Bytes,
     count: usize,
-) -> Result<(Bytes, Vec<Bytes>), fred::error::Error> {
+) -> Result<(Bytes, Vec<Bytes>), PassError> {
     let v: Value = client
         .custom(
             CustomCommand::new_static("HSCAN", fred::types::ClusterHash::FirstKey, false),
@@ -582,26 +573,184 @@ async fn hscan_fields(
                 Value::from(count as i64),
             ],
         )
-        .await?;
-    let (next, flat) = cursor_reply(v);
+        .await
+        .map_err(on("destination"))?;
+    let (next, flat) = cursor_reply(v).map_err(malformed("destination", "HSCAN"))?;
+    if flat.len() % 2 != 0 {
+        return Err(PassError::Malformed {
+            side: "destination",
+            command: "HSCAN",
+            detail: format!("{} items, not field/value pairs", flat.len()),
+        });
+    }
     Ok((next, flat.into_iter().step_by(2).collect()))
 }
 
-fn cursor_reply(v: Value) -> (Bytes, Vec<Bytes>) {
-    match v {
-        Value::Array(mut parts) if parts.len() == 2 => {
-            let items = parts.pop().expect("two parts");
-            let cursor = value::bytes(&parts[0]).unwrap_or_else(|| Bytes::from_static(b"0"));
-            let items = match items {
-                Value::Array(a) => a.iter().filter_map(value::bytes).collect(),
-                _ => Vec::new(),
+/// `[cursor, [item...]]` of `SCAN`/`HSCAN`: the cursor is a decimal string,
+/// every item a string. Anything else is an error: a malformed reply read as
+/// cursor `0` would end the scan early and look like a clean pass.
+fn cursor_reply(v: Value) -> Result<(Bytes, Vec<Bytes>), String> {
+    let Value::Array(mut parts) = v else {
+        return Err(format!("expected [cursor, items], got {}", kind(&v)));
+    };
+    if parts.len() != 2 {
+        return Err(format!("expected [cursor, items], got an array of {}", parts.len()));
+    }
+    let items = parts.pop().expect("two parts");
+    let cursor = value::bytes(&parts[0])
+        .filter(|c| !c.is_empty() && c.iter().all(u8::is_ascii_digit))
+        .ok_or_else(|| format!("cursor is not a number: {:?}", parts[0]))?;
+    let Value::Array(items) = items else {
+        return Err(format!("items are {}, not an array", kind(&items)));
+    };
+    let items = items
+        .iter()
+        .map(|i| match i {
+            Value::Bytes(b) => Ok(b.clone()),
+            Value::String(s) => Ok(s.inner().clone()),
+            other => Err(format!("an item is {}, not a string", kind(other))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((cursor, items))
+}
+
+/// The destination read script's reply for `n` flows: four items per flow
+/// (tag `h`/`n`/`x`, body, indexed, watermarked).
+fn parse_dest_reply(
+    reply: Value,
+    n: usize,
+    is_sync_copy: impl Fn(&[(Bytes, Bytes)]) -> bool,
+) -> Result<Vec<(DestFlow, bool, bool)>, String> {
+    let Value::Array(items) = reply else {
+        return Err(format!("expected an array, got {}", kind(&reply)));
+    };
+    if items.len() != 4 * n {
+        return Err(format!("{} items for {n} flows (want {})", items.len(), 4 * n));
+    }
+    let flag = |v: &Value| match v.as_i64() {
+        Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        _ => Err(format!("expected 0 or 1, got {v:?}")),
+    };
+    items
+        .chunks(4)
+        .map(|chunk| {
+            let [tag, body, indexed, watermarked] = chunk else {
+                unreachable!("length checked");
             };
-            (cursor, items)
-        }
-        _ => (Bytes::from_static(b"0"), Vec::new()),
+            let state = match value::bytes(tag).as_deref() {
+                Some(b"h") => {
+                    let Value::Array(_) = body else {
+                        return Err(format!("a hash's fields are {}, not an array", kind(body)));
+                    };
+                    let fields = value::pairs(body.clone());
+                    if is_sync_copy(&fields) {
+                        DestFlow::SyncCopy(fields)
+                    } else {
+                        DestFlow::Native
+                    }
+                }
+                Some(b"n") => DestFlow::Absent,
+                Some(b"x") => DestFlow::WrongType,
+                _ => return Err(format!("unknown state tag {tag:?}")),
+            };
+            Ok((state, flag(indexed)?, flag(watermarked)?))
+        })
+        .collect()
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Array(_) => "an array",
+        Value::Null => "nil",
+        Value::Integer(_) => "an integer",
+        Value::Bytes(_) | Value::String(_) => "a string",
+        Value::Map(_) => "a map",
+        _ => "another type",
     }
 }
 
 fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod malformed_replies {
+    use super::{cursor_reply, parse_dest_reply, DestFlow};
+    use bytes::Bytes;
+    use fred::types::Value;
+
+    fn b(s: &str) -> Value {
+        Value::Bytes(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn a_scan_reply_of_any_other_shape_is_an_error_not_the_end() {
+        assert_eq!(
+            cursor_reply(Value::Array(vec![b("17"), Value::Array(vec![b("client:a")])])),
+            Ok((Bytes::from_static(b"17"), vec![Bytes::from_static(b"client:a")]))
+        );
+        assert_eq!(
+            cursor_reply(Value::Array(vec![b("0"), Value::Array(vec![])])),
+            Ok((Bytes::from_static(b"0"), vec![]))
+        );
+        for bad in [
+            Value::Null,
+            b("0"),
+            Value::Integer(0),
+            Value::Array(vec![]),
+            Value::Array(vec![b("0")]),
+            Value::Array(vec![b("0"), Value::Array(vec![]), b("extra")]),
+            Value::Array(vec![Value::Null, Value::Array(vec![])]),
+            Value::Array(vec![b(""), Value::Array(vec![])]),
+            Value::Array(vec![b("x1"), Value::Array(vec![])]),
+            Value::Array(vec![b("5"), Value::Null]),
+            Value::Array(vec![b("5"), b("client:a")]),
+            Value::Array(vec![b("5"), Value::Array(vec![Value::Integer(3)])]),
+        ] {
+            assert!(cursor_reply(bad.clone()).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_destination_read_of_any_other_shape_is_an_error() {
+        let sync = |f: &[(Bytes, Bytes)]| {
+            f.iter()
+                .any(|(k, v)| k.as_ref() == b"isSyncCopy" && v.as_ref() == b"true")
+        };
+        let good = Value::Array(vec![
+            b("h"),
+            Value::Array(vec![b("isSyncCopy"), b("true")]),
+            Value::Integer(1),
+            Value::Integer(0),
+            b("n"),
+            Value::Integer(0),
+            Value::Integer(0),
+            Value::Integer(1),
+        ]);
+        let got = parse_dest_reply(good, 2, sync).expect("well-formed");
+        assert!(matches!(got[0], (DestFlow::SyncCopy(_), true, false)));
+        assert!(matches!(got[1], (DestFlow::Absent, false, true)));
+        let one = |tag: Value, body: Value, i: Value, w: Value| Value::Array(vec![tag, body, i, w]);
+        for (bad, n) in [
+            (Value::Null, 1),
+            (b("OK"), 1),
+            (Value::Array(vec![]), 1),
+            (one(b("n"), Value::Integer(0), Value::Integer(0), Value::Integer(0)), 2),
+            (Value::Array(vec![b("n"), Value::Integer(0), Value::Integer(0)]), 1),
+            (one(b("q"), Value::Integer(0), Value::Integer(0), Value::Integer(0)), 1),
+            (
+                one(Value::Null, Value::Integer(0), Value::Integer(0), Value::Integer(0)),
+                1,
+            ),
+            (one(b("h"), Value::Null, Value::Integer(0), Value::Integer(0)), 1),
+            (one(b("n"), Value::Integer(0), Value::Integer(7), Value::Integer(0)), 1),
+            (one(b("n"), Value::Integer(0), Value::Integer(0), b("yes")), 1),
+        ] {
+            assert!(
+                parse_dest_reply(bad.clone(), n, sync).is_err(),
+                "{bad:?} for {n} flows was accepted"
+            );
+        }
+    }
 }
