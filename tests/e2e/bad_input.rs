@@ -45,6 +45,15 @@ fn bad_or_missing_settings_exit_2_naming_the_setting() {
     assert!(out.contains("/nonexistent/redmirror.toml"), "{out}");
     let (code, out) = exit_of(&["run", "--bogus-flag"], &env[..3]);
     assert_eq!(code, 2, "{out}");
+    // check too: a missing or bad setting is a configuration error (2),
+    // not a failed check (1), and nothing is reported as "ok" before it.
+    let (code, out) = exit_of(&["check"], &env[1..3]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("REDMIRROR_SOURCE_URL"), "{out}");
+    assert!(!out.contains("ok    config"), "{out}");
+    let (code, out) = exit_of(&["check"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("REDMIRROR_RECONCILE_INTERVAL"), "{out}");
 }
 
 #[test]

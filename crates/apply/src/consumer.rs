@@ -42,6 +42,13 @@ pub enum ApplyError {
     /// Kafka client set-up failed.
     #[error(transparent)]
     Kafka(#[from] redmirror_kafka::Error),
+    /// The loop ended without a stop being asked for (the consumer stream
+    /// ended, or a write task failed).
+    #[error("apply stopped by itself: {reason}")]
+    Ended {
+        /// Why.
+        reason: &'static str,
+    },
     /// Subscribing failed.
     #[error("cannot subscribe to {topic}: {source}")]
     Subscribe {
@@ -125,6 +132,7 @@ pub async fn run(
     // False once a batch did not finish: no later batch may store offsets
     // past it, or its events would never be read again.
     let mut complete = true;
+    let mut ended: Option<&'static str> = None;
     'run: loop {
         let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
         loop {
@@ -135,11 +143,15 @@ pub async fn run(
                     in_flight.pop_front();
                     if !finish(done, &consumer, &opts.topic, &mut totals) {
                         complete = false;
+                        ended = Some("a batch could not be written (its write task failed)");
                         break 'run;
                     }
                 }
                 next = stream.next() => match next {
-                    None => break 'run,
+                    None => {
+                        ended = Some("the Kafka consumer stream ended");
+                        break 'run;
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "Kafka consumer error.");
                         health.set(HEALTH_KAFKA, false);
@@ -163,6 +175,7 @@ pub async fn run(
             let h = in_flight.pop_front().expect("non-empty");
             if !finish(h.await, &consumer, &opts.topic, &mut totals) {
                 complete = false;
+                ended = Some("a batch could not be written (its write task failed)");
                 break 'run;
             }
         }
@@ -199,7 +212,14 @@ pub async fn run(
         events = totals.values().sum::<u64>(),
         "Apply stopped; offsets committed."
     );
-    Ok(())
+    match ended {
+        // Shutdown interrupts writes too: only an unasked end is a failure.
+        Some(reason) if !shutdown.is_cancelled() => {
+            tracing::error!(reason, "Apply stopped by itself; the process exits with a failure.");
+            Err(ApplyError::Ended { reason })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Batches written at once (see `run`).

@@ -71,6 +71,24 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// Runs one role of the process. A role runs until it is asked to stop: one
+/// that returns while `shutdown` has not fired (its stream ended, its loop
+/// returned) has failed, whatever it returned, so the process exits
+/// non-zero instead of reporting a clean stop.
+async fn role(
+    name: &'static str,
+    shutdown: CancellationToken,
+    run: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    match run.await {
+        Ok(()) if shutdown.is_cancelled() => Ok(()),
+        Ok(()) => Err(anyhow::anyhow!(
+            "{name} ended without being asked to stop (see the log lines before this one)"
+        )),
+        Err(e) => Err(e.context(format!("{name} failed"))),
+    }
+}
+
 /// A started process: its roles run until [`Running::stop`].
 pub struct Running {
     pub http_addr: SocketAddr,
@@ -366,7 +384,9 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             client: d.clone(),
             key: config.keys.capture_progress_key(),
         });
-        tasks.spawn(async move { capture_with_lease(opts, p, h, lease, g, progress, s).await });
+        tasks.spawn(role("capture", shutdown.clone(), async move {
+            capture_with_lease(opts, p, h, lease, g, progress, s).await
+        }));
     }
 
     if roles.apply {
@@ -384,7 +404,9 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             members_key: config.keys.apply_members_key(),
         };
         let (k, h, s) = (kafka.clone(), health.clone(), shutdown.clone());
-        tasks.spawn(async move { Ok(redmirror_apply::run(engine, &k, opts, h, s).await?) });
+        tasks.spawn(role("apply", shutdown.clone(), async move {
+            Ok(redmirror_apply::run(engine, &k, opts, h, s).await?)
+        }));
         let (k, g, t, l, s) = (
             kafka.clone(),
             config.group_id.clone(),
@@ -392,10 +414,10 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             lag.clone(),
             shutdown.clone(),
         );
-        tasks.spawn(async move {
+        tasks.spawn(role("apply lag tracking", shutdown.clone(), async move {
             redmirror_apply::lag::track(k, g, t, Duration::from_secs(5), l, s).await;
             Ok(())
-        });
+        }));
     }
 
     if roles.reconcile {
@@ -431,10 +453,10 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         let (tx, rx) = mpsc::channel(16);
         reconcile_tx = Some(tx);
         let s = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn(role("reconcile", shutdown.clone(), async move {
             service.run(rx, s).await;
             Ok(())
-        });
+        }));
     }
 
     let admin = ProcessAdmin {
@@ -456,10 +478,10 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         admin_token: config.admin_token.clone(),
     };
     let s = shutdown.clone();
-    tasks.spawn(async move {
+    tasks.spawn(role("the HTTP listener", shutdown.clone(), async move {
         redmirror_telemetry::http::serve(listener, state, s).await?;
         Ok(())
-    });
+    }));
     tracing::info!(role = roles.name(), http = %http_addr, embedded_broker = kafka.embedded, "redmirror started.");
     Ok(Running {
         http_addr,
@@ -580,4 +602,28 @@ pub(crate) fn bulk_sides(config: &Config) -> anyhow::Result<Sides<Bulk>> {
         source: Bulk::new(config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?)?,
         dest: Bulk::new(config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?)?,
     })
+}
+
+#[cfg(test)]
+mod role_exit {
+    use super::role;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn a_role_that_returns_unasked_is_a_failure() {
+        let token = CancellationToken::new();
+        let e = role("apply", token.clone(), async { Ok(()) }).await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("apply ended without being asked to stop"),
+            "{e:#}"
+        );
+        token.cancel();
+        role("apply", token.clone(), async { Ok(()) })
+            .await
+            .expect("a stop that was asked for");
+        let e = role("capture", token, async { Err(anyhow::anyhow!("boom")) })
+            .await
+            .unwrap_err();
+        assert_eq!(format!("{e:#}"), "capture failed: boom");
+    }
 }

@@ -95,7 +95,7 @@ impl Command {
             Command::Resync(_) => &["source_url", "kafka_brokers"],
             Command::Replay(_) => &["dest_url", "kafka_brokers"],
             Command::Dlq(_) | Command::Inspect(_) => &["kafka_brokers"],
-            Command::Check => &[],
+            Command::Check => &["source_url", "dest_url", "kafka_brokers"],
             Command::Demo(_) => &[],
         }
     }
