@@ -141,11 +141,29 @@ fn a_source_key_that_is_not_a_hash_is_treated_as_absent() {
         .query(&mut src)
         .unwrap();
     s.wait_dest(b"client:s1", None);
-    assert!(
-        s.mirror
+    // Rewritten again and again: counted every time, logged once.
+    for i in 0..20 {
+        let _: () = redis::cmd("SET")
+            .arg("client:s1")
+            .arg(format!("a string now {i}"))
+            .query(&mut src)
+            .unwrap();
+    }
+    wait_for("every rewrite of the string counted", CONVERGE, || {
+        (s.mirror
             .metric("redmirror_capture_skipped_total{reason=\"not_a_hash\"}")
-            >= 1.0
-    );
+            >= 2.0)
+            .then_some(())
+    });
+    hset(&mut src, b"client:s-after", &[(b"a", b"1")]);
+    s.wait_dest(b"client:s-after", Some(&copy_of(&hash(&[("a", "1")]))));
+    let warnings = s
+        .mirror
+        .output()
+        .lines()
+        .filter(|l| l.contains("not a hash") && l.contains("flow_id=s1"))
+        .count();
+    assert_eq!(warnings, 1, "logged once per flow:\n{}", s.mirror.output());
 }
 
 #[test]

@@ -142,6 +142,20 @@ impl Mirror {
         }
     }
 
+    /// The status code of `GET /readyz` (0 when it does not answer).
+    pub fn readyz(&self) -> u16 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            ::reqwest::get(format!("{}/readyz", self.http))
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    }
+
     /// `/metrics` text.
     pub fn metrics(&self) -> String {
         http::blocking_get(&format!("{}/metrics", self.http)).unwrap_or_default()

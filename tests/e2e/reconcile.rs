@@ -447,3 +447,25 @@ fn concurrent_writes_during_passes_never_regress_a_flow() {
     assert!(last > 10, "writer made {last} rounds");
     wait_converged(&source, &dest);
 }
+
+/// Readiness follows the subscription, not traffic: after the source kills
+/// capture's pub/sub connection on an idle source, capture re-subscribes and
+/// `/readyz` passes again although nothing is written.
+#[test]
+fn readiness_comes_back_with_the_subscription_on_an_idle_source() {
+    let s = Setup::run();
+    assert_eq!(s.mirror.readyz(), 200, "{}", s.mirror.output());
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut s.source.conn())
+        .unwrap();
+    assert!(killed >= 1, "no pub/sub connection to kill");
+    wait_for("capture to re-subscribe (a gap)", CONVERGE, || {
+        (s.mirror.metric("redmirror_capture_gaps_total") >= 1.0).then_some(())
+    });
+    wait_for("/readyz to pass again with nothing written", CONVERGE, || {
+        (s.mirror.readyz() == 200).then_some(())
+    });
+}

@@ -82,3 +82,49 @@ pub fn measure(kafka: &redmirror_kafka::Kafka, topic: &str, rate: u64, secs: u64
     let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
     Ok((p(0.5), p(0.99)))
 }
+
+/// Capture's share of latency for the events of flows whose id starts with
+/// `prefix`: the record's CreateTime (set when capture hands it to the
+/// producer) minus its `redmirror-source-time-us` header (the source's
+/// clock in the atomic read), in ms. Reads `topic` from the start to its end.
+pub fn capture_stage(bootstrap: &str, topic: &str, prefix: &str) -> anyhow::Result<Vec<f64>> {
+    use rdkafka::message::Headers;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-stage-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut eof = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while eof.len() < parts.len() && Instant::now() < end {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Ok(m)) => {
+                if !m.key().is_some_and(|k| k.starts_with(prefix.as_bytes())) {
+                    continue;
+                }
+                let source_us = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == "redmirror-source-time-us")
+                        .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse::<i64>().ok())
+                });
+                if let (Some(s), Some(t)) = (source_us, m.timestamp().to_millis()) {
+                    out.push((t as f64) - (s as f64) / 1000.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}

@@ -367,6 +367,28 @@ fn latency(sizes: &Sizes, r: &mut Report, out: &std::path::Path, embedded: bool)
                 dest.missing
             );
         }
+        // Where the time goes: capture (source read -> handed to the
+        // producer) against the rest (Kafka, apply, the destination).
+        if !embedded {
+            let mut cap = kafka_lat::capture_stage(&s.broker.bootstrap(), &s.topic, &format!("lat{rate}-"))?;
+            cap.sort_by(f64::total_cmp);
+            let pct = |v: &[f64], p: f64| {
+                v.get(((v.len() as f64 - 1.0) * p / 100.0) as usize)
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            println!(
+                "    stages @ {rate}/s: capture (source read -> producer) p50 {:.2} p99 {:.2} ms over {} events; \
+                 the rest (notification wait, Kafka, apply, destination) is e2e minus that",
+                pct(&cap, 50.0),
+                pct(&cap, 99.0),
+                cap.len()
+            );
+            r.json.insert(
+                format!("latency_{rate}_capture_stage"),
+                serde_json::json!({"p50_ms": pct(&cap, 50.0), "p99_ms": pct(&cap, 99.0), "events": cap.len()}),
+            );
+        }
         for (name, l) in [("redmirror", &dest), ("replica", &repl)] {
             csv.push_str(&format!(
                 "{rate},{name},{:.3},{:.3},{:.3},{:.3}\n",

@@ -42,6 +42,7 @@ pub async fn run(
 ) -> Result<(), CaptureError> {
     let reader = SourceReader::new(opts.keys.clone());
     let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> = FuturesUnordered::new();
+    let warned = WarnOnce::default();
     let ctx = Ctx {
         opts,
         pending: &pending,
@@ -49,6 +50,7 @@ pub async fn run(
         reader: &reader,
         publisher: &publisher,
         health: &health,
+        warned: &warned,
     };
     loop {
         metrics::gauge!(m::PRODUCER_QUEUE).set(publisher.queue_len() as f64);
@@ -107,7 +109,32 @@ fn on_ack((id, cause, seq, op, r): Acked, pending: &Pending) {
     }
 }
 
+/// Flows already warned about, so a key rewritten as a non-hash again and
+/// again is logged once (and counted every time). Bounded: when full it
+/// starts over, so a flood of distinct bad keys logs at most one line per
+/// flow per `WARN_ONCE_MAX` of them.
+#[derive(Default)]
+struct WarnOnce(std::sync::Mutex<std::collections::HashSet<Bytes>>);
+
+const WARN_ONCE_MAX: usize = 10_000;
+
+impl WarnOnce {
+    /// True the first time `id` is seen.
+    fn first(&self, id: &Bytes) -> bool {
+        let mut g = self.0.lock().expect("warn-once lock");
+        if g.contains(id) {
+            return false;
+        }
+        if g.len() >= WARN_ONCE_MAX {
+            g.clear();
+        }
+        g.insert(id.clone());
+        true
+    }
+}
+
 struct Ctx<'a> {
+    warned: &'a WarnOnce,
     opts: &'a CaptureOptions,
     pending: &'a Pending,
     client: &'a Client,
@@ -134,7 +161,13 @@ impl Ctx<'_> {
         for ((id, state), (_, cause, seq)) in read.flows.into_iter().zip(batch) {
             if state == SourceFlow::NotAHash {
                 metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "not_a_hash").increment(1);
-                tracing::warn!(flow_id = %redmirror_core::text::lossy(&id), "Source flow key is not a hash; treated as absent.");
+                if self.warned.first(&id) {
+                    tracing::warn!(
+                        flow_id = %redmirror_core::text::lossy(&id),
+                        "Source flow key is not a hash; treated as absent (its sync copy is removed). \
+                         Logged once per flow; redmirror_capture_skipped_total{{reason=\"not_a_hash\"}} counts every read."
+                    );
+                }
             }
             match self.opts.rules.decide(id.clone(), state, time, Origin::Capture, cause) {
                 Decision::TooLarge { bytes } => {

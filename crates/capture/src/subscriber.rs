@@ -40,7 +40,7 @@ pub async fn run(
     let mut retry = Retry::default();
     loop {
         let before = sessions;
-        match session(&source, &keys, &pending, &gaps, &mut sessions, &stop).await {
+        match session(&source, &keys, &pending, &gaps, &health, &mut sessions, &stop).await {
             SessionEnd::Shutdown => return,
             SessionEnd::Disconnected(reason) => {
                 health.set(HEALTH_SOURCE, false);
@@ -89,6 +89,7 @@ async fn session(
     keys: &KeyLayout,
     pending: &Pending,
     gaps: &mpsc::UnboundedSender<Gap>,
+    health: &Health,
     sessions: &mut u64,
     stop: &CancellationToken,
 ) -> SessionEnd {
@@ -102,8 +103,11 @@ async fn session(
         Ok(sub) => sub,
         Err(e) => return SessionEnd::Disconnected(redmirror_redis::RedisError::new(source, e).to_string()),
     };
-    // Subscribed: anything that changed before now and after the previous
-    // session (or before start) is unknown. Ask for a reconcile pass.
+    // Subscribed: the source is reachable and followed again, whether or not
+    // anything is written (readiness reflects the subscription, not traffic).
+    // Anything that changed before now and after the previous session (or
+    // before start) is unknown: ask for a reconcile pass.
+    health.set(HEALTH_SOURCE, true);
     *sessions += 1;
     if *sessions == 1 {
         let _ = gaps.send(Gap::Start);
