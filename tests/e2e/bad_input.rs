@@ -387,3 +387,43 @@ fn admin_calls_need_the_token() {
     s.wait_dest(b"client:a1", Some(&copy_of(&hash(&[("v", "1")]))));
     assert!(!s.mirror.output().contains(token), "token logged");
 }
+
+/// SPEC section 7: a server down at start-up is waited for, not a reason to
+/// exit: the process stays up, `/healthz` answers, `/readyz` fails, and
+/// once the server is there the mirror catches up.
+#[test]
+fn servers_down_at_start_up_are_waited_for() {
+    let mut source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let mut broker = Broker::start();
+    source.stop();
+    broker.kill();
+    let env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
+    let mut mirror = Mirror::start(&["run"], &env);
+    wait_for("/readyz to answer 503 while the servers are down", CONVERGE, || {
+        (mirror.readyz() == 503).then_some(())
+    });
+    assert!(mirror.running(), "exited with the servers down:\n{}", mirror.output());
+    let health = http::blocking_get(&format!("{}/healthz", mirror.http));
+    assert!(health.is_some(), "/healthz does not answer while waiting");
+    broker.start_again();
+    wait_for("the mirror to say it waits for the source", CONVERGE, || {
+        mirror.output().contains("Waiting for the source").then_some(())
+    });
+    assert!(mirror.running(), "exited with the source down:\n{}", mirror.output());
+    assert_eq!(mirror.readyz(), 503);
+    source.start_again();
+    let (mut src, mut dst) = (source.conn(), dest.conn());
+    wait_flowing(&mut src, &mut dst, b"client:after-start");
+    wait_for("/readyz to pass once everything is up", CONVERGE, || {
+        (mirror.readyz() == 200).then_some(())
+    });
+    assert!(mirror.running());
+    let out = mirror.output();
+    assert!(out.contains("the source (REDMIRROR_SOURCE_URL) is up"), "{out}");
+    assert!(
+        !out.lines().any(|l| l.contains("WARN") && l.contains("Not ready")),
+        "start-up waits are INFO, not WARN:\n{out}"
+    );
+    assert_eq!(mirror.terminate(), Some(0), "{}", mirror.output());
+}

@@ -111,6 +111,11 @@ impl Mirror {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

@@ -89,6 +89,100 @@ async fn role(
     }
 }
 
+/// Health components this process reports besides the roles' own.
+const HEALTH_KAFKA: &str = "kafka";
+const HEALTH_SOURCE: &str = "source";
+const HEALTH_DEST: &str = "destination";
+
+/// The admin actions once the roles have started; until then every call
+/// answers 503 ("starting").
+#[derive(Default)]
+struct LateAdmin(std::sync::OnceLock<Arc<dyn Admin>>);
+
+impl LateAdmin {
+    fn get(&self) -> Result<&Arc<dyn Admin>, AdminResult> {
+        self.0.get().ok_or_else(|| -> AdminResult {
+            Box::pin(async {
+                Err(AdminError::unavailable(
+                    "starting: waiting for Kafka, the source or the destination (see /readyz)",
+                ))
+            })
+        })
+    }
+}
+
+impl Admin for LateAdmin {
+    fn resync(&self, flow_id: Bytes) -> AdminResult {
+        self.get().map_or_else(|e| e, |a| a.resync(flow_id))
+    }
+    fn reconcile(&self) -> AdminResult {
+        self.get().map_or_else(|e| e, |a| a.reconcile())
+    }
+    fn status(&self) -> AdminResult {
+        self.get().map_or_else(|e| e, |a| a.status())
+    }
+}
+
+/// Calls `attempt` until it succeeds or fails with an error `retryable`
+/// says no to, backing off from 100 ms to 5 s. Logs at INFO what it waits
+/// for and why (again when the reason changes, and every minute).
+async fn until_up<T, F, Fut>(what: &str, mut attempt: F, retryable: fn(&anyhow::Error) -> bool) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut last: Option<(String, std::time::Instant)> = None;
+    loop {
+        match attempt().await {
+            Ok(v) => {
+                if last.is_some() {
+                    tracing::info!("{what} is up.");
+                }
+                return Ok(v);
+            }
+            Err(e) if retryable(&e) => {
+                let reason = format!("{e:#}");
+                let say = match &last {
+                    Some((r, at)) => *r != reason || at.elapsed() >= Duration::from_secs(60),
+                    None => true,
+                };
+                if say {
+                    tracing::info!(reason = %reason, "Waiting for {what}; retrying with backoff (/readyz fails meanwhile).");
+                    last = Some((reason, std::time::Instant::now()));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A Kafka set-up error worth retrying: the broker is unreachable or
+/// timing out (not a bad client setting).
+fn kafka_retryable(e: &anyhow::Error) -> bool {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<redmirror_kafka::Error>())
+        .is_some_and(redmirror_kafka::Error::is_retryable)
+}
+
+/// A Redis connection error worth retrying: the server is down, refusing,
+/// loading or timing out; not bad credentials, a bad URL or TLS set-up.
+fn redis_retryable(e: &anyhow::Error) -> bool {
+    use fred::error::ErrorKind;
+    match e.chain().find_map(|c| c.downcast_ref::<redmirror_redis::RedisError>()) {
+        Some(r) => {
+            !redmirror_redis::is_permanent(&r.source)
+                && !matches!(
+                    r.source.kind(),
+                    ErrorKind::Auth | ErrorKind::Config | ErrorKind::Tls | ErrorKind::Url
+                )
+        }
+        None => false,
+    }
+}
+
 /// A started process: its roles run until [`Running::stop`].
 pub struct Running {
     pub http_addr: SocketAddr,
@@ -321,19 +415,58 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {} (REDMIRROR_HTTP_ADDR)", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let (kafka, broker) = kafka(&config).await?;
     let health = Health::new();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let lag: redmirror_apply::lag::SharedLag = Arc::new(Mutex::new(Default::default()));
 
+    // Served from the start: /healthz answers and /readyz fails (naming what
+    // is missing) while the servers are waited for; admin calls answer 503.
+    let admin = Arc::new(LateAdmin::default());
+    let state = HttpState {
+        metrics,
+        health: health.clone(),
+        admin: Some(admin.clone()),
+        admin_token: config.admin_token.clone(),
+    };
+    let s = shutdown.clone();
+    tasks.spawn(role("the HTTP listener", shutdown.clone(), async move {
+        redmirror_telemetry::http::serve(listener, state, s).await?;
+        Ok(())
+    }));
+
+    // A server down at start-up is waited for (SPEC section 7); only what
+    // retrying cannot fix (bad credentials, TLS set-up) ends the process.
+    health.register(HEALTH_KAFKA);
+    let (kafka, broker) = until_up("Kafka (REDMIRROR_KAFKA_BROKERS)", || kafka(&config), kafka_retryable).await?;
+    health.set(HEALTH_KAFKA, true);
     let source = match &config.source {
-        Some(s) if roles.capture || roles.reconcile => Some(redmirror_redis::connect(s, "source").await?),
+        Some(s) if roles.capture || roles.reconcile => {
+            health.register(HEALTH_SOURCE);
+            let c = until_up(
+                "the source (REDMIRROR_SOURCE_URL)",
+                || async { Ok(redmirror_redis::connect(s, "source").await?) },
+                redis_retryable,
+            )
+            .await?;
+            health.set(HEALTH_SOURCE, true);
+            Some(c)
+        }
         _ => None,
     };
     // capture uses the destination only for its lease and the gap signal.
     let dest = match &config.dest {
-        Some(d) => Some(redmirror_redis::connect(d, "destination").await?),
+        Some(d) => {
+            health.register(HEALTH_DEST);
+            let c = until_up(
+                "the destination (REDMIRROR_DEST_URL)",
+                || async { Ok(redmirror_redis::connect(d, "destination").await?) },
+                redis_retryable,
+            )
+            .await?;
+            health.set(HEALTH_DEST, true);
+            Some(c)
+        }
         None => None,
     };
     if let (Some(s), Some(d)) = (&source, &dest) {
@@ -459,7 +592,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         }));
     }
 
-    let admin = ProcessAdmin {
+    let process_admin = ProcessAdmin {
         role: roles.name(),
         health: health.clone(),
         lag,
@@ -471,17 +604,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         last_report,
         config: config.clone(),
     };
-    let state = HttpState {
-        metrics,
-        health,
-        admin: Some(Arc::new(admin)),
-        admin_token: config.admin_token.clone(),
-    };
-    let s = shutdown.clone();
-    tasks.spawn(role("the HTTP listener", shutdown.clone(), async move {
-        redmirror_telemetry::http::serve(listener, state, s).await?;
-        Ok(())
-    }));
+    let _ = admin.0.set(Arc::new(process_admin));
     tracing::info!(role = roles.name(), http = %http_addr, embedded_broker = kafka.embedded, "redmirror started.");
     Ok(Running {
         http_addr,
@@ -578,7 +701,15 @@ pub async fn signal() {
 
 /// Runs the roles until SIGTERM/SIGINT, then stops gracefully.
 pub async fn run(config: Config, roles: Roles) -> anyhow::Result<ExitCode> {
-    let mut running = match start(config, roles).await {
+    // SIGTERM/SIGINT while the servers are still waited for is a clean stop.
+    let started = tokio::select! {
+        r = start(config, roles) => r,
+        _ = signal() => {
+            tracing::info!("Stopped before every server was up.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let mut running = match started {
         Ok(r) => r,
         Err(e) if e.downcast_ref::<Refusal>().is_some() => {
             eprintln!("redmirror: {e:#}");

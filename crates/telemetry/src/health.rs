@@ -16,9 +16,19 @@ impl Health {
         Self::default()
     }
 
-    /// Registers a component as down (until [`Health::set`] says otherwise).
+    /// Registers a component as down until [`Health::set`] says otherwise;
+    /// one already known keeps its state. Waiting for a component at
+    /// start-up is normal, so it is logged at INFO; a component that goes
+    /// down later is a WARN ([`Health::set`]).
     pub fn register(&self, component: &str) {
-        self.set(component, false);
+        let mut map = self.inner.lock().expect("health lock");
+        if map.contains_key(component) {
+            return;
+        }
+        map.insert(component.to_string(), false);
+        drop(map);
+        metrics::gauge!(crate::metrics::READY, "component" => component.to_string()).set(0.0);
+        tracing::info!(component, "Waiting for it to come up.");
     }
 
     /// Marks a component up or down and mirrors it in `redmirror_ready`.
