@@ -322,6 +322,16 @@ pub mod kafka {
     /// Produces one record (no key when `key` is empty) and returns the
     /// broker's answer.
     pub fn try_produce(bootstrap: &str, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), String> {
+        send(bootstrap, topic, key, payload, None)
+    }
+
+    /// Produces one record with an explicit CreateTime (milliseconds).
+    pub fn produce_at(bootstrap: &str, topic: &str, key: &[u8], payload: &[u8], timestamp_ms: i64) {
+        send(bootstrap, topic, key, payload, Some(timestamp_ms))
+            .unwrap_or_else(|e| panic!("producing to {topic} at {timestamp_ms}: {e}"));
+    }
+
+    fn send(bootstrap: &str, topic: &str, key: &[u8], payload: &[u8], timestamp_ms: Option<i64>) -> Result<(), String> {
         use rdkafka::producer::{FutureProducer, FutureRecord};
         let p: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
@@ -337,35 +347,14 @@ pub mod kafka {
             if !key.is_empty() {
                 r = r.key(key);
             }
+            if let Some(t) = timestamp_ms {
+                r = r.timestamp(t);
+            }
             p.send(r, Duration::from_secs(10))
                 .await
                 .map(|_| ())
                 .map_err(|(e, _)| e.to_string())
         })
-    }
-
-    /// Produces one record with an explicit CreateTime (milliseconds).
-    pub fn produce_at(bootstrap: &str, topic: &str, key: &[u8], payload: &[u8], timestamp_ms: i64) {
-        use rdkafka::producer::{FutureProducer, FutureRecord};
-        let p: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("message.timeout.ms", "10000")
-            .create()
-            .expect("producer");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .timestamp(timestamp_ms);
-            p.send(r, Duration::from_secs(10))
-                .await
-                .map(|_| ())
-                .unwrap_or_else(|(e, _)| panic!("producing to {topic} at {timestamp_ms}: {e}"));
-        });
     }
 
     /// Sets one config of `topic` (AdminClient `IncrementalAlterConfigs`).

@@ -159,6 +159,25 @@ where
     }
 }
 
+/// Connects to a Redis server once it is up, with `component` not ready
+/// until then.
+async fn connect_when_up(
+    health: &Health,
+    component: &'static str,
+    what: &str,
+    endpoint: &redmirror_config::RedisEndpoint,
+) -> anyhow::Result<fred::prelude::Client> {
+    health.register(component);
+    let c = until_up(
+        what,
+        || async { Ok(redmirror_redis::connect(endpoint, component).await?) },
+        redis_retryable,
+    )
+    .await?;
+    health.set(component, true);
+    Ok(c)
+}
+
 /// A Kafka set-up error worth retrying: the broker is unreachable or
 /// timing out (not a bad client setting).
 fn kafka_retryable(e: &anyhow::Error) -> bool {
@@ -442,31 +461,13 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     health.set(HEALTH_KAFKA, true);
     let source = match &config.source {
         Some(s) if roles.capture || roles.reconcile => {
-            health.register(HEALTH_SOURCE);
-            let c = until_up(
-                "the source (REDMIRROR_SOURCE_URL)",
-                || async { Ok(redmirror_redis::connect(s, "source").await?) },
-                redis_retryable,
-            )
-            .await?;
-            health.set(HEALTH_SOURCE, true);
-            Some(c)
+            Some(connect_when_up(&health, HEALTH_SOURCE, "the source (REDMIRROR_SOURCE_URL)", s).await?)
         }
         _ => None,
     };
     // capture uses the destination only for its lease and the gap signal.
     let dest = match &config.dest {
-        Some(d) => {
-            health.register(HEALTH_DEST);
-            let c = until_up(
-                "the destination (REDMIRROR_DEST_URL)",
-                || async { Ok(redmirror_redis::connect(d, "destination").await?) },
-                redis_retryable,
-            )
-            .await?;
-            health.set(HEALTH_DEST, true);
-            Some(c)
-        }
+        Some(d) => Some(connect_when_up(&health, HEALTH_DEST, "the destination (REDMIRROR_DEST_URL)", d).await?),
         None => None,
     };
     if let (Some(s), Some(d)) = (&source, &dest) {
