@@ -130,7 +130,24 @@ fn cluster_id() -> String {
     // Version 4 / variant bits, as a random UUID has.
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    // The first character comes from the top six bits of the first byte:
+    // keep it a letter. One id in 64 started with '-', which the storage
+    // tool's argument parser reads as an option ("--cluster-id: expected
+    // one argument").
+    bytes[0] &= 0x3f;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cluster_id_never_reads_as_an_option() {
+        for _ in 0..10_000 {
+            let id = super::cluster_id();
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(id.starts_with(|c: char| c.is_ascii_uppercase()), "{id}");
+        }
+    }
 }
 
 /// The owner of a broker's directory: a temporary one removed on drop, or
