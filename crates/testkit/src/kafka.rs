@@ -138,18 +138,6 @@ fn cluster_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_cluster_id_never_reads_as_an_option() {
-        for _ in 0..10_000 {
-            let id = super::cluster_id();
-            assert_eq!(id.len(), 22, "{id}");
-            assert!(id.starts_with(|c: char| c.is_ascii_uppercase()), "{id}");
-        }
-    }
-}
-
 /// The owner of a broker's directory: a temporary one removed on drop, or
 /// (for the shared broker) one removed at process exit.
 enum Dir {
@@ -473,5 +461,17 @@ fn tail(text: &str, lines: usize) -> String {
 impl Drop for KafkaBroker {
     fn drop(&mut self) {
         self.kill_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cluster_id_never_reads_as_an_option() {
+        for _ in 0..10_000 {
+            let id = super::cluster_id();
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(id.starts_with(|c: char| c.is_ascii_uppercase()), "{id}");
+        }
     }
 }
