@@ -394,6 +394,22 @@ pub mod kafka {
         p.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    /// A consumer in `group` that commits nothing, and the partitions of `topic`.
+    fn client_and_partitions(bootstrap: &str, group: &str, topic: &str, eof: bool) -> (BaseConsumer, Vec<i32>) {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", if eof { "true" } else { "false" })
+            .create()
+            .expect("consumer");
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let parts = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        (c, parts)
+    }
+
     /// The broker's own end offsets (high watermarks) of every partition of
     /// `topic`, and `group`'s committed offsets (absent: none committed),
     /// read by an independent client.
@@ -405,16 +421,7 @@ pub mod kafka {
         std::collections::BTreeMap<i32, i64>,
         std::collections::BTreeMap<i32, i64>,
     ) {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let md = c
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let (c, parts) = client_and_partitions(bootstrap, group, topic, false);
         let mut ends = std::collections::BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
@@ -440,17 +447,7 @@ pub mod kafka {
 
     /// Reads every message of `topic` (all partitions) up to partition EOF.
     pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", "e2e-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .create()
-            .expect("consumer");
-        let md = c
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let (c, parts) = client_and_partitions(bootstrap, "e2e-reader", topic, true);
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
             tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();

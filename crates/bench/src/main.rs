@@ -241,7 +241,15 @@ fn group(r: &mut Report) -> anyhow::Result<()> {
             let obs = Latencies::observe(&s.dest.url(), &prefix)?;
             let (url, pfx) = (s.source.url(), prefix.clone());
             let writer = std::thread::spawn(move || load::write_steady(&url, &pfx, RATE, 60, 1));
-            std::thread::sleep(Duration::from_secs(5)); // the load runs before the member goes
+            // The member goes once the measured load is flowing through it.
+            let before = b.metric(applied);
+            let t = Instant::now();
+            while b.metric(applied) < before + 500.0 {
+                if t.elapsed() > Duration::from_secs(60) {
+                    anyhow::bail!("apply-b ({proto}) applied none of the measured load within 60 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let mut b = b;
             if step == 0 {
                 b.kill();
