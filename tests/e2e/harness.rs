@@ -42,8 +42,11 @@ pub struct Setup {
     pub mirror: Mirror,
 }
 
+/// The binary under test: this build's, or `REDMIRROR_TEST_BIN` (to run a
+/// new test against an older build and see it fail).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_redmirror")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("REDMIRROR_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_redmirror").into()))
 }
 
 /// A command for the binary with the inherited REDMIRROR_* variables removed.

@@ -10,6 +10,7 @@ mod bad_input;
 mod broker;
 mod cli;
 mod delivery;
+mod failover;
 #[allow(dead_code)]
 mod harness;
 mod history;

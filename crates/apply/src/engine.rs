@@ -10,21 +10,35 @@ use redmirror_redis::{script, Script};
 /// Events in order, each one atomic guarded step; several events share one
 /// script call (the per-call overhead dominates otherwise). KEYS: index,
 /// watermark hash, then the flow key of each event. ARGV: marker field, then
-/// per event: flow id, source time (µs), op (`u`/`d`), force (`1` ignores
-/// the watermark: rewind), N, then N field/value arguments (marker included).
-/// Reply: one outcome string per event.
+/// per event: flow id, order (`redmirror_core::Order::encode`), op
+/// (`u`/`d`), force (`1` ignores the watermark: rewind), N, then N
+/// field/value arguments (marker included). Reply: one outcome string per
+/// event.
 ///
 /// Order of checks per event: wrong type → native copy → stale → write. The
 /// watermark is recorded for deletes too (a tombstone), so an old upsert
-/// delivered after a delete cannot resurrect the flow.
+/// delivered after a delete cannot resurrect the flow. An order is
+/// `"{time}"` (epoch 0) or `"{epoch}:{time}"`: a newer epoch wins, and within
+/// an epoch the later source time.
 const APPLY: &str = r#"
 local ik, wk, marker = KEYS[1], KEYS[2], ARGV[1]
+local function split(o)
+  local c = o:find(':', 1, true)
+  if c then return tonumber(o:sub(1, c - 1)), o:sub(c + 1) end
+  return 0, o
+end
 -- Exact comparison of decimal microsecond times (tonumber loses precision past 2^53).
-local function older(a, b)
+local function earlier(a, b)
   local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
   if na or nb then return tonumber(a) < tonumber(b) end
   if #a ~= #b then return #a < #b end
   return a < b
+end
+local function older(a, b)
+  local ea, ta = split(a)
+  local eb, tb = split(b)
+  if ea ~= eb then return ea < eb end
+  return earlier(ta, tb)
 end
 local function one(fk, id, ts, op, force, first, last)
   local ty = redis.call('TYPE', fk)['ok']
@@ -286,7 +300,7 @@ impl ApplyEngine {
         };
         let mut args = Vec::with_capacity(5 + 2 * copy.len());
         args.push(Value::Bytes(ev.flow_id.clone()));
-        args.push(Value::from(ev.source_time_us.to_string()));
+        args.push(Value::from(ev.order().encode()));
         args.push(Value::from(if upsert { "u" } else { "d" }));
         args.push(Value::from(if force { "1" } else { "0" }));
         args.push(Value::from((2 * copy.len()) as i64));

@@ -415,3 +415,65 @@ fn watermark_compares_large_times_exactly() {
         .unwrap();
     assert_eq!(v, "new");
 }
+
+#[tokio::test]
+async fn a_newer_source_epoch_wins_whatever_the_times_and_epochless_watermarks_read_as_epoch_zero() {
+    let mut d = dest(MirrorRules::default()).await;
+    let v = |s: &[u8]| vec![(b(b"v"), b(s))];
+    let hour = 3_600_000_000;
+    // A watermark as written before epochs existed: decimal time only.
+    let _: () = redis::cmd("HSET")
+        .arg(d.keys.watermark_key())
+        .arg("old")
+        .arg(T0.to_string())
+        .query(&mut d.conn)
+        .unwrap();
+    assert_eq!(
+        d.apply1(upsert(b"old", v(b"stale"), T0 - 1)).await,
+        Outcome::SkippedStale
+    );
+    assert_eq!(d.apply1(upsert(b"old", v(b"e0"), T0 + 1)).await, Outcome::Applied);
+
+    assert_eq!(d.apply1(upsert(b"f", v(b"e0"), T0)).await, Outcome::Applied);
+    // After a failover to a source an hour behind: epoch 1, older times.
+    let after = upsert(b"f", v(b"e1"), T0 - hour).in_epoch(1);
+    assert_eq!(d.apply1(after).await, Outcome::Applied);
+    assert_eq!(
+        d.flow(b"f").get(b"v".as_slice()).map(Vec::as_slice),
+        Some(b"e1".as_slice())
+    );
+    // An event of the old epoch arriving late, however late its time, is stale.
+    assert_eq!(
+        d.apply1(upsert(b"f", v(b"late"), T0 + hour)).await,
+        Outcome::SkippedStale
+    );
+    // Within the new epoch, source time orders as before; deletes too.
+    assert_eq!(
+        d.apply1(upsert(b"f", v(b"older"), T0 - hour - 1).in_epoch(1)).await,
+        Outcome::SkippedStale
+    );
+    assert_eq!(
+        d.apply1(delete(b"f", T0 - hour + 1).in_epoch(1)).await,
+        Outcome::Deleted
+    );
+    assert!(d.flow(b"f").is_empty());
+    let wm: String = redis::cmd("HGET")
+        .arg(d.keys.watermark_key())
+        .arg("f")
+        .query(&mut d.conn)
+        .unwrap();
+    assert_eq!(
+        redmirror_core::Order::parse(wm.as_bytes()),
+        Some(redmirror_core::Order::new(1, T0 - hour + 1))
+    );
+    // Epochs compare as numbers, not text: 10 is newer than 9.
+    assert_eq!(d.apply1(upsert(b"g", v(b"9"), T0).in_epoch(9)).await, Outcome::Applied);
+    assert_eq!(
+        d.apply1(upsert(b"g", v(b"10"), T0 - 5).in_epoch(10)).await,
+        Outcome::Applied
+    );
+    assert_eq!(
+        d.apply1(upsert(b"g", v(b"9b"), T0 + 5).in_epoch(9)).await,
+        Outcome::SkippedStale
+    );
+}

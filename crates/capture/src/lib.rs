@@ -12,8 +12,9 @@
 //!   and publishes their state with the idempotent producer.
 //! - [`run`]: the whole role.
 //!
-//! capture never writes to the source: it needs only `psubscribe`,
-//! `evalsha_ro` and `config get` (see docs/operations.md for the ACL).
+//! capture never writes to the source and runs no scripts: it needs
+//! `psubscribe`, `multi`/`exec`, `time`, `info`, `hgetall` and `config get`
+//! (see docs/operations.md for the ACL).
 
 pub mod notify;
 pub mod pending;
@@ -129,6 +130,8 @@ pub struct CaptureOptions {
     pub configure_notifications: bool,
     /// How long a stop may take to drain pending flows and flush.
     pub shutdown_timeout: Duration,
+    /// The source epoch this process orders its reads with.
+    pub epoch: redmirror_redis::epoch::SourceEpoch,
 }
 
 /// Capture errors that stop the role.
@@ -198,7 +201,13 @@ pub async fn run(
     ))?;
     let stop_progress = CancellationToken::new();
     let reporter = progress.map(|p| tokio::spawn(report_progress(p, pending.clone(), stop_progress.clone())));
-    let result = publisher::run(&opts, client, publisher, pending, health, shutdown).await;
+    let reader = redmirror_redis::source::SourceReader::new(
+        &opts.source,
+        opts.keys.clone(),
+        redmirror_redis::epoch::EpochReader::new(opts.epoch.clone(), true),
+    )?;
+    drop(client);
+    let result = publisher::run(&opts, reader, publisher, pending, health, shutdown).await;
     stop_sub.cancel();
     let _ = sub.await;
     stop_progress.cancel();

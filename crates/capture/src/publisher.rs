@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::prelude::Client;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use redmirror_core::event::{Op, Origin};
@@ -34,19 +33,17 @@ type Acked = (
 /// the shutdown timeout) and flushes the producer.
 pub async fn run(
     opts: &CaptureOptions,
-    client: Client,
+    reader: SourceReader,
     publisher: Publisher,
     pending: Arc<Pending>,
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
-    let reader = SourceReader::new(opts.keys.clone());
     let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> = FuturesUnordered::new();
     let warned = WarnOnce::default();
     let ctx = Ctx {
         opts,
         pending: &pending,
-        client: &client,
         reader: &reader,
         publisher: &publisher,
         health: &health,
@@ -137,7 +134,6 @@ struct Ctx<'a> {
     warned: &'a WarnOnce,
     opts: &'a CaptureOptions,
     pending: &'a Pending,
-    client: &'a Client,
     reader: &'a SourceReader,
     publisher: &'a Publisher,
     health: &'a Health,
@@ -157,7 +153,7 @@ impl Ctx<'_> {
         let Some(read) = self.read(&ids, shutdown).await else {
             return false;
         };
-        let time = read.time_us;
+        let order = read.order;
         for ((id, state), (_, cause, seq)) in read.flows.into_iter().zip(batch) {
             if state == SourceFlow::NotAHash {
                 metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "not_a_hash").increment(1);
@@ -169,7 +165,7 @@ impl Ctx<'_> {
                     );
                 }
             }
-            match self.opts.rules.decide(id.clone(), state, time, Origin::Capture, cause) {
+            match self.opts.rules.decide(id.clone(), state, order, Origin::Capture, cause) {
                 Decision::TooLarge { bytes } => {
                     metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
                     tracing::warn!(
@@ -197,7 +193,7 @@ impl Ctx<'_> {
     async fn read(&self, ids: &[Bytes], shutdown: Option<&CancellationToken>) -> Option<SourceRead> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.reader.read(self.client, ids).await {
+            match self.reader.read(ids).await {
                 Ok(r) => {
                     self.health.set(HEALTH_SOURCE, true);
                     return Some(r);

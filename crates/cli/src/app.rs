@@ -13,6 +13,8 @@ use redmirror_config::Config;
 use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
 use redmirror_reconcile::{GapSignal, Lease, PassOptions, Reconciler, Service, Sides, Trigger};
 use redmirror_redis::bulk::Bulk;
+use redmirror_redis::epoch::{EpochReader, SourceEpoch};
+use redmirror_redis::source::SourceReader;
 use redmirror_telemetry::http::{Admin, AdminError, AdminResult, HttpState};
 use redmirror_telemetry::Health;
 use serde_json::json;
@@ -301,7 +303,9 @@ struct ProcessAdmin {
     health: Health,
     lag: redmirror_apply::lag::SharedLag,
     publisher: Option<Publisher>,
-    source: Option<fred::prelude::Client>,
+    /// Reads flows for `POST /v1/resync` (with capture or reconcile).
+    resync_reader: Option<Arc<SourceReader>>,
+    epoch: Option<SourceEpoch>,
     dest: Option<fred::prelude::Client>,
     leases: Vec<Lease>,
     reconcile: Option<mpsc::Sender<Trigger>>,
@@ -311,12 +315,12 @@ struct ProcessAdmin {
 
 impl Admin for ProcessAdmin {
     fn resync(&self, flow_id: Bytes) -> AdminResult {
-        let (Some(p), Some(s)) = (self.publisher.clone(), self.source.clone()) else {
+        let (Some(p), Some(r)) = (self.publisher.clone(), self.resync_reader.clone()) else {
             return Box::pin(async { Err(AdminError::unavailable("this process does not run capture")) });
         };
         let config = self.config.clone();
         Box::pin(async move {
-            crate::app::resync(&config, &s, &p, std::slice::from_ref(&flow_id))
+            crate::app::resync(&config, &r, &p, std::slice::from_ref(&flow_id))
                 .await
                 .map_err(|e| AdminError::failed(format!("{e:#}")))?;
             Ok(json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) }))
@@ -357,6 +361,7 @@ impl Admin for ProcessAdmin {
             "ready": self.health.ready(),
             "components": self.health.components(),
             "lag": lag,
+            "source_epoch": self.epoch.as_ref().map(SourceEpoch::current),
         });
         let local = self.last_report.lock().expect("report lock").clone();
         let leases = self.leases.clone();
@@ -390,25 +395,22 @@ impl Admin for ProcessAdmin {
     }
 }
 
-/// Publishes a fresh snapshot event for each flow (origin `resync`).
+/// Publishes a fresh snapshot event for each flow (origin `resync`), read
+/// in the source epoch.
 pub async fn resync(
     config: &Config,
-    source: &fred::prelude::Client,
+    reader: &SourceReader,
     publisher: &Publisher,
     ids: &[Bytes],
 ) -> anyhow::Result<usize> {
     use redmirror_core::rules::Decision;
-    let reader = redmirror_redis::source::SourceReader::new(config.keys.clone());
-    let read = reader
-        .read(source, ids)
-        .await
-        .context("reading the flows from the source")?;
+    let read = reader.read(ids).await.context("reading the flows from the source")?;
     let mut n = 0;
     for (id, state) in read.flows {
         match config.rules.decide(
             id.clone(),
             state,
-            read.time_us,
+            read.order,
             redmirror_core::event::Origin::Resync,
             "resync",
         ) {
@@ -425,6 +427,39 @@ pub async fn resync(
         }
     }
     Ok(n)
+}
+
+/// The source epoch shared through the destination (waited for like the
+/// destination itself), or one kept in memory when there is no destination.
+pub async fn source_epoch(config: &Config, dest: Option<&fred::prelude::Client>) -> anyhow::Result<SourceEpoch> {
+    match dest {
+        Some(d) => {
+            let key = config.keys.source_epoch_key();
+            until_up(
+                "the destination (REDMIRROR_DEST_URL), for the source epoch",
+                || async { Ok(SourceEpoch::load(d.clone(), key.clone()).await?) },
+                redis_retryable,
+            )
+            .await
+        }
+        None => {
+            tracing::warn!(
+                "REDMIRROR_DEST_URL is not set: the source epoch is kept in memory only, so after a restart this \
+                 process starts again at epoch 0 (set REDMIRROR_DEST_URL so every process shares it)"
+            );
+            Ok(SourceEpoch::in_memory())
+        }
+    }
+}
+
+/// A source reader ordering its reads in `epoch`; `sequential` for a
+/// reader that runs one read at a time.
+pub fn source_reader(config: &Config, epoch: &SourceEpoch, sequential: bool) -> anyhow::Result<SourceReader> {
+    Ok(SourceReader::new(
+        config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?,
+        config.keys.clone(),
+        EpochReader::new(epoch.clone(), sequential),
+    )?)
 }
 
 /// Starts the roles, the HTTP server and (if configured) the embedded broker.
@@ -478,6 +513,17 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     } else {
         None
     };
+    let epoch = if roles.capture || roles.reconcile {
+        let epoch = source_epoch(&config, dest.as_ref()).await?;
+        let (e, s) = (epoch.clone(), shutdown.clone());
+        tasks.spawn(role("source epoch sync", shutdown.clone(), async move {
+            e.keep_synced(s).await;
+            Ok(())
+        }));
+        Some(epoch)
+    } else {
+        None
+    };
     let gap_signal = dest.as_ref().map(|d| GapSignal::new(d.clone(), config.keys.gap_key()));
     let mut leases = Vec::new();
     let last_report = Arc::new(Mutex::new(None));
@@ -492,6 +538,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             pending_max: config.capture_pending_max,
             configure_notifications: config.configure_notifications,
             shutdown_timeout: config.shutdown_timeout,
+            epoch: epoch.clone().expect("source epoch"),
         };
         // Fail fast on the notification check before serving.
         let client = source.clone().expect("source client");
@@ -563,6 +610,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             src,
             dst.clone(),
             bulk_sides(&config)?,
+            source_reader(&config, epoch.as_ref().expect("source epoch"), false)?,
             publisher.clone().expect("reconcile publisher"),
             kafka.clone(),
             config.group_id.clone(),
@@ -597,8 +645,12 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         role: roles.name(),
         health: health.clone(),
         lag,
+        resync_reader: match &epoch {
+            Some(e) if source.is_some() => Some(Arc::new(source_reader(&config, e, false)?)),
+            _ => None,
+        },
+        epoch,
         publisher,
-        source,
         dest,
         leases,
         reconcile: reconcile_tx,

@@ -38,10 +38,12 @@ pub async fn reconcile_once(config: Config, args: ReconcileArgs) -> anyhow::Resu
         return Ok(ExitCode::from(2));
     }
     let publisher = Publisher::new(&kafka, &config.topic)?;
+    let epoch = crate::app::source_epoch(&config, Some(&dest)).await?;
     let reconciler = Reconciler::new(
         source,
         dest.clone(),
         crate::app::bulk_sides(&config)?,
+        crate::app::source_reader(&config, &epoch, false)?,
         publisher.clone(),
         kafka,
         config.group_id.clone(),
@@ -130,9 +132,14 @@ pub async fn resync(config: Config, args: ResyncArgs) -> anyhow::Result<ExitCode
         .map(|a| redmirror_core::text::parse_flow_id(a).with_context(|| format!("bad flow id {a:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (kafka, _broker) = crate::app::kafka(&config).await?;
-    let source = redmirror_redis::connect(config.source.as_ref().context("source")?, "source").await?;
+    let dest = match &config.dest {
+        Some(d) => Some(redmirror_redis::connect(d, "destination").await?),
+        None => None,
+    };
+    let epoch = crate::app::source_epoch(&config, dest.as_ref()).await?;
+    let reader = crate::app::source_reader(&config, &epoch, true)?;
     let publisher = Publisher::new(&kafka, &config.topic)?;
-    let n = crate::app::resync(&config, &source, &publisher, &ids).await?;
+    let n = crate::app::resync(&config, &reader, &publisher, &ids).await?;
     publisher.flush(config.shutdown_timeout)?;
     println!("published {n} snapshot event(s)");
     Ok(ExitCode::SUCCESS)

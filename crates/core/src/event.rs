@@ -19,6 +19,8 @@ pub const HEADER_SCHEMA: &str = "redmirror-schema";
 pub const HEADER_ORIGIN: &str = "redmirror-origin";
 /// Kafka header carrying the source time in microseconds (decimal text).
 pub const HEADER_SOURCE_TIME: &str = "redmirror-source-time-us";
+/// Kafka header carrying the source epoch (decimal text; see [`crate::Order`]).
+pub const HEADER_SOURCE_EPOCH: &str = "redmirror-source-epoch";
 
 /// Why an event from the topic cannot be used. Permanent: such an event is
 /// dead-lettered, never retried.
@@ -92,6 +94,7 @@ impl FlowEvent {
             origin: origin as i32,
             cause: cause.into(),
             delete_reason: DeleteReason::Unspecified as i32,
+            source_epoch: 0,
         }
     }
 
@@ -113,7 +116,19 @@ impl FlowEvent {
             origin: origin as i32,
             cause: cause.into(),
             delete_reason: reason as i32,
+            source_epoch: 0,
         }
+    }
+
+    /// The same event in source epoch `epoch`.
+    pub fn in_epoch(mut self, epoch: u64) -> Self {
+        self.source_epoch = epoch;
+        self
+    }
+
+    /// Where this event stands in its flow's history.
+    pub fn order(&self) -> crate::Order {
+        crate::Order::new(self.source_epoch, self.source_time_us)
     }
 
     /// A Kafka tombstone (the flow's key with no payload) read as the
@@ -174,7 +189,7 @@ impl FlowEvent {
     }
 
     /// The Kafka headers for this event, as `(name, value)` pairs.
-    pub fn headers(&self) -> [(&'static str, String); 3] {
+    pub fn headers(&self) -> [(&'static str, String); 4] {
         [
             (HEADER_SCHEMA, self.schema_version.to_string()),
             (
@@ -185,6 +200,7 @@ impl FlowEvent {
                     .to_string(),
             ),
             (HEADER_SOURCE_TIME, self.source_time_us.to_string()),
+            (HEADER_SOURCE_EPOCH, self.source_epoch.to_string()),
         ]
     }
 }
@@ -248,5 +264,10 @@ mod tests {
         assert_eq!(h[0], (HEADER_SCHEMA, "1".to_string()));
         assert_eq!(h[1], (HEADER_ORIGIN, "capture".to_string()));
         assert_eq!(h[2], (HEADER_SOURCE_TIME, "42".to_string()));
+        assert_eq!(h[3], (HEADER_SOURCE_EPOCH, "0".to_string()));
+        assert_eq!(
+            sample().in_epoch(3).headers()[3],
+            (HEADER_SOURCE_EPOCH, "3".to_string())
+        );
     }
 }

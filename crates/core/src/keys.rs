@@ -51,7 +51,14 @@ impl KeyLayout {
         b.freeze()
     }
 
-    /// The hash of per-flow watermarks (flow id → last applied source time, µs).
+    /// The source epoch (a hash: `epoch`, `run_id`, `time_us`), shared by
+    /// every process that reads the source (see [`crate::Order`]).
+    pub fn source_epoch_key(&self) -> String {
+        format!("{}source:epoch", self.state_prefix)
+    }
+
+    /// The hash of per-flow watermarks (flow id → last applied
+    /// [`crate::Order`], as [`crate::Order::encode`] writes it).
     pub fn watermark_key(&self) -> String {
         format!("{}watermarks", self.state_prefix)
     }

@@ -5,6 +5,7 @@
 //! - [`event`]: the protobuf change event (generated from `proto/`), its
 //!   Kafka headers, encoding and strict decoding.
 //! - [`keys`]: the key layout (`client:{flowId}`, `clients`, `redmirror:*`).
+//! - [`order`]: the order of a flow's events, (source epoch, source time).
 //! - [`rules`]: the guard, excluded fields and the organisation filter; turns
 //!   a source read into an event and an event into the expected copy.
 //! - [`diff`]: compares what the destination holds against what the rules
@@ -14,11 +15,13 @@
 pub mod diff;
 pub mod event;
 pub mod keys;
+pub mod order;
 pub mod rules;
 pub mod text;
 
 pub use event::{DecodeError, FlowEvent};
 pub use keys::{CaptureProgress, KeyLayout};
+pub use order::Order;
 pub use rules::{MirrorRules, SourceFlow};
 
 /// A flow's fields as read from Redis: `(name, value)` pairs, binary safe.

@@ -87,18 +87,15 @@ impl MirrorRules {
         &self,
         flow_id: Bytes,
         source: SourceFlow,
-        source_time_us: i64,
+        order: crate::Order,
         origin: Origin,
         cause: &str,
     ) -> Decision {
+        let source_time_us = order.time_us;
         let delete = |reason| {
-            Decision::Publish(FlowEvent::delete(
-                flow_id.clone(),
-                reason,
-                source_time_us,
-                origin,
-                cause,
-            ))
+            Decision::Publish(
+                FlowEvent::delete(flow_id.clone(), reason, source_time_us, origin, cause).in_epoch(order.epoch),
+            )
         };
         match source {
             SourceFlow::Absent => delete(DeleteReason::Absent),
@@ -110,13 +107,9 @@ impl MirrorRules {
                 if bytes > self.max_flow_bytes {
                     return Decision::TooLarge { bytes };
                 }
-                Decision::Publish(FlowEvent::upsert(
-                    flow_id.clone(),
-                    fields,
-                    source_time_us,
-                    origin,
-                    cause,
-                ))
+                Decision::Publish(
+                    FlowEvent::upsert(flow_id.clone(), fields, source_time_us, origin, cause).in_epoch(order.epoch),
+                )
             }
         }
     }
@@ -163,7 +156,7 @@ mod tests {
                 (b("flowConfigHistory"), b("[...]")),
                 (b("isSyncCopy"), b("false")),
             ]),
-            10,
+            crate::Order::new(2, 10),
             Origin::Capture,
             "hset",
         );
@@ -173,6 +166,11 @@ mod tests {
         assert_eq!(e.op, Op::Upsert as i32);
         assert_eq!(e.fields.len(), 1);
         assert_eq!(e.fields[0].name, b("name"));
+        assert_eq!(
+            e.order(),
+            crate::Order::new(2, 10),
+            "the event carries the read's epoch and time"
+        );
         let copy = r.expected_copy(&[(b("name"), b("x"))]);
         assert_eq!(copy, vec![(b("name"), b("x")), (b("isSyncCopy"), b("true"))]);
     }
@@ -182,7 +180,7 @@ mod tests {
         let d = rules().decide(
             b("f1"),
             SourceFlow::Hash(vec![(b("clerkOrganizationId"), b("org_demo")), (b("secret"), b("s"))]),
-            10,
+            crate::Order::new(1, 10),
             Origin::Capture,
             "hset",
         );
@@ -192,6 +190,7 @@ mod tests {
         assert_eq!(e.op, Op::Delete as i32);
         assert_eq!(e.delete_reason, DeleteReason::Filtered as i32);
         assert!(e.fields.is_empty());
+        assert_eq!(e.order(), crate::Order::new(1, 10));
     }
 
     #[test]
@@ -200,7 +199,8 @@ mod tests {
             (SourceFlow::Absent, DeleteReason::Absent),
             (SourceFlow::NotAHash, DeleteReason::NotAHash),
         ] {
-            let Decision::Publish(e) = rules().decide(b("f"), src, 1, Origin::Reconcile, "x") else {
+            let Decision::Publish(e) = rules().decide(b("f"), src, crate::Order::new(0, 1), Origin::Reconcile, "x")
+            else {
                 panic!("expected publish")
             };
             assert_eq!(e.delete_reason, reason as i32);
@@ -216,7 +216,7 @@ mod tests {
         let d = r.decide(
             b("f"),
             SourceFlow::Hash(vec![(b("abc"), b("de"))]),
-            1,
+            crate::Order::default(),
             Origin::Capture,
             "hset",
         );

@@ -36,6 +36,7 @@ pub fn to_json(m: &OwnedMessage) -> Value {
                 "op": match Op::try_from(e.op) { Ok(Op::Upsert) => "upsert", Ok(Op::Delete) => "delete", _ => "unknown" },
                 "fields": fields,
                 "source_time_us": e.source_time_us,
+                "source_epoch": e.source_epoch,
                 "capture_time_us": e.capture_time_us,
                 "origin": Origin::try_from(e.origin).unwrap_or(Origin::Unspecified).label(),
                 "cause": e.cause,

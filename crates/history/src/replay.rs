@@ -138,9 +138,7 @@ pub async fn replay(
             if opts.dry_run {
                 match decoded {
                     Ok(ev) => {
-                        let keep = latest
-                            .get(&ev.flow_id)
-                            .is_none_or(|old| old.source_time_us <= ev.source_time_us);
+                        let keep = latest.get(&ev.flow_id).is_none_or(|old| old.order() <= ev.order());
                         if keep {
                             latest.insert(ev.flow_id.clone(), ev);
                         }
@@ -268,8 +266,8 @@ async fn dry_run_changes(
                 .as_ref()
                 .ok()
                 .and_then(redmirror_redis::value::bytes)
-                .and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse::<i64>().ok()));
-            if !force && watermark.is_some_and(|w| w > ev.source_time_us) {
+                .and_then(|b| redmirror_core::Order::parse(&b));
+            if !force && watermark.is_some_and(|w| w > ev.order()) {
                 continue; // stale: would be skipped
             }
             let fields: Vec<(Bytes, Bytes)> = ev.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();

@@ -28,29 +28,34 @@ pub mod topics;
 pub use embedded::EmbeddedBroker;
 
 use rdkafka::message::Headers as _;
-use redmirror_core::event::{DecodeError, FlowEvent, HEADER_SOURCE_TIME};
+use redmirror_core::event::{DecodeError, FlowEvent, HEADER_SOURCE_EPOCH, HEADER_SOURCE_TIME};
 
 /// Decodes a message read from the change topic. A tombstone (a flow id as
 /// key, no payload) is that flow's delete, timed by its
 /// `redmirror-source-time-us` header when the producer set one, else by its
-/// Kafka timestamp; everything else must be a valid event
+/// Kafka timestamp, in the epoch of its `redmirror-source-epoch` header (0
+/// without one); everything else must be a valid event
 /// ([`FlowEvent::decode_checked`]).
 pub fn decode_event<M: rdkafka::Message>(m: &M) -> Result<FlowEvent, DecodeError> {
     match (m.key(), m.payload()) {
-        (Some(key), None) if !key.is_empty() => Ok(FlowEvent::tombstone(key, tombstone_time_us(m))),
+        (Some(key), None) if !key.is_empty() => {
+            let time = header::<M, i64>(m, HEADER_SOURCE_TIME)
+                .or_else(|| m.timestamp().to_millis().filter(|ms| *ms > 0).map(|ms| ms * 1000))
+                .unwrap_or_else(redmirror_core::now_us);
+            let epoch = header::<M, u64>(m, HEADER_SOURCE_EPOCH).unwrap_or(0);
+            Ok(FlowEvent::tombstone(key, time).in_epoch(epoch))
+        }
         (key, payload) => FlowEvent::decode_checked(key, payload),
     }
 }
 
-fn tombstone_time_us<M: rdkafka::Message>(m: &M) -> i64 {
-    let header = m.headers().and_then(|hs| {
+/// A header's value parsed from decimal text.
+fn header<M: rdkafka::Message, T: std::str::FromStr>(m: &M, name: &str) -> Option<T> {
+    m.headers().and_then(|hs| {
         hs.iter()
-            .find(|h| h.key == HEADER_SOURCE_TIME)
-            .and_then(|h| std::str::from_utf8(h.value?).ok()?.trim().parse::<i64>().ok())
-    });
-    header
-        .or_else(|| m.timestamp().to_millis().filter(|ms| *ms > 0).map(|ms| ms * 1000))
-        .unwrap_or_else(redmirror_core::now_us)
+            .find(|h| h.key == name)
+            .and_then(|h| std::str::from_utf8(h.value?).ok()?.trim().parse::<T>().ok())
+    })
 }
 pub use publish::{DeadLetter, Publisher};
 

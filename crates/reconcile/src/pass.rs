@@ -121,7 +121,7 @@ pub struct Reconciler {
     pub rules: MirrorRules,
     /// Bulk reads on each side (digests, existence checks).
     bulk: Arc<Sides<Bulk>>,
-    reader: SourceReader,
+    reader: Arc<SourceReader>,
     dest_script: Script,
     digests: Digests,
 }
@@ -149,12 +149,14 @@ impl Limiter {
 
 impl Reconciler {
     /// A reconciler over these connections; `bulk` reads each side on
-    /// connections of its own (see [`Bulk`]).
+    /// connections of its own (see [`Bulk`]), and `reader` reads flows to
+    /// repair atomically with the source clock, in the source epoch.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: Client,
         dest: Client,
         bulk: Sides<Bulk>,
+        reader: SourceReader,
         publisher: Publisher,
         kafka: Kafka,
         group: String,
@@ -164,7 +166,7 @@ impl Reconciler {
         Reconciler {
             bulk: Arc::new(bulk),
             digests: Digests::new(keys.clone(), &rules),
-            reader: SourceReader::new(keys.clone()),
+            reader: Arc::new(reader),
             dest_script: Script::read_only(READ_DEST),
             source,
             dest,
@@ -260,6 +262,10 @@ impl Reconciler {
         report
             .phase_seconds
             .insert("barrier".into(), started.elapsed().as_secs_f64());
+        // Repairs carry the current epoch: adopt one another process moved to.
+        if let Err(e) = self.reader.epoch().sync().await {
+            tracing::debug!(error = %e, "Cannot sync the source epoch before the pass.");
+        }
         let limiter = Limiter {
             rate: opts.rate_limit,
             start: Instant::now(),
@@ -446,7 +452,7 @@ impl Reconciler {
         dry_run: bool,
         report: &mut Report,
     ) -> Result<(), PassError> {
-        let (src, dst) = tokio::join!(self.reader.read(&self.source, ids), self.read_dest(ids));
+        let (src, dst) = tokio::join!(self.reader.read(ids), self.read_dest(ids));
         let src = src.map_err(on("source"))?;
         let dst = dst?;
         let mut repairs = Vec::new();
@@ -459,7 +465,7 @@ impl Reconciler {
             }
             let event = match self
                 .rules
-                .decide(id.clone(), state, src.time_us, Origin::Reconcile, "reconcile")
+                .decide(id.clone(), state, src.order, Origin::Reconcile, "reconcile")
             {
                 Decision::Publish(ev) => ev,
                 Decision::TooLarge { .. } => continue,
@@ -481,7 +487,7 @@ impl Reconciler {
 
     /// Index entries the mirror wrote (a watermark exists) with no flow copy behind them.
     async fn compare_index(&self, orphans: &[Bytes], dry_run: bool, report: &mut Report) -> Result<(), PassError> {
-        let src = self.reader.read(&self.source, orphans).await.map_err(on("source"))?;
+        let src = self.reader.read(orphans).await.map_err(on("source"))?;
         let mut repairs = Vec::new();
         for (id, state) in src.flows {
             // A flow that exists on the source was counted as missing in phase 1.
@@ -496,13 +502,16 @@ impl Reconciler {
                     fields: vec!["<index>".into()],
                 },
             );
-            repairs.push(FlowEvent::delete(
-                id,
-                DeleteReason::Absent,
-                src.time_us,
-                Origin::Reconcile,
-                "reconcile:extra",
-            ));
+            repairs.push(
+                FlowEvent::delete(
+                    id,
+                    DeleteReason::Absent,
+                    src.order.time_us,
+                    Origin::Reconcile,
+                    "reconcile:extra",
+                )
+                .in_epoch(src.order.epoch),
+            );
         }
         self.publish(repairs, dry_run, report).await
     }

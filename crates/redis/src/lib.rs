@@ -8,7 +8,9 @@
 //!   replies parsed in place (the reconcile pass's hot path).
 //! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`.
 //! - [`source`]: the atomic read of flows plus the source clock
-//!   (`TIME` and `HGETALL` in one read-only script).
+//!   (`MULTI`, `TIME`, `HGETALL`..., `EXEC`; no scripting).
+//! - [`epoch`]: the source epoch, which orders events across a failover,
+//!   a restart or a clock step back.
 //! - [`value`]: turning fred values into bytes.
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use fred::prelude::*;
 use redmirror_config::RedisEndpoint;
 
 pub mod bulk;
+pub mod epoch;
 pub mod script;
 pub mod source;
 pub mod value;

@@ -47,6 +47,8 @@ pub const BUILD_INFO: &str = "redmirror_build_info";
 pub const READY: &str = "redmirror_ready";
 /// 1 while this process holds a lease, `lease`.
 pub const LEASE_HELD: &str = "redmirror_lease_held";
+/// The current source epoch (see `redmirror_core::Order`).
+pub const SOURCE_EPOCH: &str = "redmirror_source_epoch";
 
 /// Outcomes of `redmirror_apply_events_total`.
 pub const APPLY_OUTCOMES: [&str; 6] = [
@@ -143,6 +145,10 @@ fn describe_all() {
     describe_gauge!(BUILD_INFO, "Build information.");
     describe_gauge!(READY, "1 when a component's connection is up.");
     describe_gauge!(LEASE_HELD, "1 while this process holds the lease.");
+    describe_gauge!(
+        SOURCE_EPOCH,
+        "The current source epoch: moves forward on a change of source server or a source clock step back."
+    );
 }
 
 fn register_all() {
@@ -171,6 +177,7 @@ fn register_all() {
     }
     let _ = metrics::histogram!(RECONCILE_DURATION);
     metrics::counter!(DLQ_EVENTS).absolute(0);
+    metrics::gauge!(SOURCE_EPOCH).set(0.0);
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

@@ -70,6 +70,9 @@ pub struct RedisOptions {
     pub notify: Option<String>,
     /// Extra `--name value` arguments.
     pub args: Vec<(String, String)>,
+    /// Shift of the server's wall clock (`TIME`), microseconds; negative
+    /// is behind. Applied with an `LD_PRELOAD` shim (`shim/clockshift.c`).
+    pub clock_offset_us: i64,
 }
 
 impl RedisOptions {
@@ -77,7 +80,7 @@ impl RedisOptions {
     pub fn with_notifications() -> Self {
         RedisOptions {
             notify: Some("KEA".into()),
-            args: Vec::new(),
+            ..RedisOptions::default()
         }
     }
 
@@ -135,6 +138,10 @@ impl RedisServer {
         }
         for (k, v) in &self.opts.args {
             cmd.arg(format!("--{k}")).arg(v);
+        }
+        if self.opts.clock_offset_us != 0 {
+            cmd.env("LD_PRELOAD", env!("REDMIRROR_CLOCKSHIFT_SO"))
+                .env("CLOCKSHIFT_OFFSET_US", self.opts.clock_offset_us.to_string());
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -199,6 +206,12 @@ impl RedisServer {
         let _: () = redis::cmd("SAVE").query(&mut self.conn()).expect("SAVE");
         self.stop();
         self.start_again();
+    }
+
+    /// Sets the shift of the wall clock for the next start (see
+    /// [`RedisOptions::clock_offset_us`]).
+    pub fn set_clock_offset_us(&mut self, offset: i64) {
+        self.opts.clock_offset_us = offset;
     }
 
     /// Starts a stopped server again (same port, same directory: data saved

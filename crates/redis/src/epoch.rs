@@ -1,0 +1,345 @@
+//! The source epoch (SPEC section 2): the first half of every event's
+//! [`Order`].
+//!
+//! It moves forward when a read finds
+//! - a different server (`run_id` changed: a failover, a restart), or
+//! - the source clock behind: for a reader whose reads are sequential
+//!   (capture), any step back between two of its own reads; for readers
+//!   that run side by side (the phases of a reconcile pass, another
+//!   process), more than [`BEHIND_TOLERANCE`] behind the latest time any
+//!   reader saw, because replies of concurrent reads arrive in any order.
+//!
+//! One [`SourceEpoch`] per process is shared by capture, reconcile and
+//! resync. Processes agree through a hash on the destination
+//! ([`redmirror_core::KeyLayout::source_epoch_key`]): loaded at start,
+//! written at once after a bump and every second otherwise, and a newer
+//! epoch found there is adopted. Without a destination (capture alone) the
+//! epoch lives in memory.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::Value;
+use redmirror_core::Order;
+use redmirror_telemetry::metrics as m;
+use tokio_util::sync::CancellationToken;
+
+use crate::Script;
+
+/// How far behind the latest time seen a concurrent reader's time may be
+/// before it counts as a clock step back.
+pub const BEHIND_TOLERANCE: Duration = Duration::from_secs(1);
+/// How often the shared epoch is written (and a newer one looked for).
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// How often a reader asks the server for its `run_id` with a read.
+pub const IDENTITY_EVERY: Duration = Duration::from_secs(1);
+
+/// Merges this process's epoch into the shared one. KEYS: the epoch hash.
+/// ARGV: epoch, run_id (may be empty), time (µs). A newer stored epoch wins
+/// and is returned for adoption; else the stored one becomes ours, keeping
+/// the later time. Reply: `{epoch, run_id, time}` as stored.
+const SYNC: &str = r#"
+local k = KEYS[1]
+local e, rid, t = ARGV[1], ARGV[2], ARGV[3]
+local se = redis.call('HGET', k, 'epoch')
+if se and tonumber(se) > tonumber(e) then
+  return {se, redis.call('HGET', k, 'run_id') or '', redis.call('HGET', k, 'time_us') or '0'}
+end
+if se and tonumber(se) == tonumber(e) then
+  local st = redis.call('HGET', k, 'time_us')
+  if st and tonumber(st) > tonumber(t) then t = st end
+  if rid == '' then rid = redis.call('HGET', k, 'run_id') or '' end
+end
+redis.call('HSET', k, 'epoch', e, 'time_us', t, 'run_id', rid)
+return {e, rid, t}
+"#;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct State {
+    epoch: u64,
+    run_id: Option<String>,
+    /// The latest source time read in this epoch.
+    latest_us: i64,
+}
+
+#[derive(Debug)]
+struct Store {
+    client: Client,
+    key: String,
+    script: Script,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    store: Option<Store>,
+    bumped: tokio::sync::Notify,
+}
+
+/// The process's view of the source epoch (see the module docs).
+#[derive(Debug, Clone)]
+pub struct SourceEpoch(Arc<Inner>);
+
+impl SourceEpoch {
+    /// An epoch kept in memory only, starting at 0.
+    pub fn in_memory() -> Self {
+        Self::with(State::default(), None)
+    }
+
+    /// Loads the shared epoch from the destination hash `key`.
+    pub async fn load(dest: Client, key: String) -> Result<Self, fred::error::Error> {
+        let stored: std::collections::HashMap<String, String> = dest.hgetall(key.as_str()).await?;
+        let state = State {
+            epoch: stored.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0),
+            run_id: stored.get("run_id").filter(|r| !r.is_empty()).cloned(),
+            latest_us: stored.get("time_us").and_then(|t| t.parse().ok()).unwrap_or(0),
+        };
+        tracing::debug!(epoch = state.epoch, run_id = ?state.run_id, "Loaded the source epoch.");
+        Ok(Self::with(
+            state,
+            Some(Store {
+                client: dest,
+                key,
+                script: Script::new(SYNC),
+            }),
+        ))
+    }
+
+    fn with(state: State, store: Option<Store>) -> Self {
+        metrics::gauge!(m::SOURCE_EPOCH).set(state.epoch as f64);
+        SourceEpoch(Arc::new(Inner {
+            state: Mutex::new(state),
+            store,
+            bumped: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// The current epoch.
+    pub fn current(&self) -> u64 {
+        self.0.state.lock().expect("epoch lock").epoch
+    }
+
+    /// The order of a read at `time_us` (with the server's `run_id` when it
+    /// was asked for); `own` is the reader's previous read, for a reader
+    /// whose reads are sequential. Moves the epoch forward when the read
+    /// shows a change of source (see the module docs).
+    fn observe(&self, run_id: Option<&str>, time_us: i64, own: Option<Order>) -> Order {
+        let mut s = self.0.state.lock().expect("epoch lock");
+        let tolerance = BEHIND_TOLERANCE.as_micros() as i64;
+        let why = match (run_id, s.run_id.as_deref()) {
+            (Some(new), Some(old)) if new != old => Some(format!("the source server changed (run_id {old} -> {new})")),
+            _ => match own {
+                Some(prev) if prev.epoch == s.epoch && time_us < prev.time_us => Some(format!(
+                    "the source clock went back {} ms between two reads",
+                    (prev.time_us - time_us) / 1000
+                )),
+                _ if time_us < s.latest_us.saturating_sub(tolerance) => Some(format!(
+                    "the source clock is {} ms behind the latest time read from it",
+                    (s.latest_us - time_us) / 1000
+                )),
+                _ => None,
+            },
+        };
+        if let Some(why) = why {
+            s.epoch += 1;
+            s.latest_us = time_us;
+            metrics::gauge!(m::SOURCE_EPOCH).set(s.epoch as f64);
+            tracing::warn!(
+                epoch = s.epoch,
+                reason = %why,
+                "New source epoch: {why}. Changes from now on win over everything applied before, whatever their source times."
+            );
+            self.0.bumped.notify_one();
+        } else {
+            s.latest_us = s.latest_us.max(time_us);
+        }
+        if let Some(r) = run_id {
+            if s.run_id.as_deref() != Some(r) {
+                s.run_id = Some(r.to_string());
+            }
+        }
+        Order::new(s.epoch, time_us)
+    }
+
+    /// Writes this process's epoch to the shared hash and adopts a newer
+    /// one found there. Without a destination: nothing to do.
+    pub async fn sync(&self) -> Result<(), fred::error::Error> {
+        let Some(store) = &self.0.store else {
+            return Ok(());
+        };
+        let mine = self.0.state.lock().expect("epoch lock").clone();
+        let args = vec![
+            Value::from(mine.epoch.to_string()),
+            Value::from(mine.run_id.clone().unwrap_or_default()),
+            Value::from(mine.latest_us.to_string()),
+        ];
+        let key: &[u8] = store.key.as_bytes();
+        let reply = store.script.call(&store.client, &[key], args).await?;
+        let parsed = match reply {
+            Value::Array(v) if v.len() == 3 => {
+                let text = |v: &Value| crate::value::bytes(v).and_then(|b| String::from_utf8(b.to_vec()).ok());
+                match (text(&v[0]), text(&v[1]), text(&v[2])) {
+                    (Some(e), Some(r), Some(t)) => {
+                        e.parse::<u64>().ok().zip(t.parse::<i64>().ok()).map(|(e, t)| (e, r, t))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some((epoch, run_id, time_us)) = parsed else {
+            return Err(fred::error::Error::new(
+                fred::error::ErrorKind::Parse,
+                "unexpected reply from the source epoch script",
+            ));
+        };
+        let mut s = self.0.state.lock().expect("epoch lock");
+        if epoch > s.epoch {
+            tracing::info!(
+                from = s.epoch,
+                to = epoch,
+                "Adopted a newer source epoch found by another process."
+            );
+            *s = State {
+                epoch,
+                run_id: Some(run_id).filter(|r| !r.is_empty()),
+                latest_us: time_us,
+            };
+            metrics::gauge!(m::SOURCE_EPOCH).set(epoch as f64);
+        }
+        Ok(())
+    }
+
+    /// Syncs every [`SYNC_EVERY`], and at once after a bump, until `stop`.
+    pub async fn keep_synced(self, stop: CancellationToken) {
+        let mut failing = false;
+        loop {
+            match self.sync().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("Source epoch written to the destination again.");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "Cannot write the source epoch to the destination; retrying.");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.0.bumped.notified() => {}
+                _ = tokio::time::sleep(SYNC_EVERY) => {}
+            }
+        }
+    }
+}
+
+/// Reads through a [`crate::source::SourceReader`] ordered by this epoch:
+/// `sequential` readers (one read at a time, capture) are checked against
+/// their own previous read; others against the latest time any reader saw.
+#[derive(Debug)]
+pub struct EpochReader {
+    epoch: SourceEpoch,
+    sequential: bool,
+    own: Mutex<(Option<Order>, Option<Instant>)>,
+}
+
+impl EpochReader {
+    /// A reader's view of `epoch`.
+    pub fn new(epoch: SourceEpoch, sequential: bool) -> Self {
+        EpochReader {
+            epoch,
+            sequential,
+            own: Mutex::new((None, None)),
+        }
+    }
+
+    /// The shared epoch.
+    pub fn epoch(&self) -> &SourceEpoch {
+        &self.epoch
+    }
+
+    /// True when the next read should also ask for the server's `run_id`.
+    pub fn wants_identity(&self) -> bool {
+        let g = self.own.lock().expect("epoch reader lock");
+        g.1.is_none_or(|at| at.elapsed() >= IDENTITY_EVERY)
+    }
+
+    /// The order of a read at `time_us` (see [`SourceEpoch`]).
+    pub fn order(&self, run_id: Option<&str>, time_us: i64) -> Order {
+        let mut g = self.own.lock().expect("epoch reader lock");
+        let own = if self.sequential { g.0 } else { None };
+        let order = self.epoch.observe(run_id, time_us, own);
+        g.0 = Some(order);
+        if run_id.is_some() {
+            g.1 = Some(Instant::now());
+        }
+        order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_US: i64 = 3_600_000_000;
+    const T: i64 = 1_764_590_400_000_000;
+
+    #[test]
+    fn a_clock_an_hour_behind_after_a_failover_starts_a_new_epoch() {
+        let e = SourceEpoch::in_memory();
+        let capture = EpochReader::new(e.clone(), true);
+        assert_eq!(capture.order(Some("old"), T), Order::new(0, T));
+        assert_eq!(capture.order(None, T + 5), Order::new(0, T + 5));
+        // The replica took over; its clock is an hour behind.
+        let after = capture.order(Some("new"), T - HOUR_US);
+        assert_eq!(after, Order::new(1, T - HOUR_US));
+        assert!(after > Order::new(0, T + 5), "a later change wins");
+        // And its later reads stay in that epoch.
+        assert_eq!(capture.order(None, T - HOUR_US + 10), Order::new(1, T - HOUR_US + 10));
+        assert_eq!(capture.order(Some("new"), T - HOUR_US + 20).epoch, 1);
+    }
+
+    #[test]
+    fn a_step_back_on_the_same_server_is_caught_exactly_for_a_sequential_reader() {
+        let e = SourceEpoch::in_memory();
+        let capture = EpochReader::new(e.clone(), true);
+        capture.order(Some("a"), T);
+        assert_eq!(capture.order(None, T - 1).epoch, 1, "one microsecond back");
+        // Concurrent readers get a tolerance: reply order is not read order.
+        let pass = EpochReader::new(e.clone(), false);
+        assert_eq!(
+            pass.order(None, T - 500_000).epoch,
+            1,
+            "half a second behind another reader"
+        );
+        assert_eq!(
+            pass.order(None, T - 1 - 2 * BEHIND_TOLERANCE.as_micros() as i64).epoch,
+            2
+        );
+        assert_eq!(e.current(), 2);
+    }
+
+    #[test]
+    fn a_reader_does_not_bump_again_for_a_step_another_reader_already_counted() {
+        let e = SourceEpoch::in_memory();
+        let capture = EpochReader::new(e.clone(), true);
+        let pass = EpochReader::new(e.clone(), false);
+        capture.order(Some("a"), T);
+        // The pass sees the server change first.
+        assert_eq!(pass.order(Some("b"), T - HOUR_US).epoch, 1);
+        // capture's next read is behind its own previous one, but that read
+        // was in the old epoch: the step is already counted.
+        assert_eq!(capture.order(None, T - HOUR_US + 3).epoch, 1);
+    }
+
+    #[test]
+    fn identity_is_asked_for_on_the_first_read_then_once_a_second() {
+        let r = EpochReader::new(SourceEpoch::in_memory(), true);
+        assert!(r.wants_identity());
+        r.order(Some("a"), T);
+        assert!(!r.wants_identity());
+    }
+}
