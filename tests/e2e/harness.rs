@@ -119,6 +119,15 @@ impl Mirror {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits (up to `deadline`) for the process to exit by itself; its exit code.
+    #[track_caller]
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let what = "redmirror to exit by itself";
+        let status = wait_for(what, deadline, || self.child.as_mut()?.try_wait().ok().flatten());
+        self.child = None;
+        status.code()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

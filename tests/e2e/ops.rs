@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::harness::*;
 use ::reqwest;
@@ -457,4 +458,83 @@ fn every_contract_metric_is_present_with_its_labels_after_traffic() {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
     assert!(metric_value(&text, "redmirror_end_to_end_seconds_count") >= 1.0);
+}
+
+/// The source user a security team grants as "read-only": read commands,
+/// pub/sub, transactions, connection commands, TIME, INFO and CONFIG GET on
+/// every key and channel; no scripting.
+const READ_ONLY_SOURCE_USER: &str =
+    "ACL SETUSER ro on >test-password-42 ~* &* +@read +@pubsub +@transaction +@connection +time +info +config|get";
+
+#[test]
+fn capture_and_reconcile_run_with_a_read_only_source_user_without_scripting() {
+    let source = RedisServer::start();
+    run_acl(&source, READ_ONLY_SOURCE_USER);
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let mut env = mirror_env(
+        &format!("redis://ro:test-password-42@127.0.0.1:{}", source.port()),
+        &dest.url(),
+        &broker.bootstrap(),
+    );
+    env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    let mirror = Mirror::start(&["run"], &env);
+    let s = Setup {
+        source,
+        dest,
+        broker,
+        mirror,
+    };
+    s.wait_ready();
+    hset(&mut s.source.conn(), b"client:ro", &[(b"a", b"1")]);
+    s.wait_dest(b"client:ro", Some(&copy_of(&hash(&[("a", "1")]))));
+    let _: i64 = redis::cmd("DEL").arg("client:ro").query(&mut s.source.conn()).unwrap();
+    s.wait_dest(b"client:ro", None);
+    // A reconcile pass with the same user repairs drift.
+    hset(&mut s.dest.conn(), b"client:ro-ghost", &[(b"isSyncCopy", b"true")]);
+    let out = command().args(["reconcile", "--once"]).envs(&env).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.wait_dest(b"client:ro-ghost", None);
+    let log = s.mirror.output();
+    assert!(!log.contains("NOPERM"), "{log}");
+    assert!(!log.contains("test-password-42"), "password logged");
+}
+
+#[test]
+fn a_source_user_missing_a_permission_is_refused_at_start_with_the_acl_line_that_grants_it() {
+    let source = RedisServer::start();
+    // No +@transaction: capture's atomic read cannot run.
+    run_acl(
+        &source,
+        "ACL SETUSER ro2 on >test-password-42 ~* &* +@read +@pubsub +@connection +time +info +config|get",
+    );
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let env = mirror_env(
+        &format!("redis://ro2:test-password-42@127.0.0.1:{}", source.port()),
+        &dest.url(),
+        &broker.bootstrap(),
+    );
+    let mut mirror = Mirror::start(&["run"], &env);
+    let code = mirror.wait_exit(Duration::from_secs(30));
+    let out = mirror.output();
+    assert_eq!(code, Some(2), "{out}");
+    let line = out
+        .lines()
+        .find_map(|l| {
+            l.find("ACL SETUSER ro2 ")
+                .map(|at| l[at..].trim_end_matches('"').to_string())
+        })
+        .unwrap_or_else(|| panic!("no ACL SETUSER line in:\n{out}"));
+    assert!(line.contains("+multi") && line.contains("+exec"), "{line}");
+    assert!(!out.contains("test-password-42"), "password logged");
+    // `check` says the same; running the line it printed is enough.
+    let check = command().arg("check").envs(&env).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  permissions"), "{text}");
+    run_acl(&source, &line);
+    let check = command().arg("check").envs(&env).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains("ok    permissions"), "{text}");
 }

@@ -429,6 +429,24 @@ pub async fn resync(
     Ok(n)
 }
 
+/// Refuses (exit 2) when the source user lacks a permission capture or
+/// reconcile needs, with the `ACL SETUSER` line that grants it.
+pub async fn refuse_missing_permissions(
+    config: &Config,
+    endpoint: &redmirror_config::RedisEndpoint,
+) -> anyhow::Result<()> {
+    let missing = until_up(
+        "the source (REDMIRROR_SOURCE_URL), to check its user's permissions",
+        || async { Ok(redmirror_redis::access::check_source(endpoint, &config.keys).await?) },
+        redis_retryable,
+    )
+    .await?;
+    match missing {
+        Some(m) => Err(Refusal(m.to_string()).into()),
+        None => Ok(()),
+    }
+}
+
 /// The source epoch shared through the destination (waited for like the
 /// destination itself), or one kept in memory when there is no destination.
 pub async fn source_epoch(config: &Config, dest: Option<&fred::prelude::Client>) -> anyhow::Result<SourceEpoch> {
@@ -507,6 +525,9 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     };
     if let (Some(s), Some(d)) = (&source, &dest) {
         refuse_same_server(s, d).await?;
+    }
+    if let (Some(_), Some(endpoint)) = (&source, &config.source) {
+        refuse_missing_permissions(&config, endpoint).await?;
     }
     let publisher = if roles.capture || roles.reconcile {
         Some(Publisher::new(&kafka, &config.topic)?)

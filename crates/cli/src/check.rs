@@ -77,6 +77,16 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             ),
         }
     }
+    if let (Some(_), Some(ep)) = (&source, &config.source) {
+        match redmirror_redis::access::check_source(ep, &config.keys).await {
+            Ok(None) => r.ok(
+                "permissions",
+                "the source user may run every command capture and reconcile use",
+            ),
+            Ok(Some(missing)) => r.fail("permissions", missing),
+            Err(e) => r.fail("permissions", e),
+        }
+    }
     if let (Some(s), Some(d)) = (&source, &dest) {
         match crate::app::refuse_same_server(s, d).await {
             Ok(()) => r.ok("servers", "source and destination are different servers"),

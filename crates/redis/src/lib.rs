@@ -9,6 +9,7 @@
 //! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`.
 //! - [`source`]: the atomic read of flows plus the source clock
 //!   (`MULTI`, `TIME`, `HGETALL`..., `EXEC`; no scripting).
+//! - [`access`]: the source user's permissions, checked at start.
 //! - [`epoch`]: the source epoch, which orders events across a failover,
 //!   a restart or a clock step back.
 //! - [`value`]: turning fred values into bytes.
@@ -18,6 +19,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use redmirror_config::RedisEndpoint;
 
+pub mod access;
 pub mod bulk;
 pub mod epoch;
 pub mod script;

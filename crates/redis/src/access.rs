@@ -1,0 +1,154 @@
+//! The permissions the source user needs (SPEC section 2), checked at start:
+//! a missing one is refused with the exact `ACL SETUSER` line that grants
+//! it, never retried for ever.
+//!
+//! Redis has no way for a user to ask what it may do (`ACL DRYRUN` needs
+//! admin rights), so the check runs each command capture and reconcile use
+//! once, harmlessly (reads of a key that does not exist, an empty
+//! transaction, a subscription dropped at once), and reads the `NOPERM`
+//! refusals: each names the command, or says a key or a channel is out of
+//! reach.
+
+use fred::error::Error;
+use redmirror_config::RedisEndpoint;
+use redmirror_core::KeyLayout;
+
+use crate::bulk::{Bulk, Pipeline, Reply};
+use crate::RedisError;
+
+/// What the source user lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The user (from the URL; `default` without one).
+    pub user: String,
+    /// ACL rules that grant what is missing (`+multi`, `%R~client:*`, ...).
+    pub grants: Vec<String>,
+    /// The server's refusals, as it worded them.
+    pub refusals: Vec<String>,
+}
+
+impl Missing {
+    /// The `ACL SETUSER` line to run on the source.
+    pub fn acl_line(&self) -> String {
+        format!("ACL SETUSER {} {}", self.user, self.grants.join(" "))
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the source user {:?} lacks permissions capture and reconcile need ({}); grant them on the source: {}",
+            self.user,
+            self.refusals.join("; "),
+            self.acl_line()
+        )
+    }
+}
+
+/// Runs every source command once and collects the refusals; `Ok(None)`
+/// when everything is allowed.
+pub async fn check_source(endpoint: &RedisEndpoint, keys: &KeyLayout) -> Result<Option<Missing>, RedisError> {
+    let wrap = |e: Error| RedisError::new(endpoint, e);
+    let bulk = Bulk::new(endpoint)?;
+    let probe = keys.flow_key(b"redmirror-permission-probe");
+    let pattern = keys.scan_pattern();
+    let mut p = Pipeline::new();
+    p.cmd(&[b"PING".as_ref()])
+        .cmd(&[b"TIME".as_ref()])
+        .cmd(&[b"INFO".as_ref(), b"server"])
+        .cmd(&[b"CONFIG".as_ref(), b"GET", b"notify-keyspace-events"])
+        .cmd(&[b"SCAN".as_ref(), b"0", b"MATCH", &pattern, b"COUNT", b"1"])
+        .key_cmd(b"HGETALL", &probe)
+        .key_cmd(b"EXISTS", &probe)
+        // EXEC alone first: without MULTI it is refused (NOPERM) or fails
+        // (`ERR EXEC without MULTI`), so both halves are checked even when
+        // MULTI is refused.
+        .cmd(&[b"EXEC".as_ref()])
+        .cmd(&[b"MULTI".as_ref()])
+        .cmd(&[b"EXEC".as_ref()]);
+    let mut refusals = Vec::new();
+    bulk.run(&p, |_, r| {
+        // A refused EXEC reads `EXECABORT ... because of: NOPERM ...`.
+        if let Reply::Error(e) = r {
+            if let Some(at) = e.windows(6).position(|w| w == b"NOPERM") {
+                refusals.push(String::from_utf8_lossy(&e[at..]).into_owned());
+            }
+        }
+    })
+    .await
+    .map_err(wrap)?;
+    let channel = format!("__keyevent@{}__:*", endpoint.db());
+    if let Err(e) = bulk.psubscribe(channel.as_bytes()).await {
+        if e.details().starts_with("NOPERM") {
+            refusals.push(e.details().to_string());
+        } else {
+            return Err(wrap(e));
+        }
+    }
+    if refusals.is_empty() {
+        return Ok(None);
+    }
+    let prefix = String::from_utf8_lossy(&pattern).into_owned();
+    let mut grants: Vec<String> = Vec::new();
+    for r in &refusals {
+        let grant = grant_for(r, &prefix, &channel);
+        if !grants.contains(&grant) {
+            grants.push(grant);
+        }
+    }
+    Ok(Some(Missing {
+        user: user_of(endpoint),
+        grants,
+        refusals,
+    }))
+}
+
+/// The ACL rule that lifts one `NOPERM` refusal.
+fn grant_for(refusal: &str, key_pattern: &str, channel: &str) -> String {
+    let lower = refusal.to_ascii_lowercase();
+    if let Some(cmd) = lower.split('\'').nth(1).filter(|c| !c.is_empty()) {
+        return format!("+{cmd}");
+    }
+    if lower.contains("channel") {
+        format!("&{channel}")
+    } else {
+        format!("%R~{key_pattern}")
+    }
+}
+
+fn user_of(endpoint: &RedisEndpoint) -> String {
+    fred::types::config::Config::from_url(&endpoint.url)
+        .ok()
+        .and_then(|c| c.username)
+        .unwrap_or_else(|| "default".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_maps_to_the_rule_that_lifts_it() {
+        let g = |r| grant_for(r, "client:*", "__keyevent@0__:*");
+        assert_eq!(
+            g("NOPERM User ro has no permissions to run the 'multi' command"),
+            "+multi"
+        );
+        assert_eq!(
+            g("NOPERM this user has no permissions to run the 'config|get' command"),
+            "+config|get"
+        );
+        assert_eq!(g("NOPERM No permissions to access a key"), "%R~client:*");
+        assert_eq!(
+            g("NOPERM this user has no permissions to access one of the channels used as arguments"),
+            "&__keyevent@0__:*"
+        );
+        let m = Missing {
+            user: "ro".into(),
+            grants: vec!["+multi".into(), "+exec".into()],
+            refusals: vec![],
+        };
+        assert_eq!(m.acl_line(), "ACL SETUSER ro +multi +exec");
+    }
+}
