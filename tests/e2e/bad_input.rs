@@ -8,19 +8,29 @@ use redmirror_core::FlowEvent;
 use crate::harness::*;
 use ::reqwest;
 
+/// Runs `redmirror {args}` to its exit (within a minute: a command that
+/// should refuse and keeps running instead fails the test); code and output.
 fn exit_of(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
-    let out = command()
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("out.log");
+    let out = std::fs::File::create(&log).expect("log file");
+    let mut child = command()
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
         .stdin(Stdio::null())
-        .output()
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
         .expect("run redmirror");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let status = redmirror_testkit::wait_for(
+        &format!("redmirror {} to exit", args.join(" ")),
+        std::time::Duration::from_secs(60),
+        || child.try_wait().ok().flatten(),
     );
-    (out.status.code().unwrap_or(-1), text)
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
 }
 
 #[test]
@@ -295,6 +305,78 @@ fn a_flow_over_the_size_limit_is_skipped_and_counted() {
         (s.mirror.metric("redmirror_capture_skipped_total{reason=\"too_large\"}") >= 1.0).then_some(())
     });
     assert!(!exists(&mut s.dest.conn(), b"client:huge"));
+}
+
+#[test]
+fn a_max_flow_bytes_kafka_cannot_carry_is_refused_at_start() {
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
+    env.insert("REDMIRROR_MAX_FLOW_BYTES".into(), "3000000".into());
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    for args in [&["run"][..], &["reconcile", "--once"], &["resync", "f1"]] {
+        let (code, out) = exit_of(args, &env);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains("REDMIRROR_MAX_FLOW_BYTES=3000000"), "{args:?}: {out}");
+        assert!(
+            out.contains("max.message.bytes"),
+            "{args:?}: names Kafka's limit: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_flow_kafka_would_refuse_is_skipped_counted_and_logged_once_while_the_rest_goes_on() {
+    // Under REDMIRROR_MAX_FLOW_BYTES (1,000,000) by its names and values,
+    // but its 100,000 fields encode to about 1.4 MB: over the topic's
+    // max.message.bytes (Kafka's default, 1,048,588).
+    let s = Setup::run_with(|env| {
+        env.insert("REDMIRROR_MAX_FLOW_BYTES".into(), "1000000".into());
+        env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+        env.insert("REDMIRROR_RECONCILE_BARRIER_TIMEOUT".into(), "20s".into());
+    });
+    let mut src = s.source.conn();
+    let names: Vec<String> = (0..100_000).map(|i| format!("f{i:06}")).collect();
+    // One HSET: no smaller state of the flow is ever read and mirrored.
+    let mut c = redis::cmd("HSET");
+    c.arg("client:many-fields");
+    for n in &names {
+        c.arg(n).arg("v");
+    }
+    let _: i64 = c.query(&mut src).unwrap();
+    wait_for("the flow Kafka would refuse to be counted", CONVERGE, || {
+        (s.mirror.metric("redmirror_capture_skipped_total{reason=\"too_large\"}") >= 1.0).then_some(())
+    });
+    hset(&mut src, b"client:after-big", &[(b"a", b"1")]);
+    s.wait_dest(b"client:after-big", Some(&copy_of(&hash(&[("a", "1")]))));
+    // A pass is not held back or aborted by it, and repairs other drift.
+    hset(&mut s.dest.conn(), b"client:ghost-big", &[(b"isSyncCopy", b"true")]);
+    let env: Vec<(String, String)> = mirror_env(&s.source.url(), &s.dest.url(), &s.broker.bootstrap())
+        .into_iter()
+        .chain([
+            ("REDMIRROR_TOPIC".to_string(), s.mirror.topic.clone()),
+            ("REDMIRROR_GROUP_ID".to_string(), s.mirror.group.clone()),
+            ("REDMIRROR_MAX_FLOW_BYTES".to_string(), "1000000".to_string()),
+        ])
+        .collect();
+    let out = command()
+        .args(["reconcile", "--once", "--json"])
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        report.contains("reached") && !report.contains("timed_out"),
+        "the barrier: {report}"
+    );
+    s.wait_dest(b"client:ghost-big", None);
+    assert!(!exists(&mut s.dest.conn(), b"client:many-fields"));
+    let log = s.mirror.output();
+    let lines = log.lines().filter(|l| l.contains("many-fields")).count();
+    assert_eq!(lines, 1, "logged once:\n{log}");
 }
 
 #[test]

@@ -41,7 +41,9 @@ pub async fn run(
 ) -> Result<(), CaptureError> {
     let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Acked>> = FuturesUnordered::new();
     let warned = WarnOnce::default();
+    let warned_large = WarnOnce::default();
     let ctx = Ctx {
+        warned_large: &warned_large,
         opts,
         pending: &pending,
         reader: &reader,
@@ -54,7 +56,7 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(acked) = in_flight.next(), if !in_flight.is_empty() => on_ack(acked, &pending),
+            Some(acked) = in_flight.next(), if !in_flight.is_empty() => on_ack(acked, &pending, &warned_large),
             batch = pending.take(opts.batch), if in_flight.len() < MAX_IN_FLIGHT => {
                 if !ctx.publish(batch, &mut in_flight, Some(&shutdown)).await {
                     break;
@@ -73,7 +75,7 @@ pub async fn run(
             ctx.publish(batch, &mut in_flight, None).await;
         }
         while let Some(acked) = in_flight.next().await {
-            on_ack(acked, &pending);
+            on_ack(acked, &pending, &warned_large);
         }
     };
     if tokio::time::timeout_at(deadline, drain).await.is_err() {
@@ -92,10 +94,24 @@ pub async fn run(
     Ok(())
 }
 
-fn on_ack((id, cause, seq, op, r): Acked, pending: &Pending) {
+fn on_ack((id, cause, seq, op, r): Acked, pending: &Pending, warned: &WarnOnce) {
     match r {
         Ok(()) => {
             metrics::counter!(m::CAPTURE_EVENTS, "op" => op).increment(1);
+            pending.done(seq);
+        }
+        Err(e) if !e.is_retryable() => {
+            // Kafka refuses this record for good (its size): reading and
+            // publishing it again would spin for ever and hold every
+            // reconcile barrier back.
+            metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
+            if warned.first(&id) {
+                tracing::warn!(
+                    flow_id = %redmirror_core::text::lossy(&id),
+                    error = %e,
+                    "Kafka refused the flow's event for good; not published. Logged once per flow."
+                );
+            }
             pending.done(seq);
         }
         Err(e) => {
@@ -132,6 +148,7 @@ impl WarnOnce {
 
 struct Ctx<'a> {
     warned: &'a WarnOnce,
+    warned_large: &'a WarnOnce,
     opts: &'a CaptureOptions,
     pending: &'a Pending,
     reader: &'a SourceReader,
@@ -166,14 +183,17 @@ impl Ctx<'_> {
                 }
             }
             match self.opts.rules.decide(id.clone(), state, order, Origin::Capture, cause) {
-                Decision::TooLarge { bytes } => {
+                Decision::TooLarge { bytes, limit, which } => {
                     metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
-                    tracing::warn!(
-                        flow_id = %redmirror_core::text::lossy(&id),
-                        bytes,
-                        limit = self.opts.rules.max_flow_bytes,
-                        "Flow over REDMIRROR_MAX_FLOW_BYTES; not published."
-                    );
+                    if self.warned_large.first(&id) {
+                        tracing::warn!(
+                            flow_id = %redmirror_core::text::lossy(&id),
+                            bytes,
+                            limit,
+                            "Flow over {which}; not published (the sync copy, if any, stays as it was). \
+                             Logged once per flow; redmirror_capture_skipped_total{{reason=\"too_large\"}} counts every read."
+                        );
+                    }
                     self.pending.done(seq);
                 }
                 Decision::Publish(event) => {

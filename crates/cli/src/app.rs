@@ -418,15 +418,53 @@ pub async fn resync(
                 publisher.publish(&ev).await?;
                 n += 1;
             }
-            Decision::TooLarge { bytes } => {
+            Decision::TooLarge { bytes, limit, which } => {
                 anyhow::bail!(
-                    "flow {} is {bytes} bytes, over REDMIRROR_MAX_FLOW_BYTES",
+                    "flow {} is {bytes} bytes, over {which} ({limit} bytes); not published",
                     redmirror_core::text::lossy(&id)
                 )
             }
         }
     }
     Ok(n)
+}
+
+/// Sets the largest record Kafka takes on the change topic (the producer's
+/// `message.max.bytes`, the topic's `max.message.bytes`), so a flow whose
+/// event would be larger is skipped at capture instead of refused by Kafka
+/// over and over; refuses (exit 2) a `REDMIRROR_MAX_FLOW_BYTES` over it.
+pub async fn record_limit(config: &mut Config, kafka: &Kafka) -> anyhow::Result<()> {
+    use redmirror_core::rules::RECORD_OVERHEAD;
+    let producer = kafka.producer_max_message_bytes();
+    let topic = if kafka.embedded {
+        None
+    } else {
+        until_up(
+            "Kafka (REDMIRROR_KAFKA_BROKERS), for the change topic's max.message.bytes",
+            || async { Ok(redmirror_kafka::topics::max_message_bytes(kafka, &config.topic).await?) },
+            kafka_retryable,
+        )
+        .await?
+    };
+    let limit = topic.map_or(producer, |t| t.min(producer));
+    let most = limit.saturating_sub(RECORD_OVERHEAD);
+    if config.rules.max_flow_bytes > most {
+        let topic_says = topic.map_or_else(String::new, |t| {
+            format!(
+                " and topic {} takes records up to {t} bytes (max.message.bytes)",
+                config.topic
+            )
+        });
+        return Err(Refusal(format!(
+            "REDMIRROR_MAX_FLOW_BYTES={} is more than Kafka can carry: the producer sends records up to {producer} \
+             bytes (message.max.bytes){topic_says}; set REDMIRROR_MAX_FLOW_BYTES to at most {most}, or raise those \
+             limits (REDMIRROR_KAFKA_MESSAGE_MAX_BYTES and the topic's max.message.bytes)",
+            config.rules.max_flow_bytes
+        ))
+        .into());
+    }
+    config.rules.max_record_bytes = limit;
+    Ok(())
 }
 
 /// Refuses (exit 2) when the source user lacks a permission capture or
@@ -481,7 +519,7 @@ pub fn source_reader(config: &Config, epoch: &SourceEpoch, sequential: bool) -> 
 }
 
 /// Starts the roles, the HTTP server and (if configured) the embedded broker.
-pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> {
     let metrics = redmirror_telemetry::metrics::install();
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -512,6 +550,9 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     health.register(HEALTH_KAFKA);
     let (kafka, broker) = until_up("Kafka (REDMIRROR_KAFKA_BROKERS)", || kafka(&config), kafka_retryable).await?;
     health.set(HEALTH_KAFKA, true);
+    if roles.capture || roles.reconcile {
+        record_limit(&mut config, &kafka).await?;
+    }
     let source = match &config.source {
         Some(s) if roles.capture || roles.reconcile => {
             Some(connect_when_up(&health, HEALTH_SOURCE, "the source (REDMIRROR_SOURCE_URL)", s).await?)

@@ -29,8 +29,9 @@ pub struct ResyncArgs {
     pub flow_ids: Vec<String>,
 }
 
-pub async fn reconcile_once(config: Config, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (kafka, _broker) = crate::app::kafka(&config).await?;
+    crate::app::record_limit(&mut config, &kafka).await?;
     let source = redmirror_redis::connect(config.source.as_ref().context("source")?, "source").await?;
     let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
     if let Err(e) = crate::app::refuse_same_server(&source, &dest).await {
@@ -125,13 +126,14 @@ async fn requested_pass(
     }
 }
 
-pub async fn resync(config: Config, args: ResyncArgs) -> anyhow::Result<ExitCode> {
+pub async fn resync(mut config: Config, args: ResyncArgs) -> anyhow::Result<ExitCode> {
     let ids = args
         .flow_ids
         .iter()
         .map(|a| redmirror_core::text::parse_flow_id(a).with_context(|| format!("bad flow id {a:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (kafka, _broker) = crate::app::kafka(&config).await?;
+    crate::app::record_limit(&mut config, &kafka).await?;
     let dest = match &config.dest {
         Some(d) => Some(redmirror_redis::connect(d, "destination").await?),
         None => None,

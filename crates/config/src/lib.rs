@@ -523,6 +523,7 @@ impl Validator<'_> {
             org_field: Bytes::from(self.string("org_field")?),
             marker_field: Bytes::from(marker),
             max_flow_bytes: self.number("max_flow_bytes", 1usize)?,
+            max_record_bytes: usize::MAX,
         };
         if let (Some(s), Some(d)) = (&source, &dest) {
             if s.url == d.url {

@@ -27,12 +27,27 @@ pub enum SourceFlow {
 pub enum Decision {
     /// Publish this event.
     Publish(FlowEvent),
-    /// The flow exceeds the size limit: skip it, count it, log it.
+    /// The flow exceeds a size limit: skip it, count it, log it.
     TooLarge {
-        /// Size of names and values, in bytes.
+        /// Its size as that limit counts it, in bytes.
         bytes: usize,
+        /// The limit.
+        limit: usize,
+        /// Which limit: [`LIMIT_FLOW`] or [`LIMIT_EVENT`].
+        which: &'static str,
     },
 }
+
+/// The configured flow size limit (bytes of field names and values).
+pub const LIMIT_FLOW: &str = "REDMIRROR_MAX_FLOW_BYTES";
+/// The largest record Kafka takes (the producer's `message.max.bytes` and the
+/// topic's `max.message.bytes`), against the event as encoded.
+pub const LIMIT_EVENT: &str = "the largest record Kafka accepts";
+
+/// Bytes a record adds to its encoded event in Kafka's accounting: the
+/// flow-id key, the four `redmirror-*` headers and the record framing,
+/// rounded up generously.
+pub const RECORD_OVERHEAD: usize = 1024;
 
 /// The configured rules. Built once from the configuration.
 #[derive(Debug, Clone)]
@@ -47,6 +62,10 @@ pub struct MirrorRules {
     pub marker_field: Bytes,
     /// Largest flow (bytes of names and values) mirrored.
     pub max_flow_bytes: usize,
+    /// Largest Kafka record (key, encoded event and headers) the producer
+    /// and the change topic accept; a flow whose event would be larger is
+    /// skipped at capture. Set from Kafka's limits at start.
+    pub max_record_bytes: usize,
 }
 
 impl Default for MirrorRules {
@@ -57,6 +76,7 @@ impl Default for MirrorRules {
             org_field: Bytes::from_static(b"clerkOrganizationId"),
             marker_field: Bytes::from_static(b"isSyncCopy"),
             max_flow_bytes: 64 * 1024 * 1024,
+            max_record_bytes: usize::MAX,
         }
     }
 }
@@ -105,11 +125,26 @@ impl MirrorRules {
                 let fields = self.strip(fields);
                 let bytes: usize = fields.iter().map(|(n, v)| n.len() + v.len()).sum();
                 if bytes > self.max_flow_bytes {
-                    return Decision::TooLarge { bytes };
+                    return Decision::TooLarge {
+                        bytes,
+                        limit: self.max_flow_bytes,
+                        which: LIMIT_FLOW,
+                    };
                 }
-                Decision::Publish(
-                    FlowEvent::upsert(flow_id.clone(), fields, source_time_us, origin, cause).in_epoch(order.epoch),
-                )
+                let event =
+                    FlowEvent::upsert(flow_id.clone(), fields, source_time_us, origin, cause).in_epoch(order.epoch);
+                // Field names and values are not all Kafka counts: each
+                // field adds protobuf framing (a flow of many small fields
+                // can encode to several times its payload).
+                let record = prost::Message::encoded_len(&event) + RECORD_OVERHEAD;
+                if record > self.max_record_bytes {
+                    return Decision::TooLarge {
+                        bytes: record,
+                        limit: self.max_record_bytes,
+                        which: LIMIT_EVENT,
+                    };
+                }
+                Decision::Publish(event)
             }
         }
     }
@@ -220,7 +255,40 @@ mod tests {
             Origin::Capture,
             "hset",
         );
-        assert_eq!(d, Decision::TooLarge { bytes: 5 });
+        assert_eq!(
+            d,
+            Decision::TooLarge {
+                bytes: 5,
+                limit: 4,
+                which: LIMIT_FLOW
+            }
+        );
+    }
+
+    #[test]
+    fn a_flow_whose_encoded_event_kafka_would_refuse_is_too_large_though_under_the_flow_limit() {
+        let r = MirrorRules {
+            max_flow_bytes: 100_000,
+            max_record_bytes: 50_000,
+            ..rules()
+        };
+        // 10,000 one-byte names and empty values: 10 kB of payload, about
+        // 50 kB encoded.
+        let fields: Vec<_> = (0..10_000u32)
+            .map(|i| (Bytes::copy_from_slice(&i.to_le_bytes()[..2]), Bytes::new()))
+            .collect();
+        let d = r.decide(
+            b("f"),
+            SourceFlow::Hash(fields),
+            crate::Order::default(),
+            Origin::Capture,
+            "hset",
+        );
+        let Decision::TooLarge { bytes, limit, which } = d else {
+            panic!("expected too large, got {d:?}")
+        };
+        assert_eq!((limit, which), (50_000, LIMIT_EVENT));
+        assert!(bytes > 50_000, "{bytes}");
     }
 
     #[test]

@@ -116,6 +116,10 @@ const CLASSIC_ONLY: [&str; 3] = [
     "heartbeat.interval.ms",
 ];
 
+/// The producer's `message.max.bytes` unless a property sets it: the
+/// largest record it sends.
+pub const PRODUCER_MAX_MESSAGE_BYTES: &str = "2000000";
+
 /// Shared client settings.
 #[derive(Clone, Debug)]
 pub struct Kafka {
@@ -157,6 +161,15 @@ impl Kafka {
         c
     }
 
+    /// The largest record the producer sends (`message.max.bytes`).
+    pub fn producer_max_message_bytes(&self) -> usize {
+        self.properties
+            .get("message.max.bytes")
+            .map_or(PRODUCER_MAX_MESSAGE_BYTES, String::as_str)
+            .parse()
+            .unwrap_or(usize::MAX)
+    }
+
     /// The idempotent producer (`acks=all`, `enable.idempotence=true`).
     pub fn producer(&self) -> Result<FutureProducer, Error> {
         self.client_config(&[
@@ -171,7 +184,7 @@ impl Kafka {
             ("queue.buffering.max.messages", "50000"),
             ("queue.buffering.max.kbytes", "32768"),
             ("message.timeout.ms", "300000"),
-            ("message.max.bytes", "2000000"),
+            ("message.max.bytes", PRODUCER_MAX_MESSAGE_BYTES),
         ])
         .create()
         .map_err(|source| Error::Client {

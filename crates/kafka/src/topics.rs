@@ -150,3 +150,25 @@ async fn risky_settings(kafka: &Kafka, topic: &str) -> Vec<String> {
         Vec::new()
     }
 }
+
+/// The topic's `max.message.bytes` (the largest record batch the broker
+/// accepts for it), `None` when the broker does not say.
+pub async fn max_message_bytes(kafka: &Kafka, topic: &str) -> Result<Option<usize>, Error> {
+    let err = |message: String| Error::Topic {
+        topic: topic.to_string(),
+        message,
+    };
+    let admin = kafka.admin()?;
+    let opts = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+    let mut r = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .map_err(|e| err(format!("describe configs: {e}")))?;
+    match r.pop() {
+        Some(Ok(res)) => Ok(res
+            .get("max.message.bytes")
+            .and_then(|e| e.value.as_deref()?.parse().ok())),
+        Some(Err(e)) => Err(err(format!("describe configs: {e}"))),
+        None => Ok(None),
+    }
+}

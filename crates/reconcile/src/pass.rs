@@ -468,6 +468,7 @@ impl Reconciler {
                 .decide(id.clone(), state, src.order, Origin::Reconcile, "reconcile")
             {
                 Decision::Publish(ev) => ev,
+                // Skipped, as capture skips it (counted and logged there).
                 Decision::TooLarge { .. } => continue,
             };
             let expected = event.is_upsert().then(|| {
@@ -524,9 +525,17 @@ impl Reconciler {
         for e in &events {
             acks.push(self.publisher.enqueue(e).await);
         }
-        for r in join_all(acks).await {
-            r?;
-            report.repaired += 1;
+        for (r, e) in join_all(acks).await.into_iter().zip(&events) {
+            match r {
+                Ok(_) => report.repaired += 1,
+                // Refused for good (its size): the rest of the pass goes on.
+                Err(err) if !err.is_retryable() => tracing::warn!(
+                    flow_id = %redmirror_core::text::lossy(&e.flow_id),
+                    error = %err,
+                    "Kafka refused a repair event for good; the flow is left as it is."
+                ),
+                Err(err) => return Err(err.into()),
+            }
         }
         Ok(())
     }
