@@ -83,7 +83,7 @@ fn capture_and_check_refuse_without_notifications_naming_the_config_set() {
         .collect();
     let (code, out) = exit_of(&["capture"], &env);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("CONFIG SET notify-keyspace-events Eg$hxe"), "{out}");
+    assert!(out.contains("CONFIG SET notify-keyspace-events Eg$lshzxe"), "{out}");
     let (code, out) = exit_of(&["check"], &env);
     assert_eq!(code, 1, "{out}");
     assert!(

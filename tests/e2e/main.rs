@@ -16,3 +16,4 @@ mod history;
 mod ops;
 mod pipeline;
 mod reconcile;
+mod source_commands;
