@@ -10,6 +10,7 @@ mod bad_input;
 mod broker;
 mod cli;
 mod delivery;
+mod flushes;
 #[allow(dead_code)]
 mod harness;
 mod history;

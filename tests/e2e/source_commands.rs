@@ -15,7 +15,7 @@ pub const LIVE: Duration = Duration::from_secs(20);
 pub struct Live {
     pub source: RedisServer,
     pub dest: RedisServer,
-    _capture: Mirror,
+    pub capture: Mirror,
     _apply: Mirror,
     pub reconcile: Mirror,
 }
@@ -54,7 +54,7 @@ impl Live {
         Live {
             source,
             dest,
-            _capture: capture,
+            capture,
             _apply: apply,
             reconcile,
         }

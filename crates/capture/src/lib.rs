@@ -10,11 +10,14 @@
 //!   reported so the reconciler runs a pass.
 //! - [`publisher`]: reads pending flows atomically with the source clock
 //!   and publishes their state with the idempotent producer.
+//! - [`flushes`]: polls `INFO commandstats` for FLUSHDB, FLUSHALL and
+//!   SWAPDB, which send no per-key notification, and reports each as a gap.
 //! - [`run`]: the whole role.
 //!
 //! capture never writes to the source: it needs only `psubscribe`,
 //! `evalsha_ro` and `config get` (see docs/operations.md for the ACL).
 
+pub mod flushes;
 pub mod notify;
 pub mod pending;
 pub mod publisher;
@@ -110,6 +113,9 @@ pub enum Gap {
     Resubscribed,
     /// Notifications were dropped (pending set full, or the client fell behind).
     Overflow,
+    /// The source ran FLUSHDB, FLUSHALL or SWAPDB: flows vanished or
+    /// appeared without a notification.
+    Flushed,
 }
 
 /// Capture settings.
@@ -188,6 +194,7 @@ pub async fn run(
     health.set(HEALTH_SOURCE, true);
     let pending = Arc::new(Pending::new(opts.pending_max));
     let stop_sub = CancellationToken::new();
+    let flushes = tokio::spawn(flushes::watch(client.clone(), gaps.clone(), stop_sub.clone()));
     let sub = spawn_subscriber(subscriber::run(
         opts.source.clone(),
         opts.keys.clone(),
@@ -201,6 +208,7 @@ pub async fn run(
     let result = publisher::run(&opts, client, publisher, pending, health, shutdown).await;
     stop_sub.cancel();
     let _ = sub.await;
+    let _ = flushes.await;
     stop_progress.cancel();
     if let Some(r) = reporter {
         let _ = r.await;
