@@ -427,3 +427,29 @@ fn servers_down_at_start_up_are_waited_for() {
     );
     assert_eq!(mirror.terminate(), Some(0), "{}", mirror.output());
 }
+
+/// A connection error names its cause once: the log line for a refused
+/// source says "Connection refused" one time, not once per error in the chain.
+#[test]
+fn a_refused_connection_is_logged_with_its_cause_once() {
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let refused = format!("redis://127.0.0.1:{}", redmirror_testkit::free_port());
+    let env = mirror_env(&refused, &dest.url(), &broker.bootstrap());
+    let mut mirror = Mirror::start(&["run"], &env);
+    let line = wait_for("the mirror to say it waits for the source", CONVERGE, || {
+        mirror
+            .output()
+            .lines()
+            .find(|l| l.contains("Waiting for the source"))
+            .map(str::to_string)
+    });
+    assert_eq!(
+        line.matches("Connection refused").count(),
+        1,
+        "the cause is not named exactly once: {line}"
+    );
+    assert_eq!(line.matches("IO Error").count(), 1, "{line}");
+    assert!(mirror.running(), "{}", mirror.output());
+    assert_eq!(mirror.terminate(), Some(0), "{}", mirror.output());
+}

@@ -142,7 +142,7 @@ where
                 return Ok(v);
             }
             Err(e) if retryable(&e) => {
-                let reason = format!("{e:#}");
+                let reason = crate::errors::chain(&e);
                 let say = match &last {
                     Some((r, at)) => *r != reason || at.elapsed() >= Duration::from_secs(60),
                     None => true,
@@ -713,7 +713,7 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<ExitCode> {
     let mut running = match started {
         Ok(r) => r,
         Err(e) if e.downcast_ref::<Refusal>().is_some() => {
-            eprintln!("redmirror: {e:#}");
+            eprintln!("redmirror: {}", crate::errors::chain(&e));
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e),
