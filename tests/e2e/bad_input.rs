@@ -375,17 +375,42 @@ fn admin_calls_need_the_token() {
     hset(&mut src, b"client:a1", &[(b"v", b"1")]);
     s.wait_dest(b"client:a1", Some(&copy_of(&hash(&[("v", "1")]))));
     hset(&mut s.dest.conn(), b"client:a1", &[(b"v", b"damaged")]);
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/resync/a1", s.mirror.http))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    });
+    let id = admin::request(&s.mirror.http, "/v1/resync/a1", token);
+    let done = admin::finished(&s.mirror.http, token, &id);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["action"], "resync", "{done}");
+    assert_eq!(done["result"]["resynced"], "a1", "{done}");
     s.wait_dest(b"client:a1", Some(&copy_of(&hash(&[("v", "1")]))));
     assert!(!s.mirror.output().contains(token), "token logged");
+}
+
+/// `POST /v1/resync/{flowId}` answers at once even when the source cannot
+/// answer the read behind it (stopped): the request runs on and finishes
+/// once the source is back.
+#[test]
+fn an_admin_resync_answers_at_once_while_the_source_is_down() {
+    let token = "e2e-admin-token-0123456789";
+    let mut s = Setup::run_with(|env| {
+        env.insert("REDMIRROR_ADMIN_TOKEN".into(), token.into());
+        env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    });
+    let mut src = s.source.conn();
+    hset(&mut src, b"client:r1", &[(b"v", b"1")]);
+    s.wait_dest(b"client:r1", Some(&copy_of(&hash(&[("v", "1")]))));
+    hset(&mut s.dest.conn(), b"client:r1", &[(b"v", b"damaged")]);
+    let _: () = redis::cmd("SAVE").query(&mut src).unwrap();
+    s.source.stop();
+    let id = admin::request(&s.mirror.http, "/v1/resync/r1", token);
+    let (code, body, took) = admin::status(&s.mirror.http, token).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        took <= admin::PROMPT,
+        "GET /v1/status took {took:?} with the source down"
+    );
+    s.source.start_again();
+    let done = admin::finished(&s.mirror.http, token, &id);
+    assert_eq!(done["state"], "done", "{done}");
+    s.wait_dest(b"client:r1", Some(&copy_of(&hash(&[("v", "1")]))));
 }
 
 /// SPEC section 7: a server down at start-up is waited for, not a reason to
