@@ -93,7 +93,7 @@ fn capture_and_check_refuse_without_notifications_naming_the_config_set() {
         .collect();
     let (code, out) = exit_of(&["capture"], &env);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("CONFIG SET notify-keyspace-events Eg$hxe"), "{out}");
+    assert!(out.contains("CONFIG SET notify-keyspace-events Eg$lshzxe"), "{out}");
     let (code, out) = exit_of(&["check"], &env);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -457,17 +457,42 @@ fn admin_calls_need_the_token() {
     hset(&mut src, b"client:a1", &[(b"v", b"1")]);
     s.wait_dest(b"client:a1", Some(&copy_of(&hash(&[("v", "1")]))));
     hset(&mut s.dest.conn(), b"client:a1", &[(b"v", b"damaged")]);
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/resync/a1", s.mirror.http))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    });
+    let id = admin::request(&s.mirror.http, "/v1/resync/a1", token);
+    let done = admin::finished(&s.mirror.http, token, &id);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["action"], "resync", "{done}");
+    assert_eq!(done["result"]["resynced"], "a1", "{done}");
     s.wait_dest(b"client:a1", Some(&copy_of(&hash(&[("v", "1")]))));
     assert!(!s.mirror.output().contains(token), "token logged");
+}
+
+/// `POST /v1/resync/{flowId}` answers at once even when the source cannot
+/// answer the read behind it (stopped): the request runs on and finishes
+/// once the source is back.
+#[test]
+fn an_admin_resync_answers_at_once_while_the_source_is_down() {
+    let token = "e2e-admin-token-0123456789";
+    let mut s = Setup::run_with(|env| {
+        env.insert("REDMIRROR_ADMIN_TOKEN".into(), token.into());
+        env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    });
+    let mut src = s.source.conn();
+    hset(&mut src, b"client:r1", &[(b"v", b"1")]);
+    s.wait_dest(b"client:r1", Some(&copy_of(&hash(&[("v", "1")]))));
+    hset(&mut s.dest.conn(), b"client:r1", &[(b"v", b"damaged")]);
+    let _: () = redis::cmd("SAVE").query(&mut src).unwrap();
+    s.source.stop();
+    let id = admin::request(&s.mirror.http, "/v1/resync/r1", token);
+    let (code, body, took) = admin::status(&s.mirror.http, token).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        took <= admin::PROMPT,
+        "GET /v1/status took {took:?} with the source down"
+    );
+    s.source.start_again();
+    let done = admin::finished(&s.mirror.http, token, &id);
+    assert_eq!(done["state"], "done", "{done}");
+    s.wait_dest(b"client:r1", Some(&copy_of(&hash(&[("v", "1")]))));
 }
 
 /// SPEC section 7: a server down at start-up is waited for, not a reason to
@@ -507,5 +532,31 @@ fn servers_down_at_start_up_are_waited_for() {
         !out.lines().any(|l| l.contains("WARN") && l.contains("Not ready")),
         "start-up waits are INFO, not WARN:\n{out}"
     );
+    assert_eq!(mirror.terminate(), Some(0), "{}", mirror.output());
+}
+
+/// A connection error names its cause once: the log line for a refused
+/// source says "Connection refused" one time, not once per error in the chain.
+#[test]
+fn a_refused_connection_is_logged_with_its_cause_once() {
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let refused = format!("redis://127.0.0.1:{}", redmirror_testkit::free_port());
+    let env = mirror_env(&refused, &dest.url(), &broker.bootstrap());
+    let mut mirror = Mirror::start(&["run"], &env);
+    let line = wait_for("the mirror to say it waits for the source", CONVERGE, || {
+        mirror
+            .output()
+            .lines()
+            .find(|l| l.contains("Waiting for the source"))
+            .map(str::to_string)
+    });
+    assert_eq!(
+        line.matches("Connection refused").count(),
+        1,
+        "the cause is not named exactly once: {line}"
+    );
+    assert_eq!(line.matches("IO Error").count(), 1, "{line}");
+    assert!(mirror.running(), "{}", mirror.output());
     assert_eq!(mirror.terminate(), Some(0), "{}", mirror.output());
 }

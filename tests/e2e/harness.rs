@@ -550,3 +550,77 @@ pub fn clock_boundary(source: &RedisServer) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(boundary_ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
+
+/// The admin API over HTTP (bearer token).
+pub mod admin {
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    /// How long an admin call may take to answer: never a pass or a barrier.
+    pub const PROMPT: Duration = Duration::from_secs(2);
+
+    fn call(method: reqwest::Method, url: &str, token: &str) -> Result<(u16, Value, Duration), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let started = Instant::now();
+            let r = reqwest::Client::new()
+                .request(method, url)
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| format!("{url}: no answer after {:?}: {e}", started.elapsed()))?;
+            let code = r.status().as_u16();
+            let body = r.json().await.unwrap_or_default();
+            Ok((code, body, started.elapsed()))
+        })
+    }
+
+    /// `POST {http}{path}`: status, JSON body and the time it took to answer.
+    pub fn post(http: &str, path: &str, token: &str) -> Result<(u16, Value, Duration), String> {
+        call(reqwest::Method::POST, &format!("{http}{path}"), token)
+    }
+
+    /// `GET {http}/v1/status`.
+    pub fn status(http: &str, token: &str) -> Result<(u16, Value, Duration), String> {
+        call(reqwest::Method::GET, &format!("{http}/v1/status"), token)
+    }
+
+    /// `POST {http}{path}` answered 202 promptly with a request id: the id.
+    #[track_caller]
+    pub fn request(http: &str, path: &str, token: &str) -> String {
+        let (code, body, took) = post(http, path, token).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code, 202, "POST {path}: {body}");
+        assert!(took <= PROMPT, "POST {path} took {took:?} to answer");
+        eprintln!("POST {path} answered {code} in {took:?}");
+        body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("POST {path}: no request id in {body}"))
+            .to_string()
+    }
+
+    /// The request `id` as `GET /v1/status` shows it (`requests[]`).
+    pub fn find(http: &str, token: &str, id: &str) -> Option<Value> {
+        let (_, body, _) = status(http, token).ok()?;
+        body["requests"].as_array()?.iter().find(|r| r["id"] == id).cloned()
+    }
+
+    /// Waits until request `id` has finished (`done` or `failed`); returns it.
+    #[track_caller]
+    pub fn finished(http: &str, token: &str, id: &str) -> Value {
+        super::wait_for(&format!("admin request {id} to finish"), super::CONVERGE, || {
+            find(http, token, id).filter(|r| r["state"] == "done" || r["state"] == "failed")
+        })
+    }
+
+    /// `POST /v1/reconcile` and the finished request.
+    #[track_caller]
+    pub fn reconcile(http: &str, token: &str) -> Value {
+        let id = request(http, "/v1/reconcile", token);
+        finished(http, token, &id)
+    }
+}

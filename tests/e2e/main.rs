@@ -11,9 +11,11 @@ mod broker;
 mod cli;
 mod delivery;
 mod failover;
+mod flushes;
 #[allow(dead_code)]
 mod harness;
 mod history;
 mod ops;
 mod pipeline;
 mod reconcile;
+mod source_commands;

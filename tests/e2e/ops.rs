@@ -229,21 +229,8 @@ fn capture_and_reconcile_run_with_the_documented_read_only_source_user() {
     s.wait_dest(b"client:acl", Some(&copy_of(&hash(&[("a", "1")]))));
     // Reconcile with the same users (on demand).
     hset(&mut s.dest.conn(), b"client:ghost", &[(b"isSyncCopy", b"true")]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let code = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/v1/reconcile", s.mirror.http))
-            .bearer_auth("acl-test-admin-token-1")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    });
-    assert_eq!(code, 200, "{}", s.mirror.output());
+    let done = admin::reconcile(&s.mirror.http, "acl-test-admin-token-1");
+    assert_eq!(done["state"], "done", "{done}\n{}", s.mirror.output());
     s.wait_dest(b"client:ghost", None);
     s.wait_dest(b"client:before", Some(&copy_of(&hash(&[("a", "1")]))));
     let out = s.mirror.output();

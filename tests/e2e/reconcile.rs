@@ -31,24 +31,6 @@ fn reconcile_once(env: &BTreeMap<String, String>, extra: &[&str]) -> (i32, Strin
 
 const TOKEN: &str = "reconcile-test-token-123";
 
-/// `POST /v1/reconcile` on a running process: status and JSON body.
-fn reconcile_now(http: &str) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!("{http}/v1/reconcile"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("POST /v1/reconcile");
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap_or_default())
-    })
-}
-
 fn write_flows(conn: &mut redis::Connection, prefix: &str, n: usize) {
     let mut pipe = redis::pipe();
     for i in 0..n {
@@ -188,6 +170,46 @@ fn sigterm_during_a_pass_stops_promptly_and_releases_the_lease() {
     assert_eq!(lease, None, "the lease was not released (its TTL is 10 minutes)");
 }
 
+/// The admin API never waits on a pass: `POST /v1/reconcile` answers 202
+/// with a request id at once, while the pass waits at its barrier (no apply
+/// runs, so the topic's end offsets are never reached before the barrier
+/// times out); `GET /v1/status` shows the request queued or running, then
+/// done with the pass's report.
+#[test]
+fn an_admin_reconcile_answers_at_once_while_the_pass_waits_at_the_barrier() {
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let mut env = env_for(&source, &dest, broker);
+    env.insert("REDMIRROR_RECONCILE_BARRIER_TIMEOUT".into(), "6s".into());
+    env.insert("REDMIRROR_ADMIN_TOKEN".into(), TOKEN.into());
+    let capture = Mirror::start(&["capture"], &with_http_port(&env));
+    let mut src = source.conn();
+    wait_for("capture to publish", CONVERGE, || {
+        write_flows(&mut src, "unapplied", 5);
+        (capture.metric("redmirror_capture_events_total{op=\"upsert\"}") >= 5.0).then_some(())
+    });
+    let reconcile = Mirror::start(&["reconcile"], &with_http_port(&env));
+    wait_for("the reconciler to hold the lease", CONVERGE, || {
+        (reconcile.metric("redmirror_lease_held{lease=\"reconcile\"}") >= 1.0).then_some(())
+    });
+    // Its start-up pass waits at the barrier now; this request waits behind it.
+    let id = admin::request(&reconcile.http, "/v1/reconcile", TOKEN);
+    let (code, body, took) = admin::status(&reconcile.http, TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 200, "{body}");
+    assert!(took <= admin::PROMPT, "GET /v1/status took {took:?}");
+    let seen = body["requests"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()).cloned())
+        .unwrap_or_else(|| panic!("request {id} not in the status: {body}"));
+    assert!(seen["state"] == "queued" || seen["state"] == "running", "{seen}");
+    assert_eq!(seen["action"], "reconcile", "{seen}");
+    let done = admin::finished(&reconcile.http, TOKEN, &id);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["result"]["barrier"], "timed_out", "{done}");
+    assert_eq!(done["result"]["source_flows"], 5, "{done}");
+}
+
 #[test]
 fn flushdb_on_the_source_removes_every_sync_copy_and_no_native_one() {
     let source = RedisServer::start();
@@ -206,8 +228,8 @@ fn flushdb_on_the_source_removes_every_sync_copy_and_no_native_one() {
     // running process holds the reconcile lease, so ask it over the admin API.
     // (A pass signalled by capture's start may be running already and find
     // the drift first; either way the counter shows all 50 extras.)
-    let (code, body) = reconcile_now(&mirror.http);
-    assert_eq!(code, 200, "{body}");
+    let done = admin::reconcile(&mirror.http, TOKEN);
+    assert_eq!(done["state"], "done", "{done}");
     wait_for("50 extra copies found", CONVERGE, || {
         (mirror.metric("redmirror_reconcile_drift_total{kind=\"extra\"}") >= 50.0).then_some(())
     });
@@ -428,8 +450,7 @@ fn concurrent_writes_during_passes_never_regress_a_flow() {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let mut passes = 0;
     while std::time::Instant::now() < deadline {
-        let (status, _) = reconcile_now(&mirror.http);
-        if status == 200 {
+        if admin::reconcile(&mirror.http, TOKEN)["state"] == "done" {
             passes += 1;
         }
         for i in 0..20 {

@@ -10,12 +10,15 @@
 //!   reported so the reconciler runs a pass.
 //! - [`publisher`]: reads pending flows atomically with the source clock
 //!   and publishes their state with the idempotent producer.
+//! - [`flushes`]: polls `INFO commandstats` for FLUSHDB, FLUSHALL and
+//!   SWAPDB, which send no per-key notification, and reports each as a gap.
 //! - [`run`]: the whole role.
 //!
 //! capture never writes to the source and runs no scripts: it needs
 //! `psubscribe`, `multi`/`exec`, `time`, `info`, `hgetall` and `config get`
 //! (see docs/operations.md for the ACL).
 
+pub mod flushes;
 pub mod notify;
 pub mod pending;
 pub mod publisher;
@@ -111,6 +114,9 @@ pub enum Gap {
     Resubscribed,
     /// Notifications were dropped (pending set full, or the client fell behind).
     Overflow,
+    /// The source ran FLUSHDB, FLUSHALL or SWAPDB: flows vanished or
+    /// appeared without a notification.
+    Flushed,
 }
 
 /// Capture settings.
@@ -191,6 +197,7 @@ pub async fn run(
     health.set(HEALTH_SOURCE, true);
     let pending = Arc::new(Pending::new(opts.pending_max));
     let stop_sub = CancellationToken::new();
+    let flushes = tokio::spawn(flushes::watch(client.clone(), gaps.clone(), stop_sub.clone()));
     let sub = spawn_subscriber(subscriber::run(
         opts.source.clone(),
         opts.keys.clone(),
@@ -210,6 +217,7 @@ pub async fn run(
     let result = publisher::run(&opts, reader, publisher, pending, health, shutdown).await;
     stop_sub.cancel();
     let _ = sub.await;
+    let _ = flushes.await;
     stop_progress.cancel();
     if let Some(r) = reporter {
         let _ = r.await;

@@ -3,10 +3,14 @@
 use fred::prelude::*;
 use redmirror_config::RedisEndpoint;
 
-/// Classes capture needs: `E` (keyevent channel) plus generic (`g`: del,
-/// rename, expire, restore, ...), string (`$`: a SET over a flow), hash
-/// (`h`), expired (`x`) and evicted (`e`). `A` covers every class letter.
-pub const NEEDED: &[char] = &['E', 'g', '$', 'h', 'x', 'e'];
+/// Classes capture needs: `E` (keyevent channel) plus every class with a
+/// command that can change, replace or remove a flow key: generic (`g`:
+/// del, rename, expire, copy, move, restore, ...), string (`$`: a SET or
+/// BITOP over a flow), list (`l`: SORT ... STORE), set (`s`: SUNIONSTORE,
+/// SINTERSTORE, SDIFFSTORE), hash (`h`), sorted set (`z`: ZUNIONSTORE,
+/// ZRANGESTORE, GEOSEARCHSTORE, ...), expired (`x`) and evicted (`e`).
+/// `A` covers every class letter.
+pub const NEEDED: &[char] = &['E', 'g', '$', 'l', 's', 'h', 'z', 'x', 'e'];
 
 /// Why capture refuses to start.
 #[derive(Debug, thiserror::Error)]
@@ -88,10 +92,11 @@ pub async fn ensure(client: &Client, endpoint: &RedisEndpoint, configure: bool) 
 mod tests {
     #[test]
     fn missing_classes() {
-        assert_eq!(super::missing(""), "Eg$hxe");
+        assert_eq!(super::missing(""), "Eg$lshzxe");
         assert_eq!(super::missing("KEA"), "");
         assert_eq!(super::missing("AK"), "E");
-        assert_eq!(super::missing("Eh"), "g$xe");
-        assert_eq!(super::missing("Egh$xe"), "");
+        assert_eq!(super::missing("Eh"), "g$lszxe");
+        assert_eq!(super::missing("Egh$xe"), "lsz");
+        assert_eq!(super::missing("g$lshzxeE"), "");
     }
 }

@@ -102,6 +102,16 @@ const KNOWN: &[&str] = &[
     "move_to",
     "move_from",
     "new",
+    "sortstore",
+    "sunionstore",
+    "sinterstore",
+    "sdiffstore",
+    "zunionstore",
+    "zinterstore",
+    "zdiffstore",
+    "zrangestore",
+    "georadiusstore",
+    "geosearchstore",
 ];
 
 /// Interns the cause (a notification name) so it costs no allocation.
@@ -265,8 +275,9 @@ mod tests {
         let p = Pending::new(10);
         p.add(b"a", cause_name("rename_to"));
         p.add(b"b", cause_name("zadd"));
+        p.add(b"c", cause_name("sunionstore"));
         let t = p.try_take(10);
-        assert_eq!((t[0].1, t[1].1), ("rename_to", "other"));
+        assert_eq!((t[0].1, t[1].1, t[2].1), ("rename_to", "other", "sunionstore"));
     }
 
     #[test]

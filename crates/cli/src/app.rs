@@ -16,6 +16,7 @@ use redmirror_redis::bulk::Bulk;
 use redmirror_redis::epoch::{EpochReader, SourceEpoch};
 use redmirror_redis::source::SourceReader;
 use redmirror_telemetry::http::{Admin, AdminError, AdminResult, HttpState};
+use redmirror_telemetry::requests::Ticket;
 use redmirror_telemetry::Health;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -102,26 +103,25 @@ const HEALTH_DEST: &str = "destination";
 struct LateAdmin(std::sync::OnceLock<Arc<dyn Admin>>);
 
 impl LateAdmin {
-    fn get(&self) -> Result<&Arc<dyn Admin>, AdminResult> {
-        self.0.get().ok_or_else(|| -> AdminResult {
-            Box::pin(async {
-                Err(AdminError::unavailable(
-                    "starting: waiting for Kafka, the source or the destination (see /readyz)",
-                ))
-            })
+    fn get(&self) -> Result<&Arc<dyn Admin>, AdminError> {
+        self.0.get().ok_or_else(|| {
+            AdminError::unavailable("starting: waiting for Kafka, the source or the destination (see /readyz)")
         })
     }
 }
 
 impl Admin for LateAdmin {
-    fn resync(&self, flow_id: Bytes) -> AdminResult {
-        self.get().map_or_else(|e| e, |a| a.resync(flow_id))
+    fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
+        self.get()?.resync(flow_id, ticket)
     }
-    fn reconcile(&self) -> AdminResult {
-        self.get().map_or_else(|e| e, |a| a.reconcile())
+    fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError> {
+        self.get()?.reconcile(ticket)
     }
     fn status(&self) -> AdminResult {
-        self.get().map_or_else(|e| e, |a| a.status())
+        match self.get() {
+            Ok(a) => a.status(),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
     }
 }
 
@@ -144,7 +144,7 @@ where
                 return Ok(v);
             }
             Err(e) if retryable(&e) => {
-                let reason = format!("{e:#}");
+                let reason = crate::errors::chain(&e);
                 let say = match &last {
                     Some((r, at)) => *r != reason || at.elapsed() >= Duration::from_secs(60),
                     None => true,
@@ -313,38 +313,63 @@ struct ProcessAdmin {
     config: Config,
 }
 
+/// Longest wait for one destination read behind `GET /v1/status` (a
+/// lease holder, the stored report); past it the field is `null`.
+const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A report as the status shows it: at most 100 flows listed.
+fn report_json(report: &redmirror_reconcile::Report) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).unwrap_or_default();
+    if let Some(flows) = v.get_mut("flows").and_then(|f| f.as_array_mut()) {
+        if flows.len() > redmirror_reconcile::service::STORED_FLOWS {
+            flows.truncate(redmirror_reconcile::service::STORED_FLOWS);
+            v["truncated"] = json!(true);
+        }
+    }
+    v
+}
+
 impl Admin for ProcessAdmin {
-    fn resync(&self, flow_id: Bytes) -> AdminResult {
+    fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
         let (Some(p), Some(r)) = (self.publisher.clone(), self.resync_reader.clone()) else {
-            return Box::pin(async { Err(AdminError::unavailable("this process does not run capture")) });
+            return Err(AdminError::unavailable("this process does not run capture"));
         };
         let config = self.config.clone();
-        Box::pin(async move {
-            crate::app::resync(&config, &r, &p, std::slice::from_ref(&flow_id))
-                .await
-                .map_err(|e| AdminError::failed(format!("{e:#}")))?;
-            Ok(json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) }))
-        })
+        tokio::spawn(async move {
+            ticket.running();
+            let result = crate::app::resync(&config, &r, &p, std::slice::from_ref(&flow_id)).await;
+            ticket.finish(
+                result
+                    .map(|_| json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) }))
+                    .map_err(|e| crate::errors::chain(&e)),
+            );
+        });
+        Ok(())
     }
 
-    fn reconcile(&self) -> AdminResult {
+    fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError> {
         let Some(tx) = self.reconcile.clone() else {
-            return Box::pin(async { Err(AdminError::unavailable("no reconciler runs in this process")) });
+            return Err(AdminError::unavailable("no reconciler runs in this process"));
         };
-        Box::pin(async move {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            tx.send(Trigger::Now(reply))
-                .await
-                .map_err(|_| AdminError::unavailable("the reconciler is stopping"))?;
-            match rx.await {
-                Ok(Ok(report)) => serde_json::to_value(&report).map_err(|e| AdminError::failed(e.to_string())),
-                Ok(Err(e)) => Err(AdminError {
-                    status: 409,
-                    message: e,
-                }),
-                Err(_) => Err(AdminError::unavailable("the reconciler is stopping")),
+        let (started, started_rx) = tokio::sync::oneshot::channel();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.try_send(Trigger::Now { started, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                AdminError::too_many("too many reconcile requests are queued; see GET /v1/status")
             }
-        })
+            mpsc::error::TrySendError::Closed(_) => AdminError::unavailable("the reconciler is stopping"),
+        })?;
+        tokio::spawn(async move {
+            if started_rx.await.is_ok() {
+                ticket.running();
+            }
+            ticket.finish(match rx.await {
+                Ok(Ok(report)) => Ok(report_json(&report)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("the reconciler stopped before the pass finished".into()),
+            });
+        });
+        Ok(())
     }
 
     fn status(&self) -> AdminResult {
@@ -370,7 +395,9 @@ impl Admin for ProcessAdmin {
         Box::pin(async move {
             let mut lease_info = serde_json::Map::new();
             for l in &leases {
-                let holder = l.current_holder().await;
+                let holder = tokio::time::timeout(STATUS_READ_TIMEOUT, l.current_holder())
+                    .await
+                    .unwrap_or_default();
                 lease_info.insert(
                     l.name().to_string(),
                     json!({ "holder": holder, "held_by_me": holder.as_deref() == Some(l.holder()), "me": l.holder() }),
@@ -378,16 +405,15 @@ impl Admin for ProcessAdmin {
             }
             body["lease"] = serde_json::Value::Object(lease_info);
             body["last_reconcile"] = match (local, dest) {
-                (Some(r), _) => {
-                    let mut v = serde_json::to_value(&r).unwrap_or_default();
-                    if let Some(flows) = v.get_mut("flows").and_then(|f| f.as_array_mut()) {
-                        flows.truncate(100);
-                    }
-                    v
-                }
-                (None, Some(d)) => redmirror_reconcile::service::stored_report(&d, &report_key)
-                    .await
-                    .unwrap_or(serde_json::Value::Null),
+                (Some(r), _) => report_json(&r),
+                (None, Some(d)) => tokio::time::timeout(
+                    STATUS_READ_TIMEOUT,
+                    redmirror_reconcile::service::stored_report(&d, &report_key),
+                )
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(serde_json::Value::Null),
                 (None, None) => serde_json::Value::Null,
             };
             Ok(body)
@@ -538,6 +564,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         health: health.clone(),
         admin: Some(admin.clone()),
         admin_token: config.admin_token.clone(),
+        requests: Default::default(),
     };
     let s = shutdown.clone();
     tasks.spawn(role("the HTTP listener", shutdown.clone(), async move {
@@ -827,7 +854,7 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<ExitCode> {
     let mut running = match started {
         Ok(r) => r,
         Err(e) if e.downcast_ref::<Refusal>().is_some() => {
-            eprintln!("redmirror: {e:#}");
+            eprintln!("redmirror: {}", crate::errors::chain(&e));
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e),

@@ -6,6 +6,7 @@ mod alloc;
 mod app;
 mod check;
 mod demo;
+mod errors;
 mod history;
 mod oneshot;
 
@@ -198,11 +199,11 @@ fn main() -> ExitCode {
                     Some(redmirror_history::Error::Usage(_))
                 ) =>
         {
-            eprintln!("redmirror: {e:#}");
+            eprintln!("redmirror: {}", errors::chain(&e));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("redmirror: {e:#}");
+            eprintln!("redmirror: {}", errors::chain(&e));
             ExitCode::from(1)
         }
     }

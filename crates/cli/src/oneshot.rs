@@ -35,7 +35,7 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
     let source = redmirror_redis::connect(config.source.as_ref().context("source")?, "source").await?;
     let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
     if let Err(e) = crate::app::refuse_same_server(&source, &dest).await {
-        eprintln!("redmirror: {e:#}");
+        eprintln!("redmirror: {}", crate::errors::chain(&e));
         return Ok(ExitCode::from(2));
     }
     let publisher = Publisher::new(&kafka, &config.topic)?;

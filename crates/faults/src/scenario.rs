@@ -705,7 +705,10 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
     } else {
         "run"
     };
-    // The reconcile request runs on its own thread while the checker polls.
+    // The reconcile request is followed on its own thread while the checker
+    // polls: `POST /v1/reconcile` answers 202 with a request id at once, and
+    // `GET /v1/status` shows the request until it is done (or failed: then
+    // it is asked again).
     let port = env.proc(reconciler).http_port();
     let posted: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
     let p2 = posted.clone();
@@ -714,32 +717,68 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
         let end = Instant::now() + bound;
         let mut last = String::new();
         let mut tries = 0;
+        let mut request: Option<String> = None;
         while Instant::now() < end {
-            tries += 1;
-            match procs::http(
-                port,
-                "POST",
-                "/v1/reconcile",
-                Some(ADMIN_TOKEN),
-                Duration::from_secs(120),
-            ) {
-                Ok((200, body)) => {
-                    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                    *p2.lock().expect("posted") = Some(json!({
-                        "tries": tries,
-                        "barrier": v["barrier"],
-                        "drift": v["drift"],
-                        "repaired": v["repaired"],
-                        "native": v["native"],
-                        "source_flows": v["source_flows"],
-                        "dest_flows": v["dest_flows"],
-                        "duration_seconds": v["duration_seconds"],
-                        "first_flows": v["flows"].as_array().map(|a| a.iter().take(5).cloned().collect::<Vec<_>>()),
-                    }));
-                    return;
+            let Some(id) = request.clone() else {
+                tries += 1;
+                match procs::http(
+                    port,
+                    "POST",
+                    "/v1/reconcile",
+                    Some(ADMIN_TOKEN),
+                    Duration::from_secs(10),
+                ) {
+                    Ok((202, body)) => {
+                        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                        match v["id"].as_str() {
+                            Some(id) => request = Some(id.to_string()),
+                            None => last = format!("HTTP 202 without a request id: {}", body.trim()),
+                        }
+                        continue;
+                    }
+                    Ok((code, body)) => last = format!("HTTP {code}: {}", body.trim()),
+                    Err(e) => last = format!("{e:#}"),
                 }
-                Ok((code, body)) => last = format!("HTTP {code}: {}", body.trim()),
-                Err(e) => last = format!("{e:#}"),
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            };
+            match procs::http(port, "GET", "/v1/status", Some(ADMIN_TOKEN), Duration::from_secs(10)) {
+                Ok((200, body)) => {
+                    let status: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let found = status["requests"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()).cloned());
+                    match found {
+                        Some(r) if r["state"] == "done" => {
+                            let v = &r["result"];
+                            *p2.lock().expect("posted") = Some(json!({
+                                "tries": tries,
+                                "request": id,
+                                "barrier": v["barrier"],
+                                "drift": v["drift"],
+                                "repaired": v["repaired"],
+                                "native": v["native"],
+                                "source_flows": v["source_flows"],
+                                "dest_flows": v["dest_flows"],
+                                "duration_seconds": v["duration_seconds"],
+                                "first_flows": v["flows"].as_array().map(|a| a.iter().take(5).cloned().collect::<Vec<_>>()),
+                            }));
+                            return;
+                        }
+                        Some(r) if r["state"] == "failed" => {
+                            last = format!("request {id} failed: {}", r["error"]);
+                            request = None;
+                        }
+                        Some(_) => {}
+                        None => {
+                            // The process restarted: its requests are gone.
+                            last = format!("request {id} no longer listed");
+                            request = None;
+                        }
+                    }
+                }
+                Ok((code, body)) => last = format!("GET /v1/status: HTTP {code}: {}", body.trim()),
+                Err(e) => last = format!("GET /v1/status: {e:#}"),
             }
             std::thread::sleep(Duration::from_millis(500));
         }

@@ -51,8 +51,15 @@ impl GapSignal {
 /// A request for a pass now.
 #[derive(Debug)]
 pub enum Trigger {
-    /// Run now; the report (or why not) is sent back.
-    Now(oneshot::Sender<Result<Report, String>>),
+    /// Run a pass now. `started` is told when the pass that answers the
+    /// request begins (it is dropped unsent when none will); `reply` gets
+    /// that pass's report, or why there is none.
+    Now {
+        /// The answering pass has begun.
+        started: oneshot::Sender<()>,
+        /// Its report.
+        reply: oneshot::Sender<Result<Report, String>>,
+    },
 }
 
 /// The reconcile role.
@@ -79,13 +86,14 @@ pub struct Service {
 impl Service {
     /// Runs until `shutdown`: stand by until the lease is ours, then pass at
     /// start, on schedule, on demand and after every gap; hand the lease
-    /// over on shutdown.
+    /// over on shutdown. One pass answers every request waiting when it
+    /// begins; a request that arrives during a pass waits for the next.
     pub async fn run(self, mut triggers: mpsc::Receiver<Trigger>, shutdown: CancellationToken) {
         loop {
             // Standby: answer on-demand requests with who holds the lease.
             let acquired = tokio::select! {
                 r = self.lease.acquire(&shutdown) => r.is_some(),
-                Some(Trigger::Now(reply)) = triggers.recv() => {
+                Some(Trigger::Now { reply, .. }) = triggers.recv() => {
                     let holder = self.lease.current_holder().await.unwrap_or_default();
                     let _ = reply.send(Err(format!("another instance holds the reconcile lease ({holder}); it runs the passes")));
                     continue;
@@ -105,11 +113,22 @@ impl Service {
             // The request counter as of the last check: a pass answers it.
             let mut answering = 0u64;
             let mut next = tokio::time::Instant::now(); // pass at start
-            let mut reply: Option<oneshot::Sender<Result<Report, String>>> = None;
+                                                        // Requests waiting for a pass to begin.
+            let mut queued: Vec<Trigger> = Vec::new();
             // A failed pass is retried soon (5 s doubling to 5 min), not after a full interval.
             let mut retry = Duration::from_secs(5);
             loop {
-                if tokio::time::Instant::now() >= next || reply.is_some() {
+                if tokio::time::Instant::now() >= next || !queued.is_empty() {
+                    while let Ok(t) = triggers.try_recv() {
+                        queued.push(t);
+                    }
+                    let replies: Vec<_> = queued
+                        .drain(..)
+                        .map(|Trigger::Now { started, reply }| {
+                            let _ = started.send(());
+                            reply
+                        })
+                        .collect();
                     // A pass (and its barrier wait) gives way to shutdown.
                     let r = tokio::select! {
                         biased;
@@ -127,15 +146,16 @@ impl Service {
                             retry = (retry * 2).min(Duration::from_secs(300));
                             wait
                         };
-                    if let Some(tx) = reply.take() {
-                        let _ = tx.send(r.map_err(|e| e.to_string()));
+                    let r = r.map_err(|e| e.to_string());
+                    for tx in replies {
+                        let _ = tx.send(r.clone());
                     }
                 }
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
                     _ = lost.cancelled() => break,
-                    Some(Trigger::Now(tx)) = triggers.recv() => reply = Some(tx),
+                    Some(t) = triggers.recv() => queued.push(t),
                     _ = tokio::time::sleep_until(next) => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {
                         if let Some(g) = self.gaps.current().await {

@@ -1,5 +1,10 @@
 //! The HTTP server of every redmirror process: `/metrics`, `/healthz`,
 //! `/readyz` and the admin API.
+//!
+//! Admin calls answer promptly: `POST /v1/reconcile` and `POST
+//! /v1/resync/{flowId}` hand the work over and answer `202` with a request
+//! id ([`crate::requests`]); `GET /v1/status` lists the requests with their
+//! state and result. No handler waits for a pass or its barrier.
 
 use std::sync::Arc;
 
@@ -16,6 +21,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::requests::{Requests, Ticket, TooMany};
 use crate::Health;
 
 /// An admin action's failure: HTTP status and a message for the caller.
@@ -42,18 +48,31 @@ impl AdminError {
             message: message.into(),
         }
     }
+    /// 429: too many requests are waiting already.
+    pub fn too_many(message: impl Into<String>) -> Self {
+        AdminError {
+            status: 429,
+            message: message.into(),
+        }
+    }
 }
 
 /// What an admin action returns.
 pub type AdminResult = BoxFuture<'static, Result<Value, AdminError>>;
 
 /// The actions behind the admin API, implemented by the binary from its roles.
+///
+/// `resync` and `reconcile` must return at once: they hand the work over
+/// (a task, a queue) and the work reports through `ticket`
+/// ([`Ticket::running`], [`Ticket::finish`]). An `Err` means the request
+/// was refused and nothing runs.
 pub trait Admin: Send + Sync + 'static {
     /// `POST /v1/resync/{flowId}`: publish a fresh snapshot of the flow.
-    fn resync(&self, flow_id: Bytes) -> AdminResult;
+    fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError>;
     /// `POST /v1/reconcile`: run a reconcile pass now.
-    fn reconcile(&self) -> AdminResult;
-    /// `GET /v1/status`: role, lease, lag, last reconcile result.
+    fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError>;
+    /// `GET /v1/status`: role, lease, lag, last reconcile result (the
+    /// server adds the requests). Must answer within a couple of seconds.
     fn status(&self) -> AdminResult;
 }
 
@@ -68,6 +87,8 @@ pub struct HttpState {
     pub admin: Option<Arc<dyn Admin>>,
     /// Bearer token; `None` turns the admin API off (404).
     pub admin_token: Option<String>,
+    /// Admin requests of this process, listed by `GET /v1/status`.
+    pub requests: Requests,
 }
 
 /// Builds the router.
@@ -133,30 +154,67 @@ fn authorize(s: &HttpState, headers: &HeaderMap, action: &str) -> Result<Arc<dyn
     })
 }
 
-async fn run_action(action: &str, fut: AdminResult) -> Response {
-    match fut.await {
-        Ok(v) => {
-            tracing::info!(target: "redmirror::audit", action, outcome = "ok", "Admin action.");
-            (StatusCode::OK, Json(v)).into_response()
+fn refused(action: &str, e: AdminError) -> Response {
+    tracing::warn!(target: "redmirror::audit", action, outcome = "failed", error = %e.message, "Admin action.");
+    let code = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(json!({ "error": e.message }))).into_response()
+}
+
+/// Opens a request, hands it to `start` and answers `202` with its id (or
+/// the refusal, and the request is forgotten).
+fn accept(
+    s: &HttpState,
+    action: &'static str,
+    subject: Option<String>,
+    start: impl FnOnce(Ticket) -> Result<(), AdminError>,
+) -> Response {
+    let ticket = match s.requests.open(action, subject) {
+        Ok(t) => t,
+        Err(TooMany) => {
+            return refused(
+                action,
+                AdminError::too_many(format!(
+                    "{} admin requests are not finished yet; see GET /v1/status",
+                    crate::requests::MAX_OPEN
+                )),
+            )
+        }
+    };
+    let id = ticket.id().to_string();
+    match start(ticket) {
+        Ok(()) => {
+            tracing::info!(target: "redmirror::audit", action, request = %id, outcome = "accepted", "Admin action.");
+            let state = s.requests.state(&id).map_or("queued", |st| st.as_str());
+            let body = json!({ "id": id, "action": action, "state": state, "status": "/v1/status" });
+            (StatusCode::ACCEPTED, Json(body)).into_response()
         }
         Err(e) => {
-            tracing::warn!(target: "redmirror::audit", action, outcome = "failed", error = %e.message, "Admin action.");
-            let code = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (code, Json(json!({ "error": e.message }))).into_response()
+            s.requests.withdraw(&id);
+            refused(action, e)
         }
     }
 }
 
 async fn status(State(s): State<HttpState>, headers: HeaderMap) -> Response {
-    match authorize(&s, &headers, "status") {
-        Ok(admin) => run_action("status", admin.status()).await,
-        Err(r) => *r,
+    let admin = match authorize(&s, &headers, "status") {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    match admin.status().await {
+        Ok(mut body) => {
+            if let Some(map) = body.as_object_mut() {
+                map.insert("requests".into(), s.requests.to_json());
+            }
+            tracing::info!(target: "redmirror::audit", action = "status", outcome = "ok", "Admin action.");
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Err(e) => refused("status", e),
     }
 }
 
 async fn reconcile(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     match authorize(&s, &headers, "reconcile") {
-        Ok(admin) => run_action("reconcile", admin.reconcile()).await,
+        Ok(admin) => accept(&s, "reconcile", None, |t| admin.reconcile(t)),
         Err(r) => *r,
     }
 }
@@ -167,7 +225,7 @@ async fn resync(State(s): State<HttpState>, headers: HeaderMap, Path(flow_id): P
         Err(r) => return *r,
     };
     match redmirror_core::text::parse_flow_id(&flow_id) {
-        Ok(id) if !id.is_empty() => run_action("resync", admin.resync(id)).await,
+        Ok(id) if !id.is_empty() => accept(&s, "resync", Some(flow_id), |t| admin.resync(id, t)),
         _ => (StatusCode::BAD_REQUEST, "bad flow id\n").into_response(),
     }
 }
@@ -178,11 +236,17 @@ mod tests {
 
     struct Fake;
     impl Admin for Fake {
-        fn resync(&self, flow_id: Bytes) -> AdminResult {
-            Box::pin(async move { Ok(json!({ "resynced": String::from_utf8_lossy(&flow_id) })) })
+        fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
+            // Finishes later, as real work does.
+            tokio::spawn(async move {
+                ticket.running();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                ticket.finish(Ok(json!({ "resynced": String::from_utf8_lossy(&flow_id) })));
+            });
+            Ok(())
         }
-        fn reconcile(&self) -> AdminResult {
-            Box::pin(async { Err(AdminError::unavailable("no reconciler")) })
+        fn reconcile(&self, _ticket: Ticket) -> Result<(), AdminError> {
+            Err(AdminError::unavailable("no reconciler"))
         }
         fn status(&self) -> AdminResult {
             Box::pin(async { Ok(json!({ "role": "test" })) })
@@ -196,6 +260,7 @@ mod tests {
             health: health.clone(),
             admin: Some(Arc::new(Fake)),
             admin_token: token.map(str::to_string),
+            requests: Requests::new(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -205,7 +270,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn admin_404_without_token_401_with_wrong_token_200_with_right_one() {
+    async fn admin_404_without_token_401_with_wrong_token_202_with_right_one() {
         let c = reqwest::Client::new();
         let (base, _, stop) = start(None).await;
         let r = c.get(format!("{base}/v1/status")).send().await.unwrap();
@@ -232,15 +297,41 @@ mod tests {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.json::<Value>().await.unwrap()["resynced"], "f1");
-        let r = c
-            .get(format!("{base}/v1/status"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.json::<Value>().await.unwrap()["role"], "test");
+        assert_eq!(r.status(), 202);
+        let accepted = r.json::<Value>().await.unwrap();
+        assert_eq!(accepted["action"], "resync");
+        let id = accepted["id"].as_str().unwrap().to_string();
+        let status = || async {
+            c.get(format!("{base}/v1/status"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        };
+        let body = status().await;
+        assert_eq!(body["role"], "test");
+        let done = redmirror_testkit::wait_for_async(
+            "the resync request to finish",
+            std::time::Duration::from_secs(10),
+            || async {
+                let body = status().await;
+                let r = body["requests"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["id"] == id.as_str())?
+                    .clone();
+                (r["state"] == "done").then_some(r)
+            },
+        )
+        .await;
+        assert_eq!(
+            (&done["result"]["resynced"], &done["flow_id"]),
+            (&json!("f1"), &json!("f1"))
+        );
+        // A refused request answers its error and is not listed.
         let r = c
             .post(format!("{base}/v1/reconcile"))
             .bearer_auth(token)
@@ -248,6 +339,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status(), 503);
+        assert_eq!(status().await["requests"].as_array().unwrap().len(), 1);
         stop.cancel();
     }
 

@@ -7,11 +7,14 @@
 //! - [`health`]: named readiness checks (source, destination, Kafka, leases).
 //! - [`http`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` and the
 //!   token-guarded admin API of SPEC section 5.
+//! - [`requests`]: admin requests, answered at once and run in the
+//!   background; their states and results for `GET /v1/status`.
 //! - [`logging`]: tracing set-up, text or JSON lines.
 
 pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod requests;
 
 pub use health::Health;

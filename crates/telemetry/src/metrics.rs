@@ -15,6 +15,8 @@ pub const CAPTURE_COALESCED: &str = "redmirror_capture_coalesced_total";
 pub const CAPTURE_EVENTS: &str = "redmirror_capture_events_total";
 /// Subscriptions lost and re-made (each one a possible gap).
 pub const CAPTURE_GAPS: &str = "redmirror_capture_gaps_total";
+/// FLUSHDB, FLUSHALL and SWAPDB calls seen on the source, `command` = flushdb|flushall|swapdb.
+pub const CAPTURE_SOURCE_FLUSHES: &str = "redmirror_capture_source_flushes_total";
 /// Flows capture skipped, `reason` = too_large|not_a_hash.
 pub const CAPTURE_SKIPPED: &str = "redmirror_capture_skipped_total";
 /// Distinct flows waiting to be read by capture.
@@ -123,6 +125,10 @@ fn describe_all() {
         CAPTURE_GAPS,
         "Subscriptions lost and re-made; each triggers a reconcile pass."
     );
+    describe_counter!(
+        CAPTURE_SOURCE_FLUSHES,
+        "FLUSHDB, FLUSHALL and SWAPDB calls seen on the source (no per-key notification); each triggers a reconcile pass."
+    );
     describe_counter!(CAPTURE_SKIPPED, "Flows capture did not publish, by reason.");
     describe_gauge!(CAPTURE_PENDING, "Distinct changed flows waiting to be read.");
     describe_gauge!(PRODUCER_QUEUE, "Messages in the Kafka producer's queue.");
@@ -158,6 +164,9 @@ fn register_all() {
         metrics::counter!(CAPTURE_EVENTS, "op" => op).absolute(0);
     }
     metrics::counter!(CAPTURE_GAPS).absolute(0);
+    for command in ["flushdb", "flushall", "swapdb"] {
+        metrics::counter!(CAPTURE_SOURCE_FLUSHES, "command" => command).absolute(0);
+    }
     for reason in ["too_large", "not_a_hash"] {
         metrics::counter!(CAPTURE_SKIPPED, "reason" => reason).absolute(0);
     }

@@ -1,0 +1,139 @@
+//! FLUSHDB, FLUSHALL and SWAPDB on the source, noticed by polling.
+//!
+//! These commands empty or replace a whole database without a keyspace
+//! event per key, so the subscriber cannot see the flows they remove (or,
+//! for SWAPDB, bring in). Every [`POLL_EVERY`] this task reads `INFO
+//! commandstats` on capture's source connection (the read-only user's
+//! `+info` is enough) and, when the call count of `flushdb`, `flushall` or
+//! `swapdb` has grown since the last read, reports [`Gap::Flushed`]: the
+//! reconciler runs a pass, which removes the sync copies left behind and
+//! mirrors the flows a swap brought in.
+//!
+//! The counts are server-wide: one of these commands on another database
+//! asks for a pass too (which then finds nothing to repair). A count that
+//! went down (`CONFIG RESETSTAT`, a restarted source) is a new baseline,
+//! not a gap; a restart is the subscriber's gap already.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use redmirror_telemetry::metrics as m;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::Gap;
+
+/// How often the counters are read.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The commands watched, as `INFO commandstats` names them.
+pub const COMMANDS: [&str; 3] = ["flushdb", "flushall", "swapdb"];
+
+/// Call counts of [`COMMANDS`], in that order (0 when never called).
+pub type Counts = [u64; 3];
+
+/// Reads the call counts from an `INFO commandstats` reply
+/// (`cmdstat_flushdb:calls=2,usec=...`).
+pub fn parse(info: &str) -> Counts {
+    let mut counts = [0; 3];
+    for line in info.lines() {
+        let Some((name, stats)) = line.trim().strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
+            continue;
+        };
+        let Some(i) = COMMANDS.iter().position(|c| *c == name) else {
+            continue;
+        };
+        counts[i] = stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("calls="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+    }
+    counts
+}
+
+/// The commands that ran between `before` and `now` (with how many calls).
+/// A count that went down is a reset, not a run.
+pub fn ran(before: &Counts, now: &Counts) -> Vec<(&'static str, u64)> {
+    COMMANDS
+        .iter()
+        .zip(before.iter().zip(now))
+        .filter(|(_, (b, n))| n > b)
+        .map(|(c, (b, n))| (*c, n - b))
+        .collect()
+}
+
+async fn read(client: &Client) -> Result<Counts, fred::error::Error> {
+    let info: String = client.info(Some(fred::types::InfoKind::CommandStats)).await?;
+    Ok(parse(&info))
+}
+
+/// Polls until `stop`, sending [`Gap::Flushed`] on `gaps` whenever one of
+/// [`COMMANDS`] ran on the source since the previous read. A read that
+/// fails (source down) keeps the previous counts; the first failure of a
+/// run of them is logged.
+pub async fn watch(client: Client, gaps: mpsc::UnboundedSender<Gap>, stop: CancellationToken) {
+    let mut last: Option<Counts> = None;
+    let mut failing = false;
+    loop {
+        match read(&client).await {
+            Ok(now) => {
+                failing = false;
+                if let Some(before) = &last {
+                    let ran = ran(before, &now);
+                    for (command, calls) in &ran {
+                        metrics::counter!(m::CAPTURE_SOURCE_FLUSHES, "command" => *command).increment(*calls);
+                    }
+                    if !ran.is_empty() {
+                        let names: Vec<String> = ran.iter().map(|(c, _)| c.to_uppercase()).collect();
+                        tracing::warn!(
+                            commands = %names.join(","),
+                            "The source ran a command that sends no per-key notification: gap reported for reconciliation."
+                        );
+                        let _ = gaps.send(Gap::Flushed);
+                    }
+                }
+                last = Some(now);
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(
+                        error = %e,
+                        "Cannot read INFO commandstats on the source (the capture user needs +info): \
+                         FLUSHDB, FLUSHALL and SWAPDB are noticed only by a pass until it can; retrying."
+                    );
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "# Commandstats\r\n\
+        cmdstat_hset:calls=10,usec=40,usec_per_call=4.00,rejected_calls=0,failed_calls=0\r\n\
+        cmdstat_flushdb:calls=2,usec=9,usec_per_call=4.50,rejected_calls=0,failed_calls=0\r\n\
+        cmdstat_swapdb:calls=1,usec=3,usec_per_call=3.00,rejected_calls=1,failed_calls=0\r\n";
+
+    #[test]
+    fn reads_the_call_counts_and_zero_for_commands_never_called() {
+        assert_eq!(parse(INFO), [2, 0, 1]);
+        assert_eq!(parse(""), [0, 0, 0]);
+        assert_eq!(parse("cmdstat_flushdb:calls=x\r\ncmdstat_flushdbx:calls=5"), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_count_that_grew_ran_and_one_that_went_down_is_a_reset() {
+        assert_eq!(ran(&[2, 0, 1], &[2, 0, 1]), vec![]);
+        assert_eq!(ran(&[2, 0, 1], &[3, 2, 1]), vec![("flushdb", 1), ("flushall", 2)]);
+        assert_eq!(ran(&[2, 0, 1], &[0, 0, 0]), vec![]);
+        assert_eq!(ran(&[2, 0, 1], &[0, 0, 2]), vec![("swapdb", 1)]);
+    }
+}
