@@ -91,3 +91,51 @@ fn a_source_back_with_its_clock_an_hour_behind_is_mirrored_within_seconds() {
         s.mirror.output()
     );
 }
+
+#[test]
+fn a_standby_that_takes_the_capture_lease_while_the_source_is_down_waits_for_it() {
+    let mut source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
+    env.insert("REDMIRROR_LEASE_TTL".into(), "2s".into());
+    let mut active = Mirror::start(&["run"], &env);
+    let mut src = source.conn();
+    let mut dst = dest.conn();
+    wait_flowing(&mut src, &mut dst, b"client:sb-before");
+    let mut standby_env = env.clone();
+    standby_env.insert(
+        "REDMIRROR_HTTP_ADDR".into(),
+        format!("127.0.0.1:{}", redmirror_testkit::free_port()),
+    );
+    let mut standby = Mirror::start(&["run"], &standby_env);
+    wait_for("the standby to be ready", Duration::from_secs(60), || {
+        (standby.readyz() == 200).then_some(())
+    });
+    assert_eq!(standby.metric("redmirror_lease_held{lease=\"capture\"}"), 0.0);
+
+    // The source goes down, then the active instance dies: the standby
+    // takes the capture lease while the source is still down.
+    source.stop();
+    active.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while standby.running() && standby.metric("redmirror_lease_held{lease=\"capture\"}") != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby did not take the capture lease within 30 s:\n{}",
+            standby.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(standby.running(), "the standby exited:\n{}", standby.output());
+    assert_ne!(standby.readyz(), 200, "ready while the source is down");
+
+    // Back: the standby follows it and nothing is lost.
+    source.start_again();
+    let mut src = source.conn();
+    wait_flowing(&mut src, &mut dst, b"client:sb-after");
+    assert!(standby.running(), "{}", standby.output());
+    wait_for("the standby to be ready again", Duration::from_secs(30), || {
+        (standby.readyz() == 200).then_some(())
+    });
+}

@@ -181,6 +181,46 @@ fn spawn_subscriber(
     Ok(ended)
 }
 
+/// Connects to the source and checks its notification setting, waiting
+/// (with backoff, 100 ms to 5 s) while the source is down or loading: a
+/// standby that takes the lease during a source outage must wait for it,
+/// not fail. `None` when `shutdown` came first.
+async fn connect_when_up(
+    opts: &CaptureOptions,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Result<Option<fred::prelude::Client>, CaptureError> {
+    let mut delay = Duration::from_millis(100);
+    let mut said = false;
+    loop {
+        let attempt = async {
+            let client = redmirror_redis::connect(&opts.source, "capture-reader").await?;
+            notify::ensure(&client, &opts.source, opts.configure_notifications).await?;
+            Ok::<_, CaptureError>(client)
+        };
+        let wait = match attempt.await {
+            Ok(client) => return Ok(Some(client)),
+            Err(CaptureError::Redis(e)) if e.is_retryable() => e.to_string(),
+            Err(CaptureError::Notify(notify::NotifyError::Unreadable { message, .. }))
+                if !message.starts_with("NOPERM") =>
+            {
+                message
+            }
+            Err(e) => return Err(e),
+        };
+        health.set(HEALTH_SOURCE, false);
+        if !said {
+            tracing::info!(reason = %wait, "Waiting for the source; retrying with backoff (/readyz fails meanwhile).");
+            said = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Runs capture until `shutdown`. Gaps are sent on `gaps` (may be closed);
 /// progress is reported to `progress` when given.
 pub async fn run(
@@ -192,8 +232,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
     health.register(HEALTH_SOURCE);
-    let client = redmirror_redis::connect(&opts.source, "capture-reader").await?;
-    notify::ensure(&client, &opts.source, opts.configure_notifications).await?;
+    let Some(client) = connect_when_up(&opts, &health, &shutdown).await? else {
+        return Ok(());
+    };
     health.set(HEALTH_SOURCE, true);
     let pending = Arc::new(Pending::new(opts.pending_max));
     let stop_sub = CancellationToken::new();

@@ -191,17 +191,9 @@ fn kafka_retryable(e: &anyhow::Error) -> bool {
 /// A Redis connection error worth retrying: the server is down, refusing,
 /// loading or timing out; not bad credentials, a bad URL or TLS set-up.
 fn redis_retryable(e: &anyhow::Error) -> bool {
-    use fred::error::ErrorKind;
-    match e.chain().find_map(|c| c.downcast_ref::<redmirror_redis::RedisError>()) {
-        Some(r) => {
-            !redmirror_redis::is_permanent(&r.source)
-                && !matches!(
-                    r.source.kind(),
-                    ErrorKind::Auth | ErrorKind::Config | ErrorKind::Tls | ErrorKind::Url
-                )
-        }
-        None => false,
-    }
+    e.chain()
+        .find_map(|c| c.downcast_ref::<redmirror_redis::RedisError>())
+        .is_some_and(redmirror_redis::RedisError::is_retryable)
 }
 
 /// A started process: its roles run until [`Running::stop`].
@@ -430,7 +422,19 @@ pub async fn resync(
     ids: &[Bytes],
 ) -> anyhow::Result<usize> {
     use redmirror_core::rules::Decision;
-    let read = reader.read(ids).await.context("reading the flows from the source")?;
+    let endpoint = config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?;
+    let read = until_up(
+        "the source (REDMIRROR_SOURCE_URL), to read the flows to resync",
+        || async {
+            Ok(reader
+                .read(ids)
+                .await
+                .map_err(|e| redmirror_redis::RedisError::new(endpoint, e))?)
+        },
+        redis_retryable,
+    )
+    .await
+    .context("reading the flows from the source")?;
     let mut n = 0;
     for (id, state) in read.flows {
         match config.rules.decide(
@@ -574,7 +578,16 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
 
     // A server down at start-up is waited for (SPEC section 7); only what
     // retrying cannot fix (bad credentials, TLS set-up) ends the process.
+    // Every component this process will wait for is registered first, so
+    // /readyz cannot answer 200 between one server coming up and the
+    // next one being waited for.
     health.register(HEALTH_KAFKA);
+    if config.source.is_some() && (roles.capture || roles.reconcile) {
+        health.register(HEALTH_SOURCE);
+    }
+    if config.dest.is_some() {
+        health.register(HEALTH_DEST);
+    }
     let (kafka, broker) = until_up("Kafka (REDMIRROR_KAFKA_BROKERS)", || kafka(&config), kafka_retryable).await?;
     health.set(HEALTH_KAFKA, true);
     if roles.capture || roles.reconcile {

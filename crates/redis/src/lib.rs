@@ -49,6 +49,20 @@ impl RedisError {
     }
 }
 
+impl RedisError {
+    /// True when waiting for the server may help: it is down, refusing,
+    /// loading or timing out; not bad credentials, a bad URL, TLS set-up or a
+    /// command the server will never accept.
+    pub fn is_retryable(&self) -> bool {
+        use fred::error::ErrorKind;
+        !is_permanent(&self.source)
+            && !matches!(
+                self.source.kind(),
+                ErrorKind::Auth | ErrorKind::Config | ErrorKind::Tls | ErrorKind::Url
+            )
+    }
+}
+
 /// True for errors that retrying cannot fix: the command or its data is
 /// wrong (`WRONGTYPE`, a script error, an unparseable reply). Everything else
 /// (connection lost, timeout, `LOADING`, `BUSY`, `OOM`, `NOPERM` until the
