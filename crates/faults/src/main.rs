@@ -15,7 +15,6 @@
 
 mod load;
 mod procs;
-mod proxy;
 mod scenario;
 
 use std::time::{Duration, Instant};

@@ -12,12 +12,12 @@ use anyhow::{bail, Context};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redmirror_testkit::invariant::{self, Rules};
+use redmirror_testkit::proxy::Proxy;
 use redmirror_testkit::{Broker, RedisOptions, RedisServer};
 use serde_json::{json, Value};
 
 use crate::load::{self, NativeCtl, Stats};
 use crate::procs::{self, Proc, ADMIN_TOKEN};
-use crate::proxy::Proxy;
 
 /// Every scenario, in run order.
 pub const ALL: [&str; 12] = [
