@@ -13,6 +13,7 @@ mod delivery;
 #[allow(dead_code)]
 mod harness;
 mod history;
+mod liveness;
 mod ops;
 mod pipeline;
 mod reconcile;

@@ -5,7 +5,10 @@
 //!   endless reconnect with backoff, command timeout), connected and checked
 //!   with `PING` before it is returned (fail fast at start-up).
 //! - [`bulk`]: pipelined per-key reads on a connection of their own, with
-//!   replies parsed in place (the reconcile pass's hot path).
+//!   replies parsed in place (the reconcile pass's hot path), and the
+//!   notification subscription.
+//! - [`liveness`]: TCP keepalive, read deadlines and subscription probes,
+//!   so a connection that silently stops carrying bytes is noticed.
 //! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`.
 //! - [`source`]: the atomic read of flows plus the source clock
 //!   (`TIME` and `HGETALL` in one read-only script).
@@ -17,6 +20,7 @@ use fred::prelude::*;
 use redmirror_config::RedisEndpoint;
 
 pub mod bulk;
+pub mod liveness;
 pub mod script;
 pub mod source;
 pub mod value;
@@ -68,9 +72,13 @@ pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, Red
 }
 
 /// Builds a client without connecting it. Reconnects forever with
-/// exponential backoff (100 ms to 5 s). Its event channels keep fred's
-/// default 32 slots each: no client here subscribes through fred (capture's
-/// notification stream is read by [`bulk::Bulk::psubscribe`]).
+/// exponential backoff (100 ms to 5 s). Its sockets have TCP keepalive and
+/// a user timeout, and a command left without a reply for
+/// [`liveness::UNRESPONSIVE`] closes its connection, which is then made
+/// again: a link that silently died is replaced, not waited on for ever.
+/// Its event channels keep fred's default 32 slots each: no client here
+/// subscribes through fred (capture's notification stream is read by
+/// [`bulk::Bulk::psubscribe`]).
 pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError> {
     let mut config = Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
     if endpoint.is_tls() {
@@ -82,6 +90,15 @@ pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError
             c.connection_timeout = Duration::from_secs(5);
             c.internal_command_timeout = Duration::from_secs(10);
             c.max_command_attempts = 1;
+            c.tcp = fred::types::config::TcpConfig {
+                keepalive: Some(liveness::tcp_keepalive()),
+                user_timeout: Some(liveness::TCP_USER_TIMEOUT),
+                ..Default::default()
+            };
+            c.unresponsive = fred::types::config::UnresponsiveConfig {
+                max_timeout: Some(liveness::UNRESPONSIVE),
+                interval: liveness::UNRESPONSIVE_CHECK,
+            };
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(30);
