@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //! - [`notify`]: checks (and, when allowed, sets) `notify-keyspace-events`,
-//!   refusing with the exact `CONFIG SET` needed.
+//!   refusing to start with the exact `CONFIG SET` needed; while capture
+//!   runs, re-checks after every subscription and every 30 s, failing
+//!   readiness while classes are missing and reporting a gap once they are
+//!   back.
 //! - [`pending`]: the bounded set of changed flows waiting to be read
 //!   (coalesces bursts; when full it drops and reports a gap, never grows).
 //! - [`subscriber`]: the keyevent subscription, one session at a time;
@@ -110,6 +113,9 @@ pub enum Gap {
     Resubscribed,
     /// Notifications were dropped (pending set full, or the client fell behind).
     Overflow,
+    /// Notification classes were missing on the source (or capture had to
+    /// set them again) and are back.
+    NotificationsBack,
 }
 
 /// Capture settings.
@@ -183,24 +189,42 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
     health.register(HEALTH_SOURCE);
+    health.register(notify::HEALTH_NOTIFICATIONS);
     let client = redmirror_redis::connect(&opts.source, "capture-reader").await?;
     notify::ensure(&client, &opts.source, opts.configure_notifications).await?;
     health.set(HEALTH_SOURCE, true);
+    health.set(notify::HEALTH_NOTIFICATIONS, true);
     let pending = Arc::new(Pending::new(opts.pending_max));
     let stop_sub = CancellationToken::new();
+    let subscribed = Arc::new(tokio::sync::Notify::new());
+    let watcher = tokio::spawn(notify::watch(
+        client.clone(),
+        opts.source.clone(),
+        opts.configure_notifications,
+        health.clone(),
+        gaps.clone(),
+        subscribed.clone(),
+        stop_sub.clone(),
+    ));
     let sub = spawn_subscriber(subscriber::run(
         opts.source.clone(),
         opts.keys.clone(),
         pending.clone(),
         gaps,
         health.clone(),
+        subscribed,
         stop_sub.clone(),
     ))?;
     let stop_progress = CancellationToken::new();
     let reporter = progress.map(|p| tokio::spawn(report_progress(p, pending.clone(), stop_progress.clone())));
-    let result = publisher::run(&opts, client, publisher, pending, health, shutdown).await;
+    let result = publisher::run(&opts, client, publisher, pending, health.clone(), shutdown).await;
     stop_sub.cancel();
     let _ = sub.await;
+    let _ = watcher.await;
+    // Not capturing any more (stopped, or standing by without the lease):
+    // the setting is checked again by the next run.
+    health.remove(notify::HEALTH_NOTIFICATIONS);
+    metrics::gauge!(redmirror_telemetry::metrics::CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
     stop_progress.cancel();
     if let Some(r) = reporter {
         let _ = r.await;

@@ -13,8 +13,11 @@ pub const CAPTURE_NOTIFICATIONS: &str = "redmirror_capture_notifications_total";
 pub const CAPTURE_COALESCED: &str = "redmirror_capture_coalesced_total";
 /// Events published by capture, `op` = upsert|delete.
 pub const CAPTURE_EVENTS: &str = "redmirror_capture_events_total";
-/// Subscriptions lost and re-made (each one a possible gap).
+/// Possible gaps in the notification stream: a subscription lost and
+/// re-made, notifications dropped, or notifications back after missing.
 pub const CAPTURE_GAPS: &str = "redmirror_capture_gaps_total";
+/// 1 while the source lacks the keyspace notification classes capture needs.
+pub const CAPTURE_NOTIFICATIONS_MISSING: &str = "redmirror_capture_notifications_missing";
 /// Flows capture skipped, `reason` = too_large|not_a_hash.
 pub const CAPTURE_SKIPPED: &str = "redmirror_capture_skipped_total";
 /// Distinct flows waiting to be read by capture.
@@ -119,7 +122,12 @@ fn describe_all() {
     describe_counter!(CAPTURE_EVENTS, "State events published by capture, by op.");
     describe_counter!(
         CAPTURE_GAPS,
-        "Subscriptions lost and re-made; each triggers a reconcile pass."
+        "Possible gaps in the notification stream (subscription lost and re-made, notifications dropped or \
+         missing for a while); each triggers a reconcile pass."
+    );
+    describe_gauge!(
+        CAPTURE_NOTIFICATIONS_MISSING,
+        "1 while the source lacks the keyspace notification classes capture needs."
     );
     describe_counter!(CAPTURE_SKIPPED, "Flows capture did not publish, by reason.");
     describe_gauge!(CAPTURE_PENDING, "Distinct changed flows waiting to be read.");
@@ -152,6 +160,7 @@ fn register_all() {
         metrics::counter!(CAPTURE_EVENTS, "op" => op).absolute(0);
     }
     metrics::counter!(CAPTURE_GAPS).absolute(0);
+    metrics::gauge!(CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
     for reason in ["too_large", "not_a_hash"] {
         metrics::counter!(CAPTURE_SKIPPED, "reason" => reason).absolute(0);
     }
