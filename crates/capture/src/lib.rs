@@ -206,6 +206,15 @@ pub async fn run(
         subscribed.clone(),
         stop_sub.clone(),
     ));
+    let beat = {
+        let (c, s) = (client.clone(), stop_sub.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = s.cancelled() => {}
+                _ = redmirror_redis::heartbeat(c) => {}
+            }
+        })
+    };
     let sub = spawn_subscriber(subscriber::run(
         opts.source.clone(),
         opts.keys.clone(),
@@ -221,6 +230,7 @@ pub async fn run(
     stop_sub.cancel();
     let _ = sub.await;
     let _ = watcher.await;
+    let _ = beat.await;
     // Not capturing any more (stopped, or standing by without the lease):
     // the setting is checked again by the next run.
     health.remove(notify::HEALTH_NOTIFICATIONS);

@@ -156,6 +156,21 @@ fn tls_config(endpoint: &RedisEndpoint) -> Result<rustls::ClientConfig, RedisErr
     Ok(config)
 }
 
+/// Pings `client` every [`liveness::HEARTBEAT`], for ever: an idle
+/// connection that silently died then fails its ping's reply deadline and
+/// is made again before a caller needs it. Run it beside a long-lived
+/// client, in a `select!` with the owner's stop signal. Failures are the
+/// callers' to report (the connection is down for them too): logged at
+/// DEBUG only.
+pub async fn heartbeat(client: Client) {
+    loop {
+        tokio::time::sleep(liveness::HEARTBEAT).await;
+        if let Err(e) = client.ping::<String>(None).await {
+            tracing::debug!(error = %e, "Heartbeat PING failed.");
+        }
+    }
+}
+
 /// The server's `run_id` (tells two servers apart even behind different URLs).
 pub async fn run_id(client: &Client) -> Result<String, fred::error::Error> {
     let info: String = client.info(Some(fred::types::InfoKind::Server)).await?;

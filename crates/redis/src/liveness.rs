@@ -16,7 +16,11 @@
 //! 2. **Read deadlines**, for links the kernel cannot judge (a middlebox or
 //!    proxy that acknowledges segments and delivers nothing): a fred command
 //!    left without a reply for [`UNRESPONSIVE`] closes its connection and
-//!    fred reconnects (checked every [`UNRESPONSIVE_CHECK`]); a bulk
+//!    fred reconnects (checked every [`UNRESPONSIVE_CHECK`]), and a
+//!    long-lived client is pinged every [`HEARTBEAT`] ([`crate::heartbeat`])
+//!    so an idle connection that died is made again within 16 s, before a
+//!    caller needs it (capture's reads after a re-subscription, the gap
+//!    pass's `SCAN`); a bulk
 //!    pipeline that receives no byte for [`READ_DEADLINE`] while replies are
 //!    due fails and drops its connection, and a pooled bulk connection idle
 //!    for more than [`BULK_REUSE_IDLE`] is replaced rather than trusted.
@@ -47,6 +51,9 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(25);
 pub const UNRESPONSIVE: Duration = Duration::from_secs(10);
 /// How often fred looks for such commands.
 pub const UNRESPONSIVE_CHECK: Duration = Duration::from_secs(1);
+/// How often a long-lived fred client is pinged: a dead idle connection is
+/// found within `HEARTBEAT + UNRESPONSIVE + UNRESPONSIVE_CHECK` = 16 s.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// A bulk pipeline that receives (or can send) nothing for this long while
 /// replies are due has lost its connection.
