@@ -15,6 +15,7 @@ mod flushes;
 #[allow(dead_code)]
 mod harness;
 mod history;
+mod liveness;
 mod ops;
 mod pipeline;
 mod reconcile;

@@ -435,6 +435,7 @@ fn every_contract_metric_is_present_with_its_labels_after_traffic() {
     }
     for name in [
         "redmirror_capture_gaps_total",
+        "redmirror_capture_notifications_missing",
         "redmirror_end_to_end_seconds_bucket{le=\"0.001\"}",
         "redmirror_end_to_end_seconds_count",
         "redmirror_reconcile_runs_total",

@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //! - [`notify`]: checks (and, when allowed, sets) `notify-keyspace-events`,
-//!   refusing with the exact `CONFIG SET` needed.
+//!   refusing to start with the exact `CONFIG SET` needed; while capture
+//!   runs, re-checks after every subscription and every 30 s, failing
+//!   readiness while classes are missing and reporting a gap once they are
+//!   back.
 //! - [`pending`]: the bounded set of changed flows waiting to be read
 //!   (coalesces bursts; when full it drops and reports a gap, never grows).
 //! - [`subscriber`]: the keyevent subscription, one session at a time;
@@ -117,6 +120,9 @@ pub enum Gap {
     /// The source ran FLUSHDB, FLUSHALL or SWAPDB: flows vanished or
     /// appeared without a notification.
     Flushed,
+    /// Notification classes were missing on the source (or capture had to
+    /// set them again) and are back.
+    NotificationsBack,
 }
 
 /// Capture settings.
@@ -232,19 +238,41 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
     health.register(HEALTH_SOURCE);
+    health.register(notify::HEALTH_NOTIFICATIONS);
     let Some(client) = connect_when_up(&opts, &health, &shutdown).await? else {
         return Ok(());
     };
     health.set(HEALTH_SOURCE, true);
+    health.set(notify::HEALTH_NOTIFICATIONS, true);
     let pending = Arc::new(Pending::new(opts.pending_max));
     let stop_sub = CancellationToken::new();
     let flushes = tokio::spawn(flushes::watch(client.clone(), gaps.clone(), stop_sub.clone()));
+    let subscribed = Arc::new(tokio::sync::Notify::new());
+    let watcher = tokio::spawn(notify::watch(
+        client.clone(),
+        opts.source.clone(),
+        opts.configure_notifications,
+        health.clone(),
+        gaps.clone(),
+        subscribed.clone(),
+        stop_sub.clone(),
+    ));
+    let beat = {
+        let (c, s) = (client.clone(), stop_sub.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = s.cancelled() => {}
+                _ = redmirror_redis::heartbeat(c) => {}
+            }
+        })
+    };
     let sub = spawn_subscriber(subscriber::run(
         opts.source.clone(),
         opts.keys.clone(),
         pending.clone(),
         gaps,
         health.clone(),
+        subscribed,
         stop_sub.clone(),
     ))?;
     let stop_progress = CancellationToken::new();
@@ -254,11 +282,16 @@ pub async fn run(
         opts.keys.clone(),
         redmirror_redis::epoch::EpochReader::new(opts.epoch.clone(), true),
     )?;
-    drop(client);
-    let result = publisher::run(&opts, reader, publisher, pending, health, shutdown).await;
+    let result = publisher::run(&opts, reader, publisher, pending, health.clone(), shutdown).await;
     stop_sub.cancel();
     let _ = sub.await;
     let _ = flushes.await;
+    let _ = watcher.await;
+    let _ = beat.await;
+    // Not capturing any more (stopped, or standing by without the lease):
+    // the setting is checked again by the next run.
+    health.remove(notify::HEALTH_NOTIFICATIONS);
+    metrics::gauge!(redmirror_telemetry::metrics::CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
     stop_progress.cancel();
     if let Some(r) = reporter {
         let _ = r.await;

@@ -1,7 +1,26 @@
-//! `notify-keyspace-events` on the source.
+//! `notify-keyspace-events` on the source: checked at start (capture
+//! refuses to start without the classes it needs), then by [`watch`] after
+//! every (re)subscription and every [`CHECK_EVERY`] while capture runs.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use fred::prelude::*;
 use redmirror_config::RedisEndpoint;
+use redmirror_telemetry::metrics as m;
+use redmirror_telemetry::Health;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::Gap;
+
+/// How often [`watch`] checks the setting between subscriptions (SPEC: at
+/// least every 30 s). A `CONFIG GET` is cheap; the bound is on how long
+/// capture may be blind before readiness says so.
+pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// Health component down while classes are missing.
+pub const HEALTH_NOTIFICATIONS: &str = "notifications";
 
 /// Classes capture needs: `E` (keyevent channel) plus every class with a
 /// command that can change, replace or remove a flow key: generic (`g`:
@@ -62,6 +81,20 @@ pub async fn current(client: &Client) -> Result<String, fred::error::Error> {
 
 /// Checks the flags; sets the missing classes when `configure` is true.
 pub async fn ensure(client: &Client, endpoint: &RedisEndpoint, configure: bool) -> Result<(), NotifyError> {
+    check(client, endpoint, configure).await.map(|_| ())
+}
+
+/// What a check found, when capture can go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Every class needed is on.
+    Complete,
+    /// Classes were missing and capture set them (the new value).
+    SetAgain(String),
+}
+
+/// Checks the flags; sets the missing classes when `configure` is true.
+pub async fn check(client: &Client, endpoint: &RedisEndpoint, configure: bool) -> Result<Checked, NotifyError> {
     let unreadable = |e: fred::error::Error| NotifyError::Unreadable {
         endpoint: endpoint.redacted(),
         message: e.details().to_string(),
@@ -69,7 +102,7 @@ pub async fn ensure(client: &Client, endpoint: &RedisEndpoint, configure: bool) 
     let flags = current(client).await.map_err(unreadable)?;
     let miss = missing(&flags);
     if miss.is_empty() {
-        return Ok(());
+        return Ok(Checked::Complete);
     }
     let wanted = format!("{flags}{miss}");
     if configure {
@@ -78,7 +111,7 @@ pub async fn ensure(client: &Client, endpoint: &RedisEndpoint, configure: bool) 
             .await
             .map_err(unreadable)?;
         tracing::warn!(value = %wanted, "Set notify-keyspace-events on the source.");
-        return Ok(());
+        return Ok(Checked::SetAgain(wanted));
     }
     Err(NotifyError::Missing {
         endpoint: endpoint.redacted(),
@@ -88,8 +121,165 @@ pub async fn ensure(client: &Client, endpoint: &RedisEndpoint, configure: bool) 
     })
 }
 
+/// Checks the setting after every subscription (`subscribed` is notified
+/// by the subscriber) and every [`CHECK_EVERY`], until `stop`. While
+/// classes are missing: [`HEALTH_NOTIFICATIONS`] is down with the
+/// `CONFIG SET` to run as its reason, `redmirror_capture_notifications_missing`
+/// is 1, and the command is logged once per occurrence (or, with
+/// `configure`, the classes are set again at once). Once they are back, a
+/// gap is reported: what changed meanwhile sent no notification.
+pub async fn watch(
+    client: Client,
+    endpoint: RedisEndpoint,
+    configure: bool,
+    health: Health,
+    gaps: mpsc::UnboundedSender<Gap>,
+    subscribed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut state = Watch::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = subscribed.notified() => {}
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        let found = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            r = check(&client, &endpoint, configure) => r,
+        };
+        match state.found(found) {
+            Action::Missing(reason) => {
+                tracing::error!(
+                    error = %reason,
+                    "Keyspace notifications are missing on the source: capture misses changes and readiness \
+                     fails until they are back."
+                );
+                metrics::gauge!(m::CAPTURE_NOTIFICATIONS_MISSING).set(1.0);
+                health.set_down(HEALTH_NOTIFICATIONS, &reason);
+            }
+            Action::StillMissing | Action::Nothing => {}
+            Action::Back => {
+                tracing::warn!(
+                    "Keyspace notifications are back on the source: gap reported for reconciliation (changes \
+                     made while they were missing are unknown)."
+                );
+                metrics::gauge!(m::CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
+                health.set(HEALTH_NOTIFICATIONS, true);
+                metrics::counter!(m::CAPTURE_GAPS).increment(1);
+                let _ = gaps.send(Gap::NotificationsBack);
+            }
+            Action::Unreadable(reason) => {
+                // The source being down is the source component's to report.
+                tracing::debug!(error = %reason, "Cannot check notify-keyspace-events; checking again later.");
+            }
+        }
+    }
+}
+
+/// What [`watch`] does about a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// Missing, and not (or differently) reported yet: the reason to log and show.
+    Missing(String),
+    /// Missing, already reported.
+    StillMissing,
+    /// Complete, as before.
+    Nothing,
+    /// Back (found again, or set again by capture): clear and ask for a pass.
+    Back,
+    /// The check itself failed; nothing known.
+    Unreadable(String),
+}
+
+/// What [`watch`] remembers between checks.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The reason last reported while classes are missing.
+    missing: Option<String>,
+}
+
+impl Watch {
+    fn found(&mut self, r: Result<Checked, NotifyError>) -> Action {
+        match r {
+            Ok(Checked::Complete) => match self.missing.take() {
+                Some(_) => Action::Back,
+                None => Action::Nothing,
+            },
+            // Set by capture: they were off for an unknown time.
+            Ok(Checked::SetAgain(_)) => {
+                self.missing = None;
+                Action::Back
+            }
+            Err(e @ NotifyError::Missing { .. }) => {
+                let reason = e.to_string();
+                if self.missing.as_deref() == Some(reason.as_str()) {
+                    Action::StillMissing
+                } else {
+                    self.missing = Some(reason.clone());
+                    Action::Missing(reason)
+                }
+            }
+            Err(e @ NotifyError::Unreadable { .. }) => Action::Unreadable(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn missing_error(current: &str) -> NotifyError {
+        NotifyError::Missing {
+            endpoint: "redis://source".into(),
+            current: current.into(),
+            missing: super::missing(current),
+            wanted: format!("{current}{}", super::missing(current)),
+        }
+    }
+
+    #[test]
+    fn missing_classes_are_reported_once_per_occurrence_and_their_return_is_a_gap() {
+        let mut w = Watch::default();
+        assert_eq!(w.found(Ok(Checked::Complete)), Action::Nothing);
+        match w.found(Err(missing_error(""))) {
+            Action::Missing(reason) => assert!(
+                reason.contains("CONFIG SET notify-keyspace-events Eg$lshzxe"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.found(Err(missing_error(""))), Action::StillMissing);
+        let unreadable = NotifyError::Unreadable {
+            endpoint: "e".into(),
+            message: "down".into(),
+        };
+        assert!(matches!(w.found(Err(unreadable)), Action::Unreadable(_)));
+        assert_eq!(
+            w.found(Err(missing_error(""))),
+            Action::StillMissing,
+            "still the same occurrence"
+        );
+        assert!(
+            matches!(w.found(Err(missing_error("Kh"))), Action::Missing(_)),
+            "a different setting is reported"
+        );
+        assert_eq!(w.found(Ok(Checked::Complete)), Action::Back);
+        assert_eq!(w.found(Ok(Checked::Complete)), Action::Nothing);
+        assert!(
+            matches!(w.found(Err(missing_error(""))), Action::Missing(_)),
+            "a new occurrence"
+        );
+        assert_eq!(w.found(Ok(Checked::SetAgain("Eg$lshzxe".into()))), Action::Back);
+        assert_eq!(
+            w.found(Ok(Checked::SetAgain("Eg$lshzxe".into()))),
+            Action::Back,
+            "every time capture has to set them, they were off"
+        );
+    }
+
     #[test]
     fn missing_classes() {
         assert_eq!(super::missing(""), "Eg$lshzxe");

@@ -13,7 +13,7 @@ use redmirror_config::RedisEndpoint;
 use redmirror_core::KeyLayout;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::pending::{cause_name, Added, Pending};
@@ -27,20 +27,33 @@ enum SessionEnd {
 }
 
 /// Runs sessions until `stop`, with backoff between failed attempts (reset
-/// after every session that subscribed).
+/// after every session that subscribed). `subscribed` is notified after
+/// every subscription (the notification setting is checked then).
 pub async fn run(
     source: RedisEndpoint,
     keys: KeyLayout,
     pending: Arc<Pending>,
     gaps: mpsc::UnboundedSender<Gap>,
     health: Health,
+    subscribed: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let mut sessions = 0u64;
     let mut retry = Retry::default();
     loop {
         let before = sessions;
-        match session(&source, &keys, &pending, &gaps, &health, &mut sessions, &stop).await {
+        match session(
+            &source,
+            &keys,
+            &pending,
+            &gaps,
+            &health,
+            &subscribed,
+            &mut sessions,
+            &stop,
+        )
+        .await
+        {
             SessionEnd::Shutdown => return,
             SessionEnd::Disconnected(reason) => {
                 health.set(HEALTH_SOURCE, false);
@@ -84,22 +97,24 @@ impl Retry {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn session(
     source: &RedisEndpoint,
     keys: &KeyLayout,
     pending: &Pending,
     gaps: &mpsc::UnboundedSender<Gap>,
     health: &Health,
+    subscribed: &Notify,
     sessions: &mut u64,
     stop: &CancellationToken,
 ) -> SessionEnd {
     let prefix = format!("__keyevent@{}__:", source.db());
     let pattern = format!("{prefix}*");
-    let subscribed = match redmirror_redis::bulk::Bulk::new(source) {
+    let attempt = match redmirror_redis::bulk::Bulk::new(source) {
         Ok(bulk) => bulk.psubscribe(pattern.as_bytes()).await,
         Err(e) => return SessionEnd::Disconnected(e.to_string()),
     };
-    let mut sub = match subscribed {
+    let mut sub = match attempt {
         Ok(sub) => sub,
         Err(e) => return SessionEnd::Disconnected(redmirror_redis::RedisError::new(source, e).to_string()),
     };
@@ -108,6 +123,9 @@ async fn session(
     // Anything that changed before now and after the previous session (or
     // before start) is unknown: ask for a reconcile pass.
     health.set(HEALTH_SOURCE, true);
+    // Notifications may have been lost with the connection (a source
+    // restart without them in its config): check the setting now.
+    subscribed.notify_one();
     *sessions += 1;
     if *sessions == 1 {
         let _ = gaps.send(Gap::Start);

@@ -610,6 +610,17 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     if let (Some(_), Some(endpoint)) = (&source, &config.source) {
         refuse_missing_permissions(&config, endpoint).await?;
     }
+    // Idle connections that silently died are found and made again before
+    // a role needs them (redmirror_redis::liveness).
+    for client in source.iter().chain(&dest) {
+        let (c, s) = (client.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = s.cancelled() => {}
+                _ = redmirror_redis::heartbeat(c) => {}
+            }
+        });
+    }
     let publisher = if roles.capture || roles.reconcile {
         Some(Publisher::new(&kafka, &config.topic)?)
     } else {

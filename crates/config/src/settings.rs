@@ -70,7 +70,7 @@ pub const SETTINGS: &[Setting] = &[
     s("capture_pending_max", Some("100000"), "most distinct changed flows waiting to be read; beyond it capture stops reading and marks a gap for the reconciler"),
     s("apply_batch", Some("512"), "events per pipelined destination round trip in apply"),
     s("lease_ttl", Some("10s"), "lease time-to-live for the reconciler and the active capture; renewed at a third of it"),
-    s("configure_notifications", Some("false"), "let capture run CONFIG SET notify-keyspace-events on the source when classes are missing"),
+    s("configure_notifications", Some("false"), "let capture run CONFIG SET notify-keyspace-events on the source when classes are missing, at start and whenever a later check finds them missing"),
     s("shutdown_timeout", Some("30s"), "bound on a graceful stop (finish writes, commit offsets, flush the producer)"),
     s("log", Some("info"), "log filter (tracing EnvFilter syntax: info, redmirror_apply=debug, ...)"),
     s("log_format", Some("text"), "text or json (JSON lines)"),

@@ -15,7 +15,6 @@
 
 mod load;
 mod procs;
-mod proxy;
 mod scenario;
 
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use scenario::{Opts, Outcome};
 #[derive(Debug, Parser)]
 #[command(about = "redmirror fault-injection suite")]
 struct Args {
-    /// Every scenario once with short loads (about 12 minutes in all).
+    /// Every scenario once with short loads (about 14 minutes in all).
     #[arg(long, conflicts_with = "soak")]
     short: bool,
     /// Cycle through the scenarios, with longer loads, until MINUTES have passed.
@@ -87,7 +86,7 @@ fn row(o: &Outcome) -> String {
         status.push_str(&format!(" ({} slow stops)", o.slow_stops.len()));
     }
     format!(
-        "{:<15} {:>6} {:>6.0} {:>10} {:>8} {:>9} {:>10} {:>8} {:>8.1} {:>8}  {}",
+        "{:<16} {:>6} {:>6.0} {:>10} {:>8} {:>9} {:>10} {:>8} {:>8.1} {:>8} {:>9}  {}",
         o.name,
         o.injections,
         o.load_secs,
@@ -102,13 +101,18 @@ fn row(o: &Outcome) -> String {
         } else {
             "-".into()
         },
+        match o.max_recover_secs {
+            None => "-".into(),
+            Some(s) if s.is_finite() => format!("{s:.1}"),
+            Some(_) => "never".into(),
+        },
         status
     )
 }
 
 const HEADER: &str =
-    "scenario        inject   load     events  natives  converge violations repaired  rss MiB  blind s  status\n\
-     --------------- ------ ------ ---------- -------- --------- ---------- -------- -------- --------  ------";
+    "scenario         inject   load     events  natives  converge violations repaired  rss MiB  blind s recover s  status\n\
+     ---------------- ------ ------ ---------- -------- --------- ---------- -------- -------- -------- ---------  ------";
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -200,6 +204,7 @@ fn main() -> anyhow::Result<()> {
     let injections: u32 = outcomes.iter().map(|o| o.injections).sum();
     let events: u64 = outcomes.iter().map(|o| o.events).sum();
     let max_converge = outcomes.iter().filter_map(|o| o.converge_secs).fold(0.0, f64::max);
+    let max_recover = outcomes.iter().filter_map(|o| o.max_recover_secs).reduce(f64::max);
     let rss = outcomes.iter().map(|o| o.peak_rss_mib).fold(0.0, f64::max);
     let violations: u64 = outcomes.iter().map(|o| o.violations).sum();
     let errors = outcomes.iter().filter(|o| o.error.is_some()).count();
@@ -224,14 +229,20 @@ fn main() -> anyhow::Result<()> {
         "injections": injections,
         "events": events,
         "max_converge_secs": max_converge,
+        "max_recover_secs": max_recover,
         "peak_rss_mib": rss,
         "violations": violations,
         "errors": errors,
         "scenarios": outcomes.iter().map(Outcome::json).collect::<Vec<_>>(),
     });
     std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&summary)?)?;
+    let recover = match max_recover {
+        Some(s) if s.is_finite() => format!(", max recover {s:.1} s"),
+        Some(_) => ", max recover: never".into(),
+        None => String::new(),
+    };
     println!(
-        "faults: broker={broker} {injections} injections, {events} events, max converge {max_converge:.1} s, peak rss {rss:.0} MiB, {violations} violations"
+        "faults: broker={broker} {injections} injections, {events} events, max converge {max_converge:.1} s{recover}, peak rss {rss:.0} MiB, {violations} violations"
     );
     if violations > 0 || errors > 0 || unconverged > 0 {
         std::process::exit(1);

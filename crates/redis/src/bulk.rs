@@ -23,6 +23,11 @@
 //! half-way drops its connection (replies may still be in flight on it),
 //! so the next call starts clean. There is no retry
 //! here; the caller (a pass) fails and is run again at the next trigger.
+//! Every connection has TCP keepalive; a pipeline that hears nothing for
+//! [`READ_DEADLINE`] fails, and a connection idle for more than
+//! [`BULK_REUSE_IDLE`] is replaced before use, so a link that silently
+//! died between two passes costs a reconnect, not a failed pass
+//! ([`crate::liveness`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +40,9 @@ use redis_protocol::resp2::types::RangeFrame;
 use redmirror_config::RedisEndpoint;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use crate::liveness::{BULK_REUSE_IDLE, PROBE_DEADLINE, PROBE_QUIET, READ_DEADLINE};
 use crate::RedisError;
 
 /// Longest wait for a connection.
@@ -155,6 +162,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 struct Conn {
     stream: Box<dyn Stream>,
     read: BytesMut,
+    /// When its last exchange ended.
+    used: Instant,
 }
 
 /// Where and how to connect.
@@ -240,12 +249,14 @@ impl Bulk {
         };
         // Taken out for the duration: a failed or cancelled exchange leaves
         // nothing behind for the next call to trip over.
-        let mut conn = match slot.take() {
+        // One idle for long may have died silently: not worth a failed pass.
+        let mut conn = match slot.take().filter(|c| c.used.elapsed() <= BULK_REUSE_IDLE) {
             Some(c) => c,
             None => self.connect().await?,
         };
         match tokio::time::timeout(PIPELINE_TIMEOUT, exchange(&mut conn, pipeline, &mut each)).await {
             Ok(Ok(())) => {
+                conn.used = Instant::now();
                 *slot = Some(conn);
                 Ok(())
             }
@@ -261,6 +272,7 @@ impl Bulk {
             .map_err(|_| Error::new(ErrorKind::Timeout, "connection timed out"))?
             .map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
+        crate::liveness::set_socket_options(&tcp).map_err(io)?;
         let stream: Box<dyn Stream> = match &t.tls {
             None => Box::new(tcp),
             Some(config) => {
@@ -279,6 +291,7 @@ impl Bulk {
         let mut conn = Conn {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
+            used: Instant::now(),
         };
         let mut hello = Pipeline::new();
         if let Some(password) = &t.password {
@@ -324,7 +337,7 @@ impl Bulk {
         let mut sub = Pipeline::new();
         sub.cmd(&[b"PSUBSCRIBE".as_ref(), pattern]);
         set_up(&mut conn, &sub, ErrorKind::Unknown, "PSUBSCRIBE").await?;
-        Ok(Subscription { conn })
+        Ok(Subscription::new(conn))
     }
 }
 
@@ -339,8 +352,22 @@ impl Bulk {
 /// pub/sub output buffer (`client-output-buffer-limit pubsub`), which
 /// closes the connection when exceeded: the loss is then a disconnect the
 /// caller sees, as any other.
+///
+/// # Liveness
+/// A subscription is quiet whenever the source is, so silence alone says
+/// nothing: after [`PROBE_QUIET`] without a byte, [`Subscription::recv`]
+/// sends `PING` on it, and a probe unanswered for [`PROBE_DEADLINE`] is a
+/// lost connection ([`crate::liveness`]).
 pub struct Subscription {
     conn: Conn,
+    /// When the last byte arrived.
+    heard: Instant,
+    /// When the probe now unanswered was sent.
+    probe: Option<Instant>,
+    /// Probe bytes not yet written.
+    out: BytesMut,
+    /// Written bytes not yet flushed (TLS buffers them).
+    unflushed: bool,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -349,12 +376,27 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
+/// `PING` (a probe; RESP2 answers `["pong", ""]` while subscribed).
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
 impl Subscription {
+    fn new(conn: Conn) -> Self {
+        Subscription {
+            conn,
+            heard: Instant::now(),
+            probe: None,
+            out: BytesMut::new(),
+            unflushed: false,
+        }
+    }
+
     /// Waits for messages, then calls `each(channel, message)` for every
     /// message already received, in order, and returns how many there
-    /// were. Other pushes (subscription confirmations) are skipped. An
-    /// error is a lost connection. Cancel-safe: a message is either handed
-    /// out by a call that returns or left for the next call.
+    /// were. Other pushes (subscription confirmations, probe answers) are
+    /// skipped. An error is a lost connection: closed, failed, or silent
+    /// past a probe's deadline. Cancel-safe: a message is either handed out
+    /// by a call that returns or left for the next call, and a probe is
+    /// written whole across calls.
     pub async fn recv<F>(&mut self, mut each: F) -> Result<usize, Error>
     where
         F: FnMut(&[u8], &[u8]),
@@ -364,20 +406,95 @@ impl Subscription {
             while let Some((frame, used)) =
                 decode_range(&self.conn.read).map_err(|e| Error::new(ErrorKind::Parse, e.to_string()))?
             {
-                if let Some((channel, message)) = pmessage(&self.conn.read, &frame) {
-                    each(channel, message);
-                    n += 1;
+                match push(&self.conn.read, &frame) {
+                    Push::Message(channel, message) => {
+                        each(channel, message);
+                        n += 1;
+                    }
+                    Push::Answer => self.probe = None,
+                    Push::Other => {}
                 }
                 self.conn.read.advance(used);
             }
             if n > 0 {
                 return Ok(n);
             }
-            self.conn.read.reserve(READ_CHUNK);
-            if self.conn.stream.read_buf(&mut self.conn.read).await.map_err(io)? == 0 {
-                return Err(closed());
-            }
+            self.wait().await?;
         }
+    }
+
+    /// Waits for bytes; probes the connection once it has been quiet for
+    /// [`PROBE_QUIET`], and fails once a probe has waited [`PROBE_DEADLINE`].
+    async fn wait(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        if self.probe.is_none() && now >= self.heard + PROBE_QUIET {
+            self.out.extend_from_slice(PING);
+            self.probe = Some(now);
+        }
+        let deadline = match self.probe {
+            Some(sent) => sent + PROBE_DEADLINE,
+            None => self.heard + PROBE_QUIET,
+        };
+        let Subscription {
+            conn, out, unflushed, ..
+        } = self;
+        let io_step = async {
+            while !out.is_empty() {
+                if conn.stream.write_buf(out).await? == 0 {
+                    return Ok(0);
+                }
+                *unflushed = true;
+            }
+            if *unflushed {
+                conn.stream.flush().await?;
+                *unflushed = false;
+            }
+            conn.read.reserve(READ_CHUNK);
+            conn.stream.read_buf(&mut conn.read).await
+        };
+        match tokio::time::timeout_at(deadline, io_step).await {
+            Ok(Ok(0)) => Err(closed()),
+            Ok(Ok(_)) => {
+                self.heard = Instant::now();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(io(e)),
+            Err(_) if self.probe.is_some() => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no answer to PING within {} s after {} s of silence: the connection is dead",
+                    PROBE_DEADLINE.as_secs(),
+                    PROBE_QUIET.as_secs()
+                ),
+            )),
+            // Quiet: the next call sends the probe.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// What a frame on a subscribed connection is.
+enum Push<'a> {
+    /// A `pmessage`: channel and message.
+    Message(&'a [u8], &'a [u8]),
+    /// The answer to a probe (`["pong", ""]`, or an error reply).
+    Answer,
+    /// Anything else (subscription confirmations).
+    Other,
+}
+
+fn push<'a>(buf: &'a [u8], frame: &RangeFrame) -> Push<'a> {
+    if let Some((channel, message)) = pmessage(buf, frame) {
+        return Push::Message(channel, message);
+    }
+    match frame {
+        RangeFrame::Array(items) => match items.first() {
+            Some(RangeFrame::BulkString((a, b))) if buf[*a..*b].eq_ignore_ascii_case(b"pong") => Push::Answer,
+            _ => Push::Other,
+        },
+        RangeFrame::SimpleString((a, b)) if buf[*a..*b].eq_ignore_ascii_case(b"pong") => Push::Answer,
+        RangeFrame::Error(_) => Push::Answer,
+        _ => Push::Other,
     }
 }
 
@@ -405,8 +522,15 @@ where
     if pipeline.is_empty() {
         return Ok(());
     }
-    conn.stream.write_all(&pipeline.buf).await.map_err(io)?;
-    conn.stream.flush().await.map_err(io)?;
+    let mut rest = &pipeline.buf[..];
+    while !rest.is_empty() {
+        let n = within(conn.stream.write(rest)).await?;
+        if n == 0 {
+            return Err(closed());
+        }
+        rest = &rest[n..];
+    }
+    within(conn.stream.flush()).await?;
     let mut got = 0;
     while got < pipeline.count {
         match decode_range(&conn.read).map_err(|e| Error::new(ErrorKind::Parse, e.to_string()))? {
@@ -422,7 +546,7 @@ where
                 // not once per read.
                 let target = conn.read.len() + READ_CHUNK.max(conn.read.len() / 2);
                 conn.read.reserve(READ_CHUNK);
-                if conn.stream.read_buf(&mut conn.read).await.map_err(io)? == 0 {
+                if within(conn.stream.read_buf(&mut conn.read)).await? == 0 {
                     return Err(closed());
                 }
                 while conn.read.len() < target {
@@ -438,6 +562,21 @@ where
         }
     }
     Ok(())
+}
+
+/// `step` (a read or a write), failed as a lost connection when it makes
+/// no progress within [`READ_DEADLINE`].
+async fn within<T>(step: impl std::future::Future<Output = std::io::Result<T>>) -> Result<T, Error> {
+    match tokio::time::timeout(READ_DEADLINE, step).await {
+        Ok(r) => r.map_err(io),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "nothing received or sent for {} s: the connection is dead",
+                READ_DEADLINE.as_secs()
+            ),
+        )),
+    }
 }
 
 fn closed() -> Error {
@@ -476,5 +615,91 @@ mod tests {
         let err = b"-WRONGTYPE Operation\r\n";
         let (frame, _) = decode_range(err).unwrap().unwrap();
         assert_eq!(Reply::from_frame(err, frame), Reply::Error(b"WRONGTYPE Operation"));
+    }
+
+    fn subscription(stream: tokio::io::DuplexStream) -> Subscription {
+        Subscription::new(Conn {
+            stream: Box::new(stream),
+            read: BytesMut::new(),
+            used: Instant::now(),
+        })
+    }
+
+    const PONG: &[u8] = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n";
+
+    fn pmessage_frame(channel: &str, message: &str) -> Vec<u8> {
+        format!(
+            "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n${}\r\n{channel}\r\n${}\r\n{message}\r\n",
+            channel.len(),
+            message.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_subscription_is_probed_then_lost() {
+        use tokio::io::AsyncReadExt as _;
+        let (ours, mut server) = tokio::io::duplex(4096);
+        let mut sub = subscription(ours);
+        let t = Instant::now();
+        let err = sub.recv(|_, _| panic!("no message")).await.unwrap_err();
+        assert_eq!(t.elapsed(), PROBE_QUIET + PROBE_DEADLINE);
+        assert_eq!(*err.kind(), ErrorKind::Timeout, "{err}");
+        let mut got = vec![0u8; PING.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, PING, "one probe, written whole");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answered_probes_keep_a_quiet_subscription() {
+        use tokio::io::AsyncReadExt as _;
+        let (ours, mut server) = tokio::io::duplex(4096);
+        let mut sub = subscription(ours);
+        let t = Instant::now();
+        let peer = tokio::spawn(async move {
+            for _ in 0..3 {
+                let mut ping = vec![0u8; PING.len()];
+                server.read_exact(&mut ping).await.unwrap();
+                assert_eq!(ping, PING);
+                server.write_all(PONG).await.unwrap();
+            }
+            server.write_all(&pmessage_frame("ch", "client:1")).await.unwrap();
+            server
+        });
+        let mut got = Vec::new();
+        let n = sub.recv(|c, m| got.push((c.to_vec(), m.to_vec()))).await.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(got, [(b"ch".to_vec(), b"client:1".to_vec())]);
+        assert_eq!(t.elapsed(), PROBE_QUIET * 3, "probed every {PROBE_QUIET:?} of silence");
+        let _server = peer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recv_is_cancel_safe_across_messages_and_probes() {
+        use tokio::io::AsyncReadExt as _;
+        let (ours, mut server) = tokio::io::duplex(4096);
+        let mut sub = subscription(ours);
+        let t = Instant::now();
+        // Half a message, then the call is cancelled: nothing is lost.
+        let frame = pmessage_frame("ch", "client:half");
+        server.write_all(&frame[..10]).await.unwrap();
+        let cancelled = tokio::time::timeout(Duration::from_secs(1), sub.recv(|_, _| panic!("incomplete"))).await;
+        assert!(cancelled.is_err());
+        server.write_all(&frame[10..]).await.unwrap();
+        let mut got = Vec::new();
+        assert_eq!(sub.recv(|_, m| got.push(m.to_vec())).await.unwrap(), 1);
+        assert_eq!(got, [b"client:half".to_vec()]);
+        // A call cancelled after its probe went out: the probe is not sent
+        // again and its deadline runs on from when it was sent.
+        let heard = Instant::now();
+        let cancelled = tokio::time::timeout(PROBE_QUIET + Duration::from_secs(1), sub.recv(|_, _| {})).await;
+        assert!(cancelled.is_err());
+        let err = sub.recv(|_, _| {}).await.unwrap_err();
+        assert_eq!(*err.kind(), ErrorKind::Timeout);
+        assert_eq!(heard.elapsed(), PROBE_QUIET + PROBE_DEADLINE);
+        let mut all = vec![0u8; 64];
+        let n = server.read(&mut all).await.unwrap();
+        assert_eq!(&all[..n], PING, "one probe only");
+        assert!(t.elapsed() >= Duration::from_secs(1));
     }
 }

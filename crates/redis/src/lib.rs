@@ -5,7 +5,10 @@
 //!   endless reconnect with backoff, command timeout), connected and checked
 //!   with `PING` before it is returned (fail fast at start-up).
 //! - [`bulk`]: pipelined per-key reads on a connection of their own, with
-//!   replies parsed in place (the reconcile pass's hot path).
+//!   replies parsed in place (the reconcile pass's hot path), and the
+//!   notification subscription.
+//! - [`liveness`]: TCP keepalive, read deadlines and subscription probes,
+//!   so a connection that silently stops carrying bytes is noticed.
 //! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`.
 //! - [`source`]: the atomic read of flows plus the source clock
 //!   (`MULTI`, `TIME`, `HGETALL`..., `EXEC`; no scripting).
@@ -22,6 +25,7 @@ use redmirror_config::RedisEndpoint;
 pub mod access;
 pub mod bulk;
 pub mod epoch;
+pub mod liveness;
 pub mod script;
 pub mod source;
 pub mod value;
@@ -87,9 +91,13 @@ pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, Red
 }
 
 /// Builds a client without connecting it. Reconnects forever with
-/// exponential backoff (100 ms to 5 s). Its event channels keep fred's
-/// default 32 slots each: no client here subscribes through fred (capture's
-/// notification stream is read by [`bulk::Bulk::psubscribe`]).
+/// exponential backoff (100 ms to 5 s). Its sockets have TCP keepalive and
+/// a user timeout, and a command left without a reply for
+/// [`liveness::UNRESPONSIVE`] closes its connection, which is then made
+/// again: a link that silently died is replaced, not waited on for ever.
+/// Its event channels keep fred's default 32 slots each: no client here
+/// subscribes through fred (capture's notification stream is read by
+/// [`bulk::Bulk::psubscribe`]).
 pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError> {
     let mut config = Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
     if endpoint.is_tls() {
@@ -101,6 +109,15 @@ pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError
             c.connection_timeout = Duration::from_secs(5);
             c.internal_command_timeout = Duration::from_secs(10);
             c.max_command_attempts = 1;
+            c.tcp = fred::types::config::TcpConfig {
+                keepalive: Some(liveness::tcp_keepalive()),
+                user_timeout: Some(liveness::TCP_USER_TIMEOUT),
+                ..Default::default()
+            };
+            c.unresponsive = fred::types::config::UnresponsiveConfig {
+                max_timeout: Some(liveness::UNRESPONSIVE),
+                interval: liveness::UNRESPONSIVE_CHECK,
+            };
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(30);
@@ -156,6 +173,21 @@ fn tls_config(endpoint: &RedisEndpoint) -> Result<rustls::ClientConfig, RedisErr
         _ => builder.with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// Pings `client` every [`liveness::HEARTBEAT`], for ever: an idle
+/// connection that silently died then fails its ping's reply deadline and
+/// is made again before a caller needs it. Run it beside a long-lived
+/// client, in a `select!` with the owner's stop signal. Failures are the
+/// callers' to report (the connection is down for them too): logged at
+/// DEBUG only.
+pub async fn heartbeat(client: Client) {
+    loop {
+        tokio::time::sleep(liveness::HEARTBEAT).await;
+        if let Err(e) = client.ping::<String>(None).await {
+            tracing::debug!(error = %e, "Heartbeat PING failed.");
+        }
+    }
 }
 
 /// The server's `run_id` (tells two servers apart even behind different URLs).

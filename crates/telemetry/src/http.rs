@@ -121,11 +121,12 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(json!({ "ready": code == StatusCode::OK, "components": components })),
-    )
-        .into_response()
+    let mut body = json!({ "ready": code == StatusCode::OK, "components": components });
+    let reasons = s.health.reasons();
+    if !reasons.is_empty() {
+        body["reasons"] = json!(reasons);
+    }
+    (code, Json(body)).into_response()
 }
 
 /// Checks the bearer token. `Err` is the response to send.
@@ -353,6 +354,11 @@ mod tests {
         assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 503);
         health.set("destination", true);
         assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+        health.set_down("destination", "run this");
+        let r = c.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.json::<Value>().await.unwrap()["reasons"]["destination"], "run this");
+        health.set("destination", true);
         let text = c
             .get(format!("{base}/metrics"))
             .send()
@@ -365,6 +371,7 @@ mod tests {
             crate::metrics::CAPTURE_NOTIFICATIONS,
             crate::metrics::CAPTURE_EVENTS,
             crate::metrics::CAPTURE_GAPS,
+            crate::metrics::CAPTURE_NOTIFICATIONS_MISSING,
             crate::metrics::APPLY_EVENTS,
             crate::metrics::END_TO_END,
             crate::metrics::CONSUMER_LAG,

@@ -13,10 +13,13 @@ pub const CAPTURE_NOTIFICATIONS: &str = "redmirror_capture_notifications_total";
 pub const CAPTURE_COALESCED: &str = "redmirror_capture_coalesced_total";
 /// Events published by capture, `op` = upsert|delete.
 pub const CAPTURE_EVENTS: &str = "redmirror_capture_events_total";
-/// Subscriptions lost and re-made (each one a possible gap).
+/// Possible gaps in the notification stream: a subscription lost and
+/// re-made, notifications dropped, or notifications back after missing.
 pub const CAPTURE_GAPS: &str = "redmirror_capture_gaps_total";
 /// FLUSHDB, FLUSHALL and SWAPDB calls seen on the source, `command` = flushdb|flushall|swapdb.
 pub const CAPTURE_SOURCE_FLUSHES: &str = "redmirror_capture_source_flushes_total";
+/// 1 while the source lacks the keyspace notification classes capture needs.
+pub const CAPTURE_NOTIFICATIONS_MISSING: &str = "redmirror_capture_notifications_missing";
 /// Flows capture skipped, `reason` = too_large|not_a_hash.
 pub const CAPTURE_SKIPPED: &str = "redmirror_capture_skipped_total";
 /// Distinct flows waiting to be read by capture.
@@ -123,7 +126,12 @@ fn describe_all() {
     describe_counter!(CAPTURE_EVENTS, "State events published by capture, by op.");
     describe_counter!(
         CAPTURE_GAPS,
-        "Subscriptions lost and re-made; each triggers a reconcile pass."
+        "Possible gaps in the notification stream (subscription lost and re-made, notifications dropped or \
+         missing for a while); each triggers a reconcile pass."
+    );
+    describe_gauge!(
+        CAPTURE_NOTIFICATIONS_MISSING,
+        "1 while the source lacks the keyspace notification classes capture needs."
     );
     describe_counter!(
         CAPTURE_SOURCE_FLUSHES,
@@ -167,6 +175,7 @@ fn register_all() {
     for command in ["flushdb", "flushall", "swapdb"] {
         metrics::counter!(CAPTURE_SOURCE_FLUSHES, "command" => command).absolute(0);
     }
+    metrics::gauge!(CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
     for reason in ["too_large", "not_a_hash"] {
         metrics::counter!(CAPTURE_SKIPPED, "reason" => reason).absolute(0);
     }

@@ -12,6 +12,8 @@
 //!   one of a test's own ([`Broker::start`]) to kill, pause or restart.
 //! - [`wait_for`]: poll a condition until a deadline, then fail with a message.
 //! - [`flows`]: reading flows through an independent client (the `redis` crate).
+//! - [`proxy`]: a TCP proxy that cuts, refuses, stalls or black-holes
+//!   connections (network faults for e2e tests and the fault suite).
 //!
 //! Everything fails loudly when a dependency is missing: a test that cannot
 //! find `redis-server` or the broker panics, naming the install command.
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 pub mod flows;
 pub mod invariant;
 pub mod kafka;
+pub mod proxy;
 pub mod tansu;
 
 /// The install command printed when a dependency is missing.

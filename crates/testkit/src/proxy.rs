@@ -1,6 +1,16 @@
-//! A small TCP proxy (threads, blocking sockets) that can drop every
-//! connection, refuse new ones for a while, or stall all traffic while
-//! keeping the connections open (a network partition that TCP does not see).
+//! A small TCP proxy (threads, blocking sockets) between a client and a
+//! server on this machine, that can break the network in the ways TCP does
+//! and does not notice:
+//!
+//! - [`Proxy::cut`]: close every open connection (the client sees FIN).
+//! - [`Proxy::refuse`]: accept new connections and close them at once.
+//! - [`Proxy::stall`]: no byte moves on any connection, old or new, until
+//!   it is switched off (a partition that heals).
+//! - [`Proxy::blackhole`]: the connections open now carry no byte ever
+//!   again, with no FIN and no RST, while new connections work (a NAT or
+//!   load balancer that forgot its flows). The proxy's own sockets stay
+//!   open, so the client's kernel gets every segment acknowledged: only the
+//!   client's own probes and read deadlines can tell.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -15,20 +25,37 @@ struct Shared {
     stalled: AtomicBool,
     refusing: AtomicBool,
     generation: AtomicU64,
+    /// Connections with an id below this are black-holed.
+    holed_below: AtomicU64,
     conns: Mutex<HashMap<u64, Vec<TcpStream>>>,
     accepted: AtomicU64,
 }
 
-/// A proxy from a free local port to `127.0.0.1:{target}`; stopped on drop.
+impl Shared {
+    fn holed(&self, id: u64) -> bool {
+        id < self.holed_below.load(Ordering::SeqCst)
+    }
+}
+
+/// A proxy from a free local port to `127.0.0.1:{target}`; stopped on drop
+/// (every connection closed, black-holed ones included).
 pub struct Proxy {
     port: u16,
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Proxy {
     /// Starts forwarding to `target`.
-    pub fn start(target: u16) -> anyhow::Result<Proxy> {
+    pub fn start(target: u16) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
@@ -47,6 +74,11 @@ impl Proxy {
     /// The port to connect to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Closes every open connection now (both directions).
@@ -68,9 +100,20 @@ impl Proxy {
         self.shared.stalled.store(on, Ordering::SeqCst);
     }
 
+    /// Every connection accepted so far carries no byte in either direction
+    /// from now on, and is never closed (until [`Proxy::cut`] or drop);
+    /// connections accepted later work normally. Returns how many
+    /// connections had been accepted (the ones black-holed, closed ones
+    /// included).
+    pub fn blackhole(&self) -> u64 {
+        let n = self.shared.accepted.load(Ordering::SeqCst);
+        self.shared.holed_below.fetch_max(n, Ordering::SeqCst);
+        n
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
-        self.shared.accepted.load(Ordering::Relaxed)
+        self.shared.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -88,16 +131,13 @@ fn accept_loop(listener: TcpListener, target: u16, s: Arc<Shared>) {
     while !s.stop.load(Ordering::SeqCst) {
         let client = match listener.accept() {
             Ok((c, _)) => c,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
             Err(_) => {
+                // WouldBlock (nothing to accept) or a transient error.
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
         };
-        let id = s.accepted.fetch_add(1, Ordering::Relaxed);
+        let id = s.accepted.fetch_add(1, Ordering::SeqCst);
         if s.refusing.load(Ordering::SeqCst) {
             let _ = client.shutdown(Shutdown::Both);
             continue;
@@ -139,23 +179,25 @@ fn connect(id: u64, client: TcpStream, target: u16, s: Arc<Shared>) {
     let sh = s.clone();
     let up = std::thread::Builder::new()
         .name("proxy-up".into())
-        .spawn(move || pump(c2, s2, sh, generation));
-    pump(server, client, s.clone(), generation);
+        .spawn(move || pump(id, c2, s2, sh, generation));
+    pump(id, server, client, s.clone(), generation);
     if let Ok(t) = up {
         let _ = t.join();
     }
     s.conns.lock().expect("conns").remove(&id);
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, s: Arc<Shared>, generation: u64) {
+fn pump(id: u64, mut from: TcpStream, mut to: TcpStream, s: Arc<Shared>, generation: u64) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = vec![0u8; 64 * 1024];
     let dead = |s: &Shared| s.stop.load(Ordering::SeqCst) || s.generation.load(Ordering::SeqCst) != generation;
+    // Neither reads nor writes: what is in flight stays in the kernels' buffers.
+    let held = |s: &Shared| s.stalled.load(Ordering::SeqCst) || s.holed(id);
     loop {
         if dead(&s) {
             break;
         }
-        if s.stalled.load(Ordering::SeqCst) {
+        if held(&s) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
@@ -172,8 +214,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: Arc<Shared>, generation: u64)
             }
             Err(_) => break,
         };
-        // Data read just before a stall is held until it ends.
-        while s.stalled.load(Ordering::SeqCst) && !dead(&s) {
+        // Data read just before a stall is held until it ends (for a
+        // black hole: for ever).
+        while held(&s) && !dead(&s) {
             std::thread::sleep(Duration::from_millis(10));
         }
         if dead(&s) || to.write_all(&buf[..n]).is_err() {
@@ -189,11 +232,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forwards_cuts_and_stalls() {
-        let server = redmirror_testkit::RedisServer::start();
+    fn forwards_cuts_stalls_and_blackholes() {
+        let server = crate::RedisServer::start();
         let p = Proxy::start(server.port()).unwrap();
-        let url = format!("redis://127.0.0.1:{}", p.port());
-        let client = redis::Client::open(url).unwrap();
+        let client = redis::Client::open(p.url()).unwrap();
         let mut c = client.get_connection().unwrap();
         let pong: String = redis::cmd("PING").query(&mut c).unwrap();
         assert_eq!(pong, "PONG");
@@ -207,6 +249,21 @@ mod tests {
         let mut c = client.get_connection().unwrap();
         let pong: String = redis::cmd("PING").query(&mut c).unwrap();
         assert_eq!(pong, "PONG");
+
+        // Black hole: the open connection goes silent (no error, no close),
+        // a new one works.
+        let mut old = client.get_connection().unwrap();
+        let _: String = redis::cmd("PING").query(&mut old).unwrap();
+        old.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let holed = p.blackhole();
+        assert!(holed >= 4, "{holed}");
+        let err = redis::cmd("PING").query::<String>(&mut old).unwrap_err();
+        assert!(err.is_timeout(), "a black hole times out, it does not close: {err}");
+        let mut new = client.get_connection().unwrap();
+        let pong: String = redis::cmd("PING").query(&mut new).unwrap();
+        assert_eq!(pong, "PONG");
+        assert!(redis::cmd("PING").query::<String>(&mut old).is_err(), "still silent");
+
         p.refuse(true);
         p.cut();
         assert!(client
@@ -214,6 +271,6 @@ mod tests {
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_err());
         p.refuse(false);
-        assert!(p.accepted() >= 3);
+        assert!(p.accepted() >= 5);
     }
 }
