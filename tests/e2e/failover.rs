@@ -109,8 +109,8 @@ fn a_standby_that_takes_the_capture_lease_while_the_source_is_down_waits_for_it(
         format!("127.0.0.1:{}", redmirror_testkit::free_port()),
     );
     let mut standby = Mirror::start(&["run"], &standby_env);
-    wait_for("the standby to be ready", Duration::from_secs(60), || {
-        (standby.readyz() == 200).then_some(())
+    wait_for("the standby to be started and ready", Duration::from_secs(60), || {
+        (standby.output().contains("redmirror started.") && standby.readyz() == 200).then_some(())
     });
     assert_eq!(standby.metric("redmirror_lease_held{lease=\"capture\"}"), 0.0);
 

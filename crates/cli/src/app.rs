@@ -653,11 +653,28 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
             shutdown_timeout: config.shutdown_timeout,
             epoch: epoch.clone().expect("source epoch"),
         };
-        // Fail fast on the notification check before serving.
+        // Refuse at start when the classes are missing (or the setting may
+        // not be read); a source that went away meanwhile is waited for.
         let client = source.clone().expect("source client");
-        redmirror_capture::notify::ensure(&client, &opts.source, opts.configure_notifications)
-            .await
-            .map_err(|e| Refusal(e.to_string()))?;
+        let checked = until_up(
+            "the source (REDMIRROR_SOURCE_URL), to check notify-keyspace-events",
+            || async {
+                match redmirror_capture::notify::ensure(&client, &opts.source, opts.configure_notifications).await {
+                    Err(redmirror_capture::notify::NotifyError::Unreadable { endpoint, message })
+                        if !message.starts_with("NOPERM") =>
+                    {
+                        Err(anyhow::Error::new(redmirror_redis::RedisError {
+                            endpoint,
+                            source: fred::error::Error::new(fred::error::ErrorKind::IO, message),
+                        }))
+                    }
+                    other => Ok(other),
+                }
+            },
+            redis_retryable,
+        )
+        .await?;
+        checked.map_err(|e| Refusal(e.to_string()))?;
         let lease = dest
             .as_ref()
             .map(|d| Lease::new(d.clone(), "capture", config.keys.lease_key("capture"), config.lease_ttl));

@@ -20,7 +20,7 @@ use crate::load::{self, NativeCtl, Stats};
 use crate::procs::{self, Proc, ADMIN_TOKEN};
 
 /// Every scenario, in run order.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     "kill-run",
     "kill-capture",
     "kill-apply",
@@ -32,6 +32,7 @@ pub const ALL: [&str; 13] = [
     "pubsub-cut",
     "net-cut",
     "source-blackhole",
+    "source-failover",
     "rebalance",
     "duplicates",
 ];
@@ -281,6 +282,35 @@ impl Env {
     }
 }
 
+/// Waits until the replica on `replica` has caught up with `primary` (link
+/// up, its offset at least the primary's when the wait began); seconds taken.
+fn wait_in_sync(primary: &RedisServer, replica: &mut redis::Connection) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let field = |info: &str, name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_string()))
+    };
+    let mut pc = load::connect(&primary.url()).context("connect primary")?;
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut pc)?;
+    let target: u64 = field(&info, "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    loop {
+        let info: String = redis::cmd("INFO").arg("replication").query(replica)?;
+        let up = field(&info, "master_link_status").as_deref() == Some("up");
+        let at: u64 = field(&info, "slave_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if up && at >= target {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("the replica did not catch up within 30 s: {info}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until the server answers PING (not LOADING).
 fn wait_loaded(url: &str) -> anyhow::Result<()> {
     let end = Instant::now() + Duration::from_secs(30);
@@ -481,6 +511,43 @@ fn inject(env: &mut Env, rng: &mut StdRng) -> anyhow::Result<String> {
                     ))
                 }
             }
+        }
+        "source-failover" => {
+            // A failover to a replica whose clock is behind (one more hour
+            // each time): the replica takes the data over replication, the
+            // primary dies, and the promoted replica serves at the
+            // primary's address, as behind a Sentinel-managed name. Fresh
+            // changes then carry older source times than what was applied.
+            let t = Instant::now();
+            let behind_us = -i64::from(turn) * 3_600_000_000;
+            let replica = RedisServer::start_with(RedisOptions {
+                clock_offset_us: behind_us,
+                ..RedisOptions::with_notifications()
+            });
+            let mut rc = load::connect(&replica.url()).context("connect replica")?;
+            redis::cmd("REPLICAOF")
+                .arg("127.0.0.1")
+                .arg(env.source.port())
+                .query::<()>(&mut rc)?;
+            let synced = wait_in_sync(&env.source, &mut rc)?;
+            env.source.stop();
+            let down = Instant::now();
+            redis::cmd("REPLICAOF").arg("NO").arg("ONE").query::<()>(&mut rc)?;
+            redis::cmd("SAVE").query::<()>(&mut rc)?;
+            drop(rc);
+            let dump = replica.dir().join("dump.rdb");
+            drop(replica);
+            std::fs::copy(&dump, env.source.dir().join("dump.rdb")).context("copy the replica's data")?;
+            env.source.set_clock_offset_us(behind_us);
+            env.source.start_again();
+            wait_loaded(&env.source.url())?;
+            Ok(format!(
+                "failover: primary kill -9, its replica ({} h behind, in sync after {synced:.1}s) promoted and \
+                 serving at the primary's address {:.1}s later ({:.1}s in all)",
+                -behind_us / 3_600_000_000,
+                down.elapsed().as_secs_f64(),
+                t.elapsed().as_secs_f64()
+            ))
         }
         "source-blackhole" => {
             // Every connection to the source goes silent for ever (no FIN,
