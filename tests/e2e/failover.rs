@@ -18,21 +18,13 @@ fn source_time_us(server: &RedisServer) -> i64 {
 #[test]
 fn a_source_back_with_its_clock_an_hour_behind_is_mirrored_within_seconds() {
     let source = RedisServer::start();
-    let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::shared();
-    let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
-    env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
     hset(&mut source.conn(), b"client:fo-kept", &[(b"v", b"before")]);
     hset(&mut source.conn(), b"client:fo-deleted", &[(b"v", b"before")]);
     hset(&mut source.conn(), b"client:fo-repaired", &[(b"v", b"before")]);
-    let mirror = Mirror::start(&["run"], &env);
-    let mut s = Setup {
-        source,
-        dest,
-        broker,
-        mirror,
-    };
-    s.wait_ready();
+    let url = source.url();
+    let (mut s, env) = Setup::run_on(source, &url, |env| {
+        env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    });
     for k in ["client:fo-kept", "client:fo-deleted", "client:fo-repaired"] {
         s.wait_dest(k.as_bytes(), Some(&copy_of(&hash(&[("v", "before")]))));
     }

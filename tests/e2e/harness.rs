@@ -228,9 +228,22 @@ impl Setup {
     /// Same, with changes to the mirror's environment.
     pub fn run_with(f: impl FnOnce(&mut BTreeMap<String, String>)) -> Setup {
         let source = RedisServer::start();
+        let url = source.url();
+        Self::run_on(source, &url, f).0
+    }
+
+    /// `redmirror run` on this source, reached at `source_url` (through a
+    /// proxy, as another user), a plain destination and the shared broker,
+    /// once ready; with the mirror's environment, for other commands on the
+    /// same set-up.
+    pub fn run_on(
+        source: RedisServer,
+        source_url: &str,
+        f: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> (Setup, BTreeMap<String, String>) {
         let dest = RedisServer::start_with(RedisOptions::default());
         let broker = Broker::shared();
-        let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
+        let mut env = mirror_env(source_url, &dest.url(), &broker.bootstrap());
         f(&mut env);
         let mirror = Mirror::start(&["run"], &env);
         let s = Setup {
@@ -240,7 +253,7 @@ impl Setup {
             mirror,
         };
         s.wait_ready();
-        s
+        (s, env)
     }
 
     /// Waits until a probe flow written on the source reaches the destination

@@ -57,19 +57,10 @@ fn readyz_body(m: &Mirror) -> String {
 fn a_black_holed_source_link_is_noticed_reconnected_and_its_gap_repaired() {
     let source = RedisServer::start();
     let proxy = Proxy::start(source.port()).unwrap();
-    let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::shared();
-    let mut env = mirror_env(&proxy.url(), &dest.url(), &broker.bootstrap());
-    // Only the gap pass can repair what the black hole hid.
-    env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
-    let mirror = Mirror::start(&["run"], &env);
-    let s = Setup {
-        source,
-        dest,
-        broker,
-        mirror,
-    };
-    s.wait_ready();
+    let (s, _) = Setup::run_on(source, &proxy.url(), |env| {
+        // Only the gap pass can repair what the black hole hid.
+        env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    });
     wait_for("the start-up reconcile pass", CONVERGE, || {
         (s.mirror.metric("redmirror_reconcile_runs_total") >= 1.0).then_some(())
     });

@@ -458,22 +458,10 @@ const READ_ONLY_SOURCE_USER: &str =
 fn capture_and_reconcile_run_with_a_read_only_source_user_without_scripting() {
     let source = RedisServer::start();
     run_acl(&source, READ_ONLY_SOURCE_USER);
-    let dest = RedisServer::start_with(RedisOptions::default());
-    let broker = Broker::shared();
-    let mut env = mirror_env(
-        &format!("redis://ro:test-password-42@127.0.0.1:{}", source.port()),
-        &dest.url(),
-        &broker.bootstrap(),
-    );
-    env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
-    let mirror = Mirror::start(&["run"], &env);
-    let s = Setup {
-        source,
-        dest,
-        broker,
-        mirror,
-    };
-    s.wait_ready();
+    let url = format!("redis://ro:test-password-42@127.0.0.1:{}", source.port());
+    let (s, env) = Setup::run_on(source, &url, |env| {
+        env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    });
     hset(&mut s.source.conn(), b"client:ro", &[(b"a", b"1")]);
     s.wait_dest(b"client:ro", Some(&copy_of(&hash(&[("a", "1")]))));
     let _: i64 = redis::cmd("DEL").arg("client:ro").query(&mut s.source.conn()).unwrap();

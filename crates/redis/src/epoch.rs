@@ -144,6 +144,12 @@ impl SourceEpoch {
         if let Some(why) = why {
             s.epoch += 1;
             s.latest_us = time_us;
+            // A clock step seen without the server's identity: the next
+            // identity read names the server of this epoch (a failover shows
+            // both, and is one new epoch, not two).
+            if run_id.is_none() {
+                s.run_id = None;
+            }
             metrics::gauge!(m::SOURCE_EPOCH).set(s.epoch as f64);
             tracing::warn!(
                 epoch = s.epoch,
@@ -333,6 +339,23 @@ mod tests {
         // capture's next read is behind its own previous one, but that read
         // was in the old epoch: the step is already counted.
         assert_eq!(capture.order(None, T - HOUR_US + 3).epoch, 1);
+    }
+
+    #[test]
+    fn a_failover_seen_first_by_its_clock_then_by_its_run_id_is_one_new_epoch() {
+        let capture = EpochReader::new(SourceEpoch::in_memory(), true);
+        capture.order(Some("old"), T);
+        assert_eq!(capture.order(None, T - HOUR_US).epoch, 1, "the clock shows it first");
+        assert_eq!(
+            capture.order(Some("new"), T - HOUR_US + 5).epoch,
+            1,
+            "then the run_id: same epoch"
+        );
+        assert_eq!(
+            capture.order(Some("other"), T - HOUR_US + 9).epoch,
+            2,
+            "a later change of server counts"
+        );
     }
 
     #[test]
