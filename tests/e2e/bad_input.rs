@@ -331,7 +331,9 @@ fn a_flow_kafka_would_refuse_is_skipped_counted_and_logged_once_while_the_rest_g
     // Under REDMIRROR_MAX_FLOW_BYTES (1,000,000) by its names and values,
     // but its 100,000 fields encode to about 1.4 MB: over the topic's
     // max.message.bytes (Kafka's default, 1,048,588).
-    let s = Setup::run_with(|env| {
+    let source = RedisServer::start();
+    let url = source.url();
+    let (s, env) = Setup::run_on(source, &url, |env| {
         env.insert("REDMIRROR_MAX_FLOW_BYTES".into(), "1000000".into());
         env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
         env.insert("REDMIRROR_RECONCILE_BARRIER_TIMEOUT".into(), "20s".into());
@@ -352,14 +354,6 @@ fn a_flow_kafka_would_refuse_is_skipped_counted_and_logged_once_while_the_rest_g
     s.wait_dest(b"client:after-big", Some(&copy_of(&hash(&[("a", "1")]))));
     // A pass is not held back or aborted by it, and repairs other drift.
     hset(&mut s.dest.conn(), b"client:ghost-big", &[(b"isSyncCopy", b"true")]);
-    let env: Vec<(String, String)> = mirror_env(&s.source.url(), &s.dest.url(), &s.broker.bootstrap())
-        .into_iter()
-        .chain([
-            ("REDMIRROR_TOPIC".to_string(), s.mirror.topic.clone()),
-            ("REDMIRROR_GROUP_ID".to_string(), s.mirror.group.clone()),
-            ("REDMIRROR_MAX_FLOW_BYTES".to_string(), "1000000".to_string()),
-        ])
-        .collect();
     let out = command()
         .args(["reconcile", "--once", "--json"])
         .envs(env)
