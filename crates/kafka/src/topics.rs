@@ -154,6 +154,15 @@ async fn risky_settings(kafka: &Kafka, topic: &str) -> Vec<String> {
 /// The topic's `max.message.bytes` (the largest record batch the broker
 /// accepts for it), `None` when the broker does not say.
 pub async fn max_message_bytes(kafka: &Kafka, topic: &str) -> Result<Option<usize>, Error> {
+    Ok(settings(kafka, topic)
+        .await?
+        .get("max.message.bytes")
+        .and_then(|v| v.parse().ok()))
+}
+
+/// Every setting the broker reports for `topic` (name to value; settings
+/// without a value are left out).
+pub async fn settings(kafka: &Kafka, topic: &str) -> Result<std::collections::BTreeMap<String, String>, Error> {
     let err = |message: String| Error::Topic {
         topic: topic.to_string(),
         message,
@@ -166,9 +175,16 @@ pub async fn max_message_bytes(kafka: &Kafka, topic: &str) -> Result<Option<usiz
         .map_err(|e| err(format!("describe configs: {e}")))?;
     match r.pop() {
         Some(Ok(res)) => Ok(res
-            .get("max.message.bytes")
-            .and_then(|e| e.value.as_deref()?.parse().ok())),
+            .entries
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect()),
         Some(Err(e)) => Err(err(format!("describe configs: {e}"))),
-        None => Ok(None),
+        None => Ok(Default::default()),
     }
+}
+
+/// A setting of `topic` in milliseconds (`None` when absent or not a number).
+pub async fn setting_ms(kafka: &Kafka, topic: &str, name: &str) -> Result<Option<i64>, Error> {
+    Ok(settings(kafka, topic).await?.get(name).and_then(|v| v.parse().ok()))
 }
