@@ -12,6 +12,8 @@ use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
 use tokio_util::sync::CancellationToken;
 
+use redmirror_redis::hold::{Hold, HoldWatch};
+
 use crate::engine::{ApplyEngine, Decoded, Outcome};
 
 /// Health component names set by apply.
@@ -30,8 +32,10 @@ pub struct ApplyOptions {
     pub group_id: String,
     /// Most events per destination round trip.
     pub batch: usize,
-    /// While this destination key exists, writes are held (a rewind runs).
-    pub pause_key: String,
+    /// The hold ([`redmirror_redis::hold`]): while it exists, nothing is written.
+    pub hold_key: String,
+    /// Where this instance acknowledges a hold.
+    pub hold_acks_key: String,
     /// Sorted set where this instance announces itself (heartbeat).
     pub members_key: String,
 }
@@ -83,6 +87,11 @@ fn item(m: &BorrowedMessage<'_>) -> Item {
 /// what can never be applied, store offsets, repeat; the next batch is read
 /// while the current one is written. On shutdown the batch being written is
 /// finished and offsets are committed synchronously.
+///
+/// While the mirror is held (a rewind, see [`redmirror_redis::hold`]) apply
+/// writes nothing: it finishes the batches in flight, commits, leaves the
+/// consumer group, says so on the destination (the rewind waits for that),
+/// and joins again from its committed offsets once the hold ends.
 pub async fn run(
     engine: ApplyEngine,
     kafka: &Kafka,
@@ -91,30 +100,24 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ApplyError> {
     let consumer: StreamConsumer = kafka.consumer(&opts.group_id)?;
-    consumer
-        .subscribe(&[&opts.topic])
-        .map_err(|source| ApplyError::Subscribe {
-            topic: opts.topic.clone(),
-            source,
-        })?;
     let dlq = Publisher::new(kafka, &opts.dlq_topic)?;
     health.register(HEALTH_DEST);
     health.set(HEALTH_KAFKA, true);
     // The destination is known up when the engine was built; mark it so.
     health.set(HEALTH_DEST, true);
-    tracing::info!(topic = %opts.topic, group = %opts.group_id, "Apply started.");
-
-    let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let member = format!("{}-{}", std::process::id(), redmirror_core::now_us());
-    let watcher = tokio::spawn(watch_pause(
+    let announcer = tokio::spawn(announce(
         engine.client().clone(),
-        opts.pause_key.clone(),
-        (opts.members_key.clone(), member.clone()),
-        paused.clone(),
+        opts.members_key.clone(),
+        member.clone(),
         shutdown.clone(),
     ));
-    let mut stream = consumer.stream();
-    let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // The hold is known before the first write.
+    let Some(mut hold) = HoldWatch::start(engine.client().clone(), opts.hold_key.clone(), shutdown.clone()).await
+    else {
+        announcer.abort();
+        return Ok(());
+    };
     let writer = Writer {
         engine,
         dlq,
@@ -122,6 +125,89 @@ pub async fn run(
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
+    let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let result = loop {
+        if hold.current().is_some() {
+            // Acknowledged again for each new hold (a second rewind).
+            while let Some(h) = hold.current() {
+                acknowledge_hold(writer.engine.client(), &opts, &member, Some(h)).await;
+                tracing::info!(
+                    at = %redmirror_redis::hold::rfc3339(h.at_us),
+                    "Apply holds: the mirror is held by a rewind; nothing is written until `redmirror resume`."
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = hold.changed() => {}
+                }
+            }
+            acknowledge_hold(writer.engine.client(), &opts, &member, None).await;
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
+            tracing::info!("Apply resumes from its committed offsets.");
+        }
+        consumer
+            .subscribe(&[&opts.topic])
+            .map_err(|source| ApplyError::Subscribe {
+                topic: opts.topic.clone(),
+                source,
+            })?;
+        tracing::info!(topic = %opts.topic, group = %opts.group_id, "Apply started.");
+        let stop = consume(&consumer, &writer, &hold, &mut totals).await;
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "Offset commit failed; the events after the last commit will be applied again (harmless: the watermark skips them).")
+            }
+        }
+        consumer.unsubscribe();
+        match stop {
+            Stop::Held => continue,
+            Stop::Shutdown => break Ok(()),
+            // Shutdown interrupts writes too: only an unasked end is a failure.
+            Stop::Ended(_) if shutdown.is_cancelled() => break Ok(()),
+            Stop::Ended(reason) => {
+                tracing::error!(reason, "Apply stopped by itself; the process exits with a failure.");
+                break Err(ApplyError::Ended { reason });
+            }
+        }
+    };
+    announcer.abort();
+    let _: Result<i64, _> =
+        fred::interfaces::SortedSetsInterface::zrem(writer.engine.client(), opts.members_key.as_str(), member.as_str())
+            .await;
+    tracing::info!(
+        applied = totals.get("applied").copied().unwrap_or(0),
+        deleted = totals.get("deleted").copied().unwrap_or(0),
+        skipped_stale = totals.get("skipped_stale").copied().unwrap_or(0),
+        events = totals.values().sum::<u64>(),
+        "Apply stopped; offsets committed."
+    );
+    result
+}
+
+/// Why [`consume`] returned.
+enum Stop {
+    /// Shutdown was asked for.
+    Shutdown,
+    /// A hold began.
+    Held,
+    /// The loop could not go on.
+    Ended(&'static str),
+}
+
+/// Reads and writes batches until shutdown, a hold or a failure; the
+/// batches in flight are finished (or given up at shutdown) before it
+/// returns, and offsets are stored in order up to the first unfinished one.
+async fn consume(
+    consumer: &StreamConsumer,
+    writer: &Writer,
+    hold: &HoldWatch,
+    totals: &mut BTreeMap<&'static str, u64>,
+) -> Stop {
+    let (opts, health, shutdown) = (&writer.opts, &writer.health, &writer.shutdown);
+    let mut held = hold.clone();
+    let mut stream = consumer.stream();
     // Up to WRITES_IN_FLIGHT batches are written (each on its own task)
     // while the next is read and decoded, so the destination executes one
     // batch while the next one's script calls are built. Batches finish and
@@ -132,26 +218,23 @@ pub async fn run(
     // False once a batch did not finish: no later batch may store offsets
     // past it, or its events would never be read again.
     let mut complete = true;
-    let mut ended: Option<&'static str> = None;
-    'run: loop {
+    let stop = 'run: loop {
         let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break 'run,
+                _ = shutdown.cancelled() => break 'run Stop::Shutdown,
+                // A batch read but not written is read again after the hold.
+                _ = held.until_held() => break 'run Stop::Held,
                 done = async { in_flight.front_mut().expect("guarded").await }, if !in_flight.is_empty() => {
                     in_flight.pop_front();
-                    if !finish(done, &consumer, &opts.topic, &mut totals) {
+                    if !finish(done, consumer, &opts.topic, totals) {
                         complete = false;
-                        ended = Some("a batch could not be written (its write task failed)");
-                        break 'run;
+                        break 'run Stop::Ended("a batch could not be written (its write task failed)");
                     }
                 }
                 next = stream.next() => match next {
-                    None => {
-                        ended = Some("the Kafka consumer stream ended");
-                        break 'run;
-                    }
+                    None => break 'run Stop::Ended("the Kafka consumer stream ended"),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "Kafka consumer error.");
                         health.set(HEALTH_KAFKA, false);
@@ -173,14 +256,13 @@ pub async fn run(
         }
         while in_flight.len() >= WRITES_IN_FLIGHT {
             let h = in_flight.pop_front().expect("non-empty");
-            if !finish(h.await, &consumer, &opts.topic, &mut totals) {
+            if !finish(h.await, consumer, &opts.topic, totals) {
                 complete = false;
-                ended = Some("a batch could not be written (its write task failed)");
-                break 'run;
+                break 'run Stop::Ended("a batch could not be written (its write task failed)");
             }
         }
-        if !hold_while_paused(&paused, &shutdown).await {
-            break;
+        if hold.current().is_some() {
+            break Stop::Held;
         }
         metrics::gauge!(m::APPLY_IN_FLIGHT).increment(batch.len() as f64);
         let w = writer.clone();
@@ -188,37 +270,34 @@ pub async fn run(
             let outcomes = write_batch(&w.engine, &w.dlq, &w.opts, &batch, &w.health, &w.shutdown).await;
             Written { batch, outcomes }
         }));
-    }
-    // The batches in flight finish (or give up at shutdown) before the final
-    // commit; offsets are stored in order and stop at the first unfinished one.
+    };
     while let Some(h) = in_flight.pop_front() {
         let done = h.await;
-        complete = complete && finish(done, &consumer, &opts.topic, &mut totals);
+        complete = complete && finish(done, consumer, &opts.topic, totals);
     }
-    drop(stream);
-    watcher.abort();
-    let _: Result<i64, _> =
-        fred::interfaces::SortedSetsInterface::zrem(writer.engine.client(), opts.members_key.as_str(), member.as_str())
-            .await;
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
-    }
-    consumer.unsubscribe();
-    tracing::info!(
-        applied = totals.get("applied").copied().unwrap_or(0),
-        deleted = totals.get("deleted").copied().unwrap_or(0),
-        skipped_stale = totals.get("skipped_stale").copied().unwrap_or(0),
-        events = totals.values().sum::<u64>(),
-        "Apply stopped; offsets committed."
-    );
-    match ended {
-        // Shutdown interrupts writes too: only an unasked end is a failure.
-        Some(reason) if !shutdown.is_cancelled() => {
-            tracing::error!(reason, "Apply stopped by itself; the process exits with a failure.");
-            Err(ApplyError::Ended { reason })
+    stop
+}
+
+/// Records on the destination that this instance stopped writing for
+/// `hold` (or, with `None`, that it no longer holds).
+async fn acknowledge_hold(client: &fred::prelude::Client, opts: &ApplyOptions, member: &str, hold: Option<Hold>) {
+    use fred::interfaces::{HashesInterface, KeysInterface};
+    let key = opts.hold_acks_key.as_str();
+    let r: Result<(), fred::error::Error> = async {
+        match hold {
+            Some(h) => {
+                let _: () = client.hset(key, (member, h.since_us.to_string())).await?;
+                let _: () = client.pexpire(key, MEMBER_TTL_MS, None).await?;
+            }
+            None => {
+                let _: () = client.hdel(key, member).await?;
+            }
         }
-        _ => Ok(()),
+        Ok(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(key, error = %e, "Cannot record the hold on the destination (a rewind waits for it).");
     }
 }
 
@@ -276,63 +355,73 @@ fn finish(
     true
 }
 
-/// Every 500 ms: announces this instance (heartbeat) and reads the pause key.
-async fn watch_pause(
-    client: fred::prelude::Client,
-    key: String,
-    (members_key, member): (String, String),
-    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    shutdown: CancellationToken,
-) {
+/// Every [`HEARTBEAT`]: announces this instance in the members set, and
+/// forgets members that stopped announcing themselves (crashed instances)
+/// so the set stays as small as the live group.
+async fn announce(client: fred::prelude::Client, members_key: String, member: String, shutdown: CancellationToken) {
     use fred::interfaces::{KeysInterface, SortedSetsInterface};
     loop {
-        let now_ms = (redmirror_core::now_us() / 1000) as f64;
-        let _: Result<i64, _> = client
-            .zadd(
-                members_key.as_str(),
-                None,
-                None,
-                false,
-                false,
-                (now_ms, member.as_str()),
-            )
-            .await;
-        if let Ok(n) = client.exists::<i64, _>(key.as_str()).await {
-            let now = n > 0;
-            if paused.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
-                if now {
-                    tracing::warn!(key = %key, "Apply paused: a rewind is running.");
-                } else {
-                    tracing::info!("Apply resumed.");
-                }
-            }
+        let now_ms = redmirror_core::now_us() / 1000;
+        let r: Result<(), fred::error::Error> = async {
+            let _: i64 = client
+                .zadd(
+                    members_key.as_str(),
+                    None,
+                    None,
+                    false,
+                    false,
+                    (now_ms as f64, member.as_str()),
+                )
+                .await?;
+            let _: i64 = client
+                .zremrangebyscore(members_key.as_str(), f64::NEG_INFINITY, (now_ms - MEMBER_TTL_MS) as f64)
+                .await?;
+            let _: () = client.pexpire(members_key.as_str(), MEMBER_TTL_MS, None).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::debug!(key = %members_key, error = %e, "Heartbeat not written.");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(PAUSE_POLL) => {}
+            _ = tokio::time::sleep(HEARTBEAT) => {}
         }
     }
 }
 
-/// How often apply checks whether a rewind asked it to pause (and announces itself).
-pub const PAUSE_POLL: Duration = Duration::from_millis(500);
+/// How often an apply instance announces itself.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// A member (or hold acknowledgement) not refreshed for this long is
+/// forgotten: 120 heartbeats, far past any pause of a live process.
+pub const MEMBER_TTL_MS: i64 = 60_000;
 
 /// Apply instances that announced themselves within the last 3 s.
-pub async fn live_members(client: &fred::prelude::Client, members_key: &str) -> Result<u64, fred::error::Error> {
+pub async fn live_members(
+    client: &fred::prelude::Client,
+    members_key: &str,
+) -> Result<Vec<String>, fred::error::Error> {
     use fred::interfaces::SortedSetsInterface;
     let since = (redmirror_core::now_us() / 1000 - 3000) as f64;
-    client.zcount(members_key, since, f64::INFINITY).await
+    client
+        .zrangebyscore(members_key, since, f64::INFINITY, false, None)
+        .await
 }
 
-/// Waits while paused; false if shutdown fired.
-async fn hold_while_paused(paused: &std::sync::atomic::AtomicBool, shutdown: &CancellationToken) -> bool {
-    while paused.load(std::sync::atomic::Ordering::Relaxed) {
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
-    true
+/// The live apply instances that have not yet stopped writing for the
+/// hold that began at `since_us` (empty: none is in a rewind's way).
+pub async fn not_yet_held(
+    client: &fred::prelude::Client,
+    members_key: &str,
+    acks_key: &str,
+    since_us: i64,
+) -> Result<Vec<String>, fred::error::Error> {
+    use fred::interfaces::HashesInterface;
+    let live = live_members(client, members_key).await?;
+    let acks: std::collections::HashMap<String, String> = client.hgetall(acks_key).await?;
+    let want = since_us.to_string();
+    Ok(live.into_iter().filter(|m| acks.get(m) != Some(&want)).collect())
 }
 
 /// Writes one batch, retrying transient errors with backoff until it is

@@ -14,6 +14,7 @@ use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
 use redmirror_reconcile::{GapSignal, Lease, PassOptions, Reconciler, Service, Sides, Trigger};
 use redmirror_redis::bulk::Bulk;
 use redmirror_redis::epoch::{EpochReader, SourceEpoch};
+use redmirror_redis::hold::{Hold, HoldWatch};
 use redmirror_redis::source::SourceReader;
 use redmirror_telemetry::http::{Admin, AdminError, AdminResult, HttpState};
 use redmirror_telemetry::requests::Ticket;
@@ -120,6 +121,12 @@ impl Admin for LateAdmin {
     fn status(&self) -> AdminResult {
         match self.get() {
             Ok(a) => a.status(),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn resume(&self) -> AdminResult {
+        match self.get() {
+            Ok(a) => a.resume(),
             Err(e) => Box::pin(async { Err(e) }),
         }
     }
@@ -267,6 +274,7 @@ pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBro
         &config.dlq_topic(),
         config.topic_partitions,
         config.topic_replication_factor,
+        config.topic_min_compaction_lag.as_millis() as i64,
     )
     .await
     .context("preparing the Kafka topics")?;
@@ -302,6 +310,7 @@ struct ProcessAdmin {
     leases: Vec<Lease>,
     reconcile: Option<mpsc::Sender<Trigger>>,
     last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
+    hold: Option<HoldWatch>,
     config: Config,
 }
 
@@ -380,6 +389,12 @@ impl Admin for ProcessAdmin {
             "lag": lag,
             "source_epoch": self.epoch.as_ref().map(SourceEpoch::current),
         });
+        if let Some(map) = body.as_object_mut() {
+            let hold = self.hold.as_ref().and_then(HoldWatch::current);
+            if let serde_json::Value::Object(h) = Hold::to_json(hold.as_ref()) {
+                map.extend(h);
+            }
+        }
         let local = self.last_report.lock().expect("report lock").clone();
         let leases = self.leases.clone();
         let dest = self.dest.clone();
@@ -411,6 +426,43 @@ impl Admin for ProcessAdmin {
             Ok(body)
         })
     }
+
+    fn resume(&self) -> AdminResult {
+        let Some(dest) = self.dest.clone() else {
+            return Box::pin(async {
+                Err(AdminError::unavailable(
+                    "this process has no destination (REDMIRROR_DEST_URL)",
+                ))
+            });
+        };
+        let key = self.config.keys.hold_key();
+        Box::pin(async move {
+            resume(&dest, &key)
+                .await
+                .map_err(|e| AdminError::failed(crate::errors::chain(&e)))
+        })
+    }
+}
+
+/// Ends a rewind's hold (`redmirror resume`, `POST /v1/resume`): apply
+/// joins its group again from its committed offsets, and the reconciler's
+/// next pass (it starts one when it sees the hold end) brings the
+/// destination to the source's current state.
+pub async fn resume(dest: &fred::prelude::Client, hold_key: &str) -> anyhow::Result<serde_json::Value> {
+    let was = redmirror_redis::hold::clear(dest, hold_key)
+        .await
+        .context("ending the hold on the destination")?;
+    Ok(match was {
+        Some(h) => {
+            tracing::info!(at = %redmirror_redis::hold::rfc3339(h.at_us), "Hold ended (resume).");
+            json!({
+                "resumed": true,
+                "held_at": redmirror_redis::hold::rfc3339(h.at_us),
+                "held_since": redmirror_redis::hold::rfc3339(h.since_us),
+            })
+        }
+        None => json!({ "resumed": false, "message": "the mirror was not held" }),
+    })
 }
 
 /// Publishes a fresh snapshot event for each flow (origin `resync`), read
@@ -637,6 +689,14 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     } else {
         None
     };
+    // The hold (a rewind) is known before any role starts; it sets redmirror_held.
+    let hold = match &dest {
+        Some(d) => match HoldWatch::start(d.clone(), config.keys.hold_key(), shutdown.clone()).await {
+            Some(h) => Some(h),
+            None => anyhow::bail!("stopped while reading the hold from the destination"),
+        },
+        None => None,
+    };
     let gap_signal = dest.as_ref().map(|d| GapSignal::new(d.clone(), config.keys.gap_key()));
     let mut leases = Vec::new();
     let last_report = Arc::new(Mutex::new(None));
@@ -711,7 +771,8 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
             dlq_topic: config.dlq_topic(),
             group_id: config.group_id.clone(),
             batch: config.apply_batch,
-            pause_key: config.keys.pause_key(),
+            hold_key: config.keys.hold_key(),
+            hold_acks_key: config.keys.hold_acks_key(),
             members_key: config.keys.apply_members_key(),
         };
         let (k, h, s) = (kafka.clone(), health.clone(), shutdown.clone());
@@ -761,6 +822,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
             ),
             report_key: config.keys.report_key(),
             last: last_report.clone(),
+            hold: hold.clone().expect("destination connected"),
         };
         let (tx, rx) = mpsc::channel(16);
         reconcile_tx = Some(tx);
@@ -785,6 +847,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         leases,
         reconcile: reconcile_tx,
         last_report,
+        hold,
         config: config.clone(),
     };
     let _ = admin.0.set(Arc::new(process_admin));

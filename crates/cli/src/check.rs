@@ -106,7 +106,15 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 let k = kafka.clone();
                 let t = topic.clone();
                 match tokio::task::spawn_blocking(move || redmirror_kafka::topics::partition_count(&k, &t)).await? {
-                    Ok(Some(n)) => r.ok("topic", format!("{topic} present, {n} partitions")),
+                    Ok(Some(n)) => {
+                        r.ok("topic", format!("{topic} present, {n} partitions"));
+                        if topic == config.topic {
+                            let lag = config.topic_min_compaction_lag.as_millis() as i64;
+                            for w in redmirror_kafka::topics::risky_settings(&kafka, &topic, lag).await {
+                                r.warn("topic", format!("{topic}: {w}"));
+                            }
+                        }
+                    }
                     Ok(None) => r.ok("topic", format!("{topic} missing; it will be created at start-up")),
                     Err(e) => r.fail("kafka", e),
                 }

@@ -9,6 +9,7 @@ use redmirror_apply::ApplyEngine;
 use redmirror_config::Config;
 use redmirror_history::replay::{self, ReplayOptions};
 use redmirror_history::{reader, Start, TopicReader};
+use redmirror_redis::hold;
 
 /// Where to start reading.
 #[derive(Debug, Args, Clone)]
@@ -54,8 +55,8 @@ pub struct ReplayArgs {
     /// Apply older snapshots too: rewind sync copies to their state at --until.
     #[arg(long)]
     pub force: bool,
-    /// With --force: pause live apply instances while the rewind runs.
-    #[arg(long)]
+    /// Accepted for older scripts: a rewind always holds live apply (see `redmirror resume`).
+    #[arg(long, hide = true)]
     pub pause_apply: bool,
     /// Print the report as JSON.
     #[arg(long)]
@@ -112,53 +113,28 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
     let kafka = kafka(&config).await?;
     let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
     let rewinding = args.force && !args.dry_run;
-    let pause_key = config.keys.pause_key();
-    if rewinding {
-        // Live apply instances: from the broker's group membership and from
-        // their heartbeats on the destination (some brokers report no members).
-        let (k, g) = (kafka.clone(), config.group_id.clone());
-        let from_group = tokio::task::spawn_blocking(move || replay::active_members(&k, &g)).await?;
-        let from_dest = redmirror_apply::consumer::live_members(&dest, &config.keys.apply_members_key()).await;
-        let active = match (from_group, from_dest) {
-            (Ok(a), Ok(b)) => Ok(a.max(b as usize)),
-            (_, Ok(b)) if b > 0 => Ok(b as usize),
-            (Err(e), _) => Err(e.to_string()),
-            (Ok(_), Err(e)) => Err(e.to_string()),
-        };
-        match (active, args.pause_apply) {
-            (Ok(0), _) => {}
-            (_, true) => {
-                use fred::interfaces::KeysInterface;
-                let _: () = dest
-                    .set(
-                        pause_key.as_str(),
-                        "rewind",
-                        Some(fred::types::Expiration::PX(30_000)),
-                        None,
-                        false,
-                    )
-                    .await?;
-                // Live apply checks the pause key every PAUSE_POLL; let the batch in hand finish.
-                tokio::time::sleep(redmirror_apply::consumer::PAUSE_POLL * 3).await;
-                eprintln!("replay: live apply paused for the rewind");
-            }
-            (Ok(n), false) => {
-                eprintln!(
-                    "redmirror: refusing to rewind: {n} apply consumer(s) are active in group {} and would \
-                     fight the rewind. Stop them, or pass --pause-apply to hold their writes while it runs \
-                     (see docs/operations.md, Rewind).",
-                    config.group_id
-                );
-                return Ok(ExitCode::from(2));
-            }
-            (Err(e), false) => {
-                eprintln!(
-                    "redmirror: refusing to rewind: cannot tell whether apply consumers are active ({e}). Stop \
-                     them and pass --pause-apply, which holds any live apply's writes while the rewind runs."
-                );
-                return Ok(ExitCode::from(2));
-            }
-        }
+    let hold_key = config.keys.hold_key();
+    let held = hold::read(&dest, &hold_key).await?;
+    if let (Some(h), false, false) = (held, args.force, args.dry_run) {
+        return Err(crate::app::Refusal(format!(
+            "the mirror is held at {} by a rewind: a replay would move it; end the hold first              (`redmirror resume`), or rewind again (--until T --force)",
+            hold::rfc3339(h.at_us)
+        ))
+        .into());
+    }
+    let hold_now = rewinding.then(|| hold::Hold {
+        at_us: until_us.unwrap_or_else(redmirror_core::now_us),
+        since_us: redmirror_core::now_us(),
+    });
+    if let Some(h) = hold_now {
+        // Held first: live apply stops writing (and says so), reconcile
+        // repairs nothing, capture goes on publishing.
+        hold::set(&dest, &hold_key, h).await?;
+        eprintln!(
+            "replay: the mirror is held at {}: live apply writes nothing and reconcile repairs nothing until              `redmirror resume`",
+            hold::rfc3339(h.at_us)
+        );
+        wait_for_apply_to_hold(&dest, &config, h.since_us, APPLY_HOLD_TIMEOUT).await?;
     }
     let engine = ApplyEngine::new(dest.clone(), config.keys.clone(), config.rules.clone());
     let opts = ReplayOptions {
@@ -170,20 +146,11 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
         batch: config.apply_batch,
         progress: !args.json,
     };
-    // Keep the pause alive while the rewind runs.
-    let keeper = (rewinding && args.pause_apply).then(|| {
-        let (d, k) = (dest.clone(), pause_key.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                let _: Result<i64, _> = fred::interfaces::KeysInterface::pexpire(&d, k.as_str(), 30_000, None).await;
-            }
-        })
-    });
     let result = replay::replay(&kafka, &engine, &config.keys, &config.rules, &opts).await;
-    if let Some(k) = keeper {
-        k.abort();
-        let _: Result<i64, _> = fred::interfaces::KeysInterface::del(&dest, pause_key.as_str()).await;
+    // Without --until the rewind rebuilt every flow to the end of its
+    // history: nothing to hold, apply goes on from where it was.
+    if let (Some(_), None, Ok(_)) = (hold_now, until_us, &result) {
+        hold::clear(&dest, &hold_key).await?;
     }
     let report = result?;
     if args.json {
@@ -203,12 +170,84 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
         if report.rewound_away > 0 {
             println!("  removed (did not exist at --until): {}", report.rewound_away);
         }
+        if report.superseded > 0 {
+            println!(
+                "  superseded (a later state at or before --until): {}",
+                report.superseded
+            );
+        }
+        if report.read_from_beginning {
+            println!("  read from the beginning of the topic: a rewind rebuilds each flow from its whole history");
+        }
+        if report.approximate > 0 {
+            println!(
+                "  may be approximate: {} flow(s) have no record at or before --until and the topic keeps its full \
+                 history only since {} (min.compaction.lag.ms); they were taken as created after --until: {}",
+                report.approximate,
+                report.exact_since.as_deref().unwrap_or("?"),
+                report.approximate_flows.join(", ")
+            );
+        }
         if args.dry_run {
             println!("{} flow(s) would change", report.changes.len());
             for c in &report.changes {
                 println!("  {:<40} {:<7} {}", c.flow_id, c.action, c.fields.join(", "));
             }
         }
+    }
+    if let (Some(h), Some(_)) = (hold_now, until_us) {
+        eprintln!(
+            "replay: the mirror stays held at {}; `redmirror resume` (or POST /v1/resume) ends the hold, then \
+             apply catches up and a reconcile pass brings the destination to the source's current state",
+            hold::rfc3339(h.at_us)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Longest wait for live apply instances to stop writing for a new hold.
+const APPLY_HOLD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until every live apply instance (heartbeat on the destination)
+/// has acknowledged the hold that began at `since_us`.
+async fn wait_for_apply_to_hold(
+    dest: &fred::prelude::Client,
+    config: &Config,
+    since_us: i64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (members, acks) = (config.keys.apply_members_key(), config.keys.hold_acks_key());
+    loop {
+        let waiting = redmirror_apply::consumer::not_yet_held(dest, &members, &acks, since_us).await?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "apply instance(s) {} did not stop writing within {} s (a write they are retrying?); nothing was \
+                 rewound. The hold stays: run the rewind again once they have, or `redmirror resume` to end it",
+                waiting.join(", "),
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `redmirror resume`: ends the hold a rewind left.
+pub async fn resume(config: Config) -> anyhow::Result<ExitCode> {
+    let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
+    let r = crate::app::resume(&dest, &config.keys.hold_key()).await?;
+    if r["resumed"] == true {
+        println!(
+            "resumed: the hold at {} (since {}) ended; live apply catches up from its committed offsets and the \
+             reconciler runs a pass to bring the destination to the source's current state",
+            r["held_at"].as_str().unwrap_or("?"),
+            r["held_since"].as_str().unwrap_or("?")
+        );
+    } else {
+        println!("not held: nothing to resume");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -72,8 +72,10 @@ enum Command {
     Reconcile(oneshot::ReconcileArgs),
     /// Publish fresh snapshot events for these flows now (`base64:...` for binary ids).
     Resync(oneshot::ResyncArgs),
-    /// Re-apply history from Kafka (or rewind with --force --until).
+    /// Re-apply history from Kafka (or rewind with --force --until, which holds the mirror there).
     Replay(history::ReplayArgs),
+    /// End a rewind's hold: apply catches up and a reconcile pass brings the destination up to date.
+    Resume,
     /// Dead letters: list or re-drive.
     #[command(subcommand)]
     Dlq(history::DlqCommand),
@@ -95,6 +97,7 @@ impl Command {
             Command::Reconcile(_) => &["source_url", "dest_url", "kafka_brokers"],
             Command::Resync(_) => &["source_url", "kafka_brokers"],
             Command::Replay(_) => &["dest_url", "kafka_brokers"],
+            Command::Resume => &["dest_url"],
             Command::Dlq(_) | Command::Inspect(_) => &["kafka_brokers"],
             Command::Check => &["source_url", "dest_url", "kafka_brokers"],
             Command::Demo(_) => &[],
@@ -163,6 +166,10 @@ fn main() -> ExitCode {
             (Command::Replay(args), Some(c)) => {
                 redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
                 history::replay(c, args).await
+            }
+            (Command::Resume, Some(c)) => {
+                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
+                history::resume(c).await
             }
             (Command::Dlq(cmd), Some(c)) => {
                 redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);

@@ -38,6 +38,11 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
         eprintln!("redmirror: {}", crate::errors::chain(&e));
         return Ok(ExitCode::from(2));
     }
+    if !args.dry_run {
+        if let Some(h) = redmirror_redis::hold::read(&dest, &config.keys.hold_key()).await? {
+            anyhow::bail!("{}", redmirror_reconcile::service::held_message(&h));
+        }
+    }
     let publisher = Publisher::new(&kafka, &config.topic)?;
     let epoch = crate::app::source_epoch(&config, Some(&dest)).await?;
     let reconciler = Reconciler::new(

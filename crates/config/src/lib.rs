@@ -295,6 +295,9 @@ pub struct Config {
     pub topic_partitions: i32,
     /// Replication factor when topics are created.
     pub topic_replication_factor: i32,
+    /// `min.compaction.lag.ms` of the change topic when it is created: a
+    /// rewind to a time within this window is exact.
+    pub topic_min_compaction_lag: Duration,
     /// Apply consumer group.
     pub group_id: String,
     /// HTTP listener.
@@ -542,6 +545,7 @@ impl Validator<'_> {
             topic,
             topic_partitions: self.number("topic_partitions", 1i32)?,
             topic_replication_factor: self.number("topic_replication_factor", 1i32)?,
+            topic_min_compaction_lag: self.duration("topic_min_compaction_lag")?,
             group_id,
             http_addr,
             admin_token,

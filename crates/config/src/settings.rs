@@ -46,6 +46,7 @@ pub const SETTINGS: &[Setting] = &[
     s("topic", Some("redmirror.flows"), "change topic; the dead-letter topic is `{topic}.dlq`"),
     s("topic_partitions", Some("6"), "partitions when redmirror creates the change topic"),
     s("topic_replication_factor", Some("1"), "replication factor when redmirror creates topics"),
+    s("topic_min_compaction_lag", Some("7d"), "`min.compaction.lag.ms` when redmirror creates the change topic: the window a rewind is exact in; an existing topic with less gets a warning"),
     s("group_id", Some("redmirror-apply"), "apply consumer group"),
     s("http_addr", Some("127.0.0.1:9464"), "metrics, health and admin listener"),
     Setting {

@@ -79,9 +79,18 @@ impl KeyLayout {
         format!("{}capture:progress", self.state_prefix)
     }
 
-    /// Set while a rewind runs: live apply instances hold their writes.
-    pub fn pause_key(&self) -> String {
-        format!("{}apply:paused", self.state_prefix)
+    /// The hold (a hash: `at_us`, `since_us`), present while a rewind holds
+    /// the mirror at a point in time: apply writes nothing and reconcile
+    /// repairs nothing until `redmirror resume` removes it.
+    pub fn hold_key(&self) -> String {
+        format!("{}hold", self.state_prefix)
+    }
+
+    /// Hash of apply instances that stopped writing for the current hold
+    /// (member: instance id, value: the hold's `since_us`), so a rewind
+    /// knows when live apply is out of its way.
+    pub fn hold_acks_key(&self) -> String {
+        format!("{}apply:held", self.state_prefix)
     }
 
     /// Sorted set of live apply instances (member: instance id, score: last

@@ -42,3 +42,10 @@ mod tests {
         assert_eq!(parse_flow_id("plain").unwrap().as_ref(), b"plain");
     }
 }
+
+/// A time in µs since the Unix epoch as RFC 3339 UTC (whole microseconds),
+/// for people and JSON.
+pub fn rfc3339_us(us: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
+    humantime::format_rfc3339_micros(t).to_string()
+}

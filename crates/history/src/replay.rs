@@ -10,7 +10,7 @@ use fred::types::Value;
 use redmirror_apply::engine::{ApplyEngine, Decoded, Outcome};
 use redmirror_core::diff::{self, DestFlow};
 use redmirror_core::event::{DeleteReason, Origin};
-use redmirror_core::{FlowEvent, KeyLayout, MirrorRules};
+use redmirror_core::{FlowEvent, KeyLayout, MirrorRules, Order};
 use serde::Serialize;
 
 use crate::reader::{Start, TopicReader};
@@ -27,8 +27,10 @@ pub struct ReplayOptions {
     pub until_us: Option<i64>,
     /// Report what would change without writing.
     pub dry_run: bool,
-    /// Apply older snapshots too (rewind); with `until_us`, flows that did
-    /// not exist at that time are removed.
+    /// Apply older snapshots too (rewind): each flow gets its latest state
+    /// at or before `until_us` (or in the whole history), rebuilt from the
+    /// topic's beginning whatever `start` says; with `until_us`, flows that
+    /// did not exist at that time are removed.
     pub force: bool,
     /// Events per destination round trip.
     pub batch: usize,
@@ -47,6 +49,24 @@ pub struct ReplayReport {
     pub outcomes: BTreeMap<String, u64>,
     /// Flows removed by a rewind because they did not exist at `--until`.
     pub rewound_away: u64,
+    /// Events a rewind did not apply because the same flow has a later
+    /// event at or before `--until` (only the latest state counts).
+    pub superseded: u64,
+    /// A rewind's partitions were read from their beginning (whatever
+    /// `--from-*` said): the state at `--until` needs the whole history.
+    pub read_from_beginning: bool,
+    /// Since when the topic's history is known complete (RFC 3339): the
+    /// change topic keeps every record younger than `min.compaction.lag.ms`
+    /// (and `retention.ms`), so a rewind to a time after this is exact.
+    /// `None`: the history is complete as far back as it goes.
+    pub exact_since: Option<String>,
+    /// Flows a rewind to before `exact_since` may have got wrong: they have
+    /// no record at or before `--until`, so they are taken as created after
+    /// it, but compaction (or retention) may have removed their older
+    /// records. At most 100 listed; see `approximate`.
+    pub approximate_flows: Vec<String>,
+    /// How many flows may be approximate.
+    pub approximate: u64,
     /// Dry run: what would change, per flow.
     pub changes: Vec<Change>,
     /// Seconds taken.
@@ -99,17 +119,32 @@ pub async fn replay(
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, Error> {
     let started = Instant::now();
-    let mut reader = TopicReader::open(kafka, &opts.topic, &opts.start).await?;
+    let mut report = ReplayReport::default();
+    let start = if opts.force && opts.start != Start::Beginning {
+        report.read_from_beginning = true;
+        Start::Beginning
+    } else {
+        opts.start.clone()
+    };
+    let exact_since_us = if opts.force && opts.until_us.is_some() && !kafka.embedded {
+        exact_since(kafka, &opts.topic).await?
+    } else {
+        None
+    };
+    report.exact_since = exact_since_us.map(redmirror_core::text::rfc3339_us);
+    let mut reader = TopicReader::open(kafka, &opts.topic, &start).await?;
     let mut progress = Progress {
         enabled: opts.progress && std::io::stderr().is_terminal(),
         started,
         last: started,
         total: reader.estimated_total,
     };
-    let mut report = ReplayReport::default();
     let mut batch: Vec<Decoded> = Vec::with_capacity(opts.batch);
-    // Rewind bookkeeping: flows seen at or before --until, and flows seen only after.
-    let mut before: HashSet<Bytes> = HashSet::new();
+    // Rewind bookkeeping: per flow, the latest order applied at or before
+    // --until (events of one flow are in one partition, read in order, but
+    // a reconcile repair may follow a newer capture event: the order
+    // decides), and the flows seen only after --until.
+    let mut best: HashMap<Bytes, Order> = HashMap::new();
     let mut only_after: HashSet<Bytes> = HashSet::new();
     // Dry run: the latest applicable event per flow.
     let mut latest: HashMap<Bytes, FlowEvent> = HashMap::new();
@@ -124,16 +159,22 @@ pub async fn replay(
         if let Some(m) = msg {
             report.read += 1;
             let decoded = redmirror_kafka::decode_event(&m);
-            if let (Ok(ev), Some(until)) = (&decoded, opts.until_us) {
-                if ev.source_time_us > until {
+            if let Ok(ev) = &decoded {
+                if opts.until_us.is_some_and(|until| ev.source_time_us > until) {
                     report.after_until += 1;
-                    if !before.contains(&ev.flow_id) {
+                    if opts.force && !best.contains_key(&ev.flow_id) {
                         only_after.insert(ev.flow_id.clone());
                     }
                     continue;
                 }
-                before.insert(ev.flow_id.clone());
-                only_after.remove(&ev.flow_id);
+                if opts.force {
+                    if best.get(&ev.flow_id).is_some_and(|o| *o > ev.order()) {
+                        report.superseded += 1;
+                        continue;
+                    }
+                    best.insert(ev.flow_id.clone(), ev.order());
+                    only_after.remove(&ev.flow_id);
+                }
             }
             if opts.dry_run {
                 match decoded {
@@ -171,7 +212,17 @@ pub async fn replay(
     while let Some(prev) = in_flight.pop_front() {
         tally(&mut report, prev.await)?;
     }
-    // A rewind removes the copies of flows that did not exist yet at --until.
+    // A rewind removes the copies of flows that did not exist yet at --until;
+    // before the exact window, some of them may have existed.
+    if let (Some(exact), Some(until)) = (exact_since_us, opts.until_us) {
+        if until < exact {
+            report.approximate = only_after.len() as u64;
+            let mut ids: Vec<String> = only_after.iter().map(|id| redmirror_core::text::lossy(id)).collect();
+            ids.sort();
+            ids.truncate(100);
+            report.approximate_flows = ids;
+        }
+    }
     if let (true, Some(until), false) = (opts.force, opts.until_us, only_after.is_empty()) {
         let deletes: Vec<FlowEvent> = only_after
             .into_iter()
@@ -199,6 +250,31 @@ pub async fn replay(
     report.seconds = started.elapsed().as_secs_f64();
     report.per_second = report.read as f64 / report.seconds.max(1e-9);
     Ok(report)
+}
+
+/// Since when (µs) the change topic is known to keep every record, from
+/// its settings: compaction leaves alone records younger than
+/// `min.compaction.lag.ms`, so for a time T inside that window the latest
+/// record of each flow at or before T is still there (a later record that
+/// could replace it is itself too young to be compacted); `retention.ms`
+/// (with `cleanup.policy=delete`) removes whole old segments. `None`: the
+/// topic keeps everything.
+async fn exact_since(kafka: &redmirror_kafka::Kafka, topic: &str) -> Result<Option<i64>, Error> {
+    let settings = redmirror_kafka::topics::settings(kafka, topic).await?;
+    let ms = |name: &str| settings.get(name).and_then(|v| v.parse::<i64>().ok());
+    let policy = settings.get("cleanup.policy").map_or("delete", String::as_str);
+    let now = redmirror_core::now_us();
+    let mut since: Option<i64> = None;
+    if policy.contains("compact") {
+        since = Some(now - ms("min.compaction.lag.ms").unwrap_or(0).max(0).saturating_mul(1000));
+    }
+    if policy.contains("delete") {
+        if let Some(r) = ms("retention.ms").filter(|r| *r >= 0) {
+            let s = now - r.saturating_mul(1000);
+            since = Some(since.map_or(s, |c| c.max(s)));
+        }
+    }
+    Ok(since)
 }
 
 /// Counts the outcomes of one written batch.

@@ -42,20 +42,35 @@ pub fn partition_count(kafka: &Kafka, topic: &str) -> Result<Option<usize>, Erro
 
 /// Creates the change topic (compacted) and the dead-letter topic when they
 /// are missing, and reports risky settings of existing ones.
+///
+/// The change topic is created with `min.compaction.lag.ms` =
+/// `min_compaction_lag_ms`: compaction leaves every record younger than
+/// that alone, which is what makes a rewind within that window exact.
 pub async fn ensure(
     kafka: &Kafka,
     topic: &str,
     dlq: &str,
     partitions: i32,
     replication: i32,
+    min_compaction_lag_ms: i64,
 ) -> Result<Vec<TopicReport>, Error> {
-    let change = ensure_one(kafka, topic, partitions, replication, &[("cleanup.policy", "compact")]).await?;
+    let lag = min_compaction_lag_ms.to_string();
+    let change = ensure_one(
+        kafka,
+        topic,
+        partitions,
+        replication,
+        &[("cleanup.policy", "compact"), ("min.compaction.lag.ms", &lag)],
+        Some(min_compaction_lag_ms),
+    )
+    .await?;
     let dead = ensure_one(
         kafka,
         dlq,
         1,
         replication,
         &[("cleanup.policy", "delete"), ("retention.ms", "2592000000")],
+        None,
     )
     .await?;
     Ok(vec![change, dead])
@@ -67,16 +82,16 @@ async fn ensure_one(
     partitions: i32,
     replication: i32,
     config: &[(&str, &str)],
+    change_topic_lag: Option<i64>,
 ) -> Result<TopicReport, Error> {
     let err = |message: String| Error::Topic {
         topic: topic.to_string(),
         message,
     };
     if let Some(n) = partition_count(kafka, topic)? {
-        let warnings = if config.contains(&("cleanup.policy", "compact")) {
-            risky_settings(kafka, topic).await
-        } else {
-            Vec::new()
+        let warnings = match change_topic_lag {
+            Some(lag) => risky_settings(kafka, topic, lag).await,
+            None => Vec::new(),
         };
         for w in &warnings {
             tracing::warn!(topic, warning = %w, "Risky topic settings.");
@@ -123,32 +138,41 @@ async fn ensure_one(
     }
 }
 
-/// Warnings for a change topic that is not compacted and keeps little history.
-async fn risky_settings(kafka: &Kafka, topic: &str) -> Vec<String> {
-    let Ok(admin) = kafka.admin() else {
-        return vec!["could not create an admin client to read the topic settings".into()];
-    };
-    let opts = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
-    let res = match admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts).await {
-        Ok(mut r) => match r.pop() {
-            Some(Ok(res)) => res,
-            Some(Err(e)) => return vec![format!("could not read topic settings ({e})")],
-            None => return vec!["could not read topic settings".into()],
-        },
+/// Warnings for an existing change topic: not compacted and keeping
+/// little history (replay cannot rebuild), or compacted sooner than
+/// `min_compaction_lag_ms` (a rewind within that window may be approximate).
+pub async fn risky_settings(kafka: &Kafka, topic: &str, min_compaction_lag_ms: i64) -> Vec<String> {
+    let settings = match settings(kafka, topic).await {
+        Ok(s) => s,
         Err(e) => return vec![format!("could not read topic settings ({e})")],
     };
-    let get = |name: &str| res.get(name).and_then(|e| e.value.clone());
+    let get = |name: &str| settings.get(name).cloned();
     let policy = get("cleanup.policy").unwrap_or_else(|| "delete".into());
     let retention: i64 = get("retention.ms").and_then(|v| v.parse().ok()).unwrap_or(-1);
+    let lag: i64 = get("min.compaction.lag.ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut warnings = Vec::new();
     if !policy.contains("compact") && (0..MIN_SAFE_RETENTION_MS).contains(&retention) {
-        vec![format!(
+        warnings.push(format!(
             "cleanup.policy={policy} and retention.ms={retention}: history older than {} h is lost, so replay \
              cannot rebuild the destination; set cleanup.policy=compact (or retention.ms=-1)",
             retention / 3_600_000
-        )]
-    } else {
-        Vec::new()
+        ));
     }
+    if policy.contains("compact") && lag < min_compaction_lag_ms {
+        warnings.push(format!(
+            "min.compaction.lag.ms={lag}: compaction may remove a flow's older records as soon as a newer one \
+             exists, so a rewind is exact only {} back (REDMIRROR_TOPIC_MIN_COMPACTION_LAG asks for {}); set it \
+             with kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config \
+             min.compaction.lag.ms={min_compaction_lag_ms}",
+            human_ms(lag),
+            human_ms(min_compaction_lag_ms)
+        ));
+    }
+    warnings
+}
+
+fn human_ms(ms: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
 /// The topic's `max.message.bytes` (the largest record batch the broker

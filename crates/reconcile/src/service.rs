@@ -7,6 +7,8 @@ use fred::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use redmirror_redis::hold::{Hold, HoldWatch};
+
 use crate::pass::{PassOptions, Reconciler};
 use crate::{Lease, Report};
 
@@ -81,6 +83,9 @@ pub struct Service {
     pub report_key: String,
     /// The last report, shared with the status endpoint.
     pub last: Arc<Mutex<Option<Report>>>,
+    /// The hold: while a rewind holds the mirror no pass runs (its repairs
+    /// would undo the rewind); the hold's end starts one.
+    pub hold: HoldWatch,
 }
 
 impl Service {
@@ -117,8 +122,22 @@ impl Service {
             let mut queued: Vec<Trigger> = Vec::new();
             // A failed pass is retried soon (5 s doubling to 5 min), not after a full interval.
             let mut retry = Duration::from_secs(5);
+            let mut hold = self.hold.clone();
             loop {
-                if tokio::time::Instant::now() >= next || !queued.is_empty() {
+                if let (Some(h), true) = (
+                    hold.current(),
+                    tokio::time::Instant::now() >= next || !queued.is_empty(),
+                ) {
+                    while let Ok(t) = triggers.try_recv() {
+                        queued.push(t);
+                    }
+                    let why = held_message(&h);
+                    for Trigger::Now { reply, .. } in queued.drain(..) {
+                        let _ = reply.send(Err(why.clone()));
+                    }
+                    // The hold's end starts the next pass.
+                    next = tokio::time::Instant::now() + self.interval;
+                } else if tokio::time::Instant::now() >= next || !queued.is_empty() {
                     while let Ok(t) = triggers.try_recv() {
                         queued.push(t);
                     }
@@ -129,11 +148,22 @@ impl Service {
                             reply
                         })
                         .collect();
-                    // A pass (and its barrier wait) gives way to shutdown.
+                    // A pass (and its barrier wait) gives way to shutdown,
+                    // and to a hold (its repairs would undo the rewind).
+                    let mut holding = hold.clone();
                     let r = tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => break,
                         _ = lost.cancelled() => break,
+                        h = holding.until_held() => {
+                            tracing::info!("A hold began: the reconcile pass in progress is abandoned.");
+                            let why = held_message(&h);
+                            for tx in replies {
+                                let _ = tx.send(Err(why.clone()));
+                            }
+                            next = tokio::time::Instant::now() + self.interval;
+                            continue;
+                        }
                         r = self.pass(answering) => r,
                     };
                     next = tokio::time::Instant::now()
@@ -156,6 +186,12 @@ impl Service {
                     _ = shutdown.cancelled() => break,
                     _ = lost.cancelled() => break,
                     Some(t) = triggers.recv() => queued.push(t),
+                    _ = hold.changed() => {
+                        if hold.current().is_none() {
+                            tracing::info!("The hold ended: reconcile pass now, to bring the destination to the source's current state.");
+                            next = tokio::time::Instant::now();
+                        }
+                    }
                     _ = tokio::time::sleep_until(next) => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {
                         if let Some(g) = self.gaps.current().await {
@@ -222,6 +258,16 @@ impl Service {
                 .await;
         }
     }
+}
+
+/// Why no pass runs while `hold` is in force.
+pub fn held_message(hold: &Hold) -> String {
+    format!(
+        "the mirror is held at {} by a rewind (since {}): reconcile repairs nothing until `redmirror resume` \
+         (or POST /v1/resume); `reconcile --once --dry-run` still reports the drift",
+        redmirror_redis::hold::rfc3339(hold.at_us),
+        redmirror_redis::hold::rfc3339(hold.since_us)
+    )
 }
 
 /// Most per-flow entries in the report kept on the destination.

@@ -25,6 +25,7 @@ use redmirror_config::RedisEndpoint;
 pub mod access;
 pub mod bulk;
 pub mod epoch;
+pub mod hold;
 pub mod liveness;
 pub mod script;
 pub mod source;

@@ -4,7 +4,9 @@
 //! Admin calls answer promptly: `POST /v1/reconcile` and `POST
 //! /v1/resync/{flowId}` hand the work over and answer `202` with a request
 //! id ([`crate::requests`]); `GET /v1/status` lists the requests with their
-//! state and result. No handler waits for a pass or its barrier.
+//! state and result. `POST /v1/resume` ends a rewind's hold with one
+//! destination write and answers `200`. No handler waits for a pass or its
+//! barrier.
 
 use std::sync::Arc;
 
@@ -74,6 +76,8 @@ pub trait Admin: Send + Sync + 'static {
     /// `GET /v1/status`: role, lease, lag, last reconcile result (the
     /// server adds the requests). Must answer within a couple of seconds.
     fn status(&self) -> AdminResult;
+    /// `POST /v1/resume`: end a rewind's hold (quick: one destination write).
+    fn resume(&self) -> AdminResult;
 }
 
 /// Everything the server needs.
@@ -99,6 +103,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
         .route("/v1/reconcile", post(reconcile))
+        .route("/v1/resume", post(resume))
         .route("/v1/resync/{flow_id}", post(resync))
         .with_state(state)
 }
@@ -213,6 +218,20 @@ async fn status(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     }
 }
 
+async fn resume(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    let admin = match authorize(&s, &headers, "resume") {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    match admin.resume().await {
+        Ok(body) => {
+            tracing::info!(target: "redmirror::audit", action = "resume", outcome = "ok", "Admin action.");
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Err(e) => refused("resume", e),
+    }
+}
+
 async fn reconcile(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     match authorize(&s, &headers, "reconcile") {
         Ok(admin) => accept(&s, "reconcile", None, |t| admin.reconcile(t)),
@@ -251,6 +270,9 @@ mod tests {
         }
         fn status(&self) -> AdminResult {
             Box::pin(async { Ok(json!({ "role": "test" })) })
+        }
+        fn resume(&self) -> AdminResult {
+            Box::pin(async { Ok(json!({ "resumed": false })) })
         }
     }
 

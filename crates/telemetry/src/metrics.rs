@@ -54,6 +54,8 @@ pub const READY: &str = "redmirror_ready";
 pub const LEASE_HELD: &str = "redmirror_lease_held";
 /// The current source epoch (see `redmirror_core::Order`).
 pub const SOURCE_EPOCH: &str = "redmirror_source_epoch";
+/// 1 while a rewind holds the mirror (gauge).
+pub const HELD: &str = "redmirror_held";
 
 /// Outcomes of `redmirror_apply_events_total`.
 pub const APPLY_OUTCOMES: [&str; 6] = [
@@ -163,6 +165,10 @@ fn describe_all() {
         SOURCE_EPOCH,
         "The current source epoch: moves forward on a change of source server or a source clock step back."
     );
+    describe_gauge!(
+        HELD,
+        "1 while a rewind holds the mirror at a point in time (until `redmirror resume`), else 0."
+    );
 }
 
 fn register_all() {
@@ -196,6 +202,7 @@ fn register_all() {
     let _ = metrics::histogram!(RECONCILE_DURATION);
     metrics::counter!(DLQ_EVENTS).absolute(0);
     metrics::gauge!(SOURCE_EPOCH).set(0.0);
+    metrics::gauge!(HELD).set(0.0);
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
