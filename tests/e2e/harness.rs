@@ -637,3 +637,33 @@ pub mod admin {
         finished(http, token, &id)
     }
 }
+
+/// Runs `redmirror {args}` to its end: exit code and stdout + stderr.
+pub fn cli(args: &[&str], env: &BTreeMap<String, String>) -> (i32, String) {
+    let out = command().args(args).envs(env).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Sync copies and index entries the destination should hold for the source.
+pub fn expected(source: &RedisServer) -> BTreeMap<Vec<u8>, Hash> {
+    snapshot(source)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"client:"))
+        .map(|(k, v)| (k, copy_of(&v)))
+        .collect()
+}
+
+/// The sync copies on the destination.
+pub fn sync_copies(dest: &RedisServer) -> BTreeMap<Vec<u8>, Hash> {
+    snapshot(dest)
+        .into_iter()
+        .filter(|(k, v)| k.starts_with(b"client:") && v.get(&b"isSyncCopy"[..]).map(Vec::as_slice) == Some(b"true"))
+        .collect()
+}

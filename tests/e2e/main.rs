@@ -19,4 +19,5 @@ mod liveness;
 mod ops;
 mod pipeline;
 mod reconcile;
+mod rewind;
 mod source_commands;
