@@ -490,3 +490,67 @@ fn readiness_comes_back_with_the_subscription_on_an_idle_source() {
         (s.mirror.readyz() == 200).then_some(())
     });
 }
+
+/// The watermark of a deleted flow stays while it is younger than the change
+/// topic's `delete.retention.ms` and is pruned after a pass once it is
+/// older; a replay from the beginning afterwards does not bring the flow
+/// back (its delete is replayed after its upsert and writes the watermark
+/// again), and the live flow stays.
+#[test]
+fn a_deleted_flows_watermark_is_pruned_after_delete_retention_and_a_replay_cannot_resurrect_it() {
+    let source = RedisServer::start();
+    let url = source.url();
+    let (mut s, env) = Setup::run_on(source, &url, |env| {
+        env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1s".into());
+    });
+    let wm = b"redmirror:watermarks";
+    let mut src = s.source.conn();
+    let mut dst = s.dest.conn();
+    hset(&mut src, b"client:gone", &[(b"v", b"1")]);
+    hset(&mut src, b"client:live", &[(b"v", b"2")]);
+    s.wait_dest(b"client:gone", Some(&copy_of(&hash(&[("v", "1")]))));
+    s.wait_dest(b"client:live", Some(&copy_of(&hash(&[("v", "2")]))));
+    let _: i64 = redis::cmd("DEL").arg("client:gone").query(&mut src).unwrap();
+    s.wait_dest(b"client:gone", None);
+    assert!(hexists(&mut dst, wm, b"gone"), "the delete leaves a watermark");
+
+    // Kafka's default delete.retention.ms is a day: passes keep the entry.
+    let runs = s.mirror.metric("redmirror_reconcile_runs_total");
+    wait_for("two passes after the delete", CONVERGE, || {
+        (s.mirror.metric("redmirror_reconcile_runs_total") >= runs + 2.0).then_some(())
+    });
+    assert!(hexists(&mut dst, wm, b"gone"), "a recent watermark was pruned");
+
+    kafka::alter_topic(&s.broker.bootstrap(), &s.mirror.topic, "delete.retention.ms", "1000");
+    wait_for("the deleted flow's watermark to be pruned", CONVERGE, || {
+        (!hexists(&mut dst, wm, b"gone")).then_some(())
+    });
+    assert!(hexists(&mut dst, wm, b"live"), "the live flow's watermark was pruned");
+    assert!(s.mirror.metric("redmirror_watermarks_pruned_total") >= 1.0);
+    assert!(s.mirror.output().contains("Pruned watermarks of absent flows."));
+
+    assert_eq!(s.mirror.terminate(), Some(0));
+    let out = command()
+        .args(["replay", "--from-beginning"])
+        .envs(&env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        !exists(&mut dst, b"client:gone"),
+        "replay resurrected a deleted flow:\n{text}"
+    );
+    assert!(!hexists(&mut dst, b"clients", b"gone"), "{text}");
+    assert!(
+        hexists(&mut dst, wm, b"gone"),
+        "the replayed delete writes the watermark again"
+    );
+    assert_eq!(hgetall(&mut dst, b"client:live"), copy_of(&hash(&[("v", "2")])));
+    assert!(hexists(&mut dst, b"clients", b"live"));
+}

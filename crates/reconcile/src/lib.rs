@@ -16,14 +16,19 @@
 //!   after every capture gap (signalled through the destination, so it works
 //!   across processes).
 //! - [`report`]: the result of a pass, for people (a table) and machines (JSON).
+//! - [`prune`]: keeps the watermark hash bounded: after each pass, removes
+//!   the watermarks of flows absent from the destination for longer than the
+//!   change topic's `delete.retention.ms`, and says why that is safe.
 
 pub mod digest;
 pub mod lease;
 pub mod pass;
+pub mod prune;
 pub mod report;
 pub mod service;
 
 pub use lease::Lease;
 pub use pass::{PassOptions, Reconciler, Sides};
+pub use prune::{prune_watermarks, PruneReport};
 pub use report::Report;
 pub use service::{GapSignal, Service, Trigger};

@@ -94,11 +94,11 @@ pub enum PassError {
     Kafka(#[from] redmirror_kafka::Error),
 }
 
-fn malformed(side: &'static str, command: &'static str) -> impl Fn(String) -> PassError {
+pub(crate) fn malformed(side: &'static str, command: &'static str) -> impl Fn(String) -> PassError {
     move |detail| PassError::Malformed { side, command, detail }
 }
 
-fn on(side: &'static str) -> impl Fn(fred::error::Error) -> PassError {
+pub(crate) fn on(side: &'static str) -> impl Fn(fred::error::Error) -> PassError {
     move |source| PassError::Redis { side, source }
 }
 
@@ -581,6 +581,18 @@ async fn hscan_fields(
     cursor: &Bytes,
     count: usize,
 ) -> Result<(Bytes, Vec<Bytes>), PassError> {
+    let (next, pairs) = hscan_pairs(client, key, cursor, count).await?;
+    Ok((next, pairs.into_iter().map(|(field, _)| field).collect()))
+}
+
+/// One `HSCAN` step on the destination: the next cursor and the
+/// field/value pairs of this page.
+pub(crate) async fn hscan_pairs(
+    client: &Client,
+    key: &Bytes,
+    cursor: &Bytes,
+    count: usize,
+) -> Result<(Bytes, Vec<(Bytes, Bytes)>), PassError> {
     let v: Value = client
         .custom(
             CustomCommand::new_static("HSCAN", fred::types::ClusterHash::FirstKey, false),
@@ -601,7 +613,12 @@ async fn hscan_fields(
             detail: format!("{} items, not field/value pairs", flat.len()),
         });
     }
-    Ok((next, flat.into_iter().step_by(2).collect()))
+    let mut items = flat.into_iter();
+    let mut pairs = Vec::with_capacity(items.len() / 2);
+    while let (Some(field), Some(value)) = (items.next(), items.next()) {
+        pairs.push((field, value));
+    }
+    Ok((next, pairs))
 }
 
 /// `[cursor, [item...]]` of `SCAN`/`HSCAN`: the cursor is a decimal string,
@@ -677,7 +694,7 @@ fn parse_dest_reply(
         .collect()
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Array(_) => "an array",
         Value::Null => "nil",

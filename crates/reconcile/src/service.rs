@@ -1,4 +1,4 @@
-//! When passes run.
+//! When passes run, and the watermark pruning after them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use redmirror_redis::hold::{Hold, HoldWatch};
 
 use crate::pass::{PassOptions, Reconciler};
+use crate::prune::{prune_watermarks, DEFAULT_DELETE_RETENTION_MS};
 use crate::{Lease, Report};
 
 /// Capture gaps, signalled through a counter on the destination
@@ -90,10 +91,14 @@ pub struct Service {
 
 impl Service {
     /// Runs until `shutdown`: stand by until the lease is ours, then pass at
-    /// start, on schedule, on demand and after every gap; hand the lease
-    /// over on shutdown. One pass answers every request waiting when it
-    /// begins; a request that arrives during a pass waits for the next.
+    /// start, on schedule, on demand and after every gap, pruning the
+    /// watermarks after each pass that reached its barrier (see
+    /// [`crate::prune`]); hand the lease over on shutdown. One pass answers
+    /// every request waiting when it begins; a request that arrives during a
+    /// pass waits for the next.
     pub async fn run(self, mut triggers: mpsc::Receiver<Trigger>, shutdown: CancellationToken) {
+        // True while the topic's delete.retention.ms cannot be read (logged once).
+        let mut retention_unread = false;
         loop {
             // Standby: answer on-demand requests with who holds the lease.
             let acquired = tokio::select! {
@@ -176,9 +181,19 @@ impl Service {
                             retry = (retry * 2).min(Duration::from_secs(300));
                             wait
                         };
+                    // Pruning needs a pass that saw apply caught up (see `prune`).
+                    let prune = matches!(&r, Ok(report) if report.barrier == "reached") && !self.opts.dry_run;
                     let r = r.map_err(|e| e.to_string());
                     for tx in replies {
                         let _ = tx.send(r.clone());
+                    }
+                    if prune {
+                        tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => break,
+                            _ = lost.cancelled() => break,
+                            _ = self.prune(&mut retention_unread) => {}
+                        }
                     }
                 }
                 tokio::select! {
@@ -242,6 +257,49 @@ impl Service {
                 tracing::warn!(error = %e, "Reconcile pass failed; retried at the next trigger.");
                 Err(e)
             }
+        }
+    }
+
+    /// Prunes the watermarks of flows absent for longer than the change
+    /// topic's `delete.retention.ms` ([`DEFAULT_DELETE_RETENTION_MS`] when it
+    /// cannot be read; `unread` keeps that logged once until it can be read
+    /// again). A failure is logged; the next pass prunes again.
+    async fn prune(&self, unread: &mut bool) {
+        let topic = self.reconciler.publisher.topic();
+        let retention_ms =
+            match redmirror_kafka::topics::setting_ms(&self.reconciler.kafka, topic, "delete.retention.ms").await {
+                Ok(Some(ms)) if ms >= 0 => {
+                    *unread = false;
+                    ms
+                }
+                other => {
+                    if !*unread {
+                        let why = match other {
+                            Err(e) => e.to_string(),
+                            _ => "the broker does not report it".to_string(),
+                        };
+                        tracing::warn!(
+                            topic,
+                            error = %why,
+                            default_ms = DEFAULT_DELETE_RETENTION_MS,
+                            "Cannot read the change topic's delete.retention.ms; pruning watermarks older than \
+                             Kafka's default."
+                        );
+                        *unread = true;
+                    }
+                    DEFAULT_DELETE_RETENTION_MS
+                }
+            };
+        let older_than_us = redmirror_core::now_us().saturating_sub(retention_ms.saturating_mul(1000));
+        match prune_watermarks(&self.reconciler.dest, &self.reconciler.keys, older_than_us).await {
+            Ok(r) if r.pruned > 0 => tracing::info!(
+                pruned = r.pruned,
+                scanned = r.scanned,
+                older_than_ms = retention_ms,
+                "Pruned watermarks of absent flows."
+            ),
+            Ok(r) => tracing::debug!(scanned = r.scanned, "No watermark to prune."),
+            Err(e) => tracing::warn!(error = %e, "Cannot prune watermarks; tried again after the next pass."),
         }
     }
 

@@ -400,6 +400,7 @@ mod tests {
             crate::metrics::RECONCILE_RUNS,
             crate::metrics::RECONCILE_DRIFT,
             crate::metrics::RECONCILE_DURATION,
+            crate::metrics::WATERMARKS_PRUNED,
             crate::metrics::DLQ_EVENTS,
             crate::metrics::BUILD_INFO,
         ] {

@@ -44,6 +44,8 @@ pub const RECONCILE_RUNS: &str = "redmirror_reconcile_runs_total";
 pub const RECONCILE_DRIFT: &str = "redmirror_reconcile_drift_total";
 /// Duration of reconcile passes.
 pub const RECONCILE_DURATION: &str = "redmirror_reconcile_duration_seconds";
+/// Watermarks of absent flows removed by the reconciler.
+pub const WATERMARKS_PRUNED: &str = "redmirror_watermarks_pruned_total";
 /// Events dead-lettered.
 pub const DLQ_EVENTS: &str = "redmirror_dlq_events_total";
 /// Build information, `version`.
@@ -157,6 +159,11 @@ fn describe_all() {
     describe_counter!(RECONCILE_RUNS, "Reconcile passes completed.");
     describe_counter!(RECONCILE_DRIFT, "Drift found by reconcile passes, by kind.");
     describe_histogram!(RECONCILE_DURATION, Unit::Seconds, "Duration of reconcile passes.");
+    describe_counter!(
+        WATERMARKS_PRUNED,
+        "Watermarks of flows absent from the destination for longer than the change topic's delete.retention.ms, \
+         removed after reconcile passes."
+    );
     describe_counter!(DLQ_EVENTS, "Events sent to the dead-letter topic.");
     describe_gauge!(BUILD_INFO, "Build information.");
     describe_gauge!(READY, "1 when a component's connection is up.");
@@ -200,6 +207,7 @@ fn register_all() {
         metrics::counter!(RECONCILE_DRIFT, "kind" => kind).absolute(0);
     }
     let _ = metrics::histogram!(RECONCILE_DURATION);
+    metrics::counter!(WATERMARKS_PRUNED).absolute(0);
     metrics::counter!(DLQ_EVENTS).absolute(0);
     metrics::gauge!(SOURCE_EPOCH).set(0.0);
     metrics::gauge!(HELD).set(0.0);

@@ -1,0 +1,232 @@
+//! Pruning the watermarks of flows that are gone.
+//!
+//! The watermark hash ([`KeyLayout::watermark_key`]) gains a field for every
+//! flow apply ever wrote or deleted, filtered and deleted ones included.
+//! [`prune_watermarks`] removes the fields of flows absent from the
+//! destination whose watermark is older than a given source time; the
+//! reconcile service runs it after each pass with the change topic's
+//! `delete.retention.ms` as the age, so the hash holds the flows that exist
+//! plus those deleted within that window.
+//!
+//! # Why it is safe
+//! A watermark of an absent flow matters only against an older event of that
+//! flow arriving later. Such an event comes from the topic, where it precedes
+//! the flow's delete in its partition, so any reader (apply, replay) applies
+//! the delete after it. Apply's script writes the watermark when it applies
+//! a delete to an absent flow (`HSET` of the watermark before the delete, see
+//! `redmirror_apply::engine`), so the delete puts the watermark back before
+//! the older event can matter, and even two replay batches landing out of
+//! order stay safe. Once an entry is older than the topic's
+//! `delete.retention.ms`, Kafka may already have dropped the flow's
+//! tombstone, but only after compaction removed the older records of that
+//! key. The age also covers the events that follow a delete in the topic yet
+//! carry an older order (a repair or a resync read just before the delete
+//! and published just after it): apply meets them within moments of the
+//! delete, long before its watermark is old enough to go, and the service
+//! prunes only after a pass whose barrier was reached (apply had caught up
+//! with the topic). The age is judged by the watermark's source time; the
+//! epoch is not a clock.
+//!
+//! Entries of flows that exist on the destination are never pruned. Each
+//! removal is atomic against a concurrent apply: one script per chunk
+//! deletes a field only while the flow key is absent, the index has no field
+//! for the flow (the pass's index phase needs the watermark to tell an index
+//! entry the mirror wrote) and the watermark still holds the value the scan
+//! read. A value that is not an order is kept, counted in
+//! [`PruneReport::unreadable`] and logged.
+
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::Value;
+use redmirror_core::{KeyLayout, Order};
+use redmirror_redis::Script;
+use redmirror_telemetry::metrics as m;
+
+use crate::pass::{hscan_pairs, kind, malformed, on, PassError};
+
+/// Kafka's default `delete.retention.ms` (one day): the age used when the
+/// topic's own setting cannot be read.
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 86_400_000;
+
+/// Entries per `HSCAN` page and most entries per prune script call.
+pub const PRUNE_BATCH: usize = 1000;
+
+/// Removes watermarks of absent flows. KEYS: watermarks, index, then the
+/// flow key of each entry; ARGV: per entry, the flow id and the watermark
+/// value the scan read. Reply: the number of fields removed.
+const PRUNE: &str = r#"
+local wk, ik, n = KEYS[1], KEYS[2], 0
+for i = 3, #KEYS do
+  local id, seen = ARGV[2 * i - 5], ARGV[2 * i - 4]
+  if redis.call('EXISTS', KEYS[i]) == 0
+    and redis.call('HEXISTS', ik, id) == 0
+    and redis.call('HGET', wk, id) == seen then
+    n = n + redis.call('HDEL', wk, id)
+  end
+end
+return n
+"#;
+
+/// What one pruning run found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Watermark entries read (an entry can be read twice when the hash is
+    /// rehashed during the scan).
+    pub scanned: u64,
+    /// Entries removed.
+    pub pruned: u64,
+    /// Entries kept because their value is not an order.
+    pub unreadable: u64,
+}
+
+/// Removes every watermark whose source time is before `older_than_us`
+/// (microseconds since the Unix epoch) and whose flow key does not exist on
+/// `dest` (see the module docs for why that is safe). The hash is read
+/// with `HSCAN` ([`PRUNE_BATCH`] a page, the next page read while the
+/// current one is pruned) and pruned with one script call per page.
+pub async fn prune_watermarks(dest: &Client, keys: &KeyLayout, older_than_us: i64) -> Result<PruneReport, PassError> {
+    let script = Script::new(PRUNE);
+    let wm = Bytes::from(keys.watermark_key());
+    let mut report = PruneReport::default();
+    let mut unreadable_example: Option<Bytes> = None;
+    let mut page = hscan_pairs(dest, &wm, &Bytes::from_static(b"0"), PRUNE_BATCH).await?;
+    loop {
+        let (next, pairs) = page;
+        report.scanned += pairs.len() as u64;
+        let mut old = Vec::new();
+        for (id, value) in pairs {
+            match Order::parse(&value) {
+                Some(order) if order.time_us < older_than_us => old.push((id, value)),
+                Some(_) => {}
+                None => {
+                    report.unreadable += 1;
+                    unreadable_example.get_or_insert(id);
+                }
+            }
+        }
+        let more = next.as_ref() != b"0";
+        let fetch_next = async {
+            if more {
+                Some(hscan_pairs(dest, &wm, &next, PRUNE_BATCH).await)
+            } else {
+                None
+            }
+        };
+        let remove = async {
+            let mut removed = 0;
+            for chunk in old.chunks(PRUNE_BATCH) {
+                removed += remove_chunk(dest, &script, keys, &wm, chunk).await?;
+            }
+            Ok::<_, PassError>(removed)
+        };
+        let (next_page, removed) = tokio::join!(fetch_next, remove);
+        report.pruned += removed?;
+        match next_page {
+            Some(p) => page = p?,
+            None => break,
+        }
+    }
+    if let Some(id) = unreadable_example {
+        tracing::warn!(
+            key = %String::from_utf8_lossy(&wm),
+            count = report.unreadable,
+            flow_id = %redmirror_core::text::lossy(&id),
+            "Watermarks that are not an order (\"{{time}}\" or \"{{epoch}}:{{time}}\") are kept; \
+             flow_id names one of them."
+        );
+    }
+    Ok(report)
+}
+
+/// One script call: removes the entries of `chunk` (flow id, value read)
+/// whose flow is absent and unindexed and whose watermark is unchanged; how
+/// many it removed.
+async fn remove_chunk(
+    dest: &Client,
+    script: &Script,
+    keys: &KeyLayout,
+    wm: &Bytes,
+    chunk: &[(Bytes, Bytes)],
+) -> Result<u64, PassError> {
+    let flow_keys: Vec<Bytes> = chunk.iter().map(|(id, _)| keys.flow_key(id)).collect();
+    let mut script_keys: Vec<&[u8]> = vec![wm, &keys.index_key];
+    script_keys.extend(flow_keys.iter().map(|k| k.as_ref()));
+    let args = chunk
+        .iter()
+        .flat_map(|(id, value)| [Value::Bytes(id.clone()), Value::Bytes(value.clone())])
+        .collect();
+    let reply = script.call(dest, &script_keys, args).await.map_err(on("destination"))?;
+    let removed = removed_count(&reply, chunk.len()).map_err(malformed("destination", "the watermark prune script"))?;
+    metrics::counter!(m::WATERMARKS_PRUNED).increment(removed);
+    Ok(removed)
+}
+
+/// The prune script's reply for `n` entries: an integer from 0 to `n`.
+fn removed_count(reply: &Value, n: usize) -> Result<u64, String> {
+    match reply {
+        Value::Integer(i) if (0..=n as i64).contains(i) => Ok(*i as u64),
+        Value::Integer(i) => Err(format!("{i} fields removed of {n}")),
+        other => Err(format!("expected an integer, got {}", kind(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redmirror_testkit::{RedisOptions, RedisServer};
+
+    #[test]
+    fn a_prune_reply_of_any_other_shape_is_an_error() {
+        assert_eq!(removed_count(&Value::Integer(0), 3), Ok(0));
+        assert_eq!(removed_count(&Value::Integer(3), 3), Ok(3));
+        for bad in [
+            Value::Integer(4),
+            Value::Integer(-1),
+            Value::Null,
+            Value::Bytes(Bytes::from_static(b"2")),
+            Value::Array(vec![Value::Integer(1)]),
+        ] {
+            assert!(removed_count(&bad, 3).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    /// The script re-checks each entry when it runs: an entry whose flow
+    /// came back, whose index field appeared or whose watermark moved since
+    /// the scan read it stays.
+    #[tokio::test]
+    async fn an_entry_changed_since_the_scan_is_kept() {
+        let server = RedisServer::start_with(RedisOptions::default());
+        let endpoint = redmirror_config::RedisEndpoint {
+            url: server.url(),
+            tls: Default::default(),
+        };
+        let dest = redmirror_redis::connect(&endpoint, "prune-test")
+            .await
+            .expect("connect");
+        let keys = KeyLayout::default();
+        let wm = keys.watermark_key();
+        for (id, v) in [("gone", "100"), ("back", "100"), ("moved", "200"), ("indexed", "100")] {
+            server.cmd::<i64>(&[b"HSET", wm.as_bytes(), id.as_bytes(), v.as_bytes()]);
+        }
+        server.cmd::<i64>(&[b"HSET", b"client:back", b"isSyncCopy", b"true"]);
+        server.cmd::<i64>(&[b"HSET", b"clients", b"indexed", b"1"]);
+        // What the scan read: every entry at "100".
+        let read: Vec<(Bytes, Bytes)> = ["gone", "back", "moved", "indexed"]
+            .into_iter()
+            .map(|id| (Bytes::from(id), Bytes::from_static(b"100")))
+            .collect();
+        let wm_key = Bytes::from(wm.clone());
+        let removed = remove_chunk(&dest, &Script::new(PRUNE), &keys, &wm_key, &read)
+            .await
+            .expect("prune");
+        assert_eq!(removed, 1);
+        let left: std::collections::BTreeMap<String, String> = server.cmd(&[b"HGETALL", wm.as_bytes()]);
+        assert_eq!(
+            left,
+            [("back", "100"), ("indexed", "100"), ("moved", "200")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        );
+    }
+}
