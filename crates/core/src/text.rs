@@ -29,6 +29,13 @@ pub fn parse_flow_id(arg: &str) -> Result<bytes::Bytes, base64::DecodeError> {
     }
 }
 
+/// A time in µs since the Unix epoch as RFC 3339 UTC (whole microseconds),
+/// for people and JSON.
+pub fn rfc3339_us(us: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,11 +48,4 @@ mod tests {
         assert_eq!(parse_flow_id("base64:/w==").unwrap().as_ref(), b"\xff");
         assert_eq!(parse_flow_id("plain").unwrap().as_ref(), b"plain");
     }
-}
-
-/// A time in µs since the Unix epoch as RFC 3339 UTC (whole microseconds),
-/// for people and JSON.
-pub fn rfc3339_us(us: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
-    humantime::format_rfc3339_micros(t).to_string()
 }
