@@ -43,6 +43,42 @@ fn sigterm_stops_cleanly_with_exit_0() {
     assert!(s.mirror.output().contains("Stopped cleanly."));
 }
 
+/// A role that ends without being asked fails the process (exit 1, its
+/// cause logged), whether its stream ended or a write task panicked.
+#[test]
+fn run_exits_non_zero_when_apply_ends_by_itself() {
+    for (failpoint, cause) in [
+        ("apply-stream-end", "the Kafka consumer stream ended"),
+        ("apply-write-panic", "its write task failed"),
+    ] {
+        let source = RedisServer::start();
+        let dest = RedisServer::start();
+        let mut env = mirror_env(&source.url(), &dest.url(), &Broker::shared().bootstrap());
+        env.insert("FAILPOINTS".into(), failpoint.into());
+        let mut mirror = Mirror::start(&["run"], &env);
+        let mut src = source.conn();
+        let mut n = 0;
+        // Written until capture is subscribed and apply receives one.
+        wait_for(&format!("redmirror to exit by itself ({failpoint})"), CONVERGE, || {
+            n += 1;
+            if n % 20 == 1 {
+                hset(&mut src, b"client:ends", &[(b"n", n.to_string().as_bytes())]);
+            }
+            (!mirror.running()).then_some(())
+        });
+        let code = mirror
+            .wait_exit(std::time::Duration::from_secs(1))
+            .expect("an exit code");
+        let out = mirror.output();
+        assert_eq!(code, 1, "{failpoint}: {out}");
+        assert!(
+            out.contains("apply failed") || out.contains("apply ended"),
+            "{failpoint}: {out}"
+        );
+        assert!(out.contains(cause), "{failpoint}: {out}");
+    }
+}
+
 #[test]
 fn the_demo_shows_mirroring_and_protection() {
     let out = command()

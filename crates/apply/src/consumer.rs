@@ -233,7 +233,7 @@ async fn consume(
                         break 'run Stop::Ended("a batch could not be written (its write task failed)");
                     }
                 }
-                next = stream.next() => match next {
+                next = stream.next() => match next.filter(|_| !redmirror_core::failpoint::hit("apply-stream-end")) {
                     None => break 'run Stop::Ended("the Kafka consumer stream ended"),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "Kafka consumer error.");
@@ -267,6 +267,9 @@ async fn consume(
         metrics::gauge!(m::APPLY_IN_FLIGHT).increment(batch.len() as f64);
         let w = writer.clone();
         in_flight.push_back(tokio::spawn(async move {
+            if redmirror_core::failpoint::hit("apply-write-panic") {
+                panic!("failpoint apply-write-panic");
+            }
             let outcomes = write_batch(&w.engine, &w.dlq, &w.opts, &batch, &w.health, &w.shutdown).await;
             Written { batch, outcomes }
         }));

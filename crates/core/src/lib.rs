@@ -11,9 +11,11 @@
 //! - [`diff`]: compares what the destination holds against what the rules
 //!   expect (used by the reconciler and its dry run).
 //! - [`text`]: bytes shown to people (UTF-8 as text, otherwise base64).
+//! - [`failpoint`]: failures the end-to-end tests inject into debug builds.
 
 pub mod diff;
 pub mod event;
+pub mod failpoint;
 pub mod keys;
 pub mod order;
 pub mod rules;
