@@ -868,6 +868,7 @@ pub fn pass_options(config: &Config, dry_run: bool) -> PassOptions {
         rate_limit: config.reconcile_rate_limit,
         dry_run,
         barrier_timeout: config.reconcile_barrier_timeout,
+        progress: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Commands that do one thing and exit: `reconcile --once`, `resync`.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -74,9 +76,27 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
             }
         }
     }
-    let result = reconciler
-        .run_pass(&crate::app::pass_options(&config, args.dry_run))
-        .await;
+    // Progress on a terminal: flows scanned on both sides against their
+    // key counts (an estimate: other keys count too).
+    let mut opts = crate::app::pass_options(&config, args.dry_run);
+    let total = {
+        use fred::interfaces::ServerInterface;
+        let s: u64 = reconciler.source.dbsize().await.unwrap_or(0);
+        let d: u64 = dest.dbsize().await.unwrap_or(0);
+        s + d
+    };
+    let mut progress = redmirror_telemetry::progress::Progress::new("reconcile", "flows", total, !args.json);
+    let scanned = Arc::new(AtomicU64::new(0));
+    opts.progress = Some(scanned.clone());
+    let pass = reconciler.run_pass(&opts);
+    tokio::pin!(pass);
+    let result = loop {
+        tokio::select! {
+            r = &mut pass => break r,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => progress.tick(scanned.load(Relaxed), false),
+        }
+    };
+    progress.tick(scanned.load(Relaxed), true);
     if let Some(l) = &lease {
         l.release().await;
     }

@@ -1,7 +1,6 @@
 //! Replay and rewind.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::IsTerminal;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -11,6 +10,7 @@ use redmirror_apply::engine::{ApplyEngine, Decoded, Outcome};
 use redmirror_core::diff::{self, DestFlow};
 use redmirror_core::event::{DeleteReason, Origin};
 use redmirror_core::{FlowEvent, KeyLayout, MirrorRules, Order};
+use redmirror_telemetry::progress::Progress;
 use serde::Serialize;
 
 use crate::reader::{Start, TopicReader};
@@ -86,30 +86,6 @@ pub struct Change {
     pub fields: Vec<String>,
 }
 
-struct Progress {
-    enabled: bool,
-    started: Instant,
-    last: Instant,
-    total: u64,
-}
-
-impl Progress {
-    fn tick(&mut self, read: u64, force: bool) {
-        if !self.enabled || (!force && self.last.elapsed().as_millis() < 250) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = read as f64 / secs;
-        let total = self.total.max(read);
-        let eta = if rate > 0.0 { (total - read) as f64 / rate } else { 0.0 };
-        eprint!("\rreplay: {read} / ~{total} events, {rate:.0}/s, ETA {eta:.0}s   ");
-        if force {
-            eprintln!();
-        }
-    }
-}
-
 /// Re-applies history through apply's engine.
 pub async fn replay(
     kafka: &redmirror_kafka::Kafka,
@@ -133,12 +109,7 @@ pub async fn replay(
     };
     report.exact_since = exact_since_us.map(redmirror_core::text::rfc3339_us);
     let mut reader = TopicReader::open(kafka, &opts.topic, &start).await?;
-    let mut progress = Progress {
-        enabled: opts.progress && std::io::stderr().is_terminal(),
-        started,
-        last: started,
-        total: reader.estimated_total,
-    };
+    let mut progress = Progress::new("replay", "events", reader.estimated_total, opts.progress);
     let mut batch: Vec<Decoded> = Vec::with_capacity(opts.batch);
     // Rewind bookkeeping: per flow, the latest order applied at or before
     // --until (events of one flow are in one partition, read in order, but

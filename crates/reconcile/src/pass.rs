@@ -63,6 +63,9 @@ pub struct PassOptions {
     pub dry_run: bool,
     /// Longest wait for apply to catch up with the topic before comparing.
     pub barrier_timeout: Duration,
+    /// Counts the flows scanned so far on both sides, for a progress line
+    /// (`reconcile --once` on a terminal).
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Errors that end a pass (it is retried at the next trigger).
@@ -126,16 +129,21 @@ pub struct Reconciler {
     digests: Digests,
 }
 
-/// Keys-per-second limit shared by the phases of a pass.
+/// Keys-per-second limit shared by the phases of a pass; it also counts
+/// the flows scanned.
 struct Limiter {
     rate: u64,
     start: Instant,
     done: std::sync::atomic::AtomicU64,
+    progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Limiter {
     async fn take(&self, n: u64) {
         let done = self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        if let Some(p) = &self.progress {
+            p.store(done, std::sync::atomic::Ordering::Relaxed);
+        }
         if self.rate == 0 {
             return;
         }
@@ -270,6 +278,7 @@ impl Reconciler {
             rate: opts.rate_limit,
             start: Instant::now(),
             done: 0.into(),
+            progress: opts.progress.clone(),
         };
         let (source, dest, index) = tokio::join!(
             phase("source_scan", self.source_phase(opts, &limiter)),

@@ -35,7 +35,8 @@ impl Health {
         state.up.insert(component.to_string(), false);
         drop(state);
         metrics::gauge!(crate::metrics::READY, "component" => component.to_string()).set(0.0);
-        tracing::info!(component, "Waiting for it to come up.");
+        let (name, what, _) = hint(component);
+        tracing::info!(component, "Waiting for {name} to come up ({what}).");
     }
 
     /// Marks a component up or down and mirrors it in `redmirror_ready`.
@@ -49,10 +50,16 @@ impl Health {
         drop(state);
         metrics::gauge!(crate::metrics::READY, "component" => component.to_string()).set(if ready { 1.0 } else { 0.0 });
         if changed {
+            let (name, what, todo) = hint(component);
             if ready {
-                tracing::info!(component, "Ready.");
+                tracing::info!(component, "{} is up.", capitalised(name));
             } else {
-                tracing::warn!(component, "Not ready.");
+                tracing::warn!(
+                    component,
+                    "{} ({what}) is down: /readyz fails until it is back; the process retries on its \
+                     own and catches up, nothing is skipped. {todo}",
+                    capitalised(name)
+                );
             }
         }
     }
@@ -88,6 +95,40 @@ impl Health {
     /// Why components are down, for those that said.
     pub fn reasons(&self) -> BTreeMap<String, String> {
         self.inner.lock().expect("health lock").why.clone()
+    }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+}
+
+/// A component's name for people, its setting, and what an operator can
+/// check when it is down.
+fn hint(component: &str) -> (&str, &'static str, &'static str) {
+    match component {
+        "source" => (
+            "the source",
+            "REDMIRROR_SOURCE_URL",
+            "Check that the source Redis answers at that address (redis-cli PING) and that nothing between drops the connection.",
+        ),
+        "destination" => (
+            "the destination",
+            "REDMIRROR_DEST_URL",
+            "Check that the destination Redis answers at that address (redis-cli PING), and its memory and maxclients.",
+        ),
+        "kafka" => (
+            "Kafka",
+            "REDMIRROR_KAFKA_BROKERS",
+            "Check that the brokers answer (kafka-broker-api-versions.sh --bootstrap-server ...) and the client settings.",
+        ),
+        "notifications" => (
+            "the source's keyspace notifications",
+            "notify-keyspace-events",
+            "/readyz and the log line before this one give the CONFIG SET that restores them.",
+        ),
+        other => (other, "a connection this process needs", "See the log lines before this one."),
     }
 }
 

@@ -10,11 +10,13 @@
 //! - [`requests`]: admin requests, answered at once and run in the
 //!   background; their states and results for `GET /v1/status`.
 //! - [`logging`]: tracing set-up, text or JSON lines.
+//! - [`progress`]: a progress line on a terminal for long one-shot commands.
 
 pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod progress;
 pub mod requests;
 
 pub use health::Health;
