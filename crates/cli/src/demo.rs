@@ -1,13 +1,21 @@
 //! `redmirror demo`: two local Redis servers, the embedded broker, sample
-//! flows, and a live view of what was mirrored and what was protected.
+//! flows written step by step, and a view of both sides with live counts.
+//!
+//! On a terminal the view is redrawn in place, and only when something on
+//! it changed (so an idle demo writes nothing); otherwise the demo prints an
+//! append-only log of its steps and of each change on the screen. The
+//! product's own log goes to a file in the demo's directory.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use redmirror_config::Layers;
-use redmirror_testkit::flows::{exists, hgetall, hset};
+use redmirror_testkit::flows::{hgetall, hset, Hash};
 use redmirror_testkit::{RedisOptions, RedisServer};
+
+use crate::console::{self, Counts, DemoScreen, FlowRow};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -16,8 +24,14 @@ pub struct DemoArgs {
     pub duration: Option<Duration>,
 }
 
-/// One scripted write to the source.
-type SampleWrite = Box<dyn Fn(&mut redis::Connection)>;
+/// One scripted step: what it does (narrated) and the writes.
+struct Step {
+    says: &'static str,
+    write: fn(&mut redis::Connection),
+}
+
+/// The flows the view always lists (more appear as they are written).
+const SAMPLES: [&str; 7] = ["flow-1", "flow-2", "flow-3", "flow-4", "flow-5", "demo-1", "native-1"];
 
 fn redis_installed() -> bool {
     std::process::Command::new("redis-server")
@@ -28,6 +42,82 @@ fn redis_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+fn cmd(c: &mut redis::Connection, args: &[&str]) {
+    let mut command = redis::cmd(args[0]);
+    for a in &args[1..] {
+        command.arg(*a);
+    }
+    let _: redis::RedisResult<redis::Value> = command.query(c);
+}
+
+fn steps() -> Vec<Step> {
+    vec![
+        Step {
+            says: "create flow-1 and flow-2 on the source (HSET): both are mirrored, flowConfigHistory excluded",
+            write: |s| {
+                hset(
+                    s,
+                    b"client:flow-1",
+                    &[
+                        (b"name", b"Checkout"),
+                        (b"clerkOrganizationId", b"org_acme"),
+                        (b"flowConfigHistory", b"[v1,v2]"),
+                    ],
+                );
+                hset(
+                    s,
+                    b"client:flow-2",
+                    &[(b"name", b"Signup"), (b"clerkOrganizationId", b"org_acme")],
+                );
+                cmd(s, &["HSET", "clients", "flow-1", "1", "flow-2", "1"]);
+            },
+        },
+        Step {
+            says: "update flow-1 on the source: the copy follows within milliseconds",
+            write: |s| hset(s, b"client:flow-1", &[(b"name", b"Checkout v2"), (b"steps", b"3")]),
+        },
+        Step {
+            says: "write native-1 on the source: staging has its own native-1, which is never overwritten",
+            write: |s| hset(s, b"client:native-1", &[(b"name", b"production version")]),
+        },
+        Step {
+            says: "create demo-1 in organisation org_hello: filtered, never copied",
+            write: |s| {
+                hset(
+                    s,
+                    b"client:demo-1",
+                    &[(b"name", b"Hello demo"), (b"clerkOrganizationId", b"org_hello")],
+                );
+            },
+        },
+        Step {
+            says: "rename flow-2 to flow-3 (RENAME): flow-2's copy goes, flow-3's appears",
+            write: |s| cmd(s, &["RENAME", "client:flow-2", "client:flow-3"]),
+        },
+        Step {
+            says: "create flow-4 with a 2-second expiry (EXPIRE): its copy goes when it expires",
+            write: |s| {
+                hset(s, b"client:flow-4", &[(b"name", b"Short-lived")]);
+                cmd(s, &["EXPIRE", "client:flow-4", "2"]);
+            },
+        },
+        Step {
+            says: "create flow-5, then delete it (DEL): the copy is removed",
+            write: |s| {
+                hset(s, b"client:flow-5", &[(b"name", b"Mistake")]);
+                cmd(s, &["DEL", "client:flow-5"]);
+            },
+        },
+    ]
+}
+
+/// Where the demo keeps its log (kept after it stops).
+fn demo_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("redmirror-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !redis_installed() {
         eprintln!(
@@ -36,14 +126,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
-    redmirror_telemetry::logging::init("warn", false);
+    let dir = demo_dir()?;
+    let log = dir.join("redmirror.log");
+    redmirror_telemetry::logging::init_file("info", &log)?;
     let source = RedisServer::start_with(RedisOptions::with_notifications());
     let dest = RedisServer::start_with(RedisOptions::default());
-    println!("redmirror demo");
-    println!("  source      redis-server at {}", source.url());
-    println!("  destination redis-server at {}", dest.url());
-    println!("  broker      embedded (in-process; for demos and development only, keeps little history)");
-
     let env = vec![
         ("REDMIRROR_SOURCE_URL".to_string(), source.url()),
         ("REDMIRROR_DEST_URL".to_string(), dest.url()),
@@ -53,9 +140,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ("REDMIRROR_TOPIC_PARTITIONS".to_string(), "3".to_string()),
     ];
     let config = Layers::load(None, env)?.validate(&["source_url", "dest_url", "kafka_brokers"])?;
-    let mut running = crate::app::start(config, crate::app::Roles::all()).await?;
-    println!("  metrics     http://{}/metrics", running.http_addr);
-    println!();
+    let mut running = crate::app::start(config.clone(), crate::app::Roles::all()).await?;
+    let metrics = redmirror_telemetry::metrics::install();
 
     // A native staging flow the mirror must never touch.
     let mut d = dest.conn();
@@ -66,142 +152,81 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let native_before = hgetall(&mut d, b"client:native-1");
 
+    let mut screen = DemoScreen {
+        source: source.url(),
+        dest: dest.url(),
+        broker: "embedded (in-process; for demos and development only)".into(),
+        metrics: format!("http://{}/metrics", running.http_addr),
+        log: log.display().to_string(),
+        try_it: format!(
+            "redis-cli -p {} HSET client:mine name hello clerkOrganizationId org_acme",
+            source.port()
+        ),
+        ..DemoScreen::default()
+    };
+    let terminal = std::io::stdout().is_terminal();
+    let mut out = console::Output::new(terminal);
     let mut s = source.conn();
-    let writes: Vec<(&str, SampleWrite)> = vec![
-        (
-            "create flow-1 and flow-2",
-            Box::new(|c| {
-                hset(
-                    c,
-                    b"client:flow-1",
-                    &[
-                        (b"name", b"Checkout"),
-                        (b"clerkOrganizationId", b"org_acme"),
-                        (b"flowConfigHistory", b"[v1,v2]"),
-                    ],
-                );
-                hset(
-                    c,
-                    b"client:flow-2",
-                    &[(b"name", b"Signup"), (b"clerkOrganizationId", b"org_acme")],
-                );
-                let _: i64 = redis::cmd("HSET")
-                    .arg("clients")
-                    .arg("flow-1")
-                    .arg("1")
-                    .arg("flow-2")
-                    .arg("1")
-                    .query(c)
-                    .unwrap_or(0);
-            }),
-        ),
-        (
-            "create demo-1 in the filtered organisation org_hello",
-            Box::new(|c| {
-                hset(
-                    c,
-                    b"client:demo-1",
-                    &[(b"name", b"Hello demo"), (b"clerkOrganizationId", b"org_hello")],
-                );
-            }),
-        ),
-        (
-            "write native-1 on the source too (the staging copy is native: protected)",
-            Box::new(|c| {
-                hset(c, b"client:native-1", &[(b"name", b"production version")]);
-            }),
-        ),
-        (
-            "update flow-1",
-            Box::new(|c| hset(c, b"client:flow-1", &[(b"name", b"Checkout v2"), (b"steps", b"3")])),
-        ),
-        (
-            "delete flow-2",
-            Box::new(|c| {
-                let _: i64 = redis::cmd("DEL").arg("client:flow-2").query(c).unwrap_or(0);
-            }),
-        ),
-    ];
-
+    let steps = steps();
     let stop_at = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut next_step = tokio::time::Instant::now() + Duration::from_millis(500);
     let mut step = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let interrupted = crate::app::signal();
     tokio::pin!(interrupted);
-    loop {
+    let stopped_by = loop {
         tokio::select! {
-            _ = &mut interrupted => break,
-            r = running.wait(std::future::pending()) => { r?; break; }
+            _ = &mut interrupted => break "Ctrl-C",
+            r = running.wait(std::future::pending()) => { r?; break "a failure" }
             _ = tick.tick() => {}
         }
-        if let Some((what, write)) = writes.get(step) {
-            println!("source: {what}");
-            write(&mut s);
+        if step < steps.len() && tokio::time::Instant::now() >= next_step {
+            let st = &steps[step];
+            (st.write)(&mut s);
+            screen.narration.push(format!("{}. {}", step + 1, st.says));
             step += 1;
-        } else if step == writes.len() {
-            println!(
-                "\n(all sample writes done; write to {} yourself, Ctrl-C to stop)\n",
-                source.url()
-            );
-            step += 1;
+            next_step = tokio::time::Instant::now() + Duration::from_millis(1500);
+            if step == steps.len() {
+                screen.done = true;
+            }
         }
-        show(&mut d, &native_before);
+        screen.flows = rows(&mut s, &mut d, &native_before);
+        screen.counts = Counts::from_metrics(&metrics.render());
+        out.show(&screen)?;
         if stop_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
-            break;
+            break "--for";
         }
-    }
+    };
+    out.finish(&screen)?;
     running.stop().await?;
-    println!("demo stopped");
+    drop((source, dest));
+    println!(
+        "demo stopped ({stopped_by}); servers removed; the log stays at {}",
+        log.display()
+    );
+    std::io::stdout().flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(d: &mut redis::Connection, native_before: &redmirror_testkit::flows::Hash) {
-    let text = |h: &redmirror_testkit::flows::Hash, k: &str| {
-        h.get(k.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let f1 = hgetall(d, b"client:flow-1");
-    let line = |name: &str, state: String| println!("    {name:<9} {state}");
-    println!("  destination now:");
-    line(
-        "flow-1",
-        if f1.is_empty() {
-            "not yet mirrored".into()
-        } else {
-            format!(
-                "mirrored: name={:?} isSyncCopy={:?} flowConfigHistory {}",
-                text(&f1, "name").unwrap_or_default(),
-                text(&f1, "isSyncCopy").unwrap_or_default(),
-                if f1.contains_key(&b"flowConfigHistory"[..]) {
-                    "COPIED (bug)"
-                } else {
-                    "excluded"
-                }
-            )
-        },
-    );
-    line(
-        "flow-2",
-        if exists(d, b"client:flow-2") {
-            "mirrored".into()
-        } else {
-            "absent (not yet created, or deleted)".into()
-        },
-    );
-    line(
-        "demo-1",
-        if exists(d, b"client:demo-1") {
-            "COPIED (bug)".into()
-        } else {
-            "never copied (filtered organisation)".into()
-        },
-    );
-    let native = hgetall(d, b"client:native-1");
-    line(
-        "native-1",
-        if &native == native_before {
-            "native staging flow, untouched".into()
-        } else {
-            "CHANGED (bug)".into()
-        },
-    );
+/// The sample flows and any other flow on either side (at most 14 rows).
+fn rows(s: &mut redis::Connection, d: &mut redis::Connection, native_before: &Hash) -> Vec<FlowRow> {
+    let mut ids: Vec<String> = SAMPLES.iter().map(|s| s.to_string()).collect();
+    for c in [&mut *s, &mut *d] {
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("client:*").query(c).unwrap_or_default();
+        for k in keys {
+            let id = String::from_utf8_lossy(&k["client:".len()..]).into_owned();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids.truncate(14);
+    ids.into_iter()
+        .map(|id| {
+            let key = format!("client:{id}");
+            let src = hgetall(s, key.as_bytes());
+            let dst = hgetall(d, key.as_bytes());
+            console::flow_row(&id, &src, &dst, id == "native-1" && &dst == native_before)
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@
 mod alloc;
 mod app;
 mod check;
+mod console;
 mod demo;
 mod errors;
 mod history;

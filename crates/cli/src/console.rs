@@ -1,0 +1,385 @@
+//! The demo's screen: what it shows and how it reaches the terminal.
+
+use std::io::Write;
+
+use redmirror_testkit::flows::Hash;
+
+/// Everything the demo shows.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DemoScreen {
+    pub source: String,
+    pub dest: String,
+    pub broker: String,
+    pub metrics: String,
+    pub log: String,
+    /// The line to paste to write to the source by hand.
+    pub try_it: String,
+    pub flows: Vec<FlowRow>,
+    pub counts: Counts,
+    /// The steps taken so far, numbered.
+    pub narration: Vec<String>,
+    /// Every scripted step has run.
+    pub done: bool,
+}
+
+/// One flow on both sides.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlowRow {
+    pub id: String,
+    pub source: String,
+    pub dest: String,
+    pub verdict: String,
+}
+
+impl FlowRow {
+    fn line(&self) -> String {
+        format!(
+            "{:<10} {:<26} {:<30} {}",
+            cut(&self.id, 10),
+            cut(&self.source, 26),
+            cut(&self.dest, 30),
+            self.verdict
+        )
+    }
+}
+
+/// The flow's state on each side, and what the mirror did with it.
+pub fn flow_row(id: &str, src: &Hash, dst: &Hash, native_untouched: bool) -> FlowRow {
+    let field = |h: &Hash, k: &str| h.get(k.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned());
+    let describe = |h: &Hash| match field(h, "name") {
+        Some(n) => format!("name={n:?} ({})", fields(h.len())),
+        None => fields(h.len()),
+    };
+    let sync_copy = field(dst, "isSyncCopy").as_deref() == Some("true");
+    let filtered = field(src, "clerkOrganizationId").as_deref() == Some("org_hello");
+    let source = if src.is_empty() {
+        "absent".to_string()
+    } else {
+        describe(src)
+    };
+    let dest = if dst.is_empty() {
+        "absent".to_string()
+    } else if sync_copy {
+        format!("copy: {}", describe(dst))
+    } else {
+        format!("native: {}", describe(dst))
+    };
+    let verdict = if !dst.is_empty() && !sync_copy {
+        if native_untouched {
+            "native staging flow: untouched".to_string()
+        } else {
+            "native staging flow (changed on staging)".to_string()
+        }
+    } else if src.is_empty() && dst.is_empty() {
+        "absent on both".to_string()
+    } else if src.is_empty() {
+        "copy about to be removed".to_string()
+    } else if filtered {
+        if dst.is_empty() {
+            "filtered organisation: never copied".to_string()
+        } else {
+            "filtered organisation: copy about to be removed".to_string()
+        }
+    } else if dst.is_empty() {
+        "waiting to be mirrored".to_string()
+    } else {
+        let mut want = src.clone();
+        let excluded = want.remove(&b"flowConfigHistory"[..]).is_some();
+        want.insert(b"isSyncCopy".to_vec(), b"true".to_vec());
+        match (&want == dst, excluded) {
+            (true, true) => "mirrored (flowConfigHistory excluded)".to_string(),
+            (true, false) => "mirrored".to_string(),
+            (false, _) => "catching up".to_string(),
+        }
+    };
+    FlowRow {
+        id: id.to_string(),
+        source,
+        dest,
+        verdict,
+    }
+}
+
+/// Live counts, from the process's own metrics.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Counts {
+    pub captured: f64,
+    pub applied: f64,
+    pub deleted: f64,
+    pub skipped_native: f64,
+    pub skipped_filtered: f64,
+    pub stale: f64,
+    pub dead_lettered: f64,
+    /// End-to-end latency percentiles, as the upper bound of their
+    /// histogram bucket (seconds); `None` before the first event.
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub lag: f64,
+}
+
+impl Counts {
+    /// Reads the counts from Prometheus text.
+    pub fn from_metrics(text: &str) -> Counts {
+        let mut c = Counts::default();
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = value.parse::<f64>() else { continue };
+            let (metric, labels) = name.split_once('{').unwrap_or((name, ""));
+            let label = |k: &str| {
+                labels
+                    .split(',')
+                    .find_map(|p| p.strip_prefix(k)?.strip_prefix("=\"")?.split('"').next())
+            };
+            match metric {
+                "redmirror_capture_events_total" => c.captured += v,
+                "redmirror_apply_events_total" => match label("outcome") {
+                    Some("applied") => c.applied += v,
+                    Some("deleted") => c.deleted += v,
+                    Some("skipped_native") => c.skipped_native += v,
+                    Some("skipped_filtered") => c.skipped_filtered += v,
+                    Some("skipped_stale") => c.stale += v,
+                    Some("dead_lettered") => c.dead_lettered += v,
+                    _ => {}
+                },
+                "redmirror_consumer_lag_messages" => c.lag += v,
+                "redmirror_end_to_end_seconds_bucket" => {
+                    if let Some(le) =
+                        label("le").and_then(|l| l.parse::<f64>().ok().or((l == "+Inf").then_some(f64::INFINITY)))
+                    {
+                        buckets.push((le, v));
+                    }
+                }
+                _ => {}
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        c.p50 = quantile(&buckets, 0.5);
+        c.p99 = quantile(&buckets, 0.99);
+        c
+    }
+
+    fn lines(&self) -> [String; 2] {
+        let ms = |v: Option<f64>| match v {
+            None => "-".to_string(),
+            Some(s) if s.is_infinite() => "> 10 s".to_string(),
+            Some(s) => format!("≤ {} ms", (s * 1000.0).round()),
+        };
+        [
+            format!(
+                "captured {}   applied {}   deleted {}   skipped: native {}, filtered {}, stale {}   dead-lettered {}",
+                self.captured,
+                self.applied,
+                self.deleted,
+                self.skipped_native,
+                self.skipped_filtered,
+                self.stale,
+                self.dead_lettered
+            ),
+            format!(
+                "end-to-end p50 {}   p99 {}   lag {} messages",
+                ms(self.p50),
+                ms(self.p99),
+                self.lag
+            ),
+        ]
+    }
+}
+
+/// The upper bound of the bucket holding quantile `q` of a cumulative
+/// histogram (`(le, count)` sorted by `le`).
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets.iter().find(|(_, n)| *n >= q * total).map(|(le, _)| *le)
+}
+
+fn fields(n: usize) -> String {
+    if n == 1 {
+        "1 field".to_string()
+    } else {
+        format!("{n} fields")
+    }
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+impl DemoScreen {
+    /// The whole screen, line by line.
+    pub fn frame(&self) -> Vec<String> {
+        let mut l = vec![
+            "redmirror demo: production → Kafka → staging, live. Ctrl-C stops it and removes what it started."
+                .to_string(),
+            format!("  source       {}", self.source),
+            format!("  destination  {}", self.dest),
+            format!("  broker       {}", self.broker),
+            format!("  metrics      {}", self.metrics),
+            format!("  log          {}", self.log),
+            String::new(),
+            format!(
+                "{:<10} {:<26} {:<30} {}",
+                "flow", "source", "destination", "what the mirror did"
+            ),
+        ];
+        l.extend(self.flows.iter().map(FlowRow::line));
+        l.push(String::new());
+        l.extend(self.counts.lines());
+        l.push(String::new());
+        l.push("steps".to_string());
+        l.extend(self.narration.iter().map(|n| format!("  {n}")));
+        if self.done {
+            l.push(String::new());
+            l.push("All sample steps done. Write to the source yourself and watch it here:".to_string());
+            l.push(format!("  {}", self.try_it));
+        }
+        l
+    }
+}
+
+/// Where the screen goes: redrawn in place on a terminal (only when it
+/// changed), or an append-only log of steps and changes.
+pub struct Output {
+    terminal: bool,
+    last: Vec<String>,
+    narrated: usize,
+    rows: Vec<FlowRow>,
+    counts_shown: Option<[String; 2]>,
+}
+
+impl Output {
+    pub fn new(terminal: bool) -> Self {
+        Output {
+            terminal,
+            last: Vec::new(),
+            narrated: 0,
+            rows: Vec::new(),
+            counts_shown: None,
+        }
+    }
+
+    /// Shows the screen if anything on it changed.
+    pub fn show(&mut self, screen: &DemoScreen) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.terminal {
+            let frame = screen.frame();
+            if frame != self.last {
+                // Home, clear to the end, then the frame (\r\n: the
+                // terminal may not translate \n).
+                write!(out, "\x1b[H\x1b[J{}\r\n", frame.join("\r\n"))?;
+                out.flush()?;
+                self.last = frame;
+            }
+            return Ok(());
+        }
+        if self.last.is_empty() {
+            self.last = screen.frame()[..6].to_vec();
+            writeln!(out, "{}", self.last.join("\n"))?;
+        }
+        for n in &screen.narration[self.narrated..] {
+            writeln!(out, "step {n}")?;
+        }
+        self.narrated = screen.narration.len();
+        for row in &screen.flows {
+            if !self.rows.contains(row) {
+                writeln!(
+                    out,
+                    "  {}: source {}; destination {}; {}",
+                    row.id, row.source, row.dest, row.verdict
+                )?;
+            }
+        }
+        self.rows = screen.flows.clone();
+        out.flush()
+    }
+
+    /// The final state (not a terminal: the table and the counts once).
+    pub fn finish(&mut self, screen: &DemoScreen) -> std::io::Result<()> {
+        if self.terminal {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        let counts = screen.counts.lines();
+        if self.counts_shown.as_ref() != Some(&counts) {
+            writeln!(out, "\nfinal state:")?;
+            for row in &screen.flows {
+                writeln!(out, "  {}", row.line())?;
+            }
+            writeln!(out, "{}\n{}", counts[0], counts[1])?;
+            self.counts_shown = Some(counts);
+        }
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Hash {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn rows_say_what_the_mirror_did() {
+        let src = h(&[("name", "A"), ("flowConfigHistory", "x")]);
+        let copy = h(&[("name", "A"), ("isSyncCopy", "true")]);
+        assert_eq!(
+            flow_row("f", &src, &copy, false).verdict,
+            "mirrored (flowConfigHistory excluded)"
+        );
+        assert_eq!(
+            flow_row("f", &src, &Hash::new(), false).verdict,
+            "waiting to be mirrored"
+        );
+        let filtered = h(&[("name", "D"), ("clerkOrganizationId", "org_hello")]);
+        assert_eq!(
+            flow_row("d", &filtered, &Hash::new(), false).verdict,
+            "filtered organisation: never copied"
+        );
+        let native = h(&[("name", "staging")]);
+        assert_eq!(
+            flow_row("n", &src, &native, true).verdict,
+            "native staging flow: untouched"
+        );
+        assert_eq!(
+            flow_row("g", &Hash::new(), &Hash::new(), false).verdict,
+            "absent on both"
+        );
+    }
+
+    #[test]
+    fn counts_and_percentiles_come_from_the_metrics_text() {
+        let text = "\
+# TYPE redmirror_apply_events_total counter
+redmirror_apply_events_total{outcome=\"applied\"} 5
+redmirror_apply_events_total{outcome=\"skipped_native\"} 1
+redmirror_capture_events_total{op=\"upsert\"} 6
+redmirror_capture_events_total{op=\"delete\"} 2
+redmirror_consumer_lag_messages{partition=\"0\"} 3
+redmirror_end_to_end_seconds_bucket{le=\"0.005\"} 50
+redmirror_end_to_end_seconds_bucket{le=\"0.01\"} 99
+redmirror_end_to_end_seconds_bucket{le=\"0.05\"} 100
+redmirror_end_to_end_seconds_bucket{le=\"+Inf\"} 100
+";
+        let c = Counts::from_metrics(text);
+        assert_eq!((c.captured, c.applied, c.skipped_native, c.lag), (8.0, 5.0, 1.0, 3.0));
+        assert_eq!(c.p50, Some(0.005));
+        assert_eq!(c.p99, Some(0.01));
+        assert_eq!(Counts::from_metrics("").p50, None);
+    }
+}
