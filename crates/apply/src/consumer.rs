@@ -236,7 +236,7 @@ async fn consume(
                 next = stream.next() => match next.filter(|_| !redmirror_core::failpoint::hit("apply-stream-end")) {
                     None => break 'run Stop::Ended("the Kafka consumer stream ended"),
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "Kafka consumer error.");
+                        tracing::warn!(topic = %opts.topic, group = %opts.group_id, error = %e, "Kafka consumer error; the consumer retries by itself (check the brokers, REDMIRROR_KAFKA_BROKERS).");
                         health.set(HEALTH_KAFKA, false);
                     }
                     Some(Ok(msg)) => {
@@ -448,7 +448,7 @@ async fn write_batch(
             Err(e) => {
                 health.set(HEALTH_DEST, false);
                 metrics::counter!(m::APPLY_RETRIES).increment(1);
-                tracing::warn!(error = %e, events = batch.len(), "Destination write failed; retrying.");
+                tracing::warn!(error = %e, events = batch.len(), "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
                 if !backoff.wait(shutdown).await {
                     return None;
                 }
@@ -475,7 +475,7 @@ async fn write_batch(
                 match dlq.dead_letter(&d).await {
                     Ok(_) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "Dead-letter write failed; retrying.");
+                        tracing::warn!(topic = %opts.dlq_topic, error = %e, "Dead-letter write failed; retrying, the stream waits (check that the dead-letter topic exists and takes writes).");
                         if !backoff.wait(shutdown).await {
                             return None;
                         }

@@ -116,7 +116,7 @@ fn on_ack((id, cause, seq, op, r): Acked, pending: &Pending, warned: &WarnOnce) 
         }
         Err(e) => {
             metrics::counter!(m::PUBLISH_RETRIES).increment(1);
-            tracing::warn!(error = %e, "Publish failed; the flow will be read and published again.");
+            tracing::warn!(error = %e, "Publish to Kafka failed; the flow will be read and published again (check the brokers, REDMIRROR_KAFKA_BROKERS).");
             pending.requeue(id, cause, seq);
         }
     }
@@ -220,7 +220,7 @@ impl Ctx<'_> {
                 }
                 Err(e) => {
                     self.health.set(HEALTH_SOURCE, false);
-                    tracing::warn!(error = %e, "Source read failed; retrying.");
+                    tracing::warn!(error = %e, "Source read failed; retrying with backoff, changes are kept (check the source, REDMIRROR_SOURCE_URL).");
                     let sleep = tokio::time::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     match shutdown {

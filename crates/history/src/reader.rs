@@ -161,7 +161,7 @@ impl TopicReader {
                     continue;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(topic = %self.topic, error = %e, "Read error; retrying.");
+                    tracing::warn!(topic = %self.topic, error = %e, "Kafka read error; retrying (check the brokers, REDMIRROR_KAFKA_BROKERS).");
                     continue;
                 }
                 Ok(Ok(m)) => m,

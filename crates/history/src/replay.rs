@@ -266,7 +266,7 @@ async fn apply_with_retry(engine: &ApplyEngine, batch: &[Decoded], force: bool) 
         match engine.apply(batch, force).await {
             Ok(o) => return Ok(o),
             Err(e) => {
-                tracing::warn!(error = %e, "Destination write failed; retrying.");
+                tracing::warn!(error = %e, "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
             }

@@ -138,7 +138,9 @@ impl Lease {
                         logged = true;
                     }
                 }
-                Err(e) => tracing::warn!(lease = %self.name, error = %e, "Lease not acquired (destination error)."),
+                Err(e) => {
+                    tracing::warn!(lease = %self.name, error = %e, "Lease not acquired: the destination failed; retrying (check REDMIRROR_DEST_URL).")
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return None,
@@ -163,7 +165,9 @@ impl Lease {
                     lost.cancel();
                     return;
                 }
-                Err(e) => tracing::warn!(lease = %self.name, error = %e, "Lease renewal failed; retrying."),
+                Err(e) => {
+                    tracing::warn!(lease = %self.name, error = %e, "Lease renewal failed (destination error); retrying, the lease is lost if it expires meanwhile (check REDMIRROR_DEST_URL).")
+                }
             }
         }
     }
