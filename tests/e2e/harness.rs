@@ -184,14 +184,12 @@ impl Mirror {
     }
 }
 
-/// Parses a sample value out of Prometheus text.
+/// The value of one sample (`name{labels}` as the exposition writes it) in
+/// Prometheus text, 0 if absent.
 pub fn metric_value(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok()).flatten()
-        })
+    redmirror_console::prom::Metrics::parse(text)
+        .ok()
+        .and_then(|m| m.sample(sample))
         .unwrap_or(0.0)
 }
 

@@ -175,7 +175,7 @@ fn rediss_end_to_end_with_a_private_ca_and_client_certificates() {
 }
 
 /// The `ACL SETUSER` lines documented in docs/operations.md.
-fn documented_acl(user: &str) -> String {
+pub(crate) fn documented_acl(user: &str) -> String {
     let doc = std::fs::read_to_string(redmirror_testkit::workspace_root().join("docs/operations.md")).unwrap();
     doc.lines()
         .find(|l| l.starts_with(&format!("ACL SETUSER {user} ")))
@@ -183,7 +183,7 @@ fn documented_acl(user: &str) -> String {
         .replace(">CHANGE-ME", ">test-password-42")
 }
 
-fn run_acl(server: &RedisServer, line: &str) {
+pub(crate) fn run_acl(server: &RedisServer, line: &str) {
     let mut c = redis::cmd("ACL");
     for word in line.split_whitespace().skip(1) {
         c.arg(word);

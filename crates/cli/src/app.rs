@@ -388,6 +388,9 @@ impl Admin for ProcessAdmin {
             "components": self.health.components(),
             "lag": lag,
             "source_epoch": self.epoch.as_ref().map(SourceEpoch::current),
+            "topic": self.config.topic,
+            "dlq_topic": self.config.dlq_topic(),
+            "group_id": self.config.group_id,
         });
         if let Some(map) = body.as_object_mut() {
             let hold = self.hold.as_ref().and_then(HoldWatch::current);

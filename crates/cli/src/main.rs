@@ -86,6 +86,10 @@ enum Command {
     Check,
     /// Show the whole thing working on this machine (local Redis servers, embedded broker).
     Demo(demo::DemoArgs),
+    /// The on-call's one-screen answer: exit 0 when healthy, 1 naming what needs attention.
+    Status(redmirror_console::StatusArgs),
+    /// `status` as a live view refreshed every second: rates, lag, latency percentiles.
+    Top(redmirror_console::TopArgs),
 }
 
 impl Command {
@@ -102,6 +106,8 @@ impl Command {
             Command::Dlq(_) | Command::Inspect(_) => &["kafka_brokers"],
             Command::Check => &["source_url", "dest_url", "kafka_brokers"],
             Command::Demo(_) => &[],
+            Command::Status(a) => a.needs(),
+            Command::Top(a) => a.needs(),
         }
     }
 }
@@ -160,6 +166,14 @@ fn main() -> ExitCode {
         match (cli.command, config) {
             (Command::Demo(args), _) => demo::run(args).await,
             (Command::Check, Some(c)) => check::run(&c).await,
+            (Command::Status(args), Some(c)) => Ok(match redmirror_console::status(&c, &args).await? {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::from(1),
+            }),
+            (Command::Top(args), Some(c)) => {
+                redmirror_console::top(&c, &args).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             (Command::Reconcile(args), Some(c)) if args.once => {
                 redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
                 oneshot::reconcile_once(c, args).await
@@ -202,6 +216,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e)
             if e.downcast_ref::<app::Refusal>().is_some()
+                || e.downcast_ref::<redmirror_console::Error>()
+                    .is_some_and(redmirror_console::Error::is_usage)
                 || matches!(
                     e.downcast_ref::<redmirror_history::Error>(),
                     Some(redmirror_history::Error::Usage(_))
