@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use clap::Args;
 use redmirror_config::Layers;
-use redmirror_testkit::flows::{hgetall, hset, Hash};
+use redmirror_console::demo::{self as console, Counts, DemoScreen, FlowRow, Hash};
+use redmirror_testkit::flows::{hgetall, hset};
 use redmirror_testkit::{RedisOptions, RedisServer};
-
-use crate::console::{self, Counts, DemoScreen, FlowRow};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {

@@ -5,7 +5,6 @@
 mod alloc;
 mod app;
 mod check;
-mod console;
 mod demo;
 mod errors;
 mod history;

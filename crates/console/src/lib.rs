@@ -1,4 +1,5 @@
-//! redmirror's terminal views: `redmirror status` and `redmirror top`.
+//! redmirror's terminal views: `redmirror status`, `redmirror top` and the
+//! demo's screen.
 //!
 //! They read what an operator's own tools read: a running process's
 //! `GET /v1/status` (bearer token), `GET /readyz` and `GET /metrics`, or,
@@ -18,7 +19,10 @@
 //! - [`status`](mod@status): the one-screen answer, its problems (each
 //!   says what to do next) and its JSON.
 //! - [`top`](mod@top): the live view.
+//! - [`demo`]: the demo's screen: both sides of each sample flow, live
+//!   counts from the metrics, the narration.
 
+pub mod demo;
 pub mod direct;
 pub mod offsets;
 pub mod process;

@@ -1,20 +1,33 @@
-//! The demo's screen: what it shows and how it reaches the terminal.
+//! The demo's screen (`redmirror demo`): what it shows and how it
+//! reaches the terminal. The binary runs the servers and the sample
+//! steps, and hands each state to [`Output::show`].
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
-use redmirror_testkit::flows::Hash;
+use crate::prom::Metrics;
+
+/// A flow as read from Redis: field to value, binary safe.
+pub type Hash = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Everything the demo shows.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct DemoScreen {
+    /// The source's URL.
     pub source: String,
+    /// The destination's URL.
     pub dest: String,
+    /// What broker runs.
     pub broker: String,
+    /// Where the metrics are served.
     pub metrics: String,
+    /// The product's log file.
     pub log: String,
     /// The line to paste to write to the source by hand.
     pub try_it: String,
+    /// The flows shown, one row each.
     pub flows: Vec<FlowRow>,
+    /// Live counts.
     pub counts: Counts,
     /// The steps taken so far, numbered.
     pub narration: Vec<String>,
@@ -25,9 +38,13 @@ pub struct DemoScreen {
 /// One flow on both sides.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FlowRow {
+    /// Flow id.
     pub id: String,
+    /// Its state on the source.
     pub source: String,
+    /// Its state on the destination.
     pub dest: String,
+    /// What the mirror did with it.
     pub verdict: String,
 }
 
@@ -103,69 +120,54 @@ pub fn flow_row(id: &str, src: &Hash, dst: &Hash, native_untouched: bool) -> Flo
 /// Live counts, from the process's own metrics.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Counts {
+    /// Events capture published.
     pub captured: f64,
+    /// Upserts apply wrote.
     pub applied: f64,
+    /// Deletes apply wrote.
     pub deleted: f64,
+    /// Events skipped: the destination copy is native.
     pub skipped_native: f64,
+    /// Events skipped: filtered organisation.
     pub skipped_filtered: f64,
+    /// Events skipped: older than what was applied.
     pub stale: f64,
+    /// Events dead-lettered.
     pub dead_lettered: f64,
-    /// End-to-end latency percentiles, as the upper bound of their
-    /// histogram bucket (seconds); `None` before the first event.
+    /// End-to-end latency percentiles (seconds, interpolated within their
+    /// histogram bucket as PromQL does); `None` before the first event.
     pub p50: Option<f64>,
+    /// See `p50`.
     pub p99: Option<f64>,
+    /// Messages apply is behind, all partitions.
     pub lag: f64,
 }
 
 impl Counts {
-    /// Reads the counts from Prometheus text.
+    /// Reads the counts from the process's own Prometheus text.
     pub fn from_metrics(text: &str) -> Counts {
-        let mut c = Counts::default();
-        let mut buckets: Vec<(f64, f64)> = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((name, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(v) = value.parse::<f64>() else { continue };
-            let (metric, labels) = name.split_once('{').unwrap_or((name, ""));
-            let label = |k: &str| {
-                labels
-                    .split(',')
-                    .find_map(|p| p.strip_prefix(k)?.strip_prefix("=\"")?.split('"').next())
-            };
-            match metric {
-                "redmirror_capture_events_total" => c.captured += v,
-                "redmirror_apply_events_total" => match label("outcome") {
-                    Some("applied") => c.applied += v,
-                    Some("deleted") => c.deleted += v,
-                    Some("skipped_native") => c.skipped_native += v,
-                    Some("skipped_filtered") => c.skipped_filtered += v,
-                    Some("skipped_stale") => c.stale += v,
-                    Some("dead_lettered") => c.dead_lettered += v,
-                    _ => {}
-                },
-                "redmirror_consumer_lag_messages" => c.lag += v,
-                "redmirror_end_to_end_seconds_bucket" => {
-                    if let Some(le) =
-                        label("le").and_then(|l| l.parse::<f64>().ok().or((l == "+Inf").then_some(f64::INFINITY)))
-                    {
-                        buckets.push((le, v));
-                    }
-                }
-                _ => {}
-            }
+        let m = Metrics::parse(text).unwrap_or_default();
+        let outcome = |o: &str| m.get("redmirror_apply_events_total", &[("outcome", o)]).unwrap_or(0.0);
+        let latency = m.histogram("redmirror_end_to_end_seconds");
+        Counts {
+            captured: m.sum("redmirror_capture_events_total").unwrap_or(0.0),
+            applied: outcome("applied"),
+            deleted: outcome("deleted"),
+            skipped_native: outcome("skipped_native"),
+            skipped_filtered: outcome("skipped_filtered"),
+            stale: outcome("skipped_stale"),
+            dead_lettered: outcome("dead_lettered"),
+            p50: latency.as_ref().and_then(|h| h.quantile(0.5)),
+            p99: latency.as_ref().and_then(|h| h.quantile(0.99)),
+            lag: m.sum("redmirror_consumer_lag_messages").unwrap_or(0.0),
         }
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        c.p50 = quantile(&buckets, 0.5);
-        c.p99 = quantile(&buckets, 0.99);
-        c
     }
 
     fn lines(&self) -> [String; 2] {
         let ms = |v: Option<f64>| match v {
             None => "-".to_string(),
-            Some(s) if s.is_infinite() => "> 10 s".to_string(),
-            Some(s) => format!("≤ {} ms", (s * 1000.0).round()),
+            Some(s) if s.is_infinite() => "over the largest bucket".to_string(),
+            Some(s) => format!("{:.1} ms", s * 1000.0),
         };
         [
             format!(
@@ -186,16 +188,6 @@ impl Counts {
             ),
         ]
     }
-}
-
-/// The upper bound of the bucket holding quantile `q` of a cumulative
-/// histogram (`(le, count)` sorted by `le`).
-pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    buckets.iter().find(|(_, n)| *n >= q * total).map(|(le, _)| *le)
 }
 
 fn fields(n: usize) -> String {
@@ -259,6 +251,7 @@ pub struct Output {
 }
 
 impl Output {
+    /// Redrawn in place when `terminal`, else an append-only log.
     pub fn new(terminal: bool) -> Self {
         Output {
             terminal,
@@ -275,9 +268,15 @@ impl Output {
         if self.terminal {
             let frame = screen.frame();
             if frame != self.last {
+                use crossterm::{cursor, queue, style::Print, terminal};
                 // Home, clear to the end, then the frame (\r\n: the
                 // terminal may not translate \n).
-                write!(out, "\x1b[H\x1b[J{}\r\n", frame.join("\r\n"))?;
+                queue!(
+                    out,
+                    cursor::MoveTo(0, 0),
+                    terminal::Clear(terminal::ClearType::FromCursorDown),
+                    Print(format!("{}\r\n", frame.join("\r\n")))
+                )?;
                 out.flush()?;
                 self.last = frame;
             }
