@@ -25,8 +25,8 @@ impl Health {
 
     /// Registers a component as down until [`Health::set`] says otherwise;
     /// one already known keeps its state. Waiting for a component at
-    /// start-up is normal, so it is logged at INFO; a component that goes
-    /// down later is a WARN ([`Health::set`]).
+    /// start-up is normal and logged, with its cause, by whoever waits; a
+    /// component that goes down later is a WARN ([`Health::set`]).
     pub fn register(&self, component: &str) {
         let mut state = self.inner.lock().expect("health lock");
         if state.up.contains_key(component) {
@@ -35,8 +35,9 @@ impl Health {
         state.up.insert(component.to_string(), false);
         drop(state);
         metrics::gauge!(crate::metrics::READY, "component" => component.to_string()).set(0.0);
+        // Whoever waits for it logs the wait with its cause (one line).
         let (name, what, _) = hint(component);
-        tracing::info!(component, "Waiting for {name} to come up ({what}).");
+        tracing::debug!(component, "{} ({what}) registered: not ready until it is up.", capitalised(name));
     }
 
     /// Marks a component up or down and mirrors it in `redmirror_ready`.
