@@ -37,7 +37,11 @@ impl Health {
         metrics::gauge!(crate::metrics::READY, "component" => component.to_string()).set(0.0);
         // Whoever waits for it logs the wait with its cause (one line).
         let (name, what, _) = hint(component);
-        tracing::debug!(component, "{} ({what}) registered: not ready until it is up.", capitalised(name));
+        tracing::debug!(
+            component,
+            "{} ({what}) registered: not ready until it is up.",
+            capitalised(name)
+        );
     }
 
     /// Marks a component up or down and mirrors it in `redmirror_ready`.
