@@ -32,8 +32,6 @@ pub struct ApplyOptions {
     pub group_id: String,
     /// Most events per destination round trip.
     pub batch: usize,
-    /// The hold ([`redmirror_redis::hold`]): while it exists, nothing is written.
-    pub hold_key: String,
     /// Where this instance acknowledges a hold.
     pub hold_acks_key: String,
     /// Sorted set where this instance announces itself (heartbeat).
@@ -92,10 +90,12 @@ fn item(m: &BorrowedMessage<'_>) -> Item {
 /// writes nothing: it finishes the batches in flight, commits, leaves the
 /// consumer group, says so on the destination (the rewind waits for that),
 /// and joins again from its committed offsets once the hold ends.
+/// `hold` is the process's watch of the hold, read before the first write.
 pub async fn run(
     engine: ApplyEngine,
     kafka: &Kafka,
     opts: ApplyOptions,
+    mut hold: HoldWatch,
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(), ApplyError> {
@@ -112,12 +112,6 @@ pub async fn run(
         member.clone(),
         shutdown.clone(),
     ));
-    // The hold is known before the first write.
-    let Some(mut hold) = HoldWatch::start(engine.client().clone(), opts.hold_key.clone(), shutdown.clone()).await
-    else {
-        announcer.abort();
-        return Ok(());
-    };
     let writer = Writer {
         engine,
         dlq,

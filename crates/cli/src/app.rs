@@ -774,13 +774,13 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
             dlq_topic: config.dlq_topic(),
             group_id: config.group_id.clone(),
             batch: config.apply_batch,
-            hold_key: config.keys.hold_key(),
             hold_acks_key: config.keys.hold_acks_key(),
             members_key: config.keys.apply_members_key(),
         };
         let (k, h, s) = (kafka.clone(), health.clone(), shutdown.clone());
+        let held = hold.clone().expect("destination connected");
         tasks.spawn(role("apply", shutdown.clone(), async move {
-            Ok(redmirror_apply::run(engine, &k, opts, h, s).await?)
+            Ok(redmirror_apply::run(engine, &k, opts, held, h, s).await?)
         }));
         let (k, g, t, l, s) = (
             kafka.clone(),

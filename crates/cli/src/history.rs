@@ -55,7 +55,7 @@ pub struct ReplayArgs {
     /// Apply older snapshots too: rewind sync copies to their state at --until.
     #[arg(long)]
     pub force: bool,
-    /// Accepted for older scripts: a rewind always holds live apply (see `redmirror resume`).
+    /// Has no effect: a rewind always holds live apply (see `redmirror resume`).
     #[arg(long, hide = true)]
     pub pause_apply: bool,
     /// Print the report as JSON.
