@@ -34,12 +34,21 @@ pub mod tansu;
 pub const INSTALL_HINT: &str =
     "run scripts/install-test-deps (installs redis-server, Java and Maven, and the pinned Apache Kafka broker)";
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, never one this process handed out
+/// before: the kernel may offer a released port again, and two tests
+/// running at once must not start servers on the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if GIVEN.lock().expect("ports lock").insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The workspace root.
