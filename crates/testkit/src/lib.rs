@@ -70,6 +70,31 @@ fn wait_port(port: u16, deadline: Duration) -> bool {
     false
 }
 
+/// How a start of a [`RedisServer`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Ready,
+    Exited,
+    TimedOut,
+}
+
+/// Whether a Redis server on this port answers `PING` with `+PONG`.
+fn answers_ping(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -126,11 +151,18 @@ impl RedisServer {
             dir,
             opts,
         };
-        s.spawn();
+        s.spawn_on(true);
         s
     }
 
     fn spawn(&mut self) {
+        self.spawn_on(false)
+    }
+
+    /// Starts the process; with `retry_port`, a port found taken at bind is
+    /// swapped for another free one (a first start only: a restart keeps
+    /// its port).
+    fn spawn_on(&mut self, retry_port: bool) {
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
@@ -162,20 +194,48 @@ impl RedisServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): {INSTALL_HINT}"));
         self.child = Some(child);
-        if !wait_port(self.port, Duration::from_secs(10)) {
-            let mut err = String::new();
-            if let Some(mut c) = self.child.take() {
-                kill(&mut c);
-                if let Some(mut e) = c.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
+        let started = self.wait_ready(Duration::from_secs(10));
+        if started == Start::Ready {
+            return;
+        }
+        let mut err = String::new();
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+            if let Some(mut e) = c.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+        }
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        if retry_port && started == Start::Exited && log.contains("Address already in use") {
+            // Something else took the port between `free_port` and the
+            // server's bind (an outgoing connection's local port, say).
+            self.port = free_port();
+            return self.spawn_on(false);
+        }
+        panic!(
+            "redis-server on port {} did not start ({started:?}).\nstderr: {err}\nlog:\n{log}",
+            self.port
+        );
+    }
+
+    /// Waits until this server answers `PING` with `PONG`. An open port is
+    /// not enough: a connect to a port nobody listens on yet can connect the
+    /// socket to itself (TCP simultaneous open), and a port taken by
+    /// another process answers something else.
+    fn wait_ready(&mut self, deadline: Duration) -> Start {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Some(c) = self.child.as_mut() {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return Start::Exited;
                 }
             }
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!(
-                "redis-server on port {} did not start.\nstderr: {err}\nlog:\n{log}",
-                self.port
-            );
+            if answers_ping(self.port) {
+                return Start::Ready;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        Start::TimedOut
     }
 
     /// The port.
@@ -417,5 +477,50 @@ where
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that accepts and answers with what it reads: what a
+    /// socket connected to itself, or a port taken by something else, looks
+    /// like to a client.
+    fn echo_listener() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s.try_clone().expect("clone"), &mut s);
+                });
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn an_open_port_that_does_not_answer_pong_is_not_a_ready_server() {
+        let port = echo_listener();
+        assert!(!answers_ping(port), "an echoing port is not Redis");
+        let server = RedisServer::start_with(RedisOptions::default());
+        assert!(answers_ping(server.port()));
+    }
+
+    #[test]
+    fn a_port_taken_before_the_server_binds_it_is_swapped_for_another() {
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let mut s = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            opts: RedisOptions::default(),
+        };
+        s.spawn_on(true);
+        assert_ne!(s.port(), port);
+        let pong: String = redis::cmd("PING").query(&mut s.conn()).expect("PING");
+        assert_eq!(pong, "PONG");
     }
 }
