@@ -78,9 +78,12 @@ enum Start {
     TimedOut,
 }
 
-/// Whether a Redis server on this port answers `PING` with `+PONG`.
+/// Whether a Redis server on this port answers `PING`: `+PONG`, or an
+/// error reply such as `-NOAUTH` from a server with a password. A socket
+/// connected to itself echoes `PING` back; a server still loading its data
+/// says `-LOADING`.
 fn answers_ping(port: u16) -> bool {
-    use std::io::Write;
+    use std::io::{BufRead, Write};
     let Ok(mut s) = TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(1),
@@ -91,8 +94,11 @@ fn answers_ping(port: u16) -> bool {
     if s.write_all(b"PING\r\n").is_err() {
         return false;
     }
-    let mut reply = [0u8; 7];
-    s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    let mut line = String::new();
+    if std::io::BufReader::new(s).read_line(&mut line).is_err() {
+        return false;
+    }
+    line.starts_with("+PONG") || (line.starts_with('-') && !line.starts_with("-LOADING"))
 }
 
 fn kill(child: &mut Child) {
@@ -506,6 +512,8 @@ mod tests {
         assert!(!answers_ping(port), "an echoing port is not Redis");
         let server = RedisServer::start_with(RedisOptions::default());
         assert!(answers_ping(server.port()));
+        let with_password = RedisServer::start_with(RedisOptions::default().arg("requirepass", "pw"));
+        assert!(answers_ping(with_password.port()), "-NOAUTH is a server answering");
     }
 
     #[test]
