@@ -196,3 +196,45 @@ fn notifications_lost_at_a_resubscription_are_set_again_when_configured() {
     wait_flowing(&mut src, &mut dst, b"client:flowing");
     assert_eq!(s.mirror.readyz(), 200, "{}", readyz_body(&s.mirror));
 }
+
+/// Bound on noticing a stuck apply consumer and catching up with a new
+/// one: 30 s of silence while events wait (`STALL_AFTER`), a fresh lag
+/// measurement (every 5 s), then the new member's join.
+const STUCK_CONSUMER: Duration = Duration::from_secs(90);
+
+/// An apply consumer that stops receiving while events wait unread (a lost
+/// wake-up, a group rejoin that never completes, both seen under broker
+/// pauses) is noticed, said, counted and replaced, and nothing is lost.
+#[test]
+fn a_stuck_apply_consumer_is_replaced_and_nothing_is_lost() {
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let mut env = mirror_env(&source.url(), &dest.url(), &Broker::shared().bootstrap());
+    // The first consumer stops reading after its first message.
+    env.insert("FAILPOINTS".into(), "apply-consumer-stuck".into());
+    let mirror = Mirror::start(&["run"], &env);
+    let (mut src, mut dst) = (source.conn(), dest.conn());
+    wait_flowing(&mut src, &mut dst, b"client:first");
+    let keys: Vec<String> = (0..50).map(|i| format!("client:after-{i}")).collect();
+    for k in &keys {
+        hset(&mut src, k.as_bytes(), &[(b"name", k.as_bytes())]);
+    }
+    let t = Instant::now();
+    wait_for(
+        "the flows written after the stall to reach the destination",
+        STUCK_CONSUMER,
+        || keys.iter().all(|k| exists(&mut dst, k.as_bytes())).then_some(()),
+    );
+    eprintln!("caught up {:.1}s after the writes", t.elapsed().as_secs_f64());
+    assert!(
+        mirror.metric("redmirror_apply_consumer_restarts_total") >= 1.0,
+        "{}",
+        mirror.metrics()
+    );
+    let out = mirror.output();
+    assert!(
+        out.contains("has received nothing although events wait unread"),
+        "{out}"
+    );
+    assert!(out.contains("kafka-consumer-groups.sh"), "{out}");
+}

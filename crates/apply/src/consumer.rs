@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use redmirror_redis::hold::{Hold, HoldWatch};
 
 use crate::engine::{ApplyEngine, Decoded, Outcome};
+use crate::lag::SharedLag;
 
 /// Health component names set by apply.
 pub const HEALTH_DEST: &str = "destination";
@@ -91,15 +92,21 @@ fn item(m: &BorrowedMessage<'_>) -> Item {
 /// consumer group, says so on the destination (the rewind waits for that),
 /// and joins again from its committed offsets once the hold ends.
 /// `hold` is the process's watch of the hold, read before the first write.
+///
+/// A consumer that receives nothing for [`STALL_AFTER`] while `lag` (kept
+/// by [`crate::lag::track`]) says events wait unread is stuck (a group
+/// rejoin that never completes, a wake-up that never comes): it is closed
+/// and a new one joins from the committed offsets.
 pub async fn run(
     engine: ApplyEngine,
     kafka: &Kafka,
     opts: ApplyOptions,
     mut hold: HoldWatch,
+    lag: SharedLag,
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(), ApplyError> {
-    let consumer: StreamConsumer = kafka.consumer(&opts.group_id)?;
+    let mut consumer: StreamConsumer = kafka.consumer(&opts.group_id)?;
     let dlq = Publisher::new(kafka, &opts.dlq_topic)?;
     health.register(HEALTH_DEST);
     health.set(HEALTH_KAFKA, true);
@@ -120,6 +127,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
     };
     let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Consumers replaced after a stall so far.
+    let mut generation = 0u32;
     let result = loop {
         if hold.current().is_some() {
             // Acknowledged again for each new hold (a second rewind).
@@ -147,7 +156,21 @@ pub async fn run(
                 source,
             })?;
         tracing::info!(topic = %opts.topic, group = %opts.group_id, "Apply started.");
-        let stop = consume(&consumer, &writer, &hold, &mut totals).await;
+        let stop = consume(&consumer, &writer, &hold, &lag, generation, &mut totals).await;
+        if let Stop::Stalled = stop {
+            metrics::counter!(m::APPLY_CONSUMER_RESTARTS).increment(1);
+            generation += 1;
+            let stuck = std::mem::replace(&mut consumer, kafka.consumer(&opts.group_id)?);
+            // A stuck consumer's commit and close can block for ever: they
+            // run off the runtime, not waited for. Every finished batch's
+            // offsets were stored and auto-committed long before the stall
+            // was noticed; a new member reads on from them.
+            tokio::task::spawn_blocking(move || {
+                let _ = stuck.commit_consumer_state(CommitMode::Sync);
+                drop(stuck);
+            });
+            continue;
+        }
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
@@ -157,6 +180,7 @@ pub async fn run(
         consumer.unsubscribe();
         match stop {
             Stop::Held => continue,
+            Stop::Stalled => unreachable!("handled above"),
             Stop::Shutdown => break Ok(()),
             // Shutdown interrupts writes too: only an unasked end is a failure.
             Stop::Ended(_) if shutdown.is_cancelled() => break Ok(()),
@@ -186,6 +210,8 @@ enum Stop {
     Shutdown,
     /// A hold began.
     Held,
+    /// Nothing arrived for [`STALL_AFTER`] although events wait unread.
+    Stalled,
     /// The loop could not go on.
     Ended(&'static str),
 }
@@ -197,11 +223,23 @@ async fn consume(
     consumer: &StreamConsumer,
     writer: &Writer,
     hold: &HoldWatch,
+    lag: &SharedLag,
+    generation: u32,
     totals: &mut BTreeMap<&'static str, u64>,
 ) -> Stop {
     let (opts, health, shutdown) = (&writer.opts, &writer.health, &writer.shutdown);
     let mut held = hold.clone();
     let mut stream = consumer.stream();
+    // The stream is polled again every tick even when librdkafka signals
+    // nothing, and the tick looks for a stall.
+    let mut tick = tokio::time::interval(STALL_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_read = std::time::Instant::now();
+    // The failpoint stops the first consumer reading after its first
+    // message, as a lost wake-up or a stuck group rejoin would.
+    let mut stall = StallWatch::default();
+    let freezes = generation == 0 && redmirror_core::failpoint::hit("apply-consumer-stuck");
+    let mut frozen = false;
     // Up to WRITES_IN_FLIGHT batches are written (each on its own task)
     // while the next is read and decoded, so the destination executes one
     // batch while the next one's script calls are built. Batches finish and
@@ -227,7 +265,7 @@ async fn consume(
                         break 'run Stop::Ended("a batch could not be written (its write task failed)");
                     }
                 }
-                next = stream.next() => match next.filter(|_| !redmirror_core::failpoint::hit("apply-stream-end")) {
+                next = stream.next(), if !frozen => match next.filter(|_| !redmirror_core::failpoint::hit("apply-stream-end")) {
                     None => break 'run Stop::Ended("the Kafka consumer stream ended"),
                     Some(Err(e)) => {
                         tracing::warn!(topic = %opts.topic, group = %opts.group_id, error = %e, "Kafka consumer error; the consumer retries by itself (check the brokers, REDMIRROR_KAFKA_BROKERS).");
@@ -235,14 +273,33 @@ async fn consume(
                     }
                     Some(Ok(msg)) => {
                         batch.push(item(&msg));
+                        last_read = std::time::Instant::now();
+                        frozen = freezes;
                         break;
                     }
                 },
+                _ = tick.tick() => {
+                    if in_flight.is_empty() && last_read.elapsed() >= STALL_AFTER {
+                        let assigned = assigned_partitions(consumer, &opts.topic);
+                        let now = std::time::Instant::now();
+                        if let Some(n) = stall.check(&assigned, last_read, &lag.lock().expect("lag lock"), now) {
+                            tracing::error!(
+                                topic = %opts.topic,
+                                group = %opts.group_id,
+                                unread = n,
+                                idle_s = last_read.elapsed().as_secs(),
+                                "Apply's Kafka consumer has received nothing although events wait unread; closing it and joining the group again from the committed offsets (if this repeats, check the brokers and the group: kafka-consumer-groups.sh --describe --group)."
+                            );
+                            health.set(HEALTH_KAFKA, false);
+                            break 'run Stop::Stalled;
+                        }
+                    }
+                }
             }
         }
         health.set(HEALTH_KAFKA, true);
         // Take whatever else is ready, without waiting.
-        while batch.len() < opts.batch {
+        while batch.len() < opts.batch && !frozen {
             match stream.next().now_or_never() {
                 Some(Some(Ok(msg))) => batch.push(item(&msg)),
                 _ => break,
@@ -297,6 +354,80 @@ async fn acknowledge_hold(client: &fred::prelude::Client, opts: &ApplyOptions, m
         tracing::warn!(key, error = %e, "Cannot record the hold on the destination (a rewind waits for it).");
     }
 }
+
+/// How long apply's consumer may receive nothing while events wait unread
+/// before it counts as stuck: three session timeouts, so a normal rejoin
+/// after a broker pause or a rebalance is never taken for a stall.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// Decides whether a consumer that received nothing for [`STALL_AFTER`]
+/// is stuck, from lag measurements taken after its last read (plus the
+/// auto-commit of what it read).
+#[derive(Debug, Default)]
+struct StallWatch {
+    /// With no partition assigned: the group's committed offsets when the
+    /// silence was first measured, and when.
+    baseline: Option<(std::time::Instant, BTreeMap<i32, i64>)>,
+}
+
+impl StallWatch {
+    /// The events that wait unread if the consumer is stuck.
+    ///
+    /// With partitions assigned, it is stuck when any of them has events
+    /// not committed. With none (a rejoin that never completes, or more
+    /// instances than partitions), it is stuck only when events wait and
+    /// the whole group committed nothing for [`STALL_AFTER`]: another
+    /// instance busy with a backlog is not this one's stall.
+    fn check(
+        &mut self,
+        assigned: &[i32],
+        last_read: std::time::Instant,
+        lag: &crate::lag::Measured,
+        now: std::time::Instant,
+    ) -> Option<i64> {
+        // Measured after the auto-commit of the last read (every 1 s), and
+        // recently: with the broker unreachable nothing is measured, and an
+        // old measurement says nothing about now.
+        let recent = lag
+            .at
+            .is_some_and(|at| now.saturating_duration_since(at) < MEASURED_WITHIN);
+        if !recent || !lag.fresh_after(last_read + Duration::from_secs(5)) {
+            return None;
+        }
+        if !assigned.is_empty() {
+            return Some(lag.unread(Some(assigned))).filter(|n| *n > 0);
+        }
+        let unread = lag.unread(None);
+        if unread == 0 {
+            self.baseline = None;
+            return None;
+        }
+        match &self.baseline {
+            Some((since, committed)) if committed == &lag.committed => {
+                (now.duration_since(*since) >= STALL_AFTER).then_some(unread)
+            }
+            _ => {
+                self.baseline = Some((now, lag.committed.clone()));
+                None
+            }
+        }
+    }
+}
+
+/// How recent the lag measurement behind a stall must be (three of
+/// [`crate::lag::track`]'s periods).
+const MEASURED_WITHIN: Duration = Duration::from_secs(15);
+
+/// The partitions of `topic` assigned to `consumer` now.
+fn assigned_partitions(consumer: &StreamConsumer, topic: &str) -> Vec<i32> {
+    consumer
+        .assignment()
+        .map(|tpl| tpl.elements_for_topic(topic).iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+/// How often the consumer loop polls again and looks for a stall.
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// Batches written at once (see `run`).
 const WRITES_IN_FLIGHT: usize = 2;
@@ -541,4 +672,79 @@ pub fn committed(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32
     }
     drop(got);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::lag::Measured;
+
+    fn measured(at: Instant, lag: &[(i32, i64)], committed: &[(i32, i64)]) -> Measured {
+        Measured {
+            per_partition: lag.iter().copied().collect(),
+            committed: committed.iter().copied().collect(),
+            at: Some(at),
+        }
+    }
+
+    #[test]
+    fn an_assigned_partition_with_events_waiting_is_a_stall_once_measured_after_the_last_read() {
+        let read = Instant::now();
+        let mut w = StallWatch::default();
+        let now = read + STALL_AFTER;
+        let early = measured(read + Duration::from_secs(1), &[(0, 7)], &[(0, 3)]);
+        assert_eq!(w.check(&[0], read, &early, now), None, "measured before the commit");
+        let fresh = measured(now - Duration::from_secs(2), &[(0, 7), (1, 0)], &[(0, 3)]);
+        assert_eq!(w.check(&[0, 1], read, &fresh, now), Some(7));
+        assert_eq!(w.check(&[1], read, &fresh, now), None, "another instance's partition");
+        let old = measured(read + Duration::from_secs(6), &[(0, 7)], &[(0, 3)]);
+        assert_eq!(
+            w.check(&[0], read, &old, now),
+            None,
+            "no measurement since (broker unreachable)"
+        );
+        let caught_up = measured(now - Duration::from_secs(2), &[(0, 0)], &[(0, 10)]);
+        assert_eq!(w.check(&[0], read, &caught_up, now), None);
+    }
+
+    #[test]
+    fn with_nothing_assigned_it_is_a_stall_only_when_the_whole_group_commits_nothing() {
+        let read = Instant::now();
+        let t = |s: u64| read + Duration::from_secs(s);
+        let mut w = StallWatch::default();
+        // Another member works through a backlog: its commits move.
+        assert_eq!(
+            w.check(&[], read, &measured(t(30), &[(0, 50)], &[(0, 100)]), t(31)),
+            None
+        );
+        assert_eq!(
+            w.check(&[], read, &measured(t(40), &[(0, 40)], &[(0, 110)]), t(41)),
+            None
+        );
+        assert_eq!(
+            w.check(&[], read, &measured(t(80), &[(0, 45)], &[(0, 130)]), t(81)),
+            None
+        );
+        // Nobody commits for STALL_AFTER while events wait.
+        assert_eq!(
+            w.check(&[], read, &measured(t(95), &[(0, 45)], &[(0, 130)]), t(100)),
+            None
+        );
+        assert_eq!(
+            w.check(&[], read, &measured(t(110), &[(0, 60)], &[(0, 130)]), t(111)),
+            Some(60)
+        );
+        // Nothing waits: never a stall.
+        let mut w = StallWatch::default();
+        assert_eq!(
+            w.check(&[], read, &measured(t(30), &[(0, 0)], &[(0, 130)]), t(31)),
+            None
+        );
+        assert_eq!(
+            w.check(&[], read, &measured(t(90), &[(0, 0)], &[(0, 130)]), t(91)),
+            None
+        );
+    }
 }

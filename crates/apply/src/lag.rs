@@ -1,7 +1,7 @@
 //! Consumer lag: end of each partition minus the group's committed offset.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use redmirror_kafka::Kafka;
@@ -55,16 +55,54 @@ pub fn end_offsets(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, i64>, red
 
 /// Lag per partition: end offset minus committed offset (everything when nothing is committed).
 pub fn lag(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
-    let ends = end_offsets(kafka, topic)?;
-    let committed = crate::consumer::committed(kafka, group, topic)?;
-    Ok(ends
-        .into_iter()
-        .map(|(p, end)| (p, (end - committed.get(&p).copied().unwrap_or(0)).max(0)))
-        .collect())
+    measure(kafka, group, topic).map(|m| m.per_partition)
 }
 
-/// Latest lag, shared with the status endpoint.
-pub type SharedLag = std::sync::Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
+/// Lag and committed offsets per partition, now.
+pub fn measure(kafka: &Kafka, group: &str, topic: &str) -> Result<Measured, redmirror_kafka::Error> {
+    let ends = end_offsets(kafka, topic)?;
+    let committed = crate::consumer::committed(kafka, group, topic)?;
+    Ok(Measured {
+        per_partition: ends
+            .into_iter()
+            .map(|(p, end)| (p, (end - committed.get(&p).copied().unwrap_or(0)).max(0)))
+            .collect(),
+        committed,
+        at: Some(Instant::now()),
+    })
+}
+
+/// A lag measurement: per partition, the group's committed offsets, and
+/// when it was taken.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
+    /// Lag per partition.
+    pub per_partition: BTreeMap<i32, i64>,
+    /// The group's committed offset per partition (none: nothing committed).
+    pub committed: BTreeMap<i32, i64>,
+    /// When it was measured (`None`: never).
+    pub at: Option<Instant>,
+}
+
+impl Measured {
+    /// Whether this was measured after `since`.
+    pub fn fresh_after(&self, since: Instant) -> bool {
+        self.at.is_some_and(|at| at > since)
+    }
+
+    /// Events not yet committed on these partitions (all of them when
+    /// `partitions` is `None`).
+    pub fn unread(&self, partitions: Option<&[i32]>) -> i64 {
+        self.per_partition
+            .iter()
+            .filter(|(p, _)| partitions.is_none_or(|ps| ps.contains(p)))
+            .map(|(_, l)| l)
+            .sum()
+    }
+}
+
+/// Latest lag, shared with the status endpoint and apply's stall watch.
+pub type SharedLag = std::sync::Arc<std::sync::Mutex<Measured>>;
 
 /// Refreshes `redmirror_consumer_lag_messages{partition}` every `every` until shutdown.
 pub async fn track(
@@ -77,9 +115,9 @@ pub async fn track(
 ) {
     loop {
         let (k, g, t) = (kafka.clone(), group.clone(), topic.clone());
-        match tokio::task::spawn_blocking(move || lag(&k, &g, &t)).await {
+        match tokio::task::spawn_blocking(move || measure(&k, &g, &t)).await {
             Ok(Ok(l)) => {
-                for (p, v) in &l {
+                for (p, v) in &l.per_partition {
                     metrics::gauge!(m::CONSUMER_LAG, "partition" => p.to_string()).set(*v as f64);
                 }
                 *shared.lock().expect("lag lock") = l;

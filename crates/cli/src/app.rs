@@ -378,6 +378,7 @@ impl Admin for ProcessAdmin {
             .lag
             .lock()
             .expect("lag lock")
+            .per_partition
             .iter()
             .map(|(p, l)| (p.to_string(), json!(l)))
             .collect();
@@ -777,10 +778,10 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
             hold_acks_key: config.keys.hold_acks_key(),
             members_key: config.keys.apply_members_key(),
         };
-        let (k, h, s) = (kafka.clone(), health.clone(), shutdown.clone());
+        let (k, h, s, l) = (kafka.clone(), health.clone(), shutdown.clone(), lag.clone());
         let held = hold.clone().expect("destination connected");
         tasks.spawn(role("apply", shutdown.clone(), async move {
-            Ok(redmirror_apply::run(engine, &k, opts, held, h, s).await?)
+            Ok(redmirror_apply::run(engine, &k, opts, held, l, h, s).await?)
         }));
         let (k, g, t, l, s) = (
             kafka.clone(),

@@ -1,6 +1,6 @@
 //! Failures the end-to-end tests inject into a debug build, for paths no
 //! outside action can reach (a role's stream ending, a write task
-//! panicking): `FAILPOINTS=name,name`. A release build has none:
+//! panicking, a Kafka consumer that stops receiving): `FAILPOINTS=name,name`. A release build has none:
 //! [`hit`] is always false there.
 
 /// Whether failpoint `name` is switched on for this process.

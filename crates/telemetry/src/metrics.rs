@@ -34,6 +34,8 @@ pub const APPLY_EVENTS: &str = "redmirror_apply_events_total";
 pub const APPLY_RETRIES: &str = "redmirror_apply_retries_total";
 /// Events read from Kafka and not yet written.
 pub const APPLY_IN_FLIGHT: &str = "redmirror_apply_in_flight_events";
+/// Apply consumers closed and replaced because they were stuck.
+pub const APPLY_CONSUMER_RESTARTS: &str = "redmirror_apply_consumer_restarts_total";
 /// Source time to applied on destination.
 pub const END_TO_END: &str = "redmirror_end_to_end_seconds";
 /// Messages between the committed position and the end of each partition.
@@ -151,6 +153,10 @@ fn describe_all() {
         "Destination round trips retried after a transient error."
     );
     describe_gauge!(APPLY_IN_FLIGHT, "Events read from Kafka and not yet written.");
+    describe_counter!(
+        APPLY_CONSUMER_RESTARTS,
+        "Kafka consumers apply closed and replaced because they received nothing while events waited unread."
+    );
     describe_histogram!(END_TO_END, Unit::Seconds, "Source time to applied on the destination.");
     describe_gauge!(
         CONSUMER_LAG,
@@ -200,6 +206,7 @@ fn register_all() {
     }
     metrics::counter!(APPLY_RETRIES).absolute(0);
     metrics::gauge!(APPLY_IN_FLIGHT).set(0.0);
+    metrics::counter!(APPLY_CONSUMER_RESTARTS).absolute(0);
     let _ = metrics::histogram!(END_TO_END);
     metrics::gauge!(CONSUMER_LAG, "partition" => "0").set(0.0);
     metrics::counter!(RECONCILE_RUNS).absolute(0);
