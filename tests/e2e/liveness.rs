@@ -238,3 +238,23 @@ fn a_stuck_apply_consumer_is_replaced_and_nothing_is_lost() {
     );
     assert!(out.contains("kafka-consumer-groups.sh"), "{out}");
 }
+
+/// A destination that goes away while nothing changes fails readiness,
+/// naming it, and readiness comes back with it: an operator must not learn
+/// of a dead destination from the first change that cannot be written.
+#[test]
+fn an_idle_mirror_notices_its_destination_is_gone_and_back() {
+    let mut s = Setup::run();
+    wait_for("/readyz to pass", CONVERGE, || (s.mirror.readyz() == 200).then_some(()));
+    s.dest.restart(); // saves the data, to start again on it
+    s.dest.stop();
+    wait_for("/readyz to fail while the destination is down", DEAD_LINK, || {
+        (s.mirror.readyz() == 503).then_some(())
+    });
+    let body = readyz_body(&s.mirror);
+    assert!(body.contains("destination"), "{body}");
+    s.dest.start_again();
+    wait_for("/readyz to pass again", DEAD_LINK, || {
+        (s.mirror.readyz() == 200).then_some(())
+    });
+}

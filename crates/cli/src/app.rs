@@ -668,12 +668,24 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     }
     // Idle connections that silently died are found and made again before
     // a role needs them (redmirror_redis::liveness).
-    for client in source.iter().chain(&dest) {
+    // The destination's heartbeat also drives its readiness: an idle
+    // process has no write to fail. The source's readiness is capture's
+    // (its subscription and notification checks).
+    if let Some(client) = &source {
         let (c, s) = (client.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = s.cancelled() => {}
                 _ = redmirror_redis::heartbeat(c) => {}
+            }
+        });
+    }
+    if let Some(client) = &dest {
+        let (c, s, h) = (client.clone(), shutdown.clone(), health.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = s.cancelled() => {}
+                _ = redmirror_redis::watch(c, h, HEALTH_DEST, "The destination (REDMIRROR_DEST_URL)") => {}
             }
         });
     }

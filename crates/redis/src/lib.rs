@@ -181,13 +181,49 @@ fn tls_config(endpoint: &RedisEndpoint) -> Result<rustls::ClientConfig, RedisErr
 /// is made again before a caller needs it. Run it beside a long-lived
 /// client, in a `select!` with the owner's stop signal. Failures are the
 /// callers' to report (the connection is down for them too): logged at
-/// DEBUG only.
+/// DEBUG only. See [`watch`] for a heartbeat that also drives readiness.
 pub async fn heartbeat(client: Client) {
     loop {
         tokio::time::sleep(liveness::HEARTBEAT).await;
-        if let Err(e) = client.ping::<String>(None).await {
+        if let Err(e) = ping_within(&client).await {
             tracing::debug!(error = %e, "Heartbeat PING failed.");
         }
+    }
+}
+
+/// [`heartbeat`] that also marks `component` down in `health` when a
+/// `PING` goes unanswered for [`liveness::UNRESPONSIVE`], and up again
+/// once one is answered: an idle process learns that its server is gone
+/// before the first command that needs it. It only lifts what it set, so
+/// a component another check holds down (a failing write) stays down.
+pub async fn watch(client: Client, health: redmirror_telemetry::Health, component: &'static str, what: &'static str) {
+    let mut said: Option<String> = None;
+    loop {
+        tokio::time::sleep(liveness::HEARTBEAT).await;
+        match ping_within(&client).await {
+            Ok(()) => {
+                if let Some(reason) = said.take() {
+                    health.set_up_if_down_for(component, &reason);
+                }
+            }
+            Err(e) => {
+                // `set_down` logs the change once, with what to check.
+                let reason = format!("{what} does not answer PING: {e}");
+                health.set_down(component, &reason);
+                said = Some(reason);
+            }
+        }
+    }
+}
+
+/// One `PING`, failed when unanswered for [`liveness::UNRESPONSIVE`].
+async fn ping_within(client: &Client) -> Result<(), fred::error::Error> {
+    match tokio::time::timeout(liveness::UNRESPONSIVE, client.ping::<String>(None)).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(fred::error::Error::new(
+            fred::error::ErrorKind::Timeout,
+            format!("no reply in {} s", liveness::UNRESPONSIVE.as_secs()),
+        )),
     }
 }
 

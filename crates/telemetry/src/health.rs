@@ -80,6 +80,22 @@ impl Health {
         self.set(component, false);
     }
 
+    /// Marks a component up if it is down for `reason` (and for nothing
+    /// said since): a check lifts only what it set.
+    pub fn set_up_if_down_for(&self, component: &str, reason: &str) {
+        let mine = self
+            .inner
+            .lock()
+            .expect("health lock")
+            .why
+            .get(component)
+            .map(String::as_str)
+            == Some(reason);
+        if mine {
+            self.set(component, true);
+        }
+    }
+
     /// Removes a component (it no longer gates readiness).
     pub fn remove(&self, component: &str) {
         let mut state = self.inner.lock().expect("health lock");
@@ -153,5 +169,20 @@ mod tests {
         h.set("a", true);
         assert!(h.ready());
         assert!(h.reasons().is_empty());
+    }
+
+    #[test]
+    fn a_check_lifts_only_the_down_it_set() {
+        let h = Health::new();
+        h.register("dest");
+        h.set_down("dest", "no PING reply");
+        h.set_up_if_down_for("dest", "no PING reply");
+        assert!(h.ready());
+        h.set_down("dest", "no PING reply");
+        h.set_down("dest", "a write failed");
+        h.set_up_if_down_for("dest", "no PING reply");
+        assert!(!h.ready(), "another check's down stays");
+        h.set_up_if_down_for("dest", "a write failed");
+        assert!(h.ready());
     }
 }
