@@ -245,16 +245,16 @@ impl Kafka {
             ("socket.nagle.disable", "true"),
             // Memory: librdkafka prefetches up to 64 MiB per partition by
             // default. With the short queue backoff below, 1 MiB of prefetch
-            // and 1 MiB fetches drain a backlog as fast as 4 MiB did (peak
-            // RSS of apply on 100,000 events: 47-68 -> 49-55 MiB).
+            // and 1 MiB fetches keep apply small and still drain a backlog
+            // as fast as larger buffers (docs/benchmarks.md).
             ("queued.max.messages.kbytes", PREFETCH_KBYTES),
             ("queued.min.messages", "2000"),
             ("fetch.max.bytes", FETCH_MAX_BYTES),
             ("max.partition.fetch.bytes", "262144"),
             // When the bounded prefetch queue is full, librdkafka stops
             // fetching for fetch.queue.backoff.ms (default 1 s) even if the
-            // queue drains in a few milliseconds: apply then sat idle most of
-            // every second on a backlog (100,000 events: 4.6 s -> 2.6 s).
+            // queue drains in a few milliseconds: with the default, apply
+            // would sit idle most of every second on a backlog.
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
             ("session.timeout.ms", "10000"),
         ]
