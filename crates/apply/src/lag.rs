@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use redmirror_kafka::Kafka;
 use redmirror_telemetry::metrics as m;
+use redmirror_telemetry::Health;
 use tokio_util::sync::CancellationToken;
+
+use crate::consumer::HEALTH_KAFKA;
 
 /// A metadata client and the partitions of `topic`.
 pub(crate) fn partitions(
@@ -111,8 +114,12 @@ pub async fn track(
     topic: String,
     every: Duration,
     shared: SharedLag,
+    health: Health,
     shutdown: CancellationToken,
 ) {
+    // Failed measurements in a row, and the reason given to readiness.
+    let mut failed = 0u32;
+    let mut said: Option<String> = None;
     loop {
         let (k, g, t) = (kafka.clone(), group.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || measure(&k, &g, &t)).await {
@@ -121,8 +128,26 @@ pub async fn track(
                     metrics::gauge!(m::CONSUMER_LAG, "partition" => p.to_string()).set(*v as f64);
                 }
                 *shared.lock().expect("lag lock") = l;
+                failed = 0;
+                if let Some(reason) = said.take() {
+                    health.set_up_if_down_for(HEALTH_KAFKA, &reason);
+                }
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "Lag not measured."),
+            Ok(Err(e)) => {
+                failed += 1;
+                tracing::debug!(error = %e, failed, "Lag not measured.");
+                // A broker that takes connections but cannot say where its
+                // partitions end (no leader, a coordinator that never
+                // loads) also stops apply: readiness says so.
+                if failed >= UNMEASURED_DOWN {
+                    let reason = format!(
+                        "the end offsets and committed offsets of {topic} cannot be read ({} failures in a row): {e}",
+                        failed
+                    );
+                    health.set_down(HEALTH_KAFKA, &reason);
+                    said = Some(reason);
+                }
+            }
             Err(_) => {}
         }
         tokio::select! {
@@ -131,3 +156,6 @@ pub async fn track(
         }
     }
 }
+
+/// Failed lag measurements in a row that mark Kafka down.
+const UNMEASURED_DOWN: u32 = 3;

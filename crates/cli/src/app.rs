@@ -795,15 +795,16 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         tasks.spawn(role("apply", shutdown.clone(), async move {
             Ok(redmirror_apply::run(engine, &k, opts, held, l, h, s).await?)
         }));
-        let (k, g, t, l, s) = (
+        let (k, g, t, l, h, s) = (
             kafka.clone(),
             config.group_id.clone(),
             config.topic.clone(),
             lag.clone(),
+            health.clone(),
             shutdown.clone(),
         );
         tasks.spawn(role("apply lag tracking", shutdown.clone(), async move {
-            redmirror_apply::lag::track(k, g, t, Duration::from_secs(5), l, s).await;
+            redmirror_apply::lag::track(k, g, t, Duration::from_secs(5), l, h, s).await;
             Ok(())
         }));
     }
