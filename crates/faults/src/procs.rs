@@ -123,12 +123,9 @@ impl Proc {
         let mut c = Command::new(redmirror_bin()?);
         // The servers are the scenario's own; Kafka client properties
         // (`REDMIRROR_KAFKA_*`, e.g. `REDMIRROR_KAFKA_GROUP_PROTOCOL`) pass
-        // through so settings can be compared under faults, and so does
-        // `REDMIRROR_LOG` (e.g. `info,librdkafka=debug` with
-        // `REDMIRROR_KAFKA_DEBUG=cgrp`).
+        // through so settings can be compared under faults.
         for (k, _) in std::env::vars() {
-            let passes = k == "REDMIRROR_LOG" || (k.starts_with("REDMIRROR_KAFKA_") && k != "REDMIRROR_KAFKA_BROKERS");
-            if k.starts_with("REDMIRROR_") && !passes {
+            if k.starts_with("REDMIRROR_") && (!k.starts_with("REDMIRROR_KAFKA_") || k == "REDMIRROR_KAFKA_BROKERS") {
                 c.env_remove(k);
             }
         }
