@@ -146,6 +146,14 @@ impl Kafka {
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
+        // librdkafka forgets a broker that a Metadata response leaves out,
+        // and KRaft leaves out a fenced broker. A cluster whose brokers
+        // were all fenced for a moment (a broker paused past
+        // broker.session.timeout.ms, a whole-cluster network blip) leaves
+        // the client knowing no broker, and it bootstraps again only after
+        // this long (5 minutes by default): every producer and consumer
+        // would sit dark that long with the brokers back.
+        c.set("metadata.recovery.rebootstrap.trigger.ms", REBOOTSTRAP_AFTER_MS);
         for (k, v) in defaults {
             c.set(*k, *v);
         }
@@ -299,6 +307,10 @@ impl Kafka {
 
 /// Timeout for metadata and admin calls.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `metadata.recovery.rebootstrap.trigger.ms` for every client (see
+/// [`Kafka::client_config`]).
+pub const REBOOTSTRAP_AFTER_MS: &str = "10000";
 
 /// A consumer made by [`Kafka::reader`].
 pub type Reader = StreamConsumer<ReaderContext>;
