@@ -68,8 +68,8 @@ pub struct ReconcileView {
     pub duration_seconds: f64,
     /// A dry run (nothing repaired).
     pub dry_run: bool,
-    /// Whether the barrier was reached (`reached`, or why not).
-    pub barrier: String,
+    /// Whether the barrier was reached.
+    pub barrier: redmirror_reconcile::Barrier,
     /// Drift found, by kind.
     pub drift: BTreeMap<String, u64>,
     /// Repair events published.

@@ -30,5 +30,5 @@ pub mod service;
 pub use lease::Lease;
 pub use pass::{PassOptions, Reconciler, Sides};
 pub use prune::{prune_watermarks, PruneReport};
-pub use report::Report;
+pub use report::{Barrier, Report};
 pub use service::{GapSignal, Service, Trigger};

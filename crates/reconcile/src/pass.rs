@@ -18,7 +18,7 @@ use redmirror_redis::{value, Script};
 use redmirror_telemetry::metrics as m;
 
 use crate::digest::{suspicious, without_copy, Digests};
-use crate::report::Report;
+use crate::report::{Barrier, Report};
 
 /// Reads destination flows: type, fields, whether the index has the flow,
 /// and its watermark. KEYS: index, watermarks, flow keys...; ARGV: flow ids.
@@ -262,10 +262,10 @@ impl Reconciler {
             ..Report::default()
         };
         report.barrier = if self.barrier(opts.barrier_timeout).await {
-            "reached".into()
+            Barrier::Reached
         } else {
             tracing::warn!("Reconcile barrier not reached (apply behind or not running); comparing anyway.");
-            "timed_out".into()
+            Barrier::TimedOut
         };
         report
             .phase_seconds

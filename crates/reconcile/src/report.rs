@@ -18,6 +18,32 @@ pub struct FlowDrift {
     pub drift: Drift,
 }
 
+/// Whether a pass's barrier was reached before it compared (a report's
+/// `barrier`: `"reached"`, `"timed_out"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Barrier {
+    /// Apply had passed the end offsets noted when the pass started.
+    Reached,
+    /// The pass compared anyway after `REDMIRROR_RECONCILE_BARRIER_TIMEOUT`:
+    /// events still in flight may show as drift and be repaired twice.
+    TimedOut,
+    /// Not recorded (an empty report, or a value this version does not know).
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl std::fmt::Display for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Barrier::Reached => "reached",
+            Barrier::TimedOut => "timed_out",
+            Barrier::Unknown => "unknown",
+        })
+    }
+}
+
 /// A pass's result (also read back from the destination by `reconcile
 /// --once`, so fields added later default when absent).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -30,7 +56,7 @@ pub struct Report {
     /// True when nothing was published.
     pub dry_run: bool,
     /// Whether the barrier (apply caught up with the topic) was reached.
-    pub barrier: String,
+    pub barrier: Barrier,
     /// Flow keys scanned on the source.
     pub source_flows: u64,
     /// Flow keys scanned on the destination.
@@ -192,5 +218,23 @@ mod tests {
         assert_eq!(total.flows.last().map(|f| f.flow_id.as_str()), Some("d1"));
         assert!(total.truncated, "d2 was not listed");
         assert_eq!(total.phase_seconds.len(), 2);
+    }
+
+    #[test]
+    fn the_barrier_reads_and_writes_as_the_strings_operators_see() {
+        for (b, text) in [(Barrier::Reached, "reached"), (Barrier::TimedOut, "timed_out")] {
+            assert_eq!(serde_json::to_value(b).unwrap(), serde_json::json!(text));
+            assert_eq!(b.to_string(), text);
+            let r: Report = serde_json::from_value(serde_json::json!({ "barrier": text })).unwrap();
+            assert_eq!(r.barrier, b);
+        }
+        let absent: Report = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(absent.barrier, Barrier::Unknown);
+        let other: Report = serde_json::from_value(serde_json::json!({ "barrier": "skipped" })).unwrap();
+        assert_eq!(
+            other.barrier,
+            Barrier::Unknown,
+            "a value from another version still reads"
+        );
     }
 }

@@ -182,7 +182,8 @@ impl Service {
                             wait
                         };
                     // Pruning needs a pass that saw apply caught up (see `prune`).
-                    let prune = matches!(&r, Ok(report) if report.barrier == "reached") && !self.opts.dry_run;
+                    let prune = matches!(&r, Ok(report) if report.barrier == crate::report::Barrier::Reached)
+                        && !self.opts.dry_run;
                     let r = r.map_err(|e| e.to_string());
                     for tx in replies {
                         let _ = tx.send(r.clone());
