@@ -56,12 +56,8 @@ pub fn end_offsets(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, i64>, red
     Ok(out)
 }
 
-/// Lag per partition: end offset minus committed offset (everything when nothing is committed).
-pub fn lag(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
-    measure(kafka, group, topic).map(|m| m.per_partition)
-}
-
-/// Lag and committed offsets per partition, now.
+/// Lag (end offset minus committed offset; everything when nothing is
+/// committed) and committed offsets per partition, now.
 pub fn measure(kafka: &Kafka, group: &str, topic: &str) -> Result<Measured, redmirror_kafka::Error> {
     let ends = end_offsets(kafka, topic)?;
     let committed = crate::consumer::committed(kafka, group, topic)?;
