@@ -11,8 +11,10 @@
 //! - [`diff`]: compares what the destination holds against what the rules
 //!   expect (used by the reconciler and its dry run).
 //! - [`text`]: bytes shown to people (UTF-8 as text, otherwise base64).
+//! - [`backoff`]: the retry delay sequence every retry loop uses.
 //! - [`failpoint`]: failures the end-to-end tests inject into debug builds.
 
+pub mod backoff;
 pub mod diff;
 pub mod event;
 pub mod failpoint;
