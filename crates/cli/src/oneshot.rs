@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 use redmirror_config::Config;
 use redmirror_kafka::Publisher;
-use redmirror_reconcile::{Lease, Reconciler, Report};
+use redmirror_reconcile::{Reconciler, Report};
+use redmirror_redis::lease::Lease;
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {

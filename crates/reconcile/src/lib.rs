@@ -1,9 +1,6 @@
 //! reconcile: the backstop that proves nothing was missed and repairs what was.
 //!
 //! # Layout
-//! - [`lease`]: a lease in the destination Redis (`SET NX PX`, renewed by a
-//!   compare-and-expire script, released by compare-and-delete) so at most
-//!   one reconciler, and one active capture, run across instances.
 //! - [`pass`]: one pass: barrier (wait until apply has passed the topic's
 //!   end offsets), then stream the source and destination scans batch by
 //!   batch (SCAN + one pipelined read per side per batch), compare each flow
@@ -21,13 +18,11 @@
 //!   change topic's `delete.retention.ms`, and says why that is safe.
 
 pub mod digest;
-pub mod lease;
 pub mod pass;
 pub mod prune;
 pub mod report;
 pub mod service;
 
-pub use lease::Lease;
 pub use pass::{PassOptions, Reconciler, Sides};
 pub use prune::{prune_watermarks, PruneReport};
 pub use report::{Barrier, Report};

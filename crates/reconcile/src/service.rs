@@ -11,7 +11,8 @@ use redmirror_redis::hold::{Hold, HoldWatch};
 
 use crate::pass::{PassOptions, Reconciler};
 use crate::prune::{prune_watermarks, DEFAULT_DELETE_RETENTION_MS};
-use crate::{Lease, Report};
+use crate::Report;
+use redmirror_redis::lease::Lease;
 
 /// Capture gaps, signalled through a counter on the destination
 /// (`redmirror:capture:gaps`), so a reconciler in another process sees them.

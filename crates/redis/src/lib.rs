@@ -15,6 +15,8 @@
 //! - [`access`]: the source user's permissions, checked at start.
 //! - [`epoch`]: the source epoch, which orders events across a failover,
 //!   a restart or a clock step back.
+//! - [`lease`]: a named lease (`SET NX PX`, renewed by compare-and-expire,
+//!   released by compare-and-delete) so at most one instance runs a role.
 //! - [`value`]: turning fred values into bytes.
 
 use std::time::Duration;
@@ -26,6 +28,7 @@ pub mod access;
 pub mod bulk;
 pub mod epoch;
 pub mod hold;
+pub mod lease;
 pub mod liveness;
 pub mod script;
 pub mod source;

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::Script;
 use fred::prelude::*;
 use fred::types::Value;
-use redmirror_redis::Script;
 
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
