@@ -16,6 +16,8 @@
 //! - [`flushes`]: polls `INFO commandstats` for FLUSHDB, FLUSHALL and
 //!   SWAPDB, which send no per-key notification, and reports each as a gap.
 //! - [`run`]: the whole role.
+//! - [`role`]: the role as a process runs it (only while it holds the
+//!   capture lease, gaps signalled to the reconciler), and resync.
 //!
 //! capture never writes to the source and runs no scripts: it needs
 //! `psubscribe`, `multi`/`exec`, `time`, `info`, `hgetall` and `config get`
@@ -25,6 +27,7 @@ pub mod flushes;
 pub mod notify;
 pub mod pending;
 pub mod publisher;
+pub mod role;
 pub mod subscriber;
 
 use std::sync::Arc;

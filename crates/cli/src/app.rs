@@ -11,14 +11,16 @@ use redmirror_apply::{ApplyEngine, ApplyOptions};
 use redmirror_capture::CaptureOptions;
 use redmirror_config::Config;
 use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
-use redmirror_reconcile::{GapSignal, PassOptions, Reconciler, Service, Sides, Trigger};
+use redmirror_reconcile::{PassOptions, Reconciler, Service, Sides, Trigger};
 use redmirror_redis::bulk::Bulk;
 use redmirror_redis::epoch::{EpochReader, SourceEpoch};
 use redmirror_redis::hold::{Hold, HoldWatch};
 use redmirror_redis::lease::Lease;
+use redmirror_redis::signal::GapSignal;
 use redmirror_redis::source::SourceReader;
 use redmirror_telemetry::http::{Admin, AdminError, AdminResult, HttpState};
 use redmirror_telemetry::requests::Ticket;
+use redmirror_telemetry::wait::until_up;
 use redmirror_telemetry::Health;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -133,42 +135,6 @@ impl Admin for LateAdmin {
     }
 }
 
-/// Calls `attempt` until it succeeds or fails with an error `retryable`
-/// says no to, backing off from 100 ms to 5 s. Logs at INFO what it waits
-/// for and why (again when the reason changes, and every minute).
-async fn until_up<T, F, Fut>(what: &str, mut attempt: F, retryable: fn(&anyhow::Error) -> bool) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-{
-    let mut delay = Duration::from_millis(100);
-    let mut last: Option<(String, std::time::Instant)> = None;
-    loop {
-        match attempt().await {
-            Ok(v) => {
-                if last.is_some() {
-                    tracing::info!("{what} is up.");
-                }
-                return Ok(v);
-            }
-            Err(e) if retryable(&e) => {
-                let reason = crate::errors::chain(&e);
-                let say = match &last {
-                    Some((r, at)) => *r != reason || at.elapsed() >= Duration::from_secs(60),
-                    None => true,
-                };
-                if say {
-                    tracing::info!(reason = %reason, "Waiting for {what}; retrying with backoff (/readyz fails meanwhile).");
-                    last = Some((reason, std::time::Instant::now()));
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Connects to a Redis server once it is up, with `component` not ready
 /// until then.
 async fn connect_when_up(
@@ -191,17 +157,13 @@ async fn connect_when_up(
 /// A Kafka set-up error worth retrying: the broker is unreachable or
 /// timing out (not a bad client setting).
 fn kafka_retryable(e: &anyhow::Error) -> bool {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<redmirror_kafka::Error>())
-        .is_some_and(redmirror_kafka::Error::is_retryable)
+    redmirror_kafka::retryable_in(e.chain())
 }
 
 /// A Redis connection error worth retrying: the server is down, refusing,
 /// loading or timing out; not bad credentials, a bad URL or TLS set-up.
 fn redis_retryable(e: &anyhow::Error) -> bool {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<redmirror_redis::RedisError>())
-        .is_some_and(redmirror_redis::RedisError::is_retryable)
+    redmirror_redis::retryable_in(e.chain())
 }
 
 /// A started process: its roles run until [`Running::stop`].
@@ -339,12 +301,15 @@ impl Admin for ProcessAdmin {
         let config = self.config.clone();
         tokio::spawn(async move {
             ticket.running();
-            let result = crate::app::resync(&config, &r, &p, std::slice::from_ref(&flow_id)).await;
-            ticket.finish(
-                result
-                    .map(|_| json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) }))
-                    .map_err(|e| crate::errors::chain(&e)),
-            );
+            let result = match &config.source {
+                Some(endpoint) => {
+                    redmirror_capture::role::resync(&config.rules, endpoint, &r, &p, std::slice::from_ref(&flow_id))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                None => Err("REDMIRROR_SOURCE_URL is not set".to_string()),
+            };
+            ticket.finish(result.map(|_| json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) })));
         });
         Ok(())
     }
@@ -444,7 +409,7 @@ impl Admin for ProcessAdmin {
         Box::pin(async move {
             resume(&dest, &key)
                 .await
-                .map_err(|e| AdminError::failed(crate::errors::chain(&e)))
+                .map_err(|e| AdminError::failed(redmirror_telemetry::errors::chain(&e)))
         })
     }
 }
@@ -468,52 +433,6 @@ pub async fn resume(dest: &fred::prelude::Client, hold_key: &str) -> anyhow::Res
         }
         None => json!({ "resumed": false, "message": "the mirror was not held" }),
     })
-}
-
-/// Publishes a fresh snapshot event for each flow (origin `resync`), read
-/// in the source epoch.
-pub async fn resync(
-    config: &Config,
-    reader: &SourceReader,
-    publisher: &Publisher,
-    ids: &[Bytes],
-) -> anyhow::Result<usize> {
-    use redmirror_core::rules::Decision;
-    let endpoint = config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?;
-    let read = until_up(
-        "the source (REDMIRROR_SOURCE_URL), to read the flows to resync",
-        || async {
-            Ok(reader
-                .read(ids)
-                .await
-                .map_err(|e| redmirror_redis::RedisError::new(endpoint, e))?)
-        },
-        redis_retryable,
-    )
-    .await
-    .context("reading the flows from the source")?;
-    let mut n = 0;
-    for (id, state) in read.flows {
-        match config.rules.decide(
-            id.clone(),
-            state,
-            read.order,
-            redmirror_core::event::Origin::Resync,
-            "resync",
-        ) {
-            Decision::Publish(ev) => {
-                publisher.publish(&ev).await?;
-                n += 1;
-            }
-            Decision::TooLarge { bytes, limit, which } => {
-                anyhow::bail!(
-                    "flow {} is {bytes} bytes, over {which} ({limit} bytes); not published",
-                    redmirror_core::text::lossy(&id)
-                )
-            }
-        }
-    }
-    Ok(n)
 }
 
 /// Sets the largest record Kafka takes on the change topic (the producer's
@@ -773,7 +692,15 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
             key: config.keys.capture_progress_key(),
         });
         tasks.spawn(role("capture", shutdown.clone(), async move {
-            capture_with_lease(opts, p, h, lease, g, progress, s).await
+            let leased = redmirror_capture::role::Leased {
+                opts,
+                publisher: p,
+                health: h,
+                lease,
+                gaps: g,
+                progress,
+            };
+            Ok(leased.run(s).await?)
         }));
     }
 
@@ -890,64 +817,6 @@ pub fn pass_options(config: &Config, dry_run: bool) -> PassOptions {
     }
 }
 
-/// Capture, active only while this instance holds the capture lease (when
-/// there is one); gaps are signalled to the reconciler through the destination.
-async fn capture_with_lease(
-    opts: CaptureOptions,
-    publisher: Publisher,
-    health: Health,
-    lease: Option<Lease>,
-    gaps: Option<GapSignal>,
-    progress: Option<redmirror_capture::ProgressReport>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    loop {
-        if let Some(l) = &lease {
-            if l.acquire(&shutdown).await.is_none() {
-                return Ok(());
-            }
-        }
-        let active = shutdown.child_token();
-        let stop_keep = CancellationToken::new();
-        let keeper = lease.clone().map(|l| {
-            let (s, a) = (stop_keep.clone(), active.clone());
-            tokio::spawn(async move { l.keep(s, a).await })
-        });
-        let (gap_tx, mut gap_rx) = mpsc::unbounded_channel();
-        let signal = gaps.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(g) = gap_rx.recv().await {
-                tracing::debug!(gap = ?g, "Capture gap.");
-                if let Some(s) = &signal {
-                    s.signal().await;
-                }
-            }
-        });
-        let result = redmirror_capture::run(
-            opts.clone(),
-            publisher.clone(),
-            health.clone(),
-            gap_tx,
-            progress.clone(),
-            active.clone(),
-        )
-        .await;
-        stop_keep.cancel();
-        if let Some(k) = keeper {
-            let _ = k.await;
-        }
-        let _ = forward.await;
-        result?;
-        if shutdown.is_cancelled() {
-            if let Some(l) = &lease {
-                l.release().await;
-            }
-            return Ok(());
-        }
-        tracing::warn!("Capture lease lost: standing by.");
-    }
-}
-
 /// Waits for SIGTERM or SIGINT.
 pub async fn signal() {
     let term = async {
@@ -977,7 +846,7 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<ExitCode> {
     let mut running = match started {
         Ok(r) => r,
         Err(e) if e.downcast_ref::<Refusal>().is_some() => {
-            eprintln!("redmirror: {}", crate::errors::chain(&e));
+            eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e),

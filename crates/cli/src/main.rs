@@ -6,7 +6,6 @@ mod alloc;
 mod app;
 mod check;
 mod demo;
-mod errors;
 mod history;
 mod oneshot;
 
@@ -222,11 +221,11 @@ fn main() -> ExitCode {
                     Some(redmirror_history::Error::Usage(_))
                 ) =>
         {
-            eprintln!("redmirror: {}", errors::chain(&e));
+            eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("redmirror: {}", errors::chain(&e));
+            eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
             ExitCode::from(1)
         }
     }

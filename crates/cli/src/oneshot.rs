@@ -38,7 +38,7 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
     let source = redmirror_redis::connect(config.source.as_ref().context("source")?, "source").await?;
     let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
     if let Err(e) = crate::app::refuse_same_server(&source, &dest).await {
-        eprintln!("redmirror: {}", crate::errors::chain(&e));
+        eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
         return Ok(ExitCode::from(2));
     }
     if !args.dry_run {
@@ -167,7 +167,8 @@ pub async fn resync(mut config: Config, args: ResyncArgs) -> anyhow::Result<Exit
     let epoch = crate::app::source_epoch(&config, dest.as_ref()).await?;
     let reader = crate::app::source_reader(&config, &epoch, true)?;
     let publisher = Publisher::new(&kafka, &config.topic)?;
-    let n = crate::app::resync(&config, &reader, &publisher, &ids).await?;
+    let endpoint = config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?;
+    let n = redmirror_capture::role::resync(&config.rules, endpoint, &reader, &publisher, &ids).await?;
     publisher.flush(config.shutdown_timeout)?;
     println!("published {n} snapshot event(s)");
     Ok(ExitCode::SUCCESS)

@@ -108,6 +108,14 @@ impl Error {
     }
 }
 
+/// True when a failure (its cause chain, as `anyhow::Error::chain` gives
+/// it) is a Kafka error worth waiting out ([`Error::is_retryable`]).
+pub fn retryable_in<'a>(mut chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> bool {
+    chain
+        .find_map(|c| c.downcast_ref::<Error>())
+        .is_some_and(Error::is_retryable)
+}
+
 /// Consumer properties of the classic group protocol that KIP-848's
 /// `consumer` protocol moves to the broker (librdkafka refuses them there).
 const CLASSIC_ONLY: [&str; 3] = [

@@ -26,4 +26,4 @@ pub mod service;
 pub use pass::{PassOptions, Reconciler, Sides};
 pub use prune::{prune_watermarks, PruneReport};
 pub use report::{Barrier, Report};
-pub use service::{GapSignal, Service, Trigger};
+pub use service::{Service, Trigger};

@@ -12,45 +12,9 @@ use redmirror_redis::hold::{Hold, HoldWatch};
 use crate::pass::{PassOptions, Reconciler};
 use crate::prune::{prune_watermarks, DEFAULT_DELETE_RETENTION_MS};
 use crate::Report;
-use redmirror_redis::lease::Lease;
-
-/// Capture gaps, signalled through a counter on the destination
-/// (`redmirror:capture:gaps`), so a reconciler in another process sees them.
-#[derive(Clone, Debug)]
-pub struct GapSignal {
-    client: Client,
-    key: String,
-}
-
-impl GapSignal {
-    /// The signal on `client` (the destination) under `key`.
-    pub fn new(client: Client, key: String) -> Self {
-        GapSignal { client, key }
-    }
-
-    /// Reports a gap (retried a few times; a lost signal is covered by the
-    /// next scheduled pass).
-    pub async fn signal(&self) {
-        for _ in 0..5 {
-            match self.client.incr::<i64, _>(&self.key).await {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot signal a capture gap; retrying.");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-
-    /// Current counter value.
-    pub async fn current(&self) -> Option<i64> {
-        self.client
-            .get::<Option<i64>, _>(&self.key)
-            .await
-            .ok()
-            .map(|v| v.unwrap_or(0))
-    }
-}
+use redmirror_core::backoff::Backoff;
+use redmirror_redis::lease::{run_while_leased, Lease, LeasedRole};
+use redmirror_redis::signal::GapSignal;
 
 /// A request for a pass now.
 #[derive(Debug)]
@@ -98,144 +62,12 @@ impl Service {
     /// every request waiting when it begins; a request that arrives during a
     /// pass waits for the next.
     pub async fn run(self, mut triggers: mpsc::Receiver<Trigger>, shutdown: CancellationToken) {
-        // True while the topic's delete.retention.ms cannot be read (logged once).
-        let mut retention_unread = false;
-        loop {
-            // Standby: answer on-demand requests with who holds the lease.
-            let acquired = tokio::select! {
-                r = self.lease.acquire(&shutdown) => r.is_some(),
-                Some(Trigger::Now { reply, .. }) = triggers.recv() => {
-                    let holder = self.lease.current_holder().await.unwrap_or_default();
-                    let _ = reply.send(Err(format!("another instance holds the reconcile lease ({holder}); it runs the passes")));
-                    continue;
-                }
-            };
-            if !acquired {
-                return;
-            }
-            let lost = CancellationToken::new();
-            let stop_keep = CancellationToken::new();
-            let keeper = {
-                let (lease, s, l) = (self.lease.clone(), stop_keep.clone(), lost.clone());
-                tokio::spawn(async move { lease.keep(s, l).await })
-            };
-            let mut seen_gaps = self.gaps.current().await.unwrap_or(0);
-            let mut seen_requests = self.requests.current().await.unwrap_or(0);
-            // The request counter as of the last check: a pass answers it.
-            let mut answering = 0u64;
-            let mut next = tokio::time::Instant::now(); // pass at start
-                                                        // Requests waiting for a pass to begin.
-            let mut queued: Vec<Trigger> = Vec::new();
-            // A failed pass is retried soon (5 s doubling to 5 min), not after a full interval.
-            let mut retry = Duration::from_secs(5);
-            let mut hold = self.hold.clone();
-            loop {
-                if let (Some(h), true) = (
-                    hold.current(),
-                    tokio::time::Instant::now() >= next || !queued.is_empty(),
-                ) {
-                    while let Ok(t) = triggers.try_recv() {
-                        queued.push(t);
-                    }
-                    let why = held_message(&h);
-                    for Trigger::Now { reply, .. } in queued.drain(..) {
-                        let _ = reply.send(Err(why.clone()));
-                    }
-                    // The hold's end starts the next pass.
-                    next = tokio::time::Instant::now() + self.interval;
-                } else if tokio::time::Instant::now() >= next || !queued.is_empty() {
-                    while let Ok(t) = triggers.try_recv() {
-                        queued.push(t);
-                    }
-                    let replies: Vec<_> = queued
-                        .drain(..)
-                        .map(|Trigger::Now { started, reply }| {
-                            let _ = started.send(());
-                            reply
-                        })
-                        .collect();
-                    // A pass (and its barrier wait) gives way to shutdown,
-                    // and to a hold (its repairs would undo the rewind).
-                    let mut holding = hold.clone();
-                    let r = tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => break,
-                        _ = lost.cancelled() => break,
-                        h = holding.until_held() => {
-                            tracing::info!("A hold began: the reconcile pass in progress is abandoned.");
-                            let why = held_message(&h);
-                            for tx in replies {
-                                let _ = tx.send(Err(why.clone()));
-                            }
-                            next = tokio::time::Instant::now() + self.interval;
-                            continue;
-                        }
-                        r = self.pass(answering) => r,
-                    };
-                    next = tokio::time::Instant::now()
-                        + if r.is_ok() {
-                            answering = 0;
-                            retry = Duration::from_secs(5);
-                            self.interval
-                        } else {
-                            let wait = retry.min(self.interval);
-                            retry = (retry * 2).min(Duration::from_secs(300));
-                            wait
-                        };
-                    // Pruning needs a pass that saw apply caught up (see `prune`).
-                    let prune = matches!(&r, Ok(report) if report.barrier == crate::report::Barrier::Reached)
-                        && !self.opts.dry_run;
-                    let r = r.map_err(|e| e.to_string());
-                    for tx in replies {
-                        let _ = tx.send(r.clone());
-                    }
-                    if prune {
-                        tokio::select! {
-                            biased;
-                            _ = shutdown.cancelled() => break,
-                            _ = lost.cancelled() => break,
-                            _ = self.prune(&mut retention_unread) => {}
-                        }
-                    }
-                }
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break,
-                    _ = lost.cancelled() => break,
-                    Some(t) = triggers.recv() => queued.push(t),
-                    _ = hold.changed() => {
-                        if hold.current().is_none() {
-                            tracing::info!("The hold ended: reconcile pass now, to bring the destination to the source's current state.");
-                            next = tokio::time::Instant::now();
-                        }
-                    }
-                    _ = tokio::time::sleep_until(next) => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                        if let Some(g) = self.gaps.current().await {
-                            if g != seen_gaps {
-                                tracing::info!("Capture gap signalled: reconcile pass now.");
-                                seen_gaps = g;
-                                next = tokio::time::Instant::now();
-                            }
-                        }
-                        if let Some(r) = self.requests.current().await {
-                            if r != seen_requests {
-                                tracing::info!("Pass requested (reconcile --once): reconcile pass now.");
-                                seen_requests = r;
-                                answering = u64::try_from(r).unwrap_or(0);
-                                next = tokio::time::Instant::now();
-                            }
-                        }
-                    }
-                }
-            }
-            stop_keep.cancel();
-            let _ = keeper.await;
-            if shutdown.is_cancelled() {
-                self.lease.release().await;
-                return;
-            }
-        }
+        let mut leader = Leader {
+            service: &self,
+            triggers: &mut triggers,
+            retention_unread: false,
+        };
+        let Ok(()) = run_while_leased(Some(&self.lease), &mut leader, &shutdown).await;
     }
 
     async fn pass(&self, request: u64) -> Result<Report, crate::pass::PassError> {
@@ -317,6 +149,140 @@ impl Service {
                 .set(&self.report_key, json, None, None, false)
                 .await;
         }
+    }
+}
+
+/// The reconcile role while this instance holds the lease.
+struct Leader<'a> {
+    service: &'a Service,
+    triggers: &'a mut mpsc::Receiver<Trigger>,
+    /// True while the topic's delete.retention.ms cannot be read (logged once).
+    retention_unread: bool,
+}
+
+impl LeasedRole for Leader<'_> {
+    type Error = std::convert::Infallible;
+
+    /// Answers an on-demand request with who holds the lease.
+    async fn standby(&mut self, lease: &Lease) {
+        if let Some(Trigger::Now { reply, .. }) = self.triggers.recv().await {
+            let holder = lease.current_holder().await.unwrap_or_default();
+            let _ = reply.send(Err(format!(
+                "another instance holds the reconcile lease ({holder}); it runs the passes"
+            )));
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn run(&mut self, active: CancellationToken) -> Result<(), Self::Error> {
+        let svc = self.service;
+        let mut seen_gaps = svc.gaps.current().await.unwrap_or(0);
+        let mut seen_requests = svc.requests.current().await.unwrap_or(0);
+        // The request counter as of the last check: a pass answers it.
+        let mut answering = 0u64;
+        let mut next = tokio::time::Instant::now(); // pass at start
+                                                    // Requests waiting for a pass to begin.
+        let mut queued: Vec<Trigger> = Vec::new();
+        // A failed pass is retried soon (5 s doubling to 5 min), not after a full interval.
+        let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
+        let mut hold = svc.hold.clone();
+        loop {
+            if let (Some(h), true) = (
+                hold.current(),
+                tokio::time::Instant::now() >= next || !queued.is_empty(),
+            ) {
+                while let Ok(t) = self.triggers.try_recv() {
+                    queued.push(t);
+                }
+                let why = held_message(&h);
+                for Trigger::Now { reply, .. } in queued.drain(..) {
+                    let _ = reply.send(Err(why.clone()));
+                }
+                // The hold's end starts the next pass.
+                next = tokio::time::Instant::now() + svc.interval;
+            } else if tokio::time::Instant::now() >= next || !queued.is_empty() {
+                while let Ok(t) = self.triggers.try_recv() {
+                    queued.push(t);
+                }
+                let replies: Vec<_> = queued
+                    .drain(..)
+                    .map(|Trigger::Now { started, reply }| {
+                        let _ = started.send(());
+                        reply
+                    })
+                    .collect();
+                // A pass (and its barrier wait) gives way to shutdown,
+                // and to a hold (its repairs would undo the rewind).
+                let mut holding = hold.clone();
+                let r = tokio::select! {
+                    biased;
+                    _ = active.cancelled() => break,
+                    h = holding.until_held() => {
+                        tracing::info!("A hold began: the reconcile pass in progress is abandoned.");
+                        let why = held_message(&h);
+                        for tx in replies {
+                            let _ = tx.send(Err(why.clone()));
+                        }
+                        next = tokio::time::Instant::now() + svc.interval;
+                        continue;
+                    }
+                    r = svc.pass(answering) => r,
+                };
+                next = tokio::time::Instant::now()
+                    + if r.is_ok() {
+                        answering = 0;
+                        retry.reset();
+                        svc.interval
+                    } else {
+                        retry.next_delay().min(svc.interval)
+                    };
+                // Pruning needs a pass that saw apply caught up (see `prune`).
+                let prune =
+                    matches!(&r, Ok(report) if report.barrier == crate::report::Barrier::Reached) && !svc.opts.dry_run;
+                let r = r.map_err(|e| e.to_string());
+                for tx in replies {
+                    let _ = tx.send(r.clone());
+                }
+                if prune {
+                    tokio::select! {
+                        biased;
+                        _ = active.cancelled() => break,
+                        _ = svc.prune(&mut self.retention_unread) => {}
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = active.cancelled() => break,
+                Some(t) = self.triggers.recv() => queued.push(t),
+                _ = hold.changed() => {
+                    if hold.current().is_none() {
+                        tracing::info!("The hold ended: reconcile pass now, to bring the destination to the source's current state.");
+                        next = tokio::time::Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if let Some(g) = svc.gaps.current().await {
+                        if g != seen_gaps {
+                            tracing::info!("Capture gap signalled: reconcile pass now.");
+                            seen_gaps = g;
+                            next = tokio::time::Instant::now();
+                        }
+                    }
+                    if let Some(r) = svc.requests.current().await {
+                        if r != seen_requests {
+                            tracing::info!("Pass requested (reconcile --once): reconcile pass now.");
+                            seen_requests = r;
+                            answering = u64::try_from(r).unwrap_or(0);
+                            next = tokio::time::Instant::now();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

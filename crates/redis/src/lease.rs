@@ -1,10 +1,13 @@
-//! Leases in the destination Redis.
+//! Leases in the destination Redis, and running a role only while its
+//! lease is held ([`run_while_leased`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::Script;
 use fred::prelude::*;
 use fred::types::Value;
+use tokio_util::sync::CancellationToken;
 
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -124,7 +127,7 @@ impl Lease {
 
     /// Waits until this instance holds the lease (retrying every third of
     /// the TTL). `None` when `stop` fired first.
-    pub async fn acquire(&self, stop: &tokio_util::sync::CancellationToken) -> Option<()> {
+    pub async fn acquire(&self, stop: &CancellationToken) -> Option<()> {
         let mut logged = false;
         loop {
             match self.try_acquire().await {
@@ -152,7 +155,7 @@ impl Lease {
     /// Renews every third of the TTL until `stop`, or until the lease is
     /// lost (another holder), which cancels `lost`. Transient errors keep
     /// trying: the lease simply expires if they last.
-    pub async fn keep(&self, stop: tokio_util::sync::CancellationToken, lost: tokio_util::sync::CancellationToken) {
+    pub async fn keep(&self, stop: CancellationToken, lost: CancellationToken) {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -178,5 +181,70 @@ impl Lease {
         } else {
             0.0
         });
+    }
+}
+
+/// A role that runs on one instance at a time: the holder of its lease.
+pub trait LeasedRole {
+    /// Why the role failed (ends [`run_while_leased`]).
+    type Error;
+
+    /// Does the role's work while this instance holds the lease. `active`
+    /// fires when the lease is lost or the process stops; return then.
+    fn run(&mut self, active: CancellationToken) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Called while another instance holds the lease, raced against the
+    /// next attempt to take it: it may return after handling one thing (the
+    /// next attempt follows at once) or never. By default it waits forever.
+    fn standby(&mut self, lease: &Lease) -> impl Future<Output = ()> + Send {
+        let _ = lease;
+        std::future::pending()
+    }
+}
+
+/// Runs `role` whenever this instance holds `lease`, until `shutdown`:
+/// stands by while another instance holds it, renews it while the role
+/// runs, stops the role when it is lost (and stands by again), and hands
+/// it over at shutdown. With no lease (no destination to keep one in) the
+/// role runs once, unguarded.
+///
+/// Returns the role's error, or `Ok` at shutdown, or `Ok` when the role
+/// returned by itself without a lease to lose (the caller decides whether
+/// that is a failure).
+pub async fn run_while_leased<R: LeasedRole>(
+    lease: Option<&Lease>,
+    role: &mut R,
+    shutdown: &CancellationToken,
+) -> Result<(), R::Error> {
+    loop {
+        if let Some(l) = lease {
+            let acquired = tokio::select! {
+                r = l.acquire(shutdown) => r.is_some(),
+                _ = role.standby(l) => continue,
+            };
+            if !acquired {
+                return Ok(());
+            }
+        }
+        let active = shutdown.child_token();
+        let stop_keep = CancellationToken::new();
+        let keeper = lease.cloned().map(|l| {
+            let (s, a) = (stop_keep.clone(), active.clone());
+            tokio::spawn(async move { l.keep(s, a).await })
+        });
+        let result = role.run(active).await;
+        stop_keep.cancel();
+        if let Some(k) = keeper {
+            let _ = k.await;
+        }
+        result?;
+        match lease {
+            Some(l) if shutdown.is_cancelled() => {
+                l.release().await;
+                return Ok(());
+            }
+            Some(l) => tracing::warn!(lease = %l.name, "The {} lease was lost: standing by.", l.name),
+            None => return Ok(()),
+        }
     }
 }

@@ -17,6 +17,8 @@
 //!   a restart or a clock step back.
 //! - [`lease`]: a named lease (`SET NX PX`, renewed by compare-and-expire,
 //!   released by compare-and-delete) so at most one instance runs a role.
+//! - [`signal`]: counters one process bumps and another watches (capture
+//!   gaps, pass requests).
 //! - [`value`]: turning fred values into bytes.
 
 use std::time::Duration;
@@ -31,6 +33,7 @@ pub mod hold;
 pub mod lease;
 pub mod liveness;
 pub mod script;
+pub mod signal;
 pub mod source;
 pub mod value;
 
@@ -69,6 +72,15 @@ impl RedisError {
                 ErrorKind::Auth | ErrorKind::Config | ErrorKind::Tls | ErrorKind::Url
             )
     }
+}
+
+/// True when a failure (its cause chain, as `anyhow::Error::chain` gives
+/// it) is a Redis connection error worth waiting out
+/// ([`RedisError::is_retryable`]).
+pub fn retryable_in<'a>(mut chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> bool {
+    chain
+        .find_map(|c| c.downcast_ref::<RedisError>())
+        .is_some_and(RedisError::is_retryable)
 }
 
 /// True for errors that retrying cannot fix: the command or its data is

@@ -9,14 +9,19 @@
 //!   token-guarded admin API of SPEC section 5.
 //! - [`requests`]: admin requests, answered at once and run in the
 //!   background; their states and results for `GET /v1/status`.
+//! - [`errors`]: an error chain printed with each cause once.
+//! - [`wait`]: waiting for a server that is down, with backoff, saying
+//!   what is waited for and why.
 //! - [`logging`]: tracing set-up, text or JSON lines.
 //! - [`progress`]: a progress line on a terminal for long one-shot commands.
 
+pub mod errors;
 pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod progress;
 pub mod requests;
+pub mod wait;
 
 pub use health::Health;
