@@ -199,7 +199,7 @@ async fn connect_when_up(
     health: &Health,
     shutdown: &CancellationToken,
 ) -> Result<Option<fred::prelude::Client>, CaptureError> {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = redmirror_core::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut said = false;
     loop {
         let attempt = async {
@@ -224,9 +224,8 @@ async fn connect_when_up(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

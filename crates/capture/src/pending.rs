@@ -32,8 +32,8 @@ pub struct Pending {
 /// about 195 with a `Bytes` id in each, the cause as a `&str` and counted
 /// sequence numbers. An emptied set gives its tables back.
 struct Inner {
-    /// Waiting flows: their sequence number and cause (see [`cause_of`]).
-    causes: HashMap<Arc<[u8]>, (u64, u8)>,
+    /// Waiting flows.
+    causes: HashMap<Arc<[u8]>, Waiting>,
     order: VecDeque<Arc<[u8]>>,
     /// The last sequence number given out.
     received: u64,
@@ -52,10 +52,24 @@ impl Inner {
     }
 }
 
-/// A flow taken for reading: its id, the notification that queued it, and
-/// the sequence number to hand back to [`Pending::done`] or
-/// [`Pending::requeue`].
-pub type Taken = (Bytes, &'static str, u64);
+/// A waiting flow's entry: 16 bytes with its one-byte cause.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    seq: u64,
+    cause: Cause,
+}
+
+/// A flow taken for reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The flow id.
+    pub id: Bytes,
+    /// The notification that queued it.
+    pub cause: Cause,
+    /// The sequence number to hand back to [`Pending::done`] or
+    /// [`Pending::requeue`].
+    pub seq: u64,
+}
 
 /// How far capture has got (see [`Pending`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,53 +94,79 @@ pub enum Added {
     Full,
 }
 
-/// Notification names a cause can be; anything else is `"other"`.
-const KNOWN: &[&str] = &[
-    "hset",
-    "hdel",
-    "hincrby",
-    "hincrbyfloat",
-    "del",
-    "expired",
-    "evicted",
-    "rename_from",
-    "rename_to",
-    "restore",
-    "hexpired",
-    "hexpire",
-    "hpersist",
-    "expire",
-    "persist",
-    "set",
-    "copy_to",
-    "move_to",
-    "move_from",
-    "new",
-    "sortstore",
-    "sunionstore",
-    "sinterstore",
-    "sdiffstore",
-    "zunionstore",
-    "zinterstore",
-    "zdiffstore",
-    "zrangestore",
-    "georadiusstore",
-    "geosearchstore",
-];
+/// Declares [`Cause`] from its variants and their notification names.
+macro_rules! causes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// The keyevent notification that queued a flow: one byte in the
+        /// pending set, its name in the event's `cause`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum Cause {
+            $(#[doc = concat!("`", $name, "`")] $variant,)*
+            /// Any other notification (`"other"`).
+            Other,
+        }
 
-/// Interns the cause (a notification name) so it costs no allocation.
-pub fn cause_name(event: &str) -> &'static str {
-    KNOWN.iter().find(|k| **k == event).copied().unwrap_or("other")
+        impl Cause {
+            /// Every notification with a name of its own.
+            pub const NOTIFICATIONS: &[Cause] = &[$(Cause::$variant,)*];
+
+            /// The cause of a keyevent notification named `event`.
+            pub fn of(event: &str) -> Cause {
+                match event {
+                    $($name => Cause::$variant,)*
+                    _ => Cause::Other,
+                }
+            }
+
+            /// The name written in the event's `cause` field.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Cause::$variant => $name,)*
+                    Cause::Other => "other",
+                }
+            }
+        }
+    };
 }
 
-/// A cause stored in one byte: its place in [`KNOWN`], or `KNOWN.len()`.
-fn cause_index(cause: &str) -> u8 {
-    KNOWN.iter().position(|k| *k == cause).unwrap_or(KNOWN.len()) as u8
+causes! {
+    Hset => "hset",
+    Hdel => "hdel",
+    Hincrby => "hincrby",
+    Hincrbyfloat => "hincrbyfloat",
+    Del => "del",
+    Expired => "expired",
+    Evicted => "evicted",
+    RenameFrom => "rename_from",
+    RenameTo => "rename_to",
+    Restore => "restore",
+    Hexpired => "hexpired",
+    Hexpire => "hexpire",
+    Hpersist => "hpersist",
+    Expire => "expire",
+    Persist => "persist",
+    Set => "set",
+    CopyTo => "copy_to",
+    MoveTo => "move_to",
+    MoveFrom => "move_from",
+    New => "new",
+    Sortstore => "sortstore",
+    Sunionstore => "sunionstore",
+    Sinterstore => "sinterstore",
+    Sdiffstore => "sdiffstore",
+    Zunionstore => "zunionstore",
+    Zinterstore => "zinterstore",
+    Zdiffstore => "zdiffstore",
+    Zrangestore => "zrangestore",
+    Georadiusstore => "georadiusstore",
+    Geosearchstore => "geosearchstore",
 }
 
-/// The cause a byte from [`cause_index`] stands for.
-fn cause_of(index: u8) -> &'static str {
-    KNOWN.get(usize::from(index)).copied().unwrap_or("other")
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Pending {
@@ -146,7 +186,7 @@ impl Pending {
     }
 
     /// Adds a changed flow (its id is copied only when it is new here).
-    pub fn add(&self, id: &[u8], cause: &'static str) -> Added {
+    pub fn add(&self, id: &[u8], cause: Cause) -> Added {
         let mut g = self.inner.lock().expect("pending lock");
         if g.causes.contains_key(id) {
             return Added::Coalesced;
@@ -158,7 +198,7 @@ impl Pending {
         let seq = g.received;
         g.hold(seq);
         let id: Arc<[u8]> = Arc::from(id);
-        g.causes.insert(id.clone(), (seq, cause_index(cause)));
+        g.causes.insert(id.clone(), Waiting { seq, cause });
         g.order.push_back(id);
         self.gauge.set(g.order.len() as f64);
         drop(g);
@@ -169,17 +209,17 @@ impl Pending {
     /// Puts back a flow whose event could not be published, with the
     /// sequence number it was taken with (so progress does not pass it).
     /// Never refused: at most the events in flight come back this way.
-    pub fn requeue(&self, id: Bytes, cause: &'static str, seq: u64) {
+    pub fn requeue(&self, id: Bytes, cause: Cause, seq: u64) {
         let mut g = self.inner.lock().expect("pending lock");
         if let Some(entry) = g.causes.get_mut(&id[..]) {
             // Changed again meanwhile: one read covers both; keep the older number.
-            let newer = entry.0.max(seq);
-            entry.0 = entry.0.min(seq);
+            let newer = entry.seq.max(seq);
+            entry.seq = entry.seq.min(seq);
             g.release(newer);
             return;
         }
         let id: Arc<[u8]> = Arc::from(&id[..]);
-        g.causes.insert(id.clone(), (seq, cause_index(cause)));
+        g.causes.insert(id.clone(), Waiting { seq, cause });
         g.order.push_back(id);
         self.gauge.set(g.order.len() as f64);
         drop(g);
@@ -220,8 +260,12 @@ impl Pending {
         let mut out = Vec::with_capacity(k);
         for _ in 0..k {
             let id = g.order.pop_front().expect("len checked");
-            let (seq, cause) = g.causes.remove(&id).expect("every queued flow has an entry");
-            out.push((Bytes::copy_from_slice(&id), cause_of(cause), seq));
+            let w = g.causes.remove(&id).expect("every queued flow has an entry");
+            out.push(Taken {
+                id: Bytes::copy_from_slice(&id),
+                cause: w.cause,
+                seq: w.seq,
+            });
         }
         if g.order.is_empty() && g.order.capacity() > SHRINK_ABOVE {
             // A burst is over: do not keep its tables for good.
@@ -247,44 +291,53 @@ impl Pending {
 mod tests {
     use super::*;
 
+    fn taken(id: &'static [u8], cause: Cause, seq: u64) -> Taken {
+        Taken {
+            id: Bytes::from_static(id),
+            cause,
+            seq,
+        }
+    }
+
     #[test]
     fn coalesces_bounds_and_keeps_order() {
         let p = Pending::new(2);
-        assert_eq!(p.add(b"a", "hset"), Added::New);
-        assert_eq!(p.add(b"a", "hdel"), Added::Coalesced);
-        assert_eq!(p.add(b"b", "del"), Added::New);
-        assert_eq!(p.add(b"c", "del"), Added::Full);
+        assert_eq!(p.add(b"a", Cause::of("hset")), Added::New);
+        assert_eq!(p.add(b"a", Cause::of("hdel")), Added::Coalesced);
+        assert_eq!(p.add(b"b", Cause::of("del")), Added::New);
+        assert_eq!(p.add(b"c", Cause::of("del")), Added::Full);
         let t = p.try_take(10);
         assert_eq!(
             t,
-            vec![
-                (Bytes::from_static(b"a"), "hset", 1),
-                (Bytes::from_static(b"b"), "del", 2)
-            ]
+            vec![taken(b"a", Cause::of("hset"), 1), taken(b"b", Cause::of("del"), 2)]
         );
         assert!(p.is_empty());
-        assert_eq!(p.add(b"a", "hset"), Added::New);
+        assert_eq!(p.add(b"a", Cause::of("hset")), Added::New);
     }
 
     #[test]
     fn causes_survive_the_one_byte_store() {
-        for name in KNOWN.iter().copied().chain(["other"]) {
-            assert_eq!(cause_of(cause_index(name)), name);
+        for c in Cause::NOTIFICATIONS.iter().copied().chain([Cause::Other]) {
+            assert_eq!(Cause::of(c.as_str()), c);
         }
-        assert_eq!(cause_of(cause_index(cause_name("lset"))), "other");
+        assert_eq!(Cause::of("lset"), Cause::Other);
+        assert_eq!(std::mem::size_of::<Cause>(), 1);
         let p = Pending::new(10);
-        p.add(b"a", cause_name("rename_to"));
-        p.add(b"b", cause_name("zadd"));
-        p.add(b"c", cause_name("sunionstore"));
+        p.add(b"a", Cause::of("rename_to"));
+        p.add(b"b", Cause::of("zadd"));
+        p.add(b"c", Cause::of("sunionstore"));
         let t = p.try_take(10);
-        assert_eq!((t[0].1, t[1].1, t[2].1), ("rename_to", "other", "sunionstore"));
+        assert_eq!(
+            (t[0].cause, t[1].cause, t[2].cause),
+            (Cause::RenameTo, Cause::Other, Cause::Sunionstore)
+        );
     }
 
     #[test]
     fn an_emptied_set_gives_back_a_burst_s_tables() {
         let p = Pending::new(10_000);
         for i in 0..5_000 {
-            p.add(format!("f{i}").as_bytes(), "hset");
+            p.add(format!("f{i}").as_bytes(), Cause::of("hset"));
         }
         assert_eq!(p.try_take(4_999).len(), 4_999);
         assert!(p.inner.lock().unwrap().order.capacity() >= 5_000, "not empty yet: kept");
@@ -293,8 +346,8 @@ mod tests {
             let g = p.inner.lock().unwrap();
             assert_eq!((g.order.capacity(), g.causes.capacity()), (0, 0));
         }
-        assert_eq!(p.add(b"f1", "hset"), Added::New);
-        assert_eq!(p.try_take(10)[0].0, Bytes::from_static(b"f1"));
+        assert_eq!(p.add(b"f1", Cause::of("hset")), Added::New);
+        assert_eq!(p.try_take(10)[0].id, Bytes::from_static(b"f1"));
     }
 
     fn progress(p: &Pending) -> (u64, u64) {
@@ -307,46 +360,42 @@ mod tests {
         let p = Pending::new(10);
         assert_eq!(progress(&p), (0, 0));
         for id in [b"a", b"b", b"c"] {
-            p.add(id, "hset");
+            p.add(id, Cause::of("hset"));
         }
         assert_eq!(progress(&p), (3, 0), "waiting is outstanding");
         let t = p.try_take(2);
         assert_eq!(progress(&p), (3, 0), "in flight is outstanding");
-        p.done(t[1].2);
+        p.done(t[1].seq);
         assert_eq!(progress(&p), (3, 0), "a is still in flight");
-        p.done(t[0].2);
+        p.done(t[0].seq);
         assert_eq!(progress(&p), (3, 2), "c still waits");
         let c = p.try_take(10);
-        p.done(c[0].2);
+        p.done(c[0].seq);
         assert_eq!(progress(&p), (3, 3));
     }
 
     #[test]
     fn a_requeued_flow_keeps_its_place_in_progress() {
         let p = Pending::new(1);
-        p.add(b"a", "hset");
+        p.add(b"a", Cause::of("hset"));
         let t = p.try_take(1);
         // Changed again while in flight: a new entry with a newer number.
-        assert_eq!(p.add(b"a", "hdel"), Added::New);
+        assert_eq!(p.add(b"a", Cause::of("hdel")), Added::New);
         // The publish failed: back it goes, past the bound, keeping number 1.
-        p.add(b"x", "hset");
-        p.requeue(t[0].0.clone(), t[0].1, t[0].2);
+        p.add(b"x", Cause::of("hset"));
+        p.requeue(t[0].id.clone(), t[0].cause, t[0].seq);
         assert_eq!(progress(&p), (2, 0));
         let again = p.try_take(10);
-        assert_eq!(
-            again,
-            vec![(Bytes::from_static(b"a"), "hdel", 1)],
-            "one read, older number"
-        );
+        assert_eq!(again, vec![taken(b"a", Cause::of("hdel"), 1)], "one read, older number");
         p.done(1);
         assert_eq!(progress(&p), (2, 2), "the newer number was released with the merge");
 
         // Requeued while not pending: queued again, even when the set is full.
         let q = Pending::new(1);
-        q.add(b"a", "hset");
+        q.add(b"a", Cause::of("hset"));
         let t = q.try_take(1);
-        q.add(b"b", "hset");
-        q.requeue(t[0].0.clone(), t[0].1, t[0].2);
+        q.add(b"b", Cause::of("hset"));
+        q.requeue(t[0].id.clone(), t[0].cause, t[0].seq);
         assert_eq!(q.len(), 2);
         assert_eq!(progress(&q), (2, 0));
     }

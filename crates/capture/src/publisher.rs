@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use redmirror_core::backoff::Backoff;
 use redmirror_core::event::{Op, Origin};
 use redmirror_core::rules::Decision;
 use redmirror_core::SourceFlow;
@@ -15,19 +16,21 @@ use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
 use tokio_util::sync::CancellationToken;
 
+use crate::pending::Taken;
 use crate::{CaptureError, CaptureOptions, Pending, HEALTH_SOURCE};
 
 /// Most events awaiting a broker acknowledgement; beyond it capture stops reading.
 const MAX_IN_FLIGHT: usize = 20_000;
 
-/// A flow's publish outcome: id, cause, sequence number, op label, result.
-type Acked = (
-    Bytes,
-    &'static str,
-    u64,
-    &'static str,
-    Result<(), redmirror_kafka::Error>,
-);
+/// A flow's publish outcome.
+struct Acked {
+    /// The flow as it was taken from the pending set.
+    taken: Taken,
+    /// `upsert` or `delete`, the `op` label of `redmirror_capture_events_total`.
+    op: &'static str,
+    /// What the broker said.
+    result: Result<(), redmirror_kafka::Error>,
+}
 
 /// Reads and publishes until `shutdown`, then drains what is pending (within
 /// the shutdown timeout) and flushes the producer.
@@ -94,8 +97,10 @@ pub async fn run(
     Ok(())
 }
 
-fn on_ack((id, cause, seq, op, r): Acked, pending: &Pending, warned: &WarnOnce) {
-    match r {
+fn on_ack(acked: Acked, pending: &Pending, warned: &WarnOnce) {
+    let Acked { taken, op, result } = acked;
+    let Taken { id, cause, seq } = taken;
+    match result {
         Ok(()) => {
             metrics::counter!(m::CAPTURE_EVENTS, "op" => op).increment(1);
             pending.done(seq);
@@ -161,17 +166,18 @@ impl Ctx<'_> {
     /// events. False when shutdown interrupted the retries.
     async fn publish(
         &self,
-        batch: Vec<crate::pending::Taken>,
+        batch: Vec<Taken>,
         in_flight: &mut FuturesUnordered<futures::future::BoxFuture<'static, Acked>>,
         shutdown: Option<&CancellationToken>,
     ) -> bool {
-        let ids: Vec<Bytes> = batch.iter().map(|(id, _, _)| id.clone()).collect();
+        let ids: Vec<Bytes> = batch.iter().map(|t| t.id.clone()).collect();
         tracing::trace!(flows = ids.len(), "Reading a batch.");
         let Some(read) = self.read(&ids, shutdown).await else {
             return false;
         };
         let order = read.order;
-        for ((id, state), (_, cause, seq)) in read.flows.into_iter().zip(batch) {
+        for ((id, state), taken) in read.flows.into_iter().zip(batch) {
+            let seq = taken.seq;
             if state == SourceFlow::NotAHash {
                 metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "not_a_hash").increment(1);
                 if self.warned.first(&id) {
@@ -182,7 +188,11 @@ impl Ctx<'_> {
                     );
                 }
             }
-            match self.opts.rules.decide(id.clone(), state, order, Origin::Capture, cause) {
+            match self
+                .opts
+                .rules
+                .decide(id.clone(), state, order, Origin::Capture, taken.cause.as_str())
+            {
                 Decision::TooLarge { bytes, limit, which } => {
                     metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
                     if self.warned_large.first(&id) {
@@ -203,7 +213,14 @@ impl Ctx<'_> {
                         "delete"
                     };
                     let ack = self.publisher.enqueue(&event).await;
-                    in_flight.push(ack.map(move |r| (id, cause, seq, op, r.map(|_| ()))).boxed());
+                    in_flight.push(
+                        ack.map(move |r| Acked {
+                            taken,
+                            op,
+                            result: r.map(|_| ()),
+                        })
+                        .boxed(),
+                    );
                 }
             }
         }
@@ -211,7 +228,7 @@ impl Ctx<'_> {
     }
 
     async fn read(&self, ids: &[Bytes], shutdown: Option<&CancellationToken>) -> Option<SourceRead> {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::default();
         loop {
             match self.reader.read(ids).await {
                 Ok(r) => {
@@ -221,8 +238,7 @@ impl Ctx<'_> {
                 Err(e) => {
                     self.health.set(HEALTH_SOURCE, false);
                     tracing::warn!(error = %e, "Source read failed; retrying with backoff, changes are kept (check the source, REDMIRROR_SOURCE_URL).");
-                    let sleep = tokio::time::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let sleep = tokio::time::sleep(backoff.next_delay());
                     match shutdown {
                         Some(s) => tokio::select! {
                             _ = s.cancelled() => return None,

@@ -16,8 +16,9 @@ use redmirror_telemetry::Health;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::pending::{cause_name, Added, Pending};
+use crate::pending::{Added, Cause, Pending};
 use crate::{Gap, HEALTH_SOURCE};
+use redmirror_core::backoff::Backoff;
 
 /// How a session ended.
 #[derive(Debug)]
@@ -72,16 +73,14 @@ pub async fn run(
 /// subscribed (it was healthy, and every moment unsubscribed is a window
 /// only the reconciler covers), doubling up to 5 s while attempts fail.
 #[derive(Debug)]
-struct Retry {
-    next: Duration,
-}
+struct Retry(Backoff);
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry { next: RETRY_FIRST }
+        Retry(Backoff::new(RETRY_FIRST, RETRY_MAX))
     }
 }
 
@@ -89,11 +88,9 @@ impl Retry {
     /// The delay to wait now; `subscribed`: the session that just ended had subscribed.
     fn next(&mut self, subscribed: bool) -> Duration {
         if subscribed {
-            self.next = RETRY_FIRST;
+            self.0.reset();
         }
-        let d = self.next;
-        self.next = (self.next * 2).min(RETRY_MAX);
-        d
+        self.0.next_delay()
     }
 }
 
@@ -154,7 +151,7 @@ async fn session(
         };
         let Some(id) = keys.flow_id(key) else { return };
         notifications.increment(1);
-        let cause = cause_name(std::str::from_utf8(event).unwrap_or("other"));
+        let cause = Cause::of(std::str::from_utf8(event).unwrap_or("other"));
         match pending.add(id, cause) {
             Added::New => report_overflow(false),
             Added::Coalesced => {

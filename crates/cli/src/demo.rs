@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use redmirror_config::settings::{DEST_URL, KAFKA_BROKERS, SOURCE_URL};
 use redmirror_config::Layers;
 use redmirror_console::demo::{self as console, Counts, DemoScreen, FlowRow, Hash};
 use redmirror_testkit::flows::{hgetall, hset};
@@ -138,7 +139,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ("REDMIRROR_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("REDMIRROR_TOPIC_PARTITIONS".to_string(), "3".to_string()),
     ];
-    let config = Layers::load(None, env)?.validate(&["source_url", "dest_url", "kafka_brokers"])?;
+    let config = Layers::load(None, env)?.validate(&[&SOURCE_URL, &DEST_URL, &KAFKA_BROKERS])?;
     let mut running = crate::app::start(config.clone(), crate::app::Roles::all()).await?;
     let metrics = redmirror_telemetry::metrics::install();
 

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use redmirror_config::settings::{Setting, DEST_URL, KAFKA_BROKERS, SOURCE_URL};
 use redmirror_config::{ConfigError, Layers};
 
 /// Keeps a staging Redis in step with a production Redis through Kafka.
@@ -92,17 +93,17 @@ enum Command {
 
 impl Command {
     /// Settings this command cannot do without.
-    fn needs(&self) -> &'static [&'static str] {
+    fn needs(&self) -> &'static [&'static Setting] {
         match self {
-            Command::Run => &["source_url", "dest_url", "kafka_brokers"],
-            Command::Capture => &["source_url", "kafka_brokers"],
-            Command::Apply => &["dest_url", "kafka_brokers"],
-            Command::Reconcile(_) => &["source_url", "dest_url", "kafka_brokers"],
-            Command::Resync(_) => &["source_url", "kafka_brokers"],
-            Command::Replay(_) => &["dest_url", "kafka_brokers"],
-            Command::Resume => &["dest_url"],
-            Command::Dlq(_) | Command::Inspect(_) => &["kafka_brokers"],
-            Command::Check => &["source_url", "dest_url", "kafka_brokers"],
+            Command::Run => &[&SOURCE_URL, &DEST_URL, &KAFKA_BROKERS],
+            Command::Capture => &[&SOURCE_URL, &KAFKA_BROKERS],
+            Command::Apply => &[&DEST_URL, &KAFKA_BROKERS],
+            Command::Reconcile(_) => &[&SOURCE_URL, &DEST_URL, &KAFKA_BROKERS],
+            Command::Resync(_) => &[&SOURCE_URL, &KAFKA_BROKERS],
+            Command::Replay(_) => &[&DEST_URL, &KAFKA_BROKERS],
+            Command::Resume => &[&DEST_URL],
+            Command::Dlq(_) | Command::Inspect(_) => &[&KAFKA_BROKERS],
+            Command::Check => &[&SOURCE_URL, &DEST_URL, &KAFKA_BROKERS],
             Command::Demo(_) => &[],
             Command::Status(a) => a.needs(),
             Command::Top(a) => a.needs(),

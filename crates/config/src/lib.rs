@@ -17,7 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use redmirror_core::{KeyLayout, MirrorRules};
 
-mod settings;
+pub mod settings;
+use settings::*;
 pub use settings::{markdown as settings_markdown, Setting, SETTINGS};
 
 /// Prefix of every environment variable.
@@ -206,9 +207,9 @@ impl Layers {
         self.values.get(key).map(|(v, _)| v.as_str())
     }
 
-    /// Validates into a [`Config`]. `needs` lists the TOML keys this command
-    /// requires (for example `source_url`).
-    pub fn validate(&self, needs: &[&str]) -> Result<Config, ConfigError> {
+    /// Validates into a [`Config`]. `needs` lists the settings this command
+    /// requires (for example [`settings::SOURCE_URL`]).
+    pub fn validate(&self, needs: &[&Setting]) -> Result<Config, ConfigError> {
         Validator { layers: self }.build(needs)
     }
 }
@@ -351,13 +352,13 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn raw(&self, key: &'static str) -> Option<&str> {
-        self.layers.get(key).filter(|v| !v.trim().is_empty())
+    fn raw(&self, key: &'static Setting) -> Option<&str> {
+        self.layers.get(key.key).filter(|v| !v.trim().is_empty())
     }
 
-    fn invalid(&self, key: &'static str, constraint: impl Into<String>) -> ConfigError {
-        let s = setting(key).expect("known setting");
-        let value = self.layers.get(key).unwrap_or_default();
+    fn invalid(&self, key: &'static Setting, constraint: impl Into<String>) -> ConfigError {
+        let s = key;
+        let value = self.layers.get(key.key).unwrap_or_default();
         let value = if s.secret { "***".to_string() } else { redact_url(value) };
         ConfigError::Invalid {
             var: s.var(),
@@ -366,8 +367,8 @@ impl Validator<'_> {
         }
     }
 
-    fn missing(key: &'static str) -> ConfigError {
-        let s = setting(key).expect("known setting");
+    fn missing(key: &'static Setting) -> ConfigError {
+        let s = key;
         ConfigError::Missing {
             var: s.var(),
             key: s.key,
@@ -375,11 +376,11 @@ impl Validator<'_> {
         }
     }
 
-    fn string(&self, key: &'static str) -> Result<String, ConfigError> {
+    fn string(&self, key: &'static Setting) -> Result<String, ConfigError> {
         self.raw(key).map(str::to_string).ok_or_else(|| Self::missing(key))
     }
 
-    fn number<T>(&self, key: &'static str, min: T) -> Result<T, ConfigError>
+    fn number<T>(&self, key: &'static Setting, min: T) -> Result<T, ConfigError>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
@@ -394,7 +395,7 @@ impl Validator<'_> {
         Ok(v)
     }
 
-    fn duration(&self, key: &'static str) -> Result<Duration, ConfigError> {
+    fn duration(&self, key: &'static Setting) -> Result<Duration, ConfigError> {
         let d = humantime::parse_duration(self.string(key)?.trim())
             .map_err(|e| self.invalid(key, format!("expected a duration like 30s, 15m or 4h ({e})")))?;
         if d.is_zero() {
@@ -403,7 +404,7 @@ impl Validator<'_> {
         Ok(d)
     }
 
-    fn boolean(&self, key: &'static str) -> Result<bool, ConfigError> {
+    fn boolean(&self, key: &'static Setting) -> Result<bool, ConfigError> {
         match self.string(key)?.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" => Ok(false),
@@ -411,7 +412,7 @@ impl Validator<'_> {
         }
     }
 
-    fn list(&self, key: &'static str) -> Vec<Bytes> {
+    fn list(&self, key: &'static Setting) -> Vec<Bytes> {
         self.raw(key)
             .unwrap_or("")
             .split(',')
@@ -421,7 +422,7 @@ impl Validator<'_> {
             .collect()
     }
 
-    fn path(&self, key: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+    fn path(&self, key: &'static Setting) -> Result<Option<PathBuf>, ConfigError> {
         match self.raw(key) {
             None => Ok(None),
             Some(p) => {
@@ -436,8 +437,8 @@ impl Validator<'_> {
 
     fn redis(
         &self,
-        key: &'static str,
-        prefix: &'static str,
+        key: &'static Setting,
+        tls_files: [&'static Setting; 3],
         needed: bool,
     ) -> Result<Option<RedisEndpoint>, ConfigError> {
         let Some(url) = self.raw(key) else {
@@ -454,26 +455,16 @@ impl Validator<'_> {
         if !db.is_empty() && db.parse::<u8>().is_err() {
             return Err(self.invalid(key, "the path must be a database number (redis://host:6379/0)"));
         }
-        let file = |suffix: &str| -> Result<Option<PathBuf>, ConfigError> {
-            let k = SETTINGS
-                .iter()
-                .find(|s| s.key.strip_prefix(prefix) == Some(suffix))
-                .map(|s| s.key)
-                .expect("tls setting exists");
-            self.path(k)
-        };
+        let [ca, cert, key_file] = tls_files;
         let tls = TlsFiles {
-            ca_file: file("tls_ca_file")?,
-            cert_file: file("tls_cert_file")?,
-            key_file: file("tls_key_file")?,
+            ca_file: self.path(ca)?,
+            cert_file: self.path(cert)?,
+            key_file: self.path(key_file)?,
         };
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err(self.invalid(
                 key,
-                format!(
-                    "set both {0}TLS_CERT_FILE and {0}TLS_KEY_FILE for client certificates",
-                    format_args!("{ENV_PREFIX}{}", prefix.to_ascii_uppercase())
-                ),
+                format!("set both {} and {} for client certificates", cert.var(), key_file.var()),
             ));
         }
         Ok(Some(RedisEndpoint {
@@ -482,60 +473,68 @@ impl Validator<'_> {
         }))
     }
 
-    fn build(&self, needs: &[&str]) -> Result<Config, ConfigError> {
-        let need = |k: &str| needs.contains(&k);
-        let source = self.redis("source_url", "source_", need("source_url"))?;
-        let dest = self.redis("dest_url", "dest_", need("dest_url"))?;
-        let kafka_brokers = match self.raw("kafka_brokers") {
+    fn build(&self, needs: &[&Setting]) -> Result<Config, ConfigError> {
+        let need = |s: &Setting| needs.iter().any(|n| n.key == s.key);
+        let source = self.redis(
+            &SOURCE_URL,
+            [&SOURCE_TLS_CA_FILE, &SOURCE_TLS_CERT_FILE, &SOURCE_TLS_KEY_FILE],
+            need(&SOURCE_URL),
+        )?;
+        let dest = self.redis(
+            &DEST_URL,
+            [&DEST_TLS_CA_FILE, &DEST_TLS_CERT_FILE, &DEST_TLS_KEY_FILE],
+            need(&DEST_URL),
+        )?;
+        let kafka_brokers = match self.raw(&KAFKA_BROKERS) {
             Some(b) => Some(b.trim().to_string()),
-            None if need("kafka_brokers") => return Err(Self::missing("kafka_brokers")),
+            None if need(&KAFKA_BROKERS) => return Err(Self::missing(&KAFKA_BROKERS)),
             None => None,
         };
-        let topic = self.string("topic")?;
+        let topic = self.string(&TOPIC)?;
         if !valid_topic(&topic) {
-            return Err(self.invalid("topic", "a Kafka topic name: 1-240 characters of [a-zA-Z0-9._-]"));
+            return Err(self.invalid(&TOPIC, "a Kafka topic name: 1-240 characters of [a-zA-Z0-9._-]"));
         }
-        let group_id = self.string("group_id")?;
+        let group_id = self.string(&GROUP_ID)?;
         let http_addr = self
-            .string("http_addr")?
+            .string(&HTTP_ADDR)?
             .parse()
-            .map_err(|_| self.invalid("http_addr", "expected host:port, like 127.0.0.1:9464"))?;
-        let log_format = match self.string("log_format")?.trim() {
+            .map_err(|_| self.invalid(&HTTP_ADDR, "expected host:port, like 127.0.0.1:9464"))?;
+        let log_format = match self.string(&LOG_FORMAT)?.trim() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            _ => return Err(self.invalid("log_format", "expected text or json")),
+            _ => return Err(self.invalid(&LOG_FORMAT, "expected text or json")),
         };
-        let admin_token = self.raw("admin_token").map(str::to_string);
+        let admin_token = self.raw(&ADMIN_TOKEN).map(str::to_string);
         if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
-            return Err(self.invalid("admin_token", "must be at least 16 characters"));
+            return Err(self.invalid(&ADMIN_TOKEN, "must be at least 16 characters"));
         }
-        let marker = self.string("marker_field")?;
+        let marker = self.string(&MARKER_FIELD)?;
         let keys = KeyLayout {
-            flow_prefix: Bytes::from(self.string("flow_key_prefix")?),
-            index_key: Bytes::from(self.string("index_key")?),
-            state_prefix: self.string("state_prefix")?,
+            flow_prefix: Bytes::from(self.string(&FLOW_KEY_PREFIX)?),
+            index_key: Bytes::from(self.string(&INDEX_KEY)?),
+            state_prefix: self.string(&STATE_PREFIX)?,
         };
         if keys.flow_prefix.starts_with(keys.state_prefix.as_bytes())
             || keys.state_prefix.as_bytes().starts_with(&keys.flow_prefix)
         {
-            return Err(self.invalid("state_prefix", "must not overlap REDMIRROR_FLOW_KEY_PREFIX"));
+            return Err(self.invalid(&STATE_PREFIX, "must not overlap REDMIRROR_FLOW_KEY_PREFIX"));
         }
         let rules = MirrorRules {
-            excluded_fields: self.list("excluded_fields").into_iter().collect(),
-            filtered_orgs: self.list("filtered_orgs").into_iter().collect(),
-            org_field: Bytes::from(self.string("org_field")?),
+            excluded_fields: self.list(&EXCLUDED_FIELDS).into_iter().collect(),
+            filtered_orgs: self.list(&FILTERED_ORGS).into_iter().collect(),
+            org_field: Bytes::from(self.string(&ORG_FIELD)?),
             marker_field: Bytes::from(marker),
-            max_flow_bytes: self.number("max_flow_bytes", 1usize)?,
+            max_flow_bytes: self.number(&MAX_FLOW_BYTES, 1usize)?,
             max_record_bytes: usize::MAX,
         };
         if let (Some(s), Some(d)) = (&source, &dest) {
             if s.url == d.url {
-                return Err(self.invalid("dest_url", "the destination is the same URL as REDMIRROR_SOURCE_URL"));
+                return Err(self.invalid(&DEST_URL, "the destination is the same URL as REDMIRROR_SOURCE_URL"));
             }
         }
-        let lease_ttl = self.duration("lease_ttl")?;
+        let lease_ttl = self.duration(&LEASE_TTL)?;
         if lease_ttl < Duration::from_secs(1) {
-            return Err(self.invalid("lease_ttl", "must be at least 1s"));
+            return Err(self.invalid(&LEASE_TTL, "must be at least 1s"));
         }
         Ok(Config {
             source,
@@ -543,25 +542,25 @@ impl Validator<'_> {
             kafka_brokers,
             kafka_properties: self.layers.kafka_properties.clone(),
             topic,
-            topic_partitions: self.number("topic_partitions", 1i32)?,
-            topic_replication_factor: self.number("topic_replication_factor", 1i32)?,
-            topic_min_compaction_lag: self.duration("topic_min_compaction_lag")?,
+            topic_partitions: self.number(&TOPIC_PARTITIONS, 1i32)?,
+            topic_replication_factor: self.number(&TOPIC_REPLICATION_FACTOR, 1i32)?,
+            topic_min_compaction_lag: self.duration(&TOPIC_MIN_COMPACTION_LAG)?,
             group_id,
             http_addr,
             admin_token,
             keys,
             rules,
-            reconcile_interval: self.duration("reconcile_interval")?,
-            reconcile_barrier_timeout: self.duration("reconcile_barrier_timeout")?,
-            reconcile_batch: self.number("reconcile_batch", 1usize)?,
-            reconcile_rate_limit: self.number("reconcile_rate_limit", 0u64)?,
-            capture_batch: self.number("capture_batch", 1usize)?,
-            capture_pending_max: self.number("capture_pending_max", 1usize)?,
-            apply_batch: self.number("apply_batch", 1usize)?,
+            reconcile_interval: self.duration(&RECONCILE_INTERVAL)?,
+            reconcile_barrier_timeout: self.duration(&RECONCILE_BARRIER_TIMEOUT)?,
+            reconcile_batch: self.number(&RECONCILE_BATCH, 1usize)?,
+            reconcile_rate_limit: self.number(&RECONCILE_RATE_LIMIT, 0u64)?,
+            capture_batch: self.number(&CAPTURE_BATCH, 1usize)?,
+            capture_pending_max: self.number(&CAPTURE_PENDING_MAX, 1usize)?,
+            apply_batch: self.number(&APPLY_BATCH, 1usize)?,
             lease_ttl,
-            configure_notifications: self.boolean("configure_notifications")?,
-            shutdown_timeout: self.duration("shutdown_timeout")?,
-            log: self.string("log")?,
+            configure_notifications: self.boolean(&CONFIGURE_NOTIFICATIONS)?,
+            shutdown_timeout: self.duration(&SHUTDOWN_TIMEOUT)?,
+            log: self.string(&LOG)?,
             log_format,
         })
     }

@@ -12,7 +12,7 @@ fn full() -> Vec<(String, String)> {
     ])
 }
 
-const ALL: &[&str] = &["source_url", "dest_url", "kafka_brokers"];
+const ALL: &[&Setting] = &[&SOURCE_URL, &DEST_URL, &KAFKA_BROKERS];
 
 #[test]
 fn defaults_match_the_spec() {
@@ -66,7 +66,7 @@ impl Config {
     }
 }
 
-fn err(pairs: &[(&str, &str)], needs: &[&str]) -> String {
+fn err(pairs: &[(&str, &str)], needs: &[&Setting]) -> String {
     let mut e = full();
     e.extend(env(pairs));
     match Layers::load(None, e).and_then(|l| l.validate(needs)) {
@@ -118,7 +118,7 @@ fn secrets_are_redacted_in_errors() {
     assert_eq!(redact_url("not a url"), "not a url");
     let c = Layers::load(None, env(&[("REDMIRROR_SOURCE_URL", "redis://u:pw@h:1")]))
         .unwrap()
-        .validate(&["source_url"])
+        .validate(&[&SOURCE_URL])
         .unwrap();
     assert!(!format!("{c:?}").contains("pw@"));
 }

@@ -30,6 +30,7 @@ pub mod prom;
 pub mod status;
 pub mod top;
 
+use redmirror_config::settings::{Setting, DEST_URL, KAFKA_BROKERS};
 use redmirror_config::Config;
 
 /// What `status` and `top` can fail with. Everything found unreachable or
@@ -83,23 +84,23 @@ pub struct TopArgs {
 
 impl StatusArgs {
     /// The settings this command cannot do without.
-    pub fn needs(&self) -> &'static [&'static str] {
+    pub fn needs(&self) -> &'static [&'static Setting] {
         needs(self.url.is_some())
     }
 }
 
 impl TopArgs {
     /// The settings this command cannot do without.
-    pub fn needs(&self) -> &'static [&'static str] {
+    pub fn needs(&self) -> &'static [&'static Setting] {
         needs(self.url.is_some())
     }
 }
 
-fn needs(url: bool) -> &'static [&'static str] {
+fn needs(url: bool) -> &'static [&'static Setting] {
     if url {
         &[]
     } else {
-        &["dest_url", "kafka_brokers"]
+        &[&DEST_URL, &KAFKA_BROKERS]
     }
 }
 

@@ -932,7 +932,10 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()));
         redmirror_config::Layers::load(None, env)
             .unwrap()
-            .validate(&["dest_url", "kafka_brokers"])
+            .validate(&[
+                &redmirror_config::settings::DEST_URL,
+                &redmirror_config::settings::KAFKA_BROKERS,
+            ])
             .unwrap()
     }
 
