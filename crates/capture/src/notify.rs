@@ -84,6 +84,33 @@ pub async fn ensure(client: &Client, endpoint: &RedisEndpoint, configure: bool) 
     check(client, endpoint, configure).await.map(|_| ())
 }
 
+/// [`ensure`] before capture starts, waiting out a source that is down
+/// or cannot answer yet (an unreadable setting that is not a permission
+/// error). `Ok(Err(_))`: the classes are missing or may not be read, so
+/// capture must not start (the error says what to run).
+pub async fn ensure_at_start(
+    client: &Client,
+    endpoint: &RedisEndpoint,
+    configure: bool,
+) -> anyhow::Result<Result<(), NotifyError>> {
+    redmirror_telemetry::wait::until_up(
+        "the source (REDMIRROR_SOURCE_URL), to check notify-keyspace-events",
+        || async {
+            match ensure(client, endpoint, configure).await {
+                Err(NotifyError::Unreadable { endpoint, message }) if !message.starts_with("NOPERM") => {
+                    Err(anyhow::Error::new(redmirror_redis::RedisError {
+                        endpoint,
+                        source: fred::error::Error::new(fred::error::ErrorKind::IO, message),
+                    }))
+                }
+                other => Ok(other),
+            }
+        },
+        |e| redmirror_redis::retryable_in(e.chain()),
+    )
+    .await
+}
+
 /// What a check found, when capture can go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checked {

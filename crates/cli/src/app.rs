@@ -6,23 +6,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use redmirror_apply::{ApplyEngine, ApplyOptions};
 use redmirror_capture::CaptureOptions;
 use redmirror_config::Config;
 use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
-use redmirror_reconcile::{PassOptions, Reconciler, Service, Sides, Trigger};
+use redmirror_reconcile::{PassOptions, Reconciler, Service, Sides};
 use redmirror_redis::bulk::Bulk;
 use redmirror_redis::epoch::{EpochReader, SourceEpoch};
-use redmirror_redis::hold::{Hold, HoldWatch};
+use redmirror_redis::hold::HoldWatch;
 use redmirror_redis::lease::Lease;
 use redmirror_redis::signal::GapSignal;
 use redmirror_redis::source::SourceReader;
-use redmirror_telemetry::http::{Admin, AdminError, AdminResult, HttpState};
-use redmirror_telemetry::requests::Ticket;
+use redmirror_telemetry::http::HttpState;
 use redmirror_telemetry::wait::until_up;
 use redmirror_telemetry::Health;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -100,40 +97,6 @@ async fn role(
 const HEALTH_KAFKA: &str = "kafka";
 const HEALTH_SOURCE: &str = "source";
 const HEALTH_DEST: &str = "destination";
-
-/// The admin actions once the roles have started; until then every call
-/// answers 503 ("starting").
-#[derive(Default)]
-struct LateAdmin(std::sync::OnceLock<Arc<dyn Admin>>);
-
-impl LateAdmin {
-    fn get(&self) -> Result<&Arc<dyn Admin>, AdminError> {
-        self.0.get().ok_or_else(|| {
-            AdminError::unavailable("starting: waiting for Kafka, the source or the destination (see /readyz)")
-        })
-    }
-}
-
-impl Admin for LateAdmin {
-    fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
-        self.get()?.resync(flow_id, ticket)
-    }
-    fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError> {
-        self.get()?.reconcile(ticket)
-    }
-    fn status(&self) -> AdminResult {
-        match self.get() {
-            Ok(a) => a.status(),
-            Err(e) => Box::pin(async { Err(e) }),
-        }
-    }
-    fn resume(&self) -> AdminResult {
-        match self.get() {
-            Ok(a) => a.resume(),
-            Err(e) => Box::pin(async { Err(e) }),
-        }
-    }
-}
 
 /// Connects to a Redis server once it is up, with `component` not ready
 /// until then.
@@ -221,27 +184,11 @@ impl Running {
 pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBroker>)> {
     let brokers = config
         .kafka_brokers
-        .clone()
+        .as_deref()
         .context("REDMIRROR_KAFKA_BROKERS is not set")?;
-    if config.embedded_broker() {
-        let broker =
-            EmbeddedBroker::start(&[(config.topic.clone(), config.topic_partitions), (config.dlq_topic(), 1)])?;
-        let mut kafka = Kafka::new(broker.bootstrap(), config.kafka_properties.clone());
-        kafka.embedded = true;
-        return Ok((kafka, Some(broker)));
-    }
-    let kafka = Kafka::new(brokers, config.kafka_properties.clone());
-    redmirror_kafka::topics::ensure(
-        &kafka,
-        &config.topic,
-        &config.dlq_topic(),
-        config.topic_partitions,
-        config.topic_replication_factor,
-        config.topic_min_compaction_lag.as_millis() as i64,
-    )
-    .await
-    .context("preparing the Kafka topics")?;
-    Ok((kafka, None))
+    redmirror_kafka::topics::connect(config, brokers)
+        .await
+        .context("preparing the Kafka topics")
 }
 
 /// Refuses when source and destination are the same server (same run_id).
@@ -261,215 +208,17 @@ pub async fn refuse_same_server(source: &fred::prelude::Client, dest: &fred::pre
     Ok(())
 }
 
-struct ProcessAdmin {
-    role: &'static str,
-    health: Health,
-    lag: redmirror_apply::lag::SharedLag,
-    publisher: Option<Publisher>,
-    /// Reads flows for `POST /v1/resync` (with capture or reconcile).
-    resync_reader: Option<Arc<SourceReader>>,
-    epoch: Option<SourceEpoch>,
-    dest: Option<fred::prelude::Client>,
-    leases: Vec<Lease>,
-    reconcile: Option<mpsc::Sender<Trigger>>,
-    last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
-    hold: Option<HoldWatch>,
-    config: Config,
-}
-
-/// Longest wait for one destination read behind `GET /v1/status` (a
-/// lease holder, the stored report); past it the field is `null`.
-const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A report as the status shows it: at most 100 flows listed.
-fn report_json(report: &redmirror_reconcile::Report) -> serde_json::Value {
-    let mut v = serde_json::to_value(report).unwrap_or_default();
-    if let Some(flows) = v.get_mut("flows").and_then(|f| f.as_array_mut()) {
-        if flows.len() > redmirror_reconcile::service::STORED_FLOWS {
-            flows.truncate(redmirror_reconcile::service::STORED_FLOWS);
-            v["truncated"] = json!(true);
-        }
-    }
-    v
-}
-
-impl Admin for ProcessAdmin {
-    fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
-        let (Some(p), Some(r)) = (self.publisher.clone(), self.resync_reader.clone()) else {
-            return Err(AdminError::unavailable("this process does not run capture"));
-        };
-        let config = self.config.clone();
-        tokio::spawn(async move {
-            ticket.running();
-            let result = match &config.source {
-                Some(endpoint) => {
-                    redmirror_capture::role::resync(&config.rules, endpoint, &r, &p, std::slice::from_ref(&flow_id))
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                None => Err("REDMIRROR_SOURCE_URL is not set".to_string()),
-            };
-            ticket.finish(result.map(|_| json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) })));
-        });
-        Ok(())
-    }
-
-    fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError> {
-        let Some(tx) = self.reconcile.clone() else {
-            return Err(AdminError::unavailable("no reconciler runs in this process"));
-        };
-        let (started, started_rx) = tokio::sync::oneshot::channel();
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        tx.try_send(Trigger::Now { started, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                AdminError::too_many("too many reconcile requests are queued; see GET /v1/status")
-            }
-            mpsc::error::TrySendError::Closed(_) => AdminError::unavailable("the reconciler is stopping"),
-        })?;
-        tokio::spawn(async move {
-            if started_rx.await.is_ok() {
-                ticket.running();
-            }
-            ticket.finish(match rx.await {
-                Ok(Ok(report)) => Ok(report_json(&report)),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err("the reconciler stopped before the pass finished".into()),
-            });
-        });
-        Ok(())
-    }
-
-    fn status(&self) -> AdminResult {
-        let lag: serde_json::Map<String, serde_json::Value> = self
-            .lag
-            .lock()
-            .expect("lag lock")
-            .per_partition
-            .iter()
-            .map(|(p, l)| (p.to_string(), json!(l)))
-            .collect();
-        let mut body = json!({
-            "role": self.role,
-            "version": env!("CARGO_PKG_VERSION"),
-            "ready": self.health.ready(),
-            "components": self.health.components(),
-            "lag": lag,
-            "source_epoch": self.epoch.as_ref().map(SourceEpoch::current),
-            "topic": self.config.topic,
-            "dlq_topic": self.config.dlq_topic(),
-            "group_id": self.config.group_id,
-        });
-        if let Some(map) = body.as_object_mut() {
-            let hold = self.hold.as_ref().and_then(HoldWatch::current);
-            if let serde_json::Value::Object(h) = Hold::to_json(hold.as_ref()) {
-                map.extend(h);
-            }
-        }
-        let local = self.last_report.lock().expect("report lock").clone();
-        let leases = self.leases.clone();
-        let dest = self.dest.clone();
-        let report_key = self.config.keys.report_key();
-        Box::pin(async move {
-            let mut lease_info = serde_json::Map::new();
-            for l in &leases {
-                let holder = tokio::time::timeout(STATUS_READ_TIMEOUT, l.current_holder())
-                    .await
-                    .unwrap_or_default();
-                lease_info.insert(
-                    l.name().to_string(),
-                    json!({ "holder": holder, "held_by_me": holder.as_deref() == Some(l.holder()), "me": l.holder() }),
-                );
-            }
-            body["lease"] = serde_json::Value::Object(lease_info);
-            body["last_reconcile"] = match (local, dest) {
-                (Some(r), _) => report_json(&r),
-                (None, Some(d)) => tokio::time::timeout(
-                    STATUS_READ_TIMEOUT,
-                    redmirror_reconcile::service::stored_report(&d, &report_key),
-                )
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(serde_json::Value::Null),
-                (None, None) => serde_json::Value::Null,
-            };
-            Ok(body)
-        })
-    }
-
-    fn resume(&self) -> AdminResult {
-        let Some(dest) = self.dest.clone() else {
-            return Box::pin(async {
-                Err(AdminError::unavailable(
-                    "this process has no destination (REDMIRROR_DEST_URL)",
-                ))
-            });
-        };
-        let key = self.config.keys.hold_key();
-        Box::pin(async move {
-            resume(&dest, &key)
-                .await
-                .map_err(|e| AdminError::failed(redmirror_telemetry::errors::chain(&e)))
-        })
-    }
-}
-
-/// Ends a rewind's hold (`redmirror resume`, `POST /v1/resume`): apply
-/// joins its group again from its committed offsets, and the reconciler's
-/// next pass (it starts one when it sees the hold end) brings the
-/// destination to the source's current state.
-pub async fn resume(dest: &fred::prelude::Client, hold_key: &str) -> anyhow::Result<serde_json::Value> {
-    let was = redmirror_redis::hold::clear(dest, hold_key)
-        .await
-        .context("ending the hold on the destination")?;
-    Ok(match was {
-        Some(h) => {
-            tracing::info!(at = %redmirror_redis::hold::rfc3339(h.at_us), "Hold ended (resume).");
-            json!({
-                "resumed": true,
-                "held_at": redmirror_redis::hold::rfc3339(h.at_us),
-                "held_since": redmirror_redis::hold::rfc3339(h.since_us),
-            })
-        }
-        None => json!({ "resumed": false, "message": "the mirror was not held" }),
-    })
-}
-
-/// Sets the largest record Kafka takes on the change topic (the producer's
-/// `message.max.bytes`, the topic's `max.message.bytes`), so a flow whose
-/// event would be larger is skipped at capture instead of refused by Kafka
-/// over and over; refuses (exit 2) a `REDMIRROR_MAX_FLOW_BYTES` over it.
+/// Sets the largest record Kafka takes on the change topic (see
+/// [`redmirror_kafka::topics::RecordLimit`]); refuses (exit 2) a
+/// `REDMIRROR_MAX_FLOW_BYTES` over it.
 pub async fn record_limit(config: &mut Config, kafka: &Kafka) -> anyhow::Result<()> {
-    use redmirror_core::rules::RECORD_OVERHEAD;
-    let producer = kafka.producer_max_message_bytes();
-    let topic = if kafka.embedded {
-        None
-    } else {
-        until_up(
-            "Kafka (REDMIRROR_KAFKA_BROKERS), for the change topic's max.message.bytes",
-            || async { Ok(redmirror_kafka::topics::max_message_bytes(kafka, &config.topic).await?) },
-            kafka_retryable,
-        )
-        .await?
-    };
-    let limit = topic.map_or(producer, |t| t.min(producer));
-    let most = limit.saturating_sub(RECORD_OVERHEAD);
-    if config.rules.max_flow_bytes > most {
-        let topic_says = topic.map_or_else(String::new, |t| {
-            format!(
-                " and topic {} takes records up to {t} bytes (max.message.bytes)",
-                config.topic
-            )
-        });
-        return Err(Refusal(format!(
-            "REDMIRROR_MAX_FLOW_BYTES={} is more than Kafka can carry: the producer sends records up to {producer} \
-             bytes (message.max.bytes){topic_says}; set REDMIRROR_MAX_FLOW_BYTES to at most {most}, or raise those \
-             limits (REDMIRROR_KAFKA_MESSAGE_MAX_BYTES and the topic's max.message.bytes)",
-            config.rules.max_flow_bytes
-        ))
-        .into());
-    }
-    config.rules.max_record_bytes = limit;
+    let limit = until_up(
+        "Kafka (REDMIRROR_KAFKA_BROKERS), for the change topic's max.message.bytes",
+        || async { Ok(redmirror_kafka::topics::record_limit(kafka, &config.topic).await?) },
+        kafka_retryable,
+    )
+    .await?;
+    limit.apply_to(&mut config.rules, &config.topic).map_err(Refusal)?;
     Ok(())
 }
 
@@ -538,7 +287,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
 
     // Served from the start: /healthz answers and /readyz fails (naming what
     // is missing) while the servers are waited for; admin calls answer 503.
-    let admin = Arc::new(LateAdmin::default());
+    let admin = Arc::new(crate::admin::LateAdmin::default());
     let state = HttpState {
         metrics,
         health: health.clone(),
@@ -652,24 +401,8 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         // Refuse at start when the classes are missing (or the setting may
         // not be read); a source that went away meanwhile is waited for.
         let client = source.clone().expect("source client");
-        let checked = until_up(
-            "the source (REDMIRROR_SOURCE_URL), to check notify-keyspace-events",
-            || async {
-                match redmirror_capture::notify::ensure(&client, &opts.source, opts.configure_notifications).await {
-                    Err(redmirror_capture::notify::NotifyError::Unreadable { endpoint, message })
-                        if !message.starts_with("NOPERM") =>
-                    {
-                        Err(anyhow::Error::new(redmirror_redis::RedisError {
-                            endpoint,
-                            source: fred::error::Error::new(fred::error::ErrorKind::IO, message),
-                        }))
-                    }
-                    other => Ok(other),
-                }
-            },
-            redis_retryable,
-        )
-        .await?;
+        let checked =
+            redmirror_capture::notify::ensure_at_start(&client, &opts.source, opts.configure_notifications).await?;
         checked.map_err(|e| Refusal(e.to_string()))?;
         let lease = dest
             .as_ref()
@@ -778,7 +511,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         }));
     }
 
-    let process_admin = ProcessAdmin {
+    let process_admin = crate::admin::ProcessAdmin {
         role: roles.name(),
         health: health.clone(),
         lag,

@@ -238,7 +238,9 @@ async fn wait_for_apply_to_hold(
 /// `redmirror resume`: ends the hold a rewind left.
 pub async fn resume(config: Config) -> anyhow::Result<ExitCode> {
     let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
-    let r = crate::app::resume(&dest, &config.keys.hold_key()).await?;
+    let r = redmirror_redis::hold::resume(&dest, &config.keys.hold_key())
+        .await
+        .context("ending the hold on the destination")?;
     if r["resumed"] == true {
         println!(
             "resumed: the hold at {} (since {}) ended; live apply catches up from its committed offsets and the \

@@ -2,6 +2,7 @@
 //! the configuration, start the roles from the library crates, map errors to
 //! exit codes (0 success, 1 runtime failure, 2 bad usage or configuration).
 
+mod admin;
 mod alloc;
 mod app;
 mod check;

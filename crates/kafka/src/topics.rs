@@ -212,3 +212,104 @@ pub async fn settings(kafka: &Kafka, topic: &str) -> Result<std::collections::BT
 pub async fn setting_ms(kafka: &Kafka, topic: &str, name: &str) -> Result<Option<i64>, Error> {
     Ok(settings(kafka, topic).await?.get(name).and_then(|v| v.parse().ok()))
 }
+
+/// The largest record Kafka takes on the change topic from redmirror's
+/// producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimit {
+    /// The producer's `message.max.bytes`.
+    pub producer: usize,
+    /// The topic's `max.message.bytes` (not read from the embedded broker).
+    pub topic: Option<usize>,
+}
+
+impl RecordLimit {
+    /// The smaller of the two, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.topic.map_or(self.producer, |t| t.min(self.producer))
+    }
+
+    /// Sets `rules.max_record_bytes`, so a flow whose event would be larger
+    /// is skipped at capture instead of refused by Kafka over and over.
+    /// `Err` with the fix when `REDMIRROR_MAX_FLOW_BYTES` is over what Kafka
+    /// can carry (`topic` names the change topic in it).
+    pub fn apply_to(&self, rules: &mut redmirror_core::MirrorRules, topic: &str) -> Result<(), String> {
+        let limit = self.bytes();
+        let most = limit.saturating_sub(redmirror_core::rules::RECORD_OVERHEAD);
+        if rules.max_flow_bytes > most {
+            let producer = self.producer;
+            let topic_says = self.topic.map_or_else(String::new, |t| {
+                format!(" and topic {topic} takes records up to {t} bytes (max.message.bytes)")
+            });
+            return Err(format!(
+                "REDMIRROR_MAX_FLOW_BYTES={} is more than Kafka can carry: the producer sends records up to \
+                 {producer} bytes (message.max.bytes){topic_says}; set REDMIRROR_MAX_FLOW_BYTES to at most {most}, \
+                 or raise those limits (REDMIRROR_KAFKA_MESSAGE_MAX_BYTES and the topic's max.message.bytes)",
+                rules.max_flow_bytes
+            ));
+        }
+        rules.max_record_bytes = limit;
+        Ok(())
+    }
+}
+
+/// The record limit of `topic` for `kafka`'s producer.
+pub async fn record_limit(kafka: &Kafka, topic: &str) -> Result<RecordLimit, Error> {
+    Ok(RecordLimit {
+        producer: kafka.producer_max_message_bytes(),
+        topic: if kafka.embedded {
+            None
+        } else {
+            max_message_bytes(kafka, topic).await?
+        },
+    })
+}
+
+/// Kafka as `config` says: the embedded broker when `brokers` is
+/// `embedded` (started here, with both topics), otherwise the configured
+/// brokers, with the change and dead-letter topics created if missing.
+pub async fn connect(
+    config: &redmirror_config::Config,
+    brokers: &str,
+) -> Result<(Kafka, Option<crate::EmbeddedBroker>), Error> {
+    if config.embedded_broker() {
+        let broker =
+            crate::EmbeddedBroker::start(&[(config.topic.clone(), config.topic_partitions), (config.dlq_topic(), 1)])?;
+        let mut kafka = Kafka::new(broker.bootstrap(), config.kafka_properties.clone());
+        kafka.embedded = true;
+        return Ok((kafka, Some(broker)));
+    }
+    let kafka = Kafka::new(brokers.to_string(), config.kafka_properties.clone());
+    ensure(
+        &kafka,
+        &config.topic,
+        &config.dlq_topic(),
+        config.topic_partitions,
+        config.topic_replication_factor,
+        config.topic_min_compaction_lag.as_millis() as i64,
+    )
+    .await?;
+    Ok((kafka, None))
+}
+
+#[cfg(test)]
+mod record_limit {
+    use super::RecordLimit;
+
+    #[test]
+    fn the_smaller_limit_wins_and_a_flow_limit_over_it_is_refused_with_the_fix() {
+        let mut rules = redmirror_core::MirrorRules::default();
+        let limit = RecordLimit {
+            producer: 1_000_000,
+            topic: Some(500_000),
+        };
+        assert_eq!(limit.bytes(), 500_000);
+        rules.max_flow_bytes = 900_000;
+        let e = limit.apply_to(&mut rules, "flows").unwrap_err();
+        assert!(e.contains("topic flows takes records up to 500000 bytes"), "{e}");
+        assert!(e.contains("REDMIRROR_MAX_FLOW_BYTES to at most"), "{e}");
+        rules.max_flow_bytes = 1_000;
+        limit.apply_to(&mut rules, "flows").unwrap();
+        assert_eq!(rules.max_record_bytes, 500_000);
+    }
+}

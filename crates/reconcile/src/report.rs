@@ -83,6 +83,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report as `GET /v1/status` shows it: at most
+    /// [`crate::service::STORED_FLOWS`] flows listed, `"truncated": true`
+    /// when there were more.
+    pub fn status_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(flows) = v.get_mut("flows").and_then(|f| f.as_array_mut()) {
+            if flows.len() > crate::service::STORED_FLOWS {
+                flows.truncate(crate::service::STORED_FLOWS);
+                v["truncated"] = serde_json::Value::Bool(true);
+            }
+        }
+        v
+    }
+
     /// Records one drifted flow.
     pub fn add(&mut self, flow_id: &[u8], drift: Drift) {
         *self.drift.entry(drift.kind.label().to_string()).or_default() += 1;

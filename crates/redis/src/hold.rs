@@ -114,6 +114,26 @@ pub async fn clear(dest: &Client, key: &str) -> Result<Option<Hold>, HoldError> 
     }
 }
 
+/// Ends a rewind's hold (`redmirror resume`, `POST /v1/resume`): apply
+/// joins its group again from its committed offsets, and the reconciler's
+/// next pass (it starts one when it sees the hold end) brings the
+/// destination to the source's current state. Answers what the CLI prints
+/// and the endpoint returns: `{"resumed": true, "held_at", "held_since"}`,
+/// or `{"resumed": false, "message"}` when nothing was held.
+pub async fn resume(dest: &Client, key: &str) -> Result<serde_json::Value, HoldError> {
+    Ok(match clear(dest, key).await? {
+        Some(h) => {
+            tracing::info!(at = %rfc3339(h.at_us), "Hold ended (resume).");
+            serde_json::json!({
+                "resumed": true,
+                "held_at": rfc3339(h.at_us),
+                "held_since": rfc3339(h.since_us),
+            })
+        }
+        None => serde_json::json!({ "resumed": false, "message": "the mirror was not held" }),
+    })
+}
+
 /// The hold as last read, refreshed every [`HOLD_POLL`]; sets
 /// `redmirror_held`.
 #[derive(Debug, Clone)]

@@ -120,6 +120,19 @@ impl Lease {
         self.set_gauge(false);
     }
 
+    /// The lease as `GET /v1/status` shows it: `{"holder", "held_by_me",
+    /// "me"}`, with `holder` null when it cannot be read within `within`.
+    pub async fn status(&self, within: Duration) -> serde_json::Value {
+        let holder = tokio::time::timeout(within, self.current_holder())
+            .await
+            .unwrap_or_default();
+        serde_json::json!({
+            "held_by_me": holder.as_deref() == Some(self.holder()),
+            "holder": holder,
+            "me": self.holder(),
+        })
+    }
+
     /// Current holder, if any.
     pub async fn current_holder(&self) -> Option<String> {
         self.client.get(&self.key).await.ok().flatten()

@@ -1,0 +1,191 @@
+//! The admin API of a running process (`POST /v1/resync`, `/v1/reconcile`,
+//! `/v1/resume`, `GET /v1/status`): glue that hands each request to the role
+//! that answers it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redmirror_config::Config;
+use redmirror_kafka::Publisher;
+use redmirror_reconcile::Trigger;
+use redmirror_redis::epoch::SourceEpoch;
+use redmirror_redis::hold::{Hold, HoldWatch};
+use redmirror_redis::lease::Lease;
+use redmirror_redis::source::SourceReader;
+use redmirror_telemetry::http::{Admin, AdminError, AdminResult};
+use redmirror_telemetry::requests::Ticket;
+use redmirror_telemetry::Health;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// The admin actions once the roles have started; until then every call
+/// answers 503 ("starting").
+#[derive(Default)]
+pub(crate) struct LateAdmin(pub(crate) std::sync::OnceLock<Arc<dyn Admin>>);
+
+impl LateAdmin {
+    fn get(&self) -> Result<&Arc<dyn Admin>, AdminError> {
+        self.0.get().ok_or_else(|| {
+            AdminError::unavailable("starting: waiting for Kafka, the source or the destination (see /readyz)")
+        })
+    }
+}
+
+impl Admin for LateAdmin {
+    fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
+        self.get()?.resync(flow_id, ticket)
+    }
+    fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError> {
+        self.get()?.reconcile(ticket)
+    }
+    fn status(&self) -> AdminResult {
+        match self.get() {
+            Ok(a) => a.status(),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn resume(&self) -> AdminResult {
+        match self.get() {
+            Ok(a) => a.resume(),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+}
+
+/// The admin actions of a started process: each one hands the request to
+/// the role that runs it.
+pub(crate) struct ProcessAdmin {
+    pub(crate) role: &'static str,
+    pub(crate) health: Health,
+    pub(crate) lag: redmirror_apply::lag::SharedLag,
+    pub(crate) publisher: Option<Publisher>,
+    /// Reads flows for `POST /v1/resync` (with capture or reconcile).
+    pub(crate) resync_reader: Option<Arc<SourceReader>>,
+    pub(crate) epoch: Option<SourceEpoch>,
+    pub(crate) dest: Option<fred::prelude::Client>,
+    pub(crate) leases: Vec<Lease>,
+    pub(crate) reconcile: Option<mpsc::Sender<Trigger>>,
+    pub(crate) last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
+    pub(crate) hold: Option<HoldWatch>,
+    pub(crate) config: Config,
+}
+
+/// Longest wait for one destination read behind `GET /v1/status` (a
+/// lease holder, the stored report); past it the field is `null`.
+const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Admin for ProcessAdmin {
+    fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
+        let (Some(p), Some(r)) = (self.publisher.clone(), self.resync_reader.clone()) else {
+            return Err(AdminError::unavailable("this process does not run capture"));
+        };
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            ticket.running();
+            let result = match &config.source {
+                Some(endpoint) => {
+                    redmirror_capture::role::resync(&config.rules, endpoint, &r, &p, std::slice::from_ref(&flow_id))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                None => Err("REDMIRROR_SOURCE_URL is not set".to_string()),
+            };
+            ticket.finish(result.map(|_| json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) })));
+        });
+        Ok(())
+    }
+
+    fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError> {
+        let Some(tx) = self.reconcile.clone() else {
+            return Err(AdminError::unavailable("no reconciler runs in this process"));
+        };
+        let (started, started_rx) = tokio::sync::oneshot::channel();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.try_send(Trigger::Now { started, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                AdminError::too_many("too many reconcile requests are queued; see GET /v1/status")
+            }
+            mpsc::error::TrySendError::Closed(_) => AdminError::unavailable("the reconciler is stopping"),
+        })?;
+        tokio::spawn(async move {
+            if started_rx.await.is_ok() {
+                ticket.running();
+            }
+            ticket.finish(match rx.await {
+                Ok(Ok(report)) => Ok(report.status_json()),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("the reconciler stopped before the pass finished".into()),
+            });
+        });
+        Ok(())
+    }
+
+    fn status(&self) -> AdminResult {
+        let lag: serde_json::Map<String, serde_json::Value> = self
+            .lag
+            .lock()
+            .expect("lag lock")
+            .per_partition
+            .iter()
+            .map(|(p, l)| (p.to_string(), json!(l)))
+            .collect();
+        let mut body = json!({
+            "role": self.role,
+            "version": env!("CARGO_PKG_VERSION"),
+            "ready": self.health.ready(),
+            "components": self.health.components(),
+            "lag": lag,
+            "source_epoch": self.epoch.as_ref().map(SourceEpoch::current),
+            "topic": self.config.topic,
+            "dlq_topic": self.config.dlq_topic(),
+            "group_id": self.config.group_id,
+        });
+        if let Some(map) = body.as_object_mut() {
+            let hold = self.hold.as_ref().and_then(HoldWatch::current);
+            if let serde_json::Value::Object(h) = Hold::to_json(hold.as_ref()) {
+                map.extend(h);
+            }
+        }
+        let local = self.last_report.lock().expect("report lock").clone();
+        let leases = self.leases.clone();
+        let dest = self.dest.clone();
+        let report_key = self.config.keys.report_key();
+        Box::pin(async move {
+            let mut lease_info = serde_json::Map::new();
+            for l in &leases {
+                lease_info.insert(l.name().to_string(), l.status(STATUS_READ_TIMEOUT).await);
+            }
+            body["lease"] = serde_json::Value::Object(lease_info);
+            body["last_reconcile"] = match (local, dest) {
+                (Some(r), _) => r.status_json(),
+                (None, Some(d)) => tokio::time::timeout(
+                    STATUS_READ_TIMEOUT,
+                    redmirror_reconcile::service::stored_report(&d, &report_key),
+                )
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(serde_json::Value::Null),
+                (None, None) => serde_json::Value::Null,
+            };
+            Ok(body)
+        })
+    }
+
+    fn resume(&self) -> AdminResult {
+        let Some(dest) = self.dest.clone() else {
+            return Box::pin(async {
+                Err(AdminError::unavailable(
+                    "this process has no destination (REDMIRROR_DEST_URL)",
+                ))
+            });
+        };
+        let key = self.config.keys.hold_key();
+        Box::pin(async move {
+            redmirror_redis::hold::resume(&dest, &key)
+                .await
+                .map_err(|e| AdminError::failed(e.to_string()))
+        })
+    }
+}
