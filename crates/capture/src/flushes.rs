@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use fred::prelude::*;
-use redmirror_telemetry::metrics as m;
+use redmirror_telemetry::metrics::SourceFlush;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,10 +26,8 @@ use crate::Gap;
 /// How often the counters are read.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
-/// The commands watched, as `INFO commandstats` names them.
-pub const COMMANDS: [&str; 3] = ["flushdb", "flushall", "swapdb"];
-
-/// Call counts of [`COMMANDS`], in that order (0 when never called).
+/// Call counts of the commands watched ([`SourceFlush::ALL`], named as
+/// `INFO commandstats` names them), in that order (0 when never called).
 pub type Counts = [u64; 3];
 
 /// Reads the call counts from an `INFO commandstats` reply
@@ -40,7 +38,7 @@ pub fn parse(info: &str) -> Counts {
         let Some((name, stats)) = line.trim().strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
             continue;
         };
-        let Some(i) = COMMANDS.iter().position(|c| *c == name) else {
+        let Some(i) = SourceFlush::LABELS.iter().position(|c| *c == name) else {
             continue;
         };
         counts[i] = stats
@@ -54,8 +52,8 @@ pub fn parse(info: &str) -> Counts {
 
 /// The commands that ran between `before` and `now` (with how many calls).
 /// A count that went down is a reset, not a run.
-pub fn ran(before: &Counts, now: &Counts) -> Vec<(&'static str, u64)> {
-    COMMANDS
+pub fn ran(before: &Counts, now: &Counts) -> Vec<(SourceFlush, u64)> {
+    SourceFlush::ALL
         .iter()
         .zip(before.iter().zip(now))
         .filter(|(_, (b, n))| n > b)
@@ -69,7 +67,7 @@ async fn read(client: &Client) -> Result<Counts, fred::error::Error> {
 }
 
 /// Polls until `stop`, sending [`Gap::Flushed`] on `gaps` whenever one of
-/// [`COMMANDS`] ran on the source since the previous read. A read that
+/// the commands watched ran on the source since the previous read. A read that
 /// fails (source down) keeps the previous counts; the first failure of a
 /// run of them is logged.
 pub async fn watch(client: Client, gaps: mpsc::UnboundedSender<Gap>, stop: CancellationToken) {
@@ -81,16 +79,8 @@ pub async fn watch(client: Client, gaps: mpsc::UnboundedSender<Gap>, stop: Cance
                 failing = false;
                 if let Some(before) = &last {
                     let ran = ran(before, &now);
-                    for (command, calls) in &ran {
-                        metrics::counter!(m::CAPTURE_SOURCE_FLUSHES, "command" => *command).increment(*calls);
-                    }
                     if !ran.is_empty() {
-                        let names: Vec<String> = ran.iter().map(|(c, _)| c.to_uppercase()).collect();
-                        tracing::warn!(
-                            commands = %names.join(","),
-                            "The source ran a command that sends no per-key notification: gap reported for reconciliation."
-                        );
-                        let _ = gaps.send(Gap::Flushed);
+                        Gap::Flushed(ran).report(&gaps);
                     }
                 }
                 last = Some(now);
@@ -132,8 +122,11 @@ mod tests {
     #[test]
     fn a_count_that_grew_ran_and_one_that_went_down_is_a_reset() {
         assert_eq!(ran(&[2, 0, 1], &[2, 0, 1]), vec![]);
-        assert_eq!(ran(&[2, 0, 1], &[3, 2, 1]), vec![("flushdb", 1), ("flushall", 2)]);
+        assert_eq!(
+            ran(&[2, 0, 1], &[3, 2, 1]),
+            vec![(SourceFlush::FlushDb, 1), (SourceFlush::FlushAll, 2)]
+        );
         assert_eq!(ran(&[2, 0, 1], &[0, 0, 0]), vec![]);
-        assert_eq!(ran(&[2, 0, 1], &[0, 0, 2]), vec![("swapdb", 1)]);
+        assert_eq!(ran(&[2, 0, 1], &[0, 0, 2]), vec![(SourceFlush::SwapDb, 1)]);
     }
 }

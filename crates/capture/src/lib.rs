@@ -36,6 +36,7 @@ use std::time::Duration;
 use redmirror_config::RedisEndpoint;
 use redmirror_core::{KeyLayout, MirrorRules};
 use redmirror_kafka::Publisher;
+use redmirror_telemetry::metrics::SourceFlush;
 use redmirror_telemetry::Health;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -120,12 +121,50 @@ pub enum Gap {
     Resubscribed,
     /// Notifications were dropped (pending set full, or the client fell behind).
     Overflow,
-    /// The source ran FLUSHDB, FLUSHALL or SWAPDB: flows vanished or
-    /// appeared without a notification.
-    Flushed,
+    /// The source ran FLUSHDB, FLUSHALL or SWAPDB (with how many calls):
+    /// flows vanished or appeared without a notification.
+    Flushed(Vec<(SourceFlush, u64)>),
     /// Notification classes were missing on the source (or capture had to
     /// set them again) and are back.
     NotificationsBack,
+}
+
+impl Gap {
+    /// Reports the gap: logs and counts it (the first subscription is
+    /// logged by the subscriber, with its pattern, and is not counted) and
+    /// sends it on `gaps` for the reconciler.
+    pub fn report(self, gaps: &mpsc::UnboundedSender<Gap>) {
+        use redmirror_telemetry::metrics as m;
+        match &self {
+            Gap::Start => {}
+            Gap::Resubscribed => {
+                metrics::counter!(m::CAPTURE_GAPS).increment(1);
+                tracing::warn!("Re-subscribed to source notifications: gap reported for reconciliation.");
+            }
+            Gap::Overflow => {
+                metrics::counter!(m::CAPTURE_GAPS).increment(1);
+                tracing::warn!("Capture fell behind: notifications dropped, gap reported for reconciliation.");
+            }
+            Gap::Flushed(ran) => {
+                for (command, calls) in ran {
+                    metrics::counter!(m::CAPTURE_SOURCE_FLUSHES, "command" => command.label()).increment(*calls);
+                }
+                let names: Vec<String> = ran.iter().map(|(c, _)| c.label().to_uppercase()).collect();
+                tracing::warn!(
+                    commands = %names.join(","),
+                    "The source ran a command that sends no per-key notification: gap reported for reconciliation."
+                );
+            }
+            Gap::NotificationsBack => {
+                metrics::counter!(m::CAPTURE_GAPS).increment(1);
+                tracing::warn!(
+                    "Keyspace notifications are back on the source: gap reported for reconciliation (changes \
+                     made while they were missing are unknown)."
+                );
+            }
+        }
+        let _ = gaps.send(self);
+    }
 }
 
 /// Capture settings.

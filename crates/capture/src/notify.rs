@@ -189,14 +189,9 @@ pub async fn watch(
             }
             Action::StillMissing | Action::Nothing => {}
             Action::Back => {
-                tracing::warn!(
-                    "Keyspace notifications are back on the source: gap reported for reconciliation (changes \
-                     made while they were missing are unknown)."
-                );
                 metrics::gauge!(m::CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
                 health.set(HEALTH_NOTIFICATIONS, true);
-                metrics::counter!(m::CAPTURE_GAPS).increment(1);
-                let _ = gaps.send(Gap::NotificationsBack);
+                Gap::NotificationsBack.report(&gaps);
             }
             Action::Unreadable(reason) => {
                 // The source being down is the source component's to report.

@@ -12,7 +12,9 @@ use redmirror_core::rules::Decision;
 use redmirror_core::SourceFlow;
 use redmirror_kafka::Publisher;
 use redmirror_redis::source::{SourceRead, SourceReader};
+use redmirror_telemetry::events::InternalEvent;
 use redmirror_telemetry::metrics as m;
+use redmirror_telemetry::metrics::{CaptureOp, PublishRetry, SkipReason};
 use redmirror_telemetry::Health;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +28,8 @@ const MAX_IN_FLIGHT: usize = 20_000;
 struct Acked {
     /// The flow as it was taken from the pending set.
     taken: Taken,
-    /// `upsert` or `delete`, the `op` label of `redmirror_capture_events_total`.
-    op: &'static str,
+    /// What was published.
+    op: CaptureOp,
     /// What the broker said.
     result: Result<(), redmirror_kafka::Error>,
 }
@@ -102,27 +104,52 @@ fn on_ack(acked: Acked, pending: &Pending, warned: &WarnOnce) {
     let Taken { id, cause, seq } = taken;
     match result {
         Ok(()) => {
-            metrics::counter!(m::CAPTURE_EVENTS, "op" => op).increment(1);
+            metrics::counter!(m::CAPTURE_EVENTS, "op" => op.label()).increment(1);
             pending.done(seq);
         }
         Err(e) if !e.is_retryable() => {
             // Kafka refuses this record for good (its size): reading and
             // publishing it again would spin for ever and hold every
             // reconcile barrier back.
-            metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
-            if warned.first(&id) {
-                tracing::warn!(
-                    flow_id = %redmirror_core::text::lossy(&id),
-                    error = %e,
-                    "Kafka refused the flow's event for good; not published. Logged once per flow."
-                );
+            FlowSkipped {
+                id: &id,
+                reason: SkipReason::TooLarge,
+                once: warned,
+                why: format!("Kafka refused the flow's event for good ({e}); not published."),
             }
+            .emit();
             pending.done(seq);
         }
         Err(e) => {
-            metrics::counter!(m::PUBLISH_RETRIES).increment(1);
+            metrics::counter!(m::PUBLISH_RETRIES, "reason" => PublishRetry::DeliveryFailed.label()).increment(1);
             tracing::warn!(error = %e, "Publish to Kafka failed; the flow will be read and published again (check the brokers, REDMIRROR_KAFKA_BROKERS).");
             pending.requeue(id, cause, seq);
+        }
+    }
+}
+
+/// A flow capture read and did not publish: counted every time, logged
+/// once per flow (`once`), since a key rewritten as a non-hash again and
+/// again would otherwise log every change.
+struct FlowSkipped<'a> {
+    id: &'a Bytes,
+    reason: SkipReason,
+    once: &'a WarnOnce,
+    /// What happened and what became of the sync copy.
+    why: String,
+}
+
+impl InternalEvent for FlowSkipped<'_> {
+    fn emit(self) {
+        let reason = self.reason.label();
+        metrics::counter!(m::CAPTURE_SKIPPED, "reason" => reason).increment(1);
+        if self.once.first(self.id) {
+            tracing::warn!(
+                flow_id = %redmirror_core::text::lossy(self.id),
+                reason,
+                "{} Logged once per flow; redmirror_capture_skipped_total{{reason=\"{reason}\"}} counts every one.",
+                self.why
+            );
         }
     }
 }
@@ -179,14 +206,13 @@ impl Ctx<'_> {
         for ((id, state), taken) in read.flows.into_iter().zip(batch) {
             let seq = taken.seq;
             if state == SourceFlow::NotAHash {
-                metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "not_a_hash").increment(1);
-                if self.warned.first(&id) {
-                    tracing::warn!(
-                        flow_id = %redmirror_core::text::lossy(&id),
-                        "Source flow key is not a hash; treated as absent (its sync copy is removed). \
-                         Logged once per flow; redmirror_capture_skipped_total{{reason=\"not_a_hash\"}} counts every read."
-                    );
+                FlowSkipped {
+                    id: &id,
+                    reason: SkipReason::NotAHash,
+                    once: self.warned,
+                    why: "Source flow key is not a hash; treated as absent (its sync copy is removed).".to_string(),
                 }
+                .emit();
             }
             match self
                 .opts
@@ -194,23 +220,23 @@ impl Ctx<'_> {
                 .decide(id.clone(), state, order, Origin::Capture, taken.cause.as_str())
             {
                 Decision::TooLarge { bytes, limit, which } => {
-                    metrics::counter!(m::CAPTURE_SKIPPED, "reason" => "too_large").increment(1);
-                    if self.warned_large.first(&id) {
-                        tracing::warn!(
-                            flow_id = %redmirror_core::text::lossy(&id),
-                            bytes,
-                            limit,
-                            "Flow over {which}; not published (the sync copy, if any, stays as it was). \
-                             Logged once per flow; redmirror_capture_skipped_total{{reason=\"too_large\"}} counts every read."
-                        );
+                    FlowSkipped {
+                        id: &id,
+                        reason: SkipReason::TooLarge,
+                        once: self.warned_large,
+                        why: format!(
+                            "Flow of {bytes} bytes is over {which} ({limit} bytes); not published (the sync copy, \
+                             if any, stays as it was)."
+                        ),
                     }
+                    .emit();
                     self.pending.done(seq);
                 }
                 Decision::Publish(event) => {
                     let op = if event.op == Op::Upsert as i32 {
-                        "upsert"
+                        CaptureOp::Upsert
                     } else {
-                        "delete"
+                        CaptureOp::Delete
                     };
                     let ack = self.publisher.enqueue(&event).await;
                     in_flight.push(

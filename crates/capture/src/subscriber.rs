@@ -125,19 +125,15 @@ async fn session(
     subscribed.notify_one();
     *sessions += 1;
     if *sessions == 1 {
-        let _ = gaps.send(Gap::Start);
+        Gap::Start.report(gaps);
         tracing::info!(pattern = %pattern, "Subscribed to source notifications.");
     } else {
-        metrics::counter!(m::CAPTURE_GAPS).increment(1);
-        let _ = gaps.send(Gap::Resubscribed);
-        tracing::warn!("Re-subscribed to source notifications: gap reported for reconciliation.");
+        Gap::Resubscribed.report(gaps);
     }
     let mut overflowing = false;
     let mut report_overflow = |pending_full: bool| {
         if pending_full && !overflowing {
-            metrics::counter!(m::CAPTURE_GAPS).increment(1);
-            let _ = gaps.send(Gap::Overflow);
-            tracing::warn!("Capture fell behind: notifications dropped, gap reported for reconciliation.");
+            Gap::Overflow.report(gaps);
         }
         overflowing = pending_full;
     };

@@ -33,6 +33,9 @@ pub enum DriftKind {
 }
 
 impl DriftKind {
+    /// Every kind.
+    pub const ALL: [DriftKind; 3] = [DriftKind::Missing, DriftKind::Extra, DriftKind::Different];
+
     /// Label value.
     pub fn label(self) -> &'static str {
         match self {

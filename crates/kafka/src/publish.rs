@@ -8,6 +8,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use redmirror_core::FlowEvent;
+use redmirror_telemetry::events::{Every, InternalEvent};
 
 use crate::{Error, Kafka};
 
@@ -116,10 +117,34 @@ async fn send_with_backpressure(
             Ok(fut) => return Ok(fut),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
-                metrics::counter!(redmirror_telemetry::metrics::PUBLISH_RETRIES).increment(1);
+                QueueFull { topic }.emit();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// The producer's queue was full: the send waits and is tried again (so a
+/// slow broker slows capture down instead of losing events). Counted every
+/// time, logged at most every 10 s.
+struct QueueFull<'a> {
+    topic: &'a str,
+}
+
+static QUEUE_FULL_LOG: Every = Every::new(Duration::from_secs(10));
+
+impl InternalEvent for QueueFull<'_> {
+    fn emit(self) {
+        use redmirror_telemetry::metrics::{PublishRetry, PUBLISH_RETRIES};
+        metrics::counter!(PUBLISH_RETRIES, "reason" => PublishRetry::QueueFull.label()).increment(1);
+        if QUEUE_FULL_LOG.ready() {
+            tracing::warn!(
+                topic = self.topic,
+                "The Kafka producer's queue is full: publishing waits for the broker (nothing is dropped); \
+                 redmirror_publish_retries_total{{reason=\"queue_full\"}} counts each wait. Check the brokers' \
+                 health and throughput."
+            );
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   token-guarded admin API of SPEC section 5.
 //! - [`requests`]: admin requests, answered at once and run in the
 //!   background; their states and results for `GET /v1/status`.
+//! - [`events`]: internal events, each logged and counted from the same
+//!   fields, rate-limited on hot paths.
 //! - [`errors`]: an error chain printed with each cause once.
 //! - [`wait`]: waiting for a server that is down, with backoff, saying
 //!   what is waited for and why.
@@ -16,6 +18,7 @@
 //! - [`progress`]: a progress line on a terminal for long one-shot commands.
 
 pub mod errors;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod logging;

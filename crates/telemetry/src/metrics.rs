@@ -26,7 +26,7 @@ pub const CAPTURE_SKIPPED: &str = "redmirror_capture_skipped_total";
 pub const CAPTURE_PENDING: &str = "redmirror_capture_pending_flows";
 /// Messages waiting in the producer's queue.
 pub const PRODUCER_QUEUE: &str = "redmirror_producer_queue_messages";
-/// Publish attempts that failed and were retried.
+/// Publish attempts that failed and were retried, by `reason` ([`PublishRetry`]).
 pub const PUBLISH_RETRIES: &str = "redmirror_publish_retries_total";
 /// Events applied, `outcome` = applied|deleted|skipped_native|skipped_filtered|skipped_stale|dead_lettered.
 pub const APPLY_EVENTS: &str = "redmirror_apply_events_total";
@@ -61,17 +61,96 @@ pub const SOURCE_EPOCH: &str = "redmirror_source_epoch";
 /// 1 while a rewind holds the mirror (gauge).
 pub const HELD: &str = "redmirror_held";
 
+/// Declares the values of a metric label as an enum: `ALL` (every value,
+/// in order), `LABELS` (the same, as label strings) and `label()`. Metrics
+/// are registered at zero from `ALL`, so a value exists in one place.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $label:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &[$name] = &[$($name::$variant,)*];
+            /// Every value's label, in the order of `ALL`.
+            pub const LABELS: &[&str] = &[$($label,)*];
+
+            /// The label value.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+label_values! {
+    /// `outcome` of `redmirror_apply_events_total`.
+    ApplyOutcome {
+        /// The sync copy was written.
+        Applied => "applied",
+        /// The sync copy was removed.
+        Deleted => "deleted",
+        /// A native staging flow was left alone.
+        SkippedNative => "skipped_native",
+        /// A flow of a filtered organisation (its copy, if any, removed).
+        SkippedFiltered => "skipped_filtered",
+        /// Older than what the destination holds.
+        SkippedStale => "skipped_stale",
+        /// Sent to the dead-letter topic.
+        DeadLettered => "dead_lettered",
+    }
+}
+
+label_values! {
+    /// `op` of `redmirror_capture_events_total`.
+    CaptureOp {
+        /// The flow exists: its state was published.
+        Upsert => "upsert",
+        /// The flow is gone: a delete was published.
+        Delete => "delete",
+    }
+}
+
+label_values! {
+    /// `reason` of `redmirror_capture_skipped_total`.
+    SkipReason {
+        /// Over `REDMIRROR_MAX_FLOW_BYTES` or what Kafka takes.
+        TooLarge => "too_large",
+        /// The flow key holds another type than a hash.
+        NotAHash => "not_a_hash",
+    }
+}
+
+label_values! {
+    /// `command` of `redmirror_capture_source_flushes_total`.
+    SourceFlush {
+        /// `FLUSHDB`.
+        FlushDb => "flushdb",
+        /// `FLUSHALL`.
+        FlushAll => "flushall",
+        /// `SWAPDB`.
+        SwapDb => "swapdb",
+    }
+}
+
+label_values! {
+    /// `reason` of `redmirror_publish_retries_total`.
+    PublishRetry {
+        /// The producer's queue was full: the send waits and is tried again.
+        QueueFull => "queue_full",
+        /// The broker did not acknowledge a flow's event: the flow is read
+        /// and published again.
+        DeliveryFailed => "delivery_failed",
+    }
+}
+
 /// Outcomes of `redmirror_apply_events_total`.
-pub const APPLY_OUTCOMES: [&str; 6] = [
-    "applied",
-    "deleted",
-    "skipped_native",
-    "skipped_filtered",
-    "skipped_stale",
-    "dead_lettered",
-];
-/// Kinds of `redmirror_reconcile_drift_total`.
-pub const DRIFT_KINDS: [&str; 3] = ["missing", "extra", "different"];
+pub const APPLY_OUTCOMES: &[&str] = ApplyOutcome::LABELS;
 
 /// Buckets for `redmirror_end_to_end_seconds`: half a millisecond to five minutes.
 pub const END_TO_END_BUCKETS: &[f64] = &[
@@ -146,7 +225,10 @@ fn describe_all() {
     describe_counter!(CAPTURE_SKIPPED, "Flows capture did not publish, by reason.");
     describe_gauge!(CAPTURE_PENDING, "Distinct changed flows waiting to be read.");
     describe_gauge!(PRODUCER_QUEUE, "Messages in the Kafka producer's queue.");
-    describe_counter!(PUBLISH_RETRIES, "Publishes that failed and were retried.");
+    describe_counter!(
+        PUBLISH_RETRIES,
+        "Publishes retried, by reason: queue_full (the producer queue was full) or delivery_failed (the flow is read and published again)."
+    );
     describe_counter!(APPLY_EVENTS, "Events handled by apply, by outcome.");
     describe_counter!(
         APPLY_RETRIES,
@@ -187,22 +269,24 @@ fn describe_all() {
 fn register_all() {
     metrics::counter!(CAPTURE_NOTIFICATIONS).absolute(0);
     metrics::counter!(CAPTURE_COALESCED).absolute(0);
-    for op in ["upsert", "delete"] {
-        metrics::counter!(CAPTURE_EVENTS, "op" => op).absolute(0);
+    for op in CaptureOp::LABELS {
+        metrics::counter!(CAPTURE_EVENTS, "op" => *op).absolute(0);
     }
     metrics::counter!(CAPTURE_GAPS).absolute(0);
-    for command in ["flushdb", "flushall", "swapdb"] {
-        metrics::counter!(CAPTURE_SOURCE_FLUSHES, "command" => command).absolute(0);
+    for command in SourceFlush::LABELS {
+        metrics::counter!(CAPTURE_SOURCE_FLUSHES, "command" => *command).absolute(0);
     }
     metrics::gauge!(CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
-    for reason in ["too_large", "not_a_hash"] {
-        metrics::counter!(CAPTURE_SKIPPED, "reason" => reason).absolute(0);
+    for reason in SkipReason::LABELS {
+        metrics::counter!(CAPTURE_SKIPPED, "reason" => *reason).absolute(0);
     }
     metrics::gauge!(CAPTURE_PENDING).set(0.0);
     metrics::gauge!(PRODUCER_QUEUE).set(0.0);
-    metrics::counter!(PUBLISH_RETRIES).absolute(0);
-    for outcome in APPLY_OUTCOMES {
-        metrics::counter!(APPLY_EVENTS, "outcome" => outcome).absolute(0);
+    for reason in PublishRetry::LABELS {
+        metrics::counter!(PUBLISH_RETRIES, "reason" => *reason).absolute(0);
+    }
+    for outcome in ApplyOutcome::LABELS {
+        metrics::counter!(APPLY_EVENTS, "outcome" => *outcome).absolute(0);
     }
     metrics::counter!(APPLY_RETRIES).absolute(0);
     metrics::gauge!(APPLY_IN_FLIGHT).set(0.0);
@@ -210,8 +294,8 @@ fn register_all() {
     let _ = metrics::histogram!(END_TO_END);
     metrics::gauge!(CONSUMER_LAG, "partition" => "0").set(0.0);
     metrics::counter!(RECONCILE_RUNS).absolute(0);
-    for kind in DRIFT_KINDS {
-        metrics::counter!(RECONCILE_DRIFT, "kind" => kind).absolute(0);
+    for kind in redmirror_core::diff::DriftKind::ALL {
+        metrics::counter!(RECONCILE_DRIFT, "kind" => kind.label()).absolute(0);
     }
     let _ = metrics::histogram!(RECONCILE_DURATION);
     metrics::counter!(WATERMARKS_PRUNED).absolute(0);
