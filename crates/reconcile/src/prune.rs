@@ -14,7 +14,7 @@
 //! the flow's delete in its partition, so any reader (apply, replay) applies
 //! the delete after it. Apply's script writes the watermark when it applies
 //! a delete to an absent flow (`HSET` of the watermark before the delete, see
-//! `redmirror_apply::engine`), so the delete puts the watermark back before
+//! `redmirror_write::engine`), so the delete puts the watermark back before
 //! the older event can matter, and even two replay batches landing out of
 //! order stay safe. Once an entry is older than the topic's
 //! `delete.retention.ms`, Kafka may already have dropped the flow's

@@ -1,4 +1,4 @@
-//! The guarded atomic write.
+//! The engine: events in, one guarded script step each, outcomes out.
 
 use bytes::Bytes;
 use fred::prelude::*;
