@@ -265,6 +265,32 @@ mod tests {
     }
 
     #[test]
+    fn only_a_copy_that_may_be_wrong_is_suspicious() {
+        let (a, b) = (d(&[(b"a", b"1")]), d(&[(b"a", b"2")]));
+        let dst = |flow, indexed| DestSummary {
+            flow,
+            indexed,
+            watermarked: false,
+        };
+        let copy = SourceSummary::Copy(a);
+        assert!(!suspicious(&copy, &dst(DestFlow::SyncCopy(a), true)));
+        assert!(
+            suspicious(&copy, &dst(DestFlow::SyncCopy(a), false)),
+            "index entry missing"
+        );
+        assert!(suspicious(&copy, &dst(DestFlow::SyncCopy(b), true)));
+        assert!(suspicious(&copy, &dst(DestFlow::Absent, false)));
+        for gone in [SourceSummary::Absent, SourceSummary::NotAHash, SourceSummary::Filtered] {
+            assert!(suspicious(&gone, &dst(DestFlow::SyncCopy(a), true)));
+            assert!(!suspicious(&gone, &dst(DestFlow::Absent, false)));
+        }
+        for any in [copy, SourceSummary::Absent, SourceSummary::Filtered] {
+            assert!(!suspicious(&any, &dst(DestFlow::Native, true)));
+            assert!(!suspicious(&any, &dst(DestFlow::WrongType, false)));
+        }
+    }
+
+    #[test]
     fn digest_ignores_field_order() {
         assert_eq!(d(&[(b"a", b"1"), (b"b", b"2")]), d(&[(b"b", b"2"), (b"a", b"1")]));
     }
