@@ -86,12 +86,8 @@ impl Digests {
     /// Destination summaries of these flows, with the index entry; a sync
     /// copy's digest is of the copy without its marker. Watermarks are not
     /// read (the comparison does not need them): `watermarked` is false.
-    pub async fn dest(
-        &self,
-        bulk: &Bulk,
-        marker: &Bytes,
-        ids: &[Bytes],
-    ) -> Result<Vec<DestSummary>, fred::error::Error> {
+    pub async fn dest(&self, bulk: &Bulk, ids: &[Bytes]) -> Result<Vec<DestSummary>, fred::error::Error> {
+        let marker = &self.rules.marker_field;
         let mut pipe = Pipeline::new();
         for id in ids {
             pipe.key_cmd(b"HGETALL", &self.keys.flow_key(id));

@@ -303,7 +303,7 @@ impl Reconciler {
                 }
                 let (src, dst) = tokio::join!(
                     self.digests.source(&self.bulk.source, &ids),
-                    self.digests.dest(&self.bulk.dest, &self.rules.marker_field, &ids)
+                    self.digests.dest(&self.bulk.dest, &ids)
                 );
                 Ok::<_, PassError>((src.map_err(on("source"))?, dst.map_err(on("destination"))?))
                     .map(|(src, dst)| src.into_iter().zip(dst).collect::<Vec<_>>())
