@@ -1,10 +1,8 @@
 //! apply: makes the destination match each change event.
 //!
 //! # Layout
-//! - [`engine`]: the guarded atomic write (one Lua script per event, many
-//!   per pipelined round trip): guard native copies, drop stale events by the
-//!   per-flow watermark, upsert or delete, keep the index in step. Shared by
-//!   the live consumer and by replay.
+//! - [`engine`]: the guarded atomic write, which lives in `redmirror_write`
+//!   (shared with replay) and is re-exported here for the consumer.
 //! - [`consumer`]: the Kafka consumer loop: batch, write, dead-letter what
 //!   can never be applied, then store offsets (never before the write);
 //!   retry transient destination errors forever with backoff.
@@ -14,8 +12,9 @@
 //! so a duplicate or an older event changes nothing (the effect is exactly once).
 
 pub mod consumer;
-pub mod engine;
 pub mod lag;
+
+pub use redmirror_write as engine;
 
 pub use consumer::{run, ApplyOptions};
 pub use engine::{ApplyEngine, Outcome};

@@ -1,4 +1,7 @@
 //! The table of every setting. `docs/configuration.md` is tested against it.
+//!
+//! Contract: every key (and so every `REDMIRROR_*` variable) and default
+//! here is public (SPEC section 4); change one only through an issue.
 
 /// One setting: its TOML key, default and meaning. Its variable is
 /// `REDMIRROR_` + the key in upper case.

@@ -7,15 +7,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::Fields;
 
-/// What the destination holds for one flow key.
+/// What the destination holds for one flow key, as the guard sees it. A
+/// sync copy carries `C`: its fields (marker included) by default, or a
+/// summary of them (a digest), or `()` when only the state was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DestFlow {
+pub enum DestFlow<C = Fields> {
     /// No key.
     Absent,
     /// A hash without the sync marker: never touched, never drift.
     Native,
-    /// A sync copy with these fields (marker included).
-    SyncCopy(Fields),
+    /// A sync copy with this content.
+    SyncCopy(C),
     /// A key of another type (apply dead-letters events for it).
     WrongType,
 }

@@ -1,4 +1,8 @@
 //! Key layout: where flows, the index and redmirror's own state live.
+//!
+//! Contract: the key names here (`client:{flowId}`, `clients` and every
+//! `redmirror:*` key) are public (SPEC section 1); other instances and
+//! versions read them, so change one only through an issue.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

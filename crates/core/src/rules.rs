@@ -8,7 +8,9 @@ use bytes::Bytes;
 use crate::event::{DeleteReason, FlowEvent, Origin};
 use crate::Fields;
 
-/// The value of the sync marker on every copy redmirror writes.
+/// The value of the sync marker on every copy redmirror writes. Contract
+/// (SPEC section 1): the destination's users and the guard rely on it; the
+/// Lua scripts receive it as an argument, never write it themselves.
 pub const MARKER_VALUE: &[u8] = b"true";
 
 /// What the source holds for one flow key, as read atomically.
@@ -82,12 +84,13 @@ impl Default for MirrorRules {
 }
 
 impl MirrorRules {
-    /// True when the flow belongs to a filtered organisation.
-    pub fn is_filtered(&self, fields: &[(Bytes, Bytes)]) -> bool {
+    /// True when the flow belongs to a filtered organisation. Fields may be
+    /// owned or borrowed (a reply parsed in place).
+    pub fn is_filtered<N: AsRef<[u8]>, V: AsRef<[u8]>>(&self, fields: &[(N, V)]) -> bool {
         !self.filtered_orgs.is_empty()
             && fields
                 .iter()
-                .any(|(n, v)| *n == self.org_field && self.filtered_orgs.contains(v))
+                .any(|(n, v)| n.as_ref() == self.org_field.as_ref() && self.filtered_orgs.contains(v.as_ref()))
     }
 
     /// True when a field must never be copied (excluded, or the source's own marker).
@@ -158,10 +161,11 @@ impl MirrorRules {
     }
 
     /// True when a destination hash is a sync copy (carries the marker).
-    pub fn is_sync_copy(&self, fields: &[(Bytes, Bytes)]) -> bool {
+    /// Fields may be owned or borrowed.
+    pub fn is_sync_copy<N: AsRef<[u8]>, V: AsRef<[u8]>>(&self, fields: &[(N, V)]) -> bool {
         fields
             .iter()
-            .any(|(n, v)| *n == self.marker_field && v.as_ref() == MARKER_VALUE)
+            .any(|(n, v)| n.as_ref() == self.marker_field.as_ref() && v.as_ref() == MARKER_VALUE)
     }
 }
 

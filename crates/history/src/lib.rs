@@ -6,9 +6,10 @@
 //!   when reading began. The end is detected by partition EOF or by the first
 //!   message produced after the start — never by the reported high
 //!   watermark alone, which some brokers report short.
-//! - [`replay`]: re-applies history through apply's guarded atomic step
-//!   (native copies untouched, the watermark keeps it monotonic), or, with
-//!   `force`, rewinds sync copies to their state at `--until`.
+//! - [`replay`]: re-applies history through the guarded atomic step of
+//!   `redmirror_write` (native copies untouched, the watermark keeps it
+//!   monotonic), or, with `force`, rewinds sync copies to their state at
+//!   `--until`.
 //! - [`dlq`]: lists dead letters and re-drives them to the change topic.
 //! - [`inspect`]: events as JSON lines for people.
 

@@ -6,11 +6,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::Value;
-use redmirror_apply::engine::{ApplyEngine, Decoded, Outcome};
 use redmirror_core::diff::{self, DestFlow};
 use redmirror_core::event::{DeleteReason, Origin};
 use redmirror_core::{FlowEvent, KeyLayout, MirrorRules, Order};
 use redmirror_telemetry::progress::Progress;
+use redmirror_write::{ApplyEngine, Decoded, Outcome};
 use serde::Serialize;
 
 use crate::reader::{Start, TopicReader};

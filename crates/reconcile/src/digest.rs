@@ -6,53 +6,46 @@
 //! tables, no string building inside the server), and the hashing runs on
 //! the client's core instead of the two Redis cores. States (phases 2 and
 //! 3, where content does not matter) stay a small read-only script per
-//! batch. Only flows whose summaries differ are read again in full
-//! (atomically, with the source clock) and repaired.
+//! batch ([`DestReader::states`]). Only flows whose summaries differ are
+//! read again in full (atomically, with the source clock) and repaired.
+//!
+//! A summary is typed: [`SourceSummary`] on the source, a
+//! [`DestFlow`] of [`Digest`] on the destination.
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::Value;
+use redmirror_core::diff::DestFlow;
 use redmirror_core::{KeyLayout, MirrorRules};
 use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
-use redmirror_redis::{value, Script};
 
-/// Destination side, state mode. KEYS: index, watermarks, flow keys...;
-/// ARGV: marker field, flow ids... Reply per key, three items: state (`n`
-/// absent, `x` not a hash, `v` native, `s` sync copy), index entry present
-/// (0/1), watermark present (0/1).
-const DEST: &str = r#"#!lua flags=no-writes
-local marker = ARGV[1]
-local out = {}
-for i = 3, #KEYS do
-  local id = ARGV[i - 1]
-  local st
-  local m = redis.pcall('HGET', KEYS[i], marker)
-  if type(m) == 'table' and m['err'] then st = 'x'
-  elseif m == 'true' then st = 's'
-  elseif redis.call('EXISTS', KEYS[i]) == 1 then st = 'v'
-  else st = 'n' end
-  out[#out + 1] = st
-  out[#out + 1] = redis.call('HEXISTS', KEYS[1], id)
-  out[#out + 1] = redis.call('HEXISTS', KEYS[2], id)
-end
-return out
-"#;
+use crate::dest_read::{DestRead, DestReader, ReadError};
 
-/// A destination flow's summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DestSummary {
-    /// `n`, `x`, `v`, `s` or `d` + digest.
-    pub state: Bytes,
-    /// The index has the flow.
-    pub indexed: bool,
-    /// A watermark exists (the mirror has written this flow before).
-    pub watermarked: bool,
+/// SHA-1 of a flow's canonical content (see [`digest`]): equal digests
+/// mean equal content, in any field order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 20]);
+
+/// A source flow's summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceSummary {
+    /// No key.
+    Absent,
+    /// A key of another type (treated as absent).
+    NotAHash,
+    /// A filtered organisation's flow: no copy may exist.
+    Filtered,
+    /// A flow to mirror, with the digest of the fields its copy must have.
+    Copy(Digest),
 }
+
+/// A destination flow's summary: its state, a sync copy with the digest
+/// of its fields without the marker.
+pub type DestSummary = DestRead<Digest>;
 
 /// Reads flow summaries on either side.
 #[derive(Debug, Clone)]
 pub struct Digests {
-    dest: Script,
+    reader: DestReader,
     keys: KeyLayout,
     rules: MirrorRules,
 }
@@ -61,15 +54,14 @@ impl Digests {
     /// Readers for this layout and these rules.
     pub fn new(keys: KeyLayout, rules: &MirrorRules) -> Self {
         Digests {
-            dest: Script::read_only(DEST),
+            reader: DestReader::new(keys.clone(), rules),
             keys,
             rules: rules.clone(),
         }
     }
 
-    /// Source summaries of these flows: `n` absent, `x` not a hash, `f`
-    /// filtered organisation, or `d` + digest of the fields a copy must have.
-    pub async fn source(&self, bulk: &Bulk, ids: &[Bytes]) -> Result<Vec<Bytes>, fred::error::Error> {
+    /// Source summaries of these flows.
+    pub async fn source(&self, bulk: &Bulk, ids: &[Bytes]) -> Result<Vec<SourceSummary>, fred::error::Error> {
         let mut pipe = Pipeline::new();
         for id in ids {
             pipe.key_cmd(b"HGETALL", &self.keys.flow_key(id));
@@ -78,10 +70,10 @@ impl Digests {
         let mut failed = None;
         bulk.run(&pipe, |_, reply| {
             out.push(match hash_reply(reply, &mut failed) {
-                None => Bytes::from_static(b"x"),
-                Some(p) if p.is_empty() => Bytes::from_static(b"n"),
-                Some(p) if self.filtered(&p) => Bytes::from_static(b"f"),
-                Some(p) => digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n))),
+                None => SourceSummary::NotAHash,
+                Some(p) if p.is_empty() => SourceSummary::Absent,
+                Some(p) if self.rules.is_filtered(&p) => SourceSummary::Filtered,
+                Some(p) => SourceSummary::Copy(digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n)))),
             })
         })
         .await?;
@@ -91,16 +83,11 @@ impl Digests {
         }
     }
 
-    /// Destination summaries of these flows, with the index entry: the
-    /// state is `n`, `x`, `v` (native) or, for a sync copy, `d` + digest of
-    /// the copy without its marker. Watermarks are not read (the comparison
-    /// does not need them): `watermarked` is false.
-    pub async fn dest(
-        &self,
-        bulk: &Bulk,
-        marker: &Bytes,
-        ids: &[Bytes],
-    ) -> Result<Vec<DestSummary>, fred::error::Error> {
+    /// Destination summaries of these flows, with the index entry; a sync
+    /// copy's digest is of the copy without its marker. Watermarks are not
+    /// read (the comparison does not need them): `watermarked` is false.
+    pub async fn dest(&self, bulk: &Bulk, ids: &[Bytes]) -> Result<Vec<DestSummary>, fred::error::Error> {
+        let marker = &self.rules.marker_field;
         let mut pipe = Pipeline::new();
         for id in ids {
             pipe.key_cmd(b"HGETALL", &self.keys.flow_key(id));
@@ -116,25 +103,19 @@ impl Digests {
         bulk.run(&pipe, |i, reply| {
             if i < n {
                 let mut err = None;
-                let state = match hash_reply(reply, &mut err) {
-                    None => Bytes::from_static(b"x"),
-                    Some(p) if p.is_empty() => Bytes::from_static(b"n"),
-                    Some(p) => {
-                        let sync = p
-                            .iter()
-                            .any(|(n, v)| *n == marker.as_ref() && *v == redmirror_core::rules::MARKER_VALUE);
-                        if sync {
-                            digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref()))
-                        } else {
-                            Bytes::from_static(b"v")
-                        }
+                let flow = match hash_reply(reply, &mut err) {
+                    None => DestFlow::WrongType,
+                    Some(p) if p.is_empty() => DestFlow::Absent,
+                    Some(p) if self.rules.is_sync_copy(&p) => {
+                        DestFlow::SyncCopy(digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref())))
                     }
+                    Some(_) => DestFlow::Native,
                 };
                 if let Some(e) = err {
                     fail(e);
                 }
                 out.push(DestSummary {
-                    state,
+                    flow,
                     indexed: false,
                     watermarked: false,
                 });
@@ -158,38 +139,8 @@ impl Digests {
     }
 
     /// Destination states of these flows (a read-only script; no content).
-    pub async fn dest_states(
-        &self,
-        client: &Client,
-        marker: &Bytes,
-        ids: &[Bytes],
-    ) -> Result<Vec<DestSummary>, fred::error::Error> {
-        let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
-        let wm = self.keys.watermark_key();
-        let mut refs: Vec<&[u8]> = vec![&self.keys.index_key, wm.as_bytes()];
-        refs.extend(flow_keys.iter().map(|k| k.as_ref()));
-        let mut args = vec![Value::Bytes(marker.clone())];
-        args.extend(ids.iter().cloned().map(Value::Bytes));
-        let reply = self.dest.call(client, &refs, args).await?;
-        let Value::Array(items) = reply else { return Err(bad()) };
-        if items.len() != 3 * ids.len() {
-            return Err(bad());
-        }
-        Ok(items
-            .chunks_exact(3)
-            .map(|c| DestSummary {
-                state: value::bytes(&c[0]).unwrap_or_default(),
-                indexed: c[1].as_i64() == Some(1),
-                watermarked: c[2].as_i64() == Some(1),
-            })
-            .collect())
-    }
-
-    fn filtered(&self, pairs: &[(&[u8], &[u8])]) -> bool {
-        !self.rules.filtered_orgs.is_empty()
-            && pairs
-                .iter()
-                .any(|(n, v)| *n == self.rules.org_field.as_ref() && self.rules.filtered_orgs.contains(*v))
+    pub async fn dest_states(&self, client: &Client, ids: &[Bytes]) -> Result<Vec<DestRead<()>>, ReadError> {
+        self.reader.states(client, ids).await
     }
 }
 
@@ -268,11 +219,11 @@ fn server_error(e: &[u8]) -> fred::error::Error {
     fred::error::Error::new(fred::error::ErrorKind::Unknown, String::from_utf8_lossy(e).into_owned())
 }
 
-/// `d` + SHA-1 of the fields sorted by name, each name and value
+/// SHA-1 of the fields sorted by name, each name and value
 /// length-prefixed: equal digests mean equal content, in any field order.
 /// (RustCrypto's `sha1` uses the CPU's SHA instructions where it has them:
 /// hashing was 40 % of a pass's client CPU with a portable SHA-1.)
-fn digest<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Bytes {
+fn digest<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Digest {
     use sha1::Digest as _;
     let mut fields: Vec<(&[u8], &[u8])> = fields.collect();
     fields.sort_unstable();
@@ -283,24 +234,21 @@ fn digest<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Bytes {
         h.update((v.len() as u64).to_le_bytes());
         h.update(v);
     }
-    let mut out = Vec::with_capacity(21);
-    out.push(b'd');
-    out.extend_from_slice(&h.finalize());
-    Bytes::from(out)
+    Digest(h.finalize().into())
 }
 
 fn bad() -> fred::error::Error {
-    fred::error::Error::new(fred::error::ErrorKind::Parse, "unexpected reply from a digest script")
+    fred::error::Error::new(fred::error::ErrorKind::Parse, "unexpected reply to a digest read")
 }
 
 /// True when the summaries say the flow needs a closer look (drift likely).
-pub fn suspicious(src: &[u8], dst: &DestSummary) -> bool {
-    let expect_copy = src.first() == Some(&b'd');
-    match dst.state.first() {
-        Some(b'v') | Some(b'x') => false,
-        Some(b'n') => expect_copy,
-        Some(b'd') | Some(b's') => !expect_copy || src[1..] != dst.state[1..] || !dst.indexed,
-        _ => expect_copy,
+pub fn suspicious(src: &SourceSummary, dst: &DestSummary) -> bool {
+    match (&dst.flow, src) {
+        (DestFlow::Native | DestFlow::WrongType, _) => false,
+        (DestFlow::Absent, SourceSummary::Copy(_)) => true,
+        (DestFlow::Absent, _) => false,
+        (DestFlow::SyncCopy(have), SourceSummary::Copy(want)) => have != want || !dst.indexed,
+        (DestFlow::SyncCopy(_), _) => true,
     }
 }
 
@@ -308,8 +256,34 @@ pub fn suspicious(src: &[u8], dst: &DestSummary) -> bool {
 mod tests {
     use super::*;
 
-    fn d(pairs: &[(&[u8], &[u8])]) -> Bytes {
+    fn d(pairs: &[(&[u8], &[u8])]) -> Digest {
         digest(pairs.iter().copied())
+    }
+
+    #[test]
+    fn only_a_copy_that_may_be_wrong_is_suspicious() {
+        let (a, b) = (d(&[(b"a", b"1")]), d(&[(b"a", b"2")]));
+        let dst = |flow, indexed| DestSummary {
+            flow,
+            indexed,
+            watermarked: false,
+        };
+        let copy = SourceSummary::Copy(a);
+        assert!(!suspicious(&copy, &dst(DestFlow::SyncCopy(a), true)));
+        assert!(
+            suspicious(&copy, &dst(DestFlow::SyncCopy(a), false)),
+            "index entry missing"
+        );
+        assert!(suspicious(&copy, &dst(DestFlow::SyncCopy(b), true)));
+        assert!(suspicious(&copy, &dst(DestFlow::Absent, false)));
+        for gone in [SourceSummary::Absent, SourceSummary::NotAHash, SourceSummary::Filtered] {
+            assert!(suspicious(&gone, &dst(DestFlow::SyncCopy(a), true)));
+            assert!(!suspicious(&gone, &dst(DestFlow::Absent, false)));
+        }
+        for any in [copy, SourceSummary::Absent, SourceSummary::Filtered] {
+            assert!(!suspicious(&any, &dst(DestFlow::Native, true)));
+            assert!(!suspicious(&any, &dst(DestFlow::WrongType, false)));
+        }
     }
 
     #[test]

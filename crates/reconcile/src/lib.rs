@@ -9,6 +9,8 @@
 //! - [`digest`]: flow summaries: pipelined `HGETALL` on both sides at once,
 //!   reduced to a content digest in the client, so Redis does only plain
 //!   reads; flows whose digests differ are read again in full and atomically.
+//! - [`dest_read`]: destination flows as the guard sees them (one read-only
+//!   script per batch, sharing the guard fragment with apply's write).
 //! - [`service`]: when passes run: at start, on a schedule, on demand, and
 //!   after every capture gap (signalled through the destination, so it works
 //!   across processes).
@@ -17,6 +19,7 @@
 //!   the watermarks of flows absent from the destination for longer than the
 //!   change topic's `delete.retention.ms`, and says why that is safe.
 
+pub mod dest_read;
 pub mod digest;
 pub mod pass;
 pub mod prune;

@@ -14,34 +14,12 @@ use redmirror_core::{CaptureProgress, KeyLayout, MirrorRules, SourceFlow};
 use redmirror_kafka::{Kafka, Publisher};
 use redmirror_redis::bulk::Bulk;
 use redmirror_redis::source::SourceReader;
-use redmirror_redis::{value, Script};
+use redmirror_redis::value;
 use redmirror_telemetry::metrics as m;
 
+use crate::dest_read::{DestRead, DestReader};
 use crate::digest::{suspicious, without_copy, Digests};
 use crate::report::{Barrier, Report};
-
-/// Reads destination flows: type, fields, whether the index has the flow,
-/// and its watermark. KEYS: index, watermarks, flow keys...; ARGV: flow ids.
-const READ_DEST: &str = r#"#!lua flags=no-writes
-local out = {}
-for i = 3, #KEYS do
-  local id = ARGV[i - 2]
-  local ty = redis.call('TYPE', KEYS[i])['ok']
-  if ty == 'hash' then
-    out[#out + 1] = 'h'
-    out[#out + 1] = redis.call('HGETALL', KEYS[i])
-  elseif ty == 'none' then
-    out[#out + 1] = 'n'
-    out[#out + 1] = 0
-  else
-    out[#out + 1] = 'x'
-    out[#out + 1] = 0
-  end
-  out[#out + 1] = redis.call('HEXISTS', KEYS[1], id)
-  out[#out + 1] = redis.call('HEXISTS', KEYS[2], id)
-end
-return out
-"#;
 
 /// One of each, for the source and the destination.
 #[derive(Debug)]
@@ -125,7 +103,7 @@ pub struct Reconciler {
     /// Bulk reads on each side (digests, existence checks).
     bulk: Arc<Sides<Bulk>>,
     reader: Arc<SourceReader>,
-    dest_script: Script,
+    dest_reader: DestReader,
     digests: Digests,
 }
 
@@ -175,7 +153,7 @@ impl Reconciler {
             bulk: Arc::new(bulk),
             digests: Digests::new(keys.clone(), &rules),
             reader: Arc::new(reader),
-            dest_script: Script::read_only(READ_DEST),
+            dest_reader: DestReader::new(keys.clone(), &rules),
             source,
             dest,
             publisher,
@@ -325,7 +303,7 @@ impl Reconciler {
                 }
                 let (src, dst) = tokio::join!(
                     self.digests.source(&self.bulk.source, &ids),
-                    self.digests.dest(&self.bulk.dest, &self.rules.marker_field, &ids)
+                    self.digests.dest(&self.bulk.dest, &ids)
                 );
                 Ok::<_, PassError>((src.map_err(on("source"))?, dst.map_err(on("destination"))?))
                     .map(|(src, dst)| src.into_iter().zip(dst).collect::<Vec<_>>())
@@ -337,7 +315,7 @@ impl Reconciler {
                 report.source_flows += ids.len() as u64;
                 let mut closer = Vec::new();
                 for (id, (s, d)) in ids.iter().zip(&summaries) {
-                    if d.state.first() == Some(&b'v') {
+                    if d.flow == DestFlow::Native {
                         report.native += 1;
                     } else if suspicious(s, d) {
                         closer.push(id.clone());
@@ -376,16 +354,12 @@ impl Reconciler {
                     .map_err(on("source"))?;
                 let mut closer = Vec::new();
                 if !gone.is_empty() {
-                    let dst = self
-                        .digests
-                        .dest_states(&self.dest, &self.rules.marker_field, &gone)
-                        .await
-                        .map_err(on("destination"))?;
+                    let dst = self.digests.dest_states(&self.dest, &gone).await?;
                     for (id, d) in gone.iter().zip(&dst) {
-                        match d.state.first() {
-                            Some(b'v') => report.native += 1,
-                            Some(b's') => closer.push(id.clone()),
-                            _ => {}
+                        match d.flow {
+                            DestFlow::Native => report.native += 1,
+                            DestFlow::SyncCopy(()) => closer.push(id.clone()),
+                            DestFlow::Absent | DestFlow::WrongType => {}
                         }
                     }
                 }
@@ -413,15 +387,11 @@ impl Reconciler {
                     .await
                     .map_err(on("destination"))?;
                 if !absent.is_empty() {
-                    let dst = self
-                        .digests
-                        .dest_states(&self.dest, &self.rules.marker_field, &absent)
-                        .await
-                        .map_err(on("destination"))?;
+                    let dst = self.digests.dest_states(&self.dest, &absent).await?;
                     let orphans: Vec<Bytes> = absent
                         .iter()
                         .zip(&dst)
-                        .filter(|(_, d)| d.state.as_ref() == b"n" && d.watermarked)
+                        .filter(|(_, d)| d.flow == DestFlow::Absent && d.watermarked)
                         .map(|(id, _)| id.clone())
                         .collect();
                     if !orphans.is_empty() {
@@ -437,19 +407,8 @@ impl Reconciler {
         Ok(report)
     }
 
-    async fn read_dest(&self, ids: &[Bytes]) -> Result<Vec<(DestFlow, bool, bool)>, PassError> {
-        let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
-        let wm = self.keys.watermark_key();
-        let mut keys: Vec<&[u8]> = vec![&self.keys.index_key, wm.as_bytes()];
-        keys.extend(flow_keys.iter().map(|k| k.as_ref()));
-        let args = ids.iter().map(|id| Value::Bytes(id.clone())).collect();
-        let reply = self
-            .dest_script
-            .call(&self.dest, &keys, args)
-            .await
-            .map_err(on("destination"))?;
-        parse_dest_reply(reply, ids.len(), |fields| self.rules.is_sync_copy(fields))
-            .map_err(malformed("destination", "the destination read script"))
+    async fn read_dest(&self, ids: &[Bytes]) -> Result<Vec<DestRead<redmirror_core::Fields>>, PassError> {
+        Ok(self.dest_reader.flows(&self.dest, ids).await?)
     }
 
     /// Compares a batch of flows. `only_absent_sources`: phase 2, where flows
@@ -465,7 +424,8 @@ impl Reconciler {
         let src = src.map_err(on("source"))?;
         let dst = dst?;
         let mut repairs = Vec::new();
-        for ((id, state), (dest_state, indexed, _)) in src.flows.into_iter().zip(dst) {
+        for ((id, state), d) in src.flows.into_iter().zip(dst) {
+            let (dest_state, indexed) = (d.flow, d.indexed);
             if only_absent_sources && !matches!(state, SourceFlow::Absent) {
                 continue;
             }
@@ -658,51 +618,6 @@ fn cursor_reply(v: Value) -> Result<(Bytes, Vec<Bytes>), String> {
     Ok((cursor, items))
 }
 
-/// The destination read script's reply for `n` flows: four items per flow
-/// (tag `h`/`n`/`x`, body, indexed, watermarked).
-fn parse_dest_reply(
-    reply: Value,
-    n: usize,
-    is_sync_copy: impl Fn(&[(Bytes, Bytes)]) -> bool,
-) -> Result<Vec<(DestFlow, bool, bool)>, String> {
-    let Value::Array(items) = reply else {
-        return Err(format!("expected an array, got {}", kind(&reply)));
-    };
-    if items.len() != 4 * n {
-        return Err(format!("{} items for {n} flows (want {})", items.len(), 4 * n));
-    }
-    let flag = |v: &Value| match v.as_i64() {
-        Some(0) => Ok(false),
-        Some(1) => Ok(true),
-        _ => Err(format!("expected 0 or 1, got {v:?}")),
-    };
-    items
-        .chunks(4)
-        .map(|chunk| {
-            let [tag, body, indexed, watermarked] = chunk else {
-                unreachable!("length checked");
-            };
-            let state = match value::bytes(tag).as_deref() {
-                Some(b"h") => {
-                    let Value::Array(_) = body else {
-                        return Err(format!("a hash's fields are {}, not an array", kind(body)));
-                    };
-                    let fields = value::pairs(body.clone());
-                    if is_sync_copy(&fields) {
-                        DestFlow::SyncCopy(fields)
-                    } else {
-                        DestFlow::Native
-                    }
-                }
-                Some(b"n") => DestFlow::Absent,
-                Some(b"x") => DestFlow::WrongType,
-                _ => return Err(format!("unknown state tag {tag:?}")),
-            };
-            Ok((state, flag(indexed)?, flag(watermarked)?))
-        })
-        .collect()
-}
-
 pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Array(_) => "an array",
@@ -720,7 +635,7 @@ fn humantime_now() -> String {
 
 #[cfg(test)]
 mod malformed_replies {
-    use super::{cursor_reply, parse_dest_reply, DestFlow};
+    use super::cursor_reply;
     use bytes::Bytes;
     use fred::types::Value;
 
@@ -753,48 +668,6 @@ mod malformed_replies {
             Value::Array(vec![b("5"), Value::Array(vec![Value::Integer(3)])]),
         ] {
             assert!(cursor_reply(bad.clone()).is_err(), "{bad:?} was accepted");
-        }
-    }
-
-    #[test]
-    fn a_destination_read_of_any_other_shape_is_an_error() {
-        let sync = |f: &[(Bytes, Bytes)]| {
-            f.iter()
-                .any(|(k, v)| k.as_ref() == b"isSyncCopy" && v.as_ref() == b"true")
-        };
-        let good = Value::Array(vec![
-            b("h"),
-            Value::Array(vec![b("isSyncCopy"), b("true")]),
-            Value::Integer(1),
-            Value::Integer(0),
-            b("n"),
-            Value::Integer(0),
-            Value::Integer(0),
-            Value::Integer(1),
-        ]);
-        let got = parse_dest_reply(good, 2, sync).expect("well-formed");
-        assert!(matches!(got[0], (DestFlow::SyncCopy(_), true, false)));
-        assert!(matches!(got[1], (DestFlow::Absent, false, true)));
-        let one = |tag: Value, body: Value, i: Value, w: Value| Value::Array(vec![tag, body, i, w]);
-        for (bad, n) in [
-            (Value::Null, 1),
-            (b("OK"), 1),
-            (Value::Array(vec![]), 1),
-            (one(b("n"), Value::Integer(0), Value::Integer(0), Value::Integer(0)), 2),
-            (Value::Array(vec![b("n"), Value::Integer(0), Value::Integer(0)]), 1),
-            (one(b("q"), Value::Integer(0), Value::Integer(0), Value::Integer(0)), 1),
-            (
-                one(Value::Null, Value::Integer(0), Value::Integer(0), Value::Integer(0)),
-                1,
-            ),
-            (one(b("h"), Value::Null, Value::Integer(0), Value::Integer(0)), 1),
-            (one(b("n"), Value::Integer(0), Value::Integer(7), Value::Integer(0)), 1),
-            (one(b("n"), Value::Integer(0), Value::Integer(0), b("yes")), 1),
-        ] {
-            assert!(
-                parse_dest_reply(bad.clone(), n, sync).is_err(),
-                "{bad:?} for {n} flows was accepted"
-            );
         }
     }
 }

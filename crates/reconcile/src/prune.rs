@@ -14,7 +14,7 @@
 //! the flow's delete in its partition, so any reader (apply, replay) applies
 //! the delete after it. Apply's script writes the watermark when it applies
 //! a delete to an absent flow (`HSET` of the watermark before the delete, see
-//! `redmirror_apply::engine`), so the delete puts the watermark back before
+//! `redmirror_write::engine`), so the delete puts the watermark back before
 //! the older event can matter, and even two replay batches landing out of
 //! order stay safe. Once an entry is older than the topic's
 //! `delete.retention.ms`, Kafka may already have dropped the flow's
@@ -53,19 +53,9 @@ pub const PRUNE_BATCH: usize = 1000;
 
 /// Removes watermarks of absent flows. KEYS: watermarks, index, then the
 /// flow key of each entry; ARGV: per entry, the flow id and the watermark
-/// value the scan read. Reply: the number of fields removed.
-const PRUNE: &str = r#"
-local wk, ik, n = KEYS[1], KEYS[2], 0
-for i = 3, #KEYS do
-  local id, seen = ARGV[2 * i - 5], ARGV[2 * i - 4]
-  if redis.call('EXISTS', KEYS[i]) == 0
-    and redis.call('HEXISTS', ik, id) == 0
-    and redis.call('HGET', wk, id) == seen then
-    n = n + redis.call('HDEL', wk, id)
-  end
-end
-return n
-"#;
+/// value the scan read. Reply (contract, checked by [`removed_count`]): the
+/// number of fields removed, an integer from 0 to the number of entries.
+const PRUNE: &str = include_str!("prune.lua");
 
 /// What one pruning run found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

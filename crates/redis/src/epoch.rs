@@ -39,21 +39,20 @@ pub const IDENTITY_EVERY: Duration = Duration::from_secs(1);
 /// ARGV: epoch, run_id (may be empty), time (µs). A newer stored epoch wins
 /// and is returned for adoption; else the stored one becomes ours, keeping
 /// the later time. Reply: `{epoch, run_id, time}` as stored.
-const SYNC: &str = r#"
-local k = KEYS[1]
-local e, rid, t = ARGV[1], ARGV[2], ARGV[3]
-local se = redis.call('HGET', k, 'epoch')
-if se and tonumber(se) > tonumber(e) then
-  return {se, redis.call('HGET', k, 'run_id') or '', redis.call('HGET', k, 'time_us') or '0'}
-end
-if se and tonumber(se) == tonumber(e) then
-  local st = redis.call('HGET', k, 'time_us')
-  if st and tonumber(st) > tonumber(t) then t = st end
-  if rid == '' then rid = redis.call('HGET', k, 'run_id') or '' end
-end
-redis.call('HSET', k, 'epoch', e, 'time_us', t, 'run_id', rid)
-return {e, rid, t}
-"#;
+const SYNC: &str = include_str!("epoch_sync.lua");
+
+/// The sync script's reply, `{epoch, run_id, time}` as stored; `None` for
+/// any other shape.
+fn parse_sync(reply: &Value) -> Option<State> {
+    let Value::Array(v) = reply else { return None };
+    let [e, r, t] = v.as_slice() else { return None };
+    let text = |v: &Value| crate::value::bytes(v).and_then(|b| String::from_utf8(b.to_vec()).ok());
+    Some(State {
+        epoch: text(e)?.parse().ok()?,
+        run_id: Some(text(r)?),
+        latest_us: text(t)?.parse().ok()?,
+    })
+}
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct State {
@@ -182,24 +181,18 @@ impl SourceEpoch {
         ];
         let key: &[u8] = store.key.as_bytes();
         let reply = store.script.call(&store.client, &[key], args).await?;
-        let parsed = match reply {
-            Value::Array(v) if v.len() == 3 => {
-                let text = |v: &Value| crate::value::bytes(v).and_then(|b| String::from_utf8(b.to_vec()).ok());
-                match (text(&v[0]), text(&v[1]), text(&v[2])) {
-                    (Some(e), Some(r), Some(t)) => {
-                        e.parse::<u64>().ok().zip(t.parse::<i64>().ok()).map(|(e, t)| (e, r, t))
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        let Some((epoch, run_id, time_us)) = parsed else {
+        let Some(stored) = parse_sync(&reply) else {
             return Err(fred::error::Error::new(
                 fred::error::ErrorKind::Parse,
                 "unexpected reply from the source epoch script",
             ));
         };
+        let State {
+            epoch,
+            run_id,
+            latest_us: time_us,
+        } = stored;
+        let run_id = run_id.unwrap_or_default();
         let mut s = self.0.state.lock().expect("epoch lock");
         if epoch > s.epoch {
             tracing::info!(

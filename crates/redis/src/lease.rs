@@ -4,24 +4,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::lease_script::{self, Held, LeaseArgs, RELEASE, RENEW};
 use crate::Script;
 use fred::prelude::*;
 use fred::types::Value;
 use tokio_util::sync::CancellationToken;
-
-const RENEW: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"#;
-
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
 
 /// A named lease: `SET key holder NX PX ttl`; renewed while held.
 #[derive(Clone, Debug)]
@@ -91,32 +78,14 @@ impl Lease {
 
     /// Extends the lease. `Ok(false)`: someone else holds it now.
     pub async fn renew(&self) -> Result<bool, fred::error::Error> {
-        let v = self
-            .renew
-            .call(
-                &self.client,
-                &[self.key.as_bytes()],
-                vec![
-                    Value::from(self.holder.as_str()),
-                    Value::from(self.ttl.as_millis() as i64),
-                ],
-            )
-            .await?;
-        let held = v.as_i64() == Some(1);
+        let held = lease_script::renew(&self.renew, &self.client, self.args(), self.ttl).await? == Held::Yes;
         self.set_gauge(held);
         Ok(held)
     }
 
     /// Gives the lease up (if held).
     pub async fn release(&self) {
-        let _ = self
-            .release
-            .call(
-                &self.client,
-                &[self.key.as_bytes()],
-                vec![Value::from(self.holder.as_str())],
-            )
-            .await;
+        let _ = lease_script::release(&self.release, &self.client, self.args()).await;
         self.set_gauge(false);
     }
 
@@ -185,6 +154,13 @@ impl Lease {
                     tracing::warn!(lease = %self.name, error = %e, "Lease renewal failed (destination error); retrying, the lease is lost if it expires meanwhile (check REDMIRROR_DEST_URL).")
                 }
             }
+        }
+    }
+
+    fn args(&self) -> LeaseArgs<'_> {
+        LeaseArgs {
+            key: &self.key,
+            holder: &self.holder,
         }
     }
 

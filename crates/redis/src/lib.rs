@@ -9,7 +9,8 @@
 //!   notification subscription.
 //! - [`liveness`]: TCP keepalive, read deadlines and subscription probes,
 //!   so a connection that silently stops carrying bytes is noticed.
-//! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`.
+//! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`; the
+//!   [`script`] module lists every script and the shared guard fragment.
 //! - [`source`]: the atomic read of flows plus the source clock
 //!   (`MULTI`, `TIME`, `HGETALL`..., `EXEC`; no scripting).
 //! - [`access`]: the source user's permissions, checked at start.
@@ -31,6 +32,7 @@ pub mod bulk;
 pub mod epoch;
 pub mod hold;
 pub mod lease;
+mod lease_script;
 pub mod liveness;
 pub mod script;
 pub mod signal;

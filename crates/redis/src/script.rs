@@ -1,4 +1,24 @@
 //! Lua scripts: `EVALSHA`, and `SCRIPT LOAD` on `NOSCRIPT`.
+//!
+//! Every script is a `.lua` file next to its Rust wrapper, loaded with
+//! `include_str!`, and parsed by that wrapper into a type (any other reply
+//! is an error):
+//! - `flow.lua` (here): the guard fragment, the state of a destination flow
+//!   key (`TYPE`, then the marker). Not a script itself: `apply.lua`
+//!   (`redmirror_write`) and `dest_read.lua` (`redmirror_reconcile`) start
+//!   with it, composed with `concat!`, so the guard is written once;
+//! - `lease_renew.lua`, `lease_release.lua` ([`crate::lease`]);
+//! - `epoch_sync.lua` ([`crate::epoch`]);
+//! - `prune.lua` (`redmirror_reconcile::prune`).
+//!
+//! No script writes the marker value: it comes from
+//! `redmirror_core::rules::MARKER_VALUE` as an argument.
+//!
+//! # Contract
+//! A script's keys, arguments and reply are documented on its wrapper and
+//! are the contract between the `.lua` file and that wrapper: change them
+//! together. What a script writes is public (the destination's flows, its
+//! index and the `redmirror:*` keys of `redmirror_core::keys`).
 
 use fred::interfaces::ClientLike;
 use fred::prelude::*;

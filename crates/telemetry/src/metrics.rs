@@ -1,5 +1,8 @@
 //! Metric names (the public contract of SPEC section 6), descriptions and
 //! the Prometheus recorder.
+//!
+//! Contract: every name and label value below is public (dashboards and
+//! alerts match them); change one only through an issue.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use redmirror_apply::{ApplyEngine, Outcome};
 use redmirror_config::RedisEndpoint;
 use redmirror_core::event::{DeleteReason, Origin};
 use redmirror_core::{DecodeError, FlowEvent, KeyLayout, MirrorRules};
 use redmirror_testkit::flows::{self, Hash};
 use redmirror_testkit::{RedisOptions, RedisServer};
+use redmirror_write::{ApplyEngine, Outcome};
 
 const T0: i64 = 1_700_000_000_000_000;
 
@@ -384,7 +384,7 @@ fn watermark_compares_large_times_exactly() {
             tls: Default::default(),
         };
         let client = redmirror_redis::connect(&endpoint, "test").await.unwrap();
-        let engine = redmirror_apply::ApplyEngine::new(
+        let engine = redmirror_write::ApplyEngine::new(
             client,
             redmirror_core::KeyLayout::default(),
             redmirror_core::MirrorRules::default(),
@@ -405,8 +405,8 @@ fn watermark_compares_large_times_exactly() {
             )
             .await
             .unwrap();
-        assert_eq!(out[0], redmirror_apply::Outcome::Applied);
-        assert_eq!(out[1], redmirror_apply::Outcome::SkippedStale);
+        assert_eq!(out[0], redmirror_write::Outcome::Applied);
+        assert_eq!(out[1], redmirror_write::Outcome::SkippedStale);
     });
     let v: String = redis::cmd("HGET")
         .arg("client:big")

@@ -2,7 +2,7 @@
 //! section 1 plus the per-flow watermark rule.
 //!
 //! The model below is written from the SPEC, not from the engine: it never
-//! calls into `redmirror_apply` or the rules helpers. Random sequences of
+//! calls into `redmirror_write` or the rules helpers. Random sequences of
 //! source events (fresh, older, duplicated, undecodable, batched, sometimes
 //! forced) and of destination users' own writes (native copies) run against
 //! one real `redis-server`; after every step the destination (every flow
@@ -29,12 +29,12 @@ use std::collections::{BTreeMap, HashSet};
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
-use redmirror_apply::{ApplyEngine, Outcome};
 use redmirror_config::RedisEndpoint;
 use redmirror_core::event::{DeleteReason, Origin};
 use redmirror_core::{DecodeError, FlowEvent, KeyLayout, MirrorRules};
 use redmirror_testkit::flows::{self, Hash};
 use redmirror_testkit::{RedisOptions, RedisServer};
+use redmirror_write::{ApplyEngine, Outcome};
 
 /// Flow ids: small space so events collide; one is not UTF-8 and holds NUL.
 const IDS: [&[u8]; 4] = [b"f1", b"f2", b"\xff\xfe\x00id", b"a:b c"];
