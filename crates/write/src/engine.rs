@@ -6,6 +6,7 @@ use fred::types::Value;
 use redmirror_core::event::{DeleteReason, Op};
 use redmirror_core::{FlowEvent, KeyLayout, MirrorRules};
 use redmirror_redis::{script, Script};
+use redmirror_telemetry::metrics::ApplyOutcome;
 
 use crate::script::{Call, Malformed, Member, Step, StepArgs, APPLY};
 
@@ -32,16 +33,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The `outcome` of `redmirror_apply_events_total` it counts as.
+    pub fn metric(&self) -> ApplyOutcome {
+        match self {
+            Outcome::Applied => ApplyOutcome::Applied,
+            Outcome::Deleted => ApplyOutcome::Deleted,
+            Outcome::SkippedNative => ApplyOutcome::SkippedNative,
+            Outcome::SkippedFiltered => ApplyOutcome::SkippedFiltered,
+            Outcome::SkippedStale => ApplyOutcome::SkippedStale,
+            Outcome::DeadLetter { .. } => ApplyOutcome::DeadLettered,
+        }
+    }
+
     /// The `outcome` label of `redmirror_apply_events_total`.
     pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Deleted => "deleted",
-            Outcome::SkippedNative => "skipped_native",
-            Outcome::SkippedFiltered => "skipped_filtered",
-            Outcome::SkippedStale => "skipped_stale",
-            Outcome::DeadLetter { .. } => "dead_lettered",
-        }
+        self.metric().label()
     }
 
     /// True when the destination was (possibly) written.
