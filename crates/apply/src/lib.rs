@@ -5,10 +5,14 @@
 //!   per pipelined round trip): guard native copies, drop stale events by the
 //!   per-flow watermark, upsert or delete, keep the index in step. Shared by
 //!   the live consumer and by replay.
-//! - [`consumer`]: the Kafka consumer loop: batch, write, dead-letter what
-//!   can never be applied, then store offsets (never before the write);
-//!   retry transient destination errors forever with backoff.
-//! - [`lag`]: per-partition consumer lag for metrics and status.
+//! - [`consumer`]: the Kafka consumer loop in three steps: read a batch,
+//!   dispatch its write (dead-letter what can never be applied, retry
+//!   transient destination errors forever with backoff), drain the writes
+//!   in flight; then store offsets (never before the write).
+//! - [`ledger`]: the offset ledger, pure: which offsets may be stored while
+//!   batches finish in any order (never past an unfinished one).
+//! - [`stall`]: telling a stuck Kafka consumer from an idle one.
+//! - [`lag`]: per-partition consumer lag for metrics, readiness and status.
 //!
 //! Delivery is at-least-once; events are full states ordered by source time,
 //! so a duplicate or an older event changes nothing (the effect is exactly once).
@@ -16,6 +20,13 @@
 pub mod consumer;
 pub mod engine;
 pub mod lag;
+pub mod ledger;
+pub mod stall;
+
+/// Health component for the destination, set by apply.
+pub const HEALTH_DEST: &str = "destination";
+/// Health component for the Kafka consumer, set by apply.
+pub const HEALTH_KAFKA: &str = "kafka";
 
 pub use consumer::{run, ApplyOptions};
 pub use engine::{ApplyEngine, Outcome};

@@ -17,6 +17,8 @@
 //!   a restart or a clock step back.
 //! - [`lease`]: a named lease (`SET NX PX`, renewed by compare-and-expire,
 //!   released by compare-and-delete) so at most one instance runs a role.
+//! - [`members`]: apply instances announcing themselves on the destination,
+//!   and which hold each one stopped writing for.
 //! - [`value`]: turning fred values into bytes.
 
 use std::time::Duration;
@@ -30,6 +32,7 @@ pub mod epoch;
 pub mod hold;
 pub mod lease;
 pub mod liveness;
+pub mod members;
 pub mod script;
 pub mod source;
 pub mod value;
