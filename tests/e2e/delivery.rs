@@ -58,3 +58,56 @@ fn duplicates_and_older_snapshots_change_nothing() {
     after.retain(|_, v| !v.is_empty());
     assert_eq!(after, before, "duplicates or old snapshots changed the destination");
 }
+
+/// A crash after a batch reached the destination and before its offsets
+/// were stored (failpoint `apply-crash-before-store`, SPEC section 2: offsets
+/// are committed only after the write): the next process reads the batch
+/// again from the committed offsets, and writing it again changes nothing.
+#[test]
+fn a_crash_between_write_and_offset_store_reads_the_batch_again_harmlessly() {
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
+    env.insert("FAILPOINTS".into(), "apply-crash-before-store".into());
+    let mut crashing = Mirror::start(&["run"], &env);
+    let (mut src, mut dst) = (source.conn(), dest.conn());
+    let want = copy_of(&hash(&[("v", "1")]));
+    let mut n = 0;
+    wait_for("the first write to crash the process", CONVERGE, || {
+        n += 1;
+        if n % 50 == 1 {
+            // Notifications before capture subscribes are lost: write again.
+            hset(&mut src, b"client:crash", &[(b"v", b"1")]);
+        }
+        (!crashing.running()).then_some(())
+    });
+    let out = crashing.output();
+    assert!(out.contains("apply-crash-before-store"), "{out}");
+    assert_eq!(
+        hgetall(&mut dst, b"client:crash"),
+        want,
+        "written before the crash: {out}"
+    );
+    let (ends, committed) = kafka::end_and_committed(&broker.bootstrap(), &crashing.group, &crashing.topic);
+    assert!(
+        ends.iter()
+            .any(|(p, end)| *end > committed.get(p).copied().unwrap_or(0)),
+        "the crashed batch's offsets must not be committed: ends {ends:?}, committed {committed:?}"
+    );
+
+    env.remove("FAILPOINTS");
+    let mirror = Mirror::start(&["run"], &env);
+    wait_for("the crashed batch to be read again and skipped", CONVERGE, || {
+        let stale = mirror.metric("redmirror_apply_events_total{outcome=\"skipped_stale\"}");
+        (stale >= 1.0).then_some(())
+    });
+    let (ends, _) = kafka::end_and_committed(&broker.bootstrap(), &mirror.group, &mirror.topic);
+    wait_for("the group to commit past the crashed batch", CONVERGE, || {
+        let (_, now) = kafka::end_and_committed(&broker.bootstrap(), &mirror.group, &mirror.topic);
+        ends.iter()
+            .all(|(p, end)| *end == 0 || now.get(p).is_some_and(|c| c >= end))
+            .then_some(())
+    });
+    assert_eq!(hgetall(&mut dst, b"client:crash"), want);
+}

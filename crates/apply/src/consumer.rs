@@ -256,10 +256,11 @@ async fn consume(
         }
         session.dispatch(batch);
     };
-    // A bounded wait at shutdown: what is not written by then is read again
-    // at the next start. For a hold or a stall every write must land before
-    // apply says it stopped writing or a new consumer takes over.
-    let within = matches!(stop, Stop::Shutdown).then_some(DRAIN_AT_SHUTDOWN);
+    // A bounded wait at shutdown (whatever ended the session): what is not
+    // written by then is read again at the next start. For a hold or a stall
+    // every write must land before apply says it stopped writing or a new
+    // consumer takes over.
+    let within = writer.shutdown.is_cancelled().then_some(DRAIN_AT_SHUTDOWN);
     session.drain(within).await;
     stop
 }
@@ -473,7 +474,9 @@ impl<'a> Session<'a> {
 }
 
 /// Counts a finished write task's outcomes; false when its write did not
-/// finish (the task failed, or shutdown interrupted its retries).
+/// finish (the task failed, or shutdown interrupted its retries). The
+/// caller marks the batch done in the ledger only after this, so a crash
+/// here leaves its offsets unstored.
 fn count(joined: Result<Written, JoinError>, totals: &mut BTreeMap<&'static str, u64>) -> bool {
     let written = match joined {
         Ok(w) => w,
@@ -489,6 +492,14 @@ fn count(joined: Result<Written, JoinError>, totals: &mut BTreeMap<&'static str,
     };
     for o in outcomes {
         *totals.entry(o.label()).or_default() += 1;
+    }
+    // The crash window at-least-once delivery must survive: the batch is on
+    // the destination, its offsets are not stored.
+    if redmirror_core::failpoint::hit("apply-crash-before-store") {
+        tracing::error!(
+            "Failpoint apply-crash-before-store: the process dies after a write, before its offsets are stored."
+        );
+        std::process::abort();
     }
     true
 }
