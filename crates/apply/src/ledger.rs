@@ -24,11 +24,9 @@ pub struct BatchId(u64);
 
 /// The offsets of one partition in a batch, first and last (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
-    /// The batch's first offset on the partition.
-    pub first: i64,
-    /// The batch's last offset on the partition.
-    pub last: i64,
+struct Range {
+    first: i64,
+    last: i64,
 }
 
 #[derive(Debug)]
