@@ -494,15 +494,20 @@ fn count(joined: Result<Written, JoinError>, totals: &mut BTreeMap<&'static str,
         *totals.entry(o.label()).or_default() += 1;
     }
     // The crash window at-least-once delivery must survive: the batch is on
-    // the destination, its offsets are not stored.
+    // the destination, its offsets are not stored. The process exits at
+    // once, as a crash would (no drain, no commit), without the core file an
+    // abort could leave behind.
     if redmirror_core::failpoint::hit("apply-crash-before-store") {
         tracing::error!(
             "Failpoint apply-crash-before-store: the process dies after a write, before its offsets are stored."
         );
-        std::process::abort();
+        std::process::exit(CRASH_EXIT);
     }
     true
 }
+
+/// The exit code of failpoint `apply-crash-before-store`.
+const CRASH_EXIT: i32 = 101;
 
 /// Stores `offsets` (per partition, the last offset written) for the next
 /// commit.
