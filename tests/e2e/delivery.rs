@@ -1,5 +1,7 @@
 //! Duplicated and out-of-order delivery leave the destination unchanged.
 
+use std::time::Duration;
+
 use redmirror_core::event::Origin;
 use redmirror_core::FlowEvent;
 
@@ -57,4 +59,66 @@ fn duplicates_and_older_snapshots_change_nothing() {
     before.retain(|_, v| !v.is_empty());
     after.retain(|_, v| !v.is_empty());
     assert_eq!(after, before, "duplicates or old snapshots changed the destination");
+}
+
+/// A crash after a batch reached the destination and before its offsets
+/// were stored (failpoint `apply-crash-before-store`, SPEC section 2: offsets
+/// are committed only after the write): the next process reads the batch
+/// again from the committed offsets, and writing it again changes nothing.
+#[test]
+fn a_crash_between_write_and_offset_store_reads_the_batch_again_harmlessly() {
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
+    env.insert("FAILPOINTS".into(), "apply-crash-before-store".into());
+    let mut crashing = Mirror::start(&["run"], &env);
+    let (mut src, mut dst) = (source.conn(), dest.conn());
+    let want = copy_of(&hash(&[("v", "1")]));
+    let mut n = 0;
+    wait_for("the first write to crash the process", CONVERGE, || {
+        n += 1;
+        if n % 50 == 1 {
+            // Notifications before capture subscribes are lost: write again.
+            hset(&mut src, b"client:crash", &[(b"v", b"1")]);
+        }
+        (!crashing.running()).then_some(())
+    });
+    let code = crashing.wait_exit(CONVERGE);
+    let out = crashing.output();
+    assert_eq!(code, Some(101), "{out}");
+    assert!(out.contains("apply-crash-before-store"), "{out}");
+    assert_eq!(
+        hgetall(&mut dst, b"client:crash"),
+        want,
+        "written before the crash: {out}"
+    );
+    let (ends, committed) = kafka::end_and_committed(&broker.bootstrap(), &crashing.group, &crashing.topic);
+    assert!(
+        ends.iter()
+            .any(|(p, end)| *end > committed.get(p).copied().unwrap_or(0)),
+        "the crashed batch's offsets must not be committed: ends {ends:?}, committed {committed:?}"
+    );
+
+    env.remove("FAILPOINTS");
+    let mirror = Mirror::start(&["run"], &env);
+    // The new process starts and reads the batch again; the group may give
+    // it the partitions only once the dead member's session has timed out.
+    let end = std::time::Instant::now() + CONVERGE + Duration::from_secs(30);
+    while mirror.metric("redmirror_apply_events_total{outcome=\"skipped_stale\"}") < 1.0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the crashed batch was not read again and skipped: {}",
+            mirror.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ends, _) = kafka::end_and_committed(&broker.bootstrap(), &mirror.group, &mirror.topic);
+    wait_for("the group to commit past the crashed batch", CONVERGE, || {
+        let (_, now) = kafka::end_and_committed(&broker.bootstrap(), &mirror.group, &mirror.topic);
+        ends.iter()
+            .all(|(p, end)| *end == 0 || now.get(p).is_some_and(|c| c >= end))
+            .then_some(())
+    });
+    assert_eq!(hgetall(&mut dst, b"client:crash"), want);
 }

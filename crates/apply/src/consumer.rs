@@ -1,26 +1,37 @@
 //! The live apply loop.
+//!
+//! A session of one Kafka consumer runs three steps: [`Session::read`]
+//! waits for the next batch (watching shutdown, the hold, finished writes
+//! and stalls meanwhile), [`Session::dispatch`] records the batch in the
+//! [`Ledger`] and writes it on a task of its own, and [`Session::drain`]
+//! finishes the writes in flight when the session ends. Each finished write
+//! goes through [`Session::settle`], which stores the offsets the ledger
+//! says are safe: never past a batch that is not written.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, MessageStream, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::Offset;
+use redmirror_core::backoff::Backoff;
 use redmirror_kafka::{DeadLetter, Kafka, Publisher};
+use redmirror_redis::hold::{Hold, HoldWatch};
+use redmirror_redis::members;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
-
-use redmirror_redis::hold::{Hold, HoldWatch};
 
 use crate::engine::{ApplyEngine, Decoded, Outcome};
 use crate::lag::SharedLag;
-
-/// Health component names set by apply.
-pub const HEALTH_DEST: &str = "destination";
-/// Health component for the Kafka consumer.
-pub const HEALTH_KAFKA: &str = "kafka";
+use crate::ledger::{self, BatchId, Ledger};
+use crate::stall::{StallWatch, STALL_AFTER};
+use crate::{HEALTH_DEST, HEALTH_KAFKA};
 
 /// Apply settings.
 #[derive(Debug, Clone)]
@@ -84,8 +95,9 @@ fn item(m: &BorrowedMessage<'_>) -> Item {
 
 /// Runs the consumer until `shutdown`: read a batch, write it, dead-letter
 /// what can never be applied, store offsets, repeat; the next batch is read
-/// while the current one is written. On shutdown the batch being written is
-/// finished and offsets are committed synchronously.
+/// while the current one is written. On shutdown the batches being written
+/// are finished (for at most [`DRAIN_AT_SHUTDOWN`]) and offsets are
+/// committed synchronously.
 ///
 /// While the mirror is held (a rewind, see [`redmirror_redis::hold`]) apply
 /// writes nothing: it finishes the batches in flight, commits, leaves the
@@ -112,8 +124,8 @@ pub async fn run(
     health.set(HEALTH_KAFKA, true);
     // The destination is known up when the engine was built; mark it so.
     health.set(HEALTH_DEST, true);
-    let member = format!("{}-{}", std::process::id(), redmirror_core::now_us());
-    let announcer = tokio::spawn(announce(
+    let member = members::member_name();
+    let announcer = tokio::spawn(members::announce(
         engine.client().clone(),
         opts.members_key.clone(),
         member.clone(),
@@ -191,9 +203,7 @@ pub async fn run(
         }
     };
     announcer.abort();
-    let _: Result<i64, _> =
-        fred::interfaces::SortedSetsInterface::zrem(writer.engine.client(), opts.members_key.as_str(), member.as_str())
-            .await;
+    let _ = members::leave(writer.engine.client(), &opts.members_key, &member).await;
     tracing::info!(
         applied = totals.get("applied").copied().unwrap_or(0),
         deleted = totals.get("deleted").copied().unwrap_or(0),
@@ -204,7 +214,7 @@ pub async fn run(
     result
 }
 
-/// Why [`consume`] returned.
+/// Why a session ([`consume`]) ended.
 enum Stop {
     /// Shutdown was asked for.
     Shutdown,
@@ -216,9 +226,13 @@ enum Stop {
     Ended(&'static str),
 }
 
-/// Reads and writes batches until shutdown, a hold or a failure; the
-/// batches in flight are finished (or given up at shutdown) before it
-/// returns, and offsets are stored in order up to the first unfinished one.
+/// Why a batch whose write did not finish stops the session.
+const WRITE_FAILED: &str = "a batch could not be written (its write task failed)";
+
+/// One consumer session: reads, dispatches and drains batches until
+/// shutdown, a hold, a stall or a failure; the batches in flight are
+/// finished (or given up at shutdown) before it returns, and offsets are
+/// stored up to the first unfinished batch of each partition.
 async fn consume(
     consumer: &StreamConsumer,
     writer: &Writer,
@@ -227,196 +241,283 @@ async fn consume(
     generation: u32,
     totals: &mut BTreeMap<&'static str, u64>,
 ) -> Stop {
-    let (opts, health, shutdown) = (&writer.opts, &writer.health, &writer.shutdown);
-    let mut held = hold.clone();
-    let mut stream = consumer.stream();
-    // The stream is polled again every tick even when librdkafka signals
-    // nothing, and the tick looks for a stall.
-    let mut tick = tokio::time::interval(STALL_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_read = std::time::Instant::now();
-    // The failpoint stops the first consumer reading after its first
-    // message, as a lost wake-up or a stuck group rejoin would.
-    let mut stall = StallWatch::default();
-    let freezes = generation == 0 && redmirror_core::failpoint::hit("apply-consumer-stuck");
-    let mut frozen = false;
-    // Up to WRITES_IN_FLIGHT batches are written (each on its own task)
-    // while the next is read and decoded, so the destination executes one
-    // batch while the next one's script calls are built. Batches finish and
-    // store offsets in order. Two batches may reach the destination out of
-    // order only if one is retried; the watermark makes that safe (an older
-    // event of a flow is skipped as stale, never applied over a newer one).
-    let mut in_flight: VecDeque<tokio::task::JoinHandle<Written>> = VecDeque::new();
-    // False once a batch did not finish: no later batch may store offsets
-    // past it, or its events would never be read again.
-    let mut complete = true;
-    let stop = 'run: loop {
+    let mut session = Session::new(consumer, writer, hold, lag, generation, totals);
+    let stop = loop {
+        let batch = match session.read().await {
+            Ok(batch) => batch,
+            Err(stop) => break stop,
+        };
+        if let Err(stop) = session.make_room().await {
+            break stop;
+        }
+        // A batch read but not written is read again after the hold.
+        if hold.current().is_some() {
+            break Stop::Held;
+        }
+        session.dispatch(batch);
+    };
+    // A bounded wait at shutdown (whatever ended the session): what is not
+    // written by then is read again at the next start. For a hold or a stall
+    // every write must land before apply says it stopped writing or a new
+    // consumer takes over.
+    let within = writer.shutdown.is_cancelled().then_some(DRAIN_AT_SHUTDOWN);
+    session.drain(within).await;
+    stop
+}
+
+/// How long the writes in flight may take to finish at shutdown.
+pub const DRAIN_AT_SHUTDOWN: Duration = Duration::from_secs(10);
+
+/// How often the consumer loop polls again and looks for a stall.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// Batches written at once (see [`Session::dispatch`]).
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// A batch's write task, which yields the batch's id with its result.
+struct Write {
+    id: BatchId,
+    task: JoinHandle<Written>,
+}
+
+impl Future for Write {
+    type Output = (BatchId, Result<Written, JoinError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let id = self.id;
+        Pin::new(&mut self.task).poll(cx).map(|r| (id, r))
+    }
+}
+
+/// The state of one consumer session.
+struct Session<'a> {
+    consumer: &'a StreamConsumer,
+    stream: MessageStream<'a, rdkafka::consumer::DefaultConsumerContext>,
+    writer: &'a Writer,
+    /// Wakes [`Session::read`] when a hold begins.
+    held: HoldWatch,
+    lag: &'a SharedLag,
+    totals: &'a mut BTreeMap<&'static str, u64>,
+    ledger: Ledger,
+    writes: FuturesUnordered<Write>,
+    /// The stream is polled again every tick even when librdkafka signals
+    /// nothing, and the tick looks for a stall.
+    tick: tokio::time::Interval,
+    last_read: std::time::Instant,
+    stall: StallWatch,
+    /// Whether failpoint `apply-consumer-stuck` stops this session reading
+    /// after its first message, as a lost wake-up or a stuck group rejoin would.
+    freezes: bool,
+    frozen: bool,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        consumer: &'a StreamConsumer,
+        writer: &'a Writer,
+        hold: &HoldWatch,
+        lag: &'a SharedLag,
+        generation: u32,
+        totals: &'a mut BTreeMap<&'static str, u64>,
+    ) -> Self {
+        let mut tick = tokio::time::interval(STALL_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Session {
+            consumer,
+            stream: consumer.stream(),
+            writer,
+            held: hold.clone(),
+            lag,
+            totals,
+            ledger: Ledger::new(),
+            writes: FuturesUnordered::new(),
+            tick,
+            last_read: std::time::Instant::now(),
+            stall: StallWatch::default(),
+            freezes: generation == 0 && redmirror_core::failpoint::hit("apply-consumer-stuck"),
+            frozen: false,
+        }
+    }
+
+    /// The read step: waits for a message, then takes whatever else is
+    /// ready (up to the batch size) without waiting. Meanwhile it settles
+    /// the writes that finish and watches for shutdown, a hold and a stall.
+    async fn read(&mut self) -> Result<Vec<Item>, Stop> {
+        let opts = &self.writer.opts;
         let mut batch: Vec<Item> = Vec::with_capacity(opts.batch);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break 'run Stop::Shutdown,
-                // A batch read but not written is read again after the hold.
-                _ = held.until_held() => break 'run Stop::Held,
-                done = async { in_flight.front_mut().expect("guarded").await }, if !in_flight.is_empty() => {
-                    in_flight.pop_front();
-                    if !finish(done, consumer, &opts.topic, totals) {
-                        complete = false;
-                        break 'run Stop::Ended("a batch could not be written (its write task failed)");
-                    }
-                }
-                next = stream.next(), if !frozen => match next.filter(|_| !redmirror_core::failpoint::hit("apply-stream-end")) {
-                    None => break 'run Stop::Ended("the Kafka consumer stream ended"),
+                _ = self.writer.shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = self.held.until_held() => return Err(Stop::Held),
+                Some(done) = self.writes.next(), if !self.writes.is_empty() => self.settle(done)?,
+                next = self.stream.next(), if !self.frozen => match next.filter(|_| !redmirror_core::failpoint::hit("apply-stream-end")) {
+                    None => return Err(Stop::Ended("the Kafka consumer stream ended")),
                     Some(Err(e)) => {
                         tracing::warn!(topic = %opts.topic, group = %opts.group_id, error = %e, "Kafka consumer error; the consumer retries by itself (check the brokers, REDMIRROR_KAFKA_BROKERS).");
-                        health.set(HEALTH_KAFKA, false);
+                        self.writer.health.set(HEALTH_KAFKA, false);
                     }
                     Some(Ok(msg)) => {
                         batch.push(item(&msg));
-                        last_read = std::time::Instant::now();
-                        frozen = freezes;
+                        self.last_read = std::time::Instant::now();
+                        self.frozen = self.freezes;
                         break;
                     }
                 },
-                _ = tick.tick() => {
-                    if in_flight.is_empty() && last_read.elapsed() >= STALL_AFTER {
-                        let assigned = assigned_partitions(consumer, &opts.topic);
-                        let now = std::time::Instant::now();
-                        if let Some(n) = stall.check(&assigned, last_read, &lag.lock().expect("lag lock"), now) {
-                            tracing::error!(
-                                topic = %opts.topic,
-                                group = %opts.group_id,
-                                unread = n,
-                                idle_s = last_read.elapsed().as_secs(),
-                                "Apply's Kafka consumer has received nothing although events wait unread; closing it and joining the group again from the committed offsets (if this repeats, check the brokers and the group: kafka-consumer-groups.sh --describe --group)."
-                            );
-                            health.set(HEALTH_KAFKA, false);
-                            break 'run Stop::Stalled;
-                        }
-                    }
-                }
+                _ = self.tick.tick() => self.check_stall()?,
             }
         }
-        health.set(HEALTH_KAFKA, true);
-        // Take whatever else is ready, without waiting.
-        while batch.len() < opts.batch && !frozen {
-            match stream.next().now_or_never() {
+        self.writer.health.set(HEALTH_KAFKA, true);
+        while batch.len() < opts.batch && !self.frozen {
+            match self.stream.next().now_or_never() {
                 Some(Some(Ok(msg))) => batch.push(item(&msg)),
                 _ => break,
             }
         }
-        while in_flight.len() >= WRITES_IN_FLIGHT {
-            let h = in_flight.pop_front().expect("non-empty");
-            if !finish(h.await, consumer, &opts.topic, totals) {
-                complete = false;
-                break 'run Stop::Ended("a batch could not be written (its write task failed)");
+        Ok(batch)
+    }
+
+    /// `Err(Stalled)` when nothing was read for [`STALL_AFTER`] with nothing
+    /// being written, while the lag says events wait for this consumer.
+    fn check_stall(&mut self) -> Result<(), Stop> {
+        if !self.writes.is_empty() || self.last_read.elapsed() < STALL_AFTER {
+            return Ok(());
+        }
+        let opts = &self.writer.opts;
+        let assigned = assigned_partitions(self.consumer, &opts.topic);
+        let now = std::time::Instant::now();
+        let Some(n) = self
+            .stall
+            .check(&assigned, self.last_read, &self.lag.lock().expect("lag lock"), now)
+        else {
+            return Ok(());
+        };
+        tracing::error!(
+            topic = %opts.topic,
+            group = %opts.group_id,
+            unread = n,
+            idle_s = self.last_read.elapsed().as_secs(),
+            "Apply's Kafka consumer has received nothing although events wait unread; closing it and joining the group again from the committed offsets (if this repeats, check the brokers and the group: kafka-consumer-groups.sh --describe --group)."
+        );
+        self.writer.health.set(HEALTH_KAFKA, false);
+        Err(Stop::Stalled)
+    }
+
+    /// Waits until fewer than [`WRITES_IN_FLIGHT`] batches are being written.
+    async fn make_room(&mut self) -> Result<(), Stop> {
+        while self.writes.len() >= WRITES_IN_FLIGHT {
+            if let Some(done) = self.writes.next().await {
+                self.settle(done)?;
             }
         }
-        if hold.current().is_some() {
-            break Stop::Held;
-        }
+        Ok(())
+    }
+
+    /// The dispatch step: records `batch` in the ledger and writes it on a
+    /// task of its own, so the destination executes one batch while the
+    /// next one is read and its script calls built. Two batches may reach
+    /// the destination out of order only if one is retried; the watermark
+    /// makes that safe (an older event of a flow is skipped as stale, never
+    /// applied over a newer one).
+    fn dispatch(&mut self, batch: Vec<Item>) {
+        let id = self.ledger.push(batch.iter().map(|it| (it.partition, it.offset)));
         metrics::gauge!(m::APPLY_IN_FLIGHT).increment(batch.len() as f64);
-        let w = writer.clone();
-        in_flight.push_back(tokio::spawn(async move {
+        let w = self.writer.clone();
+        let task = tokio::spawn(async move {
             if redmirror_core::failpoint::hit("apply-write-panic") {
                 panic!("failpoint apply-write-panic");
             }
             let outcomes = write_batch(&w.engine, &w.dlq, &w.opts, &batch, &w.health, &w.shutdown).await;
             Written { batch, outcomes }
-        }));
+        });
+        self.writes.push(Write { id, task });
+    }
+
+    /// A write finished: counts it, marks its batch done and stores the
+    /// offsets that became safe. `Err` when the write did not finish: its
+    /// batch stays unfinished in the ledger, so it is read again.
+    fn settle(&mut self, (id, joined): (BatchId, Result<Written, JoinError>)) -> Result<(), Stop> {
+        let wrote = count(joined, self.totals);
+        if wrote {
+            self.ledger.done(id);
+        }
+        store(self.consumer, &self.writer.opts.topic, self.ledger.take_storable());
+        if wrote {
+            Ok(())
+        } else {
+            Err(Stop::Ended(WRITE_FAILED))
+        }
+    }
+
+    /// The drain step: waits for the writes in flight (for at most
+    /// `within`, or until all are done), stores what finished, and gives up
+    /// the rest, whose events are read again.
+    async fn drain(mut self, within: Option<Duration>) {
+        let totals = &mut *self.totals;
+        ledger::drain(&mut self.ledger, &mut self.writes, within, |(id, joined)| {
+            count(joined, totals).then_some(id)
+        })
+        .await;
+        store(self.consumer, &self.writer.opts.topic, self.ledger.take_storable());
+        if !self.writes.is_empty() {
+            for w in self.writes.iter() {
+                w.task.abort();
+            }
+            metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
+            tracing::warn!(
+                batches = self.writes.len(),
+                from = ?self.ledger.unfinished(),
+                "Writes still in flight at shutdown were given up; their events are read again at the next start (harmless: the watermark skips what was written)."
+            );
+        }
+    }
+}
+
+/// Counts a finished write task's outcomes; false when its write did not
+/// finish (the task failed, or shutdown interrupted its retries). The
+/// caller marks the batch done in the ledger only after this, so a crash
+/// here leaves its offsets unstored.
+fn count(joined: Result<Written, JoinError>, totals: &mut BTreeMap<&'static str, u64>) -> bool {
+    let written = match joined {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "Apply write task failed; its batch will be read again.");
+            metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
+            return false;
+        }
     };
-    while let Some(h) = in_flight.pop_front() {
-        let done = h.await;
-        complete = complete && finish(done, consumer, &opts.topic, totals);
+    metrics::gauge!(m::APPLY_IN_FLIGHT).decrement(written.batch.len() as f64);
+    let Some(outcomes) = written.outcomes else {
+        return false;
+    };
+    for o in outcomes {
+        *totals.entry(o.label()).or_default() += 1;
     }
-    stop
+    // The crash window at-least-once delivery must survive: the batch is on
+    // the destination, its offsets are not stored. The process exits at
+    // once, as a crash would (no drain, no commit), without the core file an
+    // abort could leave behind.
+    if redmirror_core::failpoint::hit("apply-crash-before-store") {
+        tracing::error!(
+            "Failpoint apply-crash-before-store: the process dies after a write, before its offsets are stored."
+        );
+        std::process::exit(CRASH_EXIT);
+    }
+    true
 }
 
-/// Records on the destination that this instance stopped writing for
-/// `hold` (or, with `None`, that it no longer holds).
-async fn acknowledge_hold(client: &fred::prelude::Client, opts: &ApplyOptions, member: &str, hold: Option<Hold>) {
-    use fred::interfaces::{HashesInterface, KeysInterface};
-    let key = opts.hold_acks_key.as_str();
-    let r: Result<(), fred::error::Error> = async {
-        match hold {
-            Some(h) => {
-                let _: () = client.hset(key, (member, h.since_us.to_string())).await?;
-                let _: () = client.pexpire(key, MEMBER_TTL_MS, None).await?;
-            }
-            None => {
-                let _: () = client.hdel(key, member).await?;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = r {
-        tracing::warn!(key, error = %e, "Cannot record the hold on the destination (a rewind waits for it).");
-    }
-}
+/// The exit code of failpoint `apply-crash-before-store`.
+const CRASH_EXIT: i32 = 101;
 
-/// How long apply's consumer may receive nothing while events wait unread
-/// before it counts as stuck: three session timeouts, so a normal rejoin
-/// after a broker pause or a rebalance is never taken for a stall.
-pub const STALL_AFTER: Duration = Duration::from_secs(30);
-
-/// Decides whether a consumer that received nothing for [`STALL_AFTER`]
-/// is stuck, from lag measurements taken after its last read (plus the
-/// auto-commit of what it read).
-#[derive(Debug, Default)]
-struct StallWatch {
-    /// With no partition assigned: the group's committed offsets when the
-    /// silence was first measured, and when.
-    baseline: Option<(std::time::Instant, BTreeMap<i32, i64>)>,
-}
-
-impl StallWatch {
-    /// The events that wait unread if the consumer is stuck.
-    ///
-    /// With partitions assigned, it is stuck when any of them has events
-    /// not committed. With none (a rejoin that never completes, or more
-    /// instances than partitions), it is stuck only when events wait and
-    /// the whole group committed nothing for [`STALL_AFTER`]: another
-    /// instance busy with a backlog is not this one's stall.
-    fn check(
-        &mut self,
-        assigned: &[i32],
-        last_read: std::time::Instant,
-        lag: &crate::lag::Measured,
-        now: std::time::Instant,
-    ) -> Option<i64> {
-        // Measured after the auto-commit of the last read (every 1 s), and
-        // recently: with the broker unreachable nothing is measured, and an
-        // old measurement says nothing about now.
-        let recent = lag
-            .at
-            .is_some_and(|at| now.saturating_duration_since(at) < MEASURED_WITHIN);
-        if !recent || !lag.fresh_after(last_read + Duration::from_secs(5)) {
-            return None;
-        }
-        if !assigned.is_empty() {
-            return Some(lag.unread(Some(assigned))).filter(|n| *n > 0);
-        }
-        let unread = lag.unread(None);
-        if unread == 0 {
-            self.baseline = None;
-            return None;
-        }
-        match &self.baseline {
-            Some((since, committed)) if committed == &lag.committed => {
-                (now.duration_since(*since) >= STALL_AFTER).then_some(unread)
-            }
-            _ => {
-                self.baseline = Some((now, lag.committed.clone()));
-                None
-            }
+/// Stores `offsets` (per partition, the last offset written) for the next
+/// commit.
+fn store(consumer: &StreamConsumer, topic: &str, offsets: BTreeMap<i32, i64>) {
+    for (p, o) in offsets {
+        if let Err(e) = consumer.store_offset(topic, p, o) {
+            tracing::debug!(partition = p, error = %e, "Offset not stored (partition revoked?).");
         }
     }
 }
-
-/// How recent the lag measurement behind a stall must be (three of
-/// [`crate::lag::track`]'s periods).
-const MEASURED_WITHIN: Duration = Duration::from_secs(15);
 
 /// The partitions of `topic` assigned to `consumer` now.
 fn assigned_partitions(consumer: &StreamConsumer, topic: &str) -> Vec<i32> {
@@ -426,11 +527,14 @@ fn assigned_partitions(consumer: &StreamConsumer, topic: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// How often the consumer loop polls again and looks for a stall.
-const STALL_CHECK: Duration = Duration::from_secs(1);
-
-/// Batches written at once (see `run`).
-const WRITES_IN_FLIGHT: usize = 2;
+/// Records on the destination that this instance stopped writing for
+/// `hold` (or, with `None`, that it no longer holds).
+async fn acknowledge_hold(client: &fred::prelude::Client, opts: &ApplyOptions, member: &str, hold: Option<Hold>) {
+    let key = opts.hold_acks_key.as_str();
+    if let Err(e) = members::acknowledge_hold(client, key, member, hold).await {
+        tracing::warn!(key, error = %e, "Cannot record the hold on the destination (a rewind waits for it).");
+    }
+}
 
 /// What a write task needs.
 #[derive(Clone)]
@@ -448,108 +552,13 @@ struct Written {
     outcomes: Option<Vec<Outcome>>,
 }
 
-/// Counts a written batch and stores its offsets; false when the write did
-/// not finish (its offsets are not stored, so it is read again).
-fn finish(
-    joined: Result<Written, tokio::task::JoinError>,
-    consumer: &StreamConsumer,
-    topic: &str,
-    totals: &mut BTreeMap<&'static str, u64>,
-) -> bool {
-    let written = match joined {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "Apply write task failed; its batch will be read again.");
-            metrics::gauge!(m::APPLY_IN_FLIGHT).set(0.0);
-            return false;
-        }
-    };
-    metrics::gauge!(m::APPLY_IN_FLIGHT).decrement(written.batch.len() as f64);
-    let Some(outcomes) = written.outcomes else {
-        return false;
-    };
-    for o in outcomes {
-        *totals.entry(o.label()).or_default() += 1;
+/// Sleeps `backoff`'s next delay; false if `shutdown` fired first.
+async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(backoff.next_delay()) => true,
     }
-    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-    for it in &written.batch {
-        last.insert(it.partition, it.offset);
-    }
-    for (p, o) in last {
-        if let Err(e) = consumer.store_offset(topic, p, o) {
-            tracing::debug!(partition = p, error = %e, "Offset not stored (partition revoked?).");
-        }
-    }
-    true
-}
-
-/// Every [`HEARTBEAT`]: announces this instance in the members set, and
-/// forgets members that stopped announcing themselves (crashed instances)
-/// so the set stays as small as the live group.
-async fn announce(client: fred::prelude::Client, members_key: String, member: String, shutdown: CancellationToken) {
-    use fred::interfaces::{KeysInterface, SortedSetsInterface};
-    loop {
-        let now_ms = redmirror_core::now_us() / 1000;
-        let r: Result<(), fred::error::Error> = async {
-            let _: i64 = client
-                .zadd(
-                    members_key.as_str(),
-                    None,
-                    None,
-                    false,
-                    false,
-                    (now_ms as f64, member.as_str()),
-                )
-                .await?;
-            let _: i64 = client
-                .zremrangebyscore(members_key.as_str(), f64::NEG_INFINITY, (now_ms - MEMBER_TTL_MS) as f64)
-                .await?;
-            let _: () = client.pexpire(members_key.as_str(), MEMBER_TTL_MS, None).await?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = r {
-            tracing::debug!(key = %members_key, error = %e, "Heartbeat not written.");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(HEARTBEAT) => {}
-        }
-    }
-}
-
-/// How often an apply instance announces itself.
-pub const HEARTBEAT: Duration = Duration::from_millis(500);
-
-/// A member (or hold acknowledgement) not refreshed for this long is
-/// forgotten: 120 heartbeats, far past any pause of a live process.
-pub const MEMBER_TTL_MS: i64 = 60_000;
-
-/// Apply instances that announced themselves within the last 3 s.
-pub async fn live_members(
-    client: &fred::prelude::Client,
-    members_key: &str,
-) -> Result<Vec<String>, fred::error::Error> {
-    use fred::interfaces::SortedSetsInterface;
-    let since = (redmirror_core::now_us() / 1000 - 3000) as f64;
-    client
-        .zrangebyscore(members_key, since, f64::INFINITY, false, None)
-        .await
-}
-
-/// The live apply instances that have not yet stopped writing for the
-/// hold that began at `since_us` (empty: none is in a rewind's way).
-pub async fn not_yet_held(
-    client: &fred::prelude::Client,
-    members_key: &str,
-    acks_key: &str,
-    since_us: i64,
-) -> Result<Vec<String>, fred::error::Error> {
-    use fred::interfaces::HashesInterface;
-    let live = live_members(client, members_key).await?;
-    let acks: std::collections::HashMap<String, String> = client.hgetall(acks_key).await?;
-    let want = since_us.to_string();
-    Ok(live.into_iter().filter(|m| acks.get(m) != Some(&want)).collect())
 }
 
 /// Writes one batch, retrying transient errors with backoff until it is
@@ -574,7 +583,7 @@ async fn write_batch(
                 health.set(HEALTH_DEST, false);
                 metrics::counter!(m::APPLY_RETRIES).increment(1);
                 tracing::warn!(error = %e, events = batch.len(), "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
-                if !backoff.wait(shutdown).await {
+                if !pause(&mut backoff, shutdown).await {
                     return None;
                 }
             }
@@ -601,7 +610,7 @@ async fn write_batch(
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(topic = %opts.dlq_topic, error = %e, "Dead-letter write failed; retrying, the stream waits (check that the dead-letter topic exists and takes writes).");
-                        if !backoff.wait(shutdown).await {
+                        if !pause(&mut backoff, shutdown).await {
                             return None;
                         }
                     }
@@ -625,126 +634,4 @@ async fn write_batch(
         m::apply_outcome(label, n);
     }
     Some(outcomes)
-}
-
-/// Exponential backoff, 50 ms to 5 s.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: Duration::from_millis(50),
-        }
-    }
-}
-
-impl Backoff {
-    /// Waits the next delay; false if `shutdown` fired first.
-    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let d = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(5));
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => false,
-            _ = tokio::time::sleep(d) => true,
-        }
-    }
-}
-
-/// Offsets committed by `group` on `topic`, per partition (no entry when none).
-pub fn committed(kafka: &Kafka, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
-    let (c, ids) = crate::lag::partitions(kafka, topic, &[("group.id", group), ("enable.auto.commit", "false")])?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in ids {
-        tpl.add_partition(topic, p);
-    }
-    let got = c
-        .committed_offsets(tpl, redmirror_kafka::ADMIN_TIMEOUT)
-        .map_err(|e| crate::lag::topic_error(topic, e))?;
-    let mut out = BTreeMap::new();
-    for e in got.elements() {
-        if let Offset::Offset(o) = e.offset() {
-            out.insert(e.partition(), o);
-        }
-    }
-    drop(got);
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-    use crate::lag::Measured;
-
-    fn measured(at: Instant, lag: &[(i32, i64)], committed: &[(i32, i64)]) -> Measured {
-        Measured {
-            per_partition: lag.iter().copied().collect(),
-            committed: committed.iter().copied().collect(),
-            at: Some(at),
-        }
-    }
-
-    #[test]
-    fn an_assigned_partition_with_events_waiting_is_a_stall_once_measured_after_the_last_read() {
-        let read = Instant::now();
-        let mut w = StallWatch::default();
-        let now = read + STALL_AFTER;
-        let early = measured(read + Duration::from_secs(1), &[(0, 7)], &[(0, 3)]);
-        assert_eq!(w.check(&[0], read, &early, now), None, "measured before the commit");
-        let fresh = measured(now - Duration::from_secs(2), &[(0, 7), (1, 0)], &[(0, 3)]);
-        assert_eq!(w.check(&[0, 1], read, &fresh, now), Some(7));
-        assert_eq!(w.check(&[1], read, &fresh, now), None, "another instance's partition");
-        let old = measured(read + Duration::from_secs(6), &[(0, 7)], &[(0, 3)]);
-        assert_eq!(
-            w.check(&[0], read, &old, now),
-            None,
-            "no measurement since (broker unreachable)"
-        );
-        let caught_up = measured(now - Duration::from_secs(2), &[(0, 0)], &[(0, 10)]);
-        assert_eq!(w.check(&[0], read, &caught_up, now), None);
-    }
-
-    #[test]
-    fn with_nothing_assigned_it_is_a_stall_only_when_the_whole_group_commits_nothing() {
-        let read = Instant::now();
-        let t = |s: u64| read + Duration::from_secs(s);
-        let mut w = StallWatch::default();
-        // Another member works through a backlog: its commits move.
-        assert_eq!(
-            w.check(&[], read, &measured(t(30), &[(0, 50)], &[(0, 100)]), t(31)),
-            None
-        );
-        assert_eq!(
-            w.check(&[], read, &measured(t(40), &[(0, 40)], &[(0, 110)]), t(41)),
-            None
-        );
-        assert_eq!(
-            w.check(&[], read, &measured(t(80), &[(0, 45)], &[(0, 130)]), t(81)),
-            None
-        );
-        // Nobody commits for STALL_AFTER while events wait.
-        assert_eq!(
-            w.check(&[], read, &measured(t(95), &[(0, 45)], &[(0, 130)]), t(100)),
-            None
-        );
-        assert_eq!(
-            w.check(&[], read, &measured(t(110), &[(0, 60)], &[(0, 130)]), t(111)),
-            Some(60)
-        );
-        // Nothing waits: never a stall.
-        let mut w = StallWatch::default();
-        assert_eq!(
-            w.check(&[], read, &measured(t(30), &[(0, 0)], &[(0, 130)]), t(31)),
-            None
-        );
-        assert_eq!(
-            w.check(&[], read, &measured(t(90), &[(0, 0)], &[(0, 130)]), t(91)),
-            None
-        );
-    }
 }

@@ -1,71 +1,25 @@
-//! Consumer lag: end of each partition minus the group's committed offset.
+//! Apply's view of its consumer lag (end of each partition minus the
+//! group's committed offset, read with [`redmirror_kafka::offsets`]): the
+//! lag metric, readiness when it cannot be measured, and the latest
+//! measurement shared with the status endpoint and the stall watch.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use redmirror_kafka::Kafka;
+use redmirror_kafka::{offsets, Kafka};
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::HEALTH_KAFKA;
-
-/// A metadata client and the partitions of `topic`.
-pub(crate) fn partitions(
-    kafka: &Kafka,
-    topic: &str,
-    extra: &[(&str, &str)],
-) -> Result<(BaseConsumer, Vec<i32>), redmirror_kafka::Error> {
-    let c: BaseConsumer = kafka
-        .client_config(extra)
-        .create()
-        .map_err(|source| redmirror_kafka::Error::Client {
-            what: "metadata client",
-            source,
-        })?;
-    let md = c
-        .fetch_metadata(Some(topic), redmirror_kafka::ADMIN_TIMEOUT)
-        .map_err(|e| topic_error(topic, e))?;
-    let ids = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    Ok((c, ids))
-}
-
-pub(crate) fn topic_error(topic: &str, e: rdkafka::error::KafkaError) -> redmirror_kafka::Error {
-    redmirror_kafka::Error::Topic {
-        topic: topic.to_string(),
-        message: e.to_string(),
-    }
-}
-
-/// End offsets (high watermarks) of every partition of `topic`.
-pub fn end_offsets(kafka: &Kafka, topic: &str) -> Result<BTreeMap<i32, i64>, redmirror_kafka::Error> {
-    let (c, ids) = partitions(kafka, topic, &[])?;
-    let mut out = BTreeMap::new();
-    for p in ids {
-        let (_, high) = c
-            .fetch_watermarks(topic, p, redmirror_kafka::ADMIN_TIMEOUT)
-            .map_err(|e| topic_error(topic, e))?;
-        out.insert(p, high);
-    }
-    Ok(out)
-}
+use crate::HEALTH_KAFKA;
 
 /// Lag (end offset minus committed offset; everything when nothing is
 /// committed) and committed offsets per partition, now.
 pub fn measure(kafka: &Kafka, group: &str, topic: &str) -> Result<Measured, redmirror_kafka::Error> {
-    let ends = end_offsets(kafka, topic)?;
-    let committed = crate::consumer::committed(kafka, group, topic)?;
+    let ends = offsets::end_offsets(kafka, topic)?;
+    let committed = offsets::committed(kafka, group, topic)?;
     Ok(Measured {
-        per_partition: ends
-            .into_iter()
-            .map(|(p, end)| (p, (end - committed.get(&p).copied().unwrap_or(0)).max(0)))
-            .collect(),
+        per_partition: offsets::lag(&ends, &committed),
         committed,
         at: Some(Instant::now()),
     })

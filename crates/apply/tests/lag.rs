@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redmirror_apply::consumer::HEALTH_KAFKA;
 use redmirror_apply::lag::{track, SharedLag};
+use redmirror_apply::HEALTH_KAFKA;
 use redmirror_kafka::Kafka;
 use redmirror_telemetry::Health;
 use redmirror_testkit::proxy::Proxy;

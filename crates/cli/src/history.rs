@@ -219,7 +219,7 @@ async fn wait_for_apply_to_hold(
     let deadline = tokio::time::Instant::now() + timeout;
     let (members, acks) = (config.keys.apply_members_key(), config.keys.hold_acks_key());
     loop {
-        let waiting = redmirror_apply::consumer::not_yet_held(dest, &members, &acks, since_us).await?;
+        let waiting = redmirror_redis::members::not_yet_held(dest, &members, &acks, since_us).await?;
         if waiting.is_empty() {
             return Ok(());
         }

@@ -119,7 +119,7 @@ async fn dest_state(config: &Config, c: &Client) -> Result<DestState, DestError>
             Err(e) => Err(e.to_string()),
         };
         let report = redmirror_reconcile::service::stored_report(c, &keys.report_key()).await;
-        let apply = redmirror_apply::consumer::live_members(c, &keys.apply_members_key()).await?;
+        let apply = redmirror_redis::members::live_members(c, &keys.apply_members_key()).await?;
         Ok::<_, fred::error::Error>(DestState {
             leases,
             epoch: epoch.and_then(|e| e.parse().ok()),

@@ -10,6 +10,8 @@
 //!   risky settings.
 //! - [`publish`]: the idempotent event publisher (`acks=all`) and the
 //!   dead-letter writer.
+//! - [`offsets`]: a topic's partitions and end offsets, a group's committed
+//!   offsets, and the lag between them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 pub mod embedded;
+pub mod offsets;
 pub mod publish;
 pub mod topics;
 

@@ -177,7 +177,7 @@ impl Reconciler {
             return false;
         }
         let (k, t) = (self.kafka.clone(), self.publisher.topic().to_string());
-        let ends = match tokio::task::spawn_blocking(move || redmirror_apply::lag::end_offsets(&k, &t)).await {
+        let ends = match tokio::task::spawn_blocking(move || redmirror_kafka::offsets::end_offsets(&k, &t)).await {
             Ok(Ok(e)) => e,
             _ => return false,
         };
@@ -188,7 +188,7 @@ impl Reconciler {
                 self.publisher.topic().to_string(),
             );
             if let Ok(Ok(committed)) =
-                tokio::task::spawn_blocking(move || redmirror_apply::consumer::committed(&k, &g, &t)).await
+                tokio::task::spawn_blocking(move || redmirror_kafka::offsets::committed(&k, &g, &t)).await
             {
                 if ends
                     .iter()

@@ -18,6 +18,8 @@
 //!   a restart or a clock step back.
 //! - [`lease`]: a named lease (`SET NX PX`, renewed by compare-and-expire,
 //!   released by compare-and-delete) so at most one instance runs a role.
+//! - [`members`]: apply instances announcing themselves on the destination,
+//!   and which hold each one stopped writing for.
 //! - [`signal`]: counters one process bumps and another watches (capture
 //!   gaps, pass requests).
 //! - [`value`]: turning fred values into bytes.
@@ -34,6 +36,7 @@ pub mod hold;
 pub mod lease;
 mod lease_script;
 pub mod liveness;
+pub mod members;
 pub mod script;
 pub mod signal;
 pub mod source;
