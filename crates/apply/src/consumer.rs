@@ -616,12 +616,6 @@ async fn write_batch(
                     }
                 }
             }
-            tracing::warn!(
-                partition = it.partition,
-                offset = it.offset,
-                reason = %reason,
-                "Event dead-lettered."
-            );
         } else if let Ok(ev) = &it.decoded {
             if outcome.wrote() {
                 let secs = (now - ev.source_time_us).max(0) as f64 / 1e6;

@@ -1,14 +1,13 @@
 //! `replay`, `dlq list`, `dlq redrive`, `inspect`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use redmirror_apply::ApplyEngine;
 use redmirror_config::Config;
 use redmirror_history::replay::{self, ReplayOptions};
-use redmirror_history::{reader, Start, TopicReader};
+use redmirror_history::{reader, rewind, Start, TopicReader};
 use redmirror_redis::hold;
 
 /// Where to start reading.
@@ -113,29 +112,24 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
     let kafka = kafka(&config).await?;
     let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
     let rewinding = args.force && !args.dry_run;
-    let hold_key = config.keys.hold_key();
-    let held = hold::read(&dest, &hold_key).await?;
-    if let (Some(h), false, false) = (held, args.force, args.dry_run) {
-        return Err(crate::app::Refusal(format!(
-            "the mirror is held at {} by a rewind: a replay would move it; end the hold first              (`redmirror resume`), or rewind again (--until T --force)",
-            hold::rfc3339(h.at_us)
-        ))
-        .into());
+    if !args.force && !args.dry_run {
+        if let Some(why) = rewind::refuse_if_held(&dest, &config.keys).await? {
+            return Err(crate::app::Refusal(why).into());
+        }
     }
-    let hold_now = rewinding.then(|| hold::Hold {
-        at_us: until_us.unwrap_or_else(redmirror_core::now_us),
-        since_us: redmirror_core::now_us(),
-    });
-    if let Some(h) = hold_now {
+    let hold_now = if rewinding {
         // Held first: live apply stops writing (and says so), reconcile
         // repairs nothing, capture goes on publishing.
-        hold::set(&dest, &hold_key, h).await?;
+        let at_us = until_us.unwrap_or_else(redmirror_core::now_us);
         eprintln!(
-            "replay: the mirror is held at {}: live apply writes nothing and reconcile repairs nothing until              `redmirror resume`",
-            hold::rfc3339(h.at_us)
+            "replay: holding the mirror at {}: live apply writes nothing and reconcile repairs nothing until \
+             `redmirror resume`",
+            hold::rfc3339(at_us)
         );
-        wait_for_apply_to_hold(&dest, &config, h.since_us, APPLY_HOLD_TIMEOUT).await?;
-    }
+        Some(rewind::begin(&dest, &config.keys, at_us, rewind::APPLY_HOLD_TIMEOUT).await?)
+    } else {
+        None
+    };
     let engine = ApplyEngine::new(dest.clone(), config.keys.clone(), config.rules.clone());
     let opts = ReplayOptions {
         topic: config.topic.clone(),
@@ -150,7 +144,7 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
     // Without --until the rewind rebuilt every flow to the end of its
     // history: nothing to hold, apply goes on from where it was.
     if let (Some(_), None, Ok(_)) = (hold_now, until_us, &result) {
-        hold::clear(&dest, &hold_key).await?;
+        rewind::end(&dest, &config.keys).await?;
     }
     let report = result?;
     if args.json {
@@ -203,36 +197,6 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Longest wait for live apply instances to stop writing for a new hold.
-const APPLY_HOLD_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Waits until every live apply instance (heartbeat on the destination)
-/// has acknowledged the hold that began at `since_us`.
-async fn wait_for_apply_to_hold(
-    dest: &fred::prelude::Client,
-    config: &Config,
-    since_us: i64,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let (members, acks) = (config.keys.apply_members_key(), config.keys.hold_acks_key());
-    loop {
-        let waiting = redmirror_redis::members::not_yet_held(dest, &members, &acks, since_us).await?;
-        if waiting.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "apply instance(s) {} did not stop writing within {} s (a write they are retrying?); nothing was \
-                 rewound. The hold stays: run the rewind again once they have, or `redmirror resume` to end it",
-                waiting.join(", "),
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// `redmirror resume`: ends the hold a rewind left.

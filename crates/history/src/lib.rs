@@ -10,6 +10,8 @@
 //!   `redmirror_write` (native copies untouched, the watermark keeps it
 //!   monotonic), or, with `force`, rewinds sync copies to their state at
 //!   `--until`.
+//! - [`rewind`]: the hold around a rewind: set before anything is rewound,
+//!   acknowledged by every live apply instance, kept until `resume`.
 //! - [`dlq`]: lists dead letters and re-drives them to the change topic.
 //! - [`inspect`]: events as JSON lines for people.
 
@@ -17,6 +19,7 @@ pub mod dlq;
 pub mod inspect;
 pub mod reader;
 pub mod replay;
+pub mod rewind;
 
 pub use reader::{Start, TopicReader};
 

@@ -261,14 +261,13 @@ fn tally(
 }
 
 async fn apply_with_retry(engine: &ApplyEngine, batch: &[Decoded], force: bool) -> Result<Vec<Outcome>, Error> {
-    let mut backoff = std::time::Duration::from_millis(50);
+    let mut backoff = redmirror_core::backoff::Backoff::default();
     for _ in 0..20 {
         match engine.apply(batch, force).await {
             Ok(o) => return Ok(o),
             Err(e) => {
                 tracing::warn!(error = %e, "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

@@ -149,6 +149,30 @@ impl InternalEvent for QueueFull<'_> {
     }
 }
 
+/// An event written to the dead-letter topic: counted in
+/// `redmirror_dlq_events_total` and logged with where it came from and why
+/// (dead letters are rare; each one is worth a line).
+struct DeadLettered<'a> {
+    letter: &'a DeadLetter<'a>,
+    dlq: &'a str,
+}
+
+impl InternalEvent for DeadLettered<'_> {
+    fn emit(self) {
+        metrics::counter!(redmirror_telemetry::metrics::DLQ_EVENTS).increment(1);
+        let d = self.letter;
+        tracing::warn!(
+            topic = d.topic,
+            partition = d.partition,
+            offset = d.offset,
+            reason_code = d.reason_code,
+            reason = %d.reason,
+            dlq = self.dlq,
+            "Event dead-lettered (see `redmirror dlq list`)."
+        );
+    }
+}
+
 /// Header names on dead-lettered messages.
 pub mod dlq_headers {
     /// Short reason code (`undecodable`, `wrong_type`, `too_large`, ...).
@@ -214,7 +238,7 @@ impl Publisher {
             })?;
         match fut.await {
             Ok(Ok(w)) => {
-                metrics::counter!(redmirror_telemetry::metrics::DLQ_EVENTS).increment(1);
+                DeadLettered { letter: d, dlq: &topic }.emit();
                 Ok(Written {
                     partition: w.partition,
                     offset: w.offset,

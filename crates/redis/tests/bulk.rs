@@ -248,7 +248,14 @@ async fn a_killed_subscription_is_an_error_and_a_refused_one_too() {
 }
 
 /// A CA and a server certificate for `localhost`, as PEM files in `dir`.
-fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+/// A CA and a server certificate for `localhost`, written as PEM files.
+struct TlsFiles {
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn tls_files(dir: &std::path::Path) -> TlsFiles {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
@@ -263,17 +270,17 @@ fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, 
         std::fs::write(&p, pem).expect("write pem");
         p
     };
-    (
-        write("ca.pem", ca.pem()),
-        write("server.pem", cert.pem()),
-        write("server.key", key.serialize_pem()),
-    )
+    TlsFiles {
+        ca: write("ca.pem", ca.pem()),
+        cert: write("server.pem", cert.pem()),
+        key: write("server.key", key.serialize_pem()),
+    }
 }
 
 #[tokio::test]
 async fn tls_endpoints_work_for_bulk_reads_and_the_fred_client_alike() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = tls_files(dir.path());
+    let TlsFiles { ca, cert, key } = tls_files(dir.path());
     let tls_port = redmirror_testkit::free_port();
     let server = RedisServer::start_with(
         RedisOptions::default()
@@ -304,7 +311,7 @@ async fn tls_endpoints_work_for_bulk_reads_and_the_fred_client_alike() {
     assert_eq!(v.get("f").map(String::as_str), Some("v"));
     // A server the CA did not sign is refused, not read.
     let stranger = tempfile::tempdir().expect("tempdir");
-    let (other_ca, _, _) = tls_files(stranger.path());
+    let other_ca = tls_files(stranger.path()).ca;
     let untrusted = RedisEndpoint {
         tls: TlsFiles {
             ca_file: Some(other_ca),

@@ -276,7 +276,14 @@ mod tests {
         }
     }
 
-    async fn start(token: Option<&str>) -> (String, Health, CancellationToken) {
+    /// A server under test: its base URL, health and stop token.
+    struct Served {
+        base: String,
+        health: Health,
+        stop: CancellationToken,
+    }
+
+    async fn start(token: Option<&str>) -> Served {
         let health = Health::new();
         let state = HttpState {
             metrics: crate::metrics::install(),
@@ -289,19 +296,23 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         tokio::spawn(serve(listener, state, stop.clone()));
-        (format!("http://{addr}"), health, stop)
+        Served {
+            base: format!("http://{addr}"),
+            health,
+            stop,
+        }
     }
 
     #[tokio::test]
     async fn admin_404_without_token_401_with_wrong_token_202_with_right_one() {
         let c = reqwest::Client::new();
-        let (base, _, stop) = start(None).await;
+        let Served { base, stop, .. } = start(None).await;
         let r = c.get(format!("{base}/v1/status")).send().await.unwrap();
         assert_eq!(r.status(), 404);
         stop.cancel();
 
         let token = "0123456789abcdef-token";
-        let (base, _, stop) = start(Some(token)).await;
+        let Served { base, stop, .. } = start(Some(token)).await;
         for auth in [
             None,
             Some("Bearer wrong"),
@@ -369,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn readyz_follows_components_and_metrics_has_every_name() {
         let c = reqwest::Client::new();
-        let (base, health, stop) = start(None).await;
+        let Served { base, health, stop } = start(None).await;
         assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
         assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
         health.register("destination");
