@@ -164,7 +164,7 @@ impl Proc {
 
     /// Updates the peak RSS from /proc.
     pub fn sample(&mut self) {
-        if let Some(p) = self.process.as_mut() {
+        if let Some(p) = self.process.as_ref() {
             self.peak_rss = self.peak_rss.max(p.peak_rss_mib());
         }
     }

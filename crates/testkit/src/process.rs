@@ -7,6 +7,7 @@
 //! A [`Launch`] says what to run; [`Process::spawn`] runs it. Restarting is
 //! spawning the same [`Launch`] again.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -281,8 +282,10 @@ pub struct Process {
     child: Option<Child>,
     http_port: u16,
     log: PathBuf,
-    peak_rss: f64,
-    cpu: f64,
+    /// Sampled through `&self`, so a process borrowed for its metrics can
+    /// report its resources too.
+    peak_rss: Cell<f64>,
+    cpu: Cell<f64>,
 }
 
 impl Process {
@@ -304,8 +307,8 @@ impl Process {
             child: Some(child),
             http_port: launch.http_port,
             log: launch.log.clone(),
-            peak_rss: 0.0,
-            cpu: 0.0,
+            peak_rss: Cell::new(0.0),
+            cpu: Cell::new(0.0),
         })
     }
 
@@ -414,27 +417,29 @@ impl Process {
 
     /// Reads its peak RSS and CPU time from `/proc` while it runs (the last
     /// values are kept after it is gone).
-    pub fn sample(&mut self) {
+    pub fn sample(&self) {
         if let Some(pid) = self.pid() {
             if let Some(m) = peak_rss_mib(pid) {
-                self.peak_rss = self.peak_rss.max(m);
+                self.peak_rss.set(self.peak_rss.get().max(m));
             }
             if let Some(s) = cpu_seconds(pid) {
-                self.cpu = s;
+                self.cpu.set(s);
             }
         }
     }
 
-    /// Peak resident set (VmHWM), MiB, as last sampled.
-    pub fn peak_rss_mib(&mut self) -> f64 {
+    /// Peak resident set (VmHWM), MiB: sampled now while it runs, else the
+    /// last sample.
+    pub fn peak_rss_mib(&self) -> f64 {
         self.sample();
-        self.peak_rss
+        self.peak_rss.get()
     }
 
-    /// User + system CPU seconds, as last sampled.
-    pub fn cpu_seconds(&mut self) -> f64 {
+    /// User + system CPU seconds: sampled now while it runs, else the last
+    /// sample.
+    pub fn cpu_seconds(&self) -> f64 {
         self.sample();
-        self.cpu
+        self.cpu.get()
     }
 }
 
