@@ -265,7 +265,7 @@ pub fn scrape(port: u16) -> Option<Metrics> {
 pub enum Stopped {
     /// It was not running.
     NotRunning,
-    /// It exited after SIGTERM, this long after.
+    /// It exited after SIGTERM, this long after (zero: it had exited already).
     Exited {
         /// Its exit status.
         status: ExitStatus,
@@ -332,23 +332,20 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Its exit status once it has exited by itself (then reaped); `None`
-    /// while it runs or after it was reaped.
+    /// Its exit status once it has exited by itself (reaped, and the same
+    /// status on every later call); `None` while it runs or after
+    /// [`kill`](Self::kill) or [`terminate`](Self::terminate).
     pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
         self.sample();
-        let Some(c) = self.child.as_mut() else {
-            return Ok(None);
-        };
-        let status = c.try_wait()?;
-        if status.is_some() {
-            self.child = None;
+        match self.child.as_mut() {
+            Some(c) => c.try_wait(),
+            None => Ok(None),
         }
-        Ok(status)
     }
 
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
-        matches!(self.try_wait(), Ok(None)) && self.child.is_some()
+        self.child.is_some() && matches!(self.try_wait(), Ok(None))
     }
 
     /// kill -9 and reap (after a last RSS and CPU sample).
@@ -367,6 +364,13 @@ impl Process {
             return Stopped::NotRunning;
         };
         let t = Instant::now();
+        // A process already reaped is not signalled: its pid may be another's by now.
+        if let Ok(Some(status)) = c.try_wait() {
+            return Stopped::Exited {
+                status,
+                after: Duration::ZERO,
+            };
+        }
         let _ = signal(c.id(), Signal::Term);
         while t.elapsed() < grace {
             if let Ok(Some(status)) = c.try_wait() {
@@ -527,6 +531,17 @@ mod tests {
         });
         drop(p);
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed and reaped");
+    }
+
+    #[test]
+    fn an_exit_status_is_kept_once_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let launch = Launch::new("/bin/sh", &["-c", "exit 3"], dir.path().join("log"));
+        let mut p = Process::spawn(&launch).expect("spawn");
+        let status = crate::wait_for("the exit", Duration::from_secs(5), || p.try_wait().ok().flatten());
+        assert_eq!(status.code(), Some(3));
+        assert!(!p.running());
+        assert_eq!(p.try_wait().expect("status").and_then(|s| s.code()), Some(3));
     }
 
     #[test]
