@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use redmirror_testkit::process::{Inherit, Launch, Process, Request, Stopped};
 
 pub use redmirror_testkit::flows::{exists, hash, hexists, hgetall, hset, Hash};
 pub use redmirror_testkit::{wait_for, Broker, RedisOptions, RedisServer};
@@ -26,7 +28,7 @@ pub fn unique(prefix: &str) -> String {
 /// A `redmirror` child process, killed on drop; its output goes to a log file
 /// printed when the test fails.
 pub struct Mirror {
-    child: Option<Child>,
+    process: Process,
     pub log: PathBuf,
     pub http: String,
     pub topic: String,
@@ -51,13 +53,7 @@ pub fn bin() -> &'static str {
 
 /// A command for the binary with the inherited REDMIRROR_* variables removed.
 pub fn command() -> Command {
-    let mut c = Command::new(bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("REDMIRROR_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    redmirror_testkit::process::command(bin().as_ref(), Inherit::Nothing)
 }
 
 /// The environment for a mirror on these servers (unique topic and group).
@@ -86,23 +82,22 @@ pub fn mirror_env(source: &str, dest: &str, brokers: &str) -> BTreeMap<String, S
 }
 
 impl Mirror {
-    /// Starts `redmirror {args}` with `env`.
+    /// Starts `redmirror {args}` with `env`, which names its HTTP address
+    /// (`REDMIRROR_HTTP_ADDR`, `127.0.0.1:{port}`).
     pub fn start(args: &[&str], env: &BTreeMap<String, String>) -> Mirror {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("redmirror.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = command()
-            .args(args)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn redmirror");
+        let addr = &env["REDMIRROR_HTTP_ADDR"];
+        let mut launch = Launch::new(bin(), args, &log).envs(env);
+        launch.http_port = addr
+            .strip_prefix("127.0.0.1:")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("REDMIRROR_HTTP_ADDR={addr}: tests listen on 127.0.0.1:{{port}}"));
+        let process = Process::spawn(&launch).expect("spawn redmirror");
         Mirror {
-            child: Some(child),
+            process,
             log,
-            http: format!("http://{}", env["REDMIRROR_HTTP_ADDR"]),
+            http: format!("http://{addr}"),
             topic: env["REDMIRROR_TOPIC"].clone(),
             group: env["REDMIRROR_GROUP_ID"].clone(),
             _dir: dir,
@@ -111,83 +106,64 @@ impl Mirror {
 
     /// The process's output so far.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.output()
     }
 
     /// True while the process has not exited.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.process.running()
     }
 
     /// Waits (up to `deadline`) for the process to exit by itself; its exit code.
     #[track_caller]
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
         let what = "redmirror to exit by itself";
-        let status = wait_for(what, deadline, || self.child.as_mut()?.try_wait().ok().flatten());
-        self.child = None;
+        let status = wait_for(what, deadline, || self.process.try_wait().ok().flatten());
         status.code()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.process.pid().expect("running")
     }
 
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                return s.code();
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("redmirror did not stop within 30 s of SIGTERM:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.process.terminate(Duration::from_secs(30)) {
+            Stopped::NotRunning => None,
+            Stopped::Exited { status, .. } => status.code(),
+            Stopped::Killed => panic!("redmirror did not stop within 30 s of SIGTERM:\n{}", self.output()),
         }
     }
 
     /// kill -9.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// The status code of `GET /readyz` (0 when it does not answer).
     pub fn readyz(&self) -> u16 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            ::reqwest::get(format!("{}/readyz", self.http))
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        })
+        self.process.http(Request::get("/readyz")).map_or(0, |r| r.status)
     }
 
     /// `/metrics` text.
     pub fn metrics(&self) -> String {
-        http::blocking_get(&format!("{}/metrics", self.http)).unwrap_or_default()
+        self.process
+            .http(Request::get("/metrics"))
+            .map(|r| r.body)
+            .unwrap_or_default()
     }
 
     /// Value of a counter/gauge sample line (`name{labels}`), 0 if absent.
     pub fn metric(&self, sample: &str) -> f64 {
-        metric_value(&self.metrics(), sample)
+        self.process.metric(sample).unwrap_or(0.0)
     }
 }
 
 /// The value of one sample (`name{labels}` as the exposition writes it) in
 /// Prometheus text, 0 if absent.
 pub fn metric_value(text: &str, sample: &str) -> f64 {
-    redmirror_console::prom::Metrics::parse(text)
+    redmirror_testkit::process::Metrics::parse(text)
         .ok()
         .and_then(|m| m.sample(sample))
         .unwrap_or(0.0)
@@ -431,6 +407,22 @@ pub mod kafka {
             .expect("metadata");
         let parts = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
         (c, parts)
+    }
+
+    /// How many members the broker counts in `group`, and the group's
+    /// state (`Empty`, `Stable`, `PreparingRebalance`, ...).
+    pub fn group_members(bootstrap: &str, group: &str) -> (usize, String) {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("consumer");
+        let list = c
+            .fetch_group_list(Some(group), Duration::from_secs(10))
+            .expect("group list");
+        list.groups()
+            .iter()
+            .find(|g| g.name() == group)
+            .map_or((0, "Dead".to_string()), |g| (g.members().len(), g.state().to_string()))
     }
 
     /// The broker's own end offsets (high watermarks) of every partition of

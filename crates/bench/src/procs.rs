@@ -1,12 +1,12 @@
-//! Servers and redmirror processes for the benchmarks, with their peak RSS
-//! and CPU time read from /proc.
+//! Servers and redmirror processes for the benchmarks (over
+//! `redmirror_testkit::process`), with their peak RSS and CPU time read
+//! from /proc.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use redmirror_testkit::process::{Inherit, Launch, Process};
 use redmirror_testkit::{free_port, Broker, RedisOptions, RedisServer};
 
 /// Source, its replica (the yardstick), destination and broker.
@@ -108,29 +108,11 @@ pub fn redmirror_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn command(s: &Servers) -> anyhow::Result<Command> {
-    let mut c = Command::new(redmirror_bin()?);
-    // The servers are the bench's own; Kafka client properties
-    // (`REDMIRROR_KAFKA_*`, e.g. `REDMIRROR_KAFKA_LINGER_MS`) pass through so
-    // settings can be compared.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("REDMIRROR_") && (!k.starts_with("REDMIRROR_KAFKA_") || k == "REDMIRROR_KAFKA_BROKERS") {
-            c.env_remove(k);
-        }
-    }
-    c.envs(s.env());
-    Ok(c)
-}
-
 /// A redmirror process; killed on drop.
 pub struct Proc {
     pub name: String,
-    child: Option<Child>,
-    http: u16,
-    log: PathBuf,
+    process: Process,
     _dir: tempfile::TempDir,
-    last_rss: std::cell::Cell<f64>,
-    last_cpu: std::cell::Cell<f64>,
 }
 
 impl Proc {
@@ -143,78 +125,35 @@ impl Proc {
     /// Starts `redmirror {args}`.
     pub fn spawn(s: &Servers, name: &str, args: &[&str], http: u16, extra: &[(&str, &str)]) -> anyhow::Result<Proc> {
         let dir = tempfile::tempdir()?;
-        let log = dir.path().join("log");
-        let f = std::fs::File::create(&log)?;
-        let child = command(s)?
-            .args(args)
-            .env("REDMIRROR_HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()?;
+        let mut launch = Launch::new(redmirror_bin()?, args, dir.path().join("log"))
+            .envs(s.env())
+            .envs(extra.iter().copied());
+        launch.http_port = http;
+        // The servers are the bench's own; Kafka client properties
+        // (`REDMIRROR_KAFKA_*`, e.g. `REDMIRROR_KAFKA_LINGER_MS`) pass
+        // through so settings can be compared.
+        launch.inherit = Inherit::KafkaProperties;
+        let process = Process::spawn(&launch).with_context(|| format!("spawn {name}"))?;
         Ok(Proc {
             name: name.into(),
-            child: Some(child),
-            http,
-            log,
+            process,
             _dir: dir,
-            last_rss: 0.0.into(),
-            last_cpu: 0.0.into(),
         })
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// Peak resident set (VmHWM), MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        if let Some(pid) = self.pid() {
-            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                if let Some(kb) = s
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-                {
-                    self.last_rss.set(kb / 1024.0);
-                }
-            }
-        }
-        self.last_rss.get()
+        self.process.peak_rss_mib()
     }
 
     /// User + system CPU seconds so far.
     pub fn cpu_seconds(&self) -> f64 {
-        if let Some(pid) = self.pid() {
-            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                let after = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-                let f: Vec<&str> = after.split_whitespace().collect();
-                if f.len() > 13 {
-                    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
-                    self.last_cpu.set(ticks / 100.0);
-                }
-            }
-        }
-        self.last_cpu.get()
+        self.process.cpu_seconds()
     }
 
     /// A sample from `/metrics` (0 when absent or unreachable).
     pub fn metric(&self, sample: &str) -> f64 {
-        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else {
-            return 0.0;
-        };
-        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = write!(c, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        let mut body = String::new();
-        let _ = c.read_to_string(&mut body);
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (n, v) = l.rsplit_once(' ')?;
-                (n == sample).then(|| v.parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
+        self.process.metric(sample).unwrap_or(0.0)
     }
 
     /// Waits until a probe written on the source reaches the destination.
@@ -238,11 +177,7 @@ impl Proc {
                 return Ok(());
             }
             if Instant::now() > end {
-                bail!(
-                    "{} not ready within 60 s:\n{}",
-                    self.name,
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
+                bail!("{} not ready within 60 s:\n{}", self.name, self.process.output());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -250,47 +185,24 @@ impl Proc {
 
     /// kill -9 (after recording RSS and CPU).
     pub fn kill(&mut self) {
-        self.peak_rss_mib();
-        self.cpu_seconds();
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// SIGTERM, then waits up to 30 s for the exit (kill -9 after that).
     pub fn terminate(&mut self) {
-        self.peak_rss_mib();
-        self.cpu_seconds();
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let end = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.terminate(Duration::from_secs(30));
     }
 
-    /// Waits for the process to exit; its stdout.
+    /// Waits for the process to exit; its output.
     pub fn wait_output(&mut self, deadline: Duration) -> anyhow::Result<String> {
         let end = Instant::now() + deadline;
         loop {
-            self.peak_rss_mib();
-            self.cpu_seconds();
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    self.child = None;
-                    let out = std::fs::read_to_string(&self.log)?;
-                    if !status.success() {
-                        bail!("{} failed ({status}):\n{out}", self.name);
-                    }
-                    return Ok(out);
+            if let Some(status) = self.process.try_wait()? {
+                let out = std::fs::read_to_string(self.process.log_path())?;
+                if !status.success() {
+                    bail!("{} failed ({status}):\n{out}", self.name);
                 }
+                return Ok(out);
             }
             if Instant::now() > end {
                 self.kill();
@@ -298,12 +210,6 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

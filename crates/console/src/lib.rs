@@ -8,8 +8,9 @@
 //! [`status()`] or [`top()`].
 //!
 //! # Layout
-//! - [`prom`]: the Prometheus text format parsed once; samples by name and
-//!   labels, histograms and their quantiles.
+//! - [`prom`]: the Prometheus text format parser (`redmirror-promtext`,
+//!   shared with the test kit); samples by name and labels, histograms and
+//!   their quantiles.
 //! - [`process`]: the HTTP calls to a running process.
 //! - [`offsets`]: the change topic's, the apply group's and the
 //!   dead-letter topic's offsets, read from Kafka with a deadline.
@@ -26,9 +27,10 @@ pub mod demo;
 pub mod direct;
 pub mod offsets;
 pub mod process;
-pub mod prom;
 pub mod status;
 pub mod top;
+
+pub use redmirror_promtext as prom;
 
 use redmirror_config::settings::{Setting, DEST_URL, KAFKA_BROKERS};
 use redmirror_config::Config;
@@ -132,4 +134,20 @@ fn refuse_embedded(config: &Config) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::prom::Metrics;
+
+    #[test]
+    fn the_exporters_own_text_parses() {
+        let text = redmirror_telemetry::metrics::install().render();
+        let m = Metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(m.get(redmirror_telemetry::metrics::BUILD_INFO, &[]), Some(1.0));
+        for outcome in redmirror_telemetry::metrics::APPLY_OUTCOMES {
+            let v = m.get(redmirror_telemetry::metrics::APPLY_EVENTS, &[("outcome", outcome)]);
+            assert!(v.is_some(), "{outcome}: {text}");
+        }
+    }
 }

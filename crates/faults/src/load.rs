@@ -379,6 +379,17 @@ pub fn seed_natives(dest: &mut redis::Connection) -> anyhow::Result<NativeModel>
     Ok(m)
 }
 
+/// A native write whose outcome is unknown (the connection failed): the
+/// flow is read back and must be in one of these two states.
+struct Unsure {
+    error: redis::RedisError,
+    id: Vec<u8>,
+    /// The hash before (None: the write made a new native, so its index
+    /// field is read back too).
+    before: Option<Hash>,
+    after: Hash,
+}
+
 /// What the native writer shares with the harness.
 #[derive(Clone, Default)]
 pub struct NativeCtl {
@@ -447,7 +458,12 @@ pub fn spawn_native_writer(
                             m.index.insert(id, idx);
                             Ok(())
                         }
-                        Err(e) => Err((e, id, None, h)),
+                        Err(error) => Err(Unsure {
+                            error,
+                            id,
+                            before: None,
+                            after: h,
+                        }),
                     }
                 } else {
                     let ids: Vec<&Vec<u8>> = m.hashes.keys().collect();
@@ -475,18 +491,31 @@ pub fn spawn_native_writer(
                             m.hashes.insert(id, after);
                             Ok(())
                         }
-                        Err(e) => Err((e, id, Some(before), after)),
+                        Err(error) => Err(Unsure {
+                            error,
+                            id,
+                            before: Some(before),
+                            after,
+                        }),
                     }
                 };
                 match outcome {
                     Ok(()) => {
                         stats.native_writes.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err((e, id, before, after)) => {
+                    Err(Unsure {
+                        error,
+                        id,
+                        before,
+                        after,
+                    }) => {
                         // Unsure whether it happened: read back, accept
                         // either the old or the new state, nothing else.
                         stats.native_unsure.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("  native writer: {e}; reading {} back", String::from_utf8_lossy(&id));
+                        eprintln!(
+                            "  native writer: {error}; reading {} back",
+                            String::from_utf8_lossy(&id)
+                        );
                         drop(m);
                         let Some(c) = reconnect(&url, &stop) else { return };
                         conn = c;

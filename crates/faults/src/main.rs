@@ -19,9 +19,9 @@ mod scenario;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
-use scenario::{Opts, Outcome};
+use scenario::{Opts, Outcome, Scenario};
 
 #[derive(Debug, Parser)]
 #[command(about = "redmirror fault-injection suite")]
@@ -33,8 +33,8 @@ struct Args {
     #[arg(long, value_name = "MINUTES")]
     soak: Option<f64>,
     /// Only these scenarios (comma list; see --list).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_enum, hide_possible_values = true)]
+    only: Vec<Scenario>,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -62,10 +62,10 @@ fn target_dir() -> anyhow::Result<std::path::PathBuf> {
         .to_path_buf())
 }
 
-fn mix(seed: u64, name: &str, round: u64) -> u64 {
+fn mix(seed: u64, scenario: Scenario, round: u64) -> u64 {
     // FNV-1a over the name, mixed with the run seed and the round.
     let mut h: u64 = 0xcbf29ce484222325 ^ seed.rotate_left(17) ^ round.wrapping_mul(0x9e3779b97f4a7c15);
-    for b in name.bytes() {
+    for b in scenario.name().bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
@@ -117,20 +117,14 @@ const HEADER: &str =
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.list {
-        for s in scenario::ALL {
+        for s in Scenario::ALL {
             println!("{s}");
         }
         return Ok(());
     }
-    for s in &args.only {
-        if !scenario::ALL.contains(&s.as_str()) {
-            bail!("unknown scenario {s:?}; known: {}", scenario::ALL.join(", "));
-        }
-    }
-    let names: Vec<&str> = scenario::ALL
-        .iter()
-        .copied()
-        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s))
+    let scenarios: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| args.only.is_empty() || args.only.contains(s))
         .collect();
     procs::redmirror_bin()?;
     let seed = args.seed.unwrap_or_else(|| {
@@ -164,7 +158,7 @@ fn main() -> anyhow::Result<()> {
     let broker = redmirror_testkit::BrokerKind::from_env().name();
     println!(
         "redmirror-faults: seed {seed} (rerun with --seed {seed}); broker {broker}; {} scenario(s); load {load:.0}s at {} changes/s; logs in {}",
-        names.len(),
+        scenarios.len(),
         opts.rate,
         out_dir.join("logs").display()
     );
@@ -174,15 +168,15 @@ fn main() -> anyhow::Result<()> {
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut round = 0u64;
     'rounds: loop {
-        for name in &names {
+        for &scenario in &scenarios {
             if let Some(end) = soak_end {
                 if Instant::now() >= end {
                     break 'rounds;
                 }
             }
-            let s = mix(seed, name, round);
-            println!("\n== {name} (round {}, seed {s}) ==", round + 1);
-            let o = scenario::run(name, s, &opts);
+            let s = mix(seed, scenario, round);
+            println!("\n== {scenario} (round {}, seed {s}) ==", round + 1);
+            let o = scenario::run(scenario, s, &opts);
             println!("{HEADER}\n{}", row(&o));
             if let Some(e) = &o.error {
                 println!("  error: {e}");

@@ -1,13 +1,13 @@
-//! redmirror processes: spawn, kill -9, SIGTERM, restart (like a supervisor
-//! would), peak RSS from /proc, metrics and the admin API over raw HTTP/1.0.
+//! redmirror processes: one per role, restarted like a supervisor would
+//! when it exits by itself, over `redmirror_testkit::process` (spawn,
+//! kill -9, SIGTERM, `/metrics`, peak RSS from /proc).
 
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use redmirror_testkit::process::{Inherit, Launch, LogMode, Process, Stopped};
 
 /// The admin token given to every process.
 pub const ADMIN_TOKEN: &str = "faults-admin-token-0123456789";
@@ -30,39 +30,60 @@ pub fn redmirror_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Sends a signal with `kill(1)` (the workspace forbids unsafe code).
-pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("run kill(1)")?;
-    if !st.success() {
-        bail!("kill -{sig} {pid} failed ({st})");
-    }
-    Ok(())
+/// One redmirror process of a scenario: its name in logs and tables and
+/// the subcommand it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `redmirror run`: capture, apply and reconcile in one process.
+    Run,
+    /// `redmirror capture`.
+    Capture,
+    /// `redmirror apply`.
+    Apply,
+    /// `redmirror reconcile`.
+    Reconcile,
+    /// A second `redmirror apply` in the same group (`rebalance`).
+    SecondApply,
 }
 
-/// Peak resident set (VmHWM) of a process, MiB.
-pub fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
+impl Role {
+    /// Its name in logs, tables and log file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Run => "run",
+            Role::Capture => "capture",
+            Role::Apply => "apply",
+            Role::Reconcile => "reconcile",
+            Role::SecondApply => "apply-2",
+        }
+    }
+
+    /// The `redmirror` subcommand.
+    pub fn subcommand(self) -> &'static str {
+        match self {
+            Role::SecondApply => "apply",
+            r => r.name(),
+        }
+    }
+
+    /// Whether it runs capture (its gaps and blind windows are counted).
+    pub fn captures(self) -> bool {
+        matches!(self, Role::Run | Role::Capture)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// One redmirror process (a role), restartable; killed on drop.
 pub struct Proc {
-    /// Name in logs and tables.
-    pub name: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-    http: u16,
-    log: PathBuf,
+    /// Which one.
+    pub role: Role,
+    launch: Launch,
+    process: Option<Process>,
     /// Highest VmHWM seen over all its incarnations, MiB.
     pub peak_rss: f64,
     /// Times started.
@@ -74,102 +95,91 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// A process description; not started.
-    pub fn new(name: &str, args: &[&str], env: Vec<(String, String)>, log_dir: &Path) -> Proc {
-        Proc {
-            name: name.into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env,
-            child: None,
-            http: redmirror_testkit::free_port(),
-            log: log_dir.join(format!("{name}.log")),
+    /// A process description; not started. Its log, `{role}.log` in
+    /// `log_dir`, is appended to across restarts.
+    pub fn new(role: Role, env: Vec<(String, String)>, log_dir: &Path) -> anyhow::Result<Proc> {
+        let mut launch = Launch::new(
+            redmirror_bin()?,
+            &[role.subcommand()],
+            log_dir.join(format!("{}.log", role.name())),
+        )
+        .envs(env);
+        // The servers are the scenario's own; Kafka client properties
+        // (`REDMIRROR_KAFKA_*`, e.g. `REDMIRROR_KAFKA_GROUP_PROTOCOL`) pass
+        // through so settings can be compared under faults.
+        launch.inherit = Inherit::KafkaProperties;
+        launch.log_mode = LogMode::Append;
+        Ok(Proc {
+            role,
+            launch,
+            process: None,
             peak_rss: 0.0,
             starts: 0,
             unplanned_exits: Vec::new(),
             slow_stops: Vec::new(),
-        }
+        })
     }
 
     /// Replaces (or adds) one environment variable for the next start.
     pub fn set_env(&mut self, key: &str, value: &str) {
-        self.env.retain(|(k, _)| k != key);
-        self.env.push((key.into(), value.into()));
+        self.launch.set_env(key, value);
     }
 
     /// Its HTTP port (metrics, admin).
     pub fn http_port(&self) -> u16 {
-        self.http
+        self.launch.http_port
     }
 
     /// Its log file (appended to across restarts).
     pub fn log_path(&self) -> &Path {
-        &self.log
+        &self.launch.log
     }
 
     /// Starts it (no-op when running).
     pub fn start(&mut self) -> anyhow::Result<()> {
-        if self.child.is_some() {
+        if self.process.is_some() {
             return Ok(());
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.log)?;
         self.starts += 1;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.launch.log)?;
         writeln!(
             f,
             "===== faults: start #{} of `redmirror {}` at {:?} =====",
             self.starts,
-            self.args.join(" "),
+            self.launch.args.join(" "),
             std::time::SystemTime::now()
         )?;
-        let mut c = Command::new(redmirror_bin()?);
-        // The servers are the scenario's own; Kafka client properties
-        // (`REDMIRROR_KAFKA_*`, e.g. `REDMIRROR_KAFKA_GROUP_PROTOCOL`) pass
-        // through so settings can be compared under faults.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("REDMIRROR_") && (!k.starts_with("REDMIRROR_KAFKA_") || k == "REDMIRROR_KAFKA_BROKERS") {
-                c.env_remove(k);
-            }
-        }
-        let child = c
-            .args(&self.args)
-            .envs(self.env.iter().cloned())
-            .env("REDMIRROR_HTTP_ADDR", format!("127.0.0.1:{}", self.http))
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .with_context(|| format!("spawn {}", self.name))?;
-        self.child = Some(child);
+        let p = Process::spawn(&self.launch).with_context(|| format!("spawn {}", self.role))?;
+        self.process = Some(p);
         Ok(())
     }
 
     /// The process id while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Whether it is running (as far as we started it).
-    pub fn running(&self) -> bool {
-        self.child.is_some()
+        self.process.as_ref().and_then(Process::pid)
     }
 
     /// Updates the peak RSS from /proc.
     pub fn sample(&mut self) {
-        if let Some(m) = self.pid().and_then(peak_rss_mib) {
-            self.peak_rss = self.peak_rss.max(m);
+        if let Some(p) = self.process.as_ref() {
+            self.peak_rss = self.peak_rss.max(p.peak_rss_mib());
         }
     }
 
     /// Restarts the process if it exited on its own; records why.
     pub fn supervise(&mut self) -> anyhow::Result<()> {
         self.sample();
-        let exited = match self.child.as_mut() {
-            Some(c) => c.try_wait()?,
+        let exited = match self.process.as_mut() {
+            Some(p) => p.try_wait()?,
             None => None,
         };
         if let Some(status) = exited {
-            self.child = None;
-            let msg = format!("{} exited on its own ({status}); restarted", self.name);
-            println!("  ! {msg} (log {})", self.log.display());
+            self.process = None;
+            let msg = format!("{} exited on its own ({status}); restarted", self.role);
+            println!("  ! {msg} (log {})", self.log_path().display());
             self.unplanned_exits.push(msg);
             std::thread::sleep(Duration::from_millis(500));
             self.start()?;
@@ -180,9 +190,8 @@ impl Proc {
     /// kill -9.
     pub fn kill(&mut self) {
         self.sample();
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.kill();
         }
     }
 
@@ -190,48 +199,36 @@ impl Proc {
     /// [`SLOW_STOP`] is recorded in `slow_stops`.
     pub fn term(&mut self) {
         self.sample();
-        let Some(mut c) = self.child.take() else {
+        let Some(mut p) = self.process.take() else {
             return;
         };
-        let t = Instant::now();
-        let _ = signal(c.id(), "TERM");
-        while t.elapsed() < STOP_GRACE {
-            if let Ok(Some(status)) = c.try_wait() {
-                if t.elapsed() > SLOW_STOP {
+        match p.terminate(STOP_GRACE) {
+            Stopped::NotRunning => {}
+            Stopped::Exited { status, after } => {
+                if after > SLOW_STOP {
                     self.slow_stops.push(format!(
                         "{}: stopping on SIGTERM took {:.1}s ({status})",
-                        self.name,
-                        t.elapsed().as_secs_f64()
+                        self.role,
+                        after.as_secs_f64()
                     ));
                 }
-                return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            Stopped::Killed => self.slow_stops.push(format!(
+                "{}: still running {}s after SIGTERM (REDMIRROR_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}); killed",
+                self.role,
+                STOP_GRACE.as_secs()
+            )),
         }
-        self.slow_stops.push(format!(
-            "{}: still running {}s after SIGTERM (REDMIRROR_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}); killed",
-            self.name,
-            STOP_GRACE.as_secs()
-        ));
-        let _ = c.kill();
-        let _ = c.wait();
     }
 
     /// A sample from `/metrics` (None when absent or unreachable).
     pub fn metric(&self, sample: &str) -> Option<f64> {
-        let (code, body) = http(self.http, "GET", "/metrics", None, Duration::from_secs(5)).ok()?;
-        if code != 200 {
-            return None;
-        }
-        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-            let (n, v) = l.rsplit_once(' ')?;
-            (n == sample).then(|| v.parse().ok()).flatten()
-        })
+        redmirror_testkit::process::scrape(self.http_port())?.sample(sample)
     }
 
     /// The last lines of its log that mention a warning or an error.
     pub fn log_tail(&self, lines: usize) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let s = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let v: Vec<&str> = s
             .lines()
             .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("faults:") || l.contains("panick"))
@@ -244,36 +241,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A raw HTTP/1.0 request to 127.0.0.1:`port`: status code and body.
-pub fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    timeout: Duration,
-) -> anyhow::Result<(u16, String)> {
-    let mut c = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
-    c.set_read_timeout(Some(timeout))?;
-    c.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        c,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Content-Length: 0\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")?;
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
-    Ok((code, body))
 }
 
 /// Seconds of day of a log line's leading RFC 3339 UTC timestamp.

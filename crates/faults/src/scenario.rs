@@ -1,6 +1,29 @@
 //! The scenarios: servers, broker and redmirror processes started fresh for
 //! each, a steady write load, faults injected at random moments, then a
 //! bounded wait for the invariant to hold again.
+//!
+//! # Layout
+//! - [`Scenario`]: every scenario by name (the `--only` names), what it
+//!   needs before the mirror starts ([`Needs`]) and its injection.
+//! - One module per scenario with its injection; a scenario whose
+//!   injections alternate names what each turn does with a `Turn` enum and
+//!   `Turn::of(turn)`. `kill` serves the three `kill-*` scenarios (one
+//!   injection on different roles).
+//! - [`run`]: one scenario from start to [`Outcome`]: set-up, load,
+//!   injections, convergence judged by the independent checker.
+
+mod broker_freeze;
+mod broker_restart;
+mod dest_down;
+mod dest_restart;
+mod duplicates;
+mod kill;
+mod net_cut;
+mod pubsub_cut;
+mod rebalance;
+mod source_blackhole;
+mod source_failover;
+mod source_restart;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,30 +35,211 @@ use anyhow::{bail, Context};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redmirror_testkit::invariant::{self, Rules};
+use redmirror_testkit::process::{self, Request, Response, Signal};
 use redmirror_testkit::proxy::Proxy;
 use redmirror_testkit::{Broker, RedisOptions, RedisServer};
 use serde_json::{json, Value};
 
 use crate::load::{self, NativeCtl, Stats};
-use crate::procs::{self, Proc, ADMIN_TOKEN};
+use crate::procs::{self, Proc, Role, ADMIN_TOKEN};
 
-/// Every scenario, in run order.
-pub const ALL: [&str; 14] = [
-    "kill-run",
-    "kill-capture",
-    "kill-apply",
-    "broker-freeze",
-    "broker-restart",
-    "dest-restart",
-    "dest-down",
-    "source-restart",
-    "pubsub-cut",
-    "net-cut",
-    "source-blackhole",
-    "source-failover",
-    "rebalance",
-    "duplicates",
-];
+/// One fault scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// kill -9 `redmirror run`, restart it.
+    KillRun,
+    /// kill -9 the `capture` process of a split topology, restart it.
+    KillCapture,
+    /// kill -9 the `apply` process of a split topology, restart it.
+    KillApply,
+    /// SIGSTOP the broker for a while.
+    BrokerFreeze,
+    /// kill -9 the broker, start it again on its log.
+    BrokerRestart,
+    /// Restart the destination (SAVE, or a short outage with an AOF).
+    DestRestart,
+    /// A long destination outage.
+    DestDown,
+    /// Restart the source (SAVE, or a short outage with an AOF).
+    SourceRestart,
+    /// Overflow capture's pub/sub buffer so the source drops it.
+    PubsubCut,
+    /// Cut, stall or refuse the destination's connections.
+    NetCut,
+    /// Make every source connection silent.
+    SourceBlackhole,
+    /// Fail the source over to a replica whose clock is behind.
+    SourceFailover,
+    /// A second apply joins and leaves the group.
+    Rebalance,
+    /// Apply re-reads the whole topic in a fresh group.
+    Duplicates,
+}
+
+impl Scenario {
+    /// Every scenario, in run order.
+    pub const ALL: [Scenario; 14] = [
+        Scenario::KillRun,
+        Scenario::KillCapture,
+        Scenario::KillApply,
+        Scenario::BrokerFreeze,
+        Scenario::BrokerRestart,
+        Scenario::DestRestart,
+        Scenario::DestDown,
+        Scenario::SourceRestart,
+        Scenario::PubsubCut,
+        Scenario::NetCut,
+        Scenario::SourceBlackhole,
+        Scenario::SourceFailover,
+        Scenario::Rebalance,
+        Scenario::Duplicates,
+    ];
+
+    /// Its name on the command line, in tables, results and log directories.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::KillRun => "kill-run",
+            Scenario::KillCapture => "kill-capture",
+            Scenario::KillApply => "kill-apply",
+            Scenario::BrokerFreeze => "broker-freeze",
+            Scenario::BrokerRestart => "broker-restart",
+            Scenario::DestRestart => "dest-restart",
+            Scenario::DestDown => "dest-down",
+            Scenario::SourceRestart => "source-restart",
+            Scenario::PubsubCut => "pubsub-cut",
+            Scenario::NetCut => "net-cut",
+            Scenario::SourceBlackhole => "source-blackhole",
+            Scenario::SourceFailover => "source-failover",
+            Scenario::Rebalance => "rebalance",
+            Scenario::Duplicates => "duplicates",
+        }
+    }
+
+    /// What it needs before the mirror starts.
+    fn needs(self) -> Needs {
+        let base = Needs::default();
+        match self {
+            Scenario::KillCapture | Scenario::KillApply | Scenario::Duplicates => Needs {
+                topology: Topology::Split,
+                ..base
+            },
+            // Data survives a kill -9 in the AOF (the other turns SAVE).
+            Scenario::SourceRestart => Needs {
+                source: base.source.arg("appendonly", "yes"),
+                ..base
+            },
+            // A burst of notifications overflows this at once.
+            Scenario::PubsubCut => Needs {
+                source: base.source.arg("client-output-buffer-limit", "pubsub 64kb 32kb 1"),
+                ..base
+            },
+            Scenario::DestRestart | Scenario::DestDown => Needs {
+                dest: base.dest.arg("appendonly", "yes"),
+                ..base
+            },
+            Scenario::NetCut => Needs {
+                dest_proxy: true,
+                ..base
+            },
+            Scenario::SourceBlackhole => Needs {
+                source_proxy: true,
+                ..base
+            },
+            Scenario::KillRun
+            | Scenario::BrokerFreeze
+            | Scenario::BrokerRestart
+            | Scenario::SourceFailover
+            | Scenario::Rebalance => base,
+        }
+    }
+
+    /// One injection (`turn` counts them from 1); a description of what was done.
+    fn inject(self, env: &mut Env, rng: &mut StdRng, turn: u32) -> anyhow::Result<String> {
+        match self {
+            Scenario::KillRun => kill::inject(env, rng, Role::Run),
+            Scenario::KillCapture => kill::inject(env, rng, Role::Capture),
+            Scenario::KillApply => kill::inject(env, rng, Role::Apply),
+            Scenario::BrokerFreeze => broker_freeze::inject(env, rng),
+            Scenario::BrokerRestart => broker_restart::inject(env, rng),
+            Scenario::DestRestart => dest_restart::inject(env, rng, turn),
+            Scenario::DestDown => dest_down::inject(env, rng),
+            Scenario::SourceRestart => source_restart::inject(env, rng, turn),
+            Scenario::PubsubCut => pubsub_cut::inject(env, rng),
+            Scenario::NetCut => net_cut::inject(env, rng, turn),
+            Scenario::SourceBlackhole => source_blackhole::inject(env, turn),
+            Scenario::SourceFailover => source_failover::inject(env, turn),
+            Scenario::Rebalance => rebalance::inject(env, turn),
+            Scenario::Duplicates => duplicates::inject(env, turn),
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a scenario's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownScenario(pub String);
+
+impl std::fmt::Display for UnknownScenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        write!(f, "unknown scenario {:?}; known: {}", self.0, known.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownScenario {}
+
+impl std::str::FromStr for Scenario {
+    type Err = UnknownScenario;
+
+    fn from_str(s: &str) -> Result<Scenario, UnknownScenario> {
+        Scenario::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| UnknownScenario(s.to_string()))
+    }
+}
+
+/// The `--only` names: clap lists them on an unknown one.
+impl clap::ValueEnum for Scenario {
+    fn value_variants<'a>() -> &'a [Scenario] {
+        &Scenario::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
+/// What a scenario needs before the mirror starts.
+struct Needs {
+    topology: Topology,
+    /// Options of the source (keyspace notifications on).
+    source: RedisOptions,
+    /// Options of the destination.
+    dest: RedisOptions,
+    /// A proxy in front of the destination (redmirror's connections only).
+    dest_proxy: bool,
+    /// A proxy in front of the source (redmirror's connections only; the
+    /// load and the checker go to the source directly).
+    source_proxy: bool,
+}
+
+impl Default for Needs {
+    fn default() -> Needs {
+        Needs {
+            topology: Topology::Run,
+            source: RedisOptions::with_notifications(),
+            dest: RedisOptions::default(),
+            dest_proxy: false,
+            source_proxy: false,
+        }
+    }
+}
 
 /// Sizes and times of a run.
 #[derive(Debug, Clone)]
@@ -138,7 +342,8 @@ impl Outcome {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Which redmirror processes a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Topology {
     /// One `redmirror run`.
     Run,
@@ -148,7 +353,7 @@ enum Topology {
 
 /// Everything one scenario runs on.
 struct Env {
-    name: String,
+    scenario: Scenario,
     source: RedisServer,
     dest: RedisServer,
     broker: Broker,
@@ -168,7 +373,7 @@ struct Env {
     t0: Instant,
     log: Vec<String>,
     opts: Opts,
-    /// Scenario-specific counter (alternation of injection kinds).
+    /// Injections so far; the scenario's `Turn::of` says what each does.
     turn: u32,
     /// Longest fault-to-recovery time measured so far (`source-blackhole`).
     max_recover: Option<f64>,
@@ -206,15 +411,15 @@ impl Env {
         .collect()
     }
 
-    fn add_proc(&mut self, name: &str, role: &str) -> anyhow::Result<()> {
-        let mut p = Proc::new(name, &[role], self.base_env(), &self.log_dir);
+    fn add_proc(&mut self, role: Role) -> anyhow::Result<()> {
+        let mut p = Proc::new(role, self.base_env(), &self.log_dir)?;
         p.start()?;
         self.procs.push(p);
         Ok(())
     }
 
-    fn proc(&mut self, name: &str) -> &mut Proc {
-        self.procs.iter_mut().find(|p| p.name == name).expect("known process")
+    fn proc(&mut self, role: Role) -> &mut Proc {
+        self.procs.iter_mut().find(|p| p.role == role).expect("known process")
     }
 
     fn note(&mut self, what: String) {
@@ -262,7 +467,7 @@ impl Env {
                 let logs: Vec<String> = self
                     .procs
                     .iter()
-                    .map(|p| format!("{}:\n{}", p.name, p.log_tail(30)))
+                    .map(|p| format!("{}:\n{}", p.role, p.log_tail(30)))
                     .collect();
                 bail!(
                     "the mirror did not carry a probe within {deadline:?}:\n{}",
@@ -276,38 +481,9 @@ impl Env {
     fn capture_gaps(&self) -> f64 {
         self.procs
             .iter()
-            .filter(|p| p.name == "run" || p.name == "capture")
+            .filter(|p| p.role.captures())
             .filter_map(|p| p.metric("redmirror_capture_gaps_total"))
             .sum()
-    }
-}
-
-/// Waits until the replica on `replica` has caught up with `primary` (link
-/// up, its offset at least the primary's when the wait began); seconds taken.
-fn wait_in_sync(primary: &RedisServer, replica: &mut redis::Connection) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    let field = |info: &str, name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_string()))
-    };
-    let mut pc = load::connect(&primary.url()).context("connect primary")?;
-    let info: String = redis::cmd("INFO").arg("replication").query(&mut pc)?;
-    let target: u64 = field(&info, "master_repl_offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    loop {
-        let info: String = redis::cmd("INFO").arg("replication").query(replica)?;
-        let up = field(&info, "master_link_status").as_deref() == Some("up");
-        let at: u64 = field(&info, "slave_repl_offset")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if up && at >= target {
-            return Ok(t.elapsed().as_secs_f64());
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!("the replica did not catch up within 30 s: {info}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -324,13 +500,6 @@ fn wait_loaded(url: &str) -> anyhow::Result<()> {
             bail!("{url} not loaded within 30 s");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn topology(name: &str) -> Topology {
-    match name {
-        "kill-capture" | "kill-apply" | "duplicates" => Topology::Split,
-        _ => Topology::Run,
     }
 }
 
@@ -381,306 +550,17 @@ fn rand_secs(rng: &mut StdRng, (lo, hi): (f64, f64)) -> Duration {
     Duration::from_secs_f64(if hi > lo { rng.random_range(lo..hi) } else { lo })
 }
 
-/// One injection; a description of what was done.
-fn inject(env: &mut Env, rng: &mut StdRng) -> anyhow::Result<String> {
-    env.turn += 1;
-    let turn = env.turn;
-    let name = env.name.clone();
-    match name.as_str() {
-        "kill-run" | "kill-capture" | "kill-apply" => {
-            let role = name.trim_start_matches("kill-").to_string();
-            let pause = rand_secs(rng, (0.0, 1.5));
-            let p = env.proc(&role);
-            let pid = p.pid().unwrap_or(0);
-            p.kill();
-            env.idle(pause)?;
-            env.proc(&role).start()?;
-            Ok(format!(
-                "kill -9 {role} (pid {pid}), restarted after {:.1}s",
-                pause.as_secs_f64()
-            ))
-        }
-        "broker-freeze" => {
-            let pid = env.broker.pid().context("broker pid")?;
-            let d = rand_secs(rng, env.opts.freeze);
-            procs::signal(pid, "STOP")?;
-            let r = env.idle(d);
-            procs::signal(pid, "CONT")?;
-            r?;
-            Ok(format!("SIGSTOP broker for {:.1}s, SIGCONT", d.as_secs_f64()))
-        }
-        "broker-restart" => {
-            if !env.broker.durable() {
-                bail!("broker-restart needs a broker whose log survives a kill (Apache Kafka, not Tansu)");
-            }
-            let d = rand_secs(rng, env.opts.freeze);
-            let pid = env.broker.pid().unwrap_or(0);
-            env.broker.kill();
-            let r = env.idle(d);
-            let t = Instant::now();
-            env.broker.start_again();
-            r?;
-            Ok(format!(
-                "broker kill -9 (pid {pid}), down {:.1}s, started again on the same log directory (ready after {:.1}s)",
-                d.as_secs_f64(),
-                t.elapsed().as_secs_f64()
-            ))
-        }
-        "dest-down" => {
-            // A long outage: the source keeps writing, Kafka holds the
-            // backlog, every process must stay bounded in memory.
-            let gate = env.natives.gate.clone();
-            let _g = gate.lock().expect("gate");
-            let d = rand_secs(rng, env.opts.outage);
-            let before: Vec<(String, f64)> = env.procs.iter().map(|p| (p.name.clone(), p.peak_rss)).collect();
-            env.dest.stop();
-            let r = env.idle(d);
-            let during: Vec<String> = env
-                .procs
-                .iter()
-                .map(|p| {
-                    let b = before.iter().find(|(n, _)| *n == p.name).map_or(0.0, |(_, r)| *r);
-                    format!("{} {:.0}->{:.0} MiB", p.name, b, p.peak_rss)
-                })
-                .collect();
-            env.dest.start_again();
-            r?;
-            env.natives.epoch.fetch_add(1, Ordering::SeqCst);
-            wait_loaded(&env.dest.url())?;
-            Ok(format!(
-                "destination kill -9, down {:.1}s while the source kept writing (peak rss {}), started again (AOF)",
-                d.as_secs_f64(),
-                during.join(", ")
-            ))
-        }
-        "dest-restart" => {
-            let gate = env.natives.gate.clone();
-            let _g = gate.lock().expect("gate");
-            let t = Instant::now();
-            let what = if turn % 2 == 1 {
-                env.dest.restart();
-                "destination SAVE + kill -9 + start".to_string()
-            } else {
-                let d = rand_secs(rng, (4.5, 5.5));
-                env.dest.stop();
-                env.idle(d)?;
-                env.dest.start_again();
-                format!("destination kill -9, down {:.1}s, started again (AOF)", d.as_secs_f64())
-            };
-            env.natives.epoch.fetch_add(1, Ordering::SeqCst);
-            // The native writer resumes once the data is loaded.
-            wait_loaded(&env.dest.url())?;
-            Ok(format!(
-                "{what}; back and loaded after {:.1}s",
-                t.elapsed().as_secs_f64()
-            ))
-        }
-        "source-restart" => {
-            if turn % 2 == 1 {
-                let t = Instant::now();
-                env.source.restart();
-                Ok(format!(
-                    "source SAVE + kill -9 + start ({:.1}s)",
-                    t.elapsed().as_secs_f64()
-                ))
-            } else {
-                let d = rand_secs(rng, (1.0, 4.0));
-                env.source.stop();
-                env.idle(d)?;
-                env.source.start_again();
-                Ok(format!(
-                    "source kill -9, down {:.1}s, started again (AOF)",
-                    d.as_secs_f64()
-                ))
-            }
-        }
-        "pubsub-cut" => {
-            let before = env.capture_gaps();
-            let n = rng.random_range(3000..6000);
-            let mut c = load::connect(&env.source.url()).context("connect source")?;
-            let w = load::burst(&mut c, rng, env.opts.pool, n)?;
-            env.stats.writes.fetch_add(w, Ordering::Relaxed);
-            let t = Instant::now();
-            let mut after = before;
-            while t.elapsed() < Duration::from_secs(5) && after <= before {
-                env.idle(Duration::from_millis(100))?;
-                after = env.capture_gaps();
-            }
-            Ok(format!(
-                "burst of {n} changes in one MULTI; capture gaps {before} -> {after}{}",
-                if after > before {
-                    ""
-                } else {
-                    " (no gap seen within 5 s)"
-                }
-            ))
-        }
-        "net-cut" => {
-            let proxy = env.proxy.as_ref().context("proxy")?;
-            match turn % 3 {
-                1 => {
-                    proxy.cut();
-                    Ok(format!(
-                        "proxy: dropped every destination connection ({} accepted so far)",
-                        proxy.accepted()
-                    ))
-                }
-                2 => {
-                    let d = rand_secs(rng, (3.0, 8.0));
-                    proxy.stall(true);
-                    let r = env.idle(d);
-                    env.proxy.as_ref().context("proxy")?.stall(false);
-                    r?;
-                    Ok(format!(
-                        "proxy: stalled all destination traffic {:.1}s",
-                        d.as_secs_f64()
-                    ))
-                }
-                _ => {
-                    let d = rand_secs(rng, (2.0, 5.0));
-                    proxy.refuse(true);
-                    proxy.cut();
-                    let r = env.idle(d);
-                    env.proxy.as_ref().context("proxy")?.refuse(false);
-                    r?;
-                    Ok(format!(
-                        "proxy: destination unreachable {:.1}s (cut + refuse)",
-                        d.as_secs_f64()
-                    ))
-                }
-            }
-        }
-        "source-failover" => {
-            // A failover to a replica whose clock is behind (one more hour
-            // each time): the replica takes the data over replication, the
-            // primary dies, and the promoted replica serves at the
-            // primary's address, as behind a Sentinel-managed name. Fresh
-            // changes then carry older source times than what was applied.
-            let t = Instant::now();
-            let behind_us = -i64::from(turn) * 3_600_000_000;
-            let replica = RedisServer::start_with(RedisOptions {
-                clock_offset_us: behind_us,
-                ..RedisOptions::with_notifications()
-            });
-            let mut rc = load::connect(&replica.url()).context("connect replica")?;
-            redis::cmd("REPLICAOF")
-                .arg("127.0.0.1")
-                .arg(env.source.port())
-                .query::<()>(&mut rc)?;
-            let synced = wait_in_sync(&env.source, &mut rc)?;
-            env.source.stop();
-            let down = Instant::now();
-            redis::cmd("REPLICAOF").arg("NO").arg("ONE").query::<()>(&mut rc)?;
-            redis::cmd("SAVE").query::<()>(&mut rc)?;
-            drop(rc);
-            std::fs::copy(replica.dir().join("dump.rdb"), env.source.dir().join("dump.rdb"))
-                .context("copy the replica's data")?;
-            drop(replica);
-            env.source.set_clock_offset_us(behind_us);
-            env.source.start_again();
-            wait_loaded(&env.source.url())?;
-            let serving = down.elapsed().as_secs_f64();
-            let recovered = probe_recovery(env, "client:failover-probe", turn, down, |_, _| {})?;
-            Ok(format!(
-                "failover: primary kill -9, its replica ({} h behind, in sync after {synced:.1}s) promoted and \
-                 serving at the primary's address {serving:.1}s later; a change made then on the destination {} \
-                 after the kill ({:.1}s in all)",
-                -behind_us / 3_600_000_000,
-                recovered.map_or_else(
-                    || format!("not within {}s", RECOVER_BOUND.as_secs()),
-                    |s| format!("{s:.1}s")
-                ),
-                t.elapsed().as_secs_f64()
-            ))
-        }
-        "source-blackhole" => {
-            // Every connection to the source goes silent for ever (no FIN,
-            // no RST) while new ones work: capture must notice, reconnect
-            // and have the gap repaired. The probe flow is written just
-            // after the fault, so its notification is lost with the link.
-            let before = env.capture_gaps();
-            let proxy = env.source_proxy.as_ref().context("source proxy")?;
-            let t = Instant::now();
-            let holed = proxy.blackhole();
-            let mut noticed = None;
-            let recovered = probe_recovery(env, "client:blackhole-probe", turn, t, |env, at| {
-                if noticed.is_none() && env.capture_gaps() > before {
-                    noticed = Some(at);
-                }
-            })?;
-            let accepted = env.source_proxy.as_ref().map_or(0, Proxy::accepted);
-            let show = |v: Option<f64>| {
-                v.map_or_else(
-                    || format!("not within {}s", RECOVER_BOUND.as_secs()),
-                    |s| format!("{s:.1}s"),
-                )
-            };
-            Ok(format!(
-                "proxy: black-holed the {holed} source connections made so far; capture gap counted after {}, \
-                 change made after the fault on the destination after {} ({} connections accepted by then)",
-                show(noticed),
-                show(recovered),
-                accepted.saturating_sub(holed)
-            ))
-        }
-        "rebalance" => {
-            if env.procs.iter().all(|p| p.name != "apply-2") {
-                env.add_proc("apply-2", "apply")?;
-                return Ok("second apply joins the group".into());
-            }
-            let p = env.proc("apply-2");
-            if !p.running() {
-                p.start()?;
-                Ok("second apply joins the group".into())
-            } else if turn % 4 == 2 {
-                p.term();
-                Ok("second apply leaves (SIGTERM)".into())
-            } else {
-                p.kill();
-                Ok("second apply leaves (kill -9)".into())
-            }
-        }
-        "duplicates" => {
-            let group = format!("{}-rewound-{turn}", env.group);
-            let m = |o: &str| format!("redmirror_apply_events_total{{outcome=\"{o}\"}}");
-            let (applied, stale) = {
-                let p = env.proc("apply");
-                (
-                    p.metric(&m("applied")).unwrap_or(0.0),
-                    p.metric(&m("skipped_stale")).unwrap_or(0.0),
-                )
-            };
-            let how = if turn % 2 == 1 {
-                env.proc("apply").kill();
-                "kill -9"
-            } else {
-                env.proc("apply").term();
-                "SIGTERM"
-            };
-            env.proc("reconcile").term();
-            for n in ["apply", "reconcile"] {
-                let p = env.proc(n);
-                p.set_env("REDMIRROR_GROUP_ID", &group);
-                p.start()?;
-            }
-            Ok(format!(
-                "apply stopped ({how}; it had applied {applied} and skipped {stale} stale events); apply + reconcile \
-                 restarted in fresh group {group} (re-reads the topic from the start)"
-            ))
-        }
-        other => bail!("unknown scenario {other}"),
-    }
-}
-
 /// Runs one scenario to the end; errors become `Outcome::error`.
-pub fn run(name: &str, seed: u64, opts: &Opts) -> Outcome {
+pub fn run(scenario: Scenario, seed: u64, opts: &Opts) -> Outcome {
     let t = Instant::now();
     let mut out = Outcome {
-        name: name.into(),
+        name: scenario.name().into(),
         seed,
         ..Outcome::default()
     };
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(name, seed, opts, &mut out)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_inner(scenario, seed, opts, &mut out)
+    }));
     match r {
         Ok(Ok(())) => {}
         Ok(Err(e)) => out.error = Some(format!("{e:#}")),
@@ -706,32 +586,25 @@ fn log_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
     Ok(d)
 }
 
-fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::Result<()> {
+fn run_inner(scenario: Scenario, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut src_opts = RedisOptions::with_notifications();
-    let mut dst_opts = RedisOptions::default();
-    match name {
-        "source-restart" => src_opts = src_opts.arg("appendonly", "yes"),
-        "pubsub-cut" => src_opts = src_opts.arg("client-output-buffer-limit", "pubsub 64kb 32kb 1"),
-        "dest-restart" | "dest-down" => dst_opts = dst_opts.arg("appendonly", "yes"),
-        _ => {}
-    }
-    let source = RedisServer::start_with(src_opts);
-    let dest = RedisServer::start_with(dst_opts);
-    let tag = format!("{}-{}", std::process::id(), name);
+    let needs = scenario.needs();
+    let source = RedisServer::start_with(needs.source);
+    let dest = RedisServer::start_with(needs.dest);
+    let tag = format!("{}-{}", std::process::id(), scenario.name());
     let topic = format!("faults.{tag}");
     let broker = Broker::start();
-    let proxy = if name == "net-cut" {
+    let proxy = if needs.dest_proxy {
         Some(Proxy::start(dest.port())?)
     } else {
         None
     };
-    let source_proxy = if name == "source-blackhole" {
+    let source_proxy = if needs.source_proxy {
         Some(Proxy::start(source.port())?)
     } else {
         None
     };
-    let dir = log_dir(&opts.out_dir, name)?;
+    let dir = log_dir(&opts.out_dir, scenario.name())?;
     out.log_dir = dir.display().to_string();
 
     // Data before the mirror starts: flows on the source, natives on the destination.
@@ -741,7 +614,7 @@ fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::R
     let model = load::seed_natives(&mut dc)?;
 
     let mut env = Env {
-        name: name.into(),
+        scenario,
         source,
         dest,
         broker,
@@ -764,11 +637,11 @@ fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::R
         turn: 0,
         max_recover: None,
     };
-    let result = drive(&mut env, &mut rng, out);
+    let result = drive(&mut env, needs.topology, &mut rng, out);
     // Always: stop the load, then the processes (gracefully), then the servers.
     env.stop.store(true, Ordering::SeqCst);
     if let Some(pid) = env.broker.pid() {
-        let _ = procs::signal(pid, "CONT");
+        let _ = process::signal(pid, Signal::Cont);
     }
     for t in env.threads.drain(..) {
         let _ = t.join();
@@ -778,7 +651,7 @@ fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::R
         out.peak_rss_mib = out.peak_rss_mib.max(p.peak_rss);
         out.unplanned_exits.extend(p.unplanned_exits.iter().cloned());
         out.slow_stops.extend(p.slow_stops.iter().cloned());
-        if p.name == "run" || p.name == "capture" {
+        if p.role.captures() {
             let w = procs::blind_windows(p.log_path());
             out.resubscriptions += w.len() as u32;
             out.max_blind_secs = w.iter().copied().fold(out.max_blind_secs, f64::max);
@@ -796,20 +669,19 @@ fn run_inner(name: &str, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::R
     result
 }
 
-fn drive(env: &mut Env, rng: &mut StdRng, out: &mut Outcome) -> anyhow::Result<()> {
-    let name = env.name.clone();
-    match topology(&name) {
-        Topology::Run => env.add_proc("run", "run")?,
+fn drive(env: &mut Env, topology: Topology, rng: &mut StdRng, out: &mut Outcome) -> anyhow::Result<()> {
+    match topology {
+        Topology::Run => env.add_proc(Role::Run)?,
         Topology::Split => {
-            env.add_proc("capture", "capture")?;
-            env.add_proc("apply", "apply")?;
-            env.add_proc("reconcile", "reconcile")?;
+            env.add_proc(Role::Capture)?;
+            env.add_proc(Role::Apply)?;
+            env.add_proc(Role::Reconcile)?;
         }
     }
     env.wait_ready(Duration::from_secs(90))?;
     env.note(format!(
         "mirror ready ({}); load {} changes/s on the source, {} native writes/s on the destination",
-        env.procs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        env.procs.iter().map(|p| p.role.name()).collect::<Vec<_>>().join(", "),
         env.opts.rate,
         env.opts.native_rate
     ));
@@ -838,7 +710,8 @@ fn drive(env: &mut Env, rng: &mut StdRng, out: &mut Outcome) -> anyhow::Result<(
         env.idle(Duration::from_millis(200))?;
         let now = Instant::now();
         if now >= next && now + Duration::from_secs(2) < load_end {
-            let what = inject(env, rng)?;
+            env.turn += 1;
+            let what = env.scenario.inject(env, rng, env.turn)?;
             out.injections += 1;
             env.note(format!("#{} {what}", out.injections));
             next = Instant::now() + rand_secs(rng, env.opts.gap);
@@ -869,10 +742,10 @@ fn drive(env: &mut Env, rng: &mut StdRng, out: &mut Outcome) -> anyhow::Result<(
 /// invariant holds (and still holds 3 s later) or the bound passes.
 fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Result<()> {
     let deadline = load_stop + env.opts.converge;
-    let reconciler = if env.procs.iter().any(|p| p.name == "reconcile") {
-        "reconcile"
+    let reconciler = if env.procs.iter().any(|p| p.role == Role::Reconcile) {
+        Role::Reconcile
     } else {
-        "run"
+        Role::Run
     };
     // The reconcile request is followed on its own thread while the checker
     // polls: `POST /v1/reconcile` answers 202 with a request id at once, and
@@ -890,14 +763,11 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
         while Instant::now() < end {
             let Some(id) = request.clone() else {
                 tries += 1;
-                match procs::http(
-                    port,
-                    "POST",
-                    "/v1/reconcile",
-                    Some(ADMIN_TOKEN),
-                    Duration::from_secs(10),
-                ) {
-                    Ok((202, body)) => {
+                let post = Request::post("/v1/reconcile")
+                    .token(ADMIN_TOKEN)
+                    .timeout(Duration::from_secs(10));
+                match process::http(port, post) {
+                    Ok(Response { status: 202, body }) => {
                         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                         match v["id"].as_str() {
                             Some(id) => request = Some(id.to_string()),
@@ -905,14 +775,17 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
                         }
                         continue;
                     }
-                    Ok((code, body)) => last = format!("HTTP {code}: {}", body.trim()),
+                    Ok(Response { status, body }) => last = format!("HTTP {status}: {}", body.trim()),
                     Err(e) => last = format!("{e:#}"),
                 }
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             };
-            match procs::http(port, "GET", "/v1/status", Some(ADMIN_TOKEN), Duration::from_secs(10)) {
-                Ok((200, body)) => {
+            let get = Request::get("/v1/status")
+                .token(ADMIN_TOKEN)
+                .timeout(Duration::from_secs(10));
+            match process::http(port, get) {
+                Ok(Response { status: 200, body }) => {
                     let status: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                     let found = status["requests"]
                         .as_array()
@@ -946,7 +819,7 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
                         }
                     }
                 }
-                Ok((code, body)) => last = format!("GET /v1/status: HTTP {code}: {}", body.trim()),
+                Ok(Response { status, body }) => last = format!("GET /v1/status: HTTP {status}: {}", body.trim()),
                 Err(e) => last = format!("GET /v1/status: {e:#}"),
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -1014,7 +887,7 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
             for p in &env.procs {
                 println!(
                     "  --- {} ({}) warnings:\n{}",
-                    p.name,
+                    p.role,
                     p.log_path().display(),
                     p.log_tail(20)
                 );
@@ -1022,4 +895,26 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_back_to_its_scenario() {
+        for s in Scenario::ALL {
+            assert_eq!(s.name().parse::<Scenario>(), Ok(s));
+            assert_eq!(s.to_string(), s.name());
+        }
+        let names: std::collections::BTreeSet<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names.len(), Scenario::ALL.len());
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_known_ones() {
+        let e = "kill-everything".parse::<Scenario>().unwrap_err().to_string();
+        assert!(e.contains("\"kill-everything\""), "{e}");
+        assert!(e.contains("kill-run, kill-capture") && e.ends_with("duplicates"), "{e}");
+    }
 }

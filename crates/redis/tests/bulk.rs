@@ -249,13 +249,13 @@ async fn a_killed_subscription_is_an_error_and_a_refused_one_too() {
 
 /// A CA and a server certificate for `localhost`, as PEM files in `dir`.
 /// A CA and a server certificate for `localhost`, written as PEM files.
-struct TlsFiles {
+struct Pems {
     ca: std::path::PathBuf,
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
 }
 
-fn tls_files(dir: &std::path::Path) -> TlsFiles {
+fn tls_files(dir: &std::path::Path) -> Pems {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
@@ -270,7 +270,7 @@ fn tls_files(dir: &std::path::Path) -> TlsFiles {
         std::fs::write(&p, pem).expect("write pem");
         p
     };
-    TlsFiles {
+    Pems {
         ca: write("ca.pem", ca.pem()),
         cert: write("server.pem", cert.pem()),
         key: write("server.key", key.serialize_pem()),
@@ -280,7 +280,7 @@ fn tls_files(dir: &std::path::Path) -> TlsFiles {
 #[tokio::test]
 async fn tls_endpoints_work_for_bulk_reads_and_the_fred_client_alike() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let TlsFiles { ca, cert, key } = tls_files(dir.path());
+    let Pems { ca, cert, key } = tls_files(dir.path());
     let tls_port = redmirror_testkit::free_port();
     let server = RedisServer::start_with(
         RedisOptions::default()

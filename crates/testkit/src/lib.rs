@@ -12,6 +12,9 @@
 //!   one of a test's own ([`Broker::start`]) to kill, pause or restart.
 //! - [`wait_for`]: poll a condition until a deadline, then fail with a message.
 //! - [`flows`]: reading flows through an independent client (the `redis` crate).
+//! - [`process`]: a `redmirror` process (spawn with env and args, log
+//!   file, kill on drop, SIGTERM with a grace time, HTTP requests, its
+//!   `/metrics` parsed, peak RSS and CPU from `/proc`).
 //! - [`proxy`]: a TCP proxy that cuts, refuses, stalls or black-holes
 //!   connections (network faults for e2e tests and the fault suite).
 //!
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 pub mod flows;
 pub mod invariant;
 pub mod kafka;
+pub mod process;
 pub mod proxy;
 pub mod tansu;
 
