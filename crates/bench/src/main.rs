@@ -71,19 +71,27 @@ impl Sizes {
     }
 }
 
-/// One result row.
+/// A process's peak memory and CPU in one scenario.
+#[derive(serde::Serialize)]
+struct ProcUse {
+    scenario: String,
+    process: String,
+    peak_rss_mib: f64,
+    cpu_s: f64,
+}
+
+/// What a run found: printed rows as it goes, then the summary line and
+/// `results.json`.
 #[derive(Default)]
 struct Report {
-    rows: Vec<(String, String, String, String)>,
     summary: BTreeMap<&'static str, f64>,
-    rss: Vec<(String, String, f64, f64)>,
+    rss: Vec<ProcUse>,
     json: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Report {
     fn row(&mut self, scenario: &str, figure: String, yardstick: String, ratio: String) {
         println!("  {scenario:<34} {figure:<44} {yardstick:<34} {ratio}");
-        self.rows.push((scenario.into(), figure, yardstick, ratio));
     }
     fn procs(&mut self, scenario: &str, procs: &[&Proc]) {
         for p in procs {
@@ -95,7 +103,12 @@ impl Report {
                 _ => String::new(),
             };
             println!("    {scenario}: {} peak RSS {rss:.1} MiB, CPU {cpu:.1} s{gaps}", p.name);
-            self.rss.push((scenario.into(), p.name.clone(), rss, cpu));
+            self.rss.push(ProcUse {
+                scenario: scenario.into(),
+                process: p.name.clone(),
+                peak_rss_mib: rss,
+                cpu_s: cpu,
+            });
         }
     }
 }
@@ -156,7 +169,7 @@ fn main() -> anyhow::Result<()> {
         group(&mut r)?;
     }
 
-    let max_rss = r.rss.iter().map(|x| x.2).fold(0.0, f64::max);
+    let max_rss = r.rss.iter().map(|x| x.peak_rss_mib).fold(0.0, f64::max);
     r.summary.insert("max_rss_mib", max_rss);
     let keys = [
         "e2e_p50_ms",
@@ -186,15 +199,7 @@ fn main() -> anyhow::Result<()> {
                 .collect::<BTreeMap<_, _>>(),
         )?,
     );
-    r.json.insert(
-        "rss".into(),
-        serde_json::to_value(
-            r.rss
-                .iter()
-                .map(|(s, p, m, c)| serde_json::json!({"scenario": s, "process": p, "peak_rss_mib": m, "cpu_s": c}))
-                .collect::<Vec<_>>(),
-        )?,
-    );
+    r.json.insert("rss".into(), serde_json::to_value(&r.rss)?);
     r.json
         .insert("broker".into(), serde_json::Value::String(broker_name.clone()));
     std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&r.json)?)?;
@@ -628,7 +633,7 @@ fn reconcile(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
         let top: Vec<String> = st
             .iter()
             .take(5)
-            .map(|(c, calls, us)| format!("{c} {calls} calls {:.2} s", *us as f64 / 1e6))
+            .map(|c| format!("{} {} calls {:.2} s", c.command, c.calls, c.usec as f64 / 1e6))
             .collect();
         println!("    reconcile: {side} commands (in-sync pass): {}", top.join(", "));
     }

@@ -273,10 +273,21 @@ pub fn redis_cpu(server: &RedisServer) -> anyhow::Result<f64> {
         .sum())
 }
 
-/// `INFO commandstats` as (command, calls, total µs), most expensive first.
-pub fn command_stats(server: &RedisServer) -> anyhow::Result<Vec<(String, u64, u64)>> {
+/// One command's line of `INFO commandstats`.
+#[derive(Debug, serde::Serialize)]
+pub struct CommandStat {
+    /// The command, lower case.
+    pub command: String,
+    /// How many times it ran.
+    pub calls: u64,
+    /// Its total run time, in µs.
+    pub usec: u64,
+}
+
+/// `INFO commandstats`, most expensive first.
+pub fn command_stats(server: &RedisServer) -> anyhow::Result<Vec<CommandStat>> {
     let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.conn())?;
-    let mut out: Vec<(String, u64, u64)> = info
+    let mut out: Vec<CommandStat> = info
         .lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
@@ -284,10 +295,14 @@ pub fn command_stats(server: &RedisServer) -> anyhow::Result<Vec<(String, u64, u
                 rest.split(',')
                     .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
             };
-            Some((name.to_string(), field("calls")?, field("usec")?))
+            Some(CommandStat {
+                command: name.to_string(),
+                calls: field("calls")?,
+                usec: field("usec")?,
+            })
         })
         .collect();
-    out.sort_by_key(|c| std::cmp::Reverse(c.2));
+    out.sort_by_key(|c| std::cmp::Reverse(c.usec));
     Ok(out)
 }
 

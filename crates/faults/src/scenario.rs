@@ -546,6 +546,26 @@ fn probe_recovery(
     Ok(recovered)
 }
 
+/// What a restart scenario (`dest-restart`, `source-restart`) does to its
+/// server on one injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestartTurn {
+    /// SAVE, kill -9, start at once (odd turns).
+    SaveAndRestart,
+    /// kill -9, down a few seconds, start again from the AOF (even turns).
+    Outage,
+}
+
+impl RestartTurn {
+    fn of(turn: u32) -> RestartTurn {
+        if turn % 2 == 1 {
+            RestartTurn::SaveAndRestart
+        } else {
+            RestartTurn::Outage
+        }
+    }
+}
+
 fn rand_secs(rng: &mut StdRng, (lo, hi): (f64, f64)) -> Duration {
     Duration::from_secs_f64(if hi > lo { rng.random_range(lo..hi) } else { lo })
 }
@@ -900,6 +920,20 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_turns_alternate_starting_with_a_save() {
+        let turns: Vec<RestartTurn> = (1..=4).map(RestartTurn::of).collect();
+        assert_eq!(
+            turns,
+            [
+                RestartTurn::SaveAndRestart,
+                RestartTurn::Outage,
+                RestartTurn::SaveAndRestart,
+                RestartTurn::Outage
+            ]
+        );
+    }
 
     #[test]
     fn every_name_parses_back_to_its_scenario() {
