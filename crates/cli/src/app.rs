@@ -193,19 +193,10 @@ pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBro
 
 /// Refuses when source and destination are the same server (same run_id).
 pub async fn refuse_same_server(source: &fred::prelude::Client, dest: &fred::prelude::Client) -> anyhow::Result<()> {
-    let (a, b) = (
-        redmirror_redis::run_id(source).await?,
-        redmirror_redis::run_id(dest).await?,
-    );
-    if !a.is_empty() && a == b {
-        return Err(Refusal(
-            "the source and the destination are the same Redis server (same run_id): refusing to start; \
-             check REDMIRROR_SOURCE_URL and REDMIRROR_DEST_URL"
-                .into(),
-        )
-        .into());
+    match redmirror_redis::same_server(source, dest).await? {
+        Some(why) => Err(Refusal(why.into()).into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Sets the largest record Kafka takes on the change topic (see

@@ -5,7 +5,6 @@
 mod admin;
 mod alloc;
 mod app;
-mod check;
 mod demo;
 mod history;
 mod oneshot;
@@ -165,7 +164,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match (cli.command, config) {
             (Command::Demo(args), _) => demo::run(args).await,
-            (Command::Check, Some(c)) => check::run(&c).await,
+            (Command::Check, Some(c)) => redmirror_console::check::run(&c).await,
             (Command::Status(args), Some(c)) => Ok(match redmirror_console::status(&c, &args).await? {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::from(1),

@@ -1,5 +1,5 @@
-//! redmirror's terminal views: `redmirror status`, `redmirror top` and the
-//! demo's screen.
+//! redmirror's terminal views: `redmirror status`, `redmirror top`,
+//! `redmirror check` and the demo's screen.
 //!
 //! They read what an operator's own tools read: a running process's
 //! `GET /v1/status` (bearer token), `GET /readyz` and `GET /metrics`, or,
@@ -20,9 +20,12 @@
 //! - [`status`](mod@status): the one-screen answer, its problems (each
 //!   says what to do next) and its JSON.
 //! - [`top`](mod@top): the live view.
+//! - [`check`]: `redmirror check`, the pre-flight findings before a
+//!   deploy (servers, notifications, permissions, topics).
 //! - [`demo`]: the demo's screen: both sides of each sample flow, live
 //!   counts from the metrics, the narration.
 
+pub mod check;
 pub mod demo;
 pub mod direct;
 pub mod offsets;

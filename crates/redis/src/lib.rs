@@ -257,3 +257,13 @@ pub async fn run_id(client: &Client) -> Result<String, fred::error::Error> {
         .trim()
         .to_string())
 }
+
+/// Why the source and the destination may not be the same server (the same
+/// `run_id`): `None` when they are different servers (or one does not say).
+pub async fn same_server(source: &Client, dest: &Client) -> Result<Option<&'static str>, fred::error::Error> {
+    let (a, b) = (run_id(source).await?, run_id(dest).await?);
+    Ok((!a.is_empty() && a == b).then_some(
+        "the source and the destination are the same Redis server (same run_id): refusing to start; check \
+         REDMIRROR_SOURCE_URL and REDMIRROR_DEST_URL",
+    ))
+}

@@ -1,4 +1,6 @@
 //! `redmirror check`: pre-flight findings, one per line; exit 1 on any failure.
+//! Nothing here runs a role: it reads what the roles would need and says
+//! what is missing.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,6 +50,7 @@ async fn connect(r: &mut Report, what: &str, ep: Option<&RedisEndpoint>) -> Opti
     }
 }
 
+/// Runs every check and prints one line per finding; exit 1 when any failed.
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let mut r = Report { failed: false };
     r.ok("config", "valid");
@@ -88,8 +91,9 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     if let (Some(s), Some(d)) = (&source, &dest) {
-        match crate::app::refuse_same_server(s, d).await {
-            Ok(()) => r.ok("servers", "source and destination are different servers"),
+        match redmirror_redis::same_server(s, d).await {
+            Ok(None) => r.ok("servers", "source and destination are different servers"),
+            Ok(Some(why)) => r.fail("servers", why),
             Err(e) => r.fail("servers", e),
         }
     }
