@@ -71,7 +71,10 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
     });
     if let Some(l) = &lease {
         if !l.try_acquire().await? {
-            if let Some(report) = requested_pass(&config, &dest, l).await? {
+            let asked = |holder: &str, n: u64| {
+                eprintln!("redmirror: another reconciler holds the lease ({holder}); asked it for a pass (request {n})")
+            };
+            if let Some(report) = redmirror_reconcile::service::request_pass(&dest, &config.keys, l, asked).await? {
                 print_report(&report, args.json)?;
                 return Ok(ExitCode::SUCCESS);
             }
@@ -114,42 +117,6 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         print!("{}", report.table());
     }
     Ok(())
-}
-
-/// The lease is held by another reconciler: asks it for a pass (a counter
-/// on the destination it watches) and waits for the report of a pass that
-/// answered the request. `None` when the lease came free meanwhile: the
-/// caller then runs the pass itself (it holds the lease).
-async fn requested_pass(
-    config: &Config,
-    dest: &fred::prelude::Client,
-    lease: &Lease,
-) -> anyhow::Result<Option<Report>> {
-    use fred::prelude::*;
-    let key = config.keys.reconcile_request_key();
-    let report_key = config.keys.report_key();
-    let mut asked: Option<(String, u64)> = None;
-    loop {
-        let holder = lease.current_holder().await.unwrap_or_default();
-        // Ask (again, when the lease changed hands: a new holder starts
-        // from the counter as it finds it).
-        if asked.as_ref().is_none_or(|(h, _)| *h != holder) {
-            let n: u64 = dest.incr(&key).await?;
-            eprintln!("redmirror: another reconciler holds the lease ({holder}); asked it for a pass (request {n})");
-            asked = Some((holder, n));
-        }
-        let n = asked.as_ref().map_or(0, |(_, n)| *n);
-        let stored = redmirror_reconcile::service::stored_report(dest, &report_key).await;
-        if let Some(report) = stored.and_then(|v| serde_json::from_value::<Report>(v).ok()) {
-            if report.request >= n {
-                return Ok(Some(report));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if lease.try_acquire().await? {
-            return Ok(None);
-        }
-    }
 }
 
 pub async fn resync(mut config: Config, args: ResyncArgs) -> anyhow::Result<ExitCode> {

@@ -304,3 +304,40 @@ pub async fn stored_report(dest: &Client, key: &str) -> Option<serde_json::Value
     let s: Option<String> = dest.get(key).await.ok().flatten();
     s.and_then(|s| serde_json::from_str(&s).ok())
 }
+
+/// The lease is held by another reconciler: asks it for a pass (a counter
+/// on the destination it watches) and waits for the report of a pass that
+/// answered the request. `None` when the lease came free meanwhile: the
+/// caller then runs the pass itself (it holds the lease). `asked_for` is
+/// told each request made: the holder and the request number.
+pub async fn request_pass(
+    dest: &Client,
+    keys: &redmirror_core::KeyLayout,
+    lease: &Lease,
+    asked_for: impl Fn(&str, u64),
+) -> Result<Option<Report>, fred::error::Error> {
+    let key = keys.reconcile_request_key();
+    let report_key = keys.report_key();
+    let mut asked: Option<(String, u64)> = None;
+    loop {
+        let holder = lease.current_holder().await.unwrap_or_default();
+        // Ask (again, when the lease changed hands: a new holder starts
+        // from the counter as it finds it).
+        if asked.as_ref().is_none_or(|(h, _)| *h != holder) {
+            let n: u64 = dest.incr(&key).await?;
+            asked_for(&holder, n);
+            asked = Some((holder, n));
+        }
+        let n = asked.as_ref().map_or(0, |(_, n)| *n);
+        let stored = stored_report(dest, &report_key).await;
+        if let Some(report) = stored.and_then(|v| serde_json::from_value::<Report>(v).ok()) {
+            if report.request >= n {
+                return Ok(Some(report));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if lease.try_acquire().await? {
+            return Ok(None);
+        }
+    }
+}
