@@ -21,7 +21,8 @@ fn check(layers: Result<Layers, redmirror_config::ConfigError>) {
     match layers {
         Err(e) => assert!(!e.to_string().is_empty()),
         Ok(layers) => {
-            for needs in [&[][..], &["source_url", "dest_url", "kafka_brokers"][..]] {
+            use redmirror_config::settings::{DEST_URL, KAFKA_BROKERS, SOURCE_URL};
+            for needs in [&[][..], &[&SOURCE_URL, &DEST_URL, &KAFKA_BROKERS][..]] {
                 match layers.validate(needs) {
                     Ok(config) => {
                         let _ = format!("{config:?}");

@@ -1,11 +1,11 @@
 //! The live apply loop.
 //!
-//! A session of one Kafka consumer runs three steps: [`Session::read`]
+//! A session of one Kafka consumer runs three steps: `Session::read`
 //! waits for the next batch (watching shutdown, the hold, finished writes
-//! and stalls meanwhile), [`Session::dispatch`] records the batch in the
-//! [`Ledger`] and writes it on a task of its own, and [`Session::drain`]
+//! and stalls meanwhile), `Session::dispatch` records the batch in the
+//! [`Ledger`] and writes it on a task of its own, and `Session::drain`
 //! finishes the writes in flight when the session ends. Each finished write
-//! goes through [`Session::settle`], which stores the offsets the ledger
+//! goes through `Session::settle`, which stores the offsets the ledger
 //! says are safe: never past a batch that is not written.
 
 use std::collections::BTreeMap;

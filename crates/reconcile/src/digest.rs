@@ -20,7 +20,7 @@ use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
 
 use crate::dest_read::{DestRead, DestReader, ReadError};
 
-/// SHA-1 of a flow's canonical content (see [`digest`]): equal digests
+/// SHA-1 of a flow's canonical content (see `digest`): equal digests
 /// mean equal content, in any field order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digest(pub [u8; 20]);
