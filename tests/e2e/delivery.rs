@@ -1,7 +1,5 @@
 //! Duplicated and out-of-order delivery leave the destination unchanged.
 
-use std::time::Duration;
-
 use redmirror_core::event::Origin;
 use redmirror_core::FlowEvent;
 
@@ -119,16 +117,9 @@ fn a_crash_between_write_and_offset_store_reads_the_batch_again_harmlessly() {
             .map(|o| m.metric(&format!("redmirror_apply_events_total{{outcome=\"{o}\"}}")))
             .sum()
     };
-    let end = std::time::Instant::now() + CONVERGE;
-    while handled(&mirror) < 1.0 {
-        assert!(
-            std::time::Instant::now() < end,
-            "the crashed batch was not read again (group: {:?}): {}",
-            kafka::group_members(&broker.bootstrap(), &mirror.group),
-            mirror.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("the crashed batch to be read again", CONVERGE, || {
+        (handled(&mirror) >= 1.0).then_some(())
+    });
     let (ends, _) = kafka::end_and_committed(&broker.bootstrap(), &mirror.group, &mirror.topic);
     wait_for("the group to commit past the crashed batch", CONVERGE, || {
         let (_, now) = kafka::end_and_committed(&broker.bootstrap(), &mirror.group, &mirror.topic);

@@ -115,7 +115,7 @@ fn on_ack(acked: Acked, pending: &Pending, warned: &WarnOnce) {
                 id: &id,
                 reason: SkipReason::TooLarge,
                 once: warned,
-                why: format!("Kafka refused the flow's event for good ({e}); not published."),
+                why: format_args!("Kafka refused the flow's event for good ({e}); not published."),
             }
             .emit();
             pending.done(seq);
@@ -135,8 +135,9 @@ struct FlowSkipped<'a> {
     id: &'a Bytes,
     reason: SkipReason,
     once: &'a WarnOnce,
-    /// What happened and what became of the sync copy.
-    why: String,
+    /// What happened and what became of the sync copy (formatted only when
+    /// it is logged).
+    why: std::fmt::Arguments<'a>,
 }
 
 impl InternalEvent for FlowSkipped<'_> {
@@ -210,7 +211,7 @@ impl Ctx<'_> {
                     id: &id,
                     reason: SkipReason::NotAHash,
                     once: self.warned,
-                    why: "Source flow key is not a hash; treated as absent (its sync copy is removed).".to_string(),
+                    why: format_args!("Source flow key is not a hash; treated as absent (its sync copy is removed)."),
                 }
                 .emit();
             }
@@ -224,7 +225,7 @@ impl Ctx<'_> {
                         id: &id,
                         reason: SkipReason::TooLarge,
                         once: self.warned_large,
-                        why: format!(
+                        why: format_args!(
                             "Flow of {bytes} bytes is over {which} ({limit} bytes); not published (the sync copy, \
                              if any, stays as it was)."
                         ),

@@ -391,23 +391,6 @@ impl Process {
         http(self.http_port, req)
     }
 
-    /// Waits until `GET path` answers 200 (e.g. `/healthz` for "serving",
-    /// `/readyz` for "ready"), or `deadline` passes; false then, or when
-    /// the process exited first.
-    pub fn wait_http_ok(&mut self, path: &str, deadline: Duration) -> bool {
-        let end = Instant::now() + deadline;
-        while Instant::now() < end {
-            if !self.running() {
-                return false;
-            }
-            if self.http(Request::get(path)).is_ok_and(|r| r.status == 200) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
     /// `GET /metrics`, parsed (see [`scrape`]).
     pub fn scrape(&self) -> Option<Metrics> {
         scrape(self.http_port)
