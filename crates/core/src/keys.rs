@@ -67,6 +67,14 @@ impl KeyLayout {
         format!("{}watermarks", self.state_prefix)
     }
 
+    /// On a cluster destination, the watermark hash of the flows in hash
+    /// slot `slot`: `{prefix}watermarks:{tag}`, with a tag of that slot
+    /// ([`crate::slot::tag_for`]), so a flow key and its watermark are in
+    /// one slot and one script can guard and write both.
+    pub fn watermark_key_in(&self, slot: u16) -> String {
+        format!("{}watermarks:{{{}}}", self.state_prefix, crate::slot::tag_for(slot))
+    }
+
     /// The key of a named lease (`reconcile`, `capture`).
     pub fn lease_key(&self, name: &str) -> String {
         format!("{}lease:{name}", self.state_prefix)

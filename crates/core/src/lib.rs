@@ -10,6 +10,8 @@
 //!   a source read into an event and an event into the expected copy.
 //! - [`diff`]: compares what the destination holds against what the rules
 //!   expect (used by the reconciler and its dry run).
+//! - [`slot`]: Redis Cluster hash slots of keys, and a hash tag for each
+//!   slot (bookkeeping kept beside a flow on a cluster destination).
 //! - [`text`]: bytes shown to people (UTF-8 as text, otherwise base64).
 //! - [`backoff`]: the retry delay sequence every retry loop uses.
 //! - [`failpoint`]: failures the end-to-end tests inject into debug builds.
@@ -21,6 +23,7 @@ pub mod failpoint;
 pub mod keys;
 pub mod order;
 pub mod rules;
+pub mod slot;
 pub mod text;
 
 pub use event::{DecodeError, FlowEvent};
