@@ -33,6 +33,8 @@ pub mod subscriber;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redmirror_redis::cluster::Cluster;
+
 use redmirror_config::RedisEndpoint;
 use redmirror_core::{KeyLayout, MirrorRules};
 use redmirror_kafka::Publisher;
@@ -127,6 +129,9 @@ pub enum Gap {
     /// Notification classes were missing on the source (or capture had to
     /// set them again) and are back.
     NotificationsBack,
+    /// A cluster source's slots changed master (how many): a failover, a
+    /// slot migration, a master added or removed.
+    Topology(usize),
 }
 
 impl Gap {
@@ -153,6 +158,13 @@ impl Gap {
                 tracing::warn!(
                     commands = %names.join(","),
                     "The source ran a command that sends no per-key notification: gap reported for reconciliation."
+                );
+            }
+            Gap::Topology(slots) => {
+                metrics::counter!(m::CAPTURE_GAPS).increment(1);
+                tracing::warn!(
+                    slots,
+                    "The source cluster's slots changed master: gap reported for reconciliation."
                 );
             }
             Gap::NotificationsBack => {
@@ -229,25 +241,62 @@ fn spawn_subscriber(
     Ok(ended)
 }
 
+/// How often a cluster source's map is read again (a failover, a slot
+/// moved, a master added or removed).
+pub const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
+
+/// On a cluster source: reads the map every [`TOPOLOGY_EVERY`]. A change
+/// is a gap for the slots concerned (changes there while they moved may
+/// not have been notified) and a new source epoch (the reader moves it);
+/// the subscriptions follow the new masters ([`subscriber::run_cluster`]).
+async fn watch_topology(
+    reader: Arc<redmirror_redis::source::SourceReader>,
+    gaps: mpsc::UnboundedSender<Gap>,
+    stop: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(TOPOLOGY_EVERY) => {}
+        }
+        match reader.refresh_topology().await {
+            Ok(Some(change)) => {
+                failing = false;
+                Gap::Topology(change.slots.len()).report(&gaps);
+                tracing::info!(change = %change.summary, "The source cluster changed.");
+            }
+            Ok(None) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "Cannot read the source cluster's map; retrying.");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Connects to the source and checks its notification setting, waiting
 /// (with backoff, 100 ms to 5 s) while the source is down or loading: a
 /// standby that takes the lease during a source outage must wait for it,
 /// not fail. `None` when `shutdown` came first.
 async fn connect_when_up(
     opts: &CaptureOptions,
+    reader: &redmirror_redis::source::SourceReader,
     health: &Health,
     shutdown: &CancellationToken,
-) -> Result<Option<fred::prelude::Client>, CaptureError> {
+) -> Result<Option<(fred::prelude::Client, Option<Arc<Cluster>>)>, CaptureError> {
     let mut backoff = redmirror_core::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut said = false;
     loop {
         let attempt = async {
             let client = redmirror_redis::connect(&opts.source, "capture-reader").await?;
             notify::ensure(&client, &opts.source, opts.configure_notifications).await?;
-            Ok::<_, CaptureError>(client)
+            let cluster = reader.detect().await?;
+            Ok::<_, CaptureError>((client, cluster))
         };
         let wait = match attempt.await {
-            Ok(client) => return Ok(Some(client)),
+            Ok(up) => return Ok(Some(up)),
             Err(CaptureError::Redis(e)) if e.is_retryable() => e.to_string(),
             Err(CaptureError::Notify(notify::NotifyError::Unreadable { message, .. }))
                 if !message.starts_with("NOPERM") =>
@@ -280,9 +329,21 @@ pub async fn run(
 ) -> Result<(), CaptureError> {
     health.register(HEALTH_SOURCE);
     health.register(notify::HEALTH_NOTIFICATIONS);
-    let Some(client) = connect_when_up(&opts, &health, &shutdown).await? else {
+    let reader = redmirror_redis::source::SourceReader::new(
+        &opts.source,
+        opts.keys.clone(),
+        redmirror_redis::epoch::EpochReader::new(opts.epoch.clone(), true),
+    )?;
+    let Some((client, cluster)) = connect_when_up(&opts, &reader, &health, &shutdown).await? else {
         return Ok(());
     };
+    if cluster.is_some() {
+        // What each master was before this start is not kept: a failover
+        // while capture was down (to a replica whose clock is behind) is
+        // only safe in a new epoch.
+        opts.epoch
+            .bump("capture started on a cluster source (its masters' identities are not kept across restarts)");
+    }
     health.set(HEALTH_SOURCE, true);
     health.set(notify::HEALTH_NOTIFICATIONS, true);
     let pending = Arc::new(Pending::new(opts.pending_max));
@@ -307,24 +368,38 @@ pub async fn run(
             }
         })
     };
-    let sub = spawn_subscriber(subscriber::run(
-        opts.source.clone(),
-        opts.keys.clone(),
-        pending.clone(),
-        gaps,
-        health.clone(),
-        subscribed,
-        stop_sub.clone(),
-    ))?;
+    let sub = match &cluster {
+        None => spawn_subscriber(subscriber::run(
+            opts.source.clone(),
+            None,
+            opts.keys.clone(),
+            pending.clone(),
+            gaps.clone(),
+            health.clone(),
+            subscribed,
+            stop_sub.clone(),
+        ))?,
+        Some(c) => spawn_subscriber(subscriber::run_cluster(
+            c.clone(),
+            opts.keys.clone(),
+            pending.clone(),
+            gaps.clone(),
+            health.clone(),
+            subscribed,
+            stop_sub.clone(),
+        ))?,
+    };
+    let reader = Arc::new(reader);
+    let topology = cluster
+        .as_ref()
+        .map(|_| tokio::spawn(watch_topology(reader.clone(), gaps.clone(), stop_sub.clone())));
     let stop_progress = CancellationToken::new();
     let reporter = progress.map(|p| tokio::spawn(report_progress(p, pending.clone(), stop_progress.clone())));
-    let reader = redmirror_redis::source::SourceReader::new(
-        &opts.source,
-        opts.keys.clone(),
-        redmirror_redis::epoch::EpochReader::new(opts.epoch.clone(), true),
-    )?;
     let result = publisher::run(&opts, reader, publisher, pending, health.clone(), shutdown).await;
     stop_sub.cancel();
+    if let Some(t) = topology {
+        let _ = t.await;
+    }
     let _ = sub.await;
     let _ = flushes.await;
     let _ = watcher.await;

@@ -11,7 +11,7 @@ use redmirror_core::event::{Op, Origin};
 use redmirror_core::rules::Decision;
 use redmirror_core::SourceFlow;
 use redmirror_kafka::Publisher;
-use redmirror_redis::source::{SourceRead, SourceReader};
+use redmirror_redis::source::{ReadFlow, SourceRead, SourceReader};
 use redmirror_telemetry::events::InternalEvent;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::metrics::{CaptureOp, PublishRetry, SkipReason};
@@ -38,7 +38,7 @@ struct Acked {
 /// the shutdown timeout) and flushes the producer.
 pub async fn run(
     opts: &CaptureOptions,
-    reader: SourceReader,
+    reader: std::sync::Arc<SourceReader>,
     publisher: Publisher,
     pending: Arc<Pending>,
     health: Health,
@@ -203,8 +203,7 @@ impl Ctx<'_> {
         let Some(read) = self.read(&ids, shutdown).await else {
             return false;
         };
-        let order = read.order;
-        for ((id, state), taken) in read.flows.into_iter().zip(batch) {
+        for (ReadFlow { id, state, order }, taken) in read.flows.into_iter().zip(batch) {
             let seq = taken.seq;
             if state == SourceFlow::NotAHash {
                 FlowSkipped {

@@ -116,8 +116,8 @@ pub async fn resync(
     .await
     .map_err(ResyncError::Read)?;
     let mut n = 0;
-    for (id, state) in read.flows {
-        match rules.decide(id.clone(), state, read.order, Origin::Resync, "resync") {
+    for redmirror_redis::source::ReadFlow { id, state, order } in read.flows {
+        match rules.decide(id.clone(), state, order, Origin::Resync, "resync") {
             Decision::Publish(ev) => {
                 publisher.publish(&ev).await?;
                 n += 1;

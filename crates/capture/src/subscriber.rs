@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use redmirror_config::RedisEndpoint;
 use redmirror_core::KeyLayout;
+use redmirror_redis::cluster::{Cluster, NodeAddr};
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
 use tokio::sync::{mpsc, Notify};
@@ -29,9 +30,12 @@ enum SessionEnd {
 
 /// Runs sessions until `stop`, with backoff between failed attempts (reset
 /// after every session that subscribed). `subscribed` is notified after
-/// every subscription (the notification setting is checked then).
+/// every subscription (the notification setting is checked then). `node`:
+/// the master of a cluster source this subscription follows.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     source: RedisEndpoint,
+    node: Option<NodeAddr>,
     keys: KeyLayout,
     pending: Arc<Pending>,
     gaps: mpsc::UnboundedSender<Gap>,
@@ -45,6 +49,7 @@ pub async fn run(
         let before = sessions;
         match session(
             &source,
+            node.as_ref(),
             &keys,
             &pending,
             &gaps,
@@ -58,7 +63,7 @@ pub async fn run(
             SessionEnd::Shutdown => return,
             SessionEnd::Disconnected(reason) => {
                 health.set(HEALTH_SOURCE, false);
-                tracing::warn!(reason = %reason, "Subscription to the source lost; re-subscribing.");
+                tracing::warn!(reason = %reason, node = %node.as_ref().map(|n| n.to_string()).unwrap_or_default(), "Subscription to the source lost; re-subscribing.");
             }
         }
         let delay = retry.next(sessions > before);
@@ -66,6 +71,63 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// On a cluster source: one subscription per master ([`run`] for each),
+/// started and stopped as masters come and go. A master that appears
+/// (a failover, a node added) reports its first subscription as a gap, so
+/// what changed there before it was followed is reconciled. Runs until
+/// `stop`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_cluster(
+    cluster: Arc<Cluster>,
+    keys: KeyLayout,
+    pending: Arc<Pending>,
+    gaps: mpsc::UnboundedSender<Gap>,
+    health: Health,
+    subscribed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut running: std::collections::HashMap<NodeAddr, (CancellationToken, tokio::task::JoinHandle<()>)> =
+        Default::default();
+    let mut version = cluster.version();
+    loop {
+        let masters: std::collections::HashSet<NodeAddr> =
+            cluster.topology().shards.iter().map(|s| s.addr.clone()).collect();
+        let gone: Vec<NodeAddr> = running.keys().filter(|a| !masters.contains(*a)).cloned().collect();
+        for addr in gone {
+            if let Some((token, task)) = running.remove(&addr) {
+                tracing::info!(node = %addr, "No longer a master of the source: its subscription stops.");
+                token.cancel();
+                let _ = task.await;
+            }
+        }
+        for addr in masters {
+            if running.contains_key(&addr) {
+                continue;
+            }
+            let token = stop.child_token();
+            let task = tokio::spawn(run(
+                cluster.endpoint().clone(),
+                Some(addr.clone()),
+                keys.clone(),
+                pending.clone(),
+                gaps.clone(),
+                health.clone(),
+                subscribed.clone(),
+                token.clone(),
+            ));
+            running.insert(addr, (token, task));
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            r = version.changed() => if r.is_err() { break },
+        }
+    }
+    for (_, (token, task)) in running {
+        token.cancel();
+        let _ = task.await;
     }
 }
 
@@ -97,6 +159,7 @@ impl Retry {
 #[allow(clippy::too_many_arguments)]
 async fn session(
     source: &RedisEndpoint,
+    node: Option<&NodeAddr>,
     keys: &KeyLayout,
     pending: &Pending,
     gaps: &mpsc::UnboundedSender<Gap>,
@@ -107,7 +170,11 @@ async fn session(
 ) -> SessionEnd {
     let prefix = format!("__keyevent@{}__:", source.db());
     let pattern = format!("{prefix}*");
-    let attempt = match redmirror_redis::bulk::Bulk::new(source) {
+    let bulk = match node {
+        Some(addr) => redmirror_redis::bulk::Bulk::at(source, addr),
+        None => redmirror_redis::bulk::Bulk::new(source),
+    };
+    let attempt = match bulk {
         Ok(bulk) => bulk.psubscribe(pattern.as_bytes()).await,
         Err(e) => return SessionEnd::Disconnected(e.to_string()),
     };
@@ -126,7 +193,7 @@ async fn session(
     *sessions += 1;
     if *sessions == 1 {
         Gap::Start.report(gaps);
-        tracing::info!(pattern = %pattern, "Subscribed to source notifications.");
+        tracing::info!(pattern = %pattern, node = %node.map(|n| n.to_string()).unwrap_or_default(), "Subscribed to source notifications.");
     } else {
         Gap::Resubscribed.report(gaps);
     }

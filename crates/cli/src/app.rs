@@ -11,10 +11,10 @@ use redmirror_capture::CaptureOptions;
 use redmirror_config::Config;
 use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
 use redmirror_reconcile::{PassOptions, Reconciler, Service, Sides};
-use redmirror_redis::bulk::Bulk;
 use redmirror_redis::epoch::{EpochReader, SourceEpoch};
 use redmirror_redis::hold::HoldWatch;
 use redmirror_redis::lease::Lease;
+use redmirror_redis::routed::Routed;
 use redmirror_redis::signal::GapSignal;
 use redmirror_redis::source::SourceReader;
 use redmirror_telemetry::http::HttpState;
@@ -586,10 +586,10 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<ExitCode> {
 
 /// Bulk-read connections to both sides for the reconciler (connected on
 /// first use).
-pub(crate) fn bulk_sides(config: &Config) -> anyhow::Result<Sides<Bulk>> {
+pub(crate) fn bulk_sides(config: &Config) -> anyhow::Result<Sides<Routed>> {
     Ok(Sides {
-        source: Bulk::new(config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?)?,
-        dest: Bulk::new(config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?)?,
+        source: Routed::new(config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?)?,
+        dest: Routed::new(config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?)?,
     })
 }
 

@@ -1,6 +1,6 @@
 //! Flow summaries for a pass. Digests read every flow of a batch with
 //! pipelined `HGETALL` on both sides (at the same time, each on its own
-//! [`Bulk`] connection, replies parsed in place) and reduce each to its
+//! bulk connections ([`Routed`]: one per master on a cluster), replies parsed in place) and reduce each to its
 //! state and a SHA-1 of its canonical content here, in the client: plain
 //! `HGETALL` costs Redis about a third of what a digest script did (no Lua
 //! tables, no string building inside the server), and the hashing runs on
@@ -16,7 +16,8 @@ use bytes::Bytes;
 use fred::prelude::*;
 use redmirror_core::diff::DestFlow;
 use redmirror_core::{KeyLayout, MirrorRules};
-use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
+use redmirror_redis::bulk::{Pipeline, Reply};
+use redmirror_redis::routed::Routed;
 
 use crate::dest_read::{DestRead, DestReader, ReadError};
 
@@ -60,82 +61,114 @@ impl Digests {
         }
     }
 
-    /// Source summaries of these flows.
-    pub async fn source(&self, bulk: &Bulk, ids: &[Bytes]) -> Result<Vec<SourceSummary>, fred::error::Error> {
-        let mut pipe = Pipeline::new();
-        for id in ids {
-            pipe.key_cmd(b"HGETALL", &self.keys.flow_key(id));
-        }
-        let mut out = Vec::with_capacity(ids.len());
-        let mut failed = None;
-        bulk.run(&pipe, |_, reply| {
-            out.push(match hash_reply(reply, &mut failed) {
-                None => SourceSummary::NotAHash,
-                Some(p) if p.is_empty() => SourceSummary::Absent,
-                Some(p) if self.rules.is_filtered(&p) => SourceSummary::Filtered,
-                Some(p) => SourceSummary::Copy(digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n)))),
+    /// Source summaries of these flows (on a cluster, each read on the
+    /// master owning it).
+    pub async fn source(&self, bulk: &Routed, ids: &[Bytes]) -> Result<Vec<SourceSummary>, fred::error::Error> {
+        let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
+        let r = bulk
+            .scatter(&flow_keys, |node, positions| {
+                let flow_keys = &flow_keys;
+                async move {
+                    let mut pipe = Pipeline::new();
+                    for &p in &positions {
+                        pipe.key_cmd(b"HGETALL", &flow_keys[p]);
+                    }
+                    let mut out = Vec::with_capacity(positions.len());
+                    let mut failed = None;
+                    node.run(&pipe, |_, reply| {
+                        out.push(match hash_reply(reply, &mut failed) {
+                            None => SourceSummary::NotAHash,
+                            Some(p) if p.is_empty() => SourceSummary::Absent,
+                            Some(p) if self.rules.is_filtered(&p) => SourceSummary::Filtered,
+                            Some(p) => {
+                                SourceSummary::Copy(digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n))))
+                            }
+                        })
+                    })
+                    .await?;
+                    match failed {
+                        Some(e) => Err(e),
+                        None => Ok(out),
+                    }
+                }
             })
-        })
-        .await?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(out),
+            .await;
+        if let Err(e) = &r {
+            bulk.refresh_after(e).await;
         }
+        r
     }
 
     /// Destination summaries of these flows, with the index entry; a sync
     /// copy's digest is of the copy without its marker. Watermarks are not
     /// read (the comparison does not need them): `watermarked` is false.
-    pub async fn dest(&self, bulk: &Bulk, ids: &[Bytes]) -> Result<Vec<DestSummary>, fred::error::Error> {
+    /// The flows and the index entries are read at the same time (on a
+    /// cluster, on the masters owning them).
+    pub async fn dest(&self, bulk: &Routed, ids: &[Bytes]) -> Result<Vec<DestSummary>, fred::error::Error> {
         let marker = &self.rules.marker_field;
-        let mut pipe = Pipeline::new();
-        for id in ids {
-            pipe.key_cmd(b"HGETALL", &self.keys.flow_key(id));
-        }
-        // One HMGET for the index entries, after the reads.
-        pipe.key_cmd_with(b"HMGET", &self.keys.index_key, ids);
-        let n = ids.len();
-        let mut out = Vec::with_capacity(n);
-        let mut failed = None;
-        let mut fail = |e: fred::error::Error| {
-            failed.get_or_insert(e);
+        let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
+        let flows = bulk.scatter(&flow_keys, |node, positions| {
+            let flow_keys = &flow_keys;
+            async move {
+                let mut pipe = Pipeline::new();
+                for &p in &positions {
+                    pipe.key_cmd(b"HGETALL", &flow_keys[p]);
+                }
+                let mut out = Vec::with_capacity(positions.len());
+                let mut failed = None;
+                node.run(&pipe, |_, reply| {
+                    let flow = match hash_reply(reply, &mut failed) {
+                        None => DestFlow::WrongType,
+                        Some(p) if p.is_empty() => DestFlow::Absent,
+                        Some(p) if self.rules.is_sync_copy(&p) => {
+                            DestFlow::SyncCopy(digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref())))
+                        }
+                        Some(_) => DestFlow::Native,
+                    };
+                    out.push(DestSummary {
+                        flow,
+                        indexed: false,
+                        watermarked: false,
+                    });
+                })
+                .await?;
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                }
+            }
+        });
+        let index = async {
+            // One HMGET for the index entries.
+            let node = bulk.for_key(&self.keys.index_key).await?;
+            let mut pipe = Pipeline::new();
+            pipe.key_cmd_with(b"HMGET", &self.keys.index_key, ids);
+            let mut flags = Err(bad());
+            node.run(&pipe, |_, reply| {
+                flags = match reply {
+                    Reply::Array(f) if f.len() == ids.len() => {
+                        Ok(f.iter().map(|f| *f != Reply::Nil).collect::<Vec<_>>())
+                    }
+                    Reply::Error(e) => Err(server_error(e)),
+                    _ => Err(bad()),
+                }
+            })
+            .await?;
+            flags
         };
-        bulk.run(&pipe, |i, reply| {
-            if i < n {
-                let mut err = None;
-                let flow = match hash_reply(reply, &mut err) {
-                    None => DestFlow::WrongType,
-                    Some(p) if p.is_empty() => DestFlow::Absent,
-                    Some(p) if self.rules.is_sync_copy(&p) => {
-                        DestFlow::SyncCopy(digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref())))
-                    }
-                    Some(_) => DestFlow::Native,
-                };
-                if let Some(e) = err {
-                    fail(e);
+        let r = match tokio::join!(flows, index) {
+            (Ok(mut out), Ok(flags)) => {
+                for (summary, flag) in out.iter_mut().zip(flags) {
+                    summary.indexed = flag;
                 }
-                out.push(DestSummary {
-                    flow,
-                    indexed: false,
-                    watermarked: false,
-                });
-                return;
+                Ok(out)
             }
-            match reply {
-                Reply::Array(flags) if flags.len() == n => {
-                    for (summary, flag) in out.iter_mut().zip(flags) {
-                        summary.indexed = flag != Reply::Nil;
-                    }
-                }
-                Reply::Error(e) => fail(server_error(e)),
-                _ => fail(bad()),
-            }
-        })
-        .await?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(out),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        if let Err(e) = &r {
+            bulk.refresh_after(e).await;
         }
+        r
     }
 
     /// Destination states of these flows (a read-only script; no content).
@@ -147,50 +180,78 @@ impl Digests {
 /// Which flows of `ids` have no key on this side. One multi-key `EXISTS`
 /// answers the usual case (every key exists) in a single command; only a
 /// batch with a gap is asked again key by key (anything but 1 counts as
-/// absent, and the caller then reads the full state).
-pub async fn without_copy(bulk: &Bulk, keys: &KeyLayout, ids: &[Bytes]) -> Result<Vec<Bytes>, fred::error::Error> {
+/// absent, and the caller then reads the full state). On a cluster (where
+/// a multi-key command may not span slots) every key is asked alone, on
+/// the master owning it.
+pub async fn without_copy(bulk: &Routed, keys: &KeyLayout, ids: &[Bytes]) -> Result<Vec<Bytes>, fred::error::Error> {
+    let r = without_copy_on(bulk, keys, ids).await;
+    if let Err(e) = &r {
+        bulk.refresh_after(e).await;
+    }
+    r
+}
+
+async fn without_copy_on(bulk: &Routed, keys: &KeyLayout, ids: &[Bytes]) -> Result<Vec<Bytes>, fred::error::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let flow_keys: Vec<Bytes> = ids.iter().map(|id| keys.flow_key(id)).collect();
-    // EXISTS counts a repeated key each time: ask for each key once.
-    let distinct: std::collections::HashSet<&Bytes> = flow_keys.iter().collect();
-    let asked = distinct.len() as i64;
-    let mut args: Vec<&[u8]> = Vec::with_capacity(1 + distinct.len());
-    args.push(b"EXISTS");
-    args.extend(distinct.into_iter().map(|k| k.as_ref()));
-    let mut pipe = Pipeline::new();
-    pipe.cmd(&args);
-    let mut present = Err(bad());
-    bulk.run(&pipe, |_, reply| {
-        present = match reply {
-            Reply::Int(n) => Ok(n),
-            Reply::Error(e) => Err(server_error(e)),
-            _ => Err(bad()),
+    if bulk.cluster().await?.is_none() {
+        // EXISTS counts a repeated key each time: ask for each key once.
+        let distinct: std::collections::HashSet<&Bytes> = flow_keys.iter().collect();
+        let asked = distinct.len() as i64;
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + distinct.len());
+        args.push(b"EXISTS");
+        args.extend(distinct.into_iter().map(|k| k.as_ref()));
+        let mut pipe = Pipeline::new();
+        pipe.cmd(&args);
+        let mut present = Err(bad());
+        bulk.for_key(&flow_keys[0])
+            .await?
+            .run(&pipe, |_, reply| {
+                present = match reply {
+                    Reply::Int(n) => Ok(n),
+                    Reply::Error(e) => Err(server_error(e)),
+                    _ => Err(bad()),
+                }
+            })
+            .await?;
+        if present? == asked {
+            return Ok(Vec::new());
         }
-    })
-    .await?;
-    if present? == asked {
-        return Ok(Vec::new());
     }
-    let mut pipe = Pipeline::new();
-    for k in &flow_keys {
-        pipe.key_cmd(b"EXISTS", k);
-    }
-    let mut absent = Vec::new();
-    let mut failed = None;
-    bulk.run(&pipe, |i, reply| match reply {
-        Reply::Int(1) => {}
-        Reply::Error(e) => {
-            failed.get_or_insert(server_error(e));
-        }
-        _ => absent.push(ids[i].clone()),
-    })
-    .await?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(absent),
-    }
+    let present = bulk
+        .scatter(&flow_keys, |node, positions| {
+            let flow_keys = &flow_keys;
+            async move {
+                let mut pipe = Pipeline::new();
+                for &p in &positions {
+                    pipe.key_cmd(b"EXISTS", &flow_keys[p]);
+                }
+                let mut out = Vec::with_capacity(positions.len());
+                let mut failed = None;
+                node.run(&pipe, |_, reply| match reply {
+                    Reply::Int(1) => out.push(true),
+                    Reply::Error(e) => {
+                        failed.get_or_insert(server_error(e));
+                        out.push(true);
+                    }
+                    _ => out.push(false),
+                })
+                .await?;
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                }
+            }
+        })
+        .await?;
+    Ok(ids
+        .iter()
+        .zip(present)
+        .filter(|(_, p)| !p)
+        .map(|(id, _)| id.clone())
+        .collect())
 }
 
 /// An `HGETALL` reply as borrowed (name, value) pairs; `None` when it is

@@ -12,8 +12,9 @@ use redmirror_core::event::{DeleteReason, FlowEvent, Origin};
 use redmirror_core::rules::Decision;
 use redmirror_core::{CaptureProgress, KeyLayout, MirrorRules, SourceFlow};
 use redmirror_kafka::{Kafka, Publisher};
-use redmirror_redis::bulk::Bulk;
-use redmirror_redis::source::SourceReader;
+use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
+use redmirror_redis::routed::Routed;
+use redmirror_redis::source::{ReadFlow, SourceReader};
 use redmirror_redis::value;
 use redmirror_telemetry::metrics as m;
 
@@ -101,7 +102,7 @@ pub struct Reconciler {
     /// Rules.
     pub rules: MirrorRules,
     /// Bulk reads on each side (digests, existence checks).
-    bulk: Arc<Sides<Bulk>>,
+    bulk: Arc<Sides<Routed>>,
     reader: Arc<SourceReader>,
     dest_reader: DestReader,
     digests: Digests,
@@ -135,13 +136,14 @@ impl Limiter {
 
 impl Reconciler {
     /// A reconciler over these connections; `bulk` reads each side on
-    /// connections of its own (see [`Bulk`]), and `reader` reads flows to
+    /// connections of its own (see [`Routed`]: one set per master on a
+    /// cluster), and `reader` reads flows to
     /// repair atomically with the source clock, in the source epoch.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: Client,
         dest: Client,
-        bulk: Sides<Bulk>,
+        bulk: Sides<Routed>,
         reader: SourceReader,
         publisher: Publisher,
         kafka: Kafka,
@@ -280,9 +282,19 @@ impl Reconciler {
     /// Phase 1: every source flow against its copy. The next SCAN page is
     /// fetched while the current one is compared.
     async fn source_phase(&self, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
+        let masters = self.bulk.source.masters().await.map_err(on("source"))?;
+        let mut report = Report::default();
+        for part in join_all(masters.iter().map(|m| self.source_phase_on(m, opts, limiter))).await {
+            report.absorb(part?);
+        }
+        Ok(report)
+    }
+
+    /// Phase 1 on one master of the source (the server itself when standalone).
+    async fn source_phase_on(&self, node: &Bulk, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
         let mut report = Report::default();
         let pattern = self.keys.scan_pattern();
-        let mut page = scan(&self.source, "source", &Bytes::from_static(b"0"), &pattern, opts.batch).await?;
+        let mut page = scan(node, "source", &Bytes::from_static(b"0"), &pattern, opts.batch).await?;
         loop {
             let (next, keys) = page;
             let ids: Vec<Bytes> = keys
@@ -292,7 +304,7 @@ impl Reconciler {
             let more = next.as_ref() != b"0";
             let fetch_next = async {
                 if more {
-                    Some(scan(&self.source, "source", &next, &pattern, opts.batch).await)
+                    Some(scan(node, "source", &next, &pattern, opts.batch).await)
                 } else {
                     None
                 }
@@ -335,11 +347,21 @@ impl Reconciler {
 
     /// Phase 2: destination flows whose source is gone (extra copies).
     async fn dest_phase(&self, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
+        let masters = self.bulk.dest.masters().await.map_err(on("destination"))?;
+        let mut report = Report::default();
+        for part in join_all(masters.iter().map(|m| self.dest_phase_on(m, opts, limiter))).await {
+            report.absorb(part?);
+        }
+        Ok(report)
+    }
+
+    /// Phase 2 on one master of the destination.
+    async fn dest_phase_on(&self, node: &Bulk, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
         let mut report = Report::default();
         let pattern = self.keys.scan_pattern();
         let mut cursor = Bytes::from_static(b"0");
         loop {
-            let (next, keys) = scan(&self.dest, "destination", &cursor, &pattern, opts.batch).await?;
+            let (next, keys) = scan(node, "destination", &cursor, &pattern, opts.batch).await?;
             let ids: Vec<Bytes> = keys
                 .iter()
                 .filter_map(|k| self.keys.flow_id(k).map(|id| k.slice_ref(id)))
@@ -424,7 +446,7 @@ impl Reconciler {
         let src = src.map_err(on("source"))?;
         let dst = dst?;
         let mut repairs = Vec::new();
-        for ((id, state), d) in src.flows.into_iter().zip(dst) {
+        for (ReadFlow { id, state, order }, d) in src.flows.into_iter().zip(dst) {
             let (dest_state, indexed) = (d.flow, d.indexed);
             if only_absent_sources && !matches!(state, SourceFlow::Absent) {
                 continue;
@@ -434,7 +456,7 @@ impl Reconciler {
             }
             let event = match self
                 .rules
-                .decide(id.clone(), state, src.order, Origin::Reconcile, "reconcile")
+                .decide(id.clone(), state, order, Origin::Reconcile, "reconcile")
             {
                 Decision::Publish(ev) => ev,
                 // Skipped, as capture skips it (counted and logged there).
@@ -459,7 +481,7 @@ impl Reconciler {
     async fn compare_index(&self, orphans: &[Bytes], dry_run: bool, report: &mut Report) -> Result<(), PassError> {
         let src = self.reader.read(orphans).await.map_err(on("source"))?;
         let mut repairs = Vec::new();
-        for (id, state) in src.flows {
+        for ReadFlow { id, state, order } in src.flows {
             // A flow that exists on the source was counted as missing in phase 1.
             let mirrored = matches!(&state, SourceFlow::Hash(f) if !self.rules.is_filtered(f));
             if mirrored {
@@ -476,11 +498,11 @@ impl Reconciler {
                 FlowEvent::delete(
                     id,
                     DeleteReason::Absent,
-                    src.order.time_us,
+                    order.time_us,
                     Origin::Reconcile,
                     "reconcile:extra",
                 )
-                .in_epoch(src.order.epoch),
+                .in_epoch(order.epoch),
             );
         }
         self.publish(repairs, dry_run, report).await
@@ -521,27 +543,66 @@ async fn phase(
     Ok(report)
 }
 
+/// One `SCAN` step on one server: the next cursor and this page's keys.
 async fn scan(
-    client: &Client,
+    node: &Bulk,
     side: &'static str,
     cursor: &Bytes,
     pattern: &Bytes,
     count: usize,
 ) -> Result<(Bytes, Vec<Bytes>), PassError> {
-    let v: Value = client
-        .custom(
-            CustomCommand::new_static("SCAN", fred::types::ClusterHash::Random, false),
-            vec![
-                Value::Bytes(cursor.clone()),
-                Value::from("MATCH"),
-                Value::Bytes(pattern.clone()),
-                Value::from("COUNT"),
-                Value::from(count as i64),
-            ],
-        )
-        .await
-        .map_err(on(side))?;
-    cursor_reply(v).map_err(malformed(side, "SCAN"))
+    let mut p = Pipeline::new();
+    let count = count.to_string();
+    p.cmd(&[
+        b"SCAN".as_ref(),
+        cursor.as_ref(),
+        b"MATCH",
+        pattern.as_ref(),
+        b"COUNT",
+        count.as_bytes(),
+    ]);
+    let mut page = Err(PassError::Malformed {
+        side,
+        command: "SCAN",
+        detail: "no reply".into(),
+    });
+    node.run(&p, |_, reply| {
+        page = match reply {
+            Reply::Error(e) => Err(PassError::Redis {
+                side,
+                source: fred::error::Error::new(
+                    fred::error::ErrorKind::Unknown,
+                    String::from_utf8_lossy(e).into_owned(),
+                ),
+            }),
+            reply => scan_reply(reply).map_err(malformed(side, "SCAN")),
+        }
+    })
+    .await
+    .map_err(on(side))?;
+    page
+}
+
+/// `[cursor, [key...]]` of `SCAN`, read from a bulk reply (see
+/// [`cursor_reply`] for why anything else is an error).
+fn scan_reply(reply: Reply<'_>) -> Result<(Bytes, Vec<Bytes>), String> {
+    let Reply::Array(parts) = reply else {
+        return Err("expected [cursor, items]".into());
+    };
+    let [Reply::Str(cursor), Reply::Array(items)] = parts.as_slice() else {
+        return Err(format!("expected [cursor, items], got {} parts", parts.len()));
+    };
+    if cursor.is_empty() || !cursor.iter().all(u8::is_ascii_digit) {
+        return Err(format!("cursor is not a number: {:?}", String::from_utf8_lossy(cursor)));
+    }
+    let keys = items
+        .iter()
+        .map(|i| match i {
+            Reply::Str(k) => Ok(Bytes::copy_from_slice(k)),
+            _ => Err("an item is not a string".to_string()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((Bytes::copy_from_slice(cursor), keys))
 }
 
 async fn hscan_fields(

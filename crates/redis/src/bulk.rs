@@ -202,6 +202,16 @@ impl std::fmt::Debug for Bulk {
 impl Bulk {
     /// A bulk reader for `endpoint`; nothing is connected yet.
     pub fn new(endpoint: &RedisEndpoint) -> Result<Self, RedisError> {
+        Self::to(endpoint, None)
+    }
+
+    /// A bulk reader for the cluster node at `addr`, with `endpoint`'s
+    /// credentials and TLS settings; nothing is connected yet.
+    pub fn at(endpoint: &RedisEndpoint, addr: &crate::cluster::NodeAddr) -> Result<Self, RedisError> {
+        Self::to(endpoint, Some(addr))
+    }
+
+    fn to(endpoint: &RedisEndpoint, addr: Option<&crate::cluster::NodeAddr>) -> Result<Self, RedisError> {
         let config = fred::types::config::Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
         let fred::types::config::ServerConfig::Centralized { server } = &config.server else {
             return Err(RedisError::new(
@@ -216,8 +226,8 @@ impl Bulk {
         };
         Ok(Bulk {
             target: Target {
-                host: server.host.to_string(),
-                port: server.port,
+                host: addr.map_or_else(|| server.host.to_string(), |a| a.host.clone()),
+                port: addr.map_or(server.port, |a| a.port),
                 username: config.username.clone(),
                 password: config.password.clone(),
                 db: config.database,

@@ -51,6 +51,7 @@ fn parse_sync(reply: &Value) -> Option<State> {
         epoch: text(e)?.parse().ok()?,
         run_id: Some(text(r)?),
         latest_us: text(t)?.parse().ok()?,
+        shards: Default::default(),
     })
 }
 
@@ -60,6 +61,9 @@ struct State {
     run_id: Option<String>,
     /// The latest source time read in this epoch.
     latest_us: i64,
+    /// The same two, per master of a cluster source (by address): each
+    /// master has its own clock and `run_id`. Kept in memory only.
+    shards: std::collections::HashMap<String, (Option<String>, i64)>,
 }
 
 #[derive(Debug)]
@@ -93,6 +97,7 @@ impl SourceEpoch {
             epoch: stored.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0),
             run_id: stored.get("run_id").filter(|r| !r.is_empty()).cloned(),
             latest_us: stored.get("time_us").and_then(|t| t.parse().ok()).unwrap_or(0),
+            shards: Default::default(),
         };
         tracing::debug!(epoch = state.epoch, run_id = ?state.run_id, "Loaded the source epoch.");
         Ok(Self::with(
@@ -120,51 +125,83 @@ impl SourceEpoch {
     }
 
     /// The order of a read at `time_us` (with the server's `run_id` when it
-    /// was asked for); `own` is the reader's previous read, for a reader
-    /// whose reads are sequential. Moves the epoch forward when the read
-    /// shows a change of source (see the module docs).
-    fn observe(&self, run_id: Option<&str>, time_us: i64, own: Option<Order>) -> Order {
-        let mut s = self.0.state.lock().expect("epoch lock");
+    /// was asked for) from `shard` (a cluster master's address; `None` for
+    /// a standalone source); `own` is the reader's previous read, for a
+    /// reader whose reads are sequential. Moves the epoch forward when the
+    /// read shows a change of source (see the module docs).
+    fn observe(&self, shard: Option<&str>, run_id: Option<&str>, time_us: i64, own: Option<Order>) -> Order {
+        let mut guard = self.0.state.lock().expect("epoch lock");
+        let State {
+            epoch,
+            run_id: main_run_id,
+            latest_us: main_latest,
+            shards,
+        } = &mut *guard;
+        let (known, latest) = match shard {
+            None => (main_run_id, main_latest),
+            Some(k) => {
+                let (r, l) = shards.entry(k.to_string()).or_insert((None, time_us));
+                (r, l)
+            }
+        };
         let tolerance = BEHIND_TOLERANCE.as_micros() as i64;
-        let why = match (run_id, s.run_id.as_deref()) {
+        let why = match (run_id, known.as_deref()) {
             (Some(new), Some(old)) if new != old => Some(format!("the source server changed (run_id {old} -> {new})")),
             _ => match own {
-                Some(prev) if prev.epoch == s.epoch && time_us < prev.time_us => Some(format!(
+                Some(prev) if prev.epoch == *epoch && time_us < prev.time_us => Some(format!(
                     "the source clock went back {} ms between two reads",
                     (prev.time_us - time_us) / 1000
                 )),
-                _ if time_us < s.latest_us.saturating_sub(tolerance) => Some(format!(
+                _ if time_us < latest.saturating_sub(tolerance) => Some(format!(
                     "the source clock is {} ms behind the latest time read from it",
-                    (s.latest_us - time_us) / 1000
+                    (*latest - time_us) / 1000
                 )),
                 _ => None,
             },
         };
         if let Some(why) = why {
-            s.epoch += 1;
-            s.latest_us = time_us;
+            *latest = time_us;
             // A clock step seen without the server's identity: the next
             // identity read names the server of this epoch (a failover shows
             // both, and is one new epoch, not two).
             if run_id.is_none() {
-                s.run_id = None;
+                *known = None;
             }
-            metrics::gauge!(m::SOURCE_EPOCH).set(s.epoch as f64);
-            tracing::warn!(
-                epoch = s.epoch,
-                reason = %why,
-                "New source epoch: {why}. Changes from now on win over everything applied before, whatever their source times."
-            );
+            Self::bumped(epoch, &why, shard);
             self.0.bumped.notify_one();
         } else {
-            s.latest_us = s.latest_us.max(time_us);
+            *latest = (*latest).max(time_us);
         }
         if let Some(r) = run_id {
-            if s.run_id.as_deref() != Some(r) {
-                s.run_id = Some(r.to_string());
+            if known.as_deref() != Some(r) {
+                *known = Some(r.to_string());
             }
         }
-        Order::new(s.epoch, time_us)
+        Order::new(*epoch, time_us)
+    }
+
+    fn bumped(epoch: &mut u64, why: &str, shard: Option<&str>) {
+        *epoch += 1;
+        metrics::gauge!(m::SOURCE_EPOCH).set(*epoch as f64);
+        tracing::warn!(
+            epoch = *epoch,
+            reason = %why,
+            shard = shard.unwrap_or(""),
+            "New source epoch: {why}. Changes from now on win over everything applied before, whatever their source times."
+        );
+    }
+
+    /// Moves the epoch forward for a reason found outside a read: a cluster
+    /// source's slots changed master (the new master's clock may be behind
+    /// the old one's), or capture started on a cluster source, whose
+    /// masters' identities are not kept across restarts.
+    pub fn bump(&self, why: &str) {
+        let mut s = self.0.state.lock().expect("epoch lock");
+        Self::bumped(&mut s.epoch, why, None);
+        // Every master's clock starts afresh in the new epoch.
+        s.shards.clear();
+        drop(s);
+        self.0.bumped.notify_one();
     }
 
     /// Writes this process's epoch to the shared hash and adopts a newer
@@ -191,6 +228,7 @@ impl SourceEpoch {
             epoch,
             run_id,
             latest_us: time_us,
+            ..
         } = stored;
         let run_id = run_id.unwrap_or_default();
         let mut s = self.0.state.lock().expect("epoch lock");
@@ -204,6 +242,7 @@ impl SourceEpoch {
                 epoch,
                 run_id: Some(run_id).filter(|r| !r.is_empty()),
                 latest_us: time_us,
+                shards: Default::default(),
             };
             metrics::gauge!(m::SOURCE_EPOCH).set(epoch as f64);
         }
@@ -242,6 +281,7 @@ impl SourceEpoch {
 pub struct EpochReader {
     epoch: SourceEpoch,
     sequential: bool,
+    shard: Option<String>,
     own: Mutex<(Option<Order>, Option<Instant>)>,
 }
 
@@ -251,8 +291,23 @@ impl EpochReader {
         EpochReader {
             epoch,
             sequential,
+            shard: None,
             own: Mutex::new((None, None)),
         }
+    }
+
+    /// A reader of one master of a cluster source (its address), whose
+    /// clock and `run_id` are its own.
+    pub fn for_shard(epoch: SourceEpoch, sequential: bool, shard: String) -> Self {
+        EpochReader {
+            shard: Some(shard),
+            ..Self::new(epoch, sequential)
+        }
+    }
+
+    /// True for a reader whose reads are sequential.
+    pub fn is_sequential(&self) -> bool {
+        self.sequential
     }
 
     /// The shared epoch.
@@ -270,7 +325,7 @@ impl EpochReader {
     pub fn order(&self, run_id: Option<&str>, time_us: i64) -> Order {
         let mut g = self.own.lock().expect("epoch reader lock");
         let own = if self.sequential { g.0 } else { None };
-        let order = self.epoch.observe(run_id, time_us, own);
+        let order = self.epoch.observe(self.shard.as_deref(), run_id, time_us, own);
         g.0 = Some(order);
         if run_id.is_some() {
             g.1 = Some(Instant::now());
@@ -349,6 +404,25 @@ mod tests {
             2,
             "a later change of server counts"
         );
+    }
+
+    #[test]
+    fn masters_of_a_cluster_keep_their_own_clocks() {
+        let e = SourceEpoch::in_memory();
+        let a = EpochReader::for_shard(e.clone(), true, "a:1".into());
+        let b = EpochReader::for_shard(e.clone(), true, "b:2".into());
+        assert_eq!(a.order(Some("ra"), T).epoch, 0);
+        // Another master, an hour behind: its own clock, not a step back.
+        assert_eq!(b.order(Some("rb"), T - HOUR_US).epoch, 0);
+        assert_eq!(a.order(None, T + 1).epoch, 0);
+        assert_eq!(b.order(None, T - HOUR_US + 1).epoch, 0);
+        // A step back on one master still counts.
+        assert_eq!(b.order(None, T - 2 * HOUR_US).epoch, 1);
+        // As does another server behind a master's address.
+        assert_eq!(a.order(Some("ra2"), T + 2).epoch, 2);
+        // And a bump from outside (slots changed master).
+        e.bump("slots moved");
+        assert_eq!(a.order(None, T + 3).epoch, 3);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`bulk`]: pipelined per-key reads on a connection of their own, with
 //!   replies parsed in place (the reconcile pass's hot path), and the
 //!   notification subscription.
+//! - [`cluster`]: a Redis Cluster source: its masters, the owner of every
+//!   slot, and the changes of that map.
 //! - [`liveness`]: TCP keepalive, read deadlines and subscription probes,
 //!   so a connection that silently stops carrying bytes is noticed.
 //! - [`Script`]: a Lua script run with `EVALSHA`, loaded on `NOSCRIPT`; the
@@ -20,6 +22,8 @@
 //!   released by compare-and-delete) so at most one instance runs a role.
 //! - [`members`]: apply instances announcing themselves on the destination,
 //!   and which hold each one stopped writing for.
+//! - [`routed`]: bulk reads routed to the master owning each key on a
+//!   cluster (one connection set on a standalone server).
 //! - [`signal`]: counters one process bumps and another watches (capture
 //!   gaps, pass requests).
 //! - [`value`]: turning fred values into bytes.
@@ -31,12 +35,14 @@ use redmirror_config::RedisEndpoint;
 
 pub mod access;
 pub mod bulk;
+pub mod cluster;
 pub mod epoch;
 pub mod hold;
 pub mod lease;
 mod lease_script;
 pub mod liveness;
 pub mod members;
+pub mod routed;
 pub mod script;
 pub mod signal;
 pub mod source;

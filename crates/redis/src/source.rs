@@ -9,31 +9,70 @@
 //! server's `run_id` is known for exactly the instant of the read (the
 //! source epoch moves when it changes, see [`crate::epoch`]).
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use fred::error::{Error, ErrorKind};
 use redmirror_config::RedisEndpoint;
 use redmirror_core::{KeyLayout, Order, SourceFlow};
 
 use crate::bulk::{Bulk, Pipeline, Reply};
-use crate::epoch::EpochReader;
+use crate::cluster::{Cluster, NodeAddr};
+use crate::epoch::{EpochReader, SourceEpoch};
 use crate::RedisError;
 
 /// Reads flows from the source atomically together with its clock, each
-/// read ordered in the source epoch ([`crate::epoch`]).
+/// read ordered in the source epoch ([`crate::epoch`]). On a cluster
+/// source each master is read on a connection of its own, one transaction
+/// per slot (a transaction may not span slots), ordered by that master's
+/// clock.
 #[derive(Debug)]
 pub struct SourceReader {
-    bulk: Bulk,
+    endpoint: RedisEndpoint,
     keys: KeyLayout,
+    epoch: EpochReader,
+    /// Found on first use: whether the source is a cluster.
+    mode: tokio::sync::OnceCell<Mode>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Single(Box<Bulk>),
+    Cluster(ClusterReads),
+}
+
+#[derive(Debug)]
+struct ClusterReads {
+    cluster: Arc<Cluster>,
+    epoch: SourceEpoch,
+    sequential: bool,
+    nodes: Mutex<HashMap<NodeAddr, Arc<NodeReader>>>,
+}
+
+#[derive(Debug)]
+struct NodeReader {
+    bulk: Bulk,
     epoch: EpochReader,
 }
 
-/// One atomic read of a batch of flows.
+/// One flow of a read: its state and the source epoch and clock (`TIME`)
+/// of the transaction that read it.
+#[derive(Debug, Clone)]
+pub struct ReadFlow {
+    /// Flow id.
+    pub id: Bytes,
+    /// Its state on the source.
+    pub state: SourceFlow,
+    /// When it was true.
+    pub order: Order,
+}
+
+/// One atomic read of a batch of flows (on a cluster: one per slot).
 #[derive(Debug, Clone)]
 pub struct SourceRead {
-    /// The source epoch and clock (`TIME`) at the read.
-    pub order: Order,
-    /// `(flow id, state)` in the order asked.
-    pub flows: Vec<(Bytes, SourceFlow)>,
+    /// The flows, in the order asked.
+    pub flows: Vec<ReadFlow>,
 }
 
 /// What one transaction returned.
@@ -44,63 +83,289 @@ struct Raw {
     flows: Vec<(Bytes, SourceFlow)>,
 }
 
+/// Attempts of a cluster read while slots move (each after a refresh of
+/// the map, or on the node an `ASK` names).
+const CLUSTER_ATTEMPTS: usize = 5;
+
 impl SourceReader {
     /// A reader for this endpoint and key layout, ordering its reads with
-    /// `epoch`; nothing is connected yet.
+    /// `epoch` (per master on a cluster source, with the same shared epoch
+    /// and sequence); nothing is connected yet. Whether the source is a
+    /// cluster is found on first use ([`SourceReader::detect`]).
     pub fn new(endpoint: &RedisEndpoint, keys: KeyLayout, epoch: EpochReader) -> Result<Self, RedisError> {
+        // Fails here, not at first use, on a URL no connection can be made from.
+        Bulk::new(endpoint)?;
         Ok(SourceReader {
-            bulk: Bulk::new(endpoint)?,
+            endpoint: endpoint.clone(),
             keys,
             epoch,
+            mode: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Asks the source whether it is a cluster (once; later calls return
+    /// the first answer). `Some` with its map on a cluster.
+    pub async fn detect(&self) -> Result<Option<Arc<Cluster>>, RedisError> {
+        let mode = self
+            .mode
+            .get_or_try_init(|| async {
+                Ok::<_, RedisError>(match Cluster::detect(&self.endpoint).await? {
+                    Some(cluster) => Mode::Cluster(ClusterReads {
+                        cluster,
+                        epoch: self.epoch.epoch().clone(),
+                        sequential: self.epoch.is_sequential(),
+                        nodes: Mutex::new(HashMap::new()),
+                    }),
+                    None => Mode::Single(Box::new(Bulk::new(&self.endpoint)?)),
+                })
+            })
+            .await?;
+        Ok(match mode {
+            Mode::Cluster(c) => Some(c.cluster.clone()),
+            Mode::Single(_) => None,
         })
     }
 
     /// The source epoch this reader orders its reads with.
-    pub fn epoch(&self) -> &crate::epoch::SourceEpoch {
+    pub fn epoch(&self) -> &SourceEpoch {
         self.epoch.epoch()
     }
 
-    /// Reads these flows (by id) and the source time in one transaction.
+    /// On a cluster source, reads the map again and moves the epoch
+    /// forward when slots changed master; `Some` with the change.
+    pub async fn refresh_topology(&self) -> Result<Option<crate::cluster::Change>, RedisError> {
+        match self.mode.get() {
+            Some(Mode::Cluster(c)) => c.refresh().await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads these flows (by id) and the source time in one transaction
+    /// (on a cluster, one per slot).
     pub async fn read(&self, ids: &[Bytes]) -> Result<SourceRead, Error> {
-        let raw = self.transaction(ids, self.epoch.wants_identity()).await?;
+        self.detect().await.map_err(|e| e.source)?;
+        match self.mode.get().expect("detected") {
+            Mode::Single(bulk) => {
+                let raw = transaction(bulk, &self.keys, ids, self.epoch.wants_identity(), false).await?;
+                let order = self.epoch.order(raw.run_id.as_deref(), raw.time_us);
+                Ok(SourceRead {
+                    flows: raw
+                        .flows
+                        .into_iter()
+                        .map(|(id, state)| ReadFlow { id, state, order })
+                        .collect(),
+                })
+            }
+            Mode::Cluster(c) => c.read(&self.keys, ids).await,
+        }
+    }
+}
+
+/// Where one slot's flows are read, and how.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Route {
+    addr: NodeAddr,
+    /// Sent with `ASKING`: the slot is being imported there.
+    asking: bool,
+}
+
+/// How one slot's transaction ended.
+enum Block {
+    Read(Raw),
+    Ask(NodeAddr),
+    Moved,
+}
+
+impl ClusterReads {
+    fn node(&self, addr: &NodeAddr) -> Result<Arc<NodeReader>, Error> {
+        let mut nodes = self.nodes.lock().expect("node readers lock");
+        if let Some(n) = nodes.get(addr) {
+            return Ok(n.clone());
+        }
+        let bulk = self.cluster.bulk(addr).map_err(|e| e.source)?;
+        let n = Arc::new(NodeReader {
+            bulk,
+            epoch: EpochReader::for_shard(self.epoch.clone(), self.sequential, addr.to_string()),
+        });
+        nodes.insert(addr.clone(), n.clone());
+        Ok(n)
+    }
+
+    async fn read(&self, keys: &KeyLayout, ids: &[Bytes]) -> Result<SourceRead, Error> {
+        let mut out: Vec<Option<ReadFlow>> = vec![None; ids.len()];
+        let mut todo: Vec<usize> = (0..ids.len()).collect();
+        let mut asks: HashMap<u16, NodeAddr> = HashMap::new();
+        for attempt in 0..CLUSTER_ATTEMPTS {
+            let topology = self.cluster.topology();
+            // Route → slot → positions in `ids`.
+            let mut routes: BTreeMap<Route, BTreeMap<u16, Vec<usize>>> = BTreeMap::new();
+            for &i in &todo {
+                let slot = redmirror_core::slot::of(&keys.flow_key(&ids[i]));
+                let route = match asks.get(&slot) {
+                    Some(addr) => Route {
+                        addr: addr.clone(),
+                        asking: true,
+                    },
+                    None => match topology.owner(slot) {
+                        Some(s) => Route {
+                            addr: s.addr.clone(),
+                            asking: false,
+                        },
+                        None => {
+                            return Err(Error::new(
+                                ErrorKind::Unknown,
+                                format!("CLUSTERDOWN no master serves slot {slot} of the source"),
+                            ))
+                        }
+                    },
+                };
+                routes.entry(route).or_default().entry(slot).or_default().push(i);
+            }
+            let runs = routes.into_iter().map(|(route, slots)| async move {
+                let node = self.node(&route.addr)?;
+                let blocks: Vec<(u16, Vec<Bytes>)> = slots
+                    .iter()
+                    .map(|(slot, is)| (*slot, is.iter().map(|&i| ids[i].clone()).collect()))
+                    .collect();
+                let identity = node.epoch.wants_identity();
+                let results = transactions(&node.bulk, keys, &blocks, identity, route.asking).await?;
+                Ok::<_, Error>((node, slots, results))
+            });
+            let mut moved = false;
+            let mut next = Vec::new();
+            for r in futures::future::join_all(runs).await {
+                let (node, slots, results) = r?;
+                for ((slot, positions), block) in slots.into_iter().zip(results) {
+                    match block {
+                        Block::Read(raw) => {
+                            let order = node.epoch.order(raw.run_id.as_deref(), raw.time_us);
+                            for (i, (id, state)) in positions.into_iter().zip(raw.flows) {
+                                out[i] = Some(ReadFlow { id, state, order });
+                            }
+                            asks.remove(&slot);
+                        }
+                        Block::Ask(addr) => {
+                            asks.insert(slot, addr);
+                            next.extend(positions);
+                        }
+                        Block::Moved => {
+                            asks.remove(&slot);
+                            moved = true;
+                            next.extend(positions);
+                        }
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            if moved {
+                tracing::debug!(
+                    attempt,
+                    flows = next.len(),
+                    "Source slots moved; reading the cluster map again."
+                );
+                let _ = self.refresh().await;
+            }
+            todo = next;
+        }
+        if out.iter().any(Option::is_none) {
+            return Err(Error::new(
+                ErrorKind::Unknown,
+                "TRYAGAIN the source's slots are still moving (redirected on every attempt)",
+            ));
+        }
         Ok(SourceRead {
-            order: self.epoch.order(raw.run_id.as_deref(), raw.time_us),
-            flows: raw.flows,
+            flows: out.into_iter().map(|f| f.expect("every flow read")).collect(),
         })
     }
 
-    /// `MULTI`, `TIME`, (`INFO server`), `HGETALL`..., `EXEC` as one pipeline.
-    async fn transaction(&self, ids: &[Bytes], identity: bool) -> Result<Raw, Error> {
-        let mut p = Pipeline::new();
+    /// Reads the map again; a change moves the source epoch forward (the
+    /// masters now serving those slots have clocks of their own).
+    async fn refresh(&self) -> Result<Option<crate::cluster::Change>, RedisError> {
+        let change = self.cluster.refresh().await?;
+        if let Some(change) = &change {
+            self.epoch.bump(&format!(
+                "the source cluster's slots changed master ({})",
+                change.summary
+            ));
+        }
+        Ok(change)
+    }
+}
+
+/// `MULTI`, `TIME`, (`INFO server`), `HGETALL`..., `EXEC` as one pipeline.
+async fn transaction(bulk: &Bulk, keys: &KeyLayout, ids: &[Bytes], identity: bool, asking: bool) -> Result<Raw, Error> {
+    let block = [(0u16, ids.to_vec())];
+    match transactions(bulk, keys, &block, identity, asking).await?.pop() {
+        Some(Block::Read(raw)) => Ok(raw),
+        Some(Block::Ask(_) | Block::Moved) | None => Err(refusal("MOVED the source is a cluster node")),
+    }
+}
+
+/// One transaction per block (`MULTI`, `TIME`, (`INFO server`),
+/// `HGETALL`..., `EXEC`), all in one pipeline; with `asking`, each is
+/// preceded by `ASKING` (a slot being imported by this node).
+async fn transactions(
+    bulk: &Bulk,
+    keys: &KeyLayout,
+    blocks: &[(u16, Vec<Bytes>)],
+    identity: bool,
+    asking: bool,
+) -> Result<Vec<Block>, Error> {
+    let mut p = Pipeline::new();
+    // The index of each block's EXEC.
+    let mut execs = Vec::with_capacity(blocks.len());
+    for (n, (_, ids)) in blocks.iter().enumerate() {
+        if asking {
+            p.cmd(&[b"ASKING"]);
+        }
         p.cmd(&[b"MULTI"]).cmd(&[b"TIME"]);
-        if identity {
+        // The server's identity once per pipeline: one node answers it all.
+        if identity && n == 0 {
             p.cmd(&[b"INFO".as_ref(), b"server"]);
         }
         for id in ids {
-            p.key_cmd(b"HGETALL", &self.keys.flow_key(id));
+            p.key_cmd(b"HGETALL", &keys.flow_key(id));
         }
         p.cmd(&[b"EXEC"]);
-        let last = p.len() - 1;
-        let mut refused: Option<String> = None;
-        let mut parsed: Option<Result<Raw, Error>> = None;
-        self.bulk
-            .run(&p, |i, reply| {
-                if i == last {
-                    parsed = Some(match (&refused, reply) {
-                        (Some(e), _) => Err(refusal(e)),
-                        (None, Reply::Error(e)) => Err(refusal(&String::from_utf8_lossy(e))),
-                        (None, Reply::Array(items)) => parse(items, ids, identity),
-                        (None, _) => Err(bad("EXEC")),
-                    });
-                } else if let Reply::Error(e) = reply {
-                    // A command refused while queueing (NOPERM, unknown
-                    // command): EXEC then aborts; the first refusal is the cause.
-                    refused.get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
-                }
-            })
-            .await?;
-        parsed.unwrap_or_else(|| Err(bad("EXEC")))
+        execs.push(p.len() - 1);
     }
+    let mut out: Vec<Option<Result<Block, Error>>> = Vec::with_capacity(blocks.len());
+    let mut refused: Option<String> = None;
+    let mut b = 0;
+    bulk.run(&p, |i, reply| {
+        if i == execs[b] {
+            let ids = &blocks[b].1;
+            out.push(Some(match (refused.take(), reply) {
+                (Some(e), _) => Ok(redirected(&e)).transpose().unwrap_or_else(|| Err(refusal(&e))),
+                (None, Reply::Error(e)) => {
+                    let e = String::from_utf8_lossy(e);
+                    Ok(redirected(&e)).transpose().unwrap_or_else(|| Err(refusal(&e)))
+                }
+                (None, Reply::Array(items)) => parse(items, ids, identity && b == 0).map(Block::Read),
+                (None, _) => Err(bad("EXEC")),
+            }));
+            b += 1;
+        } else if let Reply::Error(e) = reply {
+            // A command refused while queueing (NOPERM, unknown command,
+            // MOVED): EXEC then aborts; the first refusal is the cause.
+            refused.get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
+        }
+    })
+    .await?;
+    if out.len() != blocks.len() {
+        return Err(bad("EXEC"));
+    }
+    out.into_iter().map(|o| o.unwrap_or_else(|| Err(bad("EXEC")))).collect()
+}
+
+/// A block refused because its slot lives elsewhere, as the next step.
+fn redirected(e: &str) -> Option<Block> {
+    if let Some(addr) = crate::cluster::ask_target(e.as_bytes()) {
+        return Some(Block::Ask(addr));
+    }
+    crate::cluster::is_redirect(e.as_bytes()).then_some(Block::Moved)
 }
 
 fn bad(what: &str) -> Error {
