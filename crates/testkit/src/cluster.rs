@@ -310,12 +310,22 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("master {master_port} has no replica: {topo:#?}"))
             .clone();
         let _: () = self.cmd_on(replica.port, &[b"CLUSTER", b"FAILOVER"]);
+        // A manual failover the replica could not finish in time (it must
+        // catch up with the paused master within a few seconds) is given up
+        // silently: ask again when it has not happened after a while.
+        let asked = std::cell::Cell::new(Instant::now());
         self.wait_settled(&format!("failover of {master_port} to {}", replica.port), |view| {
-            view.iter()
+            let done = view
+                .iter()
                 .any(|n| n.id == replica.id && n.master && n.slots == master.slots)
                 && view
                     .iter()
-                    .any(|n| n.id == master.id && n.master_id.as_deref() == Some(replica.id.as_str()))
+                    .any(|n| n.id == master.id && n.master_id.as_deref() == Some(replica.id.as_str()));
+            if !done && asked.get().elapsed() > Duration::from_secs(10) {
+                let _ = query::<()>(replica.port, &[b"CLUSTER", b"FAILOVER"]);
+                asked.set(Instant::now());
+            }
+            done
         });
     }
 
