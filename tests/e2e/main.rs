@@ -9,6 +9,7 @@
 mod bad_input;
 mod broker;
 mod cli;
+mod cluster;
 mod console;
 mod delivery;
 mod failover;

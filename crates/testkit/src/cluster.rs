@@ -604,3 +604,119 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host myself,maste
         assert_eq!(r.master_id.as_deref(), Some(m.id.as_str()));
     }
 }
+
+/// A client for steady writes to a cluster (load generators): the slot map
+/// is read once and again only after a redirection, with one connection
+/// per master; `MOVED` and `ASK` are followed, and a cluster between states
+/// (`CLUSTERDOWN`, `TRYAGAIN`, a node refusing while it fails over) is
+/// waited out within [`ClusterWriter::DEADLINE`].
+pub struct ClusterWriter {
+    seeds: Vec<u16>,
+    owner: Vec<u16>,
+    conns: BTreeMap<u16, redis::Connection>,
+}
+
+impl RedisCluster {
+    /// A [`ClusterWriter`] on this cluster.
+    pub fn writer(&self) -> ClusterWriter {
+        let mut w = ClusterWriter {
+            seeds: self.ports(),
+            owner: vec![0; SLOTS as usize],
+            conns: BTreeMap::new(),
+        };
+        w.refresh();
+        w
+    }
+}
+
+impl ClusterWriter {
+    /// Longest wait for one command while the cluster settles.
+    pub const DEADLINE: Duration = Duration::from_secs(30);
+
+    fn conn(&mut self, port: u16) -> redis::RedisResult<&mut redis::Connection> {
+        if !self.conns.contains_key(&port) {
+            let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+                .get_connection_with_timeout(Duration::from_secs(2))?;
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            self.conns.insert(port, c);
+        }
+        Ok(self.conns.get_mut(&port).expect("just inserted"))
+    }
+
+    /// Reads the slot map (`CLUSTER SLOTS`) from the first node that answers.
+    pub fn refresh(&mut self) {
+        for port in self.seeds.clone() {
+            let Ok(c) = self.conn(port) else { continue };
+            let Ok(slots) = redis::cmd("CLUSTER").arg("SLOTS").query::<Vec<redis::Value>>(c) else {
+                self.conns.remove(&port);
+                continue;
+            };
+            for range in slots {
+                let redis::Value::Array(r) = range else { continue };
+                let (Some(redis::Value::Int(a)), Some(redis::Value::Int(b)), Some(redis::Value::Array(m))) =
+                    (r.first(), r.get(1), r.get(2))
+                else {
+                    continue;
+                };
+                let Some(redis::Value::Int(p)) = m.get(1) else { continue };
+                for s in *a..=*b {
+                    self.owner[s as usize] = *p as u16;
+                }
+            }
+            return;
+        }
+    }
+
+    /// Runs `cmd` (whose first key is `key`) on the master owning `key`.
+    pub fn run<T: redis::FromRedisValue>(&mut self, key: &[u8], cmd: &redis::Cmd) -> T {
+        let end = Instant::now() + Self::DEADLINE;
+        let mut target = None;
+        let mut asking = false;
+        loop {
+            let port = target.unwrap_or(self.owner[key_slot(key) as usize]);
+            let result = self.conn(port).and_then(|c| {
+                if asking {
+                    redis::cmd("ASKING").query::<()>(c)?;
+                }
+                cmd.query::<T>(c)
+            });
+            let err = match result {
+                Ok(v) => return v,
+                Err(e) => e,
+            };
+            if Instant::now() > end {
+                panic!("{:?} on {port}: {err}", String::from_utf8_lossy(key));
+            }
+            target = None;
+            asking = false;
+            match err.redirect_node() {
+                Some((addr, _)) if err.kind() == redis::ErrorKind::Ask => {
+                    target = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+                    asking = true;
+                }
+                Some(_) => self.refresh(),
+                None => {
+                    // Between states, or the connection broke: start afresh.
+                    self.conns.remove(&port);
+                    std::thread::sleep(Duration::from_millis(20));
+                    self.refresh();
+                }
+            }
+        }
+    }
+
+    /// `HSET key field value ...`.
+    pub fn hset(&mut self, key: &[u8], fields: &[(&[u8], &[u8])]) {
+        let mut c = redis::cmd("HSET");
+        c.arg(key);
+        for (f, v) in fields {
+            c.arg(*f).arg(*v);
+        }
+        let _: i64 = self.run(key, &c);
+    }
+
+    /// `DEL key`.
+    pub fn del(&mut self, key: &[u8]) {
+        let _: i64 = self.run(key, redis::cmd("DEL").arg(key));
+    }
+}

@@ -394,12 +394,49 @@ pub fn check_with(
     natives_before: &Natives,
     native_index: Option<&BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 ) -> redis::RedisResult<Report> {
+    check_on(&mut [source], &mut [dest], rules, natives_before, native_index)
+}
+
+/// [`check_with`] on servers that may be Redis Clusters: each side is given
+/// as a connection to every one of its masters (one connection for a
+/// standalone server). Flows are read master by master; the index is read
+/// on the master that owns it.
+pub fn check_on(
+    source: &mut [&mut redis::Connection],
+    dest: &mut [&mut redis::Connection],
+    rules: &Rules,
+    natives_before: &Natives,
+    native_index: Option<&BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+) -> redis::RedisResult<Report> {
     let plen = rules.flow_prefix.len();
-    let src = read_all(source, &rules.flow_prefix)?;
-    let dst = read_all(dest, &rules.flow_prefix)?;
-    let index: Hash = match redis::cmd("TYPE").arg(&rules.index_key).query::<String>(dest)?.as_str() {
-        "hash" => redis::cmd("HGETALL").arg(&rules.index_key).query(dest)?,
-        _ => Hash::new(),
+    let mut src = BTreeMap::new();
+    for c in source.iter_mut() {
+        src.extend(read_all(c, &rules.flow_prefix)?);
+    }
+    let mut dst = BTreeMap::new();
+    for c in dest.iter_mut() {
+        dst.extend(read_all(c, &rules.flow_prefix)?);
+    }
+    let mut index: Option<Hash> = None;
+    let mut last_err = None;
+    for c in dest.iter_mut() {
+        // On a cluster, the masters that do not own the index answer MOVED.
+        match redis::cmd("TYPE").arg(&rules.index_key).query::<String>(c) {
+            Ok(t) if t == "hash" => {
+                index = Some(redis::cmd("HGETALL").arg(&rules.index_key).query(c)?);
+                break;
+            }
+            Ok(_) => {
+                index = Some(Hash::new());
+                break;
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let index = match (index, last_err) {
+        (Some(i), _) => i,
+        (None, Some(e)) => return Err(e),
+        (None, None) => Hash::new(),
     };
     let mut r = Report {
         source_flows: src.values().filter(|v| matches!(v, Value::Hash(_))).count() as u64,

@@ -1,0 +1,249 @@
+//! A Redis Cluster source (SPEC section 2, "Redis Cluster"): three masters
+//! with a replica each, started by the test kit. Capture follows every
+//! master, reads each flow where it lives, and a failover or a slot
+//! migration under load converges with no invariant violation.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redmirror_testkit::cluster::{key_slot, RedisCluster};
+use redmirror_testkit::invariant::{self, Report, Rules};
+
+use crate::harness::*;
+
+/// A mirror from a cluster source to a standalone destination.
+struct ClusterSetup {
+    cluster: Arc<RedisCluster>,
+    dest: RedisServer,
+    mirror: Mirror,
+}
+
+impl ClusterSetup {
+    fn start() -> ClusterSetup {
+        let cluster = Arc::new(RedisCluster::start());
+        let dest = RedisServer::start_with(RedisOptions::default());
+        let broker = Broker::shared();
+        let env = mirror_env(&cluster.url(), &dest.url(), &broker.bootstrap());
+        let mirror = Mirror::start(&["run"], &env);
+        let s = ClusterSetup { cluster, dest, mirror };
+        s.wait_ready();
+        s
+    }
+
+    /// A probe written on every master reaches the destination: capture
+    /// follows all three.
+    fn wait_ready(&self) {
+        let mut w = self.cluster.writer();
+        let mut dst = self.dest.conn();
+        let masters = self.cluster.masters();
+        let probes: Vec<Vec<u8>> = (0..)
+            .map(|i| format!("client:probe-{i}").into_bytes())
+            .scan(BTreeMap::new(), |seen: &mut BTreeMap<u16, ()>, k| {
+                let m = self.cluster.master_of(&k);
+                Some(seen.insert(m, ()).is_none().then_some(k))
+            })
+            .flatten()
+            .take(masters.len())
+            .collect();
+        let mut n = 0u64;
+        wait_for("the mirror to copy a probe flow from every master", CONVERGE, || {
+            if n.is_multiple_of(50) {
+                // Notifications before the subscription are lost by design.
+                for p in &probes {
+                    w.hset(p, &[(b"probe", n.to_string().as_bytes())]);
+                }
+            }
+            n += 1;
+            probes.iter().all(|p| exists(&mut dst, p)).then_some(())
+        });
+        for p in &probes {
+            w.del(p);
+        }
+        wait_for("the probes' deletions to be mirrored", CONVERGE, || {
+            probes.iter().all(|p| !exists(&mut dst, p)).then_some(())
+        });
+    }
+
+    fn check(&self, natives: &invariant::Natives) -> Report {
+        let mut src: Vec<redis::Connection> = self
+            .cluster
+            .masters()
+            .into_iter()
+            .map(|p| self.cluster.node(p).conn())
+            .collect();
+        let mut src: Vec<&mut redis::Connection> = src.iter_mut().collect();
+        let mut dst = self.dest.conn();
+        invariant::check_on(
+            &mut src,
+            &mut [&mut dst],
+            &Rules::with_filtered_orgs(&["org_hello", "org_demo"]),
+            natives,
+            None,
+        )
+        .expect("invariant check")
+    }
+
+    /// Waits until the invariant holds; how long that took.
+    #[track_caller]
+    fn converge(&self, natives: &invariant::Natives) -> Duration {
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < CONVERGE {
+            let r = self.check(natives);
+            if r.ok() {
+                return started.elapsed();
+            }
+            last = Some(r);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "the destination did not converge in {CONVERGE:?}: {:?}\n{}",
+            last,
+            self.mirror.output()
+        );
+    }
+}
+
+#[test]
+fn every_rule_holds_for_a_cluster_source() {
+    let s = ClusterSetup::start();
+    let mut w = s.cluster.writer();
+    let mut dst = s.dest.conn();
+    // A native flow on the destination, with the same id as a source flow.
+    hset(&mut dst, b"client:native-1", &[(b"owner", b"staging")]);
+    hset(&mut dst, b"clients", &[(b"native-1", b"staging")]);
+    let natives = invariant::snapshot_natives(&mut dst);
+    w.hset(b"client:native-1", &[(b"owner", b"production")]);
+    // Flows on every master, binary ids and values, excluded fields.
+    let mut masters_hit = BTreeMap::new();
+    for i in 0..300u32 {
+        let key = [b"client:f-".as_slice(), &i.to_be_bytes()].concat();
+        *masters_hit.entry(s.cluster.master_of(&key)).or_insert(0) += 1;
+        w.hset(
+            &key,
+            &[
+                (b"name", format!("flow {i}").as_bytes()),
+                (b"blob", &[0xff, 0x00, i as u8]),
+                (b"flowConfigHistory", b"never copied"),
+                (b"isSyncCopy", b"from the source: never copied"),
+            ],
+        );
+    }
+    assert_eq!(masters_hit.len(), 3, "flows on every master: {masters_hit:?}");
+    // A filtered organisation's flow, and one moving into it.
+    w.hset(b"client:demo-1", &[(b"clerkOrganizationId", b"org_demo")]);
+    w.hset(b"client:moves", &[(b"clerkOrganizationId", b"org_real")]);
+    // Deletes, an expiry, a rename inside one slot (hash tag), a flow key of
+    // another type.
+    for i in 0..300u32 {
+        if i % 7 == 0 {
+            let key = [b"client:f-".as_slice(), &i.to_be_bytes()].concat();
+            w.del(&key);
+        }
+    }
+    w.hset(b"client:{t}expiring", &[(b"a", b"1")]);
+    w.hset(b"client:{t}old-name", &[(b"a", b"2")]);
+    s.converge(&natives);
+    w.hset(b"client:moves", &[(b"clerkOrganizationId", b"org_demo")]);
+    let _: i64 = w.run(
+        b"client:{t}expiring",
+        redis::cmd("PEXPIRE").arg("client:{t}expiring").arg(200),
+    );
+    let _: () = w.run(
+        b"client:{t}old-name",
+        redis::cmd("RENAME").arg("client:{t}old-name").arg("client:{t}new-name"),
+    );
+    let _: () = w.run(b"client:list", redis::cmd("SET").arg("client:list").arg("a string"));
+    let took = s.converge(&natives);
+    assert!(!exists(&mut dst, b"client:{t}old-name"));
+    assert!(!exists(&mut dst, b"client:moves"), "moved into a filtered organisation");
+    assert!(!exists(&mut dst, b"client:demo-1"));
+    let native: Hash = hgetall(&mut dst, b"client:native-1");
+    assert_eq!(
+        native.get(b"owner".as_slice()).map(Vec::as_slice),
+        Some(b"staging".as_slice())
+    );
+    eprintln!("cluster source: converged {took:?} after the last change");
+}
+
+/// The writer: flows spread over every slot, three updates in a row each
+/// (order matters), deletes and re-creations, every value new.
+fn spawn_writer(
+    cluster: Arc<RedisCluster>,
+    stop: Arc<AtomicBool>,
+    steps: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut w = cluster.writer();
+        let mut k: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            k += 1;
+            let key = format!("client:load-{}", (k * 7) % 400).into_bytes();
+            if k % 9 == 4 {
+                w.del(&key);
+            } else {
+                for seq in 0..3 {
+                    let v = format!("{k}.{seq}");
+                    w.hset(&key, &[(b"v", v.as_bytes()), (b"seq", seq.to_string().as_bytes())]);
+                }
+            }
+            steps.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Runs `disrupt` while the writer writes, keeps writing a while after it,
+/// then returns how long the destination took to converge after the
+/// writer stopped.
+fn under_load(s: &ClusterSetup, disrupt: impl FnOnce(&RedisCluster)) -> Duration {
+    let mut dst = s.dest.conn();
+    let natives = invariant::snapshot_natives(&mut dst);
+    let stop = Arc::new(AtomicBool::new(false));
+    let steps = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(s.cluster.clone(), stop.clone(), steps.clone());
+    wait_for("the writer to get going", CONVERGE, || {
+        (steps.load(Ordering::Relaxed) > 300).then_some(())
+    });
+    disrupt(&s.cluster);
+    let after = steps.load(Ordering::Relaxed);
+    wait_for("the writer to go on after the disruption", CONVERGE, || {
+        (steps.load(Ordering::Relaxed) > after + 600).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    s.converge(&natives)
+}
+
+#[test]
+fn a_failover_under_load_converges() {
+    let s = ClusterSetup::start();
+    let epoch_before = s.mirror.metric("redmirror_source_epoch");
+    let shard = s.cluster.master_of(b"client:load-7");
+    let took = under_load(&s, |c| c.failover(shard));
+    assert!(!s.cluster.masters().contains(&shard), "the old master is a replica now");
+    assert!(
+        s.mirror.metric("redmirror_source_epoch") > epoch_before,
+        "the slot map change started a new source epoch"
+    );
+    eprintln!("cluster failover under load: converged {took:?} after the writer stopped");
+}
+
+#[test]
+fn a_slot_migration_under_load_converges() {
+    let s = ClusterSetup::start();
+    // Slots of flows the writer writes, moved to another master.
+    let key = b"client:load-14";
+    let slot = key_slot(key);
+    let from = s.cluster.master_of(key);
+    let to = *s
+        .cluster
+        .masters()
+        .iter()
+        .find(|&&m| m != from)
+        .expect("another master");
+    let took = under_load(&s, |c| c.migrate_slots(slot.saturating_sub(20)..slot + 20, to));
+    assert_eq!(s.cluster.master_of(key), to);
+    eprintln!("cluster slot migration under load: converged {took:?} after the writer stopped");
+}
