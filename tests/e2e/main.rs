@@ -21,4 +21,5 @@ mod ops;
 mod pipeline;
 mod reconcile;
 mod rewind;
+mod scale;
 mod source_commands;

@@ -5,6 +5,8 @@
 //! - [`RedisServer`]: a `redis-server` process on a free port, in its own
 //!   temporary directory, killed and reaped on drop; restartable with its
 //!   data kept. Start-up failure panics with the server's log.
+//! - [`cluster::RedisCluster`]: a Redis Cluster of three masters with a
+//!   replica each, with failover and slot migration on demand.
 //! - [`Broker`]: the Kafka broker the tests run against: Apache Kafka
 //!   ([`kafka::KafkaBroker`], single-node KRaft) by default, Tansu
 //!   ([`tansu::TansuBroker`]) with `REDMIRROR_TEST_BROKER=tansu`. One per
@@ -27,6 +29,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod flows;
 pub mod invariant;
 pub mod kafka;
@@ -42,14 +45,35 @@ pub const INSTALL_HINT: &str =
 /// before: the kernel may offer a released port again, and two tests
 /// running at once must not start servers on the same one.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("bind 127.0.0.1:0")
             .port();
-        if GIVEN.lock().expect("ports lock").insert(port) {
+        if GIVEN_PORTS.lock().expect("ports lock").insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Ports [`free_port`] and [`free_cluster_port`] handed out.
+static GIVEN_PORTS: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A free port `p` for a Redis Cluster node: `p` and its cluster bus port
+/// `p + 10000` are both free (and below 65536), and neither was handed out
+/// before.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port >= 55535 {
+            continue;
+        }
+        let bus = port + 10000;
+        if TcpListener::bind(("127.0.0.1", bus)).is_err() {
+            continue;
+        }
+        if GIVEN_PORTS.lock().expect("ports lock").insert(bus) {
             return port;
         }
     }
@@ -120,6 +144,11 @@ pub struct RedisOptions {
     /// Shift of the server's wall clock (`TIME`), microseconds; negative
     /// is behind. Applied with an `LD_PRELOAD` shim (`shim/clockshift.c`).
     pub clock_offset_us: i64,
+    /// A Redis Cluster node: `--cluster-enabled yes`, its
+    /// `--cluster-config-file` in the server's directory, a 2 s node
+    /// timeout, on a port whose bus port (`port + 10000`) is free too.
+    /// See [`cluster::RedisCluster`].
+    pub cluster: bool,
 }
 
 impl RedisOptions {
@@ -155,9 +184,10 @@ impl RedisServer {
     /// A server with these options.
     pub fn start_with(opts: RedisOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let port = if opts.cluster { free_cluster_port() } else { free_port() };
         let mut s = RedisServer {
             child: None,
-            port: free_port(),
+            port,
             dir,
             opts,
         };
@@ -187,6 +217,14 @@ impl RedisServer {
             .arg("no")
             .arg("--logfile")
             .arg(&log);
+        if self.opts.cluster {
+            cmd.arg("--cluster-enabled")
+                .arg("yes")
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"))
+                .arg("--cluster-node-timeout")
+                .arg("2000");
+        }
         if let Some(n) = &self.opts.notify {
             cmd.arg("--notify-keyspace-events").arg(n);
         }
@@ -219,7 +257,11 @@ impl RedisServer {
         if retry_port && started == Start::Exited && log.contains("Address already in use") {
             // Something else took the port between `free_port` and the
             // server's bind (an outgoing connection's local port, say).
-            self.port = free_port();
+            self.port = if self.opts.cluster {
+                free_cluster_port()
+            } else {
+                free_port()
+            };
             return self.spawn_on(false);
         }
         panic!(
