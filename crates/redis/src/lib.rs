@@ -122,7 +122,7 @@ pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, Red
     } else {
         let mut config = base_config(endpoint)?;
         config.database = None;
-        let probe = build_from(endpoint, config)?;
+        let probe = build_from(endpoint, config, 1)?;
         let clustered = init_and_probe(endpoint, &probe).await;
         let _ = probe.quit().await;
         if clustered? {
@@ -207,8 +207,16 @@ fn build_clustered(endpoint: &RedisEndpoint) -> Result<Client, RedisError> {
             policy: fred::types::config::ClusterDiscoveryPolicy::default(),
         };
     }
-    build_from(endpoint, config)
+    build_from(endpoint, config, CLUSTER_COMMAND_ATTEMPTS)
 }
+
+/// Attempts per command on a clustered client. fred counts following a
+/// `MOVED` or `ASK` redirect as an attempt: with one, the first command
+/// after a slot moved fails ("Too many failed write attempts") instead of
+/// being redirected. Three follow an `ASK` during a migration and the
+/// `MOVED` after it. (A standalone client makes one attempt: callers
+/// retry.)
+const CLUSTER_COMMAND_ATTEMPTS: u32 = 3;
 
 /// Builds a standalone client without connecting it. Reconnects forever with
 /// exponential backoff (100 ms to 5 s). Its sockets have TCP keepalive and
@@ -220,16 +228,16 @@ fn build_clustered(endpoint: &RedisEndpoint) -> Result<Client, RedisError> {
 /// [`bulk::Bulk::psubscribe`]). [`connect`] uses the same settings for a
 /// clustered client.
 pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError> {
-    build_from(endpoint, base_config(endpoint)?)
+    build_from(endpoint, base_config(endpoint)?, 1)
 }
 
-fn build_from(endpoint: &RedisEndpoint, config: Config) -> Result<Client, RedisError> {
+fn build_from(endpoint: &RedisEndpoint, config: Config, attempts: u32) -> Result<Client, RedisError> {
     let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(5);
             c.internal_command_timeout = Duration::from_secs(10);
-            c.max_command_attempts = 1;
+            c.max_command_attempts = attempts;
             c.tcp = fred::types::config::TcpConfig {
                 keepalive: Some(liveness::tcp_keepalive()),
                 user_timeout: Some(liveness::TCP_USER_TIMEOUT),

@@ -60,15 +60,16 @@ impl Script {
         &self.sha
     }
 
-    /// The `EVALSHA`/`EVALSHA_RO` command. On a clustered client it goes to
-    /// the node owning the slot of the first key (`KEYS[1]`, the third
-    /// argument): every key of one call must be in that slot.
-    pub fn command(&self) -> CustomCommand {
-        CustomCommand::new_static(
-            if self.read_only { "EVALSHA_RO" } else { "EVALSHA" },
-            fred::types::ClusterHash::Offset(2),
-            false,
-        )
+    /// The `EVALSHA`/`EVALSHA_RO` command of a call whose first key
+    /// (`KEYS[1]`) is `first_key`. On a clustered client it goes to the node
+    /// owning that key's slot (fred would hash the SHA, the first string
+    /// argument, otherwise): every key of one call must be in that slot.
+    pub fn command(&self, first_key: Option<&[u8]>) -> CustomCommand {
+        let hash = match first_key {
+            Some(k) => fred::types::ClusterHash::Custom(redmirror_core::slot::of(k)),
+            None => fred::types::ClusterHash::Random,
+        };
+        CustomCommand::new_static(if self.read_only { "EVALSHA_RO" } else { "EVALSHA" }, hash, false)
     }
 
     /// The arguments of one call: sha, number of keys, keys, args.
@@ -111,12 +112,14 @@ impl Script {
     /// (then retrying once: a second `NOSCRIPT` is an error).
     pub async fn call(&self, client: &Client, keys: &[&[u8]], args: Vec<Value>) -> Result<Value, fred::error::Error> {
         match client
-            .custom::<Value, Value>(self.command(), self.args(keys, args.clone()))
+            .custom::<Value, Value>(self.command(keys.first().copied()), self.args(keys, args.clone()))
             .await
         {
             Err(e) if is_noscript(&e) => {
                 self.load(client).await?;
-                client.custom(self.command(), self.args(keys, args)).await
+                client
+                    .custom(self.command(keys.first().copied()), self.args(keys, args))
+                    .await
             }
             other => other,
         }
@@ -141,7 +144,10 @@ impl Script {
             let pipeline = client.pipeline();
             for (keys, args) in &calls {
                 let _: () = pipeline
-                    .custom(self.command(), self.args_owned(keys.clone(), args.clone()))
+                    .custom(
+                        self.command(keys.first().map(|k| k.as_ref())),
+                        self.args_owned(keys.clone(), args.clone()),
+                    )
                     .await?;
             }
             let results = pipeline.try_all::<Value>().await;

@@ -225,8 +225,9 @@ impl ApplyEngine {
             let pipeline = self.client.pipeline();
             let mut members = Vec::with_capacity(calls.len());
             for call in calls {
+                let command = self.script.command(call.keys.first().map(|k| k.as_ref()));
                 let _: () = pipeline
-                    .custom(self.script.command(), self.script.args_owned(call.keys, call.args))
+                    .custom(command, self.script.args_owned(call.keys, call.args))
                     .await?;
                 members.push(call.members);
             }
