@@ -250,6 +250,21 @@ async fn a_crash_between_the_two_steps_is_repaired_by_applying_the_events_again(
     let keys = KeyLayout::default();
     let c = RedisCluster::start();
     let ids = ids_on_every_master(&c, &keys, 2);
+    // A cluster has database 0 only: a URL naming another is refused at
+    // once, naming the URL.
+    let url = format!("{}/3", c.url());
+    let refused = redmirror_redis::connect(
+        &RedisEndpoint {
+            url: url.clone(),
+            tls: Default::default(),
+        },
+        "cluster-db-test",
+    )
+    .await
+    .expect_err("database 3 on a cluster");
+    assert!(!refused.is_retryable(), "{refused}");
+    assert!(refused.to_string().contains(&url), "{refused}");
+    assert!(refused.to_string().contains("only database 0"), "{refused}");
     let t = Target::Cluster(c);
     let engine = t.engine(&keys).await;
     // A flow already mirrored, deleted in the batch that crashes.
