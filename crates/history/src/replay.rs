@@ -286,12 +286,21 @@ async fn dry_run_changes(
 ) -> Result<Vec<Change>, Error> {
     let mut out = Vec::new();
     let events: Vec<FlowEvent> = latest.into_values().collect();
+    // A cluster destination keeps each flow's watermark in the hash of its
+    // flow key's slot.
+    let clustered = redmirror_redis::is_cluster(dest);
     let wm_key = keys.watermark_key();
     for chunk in events.chunks(500) {
         let pipe = dest.pipeline();
         for ev in chunk {
-            let _: () = pipe.hgetall(keys.flow_key(&ev.flow_id)).await?;
-            let _: () = pipe.hget(wm_key.as_str(), ev.flow_id.clone()).await?;
+            let flow_key = keys.flow_key(&ev.flow_id);
+            let wm = if clustered {
+                keys.watermark_key_in(redmirror_core::slot::of(&flow_key))
+            } else {
+                wm_key.clone()
+            };
+            let _: () = pipe.hgetall(flow_key).await?;
+            let _: () = pipe.hget(wm, ev.flow_id.clone()).await?;
         }
         let results = pipe.try_all::<Value>().await;
         for (i, ev) in chunk.iter().enumerate() {

@@ -3,6 +3,12 @@
 //! `redmirror_redis`) per batch, behind a typed wrapper: flow ids in, a
 //! [`DestRead`] per flow out, any other reply an error.
 //!
+//! On a Redis Cluster the script may touch one slot only: the ids are
+//! grouped by the slot of their flow key, each group read by one call
+//! against that slot's watermark hash (`KeyLayout::watermark_key_in`), and
+//! the index entries read apart with one `HMGET`, sent at the same time; the
+//! results come back in the order of the ids.
+//!
 //! # Contract
 //! The script's reply, four items per flow: state (`n` absent, `x` not a
 //! hash, `v` native, `s` sync copy), the copy's fields (`HGETALL`, only for
@@ -10,12 +16,14 @@
 //! present (0/1). It reads `redmirror:` watermarks (see
 //! `redmirror_core::keys`) and never writes.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::Value;
+use fred::types::{CustomCommand, Value};
 use redmirror_core::diff::DestFlow;
 use redmirror_core::rules::MARKER_VALUE;
-use redmirror_core::{Fields, KeyLayout, MirrorRules};
+use redmirror_core::{slot, Fields, KeyLayout, MirrorRules};
 use redmirror_redis::{value, Script};
 
 use crate::pass::{kind, PassError};
@@ -68,6 +76,7 @@ impl From<ReadError> for PassError {
 }
 
 /// What one call asks for.
+#[derive(Clone, Copy)]
 struct ReadArgs<'a> {
     /// The flows.
     ids: &'a [Bytes],
@@ -95,26 +104,86 @@ impl DestReader {
 
     /// The state of each flow, without content.
     pub async fn states(&self, client: &Client, ids: &[Bytes]) -> Result<Vec<DestRead<()>>, ReadError> {
-        let reply = self
-            .call(
-                client,
-                ReadArgs {
-                    ids,
-                    with_fields: false,
-                },
-            )
-            .await?;
-        parse(reply, ids.len(), |_| Ok(())).map_err(ReadError::Malformed)
+        self.read(
+            client,
+            ReadArgs {
+                ids,
+                with_fields: false,
+            },
+            |_| Ok(()),
+        )
+        .await
     }
 
     /// Each flow with the fields of its sync copy (marker included).
     pub async fn flows(&self, client: &Client, ids: &[Bytes]) -> Result<Vec<DestRead<Fields>>, ReadError> {
-        let reply = self.call(client, ReadArgs { ids, with_fields: true }).await?;
-        parse(reply, ids.len(), |body| match body {
+        self.read(client, ReadArgs { ids, with_fields: true }, |body| match body {
             Value::Array(_) => Ok(value::pairs(body.clone())),
             other => Err(format!("a sync copy's fields are {}, not an array", kind(other))),
         })
-        .map_err(ReadError::Malformed)
+        .await
+    }
+
+    /// One script call on a standalone destination; on a cluster, one call
+    /// per slot (pipelined) and the index entries read apart (`HMGET`),
+    /// merged back in the order of `ids`.
+    async fn read<C>(
+        &self,
+        client: &Client,
+        args: ReadArgs<'_>,
+        content: impl Fn(&Value) -> Result<C, String>,
+    ) -> Result<Vec<DestRead<C>>, ReadError> {
+        if args.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !redmirror_redis::is_cluster(client) {
+            let reply = self.call(client, args).await?;
+            return parse(reply, args.ids.len(), content).map_err(ReadError::Malformed);
+        }
+        // Slot → positions in `ids`, in order.
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, id) in args.ids.iter().enumerate() {
+            groups.entry(slot::of(&self.keys.flow_key(id))).or_default().push(i);
+        }
+        let calls = groups
+            .iter()
+            .map(|(&slot, positions)| {
+                let mut keys = Vec::with_capacity(1 + positions.len());
+                keys.push(Bytes::from(self.keys.watermark_key_in(slot)));
+                keys.extend(positions.iter().map(|&i| self.keys.flow_key(&args.ids[i])));
+                let ids = positions.iter().map(|&i| args.ids[i].clone());
+                (keys, self.argv(args.with_fields, "s", ids))
+            })
+            .collect();
+        let (replies, indexed) = tokio::join!(
+            self.script.call_all(client, calls),
+            index_entries(client, &self.keys, args.ids)
+        );
+        let (replies, indexed) = (replies?, indexed?);
+        let mut out: Vec<Option<DestRead<C>>> = (0..args.ids.len()).map(|_| None).collect();
+        for ((_, positions), reply) in groups.iter().zip(replies) {
+            let reads = parse(reply, positions.len(), &content).map_err(ReadError::Malformed)?;
+            for (&i, mut read) in positions.iter().zip(reads) {
+                read.indexed = indexed[i];
+                out[i] = Some(read);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every id is in one slot's call"))
+            .collect())
+    }
+
+    /// The script's arguments: marker, marker value, with_fields, mode, ids.
+    fn argv(&self, with_fields: bool, mode: &'static str, ids: impl Iterator<Item = Bytes>) -> Vec<Value> {
+        let mut argv = vec![
+            Value::Bytes(self.marker_field.clone()),
+            Value::Bytes(Bytes::from_static(MARKER_VALUE)),
+            Value::from(if with_fields { "1" } else { "0" }),
+            Value::from(mode),
+        ];
+        argv.extend(ids.map(Value::Bytes));
+        argv
     }
 
     async fn call(&self, client: &Client, args: ReadArgs<'_>) -> Result<Value, fred::error::Error> {
@@ -123,12 +192,30 @@ impl DestReader {
         let mut keys: Vec<&[u8]> = Vec::with_capacity(2 + flow_keys.len());
         keys.extend([self.keys.index_key.as_ref(), wm.as_bytes()]);
         keys.extend(flow_keys.iter().map(|k| k.as_ref()));
-        let mut argv = Vec::with_capacity(3 + args.ids.len());
-        argv.push(Value::Bytes(self.marker_field.clone()));
-        argv.push(Value::Bytes(Bytes::from_static(MARKER_VALUE)));
-        argv.push(Value::from(if args.with_fields { "1" } else { "0" }));
-        argv.extend(args.ids.iter().cloned().map(Value::Bytes));
+        let argv = self.argv(args.with_fields, "i", args.ids.iter().cloned());
         self.script.call(client, &keys, argv).await
+    }
+}
+
+/// Whether the index has each of `ids` (`HMGET` of the index, one command:
+/// the index is one key, in one slot).
+pub(crate) async fn index_entries(client: &Client, keys: &KeyLayout, ids: &[Bytes]) -> Result<Vec<bool>, ReadError> {
+    let mut args = Vec::with_capacity(1 + ids.len());
+    args.push(Value::Bytes(keys.index_key.clone()));
+    args.extend(ids.iter().cloned().map(Value::Bytes));
+    let reply: Value = client
+        .custom(
+            CustomCommand::new_static("HMGET", fred::types::ClusterHash::FirstKey, false),
+            args,
+        )
+        .await?;
+    match reply {
+        Value::Array(items) if items.len() == ids.len() => Ok(items.iter().map(|v| !v.is_null()).collect()),
+        other => Err(ReadError::Malformed(format!(
+            "HMGET of the index replied {} for {} flows",
+            kind(&other),
+            ids.len()
+        ))),
     }
 }
 

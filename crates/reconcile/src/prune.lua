@@ -1,11 +1,15 @@
 -- prune.lua: removes watermarks of absent, unindexed flows whose
 -- watermark is unchanged since the scan. Arguments and reply: PRUNE in
--- prune.rs.
-local wk, ik, n = KEYS[1], KEYS[2], 0
-for i = 3, #KEYS do
-  local id, seen = ARGV[2 * i - 5], ARGV[2 * i - 4]
+-- prune.rs. ARGV[1] 'i': KEYS[2] is the index, checked here; 's': one
+-- cluster slot, the caller passed only unindexed flows.
+local with_index = ARGV[1] == 'i'
+local wk, ik, k0, n = KEYS[1], KEYS[2], 2, 0
+if with_index then k0 = 3 end
+for i = k0, #KEYS do
+  local a = 2 * (i - k0) + 2
+  local id, seen = ARGV[a], ARGV[a + 1]
   if redis.call('EXISTS', KEYS[i]) == 0
-    and redis.call('HEXISTS', ik, id) == 0
+    and (not with_index or redis.call('HEXISTS', ik, id) == 0)
     and redis.call('HGET', wk, id) == seen then
     n = n + redis.call('HDEL', wk, id)
   end

@@ -1,6 +1,7 @@
 //! Pruning the watermarks of flows that are gone.
 //!
-//! The watermark hash ([`KeyLayout::watermark_key`]) gains a field for every
+//! The watermark hash ([`KeyLayout::watermark_key`], or on a cluster one
+//! per slot, [`KeyLayout::watermark_key_in`]) gains a field for every
 //! flow apply ever wrote or deleted, filtered and deleted ones included.
 //! [`prune_watermarks`] removes the fields of flows absent from the
 //! destination whose watermark is older than a given source time; the
@@ -32,16 +33,20 @@
 //! deletes a field only while the flow key is absent, the index has no field
 //! for the flow (the pass's index phase needs the watermark to tell an index
 //! entry the mirror wrote) and the watermark still holds the value the scan
-//! read. A value that is not an order is kept, counted in
+//! read. On a Redis Cluster the index lives in another slot than the
+//! watermarks, so its entries are read (`HMGET`) just before each call and
+//! only unindexed flows go into it: an index entry written between the two
+//! is the one case the script cannot see. A value that is not an order is kept, counted in
 //! [`PruneReport::unreadable`] and logged.
 
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::Value;
-use redmirror_core::{KeyLayout, Order};
+use redmirror_core::{slot, KeyLayout, Order};
 use redmirror_redis::Script;
 use redmirror_telemetry::metrics as m;
 
+use crate::dest_read::index_entries;
 use crate::pass::{hscan_pairs, kind, malformed, on, PassError};
 
 /// Kafka's default `delete.retention.ms` (one day): the age used when the
@@ -51,9 +56,10 @@ pub const DEFAULT_DELETE_RETENTION_MS: i64 = 86_400_000;
 /// Entries per `HSCAN` page and most entries per prune script call.
 pub const PRUNE_BATCH: usize = 1000;
 
-/// Removes watermarks of absent flows. KEYS: watermarks, index, then the
-/// flow key of each entry; ARGV: per entry, the flow id and the watermark
-/// value the scan read. Reply (contract, checked by [`removed_count`]): the
+/// Removes watermarks of absent flows. KEYS: watermarks, index (mode `i`
+/// only), then the flow key of each entry; ARGV: mode (`i`: the index is
+/// checked here; `s`: one cluster slot, the caller checked the index),
+/// then per entry the flow id and the watermark value the scan read. Reply (contract, checked by [`removed_count`]): the
 /// number of fields removed, an integer from 0 to the number of entries.
 const PRUNE: &str = include_str!("prune.lua");
 
@@ -73,11 +79,68 @@ pub struct PruneReport {
 /// (microseconds since the Unix epoch) and whose flow key does not exist on
 /// `dest` (see the module docs for why that is safe). The hash is read
 /// with `HSCAN` ([`PRUNE_BATCH`] a page, the next page read while the
-/// current one is pruned) and pruned with one script call per page.
+/// current one is pruned) and pruned with one script call per page. On a
+/// Redis Cluster every slot's watermark hash
+/// ([`KeyLayout::watermark_key_in`]) that exists is pruned in turn, with the
+/// index entries read before each call (the script touches one slot).
 pub async fn prune_watermarks(dest: &Client, keys: &KeyLayout, older_than_us: i64) -> Result<PruneReport, PassError> {
     let script = Script::new(PRUNE);
-    let wm = Bytes::from(keys.watermark_key());
+    let hashes = if redmirror_redis::is_cluster(dest) {
+        watermark_hashes(dest, keys).await?
+    } else {
+        vec![Bytes::from(keys.watermark_key())]
+    };
     let mut report = PruneReport::default();
+    for wm in hashes {
+        prune_hash(dest, &script, keys, wm, older_than_us, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Slots probed per pipeline when looking for a cluster's watermark hashes.
+const SLOTS_PER_PROBE: u16 = 1024;
+
+/// The per-slot watermark hashes that exist on a cluster destination
+/// (`EXISTS` of every slot's key, pipelined).
+async fn watermark_hashes(dest: &Client, keys: &KeyLayout) -> Result<Vec<Bytes>, PassError> {
+    let mut found = Vec::new();
+    for first in (0..slot::SLOTS).step_by(SLOTS_PER_PROBE as usize) {
+        let names: Vec<Bytes> = (first..first.saturating_add(SLOTS_PER_PROBE).min(slot::SLOTS))
+            .map(|s| Bytes::from(keys.watermark_key_in(s)))
+            .collect();
+        let pipeline = dest.pipeline();
+        for name in &names {
+            let _: () = pipeline.exists(name.clone()).await.map_err(on("destination"))?;
+        }
+        let replies: Vec<Value> = pipeline.all().await.map_err(on("destination"))?;
+        if replies.len() != names.len() {
+            return Err(PassError::Malformed {
+                side: "destination",
+                command: "EXISTS",
+                detail: format!("{} replies for {} keys", replies.len(), names.len()),
+            });
+        }
+        found.extend(
+            names
+                .into_iter()
+                .zip(replies)
+                .filter(|(_, r)| matches!(r, Value::Integer(n) if *n > 0))
+                .map(|(n, _)| n),
+        );
+    }
+    Ok(found)
+}
+
+/// Prunes one watermark hash, adding to `report`.
+async fn prune_hash(
+    dest: &Client,
+    script: &Script,
+    keys: &KeyLayout,
+    wm: Bytes,
+    older_than_us: i64,
+    report: &mut PruneReport,
+) -> Result<(), PassError> {
+    let mut unreadable = 0;
     let mut unreadable_example: Option<Bytes> = None;
     let mut page = hscan_pairs(dest, &wm, &Bytes::from_static(b"0"), PRUNE_BATCH).await?;
     loop {
@@ -89,7 +152,7 @@ pub async fn prune_watermarks(dest: &Client, keys: &KeyLayout, older_than_us: i6
                 Some(order) if order.time_us < older_than_us => old.push((id, value)),
                 Some(_) => {}
                 None => {
-                    report.unreadable += 1;
+                    unreadable += 1;
                     unreadable_example.get_or_insert(id);
                 }
             }
@@ -105,7 +168,7 @@ pub async fn prune_watermarks(dest: &Client, keys: &KeyLayout, older_than_us: i6
         let remove = async {
             let mut removed = 0;
             for chunk in old.chunks(PRUNE_BATCH) {
-                removed += remove_chunk(dest, &script, keys, &wm, chunk).await?;
+                removed += remove_chunk(dest, script, keys, &wm, chunk).await?;
             }
             Ok::<_, PassError>(removed)
         };
@@ -116,21 +179,24 @@ pub async fn prune_watermarks(dest: &Client, keys: &KeyLayout, older_than_us: i6
             None => break,
         }
     }
+    report.unreadable += unreadable;
     if let Some(id) = unreadable_example {
         tracing::warn!(
             key = %String::from_utf8_lossy(&wm),
-            count = report.unreadable,
+            count = unreadable,
             flow_id = %redmirror_core::text::lossy(&id),
             "Watermarks that are not an order (\"{{time}}\" or \"{{epoch}}:{{time}}\") are kept; \
              flow_id names one of them."
         );
     }
-    Ok(report)
+    Ok(())
 }
 
 /// One script call: removes the entries of `chunk` (flow id, value read)
 /// whose flow is absent and unindexed and whose watermark is unchanged; how
-/// many it removed.
+/// many it removed. On a cluster the index is in another slot than `wm`:
+/// its entries are read first (`HMGET`) and only the unindexed ids go to
+/// the script, which still checks the flow key and the watermark.
 async fn remove_chunk(
     dest: &Client,
     script: &Script,
@@ -138,13 +204,36 @@ async fn remove_chunk(
     wm: &Bytes,
     chunk: &[(Bytes, Bytes)],
 ) -> Result<u64, PassError> {
+    let clustered = redmirror_redis::is_cluster(dest);
+    let unindexed: Vec<(Bytes, Bytes)>;
+    let chunk = if clustered {
+        let ids: Vec<Bytes> = chunk.iter().map(|(id, _)| id.clone()).collect();
+        let indexed = index_entries(dest, keys, &ids).await?;
+        unindexed = chunk
+            .iter()
+            .zip(indexed)
+            .filter(|(_, indexed)| !indexed)
+            .map(|(e, _)| e.clone())
+            .collect();
+        if unindexed.is_empty() {
+            return Ok(0);
+        }
+        &unindexed[..]
+    } else {
+        chunk
+    };
     let flow_keys: Vec<Bytes> = chunk.iter().map(|(id, _)| keys.flow_key(id)).collect();
-    let mut script_keys: Vec<&[u8]> = vec![wm, &keys.index_key];
+    let mut script_keys: Vec<&[u8]> = vec![wm];
+    if !clustered {
+        script_keys.push(&keys.index_key);
+    }
     script_keys.extend(flow_keys.iter().map(|k| k.as_ref()));
-    let args = chunk
-        .iter()
-        .flat_map(|(id, value)| [Value::Bytes(id.clone()), Value::Bytes(value.clone())])
-        .collect();
+    let mut args = vec![Value::from(if clustered { "s" } else { "i" })];
+    args.extend(
+        chunk
+            .iter()
+            .flat_map(|(id, value)| [Value::Bytes(id.clone()), Value::Bytes(value.clone())]),
+    );
     let reply = script.call(dest, &script_keys, args).await.map_err(on("destination"))?;
     let removed = removed_count(&reply, chunk.len()).map_err(malformed("destination", "the watermark prune script"))?;
     metrics::counter!(m::WATERMARKS_PRUNED).increment(removed);

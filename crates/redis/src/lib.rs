@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`connect`]: a fred client for a configured endpoint (TLS files,
 //!   endless reconnect with backoff, command timeout), connected and checked
-//!   with `PING` before it is returned (fail fast at start-up).
+//!   with `PING` before it is returned (fail fast at start-up); a clustered
+//!   client when the endpoint is a Redis Cluster node ([`is_cluster`]).
 //! - [`bulk`]: pipelined per-key reads on a connection of their own, with
 //!   replies parsed in place (the reconcile pass's hot path), and the
 //!   notification subscription.
@@ -109,33 +110,140 @@ pub fn is_permanent(e: &fred::error::Error) -> bool {
 
 /// Builds, connects and pings a client for `endpoint`. `name` is sent as
 /// `CLIENT SETNAME` material in logs only.
+///
+/// When the server is a Redis Cluster node (`INFO cluster` says
+/// `cluster_enabled:1`), the client returned is a clustered one seeded with
+/// that node (same TLS, credentials, timeouts and reconnect policy): it
+/// discovers the other nodes, routes each command by hash slot and follows
+/// `MOVED`/`ASK` ([`is_cluster`] tells it apart). A cluster has only
+/// database 0: a URL naming another one is a configuration error. A
+/// standalone server gets the client [`build`] makes.
 pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, RedisError> {
-    let client = build(endpoint, name)?;
-    client.init().await.map_err(|e| RedisError::new(endpoint, e))?;
-    let _: String = client.ping(None).await.map_err(|e| RedisError::new(endpoint, e))?;
-    tracing::debug!(endpoint = %endpoint.redacted(), name, "Connected to Redis.");
-    Ok(client)
+    let db = endpoint.db();
+    // A standalone client SELECTs the URL's database when it connects,
+    // which a cluster node refuses: with a database in the URL, ask a probe
+    // without one first.
+    let client = if db == 0 {
+        build(endpoint, name)?
+    } else {
+        let mut config = base_config(endpoint)?;
+        config.database = None;
+        let probe = build_from(endpoint, config, 1)?;
+        let clustered = init_and_probe(endpoint, &probe).await;
+        let _ = probe.quit().await;
+        if clustered? {
+            return Err(cluster_db_error(endpoint, db));
+        }
+        build(endpoint, name)?
+    };
+    if !init_and_probe(endpoint, &client).await? {
+        tracing::debug!(endpoint = %endpoint.redacted(), name, "Connected to Redis.");
+        return Ok(client);
+    }
+    let _ = client.quit().await;
+    let clustered = build_clustered(endpoint)?;
+    clustered.init().await.map_err(|e| RedisError::new(endpoint, e))?;
+    let _: String = clustered.ping(None).await.map_err(|e| RedisError::new(endpoint, e))?;
+    tracing::debug!(endpoint = %endpoint.redacted(), name, "Connected to Redis Cluster.");
+    Ok(clustered)
 }
 
-/// Builds a client without connecting it. Reconnects forever with
+/// True when `client` is a clustered client ([`connect`] met a Redis
+/// Cluster node): commands go to the node owning their key's slot, and a
+/// script may only touch keys of one slot.
+pub fn is_cluster(client: &Client) -> bool {
+    client.is_clustered()
+}
+
+/// Connects `client`, pings it and tells whether the server is a cluster node.
+async fn init_and_probe(endpoint: &RedisEndpoint, client: &Client) -> Result<bool, RedisError> {
+    client.init().await.map_err(|e| RedisError::new(endpoint, e))?;
+    let _: String = client.ping(None).await.map_err(|e| RedisError::new(endpoint, e))?;
+    // A server that refuses INFO (renamed, or an ACL without it) is taken
+    // for a standalone one, as before cluster support: nothing else breaks.
+    match client.info::<String>(Some(fred::types::InfoKind::Cluster)).await {
+        Ok(info) => Ok(cluster_enabled(&info)),
+        Err(e) => {
+            tracing::debug!(endpoint = %endpoint.redacted(), error = %e, "INFO cluster failed; taking the server for a standalone one.");
+            Ok(false)
+        }
+    }
+}
+
+/// True when an `INFO cluster` reply says cluster mode is on.
+fn cluster_enabled(info: &str) -> bool {
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cluster_enabled:"))
+        .any(|v| v.trim() == "1")
+}
+
+fn cluster_db_error(endpoint: &RedisEndpoint, db: u8) -> RedisError {
+    RedisError::new(
+        endpoint,
+        fred::error::Error::new(
+            fred::error::ErrorKind::Config,
+            format!(
+                "{} is a Redis Cluster node, which has only database 0, but the URL names database {db}: drop                  the /{db} from the URL",
+                endpoint.redacted()
+            ),
+        ),
+    )
+}
+
+/// The URL's configuration with its TLS files.
+fn base_config(endpoint: &RedisEndpoint) -> Result<Config, RedisError> {
+    let mut config = Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
+    if endpoint.is_tls() {
+        config.tls = Some(tls_connector(endpoint)?.into());
+    }
+    Ok(config)
+}
+
+/// A clustered client seeded with the node `endpoint` names.
+fn build_clustered(endpoint: &RedisEndpoint) -> Result<Client, RedisError> {
+    let mut config = base_config(endpoint)?;
+    let db = endpoint.db();
+    if db != 0 {
+        return Err(cluster_db_error(endpoint, db));
+    }
+    config.database = None;
+    if let ServerConfig::Centralized { server } = &config.server {
+        config.server = ServerConfig::Clustered {
+            hosts: vec![server.clone()],
+            policy: fred::types::config::ClusterDiscoveryPolicy::default(),
+        };
+    }
+    build_from(endpoint, config, CLUSTER_COMMAND_ATTEMPTS)
+}
+
+/// Attempts per command on a clustered client. fred counts following a
+/// `MOVED` or `ASK` redirect as an attempt: with one, the first command
+/// after a slot moved fails ("Too many failed write attempts") instead of
+/// being redirected. Three follow an `ASK` during a migration and the
+/// `MOVED` after it. (A standalone client makes one attempt: callers
+/// retry.)
+const CLUSTER_COMMAND_ATTEMPTS: u32 = 3;
+
+/// Builds a standalone client without connecting it. Reconnects forever with
 /// exponential backoff (100 ms to 5 s). Its sockets have TCP keepalive and
 /// a user timeout, and a command left without a reply for
 /// [`liveness::UNRESPONSIVE`] closes its connection, which is then made
 /// again: a link that silently died is replaced, not waited on for ever.
 /// Its event channels keep fred's default 32 slots each: no client here
 /// subscribes through fred (capture's notification stream is read by
-/// [`bulk::Bulk::psubscribe`]).
+/// [`bulk::Bulk::psubscribe`]). [`connect`] uses the same settings for a
+/// clustered client.
 pub fn build(endpoint: &RedisEndpoint, _name: &str) -> Result<Client, RedisError> {
-    let mut config = Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
-    if endpoint.is_tls() {
-        config.tls = Some(tls_connector(endpoint)?.into());
-    }
+    build_from(endpoint, base_config(endpoint)?, 1)
+}
+
+fn build_from(endpoint: &RedisEndpoint, config: Config, attempts: u32) -> Result<Client, RedisError> {
     let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(5);
             c.internal_command_timeout = Duration::from_secs(10);
-            c.max_command_attempts = 1;
+            c.max_command_attempts = attempts;
             c.tcp = fred::types::config::TcpConfig {
                 keepalive: Some(liveness::tcp_keepalive()),
                 user_timeout: Some(liveness::TCP_USER_TIMEOUT),
@@ -272,4 +380,14 @@ pub async fn same_server(source: &Client, dest: &Client) -> Result<Option<&'stat
         "the source and the destination are the same Redis server (same run_id): refusing to start; check \
          REDMIRROR_SOURCE_URL and REDMIRROR_DEST_URL",
     ))
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    #[test]
+    fn cluster_mode_is_read_from_info_cluster() {
+        assert!(super::cluster_enabled("# Cluster\r\ncluster_enabled:1\r\n"));
+        assert!(!super::cluster_enabled("# Cluster\r\ncluster_enabled:0\r\n"));
+        assert!(!super::cluster_enabled(""));
+    }
 }

@@ -20,7 +20,7 @@
 //! together. What a script writes is public (the destination's flows, its
 //! index and the `redmirror:*` keys of `redmirror_core::keys`).
 
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, LuaInterface};
 use fred::prelude::*;
 use fred::types::{CustomCommand, Value};
 
@@ -60,13 +60,16 @@ impl Script {
         &self.sha
     }
 
-    /// The `EVALSHA`/`EVALSHA_RO` command.
-    pub fn command(&self) -> CustomCommand {
-        CustomCommand::new_static(
-            if self.read_only { "EVALSHA_RO" } else { "EVALSHA" },
-            fred::types::ClusterHash::FirstKey,
-            false,
-        )
+    /// The `EVALSHA`/`EVALSHA_RO` command of a call whose first key
+    /// (`KEYS[1]`) is `first_key`. On a clustered client it goes to the node
+    /// owning that key's slot (fred would hash the SHA, the first string
+    /// argument, otherwise): every key of one call must be in that slot.
+    pub fn command(&self, first_key: Option<&[u8]>) -> CustomCommand {
+        let hash = match first_key {
+            Some(k) => fred::types::ClusterHash::Custom(redmirror_core::slot::of(k)),
+            None => fred::types::ClusterHash::Random,
+        };
+        CustomCommand::new_static(if self.read_only { "EVALSHA_RO" } else { "EVALSHA" }, hash, false)
     }
 
     /// The arguments of one call: sha, number of keys, keys, args.
@@ -89,8 +92,13 @@ impl Script {
         v
     }
 
-    /// Loads the script (`SCRIPT LOAD`).
-    pub async fn load<C: ClientLike>(&self, client: &C) -> Result<(), fred::error::Error> {
+    /// Loads the script (`SCRIPT LOAD`); on a clustered client, on every
+    /// primary (a call may land on any of them).
+    pub async fn load<C: ClientLike + LuaInterface>(&self, client: &C) -> Result<(), fred::error::Error> {
+        if client.is_clustered() {
+            let _: String = client.script_load_cluster(self.body).await?;
+            return Ok(());
+        }
         let _: String = client
             .custom(
                 CustomCommand::new_static("SCRIPT", fred::types::ClusterHash::Random, false),
@@ -100,17 +108,55 @@ impl Script {
         Ok(())
     }
 
-    /// Runs once, loading the script first if the server does not know it.
+    /// Runs once, loading the script first if the server does not know it
+    /// (then retrying once: a second `NOSCRIPT` is an error).
     pub async fn call(&self, client: &Client, keys: &[&[u8]], args: Vec<Value>) -> Result<Value, fred::error::Error> {
         match client
-            .custom::<Value, Value>(self.command(), self.args(keys, args.clone()))
+            .custom::<Value, Value>(self.command(keys.first().copied()), self.args(keys, args.clone()))
             .await
         {
             Err(e) if is_noscript(&e) => {
                 self.load(client).await?;
-                client.custom(self.command(), self.args(keys, args)).await
+                client
+                    .custom(self.command(keys.first().copied()), self.args(keys, args))
+                    .await
             }
             other => other,
+        }
+    }
+
+    /// Runs several calls (keys, arguments) in one pipeline and returns their
+    /// replies in order; the first error fails them all. On `NOSCRIPT` (a
+    /// restarted node, or a cluster node that never saw the script) the
+    /// script is loaded (everywhere, on a cluster) and the whole pipeline is
+    /// sent once more, so the calls must be safe to repeat. On a clustered
+    /// client each call goes to the node of its slot.
+    pub async fn call_all(
+        &self,
+        client: &Client,
+        calls: Vec<(Vec<bytes::Bytes>, Vec<Value>)>,
+    ) -> Result<Vec<Value>, fred::error::Error> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut loaded = false;
+        loop {
+            let pipeline = client.pipeline();
+            for (keys, args) in &calls {
+                let _: () = pipeline
+                    .custom(
+                        self.command(keys.first().map(|k| k.as_ref())),
+                        self.args_owned(keys.clone(), args.clone()),
+                    )
+                    .await?;
+            }
+            let results = pipeline.try_all::<Value>().await;
+            if !loaded && results.iter().any(|r| matches!(r, Err(e) if is_noscript(e))) {
+                self.load(client).await?;
+                loaded = true;
+                continue;
+            }
+            return results.into_iter().collect();
         }
     }
 }

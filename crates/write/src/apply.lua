@@ -1,6 +1,10 @@
 -- apply.lua (after flow.lua): events in order, each one atomic guarded
--- step. The reply contract is in script.rs.
-local ik, wk, marker, marker_value = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+-- step. The reply contract is in script.rs. ARGV[3] 'i': the index is
+-- KEYS[1] and kept here (standalone); 's': one slot only, KEYS[1] is the
+-- slot's watermark hash and the index is the caller's second step.
+local marker, marker_value, with_index = ARGV[1], ARGV[2], ARGV[3] == 'i'
+local ik, wk, k0
+if with_index then ik, wk, k0 = KEYS[1], KEYS[2], 2 else wk, k0 = KEYS[1], 1 end
 local function split(o)
   local c = o:find(':', 1, true)
   if c then return tonumber(o:sub(1, c - 1)), o:sub(c + 1) end
@@ -35,17 +39,20 @@ local function one(fk, id, ts, op, force, first, last)
       redis.call('HSET', fk, unpack(ARGV, i, j))
       i = j + 1
     end
-    redis.call('HSET', ik, id, '1')
+    if with_index then redis.call('HSET', ik, id, '1') end
     return 'applied'
   end
-  if state == 'sync' or wm then redis.call('HDEL', ik, id) end
+  if state == 'sync' or wm then
+    if not with_index then return 'deleted_owned' end
+    redis.call('HDEL', ik, id)
+  end
   return 'deleted'
 end
 local out = {}
-local p = 3
-for e = 1, #KEYS - 2 do
+local p = 4
+for e = 1, #KEYS - k0 do
   local n = tonumber(ARGV[p + 4])
-  out[e] = one(KEYS[e + 2], ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], p + 5, p + 4 + n)
+  out[e] = one(KEYS[e + k0], ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], p + 5, p + 4 + n)
   p = p + 5 + n
 end
 return out

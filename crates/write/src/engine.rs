@@ -1,10 +1,12 @@
 //! The engine: events in, one guarded script step each, outcomes out.
 
+use std::collections::{BTreeMap, HashMap};
+
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::Value;
 use redmirror_core::event::{DeleteReason, Op};
-use redmirror_core::{FlowEvent, KeyLayout, MirrorRules};
+use redmirror_core::{slot, FlowEvent, KeyLayout, MirrorRules};
 use redmirror_redis::{script, Script};
 use redmirror_telemetry::metrics::ApplyOutcome;
 
@@ -65,6 +67,19 @@ pub type Decoded = Result<FlowEvent, redmirror_core::DecodeError>;
 pub struct Transient(#[from] pub fred::error::Error);
 
 /// Applies events to the destination.
+///
+/// On a standalone destination each script call carries the index with
+/// it: one atomic step per event. On a Redis Cluster
+/// ([`redmirror_redis::is_cluster`]) a script may touch one slot only, so
+/// the batch is grouped by the slot of each flow key (a flow always falls in
+/// one group, in batch order) and each call guards and writes its flows
+/// against that slot's watermark hash
+/// ([`KeyLayout::watermark_key_in`]); the index is then kept in step by a
+/// second, idempotent step: one `HSET` of the applied flows and one `HDEL`
+/// of the flows the mirror deleted (a sync copy or a watermark was there),
+/// sent after every reply of the first. A crash between the two leaves the
+/// offsets unstored: the events are read again, and one whose order equals
+/// its watermark is applied again, so the second step runs then.
 #[derive(Clone)]
 pub struct ApplyEngine {
     client: Client,
@@ -72,18 +87,38 @@ pub struct ApplyEngine {
     keys: KeyLayout,
     rules: MirrorRules,
     watermark_key: Bytes,
+    clustered: bool,
+    skip_index_step: bool,
+}
+
+/// What the second step does to a flow's index field (cluster only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexAction {
+    Set,
+    Remove,
 }
 
 impl ApplyEngine {
-    /// An engine writing through `client`.
+    /// An engine writing through `client` (standalone or clustered, as
+    /// `redmirror_redis::connect` returned it).
     pub fn new(client: Client, keys: KeyLayout, rules: MirrorRules) -> Self {
         ApplyEngine {
+            clustered: redmirror_redis::is_cluster(&client),
             client,
             script: Script::new(APPLY),
             watermark_key: Bytes::from(keys.watermark_key()),
             keys,
             rules,
+            skip_index_step: false,
         }
+    }
+
+    /// For tests of the crash between the two steps of a cluster write: an
+    /// engine that never sends the second step (the index).
+    #[doc(hidden)]
+    pub fn without_index_step(mut self) -> Self {
+        self.skip_index_step = true;
+        self
     }
 
     /// The destination client.
@@ -92,7 +127,9 @@ impl ApplyEngine {
     }
 
     /// Applies `events` in order in one pipelined round trip (per-flow order
-    /// holds: one connection executes them in sequence). `force` ignores the
+    /// holds: one connection executes them in sequence; on a cluster, a
+    /// flow's events are in one slot's calls, on that slot's node's
+    /// connection), then, on a cluster, the index step. `force` ignores the
     /// watermark (rewind). Decode failures and permanent per-event errors
     /// become [`Outcome::DeadLetter`]; a transient error fails the whole batch,
     /// which is safe to retry (every step is idempotent).
@@ -101,8 +138,9 @@ impl ApplyEngine {
         E: std::borrow::Borrow<Decoded> + Sync,
     {
         // The script is loaded at start; after a destination restart the
-        // first attempt meets NOSCRIPT, loads it and builds the calls again
-        // (rare, so the arguments are not kept for it).
+        // first attempt meets NOSCRIPT, loads it (on every primary of a
+        // cluster) and builds the calls again (rare, so the arguments are
+        // not kept for it).
         let mut loaded = false;
         loop {
             match self.attempt(events, force).await? {
@@ -121,14 +159,35 @@ impl ApplyEngine {
         }
     }
 
-    /// One pipelined round trip; `None` when the script was not loaded.
+    /// A new script call for flows in `slot` (ignored on standalone).
+    fn new_call(&self, slot: u16) -> Call {
+        if self.clustered {
+            Call::new(
+                None,
+                Bytes::from(self.keys.watermark_key_in(slot)),
+                self.rules.marker_field.clone(),
+            )
+        } else {
+            Call::new(
+                Some(self.keys.index_key.clone()),
+                self.watermark_key.clone(),
+                self.rules.marker_field.clone(),
+            )
+        }
+    }
+
+    /// One pipelined round trip (plus the index step on a cluster); `None`
+    /// when the script was not loaded.
     async fn attempt<E>(&self, events: &[E], force: bool) -> Result<Option<Vec<Outcome>>, Transient>
     where
         E: std::borrow::Borrow<Decoded> + Sync,
     {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
         let mut calls: Vec<Call> = Vec::new();
-        let mut current: Option<Call> = None;
+        // The call being filled per slot (one group on standalone). A full
+        // call is queued before its slot's next one: a flow's events stay
+        // in order.
+        let mut open: BTreeMap<u16, Call> = BTreeMap::new();
         for (i, e) in events.iter().enumerate() {
             let prepared = match e.borrow() {
                 Err(d) => Err(Outcome::DeadLetter {
@@ -141,28 +200,34 @@ impl ApplyEngine {
                 Err(o) => outcomes.push(Some(o)),
                 Ok((ev, (step, filtered))) => {
                     outcomes.push(None);
-                    if current.as_ref().is_some_and(|c| c.is_full_for(&step)) {
-                        calls.extend(current.take());
+                    let flow_key = self.keys.flow_key(&ev.flow_id);
+                    let group = if self.clustered { slot::of(&flow_key) } else { 0 };
+                    if open.get(&group).is_some_and(|c| c.is_full_for(&step)) {
+                        calls.extend(open.remove(&group));
                     }
-                    current
-                        .get_or_insert_with(|| {
-                            Call::new(
-                                self.keys.index_key.clone(),
-                                self.watermark_key.clone(),
-                                self.rules.marker_field.clone(),
-                            )
-                        })
-                        .push(Member { index: i, filtered }, self.keys.flow_key(&ev.flow_id), step);
+                    open.entry(group).or_insert_with(|| self.new_call(group)).push(
+                        Member {
+                            index: i,
+                            flow_id: ev.flow_id.clone(),
+                            filtered,
+                        },
+                        flow_key,
+                        step,
+                    );
                 }
             }
         }
-        calls.extend(current);
+        calls.extend(open.into_values());
+        // Cluster only: per flow, the index change of its last event that
+        // wrote, and the events behind it.
+        let mut index: HashMap<Bytes, (IndexAction, Vec<usize>)> = HashMap::new();
         if !calls.is_empty() {
             let pipeline = self.client.pipeline();
             let mut members = Vec::with_capacity(calls.len());
             for call in calls {
+                let command = self.script.command(call.keys.first().map(|k| k.as_ref()));
                 let _: () = pipeline
-                    .custom(self.script.command(), self.script.args_owned(call.keys, call.args))
+                    .custom(command, self.script.args_owned(call.keys, call.args))
                     .await?;
                 members.push(call.members);
             }
@@ -174,20 +239,30 @@ impl ApplyEngine {
                 match r {
                     Ok(reply) => {
                         for (m, step) in members.iter().zip(Step::parse_call(reply, members.len())) {
+                            let action = match step {
+                                Ok(Step::Applied) => Some(IndexAction::Set),
+                                Ok(Step::DeletedOwned) => Some(IndexAction::Remove),
+                                _ => None,
+                            };
+                            if let (Some(action), true) = (action, self.clustered) {
+                                let entry = index.entry(m.flow_id.clone()).or_insert((action, Vec::new()));
+                                entry.0 = action;
+                                entry.1.push(m.index);
+                            }
                             outcomes[m.index] = Some(outcome(step, m.filtered));
                         }
                     }
                     Err(e) if redmirror_redis::is_permanent(&e) => {
                         for m in members {
-                            outcomes[m.index] = Some(Outcome::DeadLetter {
-                                code: "write_failed",
-                                reason: format!("destination refused the write: {}", e.details()),
-                            });
+                            outcomes[m.index] = Some(write_failed(&e));
                         }
                     }
                     Err(e) => return Err(Transient(e)),
                 }
             }
+        }
+        if !index.is_empty() && !self.skip_index_step {
+            self.index_step(index, &mut outcomes).await?;
         }
         Ok(Some(
             outcomes
@@ -195,6 +270,57 @@ impl ApplyEngine {
                 .map(|o| o.expect("every event has an outcome"))
                 .collect(),
         ))
+    }
+
+    /// The second step on a cluster: one `HSET` of the flows whose last
+    /// event was applied and one `HDEL` of those the mirror deleted, in one
+    /// round trip to the index's node. Idempotent: it states the index
+    /// entries the first step's results imply, so running it again after
+    /// a retry or a crash changes nothing more. A refusal the server will
+    /// never lift dead-letters the events behind it, as the standalone
+    /// script's failure would.
+    async fn index_step(
+        &self,
+        index: HashMap<Bytes, (IndexAction, Vec<usize>)>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<(), Transient> {
+        let key = Value::Bytes(self.keys.index_key.clone());
+        let (mut set, mut remove) = (vec![key.clone()], vec![key]);
+        let (mut set_events, mut remove_events) = (Vec::new(), Vec::new());
+        for (flow_id, (action, events)) in index {
+            match action {
+                IndexAction::Set => {
+                    set.push(Value::Bytes(flow_id));
+                    set.push(Value::from("1"));
+                    set_events.extend(events);
+                }
+                IndexAction::Remove => {
+                    remove.push(Value::Bytes(flow_id));
+                    remove_events.extend(events);
+                }
+            }
+        }
+        let pipeline = self.client.pipeline();
+        let mut sent = Vec::new();
+        for (name, args, events) in [("HSET", set, set_events), ("HDEL", remove, remove_events)] {
+            if args.len() > 1 {
+                let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
+                let _: () = pipeline.custom(cmd, args).await?;
+                sent.push(events);
+            }
+        }
+        for (events, r) in sent.into_iter().zip(pipeline.try_all::<Value>().await) {
+            match r {
+                Ok(_) => {}
+                Err(e) if redmirror_redis::is_permanent(&e) => {
+                    for i in events {
+                        outcomes[i] = Some(write_failed(&e));
+                    }
+                }
+                Err(e) => return Err(Transient(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The event's step and whether it is a filtered flow, or an outcome
@@ -236,12 +362,20 @@ impl ApplyEngine {
     }
 }
 
+/// The dead letter of an event whose write the destination refused.
+fn write_failed(e: &fred::error::Error) -> Outcome {
+    Outcome::DeadLetter {
+        code: "write_failed",
+        reason: format!("destination refused the write: {}", e.details()),
+    }
+}
+
 /// The outcome of one event's reply.
 fn outcome(step: Result<Step, Malformed>, filtered: bool) -> Outcome {
     match step {
         Ok(Step::Applied) => Outcome::Applied,
-        Ok(Step::Deleted) if filtered => Outcome::SkippedFiltered,
-        Ok(Step::Deleted) => Outcome::Deleted,
+        Ok(Step::Deleted | Step::DeletedOwned) if filtered => Outcome::SkippedFiltered,
+        Ok(Step::Deleted | Step::DeletedOwned) => Outcome::Deleted,
         Ok(Step::SkippedNative) => Outcome::SkippedNative,
         Ok(Step::SkippedStale) => Outcome::SkippedStale,
         Ok(Step::WrongType(ty)) => Outcome::DeadLetter {

@@ -2,11 +2,14 @@
 //! `redmirror_redis`) behind a typed wrapper: [`Call`] in, [`Step`] out.
 //!
 //! Events in order, each one atomic guarded step; several events share one
-//! script call (the per-call overhead dominates otherwise). KEYS: index,
-//! watermark hash, then the flow key of each event. ARGV: marker field,
-//! marker value ([`MARKER_VALUE`]), then per event: flow id, order
-//! ([`redmirror_core::Order::encode`]), op (`u`/`d`), force (`1` ignores the
-//! watermark: rewind), N, then N field/value arguments (marker included).
+//! script call (the per-call overhead dominates otherwise). KEYS: index
+//! (standalone only), watermark hash, then the flow key of each event.
+//! ARGV: marker field, marker value ([`MARKER_VALUE`]), mode (`i`: the
+//! index is `KEYS[1]` and kept by the script; `s`: a cluster slot's call,
+//! every key in one slot, the index left to the engine's second step), then
+//! per event: flow id, order ([`redmirror_core::Order::encode`]), op
+//! (`u`/`d`), force (`1` ignores the watermark: rewind), N, then N
+//! field/value arguments (marker included).
 //!
 //! Order of checks per event: wrong type → native copy → stale → write. The
 //! watermark is recorded for deletes too (a tombstone), so an old upsert
@@ -16,7 +19,10 @@
 //!
 //! # Contract
 //! The reply: an array with one string per event, `applied`, `deleted`,
-//! `skipped_native`, `skipped_stale` or `wrong_type:{type}`. The first four
+//! `skipped_native`, `skipped_stale` or `wrong_type:{type}`, and in mode
+//! `s` also `deleted_owned` (deleted, and the mirror owned the flow: a sync
+//! copy or a watermark was there, so its index field is the mirror's to
+//! remove). The first four
 //! are also the `outcome` labels of `redmirror_apply_events_total`; the
 //! watermark hash and its values are read by reconcile's prune and by
 //! replay. Change them together or not at all.
@@ -56,12 +62,15 @@ impl StepArgs {
     }
 }
 
-/// An event of a call: where it sits in the caller's batch and whether it
-/// was a filtered flow (its delete is reported as `SkippedFiltered`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An event of a call: where it sits in the caller's batch, its flow and
+/// whether it was a filtered flow (its delete is reported as
+/// `SkippedFiltered`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Member {
     /// Index in the batch.
     pub index: usize,
+    /// The flow.
+    pub flow_id: Bytes,
     /// A filtered organisation's flow.
     pub filtered: bool,
 }
@@ -71,23 +80,28 @@ pub(crate) struct Member {
 pub(crate) struct Call {
     /// The events, in order.
     pub members: Vec<Member>,
-    /// Index, watermarks, then one flow key per event.
+    /// Index (standalone only), watermarks, then one flow key per event.
     pub keys: Vec<Bytes>,
     /// Marker field and value, then each event's step.
     pub args: Vec<Value>,
 }
 
 impl Call {
-    /// An empty call for this index, watermark hash and marker field.
-    pub fn new(index_key: Bytes, watermark_key: Bytes, marker_field: Bytes) -> Self {
+    /// An empty call for this watermark hash and marker field that keeps
+    /// this index too (`Some`: standalone), or leaves the index alone
+    /// (`None`: one cluster slot's call).
+    pub fn new(index_key: Option<Bytes>, watermark_key: Bytes, marker_field: Bytes) -> Self {
         let mut keys = Vec::with_capacity(2 + EVENTS_PER_CALL);
-        keys.extend([index_key, watermark_key]);
+        let mode = if index_key.is_some() { "i" } else { "s" };
+        keys.extend(index_key);
+        keys.push(watermark_key);
         Call {
             members: Vec::with_capacity(EVENTS_PER_CALL),
             keys,
             args: vec![
                 Value::Bytes(marker_field),
                 Value::Bytes(Bytes::from_static(MARKER_VALUE)),
+                Value::from(mode),
             ],
         }
     }
@@ -121,6 +135,9 @@ pub(crate) enum Step {
     Applied,
     /// The sync copy is gone (or was never there).
     Deleted,
+    /// Deleted, and the mirror owned the flow (a sync copy or a watermark
+    /// was there): its index field is the mirror's to remove (mode `s`).
+    DeletedOwned,
     /// A native copy: untouched.
     SkippedNative,
     /// Older than the flow's watermark.
@@ -144,6 +161,7 @@ impl Step {
         Ok(match s.as_ref() {
             b"applied" => Step::Applied,
             b"deleted" => Step::Deleted,
+            b"deleted_owned" => Step::DeletedOwned,
             b"skipped_native" => Step::SkippedNative,
             b"skipped_stale" => Step::SkippedStale,
             other => match other.strip_prefix(b"wrong_type:") {
@@ -178,6 +196,7 @@ mod tests {
     fn every_reply_the_script_gives_is_a_step() {
         assert_eq!(Step::parse(&s("applied")), Ok(Step::Applied));
         assert_eq!(Step::parse(&s("deleted")), Ok(Step::Deleted));
+        assert_eq!(Step::parse(&s("deleted_owned")), Ok(Step::DeletedOwned));
         assert_eq!(Step::parse(&s("skipped_native")), Ok(Step::SkippedNative));
         assert_eq!(Step::parse(&s("skipped_stale")), Ok(Step::SkippedStale));
         assert_eq!(Step::parse(&s("wrong_type:list")), Ok(Step::WrongType("list".into())));
