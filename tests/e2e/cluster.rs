@@ -247,3 +247,34 @@ fn a_slot_migration_under_load_converges() {
     assert_eq!(s.cluster.master_of(key), to);
     eprintln!("cluster slot migration under load: converged {took:?} after the writer stopped");
 }
+
+#[test]
+fn capture_refuses_a_cluster_whose_one_master_lacks_notifications_naming_it() {
+    let cluster = RedisCluster::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let masters = cluster.masters();
+    let silent = masters[1];
+    let _: () = cluster.cmd_on(silent, &[b"CONFIG", b"SET", b"notify-keyspace-events", b""]);
+    // The URL names another master: the silent one is found by discovery.
+    let env = mirror_env(
+        &format!("redis://127.0.0.1:{}", masters[0]),
+        &dest.url(),
+        &broker.bootstrap(),
+    );
+    let (code, out) = cli(&["capture"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&format!("cluster master 127.0.0.1:{silent}")), "{out}");
+    assert!(out.contains("CONFIG SET notify-keyspace-events Eg$lshzxe"), "{out}");
+    let (code, out) = cli(&["check"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  notifications") && out.contains(&format!("127.0.0.1:{silent}")),
+        "{out}"
+    );
+    // Set again on that master, capture starts.
+    let _: () = cluster.cmd_on(silent, &[b"CONFIG", b"SET", b"notify-keyspace-events", b"KEA"]);
+    let (_, out) = cli(&["check"], &env);
+    assert!(out.contains("ok    notifications"), "{out}");
+    assert!(out.contains("on every master (3)"), "{out}");
+}

@@ -61,9 +61,26 @@ pub fn ran(before: &Counts, now: &Counts) -> Vec<(SourceFlush, u64)> {
         .collect()
 }
 
+/// The counts of the source; on a cluster, summed over every primary
+/// (a master replaced by a failover may lower the sum: read as a reset,
+/// and the failover is a gap of its own).
 async fn read(client: &Client) -> Result<Counts, fred::error::Error> {
-    let info: String = client.info(Some(fred::types::InfoKind::CommandStats)).await?;
-    Ok(parse(&info))
+    let mut sum = [0; 3];
+    for node in redmirror_redis::primaries(client) {
+        let info: String = match &node {
+            Some(n) => {
+                client
+                    .with_cluster_node(n)
+                    .info(Some(fred::types::InfoKind::CommandStats))
+                    .await?
+            }
+            None => client.info(Some(fred::types::InfoKind::CommandStats)).await?,
+        };
+        for (s, c) in sum.iter_mut().zip(parse(&info)) {
+            *s += c;
+        }
+    }
+    Ok(sum)
 }
 
 /// Polls until `stop`, sending [`Gap::Flushed`] on `gaps` whenever one of

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::config::Server;
 use redmirror_config::RedisEndpoint;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::Health;
@@ -73,9 +74,18 @@ pub fn missing(flags: &str) -> String {
         .collect()
 }
 
-/// Reads the current flags.
-pub async fn current(client: &Client) -> Result<String, fred::error::Error> {
-    let v: std::collections::HashMap<String, String> = client.config_get("notify-keyspace-events").await?;
+/// Reads the current flags (of the node `on`, a cluster's primary; the
+/// one server when `None`).
+pub async fn current(client: &Client, on: Option<&Server>) -> Result<String, fred::error::Error> {
+    let v: std::collections::HashMap<String, String> = match on {
+        Some(node) => {
+            client
+                .with_cluster_node(node)
+                .config_get("notify-keyspace-events")
+                .await?
+        }
+        None => client.config_get("notify-keyspace-events").await?,
+    };
     Ok(v.get("notify-keyspace-events").cloned().unwrap_or_default())
 }
 
@@ -121,27 +131,54 @@ pub enum Checked {
 }
 
 /// Checks the flags; sets the missing classes when `configure` is true.
+/// On a cluster source, every primary is checked (notifications are
+/// node-local): the first one missing classes is named in the error.
 pub async fn check(client: &Client, endpoint: &RedisEndpoint, configure: bool) -> Result<Checked, NotifyError> {
+    let mut result = Checked::Complete;
+    for node in redmirror_redis::primaries(client) {
+        if let Checked::SetAgain(v) = check_on(client, node.as_ref(), endpoint, configure).await? {
+            result = Checked::SetAgain(v);
+        }
+    }
+    Ok(result)
+}
+
+async fn check_on(
+    client: &Client,
+    node: Option<&Server>,
+    endpoint: &RedisEndpoint,
+    configure: bool,
+) -> Result<Checked, NotifyError> {
+    let name = match node {
+        Some(n) => format!("{} (cluster master {}:{})", endpoint.redacted(), n.host, n.port),
+        None => endpoint.redacted(),
+    };
     let unreadable = |e: fred::error::Error| NotifyError::Unreadable {
-        endpoint: endpoint.redacted(),
+        endpoint: name.clone(),
         message: e.details().to_string(),
     };
-    let flags = current(client).await.map_err(unreadable)?;
+    let flags = current(client, node).await.map_err(unreadable)?;
     let miss = missing(&flags);
     if miss.is_empty() {
         return Ok(Checked::Complete);
     }
     let wanted = format!("{flags}{miss}");
     if configure {
-        let _: () = client
-            .config_set("notify-keyspace-events", wanted.as_str())
-            .await
-            .map_err(unreadable)?;
-        tracing::warn!(value = %wanted, "Set notify-keyspace-events on the source.");
+        let _: () = match node {
+            Some(n) => {
+                client
+                    .with_cluster_node(n)
+                    .config_set("notify-keyspace-events", wanted.as_str())
+                    .await
+            }
+            None => client.config_set("notify-keyspace-events", wanted.as_str()).await,
+        }
+        .map_err(unreadable)?;
+        tracing::warn!(value = %wanted, node = %name, "Set notify-keyspace-events on the source.");
         return Ok(Checked::SetAgain(wanted));
     }
     Err(NotifyError::Missing {
-        endpoint: endpoint.redacted(),
+        endpoint: name,
         current: flags,
         missing: miss,
         wanted,

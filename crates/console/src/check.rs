@@ -57,26 +57,22 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let source = connect(&mut r, "source", config.source.as_ref()).await;
     let dest = connect(&mut r, "dest", config.dest.as_ref()).await;
     if let (Some(c), Some(ep)) = (&source, &config.source) {
-        match redmirror_capture::notify::current(c).await {
-            Ok(flags) => {
-                let missing = redmirror_capture::notify::missing(&flags);
-                if missing.is_empty() {
-                    r.ok("notifications", format!("notify-keyspace-events={flags:?}"));
+        // Every master of a cluster source (notifications are node-local).
+        match redmirror_capture::notify::check(c, ep, false).await {
+            Ok(_) => {
+                let flags = redmirror_capture::notify::current(c, None).await.unwrap_or_default();
+                let masters = redmirror_redis::primaries(c).len();
+                let on = if redmirror_redis::is_cluster(c) {
+                    format!(" on every master ({masters})")
                 } else {
-                    r.fail(
-                        "notifications",
-                        redmirror_capture::notify::NotifyError::Missing {
-                            endpoint: ep.redacted(),
-                            current: flags.clone(),
-                            missing: missing.clone(),
-                            wanted: format!("{flags}{missing}"),
-                        },
-                    );
-                }
+                    String::new()
+                };
+                r.ok("notifications", format!("notify-keyspace-events={flags:?}{on}"));
             }
-            Err(e) => r.fail(
+            Err(e @ redmirror_capture::notify::NotifyError::Missing { .. }) => r.fail("notifications", e),
+            Err(redmirror_capture::notify::NotifyError::Unreadable { message, .. }) => r.fail(
                 "notifications",
-                format!("cannot read notify-keyspace-events: {}", e.details()),
+                format!("cannot read notify-keyspace-events: {message}"),
             ),
         }
     }

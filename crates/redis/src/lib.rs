@@ -155,6 +155,19 @@ pub fn is_cluster(client: &Client) -> bool {
     client.is_clustered()
 }
 
+/// The nodes a server-wide command (`CONFIG GET`, `INFO`) must be sent to
+/// so it covers the whole keyspace: every primary of a clustered client
+/// (as the client last saw the cluster), else the one server (`None`).
+pub fn primaries(client: &Client) -> Vec<Option<fred::types::config::Server>> {
+    if !client.is_clustered() {
+        return vec![None];
+    }
+    client
+        .cached_cluster_state()
+        .map(|s| s.unique_primary_nodes().into_iter().map(Some).collect())
+        .unwrap_or_else(|| vec![None])
+}
+
 /// Connects `client`, pings it and tells whether the server is a cluster node.
 async fn init_and_probe(endpoint: &RedisEndpoint, client: &Client) -> Result<bool, RedisError> {
     client.init().await.map_err(|e| RedisError::new(endpoint, e))?;
