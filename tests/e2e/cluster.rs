@@ -278,3 +278,39 @@ fn capture_refuses_a_cluster_whose_one_master_lacks_notifications_naming_it() {
     assert!(out.contains("ok    notifications"), "{out}");
     assert!(out.contains("on every master (3)"), "{out}");
 }
+
+#[test]
+fn a_read_only_user_on_every_node_of_a_cluster_source_is_enough_and_a_missing_grant_is_named() {
+    let cluster = RedisCluster::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let acl = |line: &str| {
+        for port in cluster.ports() {
+            crate::ops::run_acl(cluster.node(port), line);
+        }
+    };
+    // The standalone line lacks the cluster commands.
+    acl(&crate::ops::documented_acl("redmirror-source"));
+    let url = format!(
+        "redis://redmirror-source:test-password-42@127.0.0.1:{}",
+        cluster.masters()[0]
+    );
+    let env = mirror_env(&url, &dest.url(), &broker.bootstrap());
+    let (code, out) = cli(&["capture"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("+cluster|shards"), "{out}");
+    assert!(out.contains("+cluster|slots"), "{out}");
+    // The documented cluster line (on every node) is enough.
+    acl(&crate::ops::documented_acl("redmirror-source-cluster").replacen(
+        "redmirror-source-cluster",
+        "redmirror-source",
+        1,
+    ));
+    let mirror = Mirror::start(&["run"], &env);
+    let s = ClusterSetup {
+        cluster: Arc::new(cluster),
+        dest,
+        mirror,
+    };
+    s.wait_ready();
+}

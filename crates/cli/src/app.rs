@@ -309,6 +309,12 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     if roles.capture || roles.reconcile {
         record_limit(&mut config, &kafka).await?;
     }
+    // Permissions first: a cluster client's own set-up needs some of them
+    // (CLUSTER SLOTS), and a refusal must name them, not wait for ever.
+    if let (true, Some(endpoint)) = (roles.capture || roles.reconcile, &config.source) {
+        health.register(HEALTH_SOURCE);
+        refuse_missing_permissions(&config, endpoint).await?;
+    }
     let source = match &config.source {
         Some(s) if roles.capture || roles.reconcile => {
             Some(connect_when_up(&health, HEALTH_SOURCE, "the source (REDMIRROR_SOURCE_URL)", s).await?)
@@ -322,9 +328,6 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     };
     if let (Some(s), Some(d)) = (&source, &dest) {
         refuse_same_server(s, d).await?;
-    }
-    if let (Some(_), Some(endpoint)) = (&source, &config.source) {
-        refuse_missing_permissions(&config, endpoint).await?;
     }
     // Idle connections that silently died are found and made again before
     // a role needs them (redmirror_redis::liveness).

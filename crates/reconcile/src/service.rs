@@ -88,7 +88,7 @@ impl Service {
                 Ok(report)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "Reconcile pass failed; retried at the next trigger.");
+                tracing::warn!(error = %e, "Reconcile pass failed; retried soon (5 s, doubling to 5 min) or at the next trigger.");
                 Err(e)
             }
         }

@@ -1,6 +1,6 @@
 //! The permissions the source user needs (SPEC section 2), checked at start:
 //! a missing one is refused with the exact `ACL SETUSER` line that grants
-//! it, never retried for ever.
+//! it, never retried for ever. On a cluster source every master is asked.
 //!
 //! Redis has no way for a user to ask what it may do (`ACL DRYRUN` needs
 //! admin rights), so the check runs each command capture and reconcile use
@@ -48,9 +48,64 @@ impl std::fmt::Display for Missing {
 
 /// Runs every source command once and collects the refusals; `Ok(None)`
 /// when everything is allowed.
+/// On a cluster source every master is checked (each node keeps its own
+/// users), with the cluster commands capture also uses (`CLUSTER SHARDS`
+/// and `CLUSTER SLOTS` to find the masters, `CLUSTER INFO` (the cluster
+/// client's health check), `ASKING` to read a slot
+/// being migrated).
 pub async fn check_source(endpoint: &RedisEndpoint, keys: &KeyLayout) -> Result<Option<Missing>, RedisError> {
+    let mut refusals = Vec::new();
+    let seed = Bulk::new(endpoint)?;
+    if !crate::cluster::is_cluster_node(&seed).await.unwrap_or(false) {
+        // Standalone, or INFO refused (the probe names it).
+        refusals = refusals_on(endpoint, &seed, keys, false).await?;
+    } else {
+        // Every master, or the configured node alone when the masters
+        // cannot be listed (CLUSTER SHARDS refused: the probe names it).
+        let nodes: Vec<Bulk> = match crate::cluster::Cluster::detect(endpoint).await {
+            Ok(Some(cluster)) => cluster
+                .topology()
+                .shards
+                .iter()
+                .map(|s| cluster.bulk(&s.addr))
+                .collect::<Result<_, _>>()?,
+            _ => vec![seed],
+        };
+        for bulk in &nodes {
+            for r in refusals_on(endpoint, bulk, keys, true).await? {
+                if !refusals.contains(&r) {
+                    refusals.push(r);
+                }
+            }
+        }
+    }
+    if refusals.is_empty() {
+        return Ok(None);
+    }
+    let prefix = String::from_utf8_lossy(&keys.scan_pattern()).into_owned();
+    let channel = format!("__keyevent@{}__:*", endpoint.db());
+    let mut grants: Vec<String> = Vec::new();
+    for r in &refusals {
+        let grant = grant_for(r, &prefix, &channel);
+        if !grants.contains(&grant) {
+            grants.push(grant);
+        }
+    }
+    Ok(Some(Missing {
+        user: user_of(endpoint),
+        grants,
+        refusals,
+    }))
+}
+
+/// The `NOPERM` refusals of one server.
+async fn refusals_on(
+    endpoint: &RedisEndpoint,
+    bulk: &Bulk,
+    keys: &KeyLayout,
+    cluster: bool,
+) -> Result<Vec<String>, RedisError> {
     let wrap = |e: Error| RedisError::new(endpoint, e);
-    let bulk = Bulk::new(endpoint)?;
     let probe = keys.flow_key(b"redmirror-permission-probe");
     let pattern = keys.scan_pattern();
     let mut p = Pipeline::new();
@@ -67,6 +122,12 @@ pub async fn check_source(endpoint: &RedisEndpoint, keys: &KeyLayout) -> Result<
         .cmd(&[b"EXEC".as_ref()])
         .cmd(&[b"MULTI".as_ref()])
         .cmd(&[b"EXEC".as_ref()]);
+    if cluster {
+        p.cmd(&[b"CLUSTER".as_ref(), b"SHARDS"])
+            .cmd(&[b"CLUSTER".as_ref(), b"SLOTS"])
+            .cmd(&[b"CLUSTER".as_ref(), b"INFO"])
+            .cmd(&[b"ASKING".as_ref()]);
+    }
     let mut refusals = Vec::new();
     bulk.run(&p, |_, r| {
         // A refused EXEC reads `EXECABORT ... because of: NOPERM ...`.
@@ -86,22 +147,7 @@ pub async fn check_source(endpoint: &RedisEndpoint, keys: &KeyLayout) -> Result<
             return Err(wrap(e));
         }
     }
-    if refusals.is_empty() {
-        return Ok(None);
-    }
-    let prefix = String::from_utf8_lossy(&pattern).into_owned();
-    let mut grants: Vec<String> = Vec::new();
-    for r in &refusals {
-        let grant = grant_for(r, &prefix, &channel);
-        if !grants.contains(&grant) {
-            grants.push(grant);
-        }
-    }
-    Ok(Some(Missing {
-        user: user_of(endpoint),
-        grants,
-        refusals,
-    }))
+    Ok(refusals)
 }
 
 /// The ACL rule that lifts one `NOPERM` refusal.

@@ -122,19 +122,7 @@ impl Cluster {
     /// the shards it knows of.
     pub async fn detect(endpoint: &RedisEndpoint) -> Result<Option<Arc<Cluster>>, RedisError> {
         let bulk = Bulk::new(endpoint)?;
-        let mut p = Pipeline::new();
-        p.cmd(&[b"INFO".as_ref(), b"cluster"]);
-        let mut enabled = Ok(false);
-        bulk.run(&p, |_, r| {
-            enabled = match r {
-                Reply::Str(info) => Ok(crate::source::info_field(info, "cluster_enabled").as_deref() == Some("1")),
-                Reply::Error(e) => Err(Error::new(ErrorKind::Unknown, String::from_utf8_lossy(e).into_owned())),
-                _ => Err(bad("INFO cluster")),
-            }
-        })
-        .await
-        .map_err(|e| RedisError::new(endpoint, e))?;
-        if !enabled.map_err(|e| RedisError::new(endpoint, e))? {
+        if !is_cluster_node(&bulk).await.map_err(|e| RedisError::new(endpoint, e))? {
             return Ok(None);
         }
         if endpoint.db() != 0 {
@@ -228,6 +216,23 @@ impl Cluster {
         self.version.send_modify(|v| *v += 1);
         Some(Change { slots, summary })
     }
+}
+
+/// True when the server on `bulk` runs in cluster mode (`INFO cluster`
+/// says `cluster_enabled:1`).
+pub async fn is_cluster_node(bulk: &Bulk) -> Result<bool, Error> {
+    let mut p = Pipeline::new();
+    p.cmd(&[b"INFO".as_ref(), b"cluster"]);
+    let mut enabled = Ok(false);
+    bulk.run(&p, |_, r| {
+        enabled = match r {
+            Reply::Str(info) => Ok(crate::source::info_field(info, "cluster_enabled").as_deref() == Some("1")),
+            Reply::Error(e) => Err(Error::new(ErrorKind::Unknown, String::from_utf8_lossy(e).into_owned())),
+            _ => Err(bad("INFO cluster")),
+        }
+    })
+    .await?;
+    enabled
 }
 
 /// True for a reply that says the key lives elsewhere or the cluster is

@@ -140,9 +140,41 @@ pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, Red
         tracing::debug!(endpoint = %endpoint.redacted(), name, "Connected to Redis.");
         return Ok(client);
     }
+    // A clustered client finds the nodes with CLUSTER SLOTS: a user that
+    // may not run it is refused here, by name, not retried for ever.
+    let slots: Result<fred::types::Value, _> = client
+        .custom(fred::cmd!("CLUSTER"), vec![fred::types::Value::from("SLOTS")])
+        .await;
     let _ = client.quit().await;
+    if let Err(e) = slots {
+        if e.details().starts_with("NOPERM") {
+            return Err(RedisError::new(
+                endpoint,
+                fred::error::Error::new(
+                    fred::error::ErrorKind::Auth,
+                    format!(
+                        "{}: a Redis Cluster client needs CLUSTER SLOTS to find the nodes; grant it on every node: \
+                         ACL SETUSER {} +cluster|slots",
+                        e.details(),
+                        fred::types::config::Config::from_url(&endpoint.url)
+                            .ok()
+                            .and_then(|c| c.username)
+                            .unwrap_or_else(|| "default".into())
+                    ),
+                ),
+            ));
+        }
+    }
     let clustered = build_clustered(endpoint)?;
-    clustered.init().await.map_err(|e| RedisError::new(endpoint, e))?;
+    clustered.init().await.map_err(|e| {
+        // A refused set-up command will be refused again: say so, do not wait.
+        let e = if e.details().contains("NOPERM") {
+            fred::error::Error::new(fred::error::ErrorKind::Auth, e.details().to_string())
+        } else {
+            e
+        };
+        RedisError::new(endpoint, e)
+    })?;
     let _: String = clustered.ping(None).await.map_err(|e| RedisError::new(endpoint, e))?;
     tracing::debug!(endpoint = %endpoint.redacted(), name, "Connected to Redis Cluster.");
     Ok(clustered)

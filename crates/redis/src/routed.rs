@@ -4,12 +4,14 @@
 //!
 //! Whether the server is a cluster is found on first use. A reply that
 //! says a key lives elsewhere (`MOVED`, `ASK`, `CLUSTERDOWN`, `TRYAGAIN`)
-//! is the caller's error reply as any other (the pass fails and runs again
-//! at its next trigger); [`Routed::refresh_after`] reads the map again
-//! first, so that next run is routed right.
+//! is followed by [`Routed::scatter`]: it reads the map again and runs the
+//! read again, a few times; past that it is the caller's error (the pass
+//! fails and is retried), and [`Routed::refresh_after`] has read the map
+//! again, so the next run is routed right.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fred::error::Error;
@@ -113,7 +115,31 @@ impl Routed {
     /// master owning them (all positions at once on a standalone server),
     /// concurrently, and puts each group's results back at its positions.
     /// `each` returns one result per position it was given.
+    ///
+    /// On a cluster, a read that meets a redirection (the map changed
+    /// under it: a failover, a slot migrating) reads the map again and
+    /// runs again, up to [`REDIRECT_ATTEMPTS`] times with a short backoff.
     pub async fn scatter<T, F, Fut>(&self, keys: &[Bytes], each: F) -> Result<Vec<T>, Error>
+    where
+        F: Fn(Arc<Bulk>, Vec<usize>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, Error>>,
+    {
+        let mut backoff = redmirror_core::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        let mut attempt = 1;
+        loop {
+            match self.scatter_once(keys, &each).await {
+                Err(e) if attempt < REDIRECT_ATTEMPTS && self.is_cluster() && is_redirection(&e) => {
+                    tracing::debug!(error = %e, attempt, "Redirected: reading the cluster map again.");
+                    self.refresh_after(&e).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn scatter_once<T, F, Fut>(&self, keys: &[Bytes], each: &F) -> Result<Vec<T>, Error>
     where
         F: Fn(Arc<Bulk>, Vec<usize>) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<T>, Error>>,
@@ -167,13 +193,20 @@ impl Routed {
     /// attempt is routed to the masters serving the slots now.
     pub async fn refresh_after(&self, failure: &Error) {
         if let Some(Mode::Cluster { cluster, .. }) = self.mode.get() {
-            let d = failure.details().as_bytes();
-            if crate::cluster::is_redirect(d) || d.starts_with(b"ASK ") || failure.kind() == &fred::error::ErrorKind::IO
-            {
+            if is_redirection(failure) || failure.kind() == &fred::error::ErrorKind::IO {
                 let _ = cluster.refresh().await;
             }
         }
     }
+}
+
+/// Attempts of a routed read that meets redirections (see [`Routed::scatter`]).
+pub const REDIRECT_ATTEMPTS: usize = 6;
+
+/// A reply saying the key lives elsewhere, or the cluster is between states.
+fn is_redirection(e: &Error) -> bool {
+    let d = e.details().as_bytes();
+    crate::cluster::is_redirect(d) || d.starts_with(b"ASK ")
 }
 
 fn unserved(slot: u16) -> Error {
