@@ -106,11 +106,10 @@ fn full_flow(rng: &mut StdRng, seq: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
     f
 }
 
-/// Writes `n` flows (`f0..`) and the ids shared with natives, before the mirror starts.
-pub fn preload(conn: &mut redis::Connection, seed: u64, n: u32) -> anyhow::Result<u64> {
+/// The commands that write `n` flows (`f0..`) and the ids shared with natives.
+fn preload_cmds(seed: u64, n: u32) -> Vec<redis::Cmd> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut p = redis::pipe();
-    let mut count = 0;
+    let mut v = Vec::new();
     let ids = (0..n)
         .map(|i| format!("f{i}").into_bytes())
         .chain((0..NATIVE_IDS).map(|i| format!("n{i}").into_bytes()));
@@ -120,12 +119,34 @@ pub fn preload(conn: &mut redis::Connection, seed: u64, n: u32) -> anyhow::Resul
         for (f, v) in full_flow(&mut rng, 0) {
             c.arg(f).arg(v);
         }
-        p.add_command(c).ignore();
-        p.cmd("HSET").arg("clients").arg(&id).arg("1").ignore();
-        count += 1;
+        v.push(c);
+        let mut i = redis::cmd("HSET");
+        i.arg("clients").arg(&id).arg("1");
+        v.push(i);
+    }
+    v
+}
+
+/// Writes `n` flows (`f0..`) and the ids shared with natives, before the mirror starts.
+pub fn preload(conn: &mut redis::Connection, seed: u64, n: u32) -> anyhow::Result<u64> {
+    let cmds = preload_cmds(seed, n);
+    let mut p = redis::pipe();
+    for c in &cmds {
+        p.add_command(c.clone()).ignore();
     }
     p.query::<()>(conn)?;
-    Ok(count)
+    Ok(cmds.len() as u64 / 2)
+}
+
+/// [`preload`] on a cluster, each command on the master owning its key.
+pub fn preload_cluster(conn: &mut ClusterConn, seed: u64, n: u32) -> anyhow::Result<u64> {
+    let cmds = preload_cmds(seed, n);
+    for c in &cmds {
+        if !conn.run(std::slice::from_ref(c))? {
+            anyhow::bail!("the cluster refused a preload write");
+        }
+    }
+    Ok(cmds.len() as u64 / 2)
 }
 
 /// A connection with timeouts, or None.
@@ -161,7 +182,10 @@ fn reconnect(url: &str, stop: &AtomicBool) -> Option<redis::Connection> {
 }
 
 /// One random source change as a list of commands (more than one: MULTI).
-fn source_op(rng: &mut StdRng, pool: u32, seq: u64) -> Vec<redis::Cmd> {
+/// With `same_slot_renames` (a cluster source, where `RENAME` works only
+/// within a slot) a rename goes from and to flows whose ids share a hash
+/// tag (`{t3}1`, `{t3}4`, ...).
+fn source_op(rng: &mut StdRng, pool: u32, seq: u64, same_slot_renames: bool) -> Vec<redis::Cmd> {
     let id = flow_id(rng, pool);
     let k = key(&id);
     let w: u32 = rng.random_range(0..100);
@@ -189,6 +213,19 @@ fn source_op(rng: &mut StdRng, pool: u32, seq: u64) -> Vec<redis::Cmd> {
         }
         67..72 => {
             c.arg("PEXPIRE").arg(&k).arg(rng.random_range(50..1500));
+        }
+        72..77 if same_slot_renames => {
+            let tag = rng.random_range(0..10u32);
+            let from = format!("{{t{tag}}}{}", rng.random_range(0..5u32));
+            let to = format!("{{t{tag}}}{}", rng.random_range(0..5u32));
+            // The renamed flow is written first: these ids get no other writes.
+            let mut h = redis::Cmd::new();
+            h.arg("HSET").arg(key(from.as_bytes()));
+            for (f, v) in full_flow(rng, seq) {
+                h.arg(f).arg(v);
+            }
+            c.arg("RENAME").arg(key(from.as_bytes())).arg(key(to.as_bytes()));
+            return vec![h, c];
         }
         72..77 => {
             c.arg("RENAME").arg(&k).arg(key(&flow_id(rng, pool)));
@@ -242,6 +279,47 @@ fn source_op(rng: &mut StdRng, pool: u32, seq: u64) -> Vec<redis::Cmd> {
     vec![c]
 }
 
+/// Where the source writer's changes go: one server, or a cluster routed by slot.
+pub trait SourceConn: Send + 'static {
+    /// Runs one change's commands; Ok(false) when the server refused them
+    /// (WRONGTYPE, no such key), Err on a connection failure.
+    fn run(&mut self, cmds: &[redis::Cmd]) -> redis::RedisResult<bool>;
+    /// (Re)connects, retrying until `stop`; false when stopped first.
+    fn reconnect(&mut self, stop: &AtomicBool) -> bool;
+    /// Whether renames must stay within a hash slot.
+    fn same_slot_renames(&self) -> bool {
+        false
+    }
+}
+
+/// A standalone source: one connection, a change of several commands in MULTI.
+pub struct Standalone {
+    url: String,
+    conn: Option<redis::Connection>,
+}
+
+impl Standalone {
+    /// Not connected yet ([`SourceConn::reconnect`] connects).
+    pub fn new(url: String) -> Standalone {
+        Standalone { url, conn: None }
+    }
+}
+
+impl SourceConn for Standalone {
+    fn run(&mut self, cmds: &[redis::Cmd]) -> redis::RedisResult<bool> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::NotConnected)))?;
+        run(conn, cmds)
+    }
+
+    fn reconnect(&mut self, stop: &AtomicBool) -> bool {
+        self.conn = reconnect(&self.url, stop);
+        self.conn.is_some()
+    }
+}
+
 /// Runs `cmds` (in MULTI when more than one); Ok(false) when the server refused.
 fn run(conn: &mut redis::Connection, cmds: &[redis::Cmd]) -> redis::RedisResult<bool> {
     let r = if cmds.len() == 1 {
@@ -261,9 +339,182 @@ fn run(conn: &mut redis::Connection, cmds: &[redis::Cmd]) -> redis::RedisResult<
     }
 }
 
-/// The source writer: `rate` changes per second until `stop`.
+/// A cluster source: each command on the master owning its key (the
+/// command's first argument), following `MOVED` and `ASK`, waiting out a
+/// cluster between states (`CLUSTERDOWN`, `TRYAGAIN`, a failover's pause)
+/// for up to [`ClusterConn::SETTLE`]. A change of several commands runs
+/// them one by one (their keys are in different slots). A refusal by the
+/// server (WRONGTYPE, no such key) is not retried.
+pub struct ClusterConn {
+    seeds: Vec<u16>,
+    owner: Vec<u16>,
+    conns: BTreeMap<u16, redis::Connection>,
+}
+
+impl ClusterConn {
+    /// Longest wait for one command while the cluster settles.
+    pub const SETTLE: Duration = Duration::from_secs(30);
+
+    /// A writer on the cluster whose nodes listen on `seeds`; reads the slot map.
+    pub fn new(seeds: Vec<u16>) -> ClusterConn {
+        let mut c = ClusterConn {
+            seeds,
+            owner: vec![0; usize::from(redmirror_testkit::cluster::SLOTS)],
+            conns: BTreeMap::new(),
+        };
+        c.refresh();
+        c
+    }
+
+    fn conn(&mut self, port: u16) -> redis::RedisResult<&mut redis::Connection> {
+        match self.conns.entry(port) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+                    .get_connection_with_timeout(Duration::from_secs(2))?;
+                c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                c.set_write_timeout(Some(Duration::from_secs(10)))?;
+                Ok(e.insert(c))
+            }
+        }
+    }
+
+    /// Reads the slot map (`CLUSTER SLOTS`) from the first node that answers; false when none did.
+    fn refresh(&mut self) -> bool {
+        for port in self.seeds.clone() {
+            let Ok(c) = self.conn(port) else { continue };
+            let Ok(slots) = redis::cmd("CLUSTER").arg("SLOTS").query::<Vec<redis::Value>>(c) else {
+                self.conns.remove(&port);
+                continue;
+            };
+            for range in slots {
+                let redis::Value::Array(r) = range else { continue };
+                let (Some(redis::Value::Int(a)), Some(redis::Value::Int(b)), Some(redis::Value::Array(m))) =
+                    (r.first(), r.get(1), r.get(2))
+                else {
+                    continue;
+                };
+                let Some(redis::Value::Int(p)) = m.get(1) else { continue };
+                for s in *a..=*b {
+                    self.owner[s as usize] = *p as u16;
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Runs one command on the master owning its key.
+    pub fn run_one(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        let key = match cmd.args_iter().nth(1) {
+            Some(redis::Arg::Simple(k)) => k.to_vec(),
+            _ => Vec::new(),
+        };
+        let slot = redmirror_testkit::cluster::key_slot(&key);
+        let end = Instant::now() + Self::SETTLE;
+        let mut ask: Option<u16> = None;
+        loop {
+            let port = ask.unwrap_or(self.owner[usize::from(slot)]);
+            let asking = ask.is_some();
+            let r = self.conn(port).and_then(|c| {
+                if asking {
+                    redis::cmd("ASKING").query::<()>(c)?;
+                }
+                cmd.query::<redis::Value>(c)
+            });
+            let e = match r {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            ask = None;
+            match e.kind() {
+                redis::ErrorKind::Ask => {
+                    ask = e.redirect_node().and_then(|(a, _)| a.rsplit(':').next()?.parse().ok());
+                    continue;
+                }
+                redis::ErrorKind::Moved => {
+                    self.refresh();
+                }
+                redis::ErrorKind::TryAgain
+                | redis::ErrorKind::ClusterDown
+                | redis::ErrorKind::MasterDown
+                | redis::ErrorKind::BusyLoadingError
+                | redis::ErrorKind::ReadOnly => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    self.refresh();
+                }
+                _ if is_conn_error(&e) => {
+                    self.conns.remove(&port);
+                    std::thread::sleep(Duration::from_millis(50));
+                    self.refresh();
+                }
+                _ => return Err(e),
+            }
+            if Instant::now() > end {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Errors after which a cluster command may succeed later (not a refusal).
+fn is_transient(e: &redis::RedisError) -> bool {
+    is_conn_error(e)
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Moved
+                | redis::ErrorKind::Ask
+                | redis::ErrorKind::TryAgain
+                | redis::ErrorKind::ClusterDown
+                | redis::ErrorKind::MasterDown
+                | redis::ErrorKind::BusyLoadingError
+                | redis::ErrorKind::ReadOnly
+        )
+}
+
+impl SourceConn for ClusterConn {
+    fn run(&mut self, cmds: &[redis::Cmd]) -> redis::RedisResult<bool> {
+        let mut ok = true;
+        for c in cmds {
+            match self.run_one(c) {
+                Ok(_) => {}
+                Err(e) if is_transient(&e) => return Err(e),
+                Err(_) => ok = false,
+            }
+        }
+        Ok(ok)
+    }
+
+    fn reconnect(&mut self, stop: &AtomicBool) -> bool {
+        while !self.refresh() {
+            if stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
+    fn same_slot_renames(&self) -> bool {
+        true
+    }
+}
+
+/// The source writer on a standalone source: `rate` changes per second until `stop`.
 pub fn spawn_source_writer(
     url: String,
+    rate: u32,
+    pool: u32,
+    seed: u64,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    spawn_source_writer_on(Standalone::new(url), rate, pool, seed, stats, stop)
+}
+
+/// The source writer: `rate` changes per second through `conn` until `stop`.
+pub fn spawn_source_writer_on<C: SourceConn>(
+    mut conn: C,
     rate: u32,
     pool: u32,
     seed: u64,
@@ -274,7 +525,10 @@ pub fn spawn_source_writer(
         .name("source-writer".into())
         .spawn(move || {
             let mut rng = StdRng::seed_from_u64(seed);
-            let Some(mut conn) = reconnect(&url, &stop) else { return };
+            if !conn.reconnect(&stop) {
+                return;
+            }
+            let same_slot = conn.same_slot_renames();
             let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
             let mut next = Instant::now();
             let mut seq = 1u64;
@@ -287,9 +541,9 @@ pub fn spawn_source_writer(
                 if Instant::now() > next + Duration::from_secs(1) {
                     next = Instant::now(); // fell behind (server down): no catch-up burst
                 }
-                let cmds = source_op(&mut rng, pool, seq);
+                let cmds = source_op(&mut rng, pool, seq, same_slot);
                 seq += 1;
-                match run(&mut conn, &cmds) {
+                match conn.run(&cmds) {
                     Ok(true) => {
                         stats.writes.fetch_add(cmds.len() as u64, Ordering::Relaxed);
                     }
@@ -299,9 +553,8 @@ pub fn spawn_source_writer(
                     Err(_) => {
                         stats.conn_errors.fetch_add(1, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(100));
-                        match reconnect(&url, &stop) {
-                            Some(c) => conn = c,
-                            None => return,
+                        if !conn.reconnect(&stop) {
+                            return;
                         }
                     }
                 }

@@ -14,6 +14,7 @@
 
 mod broker_freeze;
 mod broker_restart;
+mod cluster;
 mod dest_down;
 mod dest_restart;
 mod duplicates;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use redmirror_testkit::cluster::RedisCluster;
 use redmirror_testkit::invariant::{self, Rules};
 use redmirror_testkit::process::{self, Request, Response, Signal};
 use redmirror_testkit::proxy::Proxy;
@@ -70,6 +72,8 @@ pub enum Scenario {
     SourceBlackhole,
     /// Fail the source over to a replica whose clock is behind.
     SourceFailover,
+    /// A Redis Cluster source: failovers and slot migrations.
+    Cluster,
     /// A second apply joins and leaves the group.
     Rebalance,
     /// Apply re-reads the whole topic in a fresh group.
@@ -78,7 +82,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::KillRun,
         Scenario::KillCapture,
         Scenario::KillApply,
@@ -91,6 +95,7 @@ impl Scenario {
         Scenario::NetCut,
         Scenario::SourceBlackhole,
         Scenario::SourceFailover,
+        Scenario::Cluster,
         Scenario::Rebalance,
         Scenario::Duplicates,
     ];
@@ -110,6 +115,7 @@ impl Scenario {
             Scenario::NetCut => "net-cut",
             Scenario::SourceBlackhole => "source-blackhole",
             Scenario::SourceFailover => "source-failover",
+            Scenario::Cluster => "cluster",
             Scenario::Rebalance => "rebalance",
             Scenario::Duplicates => "duplicates",
         }
@@ -145,6 +151,7 @@ impl Scenario {
                 source_proxy: true,
                 ..base
             },
+            Scenario::Cluster => Needs { cluster: true, ..base },
             Scenario::KillRun
             | Scenario::BrokerFreeze
             | Scenario::BrokerRestart
@@ -168,6 +175,7 @@ impl Scenario {
             Scenario::NetCut => net_cut::inject(env, rng, turn),
             Scenario::SourceBlackhole => source_blackhole::inject(env, turn),
             Scenario::SourceFailover => source_failover::inject(env, turn),
+            Scenario::Cluster => cluster::inject(env, rng, turn),
             Scenario::Rebalance => rebalance::inject(env, turn),
             Scenario::Duplicates => duplicates::inject(env, turn),
         }
@@ -227,6 +235,9 @@ struct Needs {
     /// A proxy in front of the source (redmirror's connections only; the
     /// load and the checker go to the source directly).
     source_proxy: bool,
+    /// The source is a Redis Cluster (three masters with a replica each;
+    /// `source` above is not used).
+    cluster: bool,
 }
 
 impl Default for Needs {
@@ -237,6 +248,66 @@ impl Default for Needs {
             dest: RedisOptions::default(),
             dest_proxy: false,
             source_proxy: false,
+            cluster: false,
+        }
+    }
+}
+
+/// The source of a scenario: one server, or a Redis Cluster.
+enum Source {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Source {
+    /// The URL redmirror is given (a cluster: one of its masters).
+    fn url(&self) -> String {
+        match self {
+            Source::Server(s) => s.url(),
+            Source::Cluster(c) => c.url(),
+        }
+    }
+
+    /// The standalone server; scenarios on a standalone source only.
+    fn server(&mut self) -> &mut RedisServer {
+        match self {
+            Source::Server(s) => s,
+            Source::Cluster(_) => panic!("a standalone-source scenario on a cluster source"),
+        }
+    }
+
+    /// The cluster; the `cluster` scenario only.
+    fn cluster(&self) -> &RedisCluster {
+        match self {
+            Source::Cluster(c) => c,
+            Source::Server(_) => panic!("the cluster scenario on a standalone source"),
+        }
+    }
+
+    /// Runs one command on the source (on a cluster: on the master owning
+    /// its key, following redirects).
+    fn cmd(&self, cmd: &redis::Cmd) -> anyhow::Result<()> {
+        match self {
+            Source::Server(s) => {
+                let mut c = load::connect(&s.url()).context("connect source")?;
+                cmd.query::<()>(&mut c)?;
+            }
+            Source::Cluster(c) => {
+                load::ClusterConn::new(c.ports()).run_one(cmd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Connections to every (current) master of the source, for the checker.
+    fn masters(&self) -> Option<Vec<redis::Connection>> {
+        match self {
+            Source::Server(s) => Some(vec![load::connect(&s.url())?]),
+            Source::Cluster(c) => c
+                .masters()
+                .into_iter()
+                .map(|p| load::connect(&c.node(p).url()))
+                .collect(),
         }
     }
 }
@@ -354,7 +425,7 @@ enum Topology {
 /// Everything one scenario runs on.
 struct Env {
     scenario: Scenario,
-    source: RedisServer,
+    source: Source,
     dest: RedisServer,
     broker: Broker,
     /// In front of the destination (`net-cut`).
@@ -444,23 +515,38 @@ impl Env {
         }
     }
 
-    /// Writes a probe on the source and waits until it reaches the destination.
+    /// Writes a probe on the source (on a cluster: one on every master) and
+    /// waits until it reaches the destination.
     fn wait_ready(&mut self, deadline: Duration) -> anyhow::Result<()> {
         let end = Instant::now() + deadline;
-        let mut src = load::connect(&self.source.url()).context("connect source")?;
+        let probes: Vec<String> = match &self.source {
+            Source::Server(_) => vec!["client:probe".into()],
+            Source::Cluster(c) => {
+                let masters = c.masters();
+                let mut seen = std::collections::BTreeSet::new();
+                (0..)
+                    .map(|i| format!("client:probe-{i}"))
+                    .filter(|k| seen.insert(c.master_of(k.as_bytes())))
+                    .take(masters.len())
+                    .collect()
+            }
+        };
         let mut n = 0u64;
         loop {
             if n.is_multiple_of(25) {
-                redis::cmd("HSET")
-                    .arg("client:probe")
-                    .arg("n")
-                    .arg(n)
-                    .query::<()>(&mut src)?;
+                for p in &probes {
+                    self.source.cmd(redis::cmd("HSET").arg(p).arg("n").arg(n))?;
+                }
             }
             n += 1;
             let mut dst = load::connect(&self.dest.url()).context("connect destination")?;
-            if redmirror_testkit::flows::exists(&mut dst, b"client:probe") {
-                redis::cmd("DEL").arg("client:probe").query::<()>(&mut src)?;
+            if probes
+                .iter()
+                .all(|p| redmirror_testkit::flows::exists(&mut dst, p.as_bytes()))
+            {
+                for p in &probes {
+                    self.source.cmd(redis::cmd("DEL").arg(p))?;
+                }
                 return Ok(());
             }
             if Instant::now() > end {
@@ -520,12 +606,7 @@ fn probe_recovery(
     since: Instant,
     mut each: impl FnMut(&Env, f64),
 ) -> anyhow::Result<Option<f64>> {
-    let mut src = load::connect(&env.source.url()).context("connect source")?;
-    redis::cmd("HSET")
-        .arg(key)
-        .arg("turn")
-        .arg(turn)
-        .query::<()>(&mut src)?;
+    env.source.cmd(redis::cmd("HSET").arg(key).arg("turn").arg(turn))?;
     let mut recovered = None;
     while since.elapsed() < RECOVER_BOUND && recovered.is_none() {
         env.idle(Duration::from_millis(200))?;
@@ -609,7 +690,11 @@ fn log_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
 fn run_inner(scenario: Scenario, seed: u64, opts: &Opts, out: &mut Outcome) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
     let needs = scenario.needs();
-    let source = RedisServer::start_with(needs.source);
+    let mut source = if needs.cluster {
+        Source::Cluster(RedisCluster::start())
+    } else {
+        Source::Server(RedisServer::start_with(needs.source))
+    };
     let dest = RedisServer::start_with(needs.dest);
     let tag = format!("{}-{}", std::process::id(), scenario.name());
     let topic = format!("faults.{tag}");
@@ -620,7 +705,7 @@ fn run_inner(scenario: Scenario, seed: u64, opts: &Opts, out: &mut Outcome) -> a
         None
     };
     let source_proxy = if needs.source_proxy {
-        Some(Proxy::start(source.port())?)
+        Some(Proxy::start(source.server().port())?)
     } else {
         None
     };
@@ -628,8 +713,15 @@ fn run_inner(scenario: Scenario, seed: u64, opts: &Opts, out: &mut Outcome) -> a
     out.log_dir = dir.display().to_string();
 
     // Data before the mirror starts: flows on the source, natives on the destination.
-    let mut sc = load::connect(&source.url()).context("connect source")?;
-    load::preload(&mut sc, seed ^ 0x5eed, opts.preload)?;
+    match &source {
+        Source::Server(s) => {
+            let mut sc = load::connect(&s.url()).context("connect source")?;
+            load::preload(&mut sc, seed ^ 0x5eed, opts.preload)?;
+        }
+        Source::Cluster(c) => {
+            load::preload_cluster(&mut load::ClusterConn::new(c.ports()), seed ^ 0x5eed, opts.preload)?;
+        }
+    }
     let mut dc = load::connect(&dest.url()).context("connect destination")?;
     let model = load::seed_natives(&mut dc)?;
 
@@ -706,14 +798,24 @@ fn drive(env: &mut Env, topology: Topology, rng: &mut StdRng, out: &mut Outcome)
         env.opts.native_rate
     ));
 
-    env.threads.push(load::spawn_source_writer(
-        env.source.url(),
-        env.opts.rate,
-        env.opts.pool,
-        rng.random(),
-        env.stats.clone(),
-        env.stop.clone(),
-    ));
+    env.threads.push(match &env.source {
+        Source::Server(s) => load::spawn_source_writer(
+            s.url(),
+            env.opts.rate,
+            env.opts.pool,
+            rng.random(),
+            env.stats.clone(),
+            env.stop.clone(),
+        ),
+        Source::Cluster(c) => load::spawn_source_writer_on(
+            load::ClusterConn::new(c.ports()),
+            env.opts.rate,
+            env.opts.pool,
+            rng.random(),
+            env.stats.clone(),
+            env.stop.clone(),
+        ),
+    });
     env.threads.push(load::spawn_native_writer(
         env.dest.url(),
         env.opts.native_rate,
@@ -855,9 +957,10 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
     loop {
         let done = posted.lock().expect("posted").is_some();
         let now = Instant::now();
-        match (load::connect(&env.source.url()), load::connect(&env.dest.url())) {
+        match (env.source.masters(), load::connect(&env.dest.url())) {
             (Some(mut s), Some(mut d)) => {
-                match invariant::check_with(&mut s, &mut d, &rules, &model.hashes, Some(&model.index)) {
+                let mut s: Vec<&mut redis::Connection> = s.iter_mut().collect();
+                match invariant::check_on(&mut s, &mut [&mut d], &rules, &model.hashes, Some(&model.index)) {
                     Ok(r) => {
                         if r.ok() {
                             first_ok.get_or_insert(now);

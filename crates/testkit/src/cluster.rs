@@ -634,13 +634,15 @@ impl ClusterWriter {
     pub const DEADLINE: Duration = Duration::from_secs(30);
 
     fn conn(&mut self, port: u16) -> redis::RedisResult<&mut redis::Connection> {
-        if !self.conns.contains_key(&port) {
-            let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
-                .get_connection_with_timeout(Duration::from_secs(2))?;
-            c.set_read_timeout(Some(Duration::from_secs(5)))?;
-            self.conns.insert(port, c);
+        match self.conns.entry(port) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+                    .get_connection_with_timeout(Duration::from_secs(2))?;
+                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                Ok(e.insert(c))
+            }
         }
-        Ok(self.conns.get_mut(&port).expect("just inserted"))
     }
 
     /// Reads the slot map (`CLUSTER SLOTS`) from the first node that answers.

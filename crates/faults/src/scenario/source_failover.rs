@@ -24,19 +24,22 @@ pub(super) fn inject(env: &mut Env, turn: u32) -> anyhow::Result<String> {
     let mut rc = load::connect(&replica.url()).context("connect replica")?;
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
-        .arg(env.source.port())
+        .arg(env.source.server().port())
         .query::<()>(&mut rc)?;
-    let synced = wait_in_sync(&env.source, &mut rc)?;
-    env.source.stop();
+    let synced = wait_in_sync(env.source.server(), &mut rc)?;
+    env.source.server().stop();
     let down = Instant::now();
     redis::cmd("REPLICAOF").arg("NO").arg("ONE").query::<()>(&mut rc)?;
     redis::cmd("SAVE").query::<()>(&mut rc)?;
     drop(rc);
-    std::fs::copy(replica.dir().join("dump.rdb"), env.source.dir().join("dump.rdb"))
-        .context("copy the replica's data")?;
+    std::fs::copy(
+        replica.dir().join("dump.rdb"),
+        env.source.server().dir().join("dump.rdb"),
+    )
+    .context("copy the replica's data")?;
     drop(replica);
-    env.source.set_clock_offset_us(behind_us);
-    env.source.start_again();
+    env.source.server().set_clock_offset_us(behind_us);
+    env.source.server().start_again();
     wait_loaded(&env.source.url())?;
     let serving = down.elapsed().as_secs_f64();
     let recovered = probe_recovery(env, "client:failover-probe", turn, down, |_, _| {})?;

@@ -13,7 +13,7 @@ pub(super) fn inject(env: &mut Env, rng: &mut StdRng, turn: u32) -> anyhow::Resu
     match RestartTurn::of(turn) {
         RestartTurn::SaveAndRestart => {
             let t = Instant::now();
-            env.source.restart();
+            env.source.server().restart();
             Ok(format!(
                 "source SAVE + kill -9 + start ({:.1}s)",
                 t.elapsed().as_secs_f64()
@@ -21,9 +21,9 @@ pub(super) fn inject(env: &mut Env, rng: &mut StdRng, turn: u32) -> anyhow::Resu
         }
         RestartTurn::Outage => {
             let d = rand_secs(rng, (1.0, 4.0));
-            env.source.stop();
+            env.source.server().stop();
             env.idle(d)?;
-            env.source.start_again();
+            env.source.server().start_again();
             Ok(format!(
                 "source kill -9, down {:.1}s, started again (AOF)",
                 d.as_secs_f64()
