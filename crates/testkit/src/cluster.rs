@@ -573,36 +573,16 @@ fn run_with_deadline(mut cmd: Command, deadline: Duration) -> (bool, String) {
     (status.is_some_and(|s| s.success()), text)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_slots_match_redis() {
-        // Values from CLUSTER KEYSLOT.
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"123456789"), 12739);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
-        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
-    }
-
-    #[test]
-    fn cluster_nodes_lines_parse() {
-        let text = "\
-07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
-e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host myself,master - 0 0 1 connected 0-5460 [5461->-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1]
-";
-        let (nodes, moving) = parse_nodes(text);
-        assert!(moving);
-        assert_eq!(nodes.len(), 2);
-        let m = nodes.iter().find(|n| n.master).expect("master");
-        assert_eq!(m.port, 30001);
-        assert_eq!(m.slots, vec![(0, 5460)]);
-        assert!(m.flags.is_empty());
-        let r = nodes.iter().find(|n| !n.master).expect("replica");
-        assert_eq!(r.master_id.as_deref(), Some(m.id.as_str()));
-    }
+/// True for an error a cluster between states gives (worth waiting out),
+/// not one about the command (`WRONGTYPE`, a syntax error).
+fn settling(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || ["CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN"]
+            .iter()
+            .any(|c| text.contains(c))
 }
 
 /// A client for steady writes to a cluster (load generators): the slot map
@@ -697,6 +677,7 @@ impl ClusterWriter {
                     asking = true;
                 }
                 Some(_) => self.refresh(),
+                None if !settling(&err) => panic!("{:?} on {port}: {err}", String::from_utf8_lossy(key)),
                 None => {
                     // Between states, or the connection broke: start afresh.
                     self.conns.remove(&port);
@@ -720,5 +701,37 @@ impl ClusterWriter {
     /// `DEL key`.
     pub fn del(&mut self, key: &[u8]) {
         let _: i64 = self.run(key, redis::cmd("DEL").arg(key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from CLUSTER KEYSLOT.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+    }
+
+    #[test]
+    fn cluster_nodes_lines_parse() {
+        let text = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host myself,master - 0 0 1 connected 0-5460 [5461->-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1]
+";
+        let (nodes, moving) = parse_nodes(text);
+        assert!(moving);
+        assert_eq!(nodes.len(), 2);
+        let m = nodes.iter().find(|n| n.master).expect("master");
+        assert_eq!(m.port, 30001);
+        assert_eq!(m.slots, vec![(0, 5460)]);
+        assert!(m.flags.is_empty());
+        let r = nodes.iter().find(|n| !n.master).expect("replica");
+        assert_eq!(r.master_id.as_deref(), Some(m.id.as_str()));
     }
 }
