@@ -13,17 +13,65 @@ use redmirror_testkit::invariant::{self, Report, Rules};
 
 use crate::harness::*;
 
-/// A mirror from a cluster source to a standalone destination.
+/// The destination of a cluster source: standalone, or a cluster too.
+enum Dest {
+    Single(RedisServer),
+    Cluster(Arc<RedisCluster>),
+}
+
+impl Dest {
+    fn url(&self) -> String {
+        match self {
+            Dest::Single(s) => s.url(),
+            Dest::Cluster(c) => c.url(),
+        }
+    }
+
+    /// A connection to every master (the server itself when standalone).
+    fn masters(&self) -> Vec<redis::Connection> {
+        match self {
+            Dest::Single(s) => vec![s.conn()],
+            Dest::Cluster(c) => c.masters().into_iter().map(|p| c.node(p).conn()).collect(),
+        }
+    }
+
+    /// `key` exists.
+    fn exists(&self, key: &[u8]) -> bool {
+        match self {
+            Dest::Single(s) => exists(&mut s.conn(), key),
+            Dest::Cluster(c) => c.cmd_key::<i64>(key, &[b"EXISTS", key]) == 1,
+        }
+    }
+
+    fn hgetall(&self, key: &[u8]) -> Hash {
+        match self {
+            Dest::Single(s) => hgetall(&mut s.conn(), key),
+            Dest::Cluster(c) => c.hgetall(key).into_iter().collect(),
+        }
+    }
+
+    fn hset(&self, key: &[u8], fields: &[(&[u8], &[u8])]) {
+        match self {
+            Dest::Single(s) => hset(&mut s.conn(), key, fields),
+            Dest::Cluster(c) => c.hset(key, fields),
+        }
+    }
+}
+
+/// A mirror from a cluster source to a destination.
 struct ClusterSetup {
     cluster: Arc<RedisCluster>,
-    dest: RedisServer,
+    dest: Dest,
     mirror: Mirror,
 }
 
 impl ClusterSetup {
     fn start() -> ClusterSetup {
+        Self::start_to(Dest::Single(RedisServer::start_with(RedisOptions::default())))
+    }
+
+    fn start_to(dest: Dest) -> ClusterSetup {
         let cluster = Arc::new(RedisCluster::start());
-        let dest = RedisServer::start_with(RedisOptions::default());
         let broker = Broker::shared();
         let env = mirror_env(&cluster.url(), &dest.url(), &broker.bootstrap());
         let mirror = Mirror::start(&["run"], &env);
@@ -32,11 +80,19 @@ impl ClusterSetup {
         s
     }
 
+    /// The destination's native flows now (hashes without the marker).
+    fn natives(&self) -> invariant::Natives {
+        let mut all = invariant::Natives::new();
+        for mut c in self.dest.masters() {
+            all.extend(invariant::snapshot_natives(&mut c));
+        }
+        all
+    }
+
     /// A probe written on every master reaches the destination: capture
     /// follows all three.
     fn wait_ready(&self) {
         let mut w = self.cluster.writer();
-        let mut dst = self.dest.conn();
         let masters = self.cluster.masters();
         let probes: Vec<Vec<u8>> = (0..)
             .map(|i| format!("client:probe-{i}").into_bytes())
@@ -56,13 +112,13 @@ impl ClusterSetup {
                 }
             }
             n += 1;
-            probes.iter().all(|p| exists(&mut dst, p)).then_some(())
+            probes.iter().all(|p| self.dest.exists(p)).then_some(())
         });
         for p in &probes {
             w.del(p);
         }
         wait_for("the probes' deletions to be mirrored", CONVERGE, || {
-            probes.iter().all(|p| !exists(&mut dst, p)).then_some(())
+            probes.iter().all(|p| !self.dest.exists(p)).then_some(())
         });
     }
 
@@ -74,10 +130,11 @@ impl ClusterSetup {
             .map(|p| self.cluster.node(p).conn())
             .collect();
         let mut src: Vec<&mut redis::Connection> = src.iter_mut().collect();
-        let mut dst = self.dest.conn();
+        let mut dst = self.dest.masters();
+        let mut dst: Vec<&mut redis::Connection> = dst.iter_mut().collect();
         invariant::check_on(
             &mut src,
-            &mut [&mut dst],
+            &mut dst,
             &Rules::with_filtered_orgs(&["org_hello", "org_demo"]),
             natives,
             None,
@@ -108,13 +165,21 @@ impl ClusterSetup {
 
 #[test]
 fn every_rule_holds_for_a_cluster_source() {
-    let s = ClusterSetup::start();
+    every_rule_holds(&ClusterSetup::start());
+}
+
+#[test]
+fn every_rule_holds_from_a_cluster_to_a_cluster() {
+    every_rule_holds(&ClusterSetup::start_to(Dest::Cluster(Arc::new(RedisCluster::start()))));
+}
+
+fn every_rule_holds(s: &ClusterSetup) {
     let mut w = s.cluster.writer();
-    let mut dst = s.dest.conn();
     // A native flow on the destination, with the same id as a source flow.
-    hset(&mut dst, b"client:native-1", &[(b"owner", b"staging")]);
-    hset(&mut dst, b"clients", &[(b"native-1", b"staging")]);
-    let natives = invariant::snapshot_natives(&mut dst);
+    s.dest.hset(b"client:native-1", &[(b"owner", b"staging")]);
+    s.dest.hset(b"clients", &[(b"native-1", b"staging")]);
+    let natives = s.natives();
+    assert_eq!(natives.len(), 1);
     w.hset(b"client:native-1", &[(b"owner", b"production")]);
     // Flows on every master, binary ids and values, excluded fields.
     let mut masters_hit = BTreeMap::new();
@@ -157,12 +222,17 @@ fn every_rule_holds_for_a_cluster_source() {
     );
     let _: () = w.run(b"client:list", redis::cmd("SET").arg("client:list").arg("a string"));
     let took = s.converge(&natives);
-    assert!(!exists(&mut dst, b"client:{t}old-name"));
-    assert!(!exists(&mut dst, b"client:moves"), "moved into a filtered organisation");
-    assert!(!exists(&mut dst, b"client:demo-1"));
-    let native: Hash = hgetall(&mut dst, b"client:native-1");
+    assert!(!s.dest.exists(b"client:{t}old-name"));
+    assert!(!s.dest.exists(b"client:moves"), "moved into a filtered organisation");
+    assert!(!s.dest.exists(b"client:demo-1"));
+    let native = s.dest.hgetall(b"client:native-1");
     assert_eq!(
         native.get(b"owner".as_slice()).map(Vec::as_slice),
+        Some(b"staging".as_slice())
+    );
+    let index = s.dest.hgetall(b"clients");
+    assert_eq!(
+        index.get(b"native-1".as_slice()).map(Vec::as_slice),
         Some(b"staging".as_slice())
     );
     eprintln!("cluster source: converged {took:?} after the last change");
@@ -198,8 +268,7 @@ fn spawn_writer(
 /// then returns how long the destination took to converge after the
 /// writer stopped.
 fn under_load(s: &ClusterSetup, disrupt: impl FnOnce(&RedisCluster)) -> Duration {
-    let mut dst = s.dest.conn();
-    let natives = invariant::snapshot_natives(&mut dst);
+    let natives = s.natives();
     let stop = Arc::new(AtomicBool::new(false));
     let steps = Arc::new(AtomicU64::new(0));
     let writer = spawn_writer(s.cluster.clone(), stop.clone(), steps.clone());
@@ -309,8 +378,26 @@ fn a_read_only_user_on_every_node_of_a_cluster_source_is_enough_and_a_missing_gr
     let mirror = Mirror::start(&["run"], &env);
     let s = ClusterSetup {
         cluster: Arc::new(cluster),
-        dest,
+        dest: Dest::Single(dest),
         mirror,
     };
     s.wait_ready();
+}
+
+#[test]
+fn a_destination_failover_and_slot_migration_under_load_converge() {
+    let dest = Arc::new(RedisCluster::start());
+    let s = ClusterSetup::start_to(Dest::Cluster(dest.clone()));
+    let shard = dest.master_of(b"client:load-7");
+    let took = under_load(&s, |_| dest.failover(shard));
+    eprintln!("cluster destination failover under load: converged {took:?} after the writer stopped");
+    let key = b"client:load-14";
+    let slot = key_slot(key);
+    let to = *dest
+        .masters()
+        .iter()
+        .find(|&&m| m != dest.master_of(key))
+        .expect("another master");
+    let took = under_load(&s, |_| dest.migrate_slots(slot.saturating_sub(20)..slot + 20, to));
+    eprintln!("cluster destination slot migration under load: converged {took:?} after the writer stopped");
 }
