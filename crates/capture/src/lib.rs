@@ -129,12 +129,29 @@ pub enum Gap {
     /// Notification classes were missing on the source (or capture had to
     /// set them again) and are back.
     NotificationsBack,
-    /// A cluster source's slots changed master (how many): a failover, a
+    /// A cluster source's slots changed master (these): a failover, a
     /// slot migration, a master added or removed.
-    Topology(usize),
+    Topology(Vec<u16>),
+    /// A master of a cluster source subscribed after the start (it joined,
+    /// or its subscription was lost and re-made): a gap for its slots.
+    Slots {
+        /// The master's address.
+        master: String,
+        /// The slots it serves.
+        slots: Vec<u16>,
+    },
 }
 
 impl Gap {
+    /// What the gap covers: a cluster master's slots, or everything.
+    pub fn scope(&self) -> redmirror_redis::signal::GapScope {
+        use redmirror_redis::signal::GapScope;
+        match self {
+            Gap::Topology(slots) | Gap::Slots { slots, .. } => GapScope::Slots(slots.clone()),
+            _ => GapScope::Whole,
+        }
+    }
+
     /// Reports the gap: logs and counts it (the first subscription is
     /// logged by the subscriber, with its pattern, and is not counted) and
     /// sends it on `gaps` for the reconciler.
@@ -163,8 +180,17 @@ impl Gap {
             Gap::Topology(slots) => {
                 metrics::counter!(m::CAPTURE_GAPS).increment(1);
                 tracing::warn!(
-                    slots,
-                    "The source cluster's slots changed master: gap reported for reconciliation."
+                    slots = slots.len(),
+                    "The source cluster's slots changed master: gap reported for a pass over those slots."
+                );
+            }
+            Gap::Slots { master, slots } => {
+                metrics::counter!(m::CAPTURE_GAPS).increment(1);
+                tracing::warn!(
+                    master = %master,
+                    slots = slots.len(),
+                    "Subscribed to a master of the source cluster after the start (it joined or re-subscribed): gap \
+                     reported for a pass over its slots."
                 );
             }
             Gap::NotificationsBack => {
@@ -251,28 +277,38 @@ pub const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
 /// the subscriptions follow the new masters ([`subscriber::run_cluster`]).
 async fn watch_topology(
     reader: Arc<redmirror_redis::source::SourceReader>,
+    cluster: Arc<Cluster>,
     gaps: mpsc::UnboundedSender<Gap>,
     stop: CancellationToken,
 ) {
     let mut failing = false;
+    // The map as last reported: a change installed by the reader (after a
+    // redirection) is reported here too.
+    let mut seen = cluster.topology();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(TOPOLOGY_EVERY) => {}
         }
         match reader.refresh_topology().await {
-            Ok(Some(change)) => {
-                failing = false;
-                Gap::Topology(change.slots.len()).report(&gaps);
-                tracing::info!(change = %change.summary, "The source cluster changed.");
-            }
-            Ok(None) => failing = false,
+            Ok(_) => failing = false,
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!(error = %e, "Cannot read the source cluster's map; retrying.");
             }
             Err(_) => {}
         }
+        let now = cluster.topology();
+        let moved = seen.moved_slots(&now);
+        if !moved.is_empty() {
+            tracing::info!(
+                masters = %now.shards.iter().map(|s| s.addr.to_string()).collect::<Vec<_>>().join(", "),
+                slots = moved.len(),
+                "The source cluster changed."
+            );
+            Gap::Topology(moved).report(&gaps);
+        }
+        seen = now;
     }
 }
 
@@ -371,7 +407,7 @@ pub async fn run(
     let sub = match &cluster {
         None => spawn_subscriber(subscriber::run(
             opts.source.clone(),
-            None,
+            subscriber::Scope::Whole,
             opts.keys.clone(),
             pending.clone(),
             gaps.clone(),
@@ -390,9 +426,14 @@ pub async fn run(
         ))?,
     };
     let reader = Arc::new(reader);
-    let topology = cluster
-        .as_ref()
-        .map(|_| tokio::spawn(watch_topology(reader.clone(), gaps.clone(), stop_sub.clone())));
+    let topology = cluster.as_ref().map(|c| {
+        tokio::spawn(watch_topology(
+            reader.clone(),
+            c.clone(),
+            gaps.clone(),
+            stop_sub.clone(),
+        ))
+    });
     let stop_progress = CancellationToken::new();
     let reporter = progress.map(|p| tokio::spawn(report_progress(p, pending.clone(), stop_progress.clone())));
     let result = publisher::run(&opts, reader, publisher, pending, health.clone(), shutdown).await;

@@ -46,13 +46,13 @@ impl LeasedRole for Leased {
     type Error = CaptureError;
 
     async fn run(&mut self, active: CancellationToken) -> Result<(), CaptureError> {
-        let (gap_tx, mut gap_rx) = mpsc::unbounded_channel();
+        let (gap_tx, mut gap_rx) = mpsc::unbounded_channel::<crate::Gap>();
         let signal = self.gaps.clone();
         let forward = tokio::spawn(async move {
             while let Some(g) = gap_rx.recv().await {
                 tracing::debug!(gap = ?g, "Capture gap.");
                 if let Some(s) = &signal {
-                    s.signal().await;
+                    s.signal_scope(&g.scope()).await;
                 }
             }
         });

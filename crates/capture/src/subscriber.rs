@@ -30,12 +30,12 @@ enum SessionEnd {
 
 /// Runs sessions until `stop`, with backoff between failed attempts (reset
 /// after every session that subscribed). `subscribed` is notified after
-/// every subscription (the notification setting is checked then). `node`:
-/// the master of a cluster source this subscription follows.
+/// every subscription (the notification setting is checked then). `scope`:
+/// the whole source, or one master of a cluster source.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     source: RedisEndpoint,
-    node: Option<NodeAddr>,
+    scope: Scope,
     keys: KeyLayout,
     pending: Arc<Pending>,
     gaps: mpsc::UnboundedSender<Gap>,
@@ -49,7 +49,7 @@ pub async fn run(
         let before = sessions;
         match session(
             &source,
-            node.as_ref(),
+            &scope,
             &keys,
             &pending,
             &gaps,
@@ -63,7 +63,7 @@ pub async fn run(
             SessionEnd::Shutdown => return,
             SessionEnd::Disconnected(reason) => {
                 health.set(HEALTH_SOURCE, false);
-                tracing::warn!(reason = %reason, node = %node.as_ref().map(|n| n.to_string()).unwrap_or_default(), "Subscription to the source lost; re-subscribing.");
+                tracing::warn!(reason = %reason, node = %scope, "Subscription to the source lost; re-subscribing.");
             }
         }
         let delay = retry.next(sessions > before);
@@ -74,11 +74,61 @@ pub async fn run(
     }
 }
 
+/// What one subscription follows, and so what its gaps cover.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// A standalone source.
+    Whole,
+    /// One master of a cluster source; `joined`: it became a master (or was
+    /// found) after capture started following the cluster.
+    Master {
+        /// The cluster's map.
+        cluster: Arc<Cluster>,
+        /// The master.
+        addr: NodeAddr,
+        /// Found after the start.
+        joined: bool,
+    },
+}
+
+impl Scope {
+    fn node(&self) -> Option<&NodeAddr> {
+        match self {
+            Scope::Whole => None,
+            Scope::Master { addr, .. } => Some(addr),
+        }
+    }
+
+    /// The gap a subscription (`first`: the first of this scope) reports:
+    /// the whole keyspace at start and for a standalone source; the
+    /// master's slots for a master that joined or re-subscribed.
+    fn gap(&self, first: bool) -> Gap {
+        match self {
+            Scope::Whole if first => Gap::Start,
+            Scope::Whole => Gap::Resubscribed,
+            Scope::Master { joined: false, .. } if first => Gap::Start,
+            Scope::Master { cluster, addr, .. } => Gap::Slots {
+                master: addr.to_string(),
+                slots: cluster.topology().slots_of(addr).into_iter().collect(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Whole => Ok(()),
+            Scope::Master { addr, .. } => write!(f, "{addr}"),
+        }
+    }
+}
+
 /// On a cluster source: one subscription per master ([`run`] for each),
 /// started and stopped as masters come and go. A master that appears
-/// (a failover, a node added) reports its first subscription as a gap, so
-/// what changed there before it was followed is reconciled. Runs until
-/// `stop`.
+/// (a failover, a node added) reports its first subscription as a gap of
+/// its slots, so what changed there before it was followed is reconciled.
+/// Runs until `stop`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_cluster(
     cluster: Arc<Cluster>,
@@ -92,6 +142,7 @@ pub async fn run_cluster(
     let mut running: std::collections::HashMap<NodeAddr, (CancellationToken, tokio::task::JoinHandle<()>)> =
         Default::default();
     let mut version = cluster.version();
+    let mut joined = false;
     loop {
         let masters: std::collections::HashSet<NodeAddr> =
             cluster.topology().shards.iter().map(|s| s.addr.clone()).collect();
@@ -110,7 +161,11 @@ pub async fn run_cluster(
             let token = stop.child_token();
             let task = tokio::spawn(run(
                 cluster.endpoint().clone(),
-                Some(addr.clone()),
+                Scope::Master {
+                    cluster: cluster.clone(),
+                    addr: addr.clone(),
+                    joined,
+                },
                 keys.clone(),
                 pending.clone(),
                 gaps.clone(),
@@ -120,6 +175,7 @@ pub async fn run_cluster(
             ));
             running.insert(addr, (token, task));
         }
+        joined = true;
         tokio::select! {
             _ = stop.cancelled() => break,
             r = version.changed() => if r.is_err() { break },
@@ -159,7 +215,7 @@ impl Retry {
 #[allow(clippy::too_many_arguments)]
 async fn session(
     source: &RedisEndpoint,
-    node: Option<&NodeAddr>,
+    scope: &Scope,
     keys: &KeyLayout,
     pending: &Pending,
     gaps: &mpsc::UnboundedSender<Gap>,
@@ -170,7 +226,7 @@ async fn session(
 ) -> SessionEnd {
     let prefix = format!("__keyevent@{}__:", source.db());
     let pattern = format!("{prefix}*");
-    let bulk = match node {
+    let bulk = match scope.node() {
         Some(addr) => redmirror_redis::bulk::Bulk::at(source, addr),
         None => redmirror_redis::bulk::Bulk::new(source),
     };
@@ -192,11 +248,9 @@ async fn session(
     subscribed.notify_one();
     *sessions += 1;
     if *sessions == 1 {
-        Gap::Start.report(gaps);
-        tracing::info!(pattern = %pattern, node = %node.map(|n| n.to_string()).unwrap_or_default(), "Subscribed to source notifications.");
-    } else {
-        Gap::Resubscribed.report(gaps);
+        tracing::info!(pattern = %pattern, node = %scope, "Subscribed to source notifications.");
     }
+    scope.gap(*sessions == 1).report(gaps);
     let mut overflowing = false;
     let mut report_overflow = |pending_full: bool| {
         if pending_full && !overflowing {

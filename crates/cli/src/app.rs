@@ -541,6 +541,7 @@ pub fn pass_options(config: &Config, dry_run: bool) -> PassOptions {
         dry_run,
         barrier_timeout: config.reconcile_barrier_timeout,
         progress: None,
+        slots: None,
     }
 }
 

@@ -45,6 +45,18 @@ pub struct PassOptions {
     /// Counts the flows scanned so far on both sides, for a progress line
     /// (`reconcile --once` on a terminal).
     pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Only the flows in these hash slots (a targeted pass after a gap on
+    /// some masters of a cluster source); `None`: every flow.
+    pub slots: Option<Arc<std::collections::BTreeSet<u16>>>,
+}
+
+impl PassOptions {
+    /// True when the pass covers `flow_key`.
+    fn covers(&self, flow_key: &[u8]) -> bool {
+        self.slots
+            .as_ref()
+            .is_none_or(|s| s.contains(&redmirror_core::slot::of(flow_key)))
+    }
 }
 
 /// Errors that end a pass (it is retried at the next trigger).
@@ -239,6 +251,7 @@ impl Reconciler {
         let mut report = Report {
             started_at: humantime_now(),
             dry_run: opts.dry_run,
+            slots: opts.slots.as_ref().map(|s| s.len()),
             ..Report::default()
         };
         report.barrier = if self.barrier(opts.barrier_timeout).await {
@@ -250,6 +263,10 @@ impl Reconciler {
         report
             .phase_seconds
             .insert("barrier".into(), started.elapsed().as_secs_f64());
+        // On a cluster, route by the map as it is now.
+        let (s, d) = tokio::join!(self.bulk.source.refresh(), self.bulk.dest.refresh());
+        s.map_err(on("source"))?;
+        d.map_err(on("destination"))?;
         // Repairs carry the current epoch: adopt one another process moved to.
         if let Err(e) = self.reader.epoch().sync().await {
             tracing::debug!(error = %e, "Cannot sync the source epoch before the pass.");
@@ -282,7 +299,11 @@ impl Reconciler {
     /// Phase 1: every source flow against its copy. The next SCAN page is
     /// fetched while the current one is compared.
     async fn source_phase(&self, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
-        let masters = self.bulk.source.masters().await.map_err(on("source"))?;
+        let masters = match &opts.slots {
+            None => self.bulk.source.masters().await,
+            Some(slots) => self.bulk.source.masters_of(slots).await,
+        }
+        .map_err(on("source"))?;
         let mut report = Report::default();
         for part in join_all(masters.iter().map(|m| self.source_phase_on(m, opts, limiter))).await {
             report.absorb(part?);
@@ -299,6 +320,7 @@ impl Reconciler {
             let (next, keys) = page;
             let ids: Vec<Bytes> = keys
                 .iter()
+                .filter(|k| opts.covers(k))
                 .filter_map(|k| self.keys.flow_id(k).map(|id| k.slice_ref(id)))
                 .collect();
             let more = next.as_ref() != b"0";
@@ -364,6 +386,7 @@ impl Reconciler {
             let (next, keys) = scan(node, "destination", &cursor, &pattern, opts.batch).await?;
             let ids: Vec<Bytes> = keys
                 .iter()
+                .filter(|k| opts.covers(k))
                 .filter_map(|k| self.keys.flow_id(k).map(|id| k.slice_ref(id)))
                 .collect();
             if !ids.is_empty() {
@@ -402,7 +425,8 @@ impl Reconciler {
         let mut report = Report::default();
         let mut cursor = Bytes::from_static(b"0");
         loop {
-            let (next, ids) = hscan_fields(&self.dest, &self.keys.index_key, &cursor, opts.batch).await?;
+            let (next, mut ids) = hscan_fields(&self.dest, &self.keys.index_key, &cursor, opts.batch).await?;
+            ids.retain(|id| opts.covers(&self.keys.flow_key(id)));
             if !ids.is_empty() {
                 // Only entries without a copy (rare) need a closer look.
                 let absent = without_copy(&self.bulk.dest, &self.keys, &ids)

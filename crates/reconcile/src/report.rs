@@ -80,6 +80,10 @@ pub struct Report {
     /// a `reconcile --once` waits for a report with at least its number.
     /// 0 when no request was waiting.
     pub request: u64,
+    /// How many hash slots a targeted pass covered (after a gap on some
+    /// masters of a cluster source); absent for a pass over every flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<usize>,
 }
 
 impl Report {

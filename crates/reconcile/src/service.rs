@@ -14,6 +14,7 @@ use crate::prune::{prune_watermarks, DEFAULT_DELETE_RETENTION_MS};
 use crate::Report;
 use redmirror_core::backoff::Backoff;
 use redmirror_redis::lease::{run_while_leased, Lease, LeasedRole};
+use redmirror_redis::signal::GapScope;
 use redmirror_redis::signal::GapSignal;
 
 /// A request for a pass now.
@@ -70,8 +71,17 @@ impl Service {
         let Ok(()) = run_while_leased(Some(&self.lease), &mut leader, &shutdown).await;
     }
 
-    async fn pass(&self, request: u64) -> Result<Report, crate::pass::PassError> {
-        match self.reconciler.run_pass(&self.opts).await {
+    /// One pass; `slots`: only the flows in these hash slots.
+    async fn pass(
+        &self,
+        request: u64,
+        slots: Option<std::collections::BTreeSet<u16>>,
+    ) -> Result<Report, crate::pass::PassError> {
+        let opts = crate::pass::PassOptions {
+            slots: slots.map(Arc::new),
+            ..self.opts.clone()
+        };
+        match self.reconciler.run_pass(&opts).await {
             Ok(mut report) => {
                 report.request = request;
                 tracing::info!(
@@ -82,6 +92,7 @@ impl Service {
                     different = report.count(redmirror_core::diff::DriftKind::Different),
                     repaired = report.repaired,
                     seconds = report.duration_seconds,
+                    slots = %report.slots.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
                     "Reconcile pass done."
                 );
                 self.store(&report).await;
@@ -182,7 +193,12 @@ impl LeasedRole for Leader<'_> {
         // The request counter as of the last check: a pass answers it.
         let mut answering = 0u64;
         let mut next = tokio::time::Instant::now(); // pass at start
-                                                    // Requests waiting for a pass to begin.
+                                                    // When the next pass over every flow is due; until then a pass
+                                                    // started by gaps on some masters of a cluster source covers only
+                                                    // their slots (`targeted`).
+        let mut whole_due = next;
+        let mut targeted: Option<std::collections::BTreeSet<u16>> = None;
+        // Requests waiting for a pass to begin.
         let mut queued: Vec<Trigger> = Vec::new();
         // A failed pass is retried soon (5 s doubling to 5 min), not after a full interval.
         let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
@@ -214,6 +230,14 @@ impl LeasedRole for Leader<'_> {
                     .collect();
                 // A pass (and its barrier wait) gives way to shutdown,
                 // and to a hold (its repairs would undo the rewind).
+                let whole = !replies.is_empty() || answering != 0 || tokio::time::Instant::now() >= whole_due;
+                let slots = if whole {
+                    targeted = None;
+                    None
+                } else {
+                    targeted.take()
+                };
+                let was_targeted = slots.clone();
                 let mut holding = hold.clone();
                 let r = tokio::select! {
                     biased;
@@ -227,16 +251,23 @@ impl LeasedRole for Leader<'_> {
                         next = tokio::time::Instant::now() + svc.interval;
                         continue;
                     }
-                    r = svc.pass(answering) => r,
+                    r = svc.pass(answering, slots) => r,
                 };
-                next = tokio::time::Instant::now()
-                    + if r.is_ok() {
-                        answering = 0;
-                        retry.reset();
-                        svc.interval
-                    } else {
-                        retry.next_delay().min(svc.interval)
-                    };
+                let now = tokio::time::Instant::now();
+                if r.is_ok() {
+                    answering = 0;
+                    retry.reset();
+                    if was_targeted.is_none() {
+                        whole_due = now + svc.interval;
+                    }
+                    next = whole_due;
+                } else {
+                    // Retried with the same reach (or wider).
+                    if let Some(s) = was_targeted {
+                        targeted.get_or_insert_default().extend(s);
+                    }
+                    next = now + retry.next_delay().min(svc.interval);
+                }
                 // Pruning needs a pass that saw apply caught up (see `prune`).
                 let prune =
                     matches!(&r, Ok(report) if report.barrier == crate::report::Barrier::Reached) && !svc.opts.dry_run;
@@ -260,15 +291,29 @@ impl LeasedRole for Leader<'_> {
                     if hold.current().is_none() {
                         tracing::info!("The hold ended: reconcile pass now, to bring the destination to the source's current state.");
                         next = tokio::time::Instant::now();
+                        whole_due = next;
                     }
                 }
                 _ = tokio::time::sleep_until(next) => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
                     if let Some(g) = svc.gaps.current().await {
                         if g != seen_gaps {
-                            tracing::info!("Capture gap signalled: reconcile pass now.");
                             seen_gaps = g;
                             next = tokio::time::Instant::now();
+                            match svc.gaps.take_scope().await {
+                                GapScope::Whole => {
+                                    tracing::info!("Capture gap signalled: reconcile pass now.");
+                                    whole_due = next;
+                                }
+                                GapScope::Slots(slots) => {
+                                    tracing::info!(
+                                        slots = slots.len(),
+                                        "Capture gap signalled on some masters of the source cluster: reconcile \
+                                         pass over their slots now."
+                                    );
+                                    targeted.get_or_insert_default().extend(slots);
+                                }
+                            }
                         }
                     }
                     if let Some(r) = svc.requests.current().await {

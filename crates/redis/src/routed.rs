@@ -98,6 +98,24 @@ impl Routed {
         }
     }
 
+    /// The masters serving any of `slots` (the server itself when
+    /// standalone, where slots do not narrow the scan).
+    pub async fn masters_of(&self, slots: &std::collections::BTreeSet<u16>) -> Result<Vec<Arc<Bulk>>, Error> {
+        match self.mode().await? {
+            Mode::Single(b) => Ok(vec![b.clone()]),
+            Mode::Cluster { cluster, nodes } => {
+                let topology = cluster.topology();
+                let mut addrs: Vec<&NodeAddr> = slots
+                    .iter()
+                    .filter_map(|&s| topology.owner(s).map(|o| &o.addr))
+                    .collect();
+                addrs.sort();
+                addrs.dedup();
+                addrs.into_iter().map(|a| Self::node(cluster, nodes, a)).collect()
+            }
+        }
+    }
+
     /// Where the command for `key` goes.
     pub async fn for_key(&self, key: &[u8]) -> Result<Arc<Bulk>, Error> {
         match self.mode().await? {
@@ -182,6 +200,15 @@ impl Routed {
                     .collect()
             }
         }
+    }
+
+    /// On a cluster, reads the map again (before a pass: slots may have
+    /// moved since the last one).
+    pub async fn refresh(&self) -> Result<(), Error> {
+        if let Mode::Cluster { cluster, .. } = self.mode().await? {
+            cluster.refresh().await.map_err(|e| e.source)?;
+        }
+        Ok(())
     }
 
     /// True on a cluster (after first use; false before it).

@@ -1,5 +1,6 @@
 //! Counters on the destination that one process bumps and another
-//! watches: capture gaps (`redmirror:capture:gaps`) and pass requests from
+//! watches: capture gaps (`redmirror:capture:gaps`, with the slots they
+//! cover in `redmirror:capture:gaps:scope`) and pass requests from
 //! `reconcile --once`, so a reconciler in another process sees them.
 
 use std::time::Duration;
@@ -34,6 +35,53 @@ impl GapSignal {
         }
     }
 
+    /// Reports a gap of `scope`: its slots (or `*`, the whole keyspace)
+    /// join the set beside the counter ([`GapSignal::scope_key`]), then the
+    /// counter moves, so a watcher that sees it move finds them there.
+    pub async fn signal_scope(&self, scope: &GapScope) {
+        let members: Vec<String> = match scope {
+            GapScope::Whole => vec![WHOLE.to_string()],
+            GapScope::Slots(slots) if slots.is_empty() => Vec::new(),
+            GapScope::Slots(slots) => slots.iter().map(u16::to_string).collect(),
+        };
+        if !members.is_empty() {
+            for _ in 0..5 {
+                match self.client.sadd::<i64, _, _>(self.scope_key(), members.clone()).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot record a capture gap's slots; retrying.");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+        self.signal().await;
+    }
+
+    /// Takes (and clears) what the gaps signalled since the last take
+    /// cover. Nothing recorded (a signal from an older process, or a set
+    /// that could not be read) is the whole keyspace: a pass too wide is
+    /// safe, one too narrow is not.
+    pub async fn take_scope(&self) -> GapScope {
+        let taken: Result<Vec<String>, _> = self
+            .client
+            .spop(self.scope_key(), Some(redmirror_core::slot::SLOTS as usize + 1))
+            .await;
+        match taken {
+            Ok(members) if !members.is_empty() && !members.iter().any(|m| m == WHOLE) => {
+                let mut slots: Vec<u16> = members.iter().filter_map(|m| m.parse().ok()).collect();
+                slots.sort_unstable();
+                GapScope::Slots(slots)
+            }
+            _ => GapScope::Whole,
+        }
+    }
+
+    /// The set of slots the gaps since the last pass cover (`*`: all).
+    pub fn scope_key(&self) -> String {
+        format!("{}:scope", self.key)
+    }
+
     /// Current counter value.
     pub async fn current(&self) -> Option<i64> {
         self.client
@@ -42,4 +90,16 @@ impl GapSignal {
             .ok()
             .map(|v| v.unwrap_or(0))
     }
+}
+
+/// The member of the scope set that stands for the whole keyspace.
+const WHOLE: &str = "*";
+
+/// What a capture gap covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GapScope {
+    /// Every flow (a standalone source, a start, notifications lost).
+    Whole,
+    /// The flows in these hash slots of a cluster source.
+    Slots(Vec<u16>),
 }
