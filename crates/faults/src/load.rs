@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use redmirror_testkit::cluster::ClusterWriter;
 use redmirror_testkit::flows::Hash;
 use redmirror_testkit::invariant::Natives;
 
@@ -142,7 +143,7 @@ pub fn preload(conn: &mut redis::Connection, seed: u64, n: u32) -> anyhow::Resul
 pub fn preload_cluster(conn: &mut ClusterConn, seed: u64, n: u32) -> anyhow::Result<u64> {
     let cmds = preload_cmds(seed, n);
     for c in &cmds {
-        if !conn.run(std::slice::from_ref(c))? {
+        if !SourceConn::run(conn, std::slice::from_ref(c))? {
             anyhow::bail!("the cluster refused a preload write");
         }
     }
@@ -339,146 +340,18 @@ fn run(conn: &mut redis::Connection, cmds: &[redis::Cmd]) -> redis::RedisResult<
     }
 }
 
-/// A cluster source: each command on the master owning its key (the
-/// command's first argument), following `MOVED` and `ASK`, waiting out a
-/// cluster between states (`CLUSTERDOWN`, `TRYAGAIN`, a failover's pause)
-/// for up to [`ClusterConn::SETTLE`]. A change of several commands runs
-/// them one by one (their keys are in different slots). A refusal by the
-/// server (WRONGTYPE, no such key) is not retried.
-pub struct ClusterConn {
-    seeds: Vec<u16>,
-    owner: Vec<u16>,
-    conns: BTreeMap<u16, redis::Connection>,
-}
-
-impl ClusterConn {
-    /// Longest wait for one command while the cluster settles.
-    pub const SETTLE: Duration = Duration::from_secs(30);
-
-    /// A writer on the cluster whose nodes listen on `seeds`; reads the slot map.
-    pub fn new(seeds: Vec<u16>) -> ClusterConn {
-        let mut c = ClusterConn {
-            seeds,
-            owner: vec![0; usize::from(redmirror_testkit::cluster::SLOTS)],
-            conns: BTreeMap::new(),
-        };
-        c.refresh();
-        c
-    }
-
-    fn conn(&mut self, port: u16) -> redis::RedisResult<&mut redis::Connection> {
-        match self.conns.entry(port) {
-            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
-                    .get_connection_with_timeout(Duration::from_secs(2))?;
-                c.set_read_timeout(Some(Duration::from_secs(10)))?;
-                c.set_write_timeout(Some(Duration::from_secs(10)))?;
-                Ok(e.insert(c))
-            }
-        }
-    }
-
-    /// Reads the slot map (`CLUSTER SLOTS`) from the first node that answers; false when none did.
-    fn refresh(&mut self) -> bool {
-        for port in self.seeds.clone() {
-            let Ok(c) = self.conn(port) else { continue };
-            let Ok(slots) = redis::cmd("CLUSTER").arg("SLOTS").query::<Vec<redis::Value>>(c) else {
-                self.conns.remove(&port);
-                continue;
-            };
-            for range in slots {
-                let redis::Value::Array(r) = range else { continue };
-                let (Some(redis::Value::Int(a)), Some(redis::Value::Int(b)), Some(redis::Value::Array(m))) =
-                    (r.first(), r.get(1), r.get(2))
-                else {
-                    continue;
-                };
-                let Some(redis::Value::Int(p)) = m.get(1) else { continue };
-                for s in *a..=*b {
-                    self.owner[s as usize] = *p as u16;
-                }
-            }
-            return true;
-        }
-        false
-    }
-
-    /// Runs one command on the master owning its key.
-    pub fn run_one(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
-        let key = match cmd.args_iter().nth(1) {
-            Some(redis::Arg::Simple(k)) => k.to_vec(),
-            _ => Vec::new(),
-        };
-        let slot = redmirror_testkit::cluster::key_slot(&key);
-        let end = Instant::now() + Self::SETTLE;
-        let mut ask: Option<u16> = None;
-        loop {
-            let port = ask.unwrap_or(self.owner[usize::from(slot)]);
-            let asking = ask.is_some();
-            let r = self.conn(port).and_then(|c| {
-                if asking {
-                    redis::cmd("ASKING").query::<()>(c)?;
-                }
-                cmd.query::<redis::Value>(c)
-            });
-            let e = match r {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            ask = None;
-            match e.kind() {
-                redis::ErrorKind::Ask => {
-                    ask = e.redirect_node().and_then(|(a, _)| a.rsplit(':').next()?.parse().ok());
-                    continue;
-                }
-                redis::ErrorKind::Moved => {
-                    self.refresh();
-                }
-                redis::ErrorKind::TryAgain
-                | redis::ErrorKind::ClusterDown
-                | redis::ErrorKind::MasterDown
-                | redis::ErrorKind::BusyLoadingError
-                | redis::ErrorKind::ReadOnly => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    self.refresh();
-                }
-                _ if is_conn_error(&e) => {
-                    self.conns.remove(&port);
-                    std::thread::sleep(Duration::from_millis(50));
-                    self.refresh();
-                }
-                _ => return Err(e),
-            }
-            if Instant::now() > end {
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// Errors after which a cluster command may succeed later (not a refusal).
-fn is_transient(e: &redis::RedisError) -> bool {
-    is_conn_error(e)
-        || matches!(
-            e.kind(),
-            redis::ErrorKind::Moved
-                | redis::ErrorKind::Ask
-                | redis::ErrorKind::TryAgain
-                | redis::ErrorKind::ClusterDown
-                | redis::ErrorKind::MasterDown
-                | redis::ErrorKind::BusyLoadingError
-                | redis::ErrorKind::ReadOnly
-        )
-}
+/// A cluster source: the test kit's [`ClusterWriter`], each command on the
+/// master owning its key. A change of several commands runs them one by
+/// one (their keys are in different slots).
+pub type ClusterConn = ClusterWriter;
 
 impl SourceConn for ClusterConn {
     fn run(&mut self, cmds: &[redis::Cmd]) -> redis::RedisResult<bool> {
         let mut ok = true;
         for c in cmds {
-            match self.run_one(c) {
+            match self.try_run(c) {
                 Ok(_) => {}
-                Err(e) if is_transient(&e) => return Err(e),
+                Err(e) if redmirror_testkit::cluster::is_transient(&e) => return Err(e),
                 Err(_) => ok = false,
             }
         }

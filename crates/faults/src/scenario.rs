@@ -293,7 +293,7 @@ impl Source {
                 cmd.query::<()>(&mut c)?;
             }
             Source::Cluster(c) => {
-                load::ClusterConn::new(c.ports()).run_one(cmd)?;
+                load::ClusterConn::new(c.ports()).try_run(cmd)?;
             }
         }
         Ok(())

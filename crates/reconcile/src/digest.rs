@@ -64,39 +64,45 @@ impl Digests {
     /// Source summaries of these flows (on a cluster, each read on the
     /// master owning it).
     pub async fn source(&self, bulk: &Routed, ids: &[Bytes]) -> Result<Vec<SourceSummary>, fred::error::Error> {
-        let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
-        let r = bulk
-            .scatter(&flow_keys, |node, positions| {
-                let flow_keys = &flow_keys;
-                async move {
-                    let mut pipe = Pipeline::new();
-                    for &p in &positions {
-                        pipe.key_cmd(b"HGETALL", &flow_keys[p]);
-                    }
-                    let mut out = Vec::with_capacity(positions.len());
-                    let mut failed = None;
-                    node.run(&pipe, |_, reply| {
-                        out.push(match hash_reply(reply, &mut failed) {
-                            None => SourceSummary::NotAHash,
-                            Some(p) if p.is_empty() => SourceSummary::Absent,
-                            Some(p) if self.rules.is_filtered(&p) => SourceSummary::Filtered,
-                            Some(p) => {
-                                SourceSummary::Copy(digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n))))
-                            }
-                        })
-                    })
-                    .await?;
-                    match failed {
-                        Some(e) => Err(e),
-                        None => Ok(out),
-                    }
-                }
+        let r = self
+            .hashes(bulk, ids, |h| match h {
+                None => SourceSummary::NotAHash,
+                Some(p) if p.is_empty() => SourceSummary::Absent,
+                Some(p) if self.rules.is_filtered(&p) => SourceSummary::Filtered,
+                Some(p) => SourceSummary::Copy(digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n)))),
             })
             .await;
         if let Err(e) = &r {
             bulk.refresh_after(e).await;
         }
         r
+    }
+
+    /// `HGETALL` of each flow, pipelined per master, each reply reduced by
+    /// `summary` (`None`: not a hash) in place.
+    async fn hashes<T>(
+        &self,
+        bulk: &Routed,
+        ids: &[Bytes],
+        summary: impl Fn(Option<Vec<(&[u8], &[u8])>>) -> T,
+    ) -> Result<Vec<T>, fred::error::Error> {
+        let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
+        let (flow_keys, summary) = (&flow_keys, &summary);
+        bulk.scatter(flow_keys, |node, positions| async move {
+            let mut pipe = Pipeline::new();
+            for &p in &positions {
+                pipe.key_cmd(b"HGETALL", &flow_keys[p]);
+            }
+            let mut out = Vec::with_capacity(positions.len());
+            let mut failed = None;
+            node.run(&pipe, |_, reply| out.push(summary(hash_reply(reply, &mut failed))))
+                .await?;
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
+        })
+        .await
     }
 
     /// Destination summaries of these flows, with the index entry; a sync
@@ -106,37 +112,17 @@ impl Digests {
     /// cluster, on the masters owning them).
     pub async fn dest(&self, bulk: &Routed, ids: &[Bytes]) -> Result<Vec<DestSummary>, fred::error::Error> {
         let marker = &self.rules.marker_field;
-        let flow_keys: Vec<Bytes> = ids.iter().map(|id| self.keys.flow_key(id)).collect();
-        let flows = bulk.scatter(&flow_keys, |node, positions| {
-            let flow_keys = &flow_keys;
-            async move {
-                let mut pipe = Pipeline::new();
-                for &p in &positions {
-                    pipe.key_cmd(b"HGETALL", &flow_keys[p]);
+        let flows = self.hashes(bulk, ids, |h| DestSummary {
+            flow: match h {
+                None => DestFlow::WrongType,
+                Some(p) if p.is_empty() => DestFlow::Absent,
+                Some(p) if self.rules.is_sync_copy(&p) => {
+                    DestFlow::SyncCopy(digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref())))
                 }
-                let mut out = Vec::with_capacity(positions.len());
-                let mut failed = None;
-                node.run(&pipe, |_, reply| {
-                    let flow = match hash_reply(reply, &mut failed) {
-                        None => DestFlow::WrongType,
-                        Some(p) if p.is_empty() => DestFlow::Absent,
-                        Some(p) if self.rules.is_sync_copy(&p) => {
-                            DestFlow::SyncCopy(digest(p.into_iter().filter(|(n, _)| *n != marker.as_ref())))
-                        }
-                        Some(_) => DestFlow::Native,
-                    };
-                    out.push(DestSummary {
-                        flow,
-                        indexed: false,
-                        watermarked: false,
-                    });
-                })
-                .await?;
-                match failed {
-                    Some(e) => Err(e),
-                    None => Ok(out),
-                }
-            }
+                Some(_) => DestFlow::Native,
+            },
+            indexed: false,
+            watermarked: false,
         });
         let index = async {
             // One HMGET for the index entries.

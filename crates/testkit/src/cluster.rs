@@ -573,23 +573,38 @@ fn run_with_deadline(mut cmd: Command, deadline: Duration) -> (bool, String) {
     (status.is_some_and(|s| s.success()), text)
 }
 
-/// True for an error a cluster between states gives (worth waiting out),
-/// not one about the command (`WRONGTYPE`, a syntax error).
-fn settling(e: &redis::RedisError) -> bool {
-    let text = e.to_string();
+/// True when a cluster command failing with `e` may succeed later: the
+/// connection broke, or the cluster is between states or the key elsewhere
+/// (not a refusal of the command itself, such as `WRONGTYPE`).
+pub fn is_transient(e: &redis::RedisError) -> bool {
+    is_conn_error(e)
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Moved
+                | redis::ErrorKind::Ask
+                | redis::ErrorKind::TryAgain
+                | redis::ErrorKind::ClusterDown
+                | redis::ErrorKind::MasterDown
+                | redis::ErrorKind::BusyLoadingError
+                | redis::ErrorKind::ReadOnly
+        )
+}
+
+fn is_conn_error(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_timeout()
-        || ["CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN"]
-            .iter()
-            .any(|c| text.contains(c))
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
 }
 
 /// A client for steady writes to a cluster (load generators): the slot map
 /// is read once and again only after a redirection, with one connection
-/// per master; `MOVED` and `ASK` are followed, and a cluster between states
+/// per master. Each command goes to the master owning its key (its first
+/// argument), following `MOVED` and `ASK`; a cluster between states
 /// (`CLUSTERDOWN`, `TRYAGAIN`, a node refusing while it fails over) is
-/// waited out within [`ClusterWriter::DEADLINE`].
+/// waited out for up to [`ClusterWriter::SETTLE`]. A refusal by the server
+/// (`WRONGTYPE`) is returned at once.
 pub struct ClusterWriter {
     seeds: Vec<u16>,
     owner: Vec<u16>,
@@ -599,19 +614,24 @@ pub struct ClusterWriter {
 impl RedisCluster {
     /// A [`ClusterWriter`] on this cluster.
     pub fn writer(&self) -> ClusterWriter {
+        ClusterWriter::new(self.ports())
+    }
+}
+
+impl ClusterWriter {
+    /// Longest wait for one command while the cluster settles.
+    pub const SETTLE: Duration = Duration::from_secs(30);
+
+    /// A writer on the cluster whose nodes listen on `seeds`; reads the slot map.
+    pub fn new(seeds: Vec<u16>) -> ClusterWriter {
         let mut w = ClusterWriter {
-            seeds: self.ports(),
+            seeds,
             owner: vec![0; SLOTS as usize],
             conns: BTreeMap::new(),
         };
         w.refresh();
         w
     }
-}
-
-impl ClusterWriter {
-    /// Longest wait for one command while the cluster settles.
-    pub const DEADLINE: Duration = Duration::from_secs(30);
 
     fn conn(&mut self, port: u16) -> redis::RedisResult<&mut redis::Connection> {
         match self.conns.entry(port) {
@@ -619,14 +639,16 @@ impl ClusterWriter {
             std::collections::btree_map::Entry::Vacant(e) => {
                 let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
                     .get_connection_with_timeout(Duration::from_secs(2))?;
-                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                c.set_write_timeout(Some(Duration::from_secs(10)))?;
                 Ok(e.insert(c))
             }
         }
     }
 
-    /// Reads the slot map (`CLUSTER SLOTS`) from the first node that answers.
-    pub fn refresh(&mut self) {
+    /// Reads the slot map (`CLUSTER SLOTS`) from the first node that
+    /// answers; false when none did.
+    pub fn refresh(&mut self) -> bool {
         for port in self.seeds.clone() {
             let Ok(c) = self.conn(port) else { continue };
             let Ok(slots) = redis::cmd("CLUSTER").arg("SLOTS").query::<Vec<redis::Value>>(c) else {
@@ -645,47 +667,64 @@ impl ClusterWriter {
                     self.owner[s as usize] = *p as u16;
                 }
             }
-            return;
+            return true;
         }
+        false
     }
 
-    /// Runs `cmd` (whose first key is `key`) on the master owning `key`.
-    pub fn run<T: redis::FromRedisValue>(&mut self, key: &[u8], cmd: &redis::Cmd) -> T {
-        let end = Instant::now() + Self::DEADLINE;
-        let mut target = None;
-        let mut asking = false;
+    /// Runs one command on the master owning its key (see the type's docs).
+    pub fn try_run(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        let key = match cmd.args_iter().nth(1) {
+            Some(redis::Arg::Simple(k)) => k.to_vec(),
+            _ => Vec::new(),
+        };
+        let slot = key_slot(&key);
+        let end = Instant::now() + Self::SETTLE;
+        let mut ask: Option<u16> = None;
         loop {
-            let port = target.unwrap_or(self.owner[key_slot(key) as usize]);
-            let result = self.conn(port).and_then(|c| {
+            let port = ask.unwrap_or(self.owner[usize::from(slot)]);
+            let asking = ask.is_some();
+            let r = self.conn(port).and_then(|c| {
                 if asking {
                     redis::cmd("ASKING").query::<()>(c)?;
                 }
-                cmd.query::<T>(c)
+                cmd.query::<redis::Value>(c)
             });
-            let err = match result {
-                Ok(v) => return v,
+            let e = match r {
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if Instant::now() > end {
-                panic!("{:?} on {port}: {err}", String::from_utf8_lossy(key));
-            }
-            target = None;
-            asking = false;
-            match err.redirect_node() {
-                Some((addr, _)) if err.kind() == redis::ErrorKind::Ask => {
-                    target = addr.rsplit(':').next().and_then(|p| p.parse().ok());
-                    asking = true;
+            ask = None;
+            match e.kind() {
+                redis::ErrorKind::Ask => {
+                    ask = e.redirect_node().and_then(|(a, _)| a.rsplit(':').next()?.parse().ok());
+                    continue;
                 }
-                Some(_) => self.refresh(),
-                None if !settling(&err) => panic!("{:?} on {port}: {err}", String::from_utf8_lossy(key)),
-                None => {
-                    // Between states, or the connection broke: start afresh.
-                    self.conns.remove(&port);
-                    std::thread::sleep(Duration::from_millis(20));
+                redis::ErrorKind::Moved => {
                     self.refresh();
                 }
+                _ if is_transient(&e) => {
+                    if is_conn_error(&e) {
+                        self.conns.remove(&port);
+                    }
+                    // Poll interval while the cluster settles (deadline: SETTLE).
+                    std::thread::sleep(Duration::from_millis(50));
+                    self.refresh();
+                }
+                _ => return Err(e),
+            }
+            if Instant::now() > end {
+                return Err(e);
             }
         }
+    }
+
+    /// [`ClusterWriter::try_run`], panicking on failure (tests).
+    pub fn run<T: redis::FromRedisValue>(&mut self, key: &[u8], cmd: &redis::Cmd) -> T {
+        let v = self
+            .try_run(cmd)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(key)));
+        redis::from_redis_value(&v).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(key)))
     }
 
     /// `HSET key field value ...`.
