@@ -220,7 +220,7 @@ pub async fn refuse_missing_permissions(
     endpoint: &redmirror_config::RedisEndpoint,
 ) -> anyhow::Result<()> {
     let missing = until_up(
-        "the source (REDMIRROR_SOURCE_URL), to check its user's permissions",
+        "the source (REDMIRROR_SOURCE_URL)",
         || async { Ok(redmirror_redis::access::check_source(endpoint, &config.keys).await?) },
         redis_retryable,
     )

@@ -9,6 +9,7 @@
 //!   with it, composed with `concat!`, so the guard is written once;
 //! - `lease_renew.lua`, `lease_release.lua` ([`crate::lease`]);
 //! - `epoch_sync.lua` ([`crate::epoch`]);
+//! - `gap_take.lua` ([`crate::signal`]);
 //! - `prune.lua` (`redmirror_reconcile::prune`).
 //!
 //! No script writes the marker value: it comes from

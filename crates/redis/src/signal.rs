@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
+use crate::Script;
+
 /// A counter on the destination: bumped by [`GapSignal::signal`], watched
 /// with [`GapSignal::current`].
 #[derive(Clone, Debug)]
@@ -36,7 +38,7 @@ impl GapSignal {
     }
 
     /// Reports a gap of `scope`: its slots (or `*`, the whole keyspace)
-    /// join the set beside the counter ([`GapSignal::scope_key`]), then the
+    /// become fields of the hash beside the counter ([`GapSignal::scope_key`]), then the
     /// counter moves, so a watcher that sees it move finds them there.
     pub async fn signal_scope(&self, scope: &GapScope) {
         let members: Vec<String> = match scope {
@@ -45,8 +47,9 @@ impl GapSignal {
             GapScope::Slots(slots) => slots.iter().map(u16::to_string).collect(),
         };
         if !members.is_empty() {
+            let fields: Vec<(String, &str)> = members.into_iter().map(|m| (m, "1")).collect();
             for _ in 0..5 {
-                match self.client.sadd::<i64, _, _>(self.scope_key(), members.clone()).await {
+                match self.client.hset::<i64, _, _>(self.scope_key(), fields.clone()).await {
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "Cannot record a capture gap's slots; retrying.");
@@ -63,10 +66,17 @@ impl GapSignal {
     /// that could not be read) is the whole keyspace: a pass too wide is
     /// safe, one too narrow is not.
     pub async fn take_scope(&self) -> GapScope {
-        let taken: Result<Vec<String>, _> = self
-            .client
-            .spop(self.scope_key(), Some(redmirror_core::slot::SLOTS as usize + 1))
-            .await;
+        let key = self.scope_key();
+        let taken = Script::new(TAKE)
+            .call(&self.client, &[key.as_bytes()], Vec::new())
+            .await
+            .map(|v| {
+                // HGETALL's field/value pairs: the fields are the members.
+                crate::value::pairs(v)
+                    .into_iter()
+                    .map(|(f, _)| String::from_utf8_lossy(&f).into_owned())
+                    .collect::<Vec<_>>()
+            });
         match taken {
             Ok(members) if !members.is_empty() && !members.iter().any(|m| m == WHOLE) => {
                 let mut slots: Vec<u16> = members.iter().filter_map(|m| m.parse().ok()).collect();
@@ -77,7 +87,9 @@ impl GapSignal {
         }
     }
 
-    /// The set of slots the gaps since the last pass cover (`*`: all).
+    /// The hash whose fields are the slots the gaps since the last take
+    /// cover (`*`: all). Plain `HSET`, and a script to take it, so the
+    /// destination user needs no command beyond those apply already uses.
     pub fn scope_key(&self) -> String {
         format!("{}:scope", self.key)
     }
@@ -92,8 +104,12 @@ impl GapSignal {
     }
 }
 
-/// The member of the scope set that stands for the whole keyspace.
+/// The field of the scope hash that stands for the whole keyspace.
 const WHOLE: &str = "*";
+
+/// Takes the scope hash. KEYS: the hash. Reply: its `HGETALL` before it
+/// was deleted (field, value, ...).
+const TAKE: &str = include_str!("gap_take.lua");
 
 /// What a capture gap covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
