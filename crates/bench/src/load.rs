@@ -64,6 +64,58 @@ pub fn write_burst(url: &str, prefix: &str, n: u64, threads: u64) -> anyhow::Res
     Ok(())
 }
 
+/// [`write_burst`] on a cluster: the same flows (`client:{prefix}-{i}`),
+/// grouped by the master owning each key's slot, one pipelining connection
+/// per master (500 `HSET`s per round trip).
+pub fn write_burst_cluster(
+    cluster: &redmirror_testkit::cluster::RedisCluster,
+    prefix: &str,
+    n: u64,
+) -> anyhow::Result<()> {
+    use redmirror_testkit::cluster::key_slot;
+    let masters = cluster.masters();
+    let nodes = cluster.topology(masters[0]);
+    let owner = |slot: u16| {
+        nodes
+            .iter()
+            .find(|m| m.master && m.slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            .map(|m| m.port)
+    };
+    let mut slot_owner = vec![0u16; 16384];
+    for (slot, o) in slot_owner.iter_mut().enumerate() {
+        *o = owner(slot as u16).ok_or_else(|| anyhow::anyhow!("no master serves slot {slot}"))?;
+    }
+    let mut per_master: std::collections::BTreeMap<u16, Vec<u64>> = Default::default();
+    for i in 0..n {
+        let key = format!("client:{prefix}-{i}");
+        per_master
+            .entry(slot_owner[key_slot(key.as_bytes()) as usize])
+            .or_default()
+            .push(i);
+    }
+    let handles: Vec<_> = per_master
+        .into_iter()
+        .map(|(port, ids)| {
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut c = conn(&format!("redis://127.0.0.1:{port}"))?;
+                for chunk in ids.chunks(500) {
+                    let mut pipe = redis::pipe();
+                    for &i in chunk {
+                        hset_flow(&mut pipe, &format!("client:{prefix}-{i}"), i, false);
+                    }
+                    let _: () = pipe.query(&mut c)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    }
+    Ok(())
+}
+
 /// Writes unique flows at a steady `rate` per second for `secs`, in 1 ms
 /// ticks; each key carries its write time: `client:{prefix}{seq}-{micros}`.
 pub fn write_steady(url: &str, prefix: &str, rate: u64, secs: u64, threads: u64) -> anyhow::Result<u64> {

@@ -24,7 +24,7 @@ struct Args {
     /// Use the embedded broker for the latency scenario (isolates the broker's share).
     #[arg(long)]
     embedded: bool,
-    /// Only these scenarios (comma list: broker,latency,native,sustained,hot,stages,reconcile,replay,group).
+    /// Only these scenarios (comma list: broker,latency,native,sustained,hot,stages,capture-cluster,apply-cluster,reconcile,replay,group).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -156,7 +156,13 @@ fn main() -> anyhow::Result<()> {
         hot_keys(&sizes, &mut r)?;
     }
     if want("stages") {
-        stages(&sizes, &mut r)?;
+        stages(&sizes, &mut r, Shape::Standalone)?;
+    }
+    if want("capture-cluster") {
+        stages(&sizes, &mut r, Shape::CaptureCluster)?;
+    }
+    if want("apply-cluster") {
+        stages(&sizes, &mut r, Shape::ApplyCluster)?;
     }
     if want("reconcile") {
         reconcile(&sizes, &mut r)?;
@@ -508,9 +514,82 @@ fn hot_keys(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each stage alone: capture with apply stopped, then apply on the backlog.
-fn stages(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
-    let s = Servers::start(false)?;
+/// Which servers the stage measurements run on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One source server and one destination server: both rows.
+    Standalone,
+    /// A 3-master cluster as the source: the capture row only.
+    CaptureCluster,
+    /// A 3-master cluster as the destination: the apply row only.
+    ApplyCluster,
+}
+
+/// Redis CPU seconds of one side so far: the server, or the cluster's masters summed.
+fn side_cpu(
+    server: &redmirror_testkit::RedisServer,
+    cluster: Option<&redmirror_testkit::cluster::RedisCluster>,
+) -> anyhow::Result<f64> {
+    match cluster {
+        Some(c) => procs::cluster_cpu(c),
+        None => procs::redis_cpu(server),
+    }
+}
+
+/// `INFO commandstats` of one side, summed over a cluster's masters, most expensive first.
+fn side_stats(
+    server: &redmirror_testkit::RedisServer,
+    cluster: Option<&redmirror_testkit::cluster::RedisCluster>,
+) -> anyhow::Result<Vec<procs::CommandStat>> {
+    let Some(c) = cluster else {
+        return procs::command_stats(server);
+    };
+    let mut sum: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for port in c.masters() {
+        for st in procs::command_stats(c.node(port))? {
+            let e = sum.entry(st.command).or_default();
+            e.0 += st.calls;
+            e.1 += st.usec;
+        }
+    }
+    let mut out: Vec<procs::CommandStat> = sum
+        .into_iter()
+        .map(|(command, (calls, usec))| procs::CommandStat { command, calls, usec })
+        .collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.usec));
+    Ok(out)
+}
+
+fn reset_side(
+    server: &redmirror_testkit::RedisServer,
+    cluster: Option<&redmirror_testkit::cluster::RedisCluster>,
+) -> anyhow::Result<()> {
+    match cluster {
+        Some(c) => c.masters().into_iter().try_for_each(|p| procs::reset_stats(c.node(p))),
+        None => procs::reset_stats(server),
+    }
+}
+
+fn top_stats(st: &[procs::CommandStat]) -> String {
+    st.iter()
+        .take(6)
+        .map(|c| format!("{} {} calls {:.2} s", c.command, c.calls, c.usec as f64 / 1e6))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each stage alone: capture with apply stopped (from the first source
+/// write to the last event published), then apply on the backlog (from the
+/// first applied event to the last). CPU per 1,000 events is the process's
+/// over the stage; Redis CPU per event is `INFO cpu` over the stage, summed
+/// over a cluster's masters (the source's includes the writes themselves).
+fn stages(sizes: &Sizes, r: &mut Report, shape: Shape) -> anyhow::Result<()> {
+    let s = Servers::start_shaped(false, shape == Shape::CaptureCluster, shape == Shape::ApplyCluster)?;
+    let (label, key) = match shape {
+        Shape::Standalone => ("", "stages"),
+        Shape::CaptureCluster => (", cluster source (3 masters)", "stages_capture_cluster"),
+        Shape::ApplyCluster => (", cluster destination (3 masters)", "stages_apply_cluster"),
+    };
     // The whole burst must fit the pending set, or the overflow becomes a
     // gap for the reconciler (not running here) and never reaches the topic.
     let pending_max = (sizes.stage_flows + 1000).to_string();
@@ -524,20 +603,54 @@ fn stages(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
     capture.wait_ready(&s)?;
     apply.kill();
     let n = sizes.stage_flows;
-    let before = capture.metric("redmirror_capture_events_total{op=\"upsert\"}");
+    let published = "redmirror_capture_events_total{op=\"upsert\"}";
+    let before = capture.metric(published);
+    let src = (&s.source, s.source_cluster.as_ref());
+    reset_side(src.0, src.1)?;
+    let (cap_cpu0, src_cpu0) = (capture.cpu_seconds(), side_cpu(src.0, src.1)?);
     let t0 = Instant::now();
-    load::write_burst(&s.source.url(), "stage", n, 2)?;
+    match &s.source_cluster {
+        Some(c) => load::write_burst_cluster(c, "stage", n)?,
+        None => load::write_burst(&s.source.url(), "stage", n, 2)?,
+    }
     let source_secs = t0.elapsed().as_secs_f64();
-    let done = procs::wait_metric(
-        &capture,
-        "redmirror_capture_events_total{op=\"upsert\"}",
-        before + n as f64,
-        Duration::from_secs(300),
-    )?;
-    let cap_secs = done.as_secs_f64();
+    let after_writes = procs::wait_metric(&capture, published, before + n as f64, Duration::from_secs(300))?;
+    let cap_secs = t0.elapsed().as_secs_f64();
     let cap_rate = n as f64 / cap_secs;
+    let cap_cpu_k = (capture.cpu_seconds() - cap_cpu0) / n as f64 * 1000.0;
+    let src_us = (side_cpu(src.0, src.1)? - src_cpu0) / n as f64 * 1e6;
+    let src_stats = side_stats(src.0, src.1)?;
     let notes = capture.metric("redmirror_capture_notifications_total");
+    r.json.insert(
+        format!("{key}_capture"),
+        serde_json::json!({"flows": n, "source_write_s": source_secs, "capture_s": cap_secs,
+            "capture_after_writes_s": after_writes.as_secs_f64(), "capture_per_s": cap_rate,
+            "capture_cpu_s_per_1000": cap_cpu_k, "source_redis_cpu_us_per_event": src_us,
+            "notifications": notes, "source_commandstats": src_stats}),
+    );
+    if shape != Shape::ApplyCluster {
+        r.row(
+            &format!("capture alone{label}"),
+            format!(
+                "{cap_rate:.0} events/s ({n} unique flows), {cap_cpu_k:.3} CPU-s/1k, source Redis {src_us:.1} us/event"
+            ),
+            format!("source took them at {:.0}/s", n as f64 / source_secs),
+            ratio(cap_rate, n as f64 / source_secs),
+        );
+        println!(
+            "    capture{label}: last event published {:.2} s after the last write; source commands: {}",
+            after_writes.as_secs_f64(),
+            top_stats(&src_stats)
+        );
+    }
+    if shape == Shape::CaptureCluster {
+        r.procs(key, &[&capture]);
+        return Ok(());
+    }
     // Apply alone on the backlog (from the first applied event to the last).
+    let dst = (&s.dest, s.dest_cluster.as_ref());
+    reset_side(dst.0, dst.1)?;
+    let dst_cpu0 = side_cpu(dst.0, dst.1)?;
     let apply2 = Proc::role(&s, "apply2", "apply", &[])?;
     let (first, last) = procs::time_metric_span(
         &apply2,
@@ -546,25 +659,26 @@ fn stages(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
         Duration::from_secs(300),
     )?;
     let apply_rate = n as f64 / (last - first).as_secs_f64().max(1e-3);
-    r.summary.insert("apply_per_s", apply_rate);
+    let apply_cpu_k = apply2.cpu_seconds() / n as f64 * 1000.0;
+    let dst_us = (side_cpu(dst.0, dst.1)? - dst_cpu0) / n as f64 * 1e6;
+    let dst_stats = side_stats(dst.0, dst.1)?;
+    if shape == Shape::Standalone {
+        r.summary.insert("apply_per_s", apply_rate);
+    }
     r.json.insert(
-        "stages".into(),
-        serde_json::json!({"flows": n, "source_write_s": source_secs, "capture_s": cap_secs, "capture_per_s": cap_rate, "notifications": notes, "apply_per_s": apply_rate}),
-    );
-    r.row(
-        "capture alone",
-        format!("{cap_rate:.0} events/s ({n} unique flows)"),
-        format!("source took them at {:.0}/s", n as f64 / source_secs),
-        ratio(cap_rate, n as f64 / source_secs),
+        format!("{key}_apply"),
+        serde_json::json!({"events": n, "apply_per_s": apply_rate, "apply_cpu_s_per_1000": apply_cpu_k,
+            "dest_redis_cpu_us_per_event": dst_us, "dest_commandstats": dst_stats}),
     );
     let native = r.summary.get("native_per_s").copied().unwrap_or(0.0);
     r.row(
-        "apply alone (backlog)",
-        format!("{apply_rate:.0} events/s"),
+        &format!("apply alone (backlog){label}"),
+        format!("{apply_rate:.0} events/s, {apply_cpu_k:.3} CPU-s/1k, destination Redis {dst_us:.1} us/event"),
         format!("native {native:.0}/s"),
         ratio(apply_rate, native),
     );
-    r.procs("stages", &[&capture, &apply2]);
+    println!("    apply{label}: destination commands: {}", top_stats(&dst_stats));
+    r.procs(key, &[&capture, &apply2]);
     Ok(())
 }
 

@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use redmirror_testkit::cluster::RedisCluster;
 use redmirror_testkit::process::{Inherit, Launch, Process};
 use redmirror_testkit::{free_port, Broker, RedisOptions, RedisServer};
 
-/// Source, its replica (the yardstick), destination and broker.
+/// Source, its replica (the yardstick), destination and broker; a
+/// [`RedisCluster`] in place of the source or the destination when asked
+/// for (the standalone server is then started but left idle).
 pub struct Servers {
     pub source: RedisServer,
     pub replica: RedisServer,
@@ -17,6 +20,8 @@ pub struct Servers {
     pub broker: Broker,
     pub topic: String,
     pub group: String,
+    pub source_cluster: Option<RedisCluster>,
+    pub dest_cluster: Option<RedisCluster>,
 }
 
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -24,6 +29,13 @@ static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 impl Servers {
     /// Starts everything; `observe` turns on hash keyevents on the replica and destination.
     pub fn start(observe: bool) -> anyhow::Result<Servers> {
+        Self::start_shaped(observe, false, false)
+    }
+
+    /// Like [`Servers::start`], with a 3-master cluster as the source and/or
+    /// the destination. A destination cluster's keyspace notifications are
+    /// turned off, as on the standalone destination.
+    pub fn start_shaped(observe: bool, source_cluster: bool, dest_cluster: bool) -> anyhow::Result<Servers> {
         let source = RedisServer::start();
         let notify = |o: RedisOptions| {
             if observe {
@@ -48,7 +60,14 @@ impl Servers {
             broker,
             topic: format!("bench-{}-{seq}", std::process::id()),
             group: format!("bench-group-{}-{seq}", std::process::id()),
+            source_cluster: source_cluster.then(RedisCluster::start),
+            dest_cluster: dest_cluster.then(RedisCluster::start),
         };
+        if let Some(c) = &s.dest_cluster {
+            for port in c.ports() {
+                let _: () = c.cmd_on(port, &[b"CONFIG", b"SET", b"notify-keyspace-events", b""]);
+            }
+        }
         s.wait_replica_caught_up(Duration::from_secs(30))?;
         Ok(s)
     }
@@ -84,10 +103,24 @@ impl Servers {
         }
     }
 
+    /// The URL redmirror reads from: the cluster's when there is one.
+    pub fn source_url(&self) -> String {
+        self.source_cluster
+            .as_ref()
+            .map_or_else(|| self.source.url(), RedisCluster::url)
+    }
+
+    /// The URL redmirror writes to: the cluster's when there is one.
+    pub fn dest_url(&self) -> String {
+        self.dest_cluster
+            .as_ref()
+            .map_or_else(|| self.dest.url(), RedisCluster::url)
+    }
+
     fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("REDMIRROR_SOURCE_URL".into(), self.source.url()),
-            ("REDMIRROR_DEST_URL".into(), self.dest.url()),
+            ("REDMIRROR_SOURCE_URL".into(), self.source_url()),
+            ("REDMIRROR_DEST_URL".into(), self.dest_url()),
             ("REDMIRROR_KAFKA_BROKERS".into(), self.broker.bootstrap()),
             ("REDMIRROR_TOPIC".into(), self.topic.clone()),
             ("REDMIRROR_GROUP_ID".into(), self.group.clone()),
@@ -158,22 +191,19 @@ impl Proc {
 
     /// Waits until a probe written on the source reaches the destination.
     pub fn wait_ready(&self, s: &Servers) -> anyhow::Result<()> {
-        let mut src = s.source.conn();
-        let mut dst = s.dest.conn();
+        let key: &[u8] = b"client:bench-probe";
+        let mut src = Side::new(&s.source, s.source_cluster.as_ref())?;
+        let mut dst = Side::new(&s.dest, s.dest_cluster.as_ref())?;
         let end = Instant::now() + Duration::from_secs(60);
         let mut n = 0u64;
         loop {
             if n.is_multiple_of(100) {
-                let _: () = redis::cmd("HSET")
-                    .arg("client:bench-probe")
-                    .arg("n")
-                    .arg(n)
-                    .query(&mut src)?;
+                let _: i64 = src.run(key, redis::cmd("HSET").arg(key).arg("n").arg(n))?;
             }
             n += 1;
-            let e: i64 = redis::cmd("EXISTS").arg("client:bench-probe").query(&mut dst)?;
+            let e: i64 = dst.run(key, redis::cmd("EXISTS").arg(key))?;
             if e == 1 {
-                let _: i64 = redis::cmd("DEL").arg("client:bench-probe").query(&mut src)?;
+                let _: i64 = src.run(key, redis::cmd("DEL").arg(key))?;
                 return Ok(());
             }
             if Instant::now() > end {
@@ -210,6 +240,28 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+/// One side (source or destination), a server or a cluster, for single-key commands.
+enum Side {
+    Server(redis::Connection),
+    Cluster(redmirror_testkit::cluster::ClusterWriter),
+}
+
+impl Side {
+    fn new(server: &RedisServer, cluster: Option<&RedisCluster>) -> anyhow::Result<Side> {
+        Ok(match cluster {
+            Some(c) => Side::Cluster(c.writer()),
+            None => Side::Server(server.conn()),
+        })
+    }
+
+    fn run<T: redis::FromRedisValue>(&mut self, key: &[u8], cmd: &redis::Cmd) -> anyhow::Result<T> {
+        Ok(match self {
+            Side::Server(c) => cmd.query(c)?,
+            Side::Cluster(w) => w.run(key, cmd),
+        })
     }
 }
 
@@ -271,6 +323,11 @@ pub fn redis_cpu(server: &RedisServer) -> anyhow::Result<f64> {
         })
         .filter_map(|v| v.trim().parse::<f64>().ok())
         .sum())
+}
+
+/// CPU seconds (user + system) a cluster's masters have used so far, summed.
+pub fn cluster_cpu(c: &RedisCluster) -> anyhow::Result<f64> {
+    c.masters().into_iter().map(|p| redis_cpu(c.node(p))).sum()
 }
 
 /// One command's line of `INFO commandstats`.
