@@ -38,19 +38,25 @@ fn hset_flow(pipe: &mut redis::Pipeline, key: &str, seed: u64, marker: bool) {
 
 /// Writes `n` unique flows as fast as the source takes them (`threads` connections).
 pub fn write_burst(url: &str, prefix: &str, n: u64, threads: u64) -> anyhow::Result<()> {
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (url, prefix) = (url.to_string(), prefix.to_string());
+    let jobs = (0..threads)
+        .map(|t| (url.to_string(), (t..n).step_by(threads as usize).collect()))
+        .collect();
+    write_flows(jobs, prefix)
+}
+
+/// Writes flows `client:{prefix}-{i}`, one thread per `(url, ids)` job,
+/// 500 `HSET`s per round trip.
+fn write_flows(jobs: Vec<(String, Vec<u64>)>, prefix: &str) -> anyhow::Result<()> {
+    let handles: Vec<_> = jobs
+        .into_iter()
+        .map(|(url, ids)| {
+            let prefix = prefix.to_string();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let mut c = conn(&url)?;
-                let mut i = t;
-                while i < n {
+                for chunk in ids.chunks(500) {
                     let mut pipe = redis::pipe();
-                    let mut k = 0;
-                    while i < n && k < 500 {
+                    for &i in chunk {
                         hset_flow(&mut pipe, &format!("client:{prefix}-{i}"), i, false);
-                        i += threads;
-                        k += 1;
                     }
                     let _: () = pipe.query(&mut c)?;
                 }
@@ -93,27 +99,11 @@ pub fn write_burst_cluster(
             .or_default()
             .push(i);
     }
-    let handles: Vec<_> = per_master
+    let jobs = per_master
         .into_iter()
-        .map(|(port, ids)| {
-            let prefix = prefix.to_string();
-            std::thread::spawn(move || -> anyhow::Result<()> {
-                let mut c = conn(&format!("redis://127.0.0.1:{port}"))?;
-                for chunk in ids.chunks(500) {
-                    let mut pipe = redis::pipe();
-                    for &i in chunk {
-                        hset_flow(&mut pipe, &format!("client:{prefix}-{i}"), i, false);
-                    }
-                    let _: () = pipe.query(&mut c)?;
-                }
-                Ok(())
-            })
-        })
+        .map(|(port, ids)| (format!("redis://127.0.0.1:{port}"), ids))
         .collect();
-    for h in handles {
-        h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
-    }
-    Ok(())
+    write_flows(jobs, prefix)
 }
 
 /// Writes unique flows at a steady `rate` per second for `secs`, in 1 ms

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redmirror_testkit::cluster::ClusterWriter;
+use redmirror_testkit::cluster::{is_conn_error, ClusterWriter};
 use redmirror_testkit::flows::Hash;
 use redmirror_testkit::invariant::Natives;
 
@@ -159,14 +159,6 @@ pub fn connect(url: &str) -> Option<redis::Connection> {
     c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     c.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
     Some(c)
-}
-
-fn is_conn_error(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.is_connection_refusal()
-        || e.is_unrecoverable_error()
 }
 
 /// Connects, retrying until `stop`.

@@ -590,7 +590,9 @@ pub fn is_transient(e: &redis::RedisError) -> bool {
         )
 }
 
-fn is_conn_error(e: &redis::RedisError) -> bool {
+/// True when `e` says the connection broke (not that the server refused
+/// the command): make the connection again.
+pub fn is_conn_error(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_timeout()
