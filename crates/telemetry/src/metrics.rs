@@ -312,3 +312,37 @@ fn register_all() {
 pub fn apply_outcome(outcome: &'static str, n: u64) {
     metrics::counter!(APPLY_EVENTS, "outcome" => outcome).increment(n);
 }
+
+#[cfg(test)]
+mod tests {
+    /// `docs/metrics.md` names every metric this file defines and every
+    /// label value of its label enums, so the reference cannot fall behind
+    /// the code.
+    #[test]
+    fn docs_metrics_md_lists_every_metric_and_label_value() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md"))
+            .expect("read docs/metrics.md");
+        let code = include_str!("metrics.rs");
+        let mut missing = Vec::new();
+        for line in code.lines() {
+            let line = line.trim();
+            // `pub const NAME: &str = "redmirror_...";` and `Variant => "label",`
+            let quoted = if line.starts_with("pub const ") && line.contains(": &str = \"redmirror_") {
+                line.split('"').nth(1)
+            } else if line.contains(" => \"") && line.ends_with("\",") && !line.starts_with("//") {
+                line.split('"').nth(1)
+            } else {
+                None
+            };
+            if let Some(name) = quoted {
+                if !docs.contains(&format!("`{name}`")) {
+                    missing.push(name.to_string());
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/metrics.md does not name (in backticks): {missing:?}"
+        );
+    }
+}
