@@ -24,3 +24,4 @@ mod reconcile;
 mod rewind;
 mod scale;
 mod source_commands;
+mod web;

@@ -1,5 +1,5 @@
 //! The HTTP server of every redmirror process: `/metrics`, `/healthz`,
-//! `/readyz` and the admin API.
+//! `/readyz`, the admin API and the web console (`/`, `redmirror-web`).
 //!
 //! Admin calls answer promptly: `POST /v1/reconcile` and `POST
 //! /v1/resync/{flowId}` hand the work over and answer `202` with a request
@@ -105,7 +105,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/resume", post(resume))
         .route("/v1/resync/{flow_id}", post(resync))
+        .route("/v1/series", get(series))
         .with_state(state)
+        .merge(redmirror_web::router())
+        .layer(axum::middleware::from_fn(redmirror_web::admin_no_store))
 }
 
 /// Serves until `shutdown` is cancelled.
@@ -247,6 +250,14 @@ async fn resync(State(s): State<HttpState>, headers: HeaderMap, Path(flow_id): P
     match redmirror_core::text::parse_flow_id(&flow_id) {
         Ok(id) if !id.is_empty() => accept(&s, "resync", Some(flow_id), |t| admin.resync(id, t)),
         _ => (StatusCode::BAD_REQUEST, "bad flow id\n").into_response(),
+    }
+}
+
+/// `GET /v1/series`: the console's chart data ([`crate::series`]).
+async fn series(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    match authorize(&s, &headers, "series") {
+        Ok(_) => Json(crate::series::to_json()).into_response(),
+        Err(r) => *r,
     }
 }
 
