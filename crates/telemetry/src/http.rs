@@ -389,6 +389,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_console_is_served_and_the_series_is_admin_only_and_never_stored() {
+        let c = reqwest::Client::new();
+        let token = "0123456789abcdef-token";
+        let Served { base, stop, .. } = start(Some(token)).await;
+        let page = c.get(format!("{base}/")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert_eq!(page.headers()["cache-control"], "no-store");
+        assert!(page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'"));
+        assert!(page.text().await.unwrap().contains("console.js"));
+        let r = c.get(format!("{base}/v1/series")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        for path in ["/v1/series", "/v1/status"] {
+            let r = c.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
+            let body = r.json::<Value>().await.unwrap();
+            if path == "/v1/series" {
+                assert!(body["samples"].is_array(), "{body}");
+            }
+        }
+        let metrics = c.get(format!("{base}/metrics")).send().await.unwrap();
+        assert!(metrics.headers().get("cache-control").is_none());
+        stop.cancel();
+    }
+
+    #[tokio::test]
     async fn readyz_follows_components_and_metrics_has_every_name() {
         let c = reqwest::Client::new();
         let Served { base, health, stop } = start(None).await;
