@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validates the deployment artifacts under deploy/:
 #   1. promtool check rules  deploy/prometheus/alerts.yml
+#   1b. promtool test rules  deploy/prometheus/alerts_test.yml (alert unit tests)
 #   2. promtool check config deploy/compose/prometheus.yml (loads the rules too)
 #   3. every *.yml / *.yaml under deploy/ parses as YAML (python3 + PyYAML)
 #   4. every *.json under deploy/ parses as JSON (python3 -m json.tool)
@@ -20,6 +21,9 @@ python3 -c 'import yaml' 2>/dev/null || fail "python3 module yaml missing (pip i
 
 echo "== promtool check rules prometheus/alerts.yml"
 promtool check rules prometheus/alerts.yml || fail "alert rules"
+
+echo "== promtool test rules prometheus/alerts_test.yml"
+promtool test rules prometheus/alerts_test.yml || fail "alert rule tests"
 
 echo "== promtool check config compose/prometheus.yml"
 promtool check config compose/prometheus.yml || fail "prometheus config"

@@ -13,6 +13,7 @@ mod cluster;
 mod console;
 mod delivery;
 mod failover;
+mod flows;
 mod flushes;
 #[allow(dead_code)]
 mod harness;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use redmirror_api::{DeadLetters, FlowHistory, FlowView, Redriven, Resumed, Status};
 use redmirror_config::Config;
 use redmirror_kafka::Publisher;
 use redmirror_reconcile::Trigger;
@@ -13,7 +14,7 @@ use redmirror_redis::epoch::SourceEpoch;
 use redmirror_redis::hold::{Hold, HoldWatch};
 use redmirror_redis::lease::Lease;
 use redmirror_redis::source::SourceReader;
-use redmirror_telemetry::http::{Admin, AdminError, AdminResult};
+use redmirror_telemetry::http::{unavailable, Admin, AdminError, AdminResult};
 use redmirror_telemetry::requests::Ticket;
 use redmirror_telemetry::Health;
 use serde_json::json;
@@ -39,15 +40,39 @@ impl Admin for LateAdmin {
     fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError> {
         self.get()?.reconcile(ticket)
     }
-    fn status(&self) -> AdminResult {
+    fn status(&self) -> AdminResult<Status> {
         match self.get() {
             Ok(a) => a.status(),
             Err(e) => Box::pin(async { Err(e) }),
         }
     }
-    fn resume(&self) -> AdminResult {
+    fn resume(&self) -> AdminResult<Resumed> {
         match self.get() {
             Ok(a) => a.resume(),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn flow(&self, flow_id: Bytes) -> AdminResult<FlowView> {
+        match self.get() {
+            Ok(a) => a.flow(flow_id),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn history(&self, flow_id: Bytes, limit: usize) -> AdminResult<FlowHistory> {
+        match self.get() {
+            Ok(a) => a.history(flow_id, limit),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn dead_letters(&self, limit: usize) -> AdminResult<DeadLetters> {
+        match self.get() {
+            Ok(a) => a.dead_letters(limit),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn redrive(&self, flow_id: Option<Bytes>) -> AdminResult<Redriven> {
+        match self.get() {
+            Ok(a) => a.redrive(flow_id),
             Err(e) => Box::pin(async { Err(e) }),
         }
     }
@@ -68,12 +93,17 @@ pub(crate) struct ProcessAdmin {
     pub(crate) reconcile: Option<mpsc::Sender<Trigger>>,
     pub(crate) last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
     pub(crate) hold: Option<HoldWatch>,
+    /// Reads the change and dead-letter topics (flow history, dead letters).
+    pub(crate) kafka: redmirror_kafka::Kafka,
     pub(crate) config: Config,
 }
 
 /// Longest wait for one destination read behind `GET /v1/status` (a
 /// lease holder, the stored report); past it the field is `null`.
 const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest wait for the two reads behind `GET /v1/flows/{flowId}`.
+const FLOW_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Admin for ProcessAdmin {
     fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
@@ -121,44 +151,40 @@ impl Admin for ProcessAdmin {
         Ok(())
     }
 
-    fn status(&self) -> AdminResult {
-        let lag: serde_json::Map<String, serde_json::Value> = self
+    fn status(&self) -> AdminResult<Status> {
+        let lag = self
             .lag
             .lock()
             .expect("lag lock")
             .per_partition
             .iter()
-            .map(|(p, l)| (p.to_string(), json!(l)))
+            .map(|(p, l)| (p.to_string(), *l))
             .collect();
-        let mut body = json!({
-            "role": self.role,
-            "version": env!("CARGO_PKG_VERSION"),
-            "ready": self.health.ready(),
-            "components": self.health.components(),
-            "lag": lag,
-            "source_epoch": self.epoch.as_ref().map(SourceEpoch::current),
-            "topic": self.config.topic,
-            "dlq_topic": self.config.dlq_topic(),
-            "group_id": self.config.group_id,
-        });
-        if let Some(map) = body.as_object_mut() {
-            let hold = self.hold.as_ref().and_then(HoldWatch::current);
-            if let serde_json::Value::Object(h) = Hold::to_json(hold.as_ref()) {
-                map.extend(h);
-            }
-        }
+        let hold = self.hold.as_ref().and_then(HoldWatch::current);
+        let mut body = Status {
+            role: self.role.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ready: self.health.ready(),
+            components: self.health.components(),
+            lag,
+            source_epoch: self.epoch.as_ref().map(SourceEpoch::current),
+            topic: self.config.topic.clone(),
+            dlq_topic: self.config.dlq_topic(),
+            group_id: self.config.group_id.clone(),
+            hold: Hold::state(hold.as_ref()),
+            ..Status::default()
+        };
         let local = self.last_report.lock().expect("report lock").clone();
         let leases = self.leases.clone();
         let dest = self.dest.clone();
         let report_key = self.config.keys.report_key();
         Box::pin(async move {
-            let mut lease_info = serde_json::Map::new();
             for l in &leases {
-                lease_info.insert(l.name().to_string(), l.status(STATUS_READ_TIMEOUT).await);
+                body.lease
+                    .insert(l.name().to_string(), l.status(STATUS_READ_TIMEOUT).await);
             }
-            body["lease"] = serde_json::Value::Object(lease_info);
-            body["last_reconcile"] = match (local, dest) {
-                (Some(r), _) => r.status_json(),
+            let report = match (local, dest) {
+                (Some(r), _) => Some(r),
                 (None, Some(d)) => tokio::time::timeout(
                     STATUS_READ_TIMEOUT,
                     redmirror_reconcile::service::stored_report(&d, &report_key),
@@ -166,14 +192,19 @@ impl Admin for ProcessAdmin {
                 .await
                 .ok()
                 .flatten()
-                .unwrap_or(serde_json::Value::Null),
-                (None, None) => serde_json::Value::Null,
+                .and_then(|v| serde_json::from_value::<redmirror_reconcile::Report>(v).ok()),
+                (None, None) => None,
             };
+            body.verified_as_of = report
+                .as_ref()
+                .and_then(|r| r.verified_source_time_us)
+                .map(redmirror_core::text::rfc3339_us);
+            body.last_reconcile = report.map(|r| r.for_status());
             Ok(body)
         })
     }
 
-    fn resume(&self) -> AdminResult {
+    fn resume(&self) -> AdminResult<Resumed> {
         let Some(dest) = self.dest.clone() else {
             return Box::pin(async {
                 Err(AdminError::unavailable(
@@ -186,6 +217,62 @@ impl Admin for ProcessAdmin {
             redmirror_redis::hold::resume(&dest, &key)
                 .await
                 .map_err(|e| AdminError::failed(e.to_string()))
+        })
+    }
+
+    fn flow(&self, flow_id: Bytes) -> AdminResult<FlowView> {
+        let (Some(reader), Some(dest)) = (self.resync_reader.clone(), self.dest.clone()) else {
+            return unavailable(
+                "this process does not read both the source and the destination (it runs no capture or reconcile); \
+                 ask a `run`, `capture` or `reconcile` process",
+            );
+        };
+        let (keys, rules) = (self.config.keys.clone(), self.config.rules.clone());
+        Box::pin(async move {
+            tokio::time::timeout(
+                FLOW_READ_TIMEOUT,
+                redmirror_reconcile::flow::view(&reader, &dest, &keys, &rules, flow_id),
+            )
+            .await
+            .map_err(|_| AdminError::unavailable("the source or the destination did not answer within 5 s"))?
+            .map_err(|e| AdminError::unavailable(e.to_string()))
+        })
+    }
+
+    fn history(&self, flow_id: Bytes, limit: usize) -> AdminResult<FlowHistory> {
+        let (kafka, topic) = (self.kafka.clone(), self.config.topic.clone());
+        Box::pin(async move {
+            redmirror_history::flow::history(&kafka, &topic, &flow_id, limit)
+                .await
+                .map_err(|e| AdminError::unavailable(e.to_string()))
+        })
+    }
+
+    fn dead_letters(&self, limit: usize) -> AdminResult<DeadLetters> {
+        let (kafka, topic) = (self.kafka.clone(), self.config.dlq_topic());
+        Box::pin(async move {
+            let all = redmirror_history::dlq::list(&kafka, &topic)
+                .await
+                .map_err(|e| AdminError::unavailable(e.to_string()))?;
+            Ok(DeadLetters {
+                total: all.len() as u64,
+                dead_letters: all.iter().rev().take(limit).map(|e| e.view()).collect(),
+                topic,
+            })
+        })
+    }
+
+    fn redrive(&self, flow_id: Option<Bytes>) -> AdminResult<Redriven> {
+        let (kafka, dlq, topic) = (self.kafka.clone(), self.config.dlq_topic(), self.config.topic.clone());
+        Box::pin(async move {
+            let n = redmirror_history::dlq::redrive(&kafka, &dlq, &topic, flow_id.as_deref())
+                .await
+                .map_err(|e| AdminError::failed(e.to_string()))?;
+            tracing::info!(target: "redmirror::audit", redriven = n, "Dead letters re-driven.");
+            Ok(Redriven {
+                redriven: n as u64,
+                flow_id: flow_id.as_deref().map(redmirror_core::text::lossy),
+            })
         })
     }
 }

@@ -520,6 +520,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         reconcile: reconcile_tx,
         last_report,
         hold,
+        kafka: kafka.clone(),
         config: config.clone(),
     };
     let _ = admin.0.set(Arc::new(process_admin));

@@ -205,12 +205,12 @@ pub async fn resume(config: Config) -> anyhow::Result<ExitCode> {
     let r = redmirror_redis::hold::resume(&dest, &config.keys.hold_key())
         .await
         .context("ending the hold on the destination")?;
-    if r["resumed"] == true {
+    if r.resumed {
         println!(
             "resumed: the hold at {} (since {}) ended; live apply catches up from its committed offsets and the \
              reconciler runs a pass to bring the destination to the source's current state",
-            r["held_at"].as_str().unwrap_or("?"),
-            r["held_since"].as_str().unwrap_or("?")
+            r.held_at.as_deref().unwrap_or("?"),
+            r.held_since.as_deref().unwrap_or("?")
         );
     } else {
         println!("not held: nothing to resume");

@@ -24,7 +24,7 @@ pub struct Process {
 #[derive(Debug, Clone)]
 pub enum AdminStatus {
     /// The body.
-    Ok(Value),
+    Ok(Box<redmirror_api::Status>),
     /// No token to send (REDMIRROR_ADMIN_TOKEN is unset here).
     NoToken,
     /// 404: the process has no admin API (no token configured there).
@@ -166,9 +166,9 @@ impl Process {
                 .unwrap_or_else(|| body.trim().to_string())
         };
         Ok(match code {
-            200 => match serde_json::from_str(&body) {
-                Ok(v) => AdminStatus::Ok(v),
-                Err(e) => AdminStatus::Failed(format!("{}/v1/status: not JSON ({e})", self.base)),
+            200 => match serde_json::from_str::<redmirror_api::Status>(&body) {
+                Ok(v) => AdminStatus::Ok(Box::new(v)),
+                Err(e) => AdminStatus::Failed(format!("{}/v1/status: not a status body ({e})", self.base)),
             },
             401 => {
                 return Err(Error::Usage(format!(

@@ -78,6 +78,17 @@ pub struct ReconcileView {
     pub source_flows: u64,
     /// Flows scanned on the destination.
     pub dest_flows: u64,
+    /// The source time (RFC 3339) up to which the destination is proven
+    /// equal to the source (`None`: no proof yet).
+    pub verified_as_of: Option<String>,
+    /// How long ago that source time was, in seconds.
+    pub verified_ago_seconds: Option<f64>,
+    /// Flows the proving pass compared on the source.
+    pub verified_flows: Option<u64>,
+}
+
+fn seconds_ago(t: SystemTime) -> f64 {
+    SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64()
 }
 
 impl ReconcileView {
@@ -87,10 +98,20 @@ impl ReconcileView {
             return None;
         }
         let r: redmirror_reconcile::Report = serde_json::from_value(v.clone()).ok()?;
-        let ago = humantime::parse_rfc3339_weak(&r.started_at)
-            .ok()
-            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64());
-        Some(ReconcileView {
+        Some(ReconcileView::from_report(r))
+    }
+
+    /// The view of a report.
+    pub fn from_report(r: redmirror_reconcile::Report) -> ReconcileView {
+        let ago = humantime::parse_rfc3339_weak(&r.started_at).ok().map(seconds_ago);
+        let verified = r.verified_source_time_us.map(|us| {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_micros(us.max(0) as u64);
+            (redmirror_core::text::rfc3339_us(us), seconds_ago(t))
+        });
+        ReconcileView {
+            verified_as_of: verified.as_ref().map(|(t, _)| t.clone()),
+            verified_ago_seconds: verified.map(|(_, a)| a),
+            verified_flows: r.verified_flows,
             started_at: r.started_at,
             ago_seconds: ago,
             duration_seconds: r.duration_seconds,
@@ -100,7 +121,23 @@ impl ReconcileView {
             repaired: r.repaired,
             source_flows: r.source_flows,
             dest_flows: r.dest_flows,
-        })
+        }
+    }
+
+    /// "staging matched production as of 10:04:31, 3 min ago, 1,203,455
+    /// flows", or that nothing is proven yet.
+    pub fn verified_sentence(&self) -> String {
+        match (&self.verified_as_of, self.verified_ago_seconds) {
+            (Some(t), Some(a)) => {
+                let clock = t.get(11..19).unwrap_or(t);
+                let flows = self
+                    .verified_flows
+                    .map(|n| format!(", {} flows", thousands(n)))
+                    .unwrap_or_default();
+                format!("staging matched production as of {clock} UTC, {}{flows} ({t})", ago(a))
+            }
+            _ => "staging is not proven to match production yet: no pass has ended without drift".into(),
+        }
     }
 
     /// "12s ago: no drift, 0 repaired, barrier reached, 12 source flows in 0.04s".
@@ -279,12 +316,12 @@ impl Status {
             }
             Err(e) => {
                 s.notes.push(format!("GET /readyz: {e}"));
-                if let Some(cs) = status.and_then(|v| v["components"].as_object()) {
-                    for (c, up) in cs {
+                if let Some(v) = status {
+                    for (c, up) in &v.components {
                         s.components.insert(
                             c.clone(),
                             Component {
-                                ready: up.as_bool().unwrap_or(false),
+                                ready: *up,
                                 reason: None,
                             },
                         );
@@ -294,30 +331,23 @@ impl Status {
         }
 
         if let Some(v) = status {
-            s.role = v["role"].as_str().map(str::to_string);
-            s.version = v["version"].as_str().map(str::to_string);
-            s.source_epoch = v["source_epoch"].as_u64();
-            s.held = v["held"].as_bool();
-            s.held_at = v["held_at"].as_str().map(str::to_string);
-            s.held_since = v["held_since"].as_str().map(str::to_string);
-            if let Some(lag) = v["lag"].as_object() {
-                s.lag = lag
-                    .iter()
-                    .filter_map(|(p, n)| Some((p.parse().ok()?, n.as_i64()?)))
-                    .collect();
+            s.role = Some(v.role.clone());
+            s.version = Some(v.version.clone());
+            s.source_epoch = v.source_epoch;
+            s.held = Some(v.hold.held);
+            s.held_at = v.hold.held_at.clone();
+            s.held_since = v.hold.held_since.clone();
+            s.lag = v.lag.iter().filter_map(|(p, n)| Some((p.parse().ok()?, *n))).collect();
+            for (name, l) in &v.lease {
+                s.leases.insert(
+                    name.clone(),
+                    LeaseView {
+                        holder: l.holder.clone(),
+                        this_process: Some(l.held_by_me),
+                    },
+                );
             }
-            if let Some(leases) = v["lease"].as_object() {
-                for (name, l) in leases {
-                    s.leases.insert(
-                        name.clone(),
-                        LeaseView {
-                            holder: l["holder"].as_str().map(str::to_string),
-                            this_process: l["held_by_me"].as_bool(),
-                        },
-                    );
-                }
-            }
-            s.last_reconcile = ReconcileView::from_json(&v["last_reconcile"]);
+            s.last_reconcile = v.last_reconcile.clone().map(ReconcileView::from_report);
         } else if let Some(mm) = metrics {
             s.held = metric(m::HELD).map(|h| h > 0.0);
             s.lag = mm
@@ -692,7 +722,10 @@ impl Status {
             row(&mut o, "apply", format!("{n} live instance{}", plural(n as u64)));
         }
         match &self.last_reconcile {
-            Some(r) => row(&mut o, "reconcile", format!("last pass {}", r.summary())),
+            Some(r) => {
+                row(&mut o, "reconcile", format!("last pass {}", r.summary()));
+                row(&mut o, "verified", r.verified_sentence());
+            }
             // Known to be absent only when its store was read: /v1/status
             // answered, or the destination did.
             None if self.role.is_some() || self.apply_instances.is_some() => {
@@ -736,6 +769,19 @@ fn plural(n: u64) -> &'static str {
     }
 }
 
+/// "1,203,455".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// "12s ago", "3m ago", "2h 5m ago".
 pub fn ago(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
@@ -755,7 +801,7 @@ pub async fn run(config: &Config, url: Option<&str>, json: bool, t: Thresholds) 
             let scrape = p.scrape().await?;
             // The dead-letter topic the process names, else the configured one.
             let named = match &scrape.status {
-                AdminStatus::Ok(v) => v["dlq_topic"].as_str().map(str::to_string),
+                AdminStatus::Ok(v) => Some(v.dlq_topic.clone()),
                 _ => None,
             };
             let dlq = dlq_count(config, named).await;
@@ -821,7 +867,9 @@ mod tests {
                 reasons: BTreeMap::new(),
             }),
             metrics: Ok(Metrics::parse(metrics).unwrap()),
-            status: status.map_or(AdminStatus::NoToken, AdminStatus::Ok),
+            status: status.map_or(AdminStatus::NoToken, |v| {
+                AdminStatus::Ok(Box::new(serde_json::from_value(v).expect("a status body")))
+            }),
         }
     }
 
@@ -832,6 +880,8 @@ mod tests {
             "lag": { "0": 0, "2": lag },
             "held": held, "held_at": if held { json!("2026-01-01T00:00:00Z") } else { json!(null) },
             "held_since": null, "source_epoch": 3, "last_reconcile": null,
+            "ready": true, "components": { "destination": true },
+            "topic": "flows", "dlq_topic": "flows.dlq", "group_id": "g",
         })
     }
 

@@ -145,9 +145,7 @@ pub fn process_frame(title: &str, before: &Scrape, after: &Scrape, dt: f64, now:
         AdminStatus::Ok(v) => Some(v),
         _ => None,
     };
-    let who = status
-        .and_then(|v| v["role"].as_str().map(|r| format!(" (role {r})")))
-        .unwrap_or_default();
+    let who = status.map(|v| format!(" (role {})", v.role)).unwrap_or_default();
     lines.push(format!(
         "redmirror top — {title}{who} — {at} — every {}s, Ctrl-C quits",
         REFRESH.as_secs()
@@ -252,12 +250,15 @@ pub fn process_frame(title: &str, before: &Scrape, after: &Scrape, dt: f64, now:
             compact.push(format!("lag {total}"));
 
             let runs = a.get(m::RECONCILE_RUNS, &[]).unwrap_or(0.0);
-            let last = status.and_then(|v| ReconcileView::from_json(&v["last_reconcile"]));
+            let last = status.and_then(|v| v.last_reconcile.clone().map(ReconcileView::from_report));
             let reconcile = match &last {
                 Some(r) => format!("{runs} passes since start; last {}", r.summary()),
                 None => format!("{runs} passes since start"),
             };
             lines.push(format!("reconcile  {reconcile}"));
+            if let Some(r) = &last {
+                lines.push(format!("verified   {}", r.verified_sentence()));
+            }
             compact.push(match &last {
                 Some(r) => format!(
                     "reconcile {runs} passes, last {}",
@@ -270,8 +271,8 @@ pub fn process_frame(title: &str, before: &Scrape, after: &Scrape, dt: f64, now:
             let hold = match status {
                 Some(v) if held => format!(
                     "HELD at {} since {} (`redmirror resume` ends it)",
-                    v["held_at"].as_str().unwrap_or("?"),
-                    v["held_since"].as_str().unwrap_or("?")
+                    v.hold.held_at.as_deref().unwrap_or("?"),
+                    v.hold.held_since.as_deref().unwrap_or("?")
                 ),
                 _ if held => "HELD (a rewind; `redmirror resume` ends it)".into(),
                 _ => "not held".into(),

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::Fields;
 
@@ -22,41 +21,7 @@ pub enum DestFlow<C = Fields> {
     WrongType,
 }
 
-/// The kind of a difference, as in `redmirror_reconcile_drift_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum DriftKind {
-    /// The source flow has no copy on the destination.
-    Missing,
-    /// A sync copy (or mirror-written index entry) whose source is gone or filtered.
-    Extra,
-    /// The copy differs from the source.
-    Different,
-}
-
-impl DriftKind {
-    /// Every kind.
-    pub const ALL: [DriftKind; 3] = [DriftKind::Missing, DriftKind::Extra, DriftKind::Different];
-
-    /// Label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            DriftKind::Missing => "missing",
-            DriftKind::Extra => "extra",
-            DriftKind::Different => "different",
-        }
-    }
-}
-
-/// One flow's drift: its kind and, for `Different`, the fields that differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Drift {
-    /// Kind of drift.
-    pub kind: DriftKind,
-    /// Names of differing fields (for `Different`); `<index>` when only the
-    /// index entry is wrong.
-    pub fields: Vec<String>,
-}
+pub use redmirror_api::report::{Drift, DriftKind};
 
 /// Compares the expected copy (`None`: no copy should exist) with the
 /// destination. `indexed` says whether the destination index has the flow.

@@ -890,10 +890,9 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
                     .timeout(Duration::from_secs(10));
                 match process::http(port, post) {
                     Ok(Response { status: 202, body }) => {
-                        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                        match v["id"].as_str() {
-                            Some(id) => request = Some(id.to_string()),
-                            None => last = format!("HTTP 202 without a request id: {}", body.trim()),
+                        match serde_json::from_str::<redmirror_api::Accepted>(&body) {
+                            Ok(a) => request = Some(a.id),
+                            Err(e) => last = format!("HTTP 202 without a request ticket ({e}): {}", body.trim()),
                         }
                         continue;
                     }
@@ -908,29 +907,36 @@ fn converge(env: &mut Env, out: &mut Outcome, load_stop: Instant) -> anyhow::Res
                 .timeout(Duration::from_secs(10));
             match process::http(port, get) {
                 Ok(Response { status: 200, body }) => {
-                    let status: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                    let found = status["requests"]
-                        .as_array()
-                        .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()).cloned());
+                    let status = match serde_json::from_str::<redmirror_api::Status>(&body) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            last = format!("GET /v1/status: not a status body ({e})");
+                            continue;
+                        }
+                    };
+                    let found = status.requests.into_iter().find(|r| r.id == id);
                     match found {
-                        Some(r) if r["state"] == "done" => {
-                            let v = &r["result"];
+                        Some(r) if r.state == "done" => {
+                            let v = r
+                                .result
+                                .and_then(|v| serde_json::from_value::<redmirror_api::Report>(v).ok())
+                                .unwrap_or_default();
                             *p2.lock().expect("posted") = Some(json!({
                                 "tries": tries,
                                 "request": id,
-                                "barrier": v["barrier"],
-                                "drift": v["drift"],
-                                "repaired": v["repaired"],
-                                "native": v["native"],
-                                "source_flows": v["source_flows"],
-                                "dest_flows": v["dest_flows"],
-                                "duration_seconds": v["duration_seconds"],
-                                "first_flows": v["flows"].as_array().map(|a| a.iter().take(5).cloned().collect::<Vec<_>>()),
+                                "barrier": v.barrier,
+                                "drift": v.drift,
+                                "repaired": v.repaired,
+                                "native": v.native,
+                                "source_flows": v.source_flows,
+                                "dest_flows": v.dest_flows,
+                                "duration_seconds": v.duration_seconds,
+                                "first_flows": v.flows.iter().take(5).cloned().collect::<Vec<_>>(),
                             }));
                             return;
                         }
-                        Some(r) if r["state"] == "failed" => {
-                            last = format!("request {id} failed: {}", r["error"]);
+                        Some(r) if r.state == "failed" => {
+                            last = format!("request {id} failed: {}", r.error.unwrap_or_default());
                             request = None;
                         }
                         Some(_) => {}

@@ -33,6 +33,22 @@ pub struct Entry {
     payload: Vec<u8>,
 }
 
+impl Entry {
+    /// The entry as `GET /v1/dlq` shows it.
+    pub fn view(&self) -> redmirror_api::DeadLetter {
+        redmirror_api::DeadLetter {
+            dlq_offset: self.dlq_offset,
+            flow_id: self.flow_id.clone(),
+            reason_code: self.reason_code.clone(),
+            reason: self.reason.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            time: self.time.clone(),
+        }
+    }
+}
+
 fn header(m: &OwnedMessage, name: &str) -> String {
     m.headers()
         .and_then(|hs| hs.iter().find(|x| x.key == name).and_then(|x| x.value))

@@ -12,10 +12,13 @@
 //!   `--until`.
 //! - [`rewind`]: the hold around a rewind: set before anything is rewound,
 //!   acknowledged by every live apply instance, kept until `resume`.
+//! - [`flow`]: one flow's latest events, newest first, from its partition
+//!   only, within a bound (`GET /v1/flows/{flowId}/history`).
 //! - [`dlq`]: lists dead letters and re-drives them to the change topic.
 //! - [`inspect`]: events as JSON lines for people.
 
 pub mod dlq;
+pub mod flow;
 pub mod inspect;
 pub mod reader;
 pub mod replay;

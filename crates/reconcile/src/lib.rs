@@ -9,6 +9,8 @@
 //! - [`digest`]: flow summaries: pipelined `HGETALL` on both sides at once,
 //!   reduced to a content digest in the client, so Redis does only plain
 //!   reads; flows whose digests differ are read again in full and atomically.
+//! - [`flow`]: one flow on both sides with its verdict (`GET
+//!   /v1/flows/{flowId}`), by the pass's own comparison.
 //! - [`dest_read`]: destination flows as the guard sees them (one read-only
 //!   script per batch, sharing the guard fragment with apply's write).
 //! - [`service`]: when passes run: at start, on a schedule, on demand, and
@@ -21,6 +23,7 @@
 
 pub mod dest_read;
 pub mod digest;
+pub mod flow;
 pub mod pass;
 pub mod prune;
 pub mod report;

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use redmirror_core::diff::{self, DestFlow, Drift, DriftKind};
 use redmirror_core::event::{DeleteReason, FlowEvent, Origin};
 use redmirror_core::rules::Decision;
-use redmirror_core::{CaptureProgress, KeyLayout, MirrorRules, SourceFlow};
+use redmirror_core::{CaptureProgress, KeyLayout, MirrorRules, Order, SourceFlow};
 use redmirror_kafka::{Kafka, Publisher};
 use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
 use redmirror_redis::routed::Routed;
@@ -21,6 +21,9 @@ use redmirror_telemetry::metrics as m;
 use crate::dest_read::{DestRead, DestReader};
 use crate::digest::{suspicious, without_copy, Digests};
 use crate::report::{Barrier, Report};
+
+/// The flow id read at a pass's start for the source's clock (no flow has it).
+const PROBE_FLOW_ID: &[u8] = b"\x00redmirror:pass-clock";
 
 /// One of each, for the source and the destination.
 #[derive(Debug)]
@@ -248,10 +251,14 @@ impl Reconciler {
     /// flows whose source is gone, and index entries without a copy.
     pub async fn run_pass(&self, opts: &PassOptions) -> Result<Report, PassError> {
         let started = Instant::now();
+        // The pass's start on the source's clock: what a clean pass proves.
+        let clock = self.source_clock().await;
         let mut report = Report {
             started_at: humantime_now(),
             dry_run: opts.dry_run,
             slots: opts.slots.as_ref().map(|s| s.len()),
+            source_started_us: clock.map(|o| o.time_us),
+            source_epoch: clock.map(|o| o.epoch),
             ..Report::default()
         };
         report.barrier = if self.barrier(opts.barrier_timeout).await {
@@ -285,6 +292,13 @@ impl Reconciler {
         for part in [source?, dest?, index?] {
             report.absorb(part);
         }
+        if let Some(clock) = clock {
+            if self.proves(opts, &report).await? {
+                report.verified_source_time_us = Some(clock.time_us);
+                report.verified_source_epoch = Some(clock.epoch);
+                report.verified_flows = Some(report.source_flows);
+            }
+        }
         let secs = started.elapsed().as_secs_f64();
         report.duration_seconds = secs;
         report.flows_per_second = (report.source_flows + report.dest_flows) as f64 / secs.max(1e-9);
@@ -294,6 +308,60 @@ impl Reconciler {
             metrics::counter!(m::RECONCILE_DRIFT, "kind" => kind.label()).increment(report.count(kind));
         }
         Ok(report)
+    }
+
+    /// The source's clock now, in the source epoch's order: one atomic read
+    /// (`MULTI TIME HGETALL EXEC`, as for every flow) of a flow id no flow
+    /// has. `None` when the source does not answer (the pass then proves
+    /// nothing).
+    async fn source_clock(&self) -> Option<Order> {
+        let probe = [Bytes::from_static(PROBE_FLOW_ID)];
+        match self.reader.read(&probe).await {
+            Ok(r) => r.flows.into_iter().next().map(|f| f.order),
+            Err(e) => {
+                tracing::debug!(error = %e, "Cannot read the source clock at the pass start.");
+                None
+            }
+        }
+    }
+
+    /// Whether this pass proves the destination equal to the source as of
+    /// its start (SPEC section 10): a pass over every flow whose barrier
+    /// was reached, and after which no drift remained: none was found, or
+    /// every flow it repaired compared in step again after a second barrier
+    /// (a dry run repairs nothing, so its drift remains). A pass over some
+    /// slots only (after a gap on some masters) proves nothing about the
+    /// others.
+    async fn proves(&self, opts: &PassOptions, report: &Report) -> Result<bool, PassError> {
+        if opts.slots.is_some() || report.barrier != Barrier::Reached {
+            return Ok(false);
+        }
+        if report.total_drift() == 0 {
+            return Ok(true);
+        }
+        if opts.dry_run || report.truncated {
+            return Ok(false);
+        }
+        if !self.barrier(opts.barrier_timeout).await {
+            tracing::info!("Repairs not applied within the barrier timeout; this pass proves nothing.");
+            return Ok(false);
+        }
+        let ids: Vec<Bytes> = report
+            .flows
+            .iter()
+            .filter_map(|f| redmirror_core::text::parse_flow_id(&f.flow_id).ok())
+            .collect();
+        let mut again = Report::default();
+        for batch in ids.chunks(opts.batch.max(1)) {
+            self.compare_batch(batch, false, true, &mut again).await?;
+        }
+        if again.total_drift() > 0 {
+            tracing::info!(
+                remaining = again.total_drift(),
+                "Repaired flows still differ after the repairs were applied; this pass proves nothing."
+            );
+        }
+        Ok(again.total_drift() == 0)
     }
 
     /// Phase 1: every source flow against its copy. The next SCAN page is
@@ -494,7 +562,7 @@ impl Reconciler {
             if let Some(drift) = diff::compare(expected.as_deref(), &dest_state, indexed) {
                 let mut event = event;
                 event.cause = format!("reconcile:{}", drift.kind.label());
-                report.add(&id, drift);
+                report.add(redmirror_core::text::lossy(&id), drift);
                 repairs.push(event);
             }
         }
@@ -512,7 +580,7 @@ impl Reconciler {
                 continue;
             }
             report.add(
-                &id,
+                redmirror_core::text::lossy(&id),
                 Drift {
                     kind: DriftKind::Extra,
                     fields: vec!["<index>".into()],

@@ -95,7 +95,7 @@ impl Service {
                     slots = %report.slots.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
                     "Reconcile pass done."
                 );
-                self.store(&report).await;
+                self.store(&mut report).await;
                 Ok(report)
             }
             Err(e) => {
@@ -148,7 +148,26 @@ impl Service {
         }
     }
 
-    async fn store(&self, report: &Report) {
+    /// The last report: this process's, else the one stored on the
+    /// destination (by any reconciler, before a restart).
+    async fn previous(&self) -> Option<Report> {
+        let local = self.last.lock().expect("report lock").clone();
+        match local {
+            Some(r) => Some(r),
+            None => stored_report(&self.reconciler.dest, &self.report_key)
+                .await
+                .and_then(|v| serde_json::from_value(v).ok()),
+        }
+    }
+
+    /// Keeps the report (here and on the destination), carrying the last
+    /// proof forward when this pass proves nothing newer, and sets
+    /// `redmirror_verified_source_time_seconds`.
+    async fn store(&self, report: &mut Report) {
+        if let Some(prev) = self.previous().await {
+            report.carry_proof(&prev);
+        }
+        set_verified_gauge(report);
         *self.last.lock().expect("report lock") = Some(report.clone());
         let mut summary = report.clone();
         summary.truncated |= summary.flows.len() > STORED_FLOWS;
@@ -188,6 +207,10 @@ impl LeasedRole for Leader<'_> {
 
     async fn run(&mut self, active: CancellationToken) -> Result<(), Self::Error> {
         let svc = self.service;
+        // A restarted reconciler reports the proof it finds stored.
+        if let Some(prev) = svc.previous().await {
+            set_verified_gauge(&prev);
+        }
         let mut seen_gaps = svc.gaps.current().await.unwrap_or(0);
         let mut seen_requests = svc.requests.current().await.unwrap_or(0);
         // The request counter as of the last check: a pass answers it.
@@ -342,7 +365,14 @@ pub fn held_message(hold: &Hold) -> String {
 }
 
 /// Most per-flow entries in the report kept on the destination.
-pub const STORED_FLOWS: usize = 100;
+pub const STORED_FLOWS: usize = redmirror_api::STATUS_FLOWS;
+
+/// Sets `redmirror_verified_source_time_seconds` from a report's proof.
+pub fn set_verified_gauge(report: &Report) {
+    if let Some(us) = report.verified_source_time_us {
+        metrics::gauge!(redmirror_telemetry::metrics::VERIFIED_SOURCE_TIME).set(us as f64 / 1e6);
+    }
+}
 
 /// The last report stored on the destination by any reconciler.
 pub async fn stored_report(dest: &Client, key: &str) -> Option<serde_json::Value> {

@@ -33,15 +33,20 @@ pub struct Hold {
 
 impl Hold {
     /// The hold as `/v1/status` and `redmirror status` show it.
-    pub fn to_json(hold: Option<&Hold>) -> serde_json::Value {
+    pub fn state(hold: Option<&Hold>) -> redmirror_api::HoldState {
         match hold {
-            Some(h) => serde_json::json!({
-                "held": true,
-                "held_at": rfc3339(h.at_us),
-                "held_since": rfc3339(h.since_us),
-            }),
-            None => serde_json::json!({ "held": false, "held_at": null, "held_since": null }),
+            Some(h) => redmirror_api::HoldState {
+                held: true,
+                held_at: Some(rfc3339(h.at_us)),
+                held_since: Some(rfc3339(h.since_us)),
+            },
+            None => redmirror_api::HoldState::default(),
         }
+    }
+
+    /// [`Hold::state`] as JSON.
+    pub fn to_json(hold: Option<&Hold>) -> serde_json::Value {
+        serde_json::to_value(Hold::state(hold)).unwrap_or_default()
     }
 }
 
@@ -120,17 +125,22 @@ pub async fn clear(dest: &Client, key: &str) -> Result<Option<Hold>, HoldError> 
 /// destination to the source's current state. Answers what the CLI prints
 /// and the endpoint returns: `{"resumed": true, "held_at", "held_since"}`,
 /// or `{"resumed": false, "message"}` when nothing was held.
-pub async fn resume(dest: &Client, key: &str) -> Result<serde_json::Value, HoldError> {
+pub async fn resume(dest: &Client, key: &str) -> Result<redmirror_api::Resumed, HoldError> {
     Ok(match clear(dest, key).await? {
         Some(h) => {
             tracing::info!(at = %rfc3339(h.at_us), "Hold ended (resume).");
-            serde_json::json!({
-                "resumed": true,
-                "held_at": rfc3339(h.at_us),
-                "held_since": rfc3339(h.since_us),
-            })
+            redmirror_api::Resumed {
+                resumed: true,
+                held_at: Some(rfc3339(h.at_us)),
+                held_since: Some(rfc3339(h.since_us)),
+                message: None,
+            }
         }
-        None => serde_json::json!({ "resumed": false, "message": "the mirror was not held" }),
+        None => redmirror_api::Resumed {
+            resumed: false,
+            message: Some("the mirror was not held".into()),
+            ..redmirror_api::Resumed::default()
+        },
     })
 }
 

@@ -91,15 +91,15 @@ impl Lease {
 
     /// The lease as `GET /v1/status` shows it: `{"holder", "held_by_me",
     /// "me"}`, with `holder` null when it cannot be read within `within`.
-    pub async fn status(&self, within: Duration) -> serde_json::Value {
+    pub async fn status(&self, within: Duration) -> redmirror_api::LeaseStatus {
         let holder = tokio::time::timeout(within, self.current_holder())
             .await
             .unwrap_or_default();
-        serde_json::json!({
-            "held_by_me": holder.as_deref() == Some(self.holder()),
-            "holder": holder,
-            "me": self.holder(),
-        })
+        redmirror_api::LeaseStatus {
+            held_by_me: holder.as_deref() == Some(self.holder()),
+            holder,
+            me: self.holder().to_string(),
+        }
     }
 
     /// Current holder, if any.

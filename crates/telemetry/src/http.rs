@@ -18,13 +18,15 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::{json, Value};
+use redmirror_api::{Accepted, DeadLetters, ErrorBody, FlowHistory, FlowView, Readiness, Redriven, Resumed, Status};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::requests::{Requests, Ticket, TooMany};
 use crate::Health;
+
+mod flows;
 
 /// An admin action's failure: HTTP status and a message for the caller.
 #[derive(Debug, Clone)]
@@ -59,8 +61,14 @@ impl AdminError {
     }
 }
 
-/// What an admin action returns.
-pub type AdminResult = BoxFuture<'static, Result<Value, AdminError>>;
+/// What an admin action returns: its body (a type of [`redmirror_api`]).
+pub type AdminResult<T> = BoxFuture<'static, Result<T, AdminError>>;
+
+/// An action this process cannot answer: `503` with `why`.
+pub fn unavailable<T: Send + 'static>(why: &str) -> AdminResult<T> {
+    let e = AdminError::unavailable(why);
+    Box::pin(async move { Err(e) })
+}
 
 /// The actions behind the admin API, implemented by the binary from its roles.
 ///
@@ -75,9 +83,25 @@ pub trait Admin: Send + Sync + 'static {
     fn reconcile(&self, ticket: Ticket) -> Result<(), AdminError>;
     /// `GET /v1/status`: role, lease, lag, last reconcile result (the
     /// server adds the requests). Must answer within a couple of seconds.
-    fn status(&self) -> AdminResult;
+    fn status(&self) -> AdminResult<Status>;
     /// `POST /v1/resume`: end a rewind's hold (quick: one destination write).
-    fn resume(&self) -> AdminResult;
+    fn resume(&self) -> AdminResult<Resumed>;
+    /// `GET /v1/flows/{flowId}`: the flow on both sides and its verdict.
+    fn flow(&self, _flow_id: Bytes) -> AdminResult<FlowView> {
+        unavailable("this process cannot read flows")
+    }
+    /// `GET /v1/flows/{flowId}/history?limit=N`: the flow's latest events.
+    fn history(&self, _flow_id: Bytes, _limit: usize) -> AdminResult<FlowHistory> {
+        unavailable("this process cannot read the change topic")
+    }
+    /// `GET /v1/dlq?limit=N`: dead letters, newest first.
+    fn dead_letters(&self, _limit: usize) -> AdminResult<DeadLetters> {
+        unavailable("this process cannot read the dead-letter topic")
+    }
+    /// `POST /v1/dlq/redrive?flow=ID`: re-submit dead letters (all, or one flow's).
+    fn redrive(&self, _flow_id: Option<Bytes>) -> AdminResult<Redriven> {
+        unavailable("this process cannot re-drive dead letters")
+    }
 }
 
 /// Everything the server needs.
@@ -105,6 +129,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/resume", post(resume))
         .route("/v1/resync/{flow_id}", post(resync))
+        .route("/v1/flows/{flow_id}", get(flows::flow))
+        .route("/v1/flows/{flow_id}/history", get(flows::history))
+        .route("/v1/dlq", get(flows::dead_letters))
+        .route("/v1/dlq/redrive", post(flows::redrive))
         .route("/v1/series", get(series))
         .with_state(state)
         .merge(redmirror_web::router())
@@ -129,11 +157,11 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body = json!({ "ready": code == StatusCode::OK, "components": components });
-    let reasons = s.health.reasons();
-    if !reasons.is_empty() {
-        body["reasons"] = json!(reasons);
-    }
+    let body = Readiness {
+        ready: code == StatusCode::OK,
+        components,
+        reasons: s.health.reasons(),
+    };
     (code, Json(body)).into_response()
 }
 
@@ -166,7 +194,7 @@ fn authorize(s: &HttpState, headers: &HeaderMap, action: &str) -> Result<Arc<dyn
 fn refused(action: &str, e: AdminError) -> Response {
     tracing::warn!(target: "redmirror::audit", action, outcome = "failed", error = %e.message, "Admin action.");
     let code = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, Json(json!({ "error": e.message }))).into_response()
+    (code, Json(ErrorBody { error: e.message })).into_response()
 }
 
 /// Opens a request, hands it to `start` and answers `202` with its id (or
@@ -194,7 +222,12 @@ fn accept(
         Ok(()) => {
             tracing::info!(target: "redmirror::audit", action, request = %id, outcome = "accepted", "Admin action.");
             let state = s.requests.state(&id).map_or("queued", |st| st.as_str());
-            let body = json!({ "id": id, "action": action, "state": state, "status": "/v1/status" });
+            let body = Accepted {
+                id,
+                action: action.to_string(),
+                state: state.to_string(),
+                status: "/v1/status".to_string(),
+            };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
         Err(e) => {
@@ -211,9 +244,7 @@ async fn status(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     };
     match admin.status().await {
         Ok(mut body) => {
-            if let Some(map) = body.as_object_mut() {
-                map.insert("requests".into(), s.requests.to_json());
-            }
+            body.requests = s.requests.entries();
             tracing::info!(target: "redmirror::audit", action = "status", outcome = "ok", "Admin action.");
             (StatusCode::OK, Json(body)).into_response()
         }
@@ -264,6 +295,7 @@ async fn series(State(s): State<HttpState>, headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     struct Fake;
     impl Admin for Fake {
@@ -279,11 +311,16 @@ mod tests {
         fn reconcile(&self, _ticket: Ticket) -> Result<(), AdminError> {
             Err(AdminError::unavailable("no reconciler"))
         }
-        fn status(&self) -> AdminResult {
-            Box::pin(async { Ok(json!({ "role": "test" })) })
+        fn status(&self) -> AdminResult<Status> {
+            Box::pin(async {
+                Ok(Status {
+                    role: "test".into(),
+                    ..Status::default()
+                })
+            })
         }
-        fn resume(&self) -> AdminResult {
-            Box::pin(async { Ok(json!({ "resumed": false })) })
+        fn resume(&self) -> AdminResult<Resumed> {
+            Box::pin(async { Ok(Resumed::default()) })
         }
     }
 
@@ -454,6 +491,7 @@ mod tests {
             crate::metrics::WATERMARKS_PRUNED,
             crate::metrics::DLQ_EVENTS,
             crate::metrics::BUILD_INFO,
+            crate::metrics::VERIFIED_SOURCE_TIME,
         ] {
             assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
         }

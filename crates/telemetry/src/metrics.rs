@@ -63,6 +63,9 @@ pub const LEASE_HELD: &str = "redmirror_lease_held";
 pub const SOURCE_EPOCH: &str = "redmirror_source_epoch";
 /// 1 while a rewind holds the mirror (gauge).
 pub const HELD: &str = "redmirror_held";
+/// The source time (seconds since the Unix epoch) up to which the
+/// destination is proven equal to the source; 0 before the first proof.
+pub const VERIFIED_SOURCE_TIME: &str = "redmirror_verified_source_time_seconds";
 
 /// Declares the values of a metric label as an enum: `ALL` (every value,
 /// in order), `LABELS` (the same, as label strings) and `label()`. Metrics
@@ -268,6 +271,12 @@ fn describe_all() {
         HELD,
         "1 while a rewind holds the mirror at a point in time (until `redmirror resume`), else 0."
     );
+    describe_gauge!(
+        VERIFIED_SOURCE_TIME,
+        Unit::Seconds,
+        "The source time up to which the destination is proven equal to the source: the start of the latest \
+         full reconcile pass after which no drift remained. 0 before the first proof."
+    );
 }
 
 fn register_all() {
@@ -306,6 +315,7 @@ fn register_all() {
     metrics::counter!(DLQ_EVENTS).absolute(0);
     metrics::gauge!(SOURCE_EPOCH).set(0.0);
     metrics::gauge!(HELD).set(0.0);
+    metrics::gauge!(VERIFIED_SOURCE_TIME).set(0.0);
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

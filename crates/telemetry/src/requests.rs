@@ -12,7 +12,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
+use redmirror_api::RequestEntry;
+use serde_json::Value;
 
 /// Most requests not finished at a time; more are refused (`429`).
 pub const MAX_OPEN: usize = 64;
@@ -61,24 +62,23 @@ struct Record {
 }
 
 impl Record {
-    fn to_json(&self) -> Value {
-        let mut v = json!({
-            "id": self.id,
-            "action": self.action,
-            "state": self.state.as_str(),
-            "requested_at": self.requested_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        });
-        if let Some(s) = &self.subject {
-            v["flow_id"] = json!(s);
+    fn entry(&self) -> RequestEntry {
+        let (result, error) = match &self.outcome {
+            Some(Ok(result)) => (Some(result.clone()), None),
+            Some(Err(error)) => (None, Some(error.clone())),
+            None => (None, None),
+        };
+        RequestEntry {
+            id: self.id.clone(),
+            action: self.action.to_string(),
+            state: self.state.as_str().to_string(),
+            requested_at: self.requested_at.clone(),
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            flow_id: self.subject.clone(),
+            result,
+            error,
         }
-        match &self.outcome {
-            Some(Ok(result)) => v["result"] = result.clone(),
-            Some(Err(error)) => v["error"] = json!(error),
-            None => {}
-        }
-        v
     }
 }
 
@@ -164,9 +164,14 @@ impl Requests {
     }
 
     /// Every listed request, newest first, as the status shows them.
-    pub fn to_json(&self) -> Value {
+    pub fn entries(&self) -> Vec<RequestEntry> {
         let g = self.inner.lock().expect("requests lock");
-        Value::Array(g.list.iter().rev().map(Record::to_json).collect())
+        g.list.iter().rev().map(Record::entry).collect()
+    }
+
+    /// [`Requests::entries`] as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.entries()).unwrap_or_default()
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut Record)) {
@@ -223,6 +228,7 @@ impl Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_request_goes_from_queued_to_running_to_done_once() {
