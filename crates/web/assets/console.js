@@ -616,9 +616,9 @@
         h("p", {}, h("span", { id: "verdict", class: "verdict " + verdict, "data-verdict": verdict, text: verdict.replace("_", " ") })),
         h("p", { id: "verdict-words", text: VERDICTS[verdict] || verdict }),
         differences.size ? h("p", { id: "differences" }, "Fields that differ: ", h("code", { text: [...differences].join(", ") })) : "",
-        flow.watermark !== undefined && flow.watermark !== null
-          ? h("p", { class: "muted" }, "Watermark: ", h("code", { text: typeof flow.watermark === "object" ? JSON.stringify(flow.watermark) : String(flow.watermark) }))
-          : "",
+        flow.watermark ? h("p", { class: "muted", id: "watermark" }, "Last applied change: source time ",
+          h("time", { datetime: flow.watermark.source_time, text: flow.watermark.source_time }),
+          ", source epoch " + flow.watermark.source_epoch + ".") : "",
         h("p", {}, resync, " ", h("span", { id: "resync-result", role: "status" }))),
       h("section", { class: "card", "aria-labelledby": "sides-h" },
         h("h2", { id: "sides-h", text: "Production and staging side by side" }),
@@ -639,17 +639,23 @@
       return h("p", { class: "muted", text: "History unavailable" + (history && history.error ? ": " + history.error : "") + "." });
     }
     const events = history.events || [];
-    const extra = Object.entries(history).filter(([k, v]) => k !== "events" && v !== null && v !== false && v !== undefined);
+    const bound = [];
+    if (typeof history.partition === "number") bound.push("partition " + history.partition);
+    if (typeof history.scanned === "number") {
+      bound.push(fmtNumber(history.scanned) + " events read" +
+        (typeof history.scanned_from_offset === "number" ? " from offset " + fmtNumber(history.scanned_from_offset) : ""));
+    }
+    if (history.truncated) bound.push("the search stopped at its bound: older events are not shown");
     const list = h("ol", { class: "timeline", id: "history" }, events.map((e) =>
       h("li", { class: e.op === "delete" ? "delete" : "upsert" },
         h("strong", { text: e.op || "?" }), " by ", h("code", { text: e.origin || "?" }), " · ",
+        typeof e.source_epoch === "number" ? "epoch " + e.source_epoch + " · " : "",
         h("time", { datetime: e.source_time || "", text: e.source_time || "" }),
         h("div", { class: "muted" }, "partition " + e.partition + ", offset " + e.offset +
           (e.fields && e.fields.length ? " · fields: " + e.fields.map(fmtValue).join(", ") : "")))));
     return h("div", {},
       events.length ? list : h("p", { class: "muted", text: "No events for this flow on the topic." }),
-      extra.length ? h("p", { class: "muted", id: "history-bound" }, "Search: ",
-        extra.map(([k, v]) => k.replace(/_/g, " ") + " " + (typeof v === "object" ? JSON.stringify(v) : String(v))).join("; ")) : "");
+      bound.length ? h("p", { class: history.truncated ? "warn" : "muted", id: "history-bound", text: "Read " + bound.join("; ") + "." }) : "");
   }
 
   async function resyncFlow(id, before) {
