@@ -18,13 +18,13 @@ const TOKEN: &str = "console-test-token-0123456789";
 const STEP: Duration = Duration::from_secs(30);
 
 /// The overview's applied count and lag, as numbers (null until shown).
-const OVERVIEW_NUMBERS: &str = r#"
+const OVERVIEW_NUMBERS: &str = r##"
     const a = document.getElementById("applied-total");
     const rows = [...document.querySelectorAll("#lag-table tbody tr")];
     if (!a || !rows.length) return null;
     return { applied: Number(a.dataset.value),
              total: Number(document.getElementById("lag-total").dataset.value),
-             lag: Object.fromEntries(rows.map(r => [r.dataset.partition, Number(r.cells[1].dataset.value)])) };"#;
+             lag: Object.fromEntries(rows.map(r => [r.dataset.partition, Number(r.cells[1].dataset.value)])) };"##;
 
 /// `POST /session/{id}/se/log` (chromedriver): the browser console's
 /// entries since the last call.
@@ -71,15 +71,14 @@ async fn until(c: &Client, what: &str, script: &str) -> Value {
     .await
 }
 
+/// Clicks the element `css` once it is there. The page re-renders as it
+/// refreshes, so a click that lands on a replaced element is tried again.
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .at_most(STEP)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    let what = format!("a click on {css}");
+    redmirror_testkit::wait_for_async(&what, STEP, || async {
+        c.find(Locator::Css(css)).await.ok()?.click().await.ok()
+    })
+    .await
 }
 
 async fn screenshot(c: &Client, name: &str) {
@@ -89,7 +88,12 @@ async fn screenshot(c: &Client, name: &str) {
 }
 
 async fn metrics(http: &str) -> redmirror_testkit::process::Metrics {
-    let text = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     redmirror_testkit::process::Metrics::parse(&text).unwrap()
 }
 
@@ -101,8 +105,8 @@ async fn sign_in(c: &Client, token: &str) {
         .await
         .expect("the token field");
     input.clear().await.unwrap();
-    input.send_keys(token).await.unwrap();
-    click(c, "#signin-button").await;
+    // By keyboard: the token, then Enter submits the form.
+    input.send_keys(&format!("{token}\u{e007}")).await.unwrap();
 }
 
 #[test]
@@ -125,14 +129,20 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
     let w0 = hash(&[("name", "flow 0"), ("steps", "3")]);
     s.wait_dest(b"client:web0", Some(&copy_of(&w0)));
     // A dead letter: staging's key of the wrong type.
-    let _: () = redis::cmd("SET").arg("client:poison").arg("a string").query(&mut dst).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("client:poison")
+        .arg("a string")
+        .query(&mut dst)
+        .unwrap();
     hset(&mut src, b"client:poison", &[(b"a", b"1")]);
     wait_for("the dead letter", CONVERGE, || {
         (s.mirror.metric("redmirror_dlq_events_total") >= 1.0).then_some(())
     });
     for i in 1..5 {
         let key = format!("client:web{i}");
-        wait_for("the copies", CONVERGE, || exists(&mut dst, key.as_bytes()).then_some(()));
+        wait_for("the copies", CONVERGE, || {
+            exists(&mut dst, key.as_bytes()).then_some(())
+        });
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -167,12 +177,24 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         })
         .await;
         assert!(agreed.unwrap_or(0.0) >= 6.0, "{}", last.borrow());
-        let verified = until(&c, "verified as of", r#"const e = document.getElementById("verified-as-of"); return e && e.textContent;"#).await;
+        let verified = until(&c, "verified as of", r##"const e = document.getElementById("verified-as-of"); return e && e.textContent;"##).await;
         assert!(verified.as_str().unwrap().contains("not yet proven") || verified.as_str().unwrap().contains("as of"));
         // The chart draws the process's own series: a p50 line once an
         // interval with applied events has been sampled.
-        until(&c, "the latency chart's p50 line", r#"return document.querySelector("#latency-chart path.p50") ? true : null;"#).await;
+        until(&c, "the latency chart's p50 line", r##"return document.querySelector("#latency-chart path.p50") ? true : null;"##).await;
+        c.set_window_size(1280, 1250).await.unwrap();
+        until(&c, "the taller window", "return window.innerHeight > 1000 ? true : null;").await;
         screenshot(&c, "console-overview.png").await;
+        // On a phone-sized screen nothing is wider than the screen.
+        c.set_window_size(390, 844).await.unwrap();
+        let widths = until(
+            &c,
+            "the page laid out for a phone",
+            r##"return window.innerWidth <= 400 ? [document.documentElement.scrollWidth, window.innerWidth] : null;"##,
+        )
+        .await;
+        assert!(widths[0].as_u64() <= widths[1].as_u64(), "page wider than a phone: {widths}");
+        c.set_window_size(1280, 900).await.unwrap();
 
         // A copy edited on staging is `different`, the field marked.
         hset(&mut dst, b"client:web1", &[(b"name", b"edited on staging")]);
@@ -180,10 +202,10 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         let flow = until(
             &c,
             "the flow page to say different",
-            r#"const v = document.getElementById("verdict");
+            r##"const v = document.getElementById("verdict");
                if (!v || v.dataset.verdict !== "different") return null;
                return { marked: [...document.querySelectorAll("#sides tr[data-differs=true]")].map(r => r.dataset.field),
-                        words: document.getElementById("verdict-words").textContent };"#,
+                        words: document.getElementById("verdict-words").textContent };"##,
         )
         .await;
         assert_eq!(flow["marked"], json!(["name"]), "{flow}");
@@ -195,8 +217,8 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         let after = until(
             &c,
             "the re-sync to bring the flow in step",
-            r#"const v = document.getElementById("verdict"), r = document.getElementById("resync-result");
-               return v && v.dataset.verdict === "in_step" && r && r.textContent ? r.textContent : null;"#,
+            r##"const v = document.getElementById("verdict"), r = document.getElementById("resync-result");
+               return v && v.dataset.verdict === "in_step" && r && r.textContent ? r.textContent : null;"##,
         )
         .await;
         assert!(after.as_str().unwrap().contains("different → in step"), "{after}");
@@ -206,12 +228,12 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         // Fix the dead letter's cause, re-drive it from the page.
         let _: i64 = redis::cmd("DEL").arg("client:poison").query(&mut dst).unwrap();
         c.goto(&format!("{http}/#/dlq")).await.unwrap();
-        click(&c, r#"button.redrive[data-flow="poison"]"#).await;
+        click(&c, r##"button.redrive[data-flow="poison"]"##).await;
         let done = until(
             &c,
             "the re-drive to be confirmed",
-            r#"const r = document.getElementById("dlq-result");
-               return r && r.dataset.flow === "poison" ? r.textContent : null;"#,
+            r##"const r = document.getElementById("dlq-result");
+               return r && r.dataset.flow === "poison" ? r.textContent : null;"##,
         )
         .await;
         assert!(done.as_str().unwrap().starts_with("Re-drove"), "{done}");
@@ -231,8 +253,8 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         let message = until(
             &c,
             "the wrong-token message",
-            r#"const m = document.getElementById("signin-message");
-               return m && m.textContent.startsWith("Wrong token") ? m.textContent : null;"#,
+            r##"const m = document.getElementById("signin-message");
+               return m && m.textContent.startsWith("Wrong token") ? m.textContent : null;"##,
         )
         .await;
         assert!(message.as_str().unwrap().contains("401"), "{message}");

@@ -189,11 +189,20 @@ mod tests {
         s.observe(100.0, &exposition(&[("0.001", 0), ("0.01", 0), ("0.1", 0)], 0, 0, 0));
         assert_eq!(s.points().count(), 0, "the first scrape is the base");
         // 100 events in 5 s, all between 1 and 10 ms.
-        s.observe(105.0, &exposition(&[("0.001", 0), ("0.01", 100), ("0.1", 100)], 100, 100, 100));
+        s.observe(
+            105.0,
+            &exposition(&[("0.001", 0), ("0.01", 100), ("0.1", 100)], 100, 100, 100),
+        );
         // Then 50, all between 10 and 100 ms: the point shows only those.
-        s.observe(110.0, &exposition(&[("0.001", 0), ("0.01", 100), ("0.1", 150)], 150, 150, 150));
+        s.observe(
+            110.0,
+            &exposition(&[("0.001", 0), ("0.01", 100), ("0.1", 150)], 150, 150, 150),
+        );
         // Then nothing: no quantile, zero rates.
-        s.observe(115.0, &exposition(&[("0.001", 0), ("0.01", 100), ("0.1", 150)], 150, 150, 150));
+        s.observe(
+            115.0,
+            &exposition(&[("0.001", 0), ("0.01", 100), ("0.1", 150)], 150, 150, 150),
+        );
         let p: Vec<Point> = s.points().copied().collect();
         assert_eq!(p.len(), 3);
         let p50 = p[0].p50.unwrap();
@@ -213,7 +222,10 @@ mod tests {
     fn the_ring_is_bounded() {
         let mut s = Series::default();
         for i in 0..(KEEP + 50) {
-            s.observe(i as f64 * 5.0, &exposition(&[("0.01", i as u64)], i as u64, 0, i as u64));
+            s.observe(
+                i as f64 * 5.0,
+                &exposition(&[("0.01", i as u64)], i as u64, 0, i as u64),
+            );
         }
         assert_eq!(s.points().count(), KEEP);
         // KEEP + 50 scrapes make KEEP + 49 points: the first 49 are gone.

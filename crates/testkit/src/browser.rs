@@ -10,8 +10,8 @@
 //! A missing program panics with the install command: the test never skips.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -46,8 +46,11 @@ impl Browser {
     /// Starts `chromedriver` and waits until it listens. Panics (naming the
     /// install command) when Chromium or chromedriver is missing.
     pub fn start() -> Browser {
-        let chromium = find("REDMIRROR_TEST_CHROMIUM", &["chromium", "chromium-browser", "google-chrome"])
-            .unwrap_or_else(|| panic!("chromium not found: {BROWSER_HINT}"));
+        let chromium = find(
+            "REDMIRROR_TEST_CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        )
+        .unwrap_or_else(|| panic!("chromium not found: {BROWSER_HINT}"));
         let chromedriver = find("REDMIRROR_TEST_CHROMEDRIVER", &["chromedriver"])
             .unwrap_or_else(|| panic!("chromedriver not found: {BROWSER_HINT}"));
         let profile = tempfile::tempdir().expect("tempdir for the browser profile");
@@ -115,7 +118,10 @@ impl Browser {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.push(format!("--user-data-dir={}", self.profile.path().join("profile").display()));
+        args.push(format!(
+            "--user-data-dir={}",
+            self.profile.path().join("profile").display()
+        ));
         args
     }
 

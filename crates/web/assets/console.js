@@ -300,9 +300,9 @@
         h("section", { class: "card", id: "health", "aria-labelledby": "health-h" }, h("h2", { id: "health-h", text: "Health" })),
         h("section", { class: "card", id: "rates", "aria-labelledby": "rates-h" }, h("h2", { id: "rates-h", text: "Rates" })),
         h("section", { class: "card", id: "state", "aria-labelledby": "state-h" }, h("h2", { id: "state-h", text: "Mirror state" })),
-        h("section", { class: "card", id: "lag", "aria-labelledby": "lag-h" }, h("h2", { id: "lag-h", text: "Consumer lag" })),
         h("section", { class: "card wide chart", id: "latency", "aria-labelledby": "latency-h" },
           h("h2", { id: "latency-h", text: "End-to-end latency (source change → applied), last 30 minutes" })),
+        h("section", { class: "card", id: "lag", "aria-labelledby": "lag-h" }, h("h2", { id: "lag-h", text: "Consumer lag" })),
         h("section", { class: "card wide", id: "passes", "aria-labelledby": "passes-h" }, h("h2", { id: "passes-h", text: "Reconcile passes" })),
       ),
     );
@@ -606,7 +606,8 @@
       const a = src ? fmtValue(src[f]) : null;
       const b = dst ? fmtValue(dst[f]) : null;
       return h("tr", { class: differs ? "differs" : "", "data-field": f, "data-differs": String(differs) },
-        h("th", { scope: "row", class: "mono" }, differs ? h("span", { class: "mark", "aria-label": "differs", text: "≠ " }) : "", f),
+        h("th", { scope: "row", class: "mono" }, differs ? h("span", { class: "mark", "aria-label": "differs", text: "≠ " }) : "", f,
+          f === "isSyncCopy" && a === null ? h("span", { class: "tag", text: "set by the mirror" }) : ""),
         h("td", { class: "mono" }, a === null ? h("span", { class: "muted", text: "(none)" }) : a),
         h("td", { class: "mono" }, b === null ? h("span", { class: "muted", text: "(none)" }) : b));
     });

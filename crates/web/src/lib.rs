@@ -54,7 +54,10 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
 /// The console's routes, to merge into the process's HTTP router.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML.as_bytes()) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML.as_bytes()) }),
+        )
         .route(
             "/console.js",
             get(|| async { asset("text/javascript; charset=utf-8", CONSOLE_JS.as_bytes()) }),
@@ -146,7 +149,11 @@ mod tests {
         let lower = INDEX_HTML.to_lowercase();
         let scripts: Vec<&str> = lower.split("<script").skip(1).collect();
         assert_eq!(scripts.len(), 1, "one script element");
-        assert!(scripts[0].trim_start().starts_with("src=\"console.js\""), "{}", scripts[0]);
+        assert!(
+            scripts[0].trim_start().starts_with("src=\"console.js\""),
+            "{}",
+            scripts[0]
+        );
         assert!(scripts[0].contains("></script>"), "the script element is empty");
         assert!(!lower.contains("<style") && !lower.contains(" style="), "inline style");
         let handler = lower.split(" on").skip(1).find(|rest| {
@@ -154,7 +161,11 @@ mod tests {
             !name.is_empty() && rest[name.len()..].starts_with('=')
         });
         assert!(handler.is_none(), "inline event handler: on{handler:?}");
-        for (name, text) in [("index.html", INDEX_HTML), ("console.js", CONSOLE_JS), ("console.css", CONSOLE_CSS)] {
+        for (name, text) in [
+            ("index.html", INDEX_HTML),
+            ("console.js", CONSOLE_JS),
+            ("console.css", CONSOLE_CSS),
+        ] {
             for scheme in ["http://", "https://", "@import", "url("] {
                 assert!(!text.contains(scheme), "{name} names {scheme}");
             }
@@ -167,6 +178,9 @@ mod tests {
         for forbidden in ["localStorage", "document.cookie", "?token=", "&token="] {
             assert!(!CONSOLE_JS.contains(forbidden), "console.js uses {forbidden}");
         }
-        assert!(CONSOLE_JS.contains("\"Bearer \""), "the token goes in the Authorization header");
+        assert!(
+            CONSOLE_JS.contains("\"Bearer \""),
+            "the token goes in the Authorization header"
+        );
     }
 }
