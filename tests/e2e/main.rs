@@ -25,3 +25,4 @@ mod reconcile;
 mod rewind;
 mod scale;
 mod source_commands;
+mod web;

@@ -1,5 +1,5 @@
 //! The HTTP server of every redmirror process: `/metrics`, `/healthz`,
-//! `/readyz` and the admin API.
+//! `/readyz`, the admin API and the web console (`/`, `redmirror-web`).
 //!
 //! Admin calls answer promptly: `POST /v1/reconcile` and `POST
 //! /v1/resync/{flowId}` hand the work over and answer `202` with a request
@@ -133,7 +133,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/flows/{flow_id}/history", get(flows::history))
         .route("/v1/dlq", get(flows::dead_letters))
         .route("/v1/dlq/redrive", post(flows::redrive))
+        .route("/v1/series", get(series))
         .with_state(state)
+        .merge(redmirror_web::router())
+        .layer(axum::middleware::from_fn(redmirror_web::admin_no_store))
 }
 
 /// Serves until `shutdown` is cancelled.
@@ -281,6 +284,14 @@ async fn resync(State(s): State<HttpState>, headers: HeaderMap, Path(flow_id): P
     }
 }
 
+/// `GET /v1/series`: the console's chart data ([`crate::series`]).
+async fn series(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    match authorize(&s, &headers, "series") {
+        Ok(_) => Json(crate::series::to_json()).into_response(),
+        Err(r) => *r,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +422,35 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), 503);
         assert_eq!(status().await["requests"].as_array().unwrap().len(), 1);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_console_is_served_and_the_series_is_admin_only_and_never_stored() {
+        let c = reqwest::Client::new();
+        let token = "0123456789abcdef-token";
+        let Served { base, stop, .. } = start(Some(token)).await;
+        let page = c.get(format!("{base}/")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert_eq!(page.headers()["cache-control"], "no-store");
+        assert!(page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'"));
+        assert!(page.text().await.unwrap().contains("console.js"));
+        let r = c.get(format!("{base}/v1/series")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        for path in ["/v1/series", "/v1/status"] {
+            let r = c.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
+            let body = r.json::<Value>().await.unwrap();
+            if path == "/v1/series" {
+                assert!(body["samples"].is_array(), "{body}");
+            }
+        }
+        let metrics = c.get(format!("{base}/metrics")).send().await.unwrap();
+        assert!(metrics.headers().get("cache-control").is_none());
         stop.cancel();
     }
 

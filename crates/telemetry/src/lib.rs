@@ -6,7 +6,10 @@
 //!   name is present at 0 before its first event.
 //! - [`health`]: named readiness checks (source, destination, Kafka, leases).
 //! - [`http`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` and the
-//!   token-guarded admin API of SPEC section 5.
+//!   token-guarded admin API of SPEC section 5, and the web console
+//!   (`redmirror-web`) at `/`.
+//! - [`series`]: the last 30 minutes of end-to-end p50/p99 and capture
+//!   and apply rates, sampled in memory for the web console's chart.
 //! - [`requests`]: admin requests, answered at once and run in the
 //!   background; their states and results for `GET /v1/status`.
 //! - [`events`]: internal events, each logged and counted from the same
@@ -25,6 +28,7 @@ pub mod logging;
 pub mod metrics;
 pub mod progress;
 pub mod requests;
+pub mod series;
 pub mod wait;
 
 pub use health::Health;

@@ -206,6 +206,7 @@ pub fn install() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe_all();
             register_all();
+            crate::series::start(handle.clone());
             handle
         })
         .clone()

@@ -17,6 +17,8 @@
 //! - [`process`]: a `redmirror` process (spawn with env and args, log
 //!   file, kill on drop, SIGTERM with a grace time, HTTP requests, its
 //!   `/metrics` parsed, peak RSS and CPU from `/proc`).
+//! - [`browser`]: a headless Chromium behind `chromedriver` (WebDriver)
+//!   for the web console's tests.
 //! - [`proxy`]: a TCP proxy that cuts, refuses, stalls or black-holes
 //!   connections (network faults for e2e tests and the fault suite).
 //!
@@ -29,6 +31,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod cluster;
 pub mod flows;
 pub mod invariant;
