@@ -22,5 +22,6 @@ mod ops;
 mod pipeline;
 mod reconcile;
 mod rewind;
+mod rules;
 mod scale;
 mod source_commands;

@@ -140,6 +140,7 @@ impl Admin for ProcessAdmin {
             "topic": self.config.topic,
             "dlq_topic": self.config.dlq_topic(),
             "group_id": self.config.group_id,
+            "rules": self.config.rules.fields.summary(),
         });
         if let Some(map) = body.as_object_mut() {
             let hold = self.hold.as_ref().and_then(HoldWatch::current);

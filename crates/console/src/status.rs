@@ -178,6 +178,9 @@ pub struct Status {
     pub dead_letters: DeadLetters,
     /// Apply instances alive (direct only).
     pub apply_instances: Option<usize>,
+    /// The field rules in effect (SPEC section 8): the process's, from
+    /// `/v1/status`; read directly, this configuration's.
+    pub rules: Option<redmirror_core::RulesSummary>,
 }
 
 /// What status judges by.
@@ -207,6 +210,7 @@ impl Status {
             capture_gaps: None,
             dead_letters: DeadLetters::default(),
             apply_instances: None,
+            rules: None,
         }
     }
 
@@ -318,6 +322,7 @@ impl Status {
                 }
             }
             s.last_reconcile = ReconcileView::from_json(&v["last_reconcile"]);
+            s.rules = serde_json::from_value(v["rules"].clone()).ok();
         } else if let Some(mm) = metrics {
             s.held = metric(m::HELD).map(|h| h > 0.0);
             s.lag = mm
@@ -397,6 +402,7 @@ impl Status {
             topic: config.topic.clone(),
             group: config.group_id.clone(),
         });
+        s.rules = Some(config.rules.fields.summary());
         match &d.dest {
             Ok(st) => {
                 s.components.insert(
@@ -661,6 +667,9 @@ impl Status {
         }
         if let Some(e) = self.source_epoch {
             row(&mut o, "source epoch", e.to_string());
+        }
+        if let Some(r) = &self.rules {
+            row(&mut o, "rules", r.line());
         }
         match self.held {
             Some(true) => row(

@@ -19,7 +19,7 @@ use redmirror_redis::value;
 use redmirror_telemetry::metrics as m;
 
 use crate::dest_read::{DestRead, DestReader};
-use crate::digest::{suspicious, without_copy, Digests};
+use crate::digest::{suspicious, without_copy, Digests, SourceSummary};
 use crate::report::{Barrier, Report};
 
 /// One of each, for the source and the destination.
@@ -48,6 +48,11 @@ pub struct PassOptions {
     /// Only the flows in these hash slots (a targeted pass after a gap on
     /// some masters of a cluster source); `None`: every flow.
     pub slots: Option<Arc<std::collections::BTreeSet<u16>>>,
+    /// Rewrite every sync copy of a source flow, counted as `different`,
+    /// even one that matches. A full pass sets it itself when the
+    /// destination's copies were written under other field rules (see
+    /// [`Reconciler::rules_changed`]).
+    pub rewrite_copies: bool,
 }
 
 impl PassOptions {
@@ -271,6 +276,19 @@ impl Reconciler {
         if let Err(e) = self.reader.epoch().sync().await {
             tracing::debug!(error = %e, "Cannot sync the source epoch before the pass.");
         }
+        // A full pass under other field rules than the copies were written
+        // under rewrites every copy (SPEC section 8).
+        let rewrite = opts.slots.is_none() && self.rules_changed().await?;
+        if rewrite {
+            tracing::info!(
+                rules = self.rules.fields.fingerprint(),
+                "The destination's copies were written under other field rules: this pass rewrites every copy."
+            );
+        }
+        let opts = &PassOptions {
+            rewrite_copies: opts.rewrite_copies || rewrite,
+            ..opts.clone()
+        };
         let limiter = Limiter {
             rate: opts.rate_limit,
             start: Instant::now(),
@@ -285,6 +303,10 @@ impl Reconciler {
         for part in [source?, dest?, index?] {
             report.absorb(part);
         }
+        if opts.slots.is_none() && !opts.dry_run {
+            // Every copy is now (being) written under these rules.
+            self.store_rules().await?;
+        }
         let secs = started.elapsed().as_secs_f64();
         report.duration_seconds = secs;
         report.flows_per_second = (report.source_flows + report.dest_flows) as f64 / secs.max(1e-9);
@@ -294,6 +316,28 @@ impl Reconciler {
             metrics::counter!(m::RECONCILE_DRIFT, "kind" => kind.label()).increment(report.count(kind));
         }
         Ok(report)
+    }
+
+    /// True when the destination's copies were written under other field
+    /// rules than this process's: the stored fingerprint differs, or there
+    /// is none and these rules do more than exclude fields (copies written
+    /// before field rules existed had only exclusions).
+    pub async fn rules_changed(&self) -> Result<bool, PassError> {
+        let stored: Option<String> = self.dest.get(self.keys.rules_key()).await.map_err(on("destination"))?;
+        Ok(match stored {
+            Some(f) => f != self.rules.fields.fingerprint(),
+            None => !self.rules.fields.only_exclusions(),
+        })
+    }
+
+    /// Records that the copies are written under this process's field rules.
+    async fn store_rules(&self) -> Result<(), PassError> {
+        let () = self
+            .dest
+            .set(self.keys.rules_key(), self.rules.fields.fingerprint(), None, None, false)
+            .await
+            .map_err(on("destination"))?;
+        Ok(())
     }
 
     /// Phase 1: every source flow against its copy. The next SCAN page is
@@ -349,14 +393,16 @@ impl Reconciler {
                 report.source_flows += ids.len() as u64;
                 let mut closer = Vec::new();
                 for (id, (s, d)) in ids.iter().zip(&summaries) {
+                    let rewrite = opts.rewrite_copies
+                        && matches!((s, &d.flow), (SourceSummary::Copy(_), DestFlow::SyncCopy(_)));
                     if d.flow == DestFlow::Native {
                         report.native += 1;
-                    } else if suspicious(s, d) {
+                    } else if rewrite || suspicious(s, d) {
                         closer.push(id.clone());
                     }
                 }
                 if !closer.is_empty() {
-                    self.compare_batch(&closer, false, opts.dry_run, &mut report).await?;
+                    self.compare_batch(&closer, false, opts, &mut report).await?;
                 }
             }
             match next_page {
@@ -409,7 +455,7 @@ impl Reconciler {
                     }
                 }
                 if !closer.is_empty() {
-                    self.compare_batch(&closer, true, opts.dry_run, &mut report).await?;
+                    self.compare_batch(&closer, true, opts, &mut report).await?;
                 }
             }
             if next.as_ref() == b"0" {
@@ -463,9 +509,10 @@ impl Reconciler {
         &self,
         ids: &[Bytes],
         only_absent_sources: bool,
-        dry_run: bool,
+        opts: &PassOptions,
         report: &mut Report,
     ) -> Result<(), PassError> {
+        let dry_run = opts.dry_run;
         let (src, dst) = tokio::join!(self.reader.read(ids), self.read_dest(ids));
         let src = src.map_err(on("source"))?;
         let dst = dst?;
@@ -491,7 +538,14 @@ impl Reconciler {
                     event.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
                 self.rules.expected_copy(&fields)
             });
-            if let Some(drift) = diff::compare(expected.as_deref(), &dest_state, indexed) {
+            let drift = diff::compare(expected.as_deref(), &dest_state, indexed).or_else(|| {
+                // Equal, but written under other field rules: rewritten.
+                (opts.rewrite_copies && expected.is_some() && matches!(dest_state, DestFlow::SyncCopy(_))).then(|| Drift {
+                    kind: DriftKind::Different,
+                    fields: vec!["<rules>".into()],
+                })
+            });
+            if let Some(drift) = drift {
                 let mut event = event;
                 event.cause = format!("reconcile:{}", drift.kind.label());
                 report.add(&id, drift);
