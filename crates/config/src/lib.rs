@@ -471,7 +471,7 @@ impl Validator<'_> {
                 FieldRulesError::EmptyName => &INCLUDED_FIELDS,
                 _ => &MASKED_FIELDS,
             };
-            let constraint = match e {
+            let constraint = match &e {
                 FieldRulesError::KeyMissing => format!(
                     "required when {} is set: the secret key (at least 16 bytes) of the mask methods",
                     MASKED_FIELDS.var()
