@@ -23,6 +23,7 @@ mod ops;
 mod pipeline;
 mod reconcile;
 mod rewind;
+mod rules;
 mod scale;
 mod source_commands;
 mod web;

@@ -11,6 +11,7 @@
 //!   request's result, the report stored on the destination).
 //! - [`status`]: `GET /v1/status`, `GET /readyz`, the `202` request ticket,
 //!   an error body, `POST /v1/resume`.
+//! - [`rules`]: the field rules in effect (names and methods, never the key).
 //! - [`flows`]: `GET /v1/flows/{flowId}`, its history, the dead letters.
 //!
 //! Optional blocks added later (field rules, write limits) go in as
@@ -19,10 +20,12 @@
 
 pub mod flows;
 pub mod report;
+pub mod rules;
 pub mod status;
 
 pub use flows::{
     DeadLetter, DeadLetters, FieldValue, FlowHistory, FlowView, HistoryEvent, Redriven, Verdict, Watermark,
 };
 pub use report::{Barrier, Drift, DriftKind, FlowDrift, Report, MAX_LISTED, STATUS_FLOWS};
+pub use rules::{MaskedFields, RulesSummary};
 pub use status::{Accepted, ErrorBody, HoldState, LeaseStatus, Readiness, RequestEntry, Resumed, Status};

@@ -39,6 +39,9 @@ pub struct Status {
     /// The source time (RFC 3339) up to which the destination is proven
     /// equal to the source; null before the first proof.
     pub verified_as_of: Option<String>,
+    /// The field rules in effect (SPEC section 8): names and methods, never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<crate::RulesSummary>,
     /// This process's admin requests, newest first.
     #[serde(default)]
     pub requests: Vec<RequestEntry>,

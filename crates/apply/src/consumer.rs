@@ -131,8 +131,13 @@ pub async fn run(
         member.clone(),
         shutdown.clone(),
     ));
+    let rules = std::sync::Arc::new(crate::rules_watch::RulesWatch::new(
+        engine.rules().fields.fingerprint(),
+        &health,
+    ));
     let writer = Writer {
         engine,
+        rules,
         dlq,
         opts: opts.clone(),
         health: health.clone(),
@@ -208,6 +213,7 @@ pub async fn run(
         applied = totals.get("applied").copied().unwrap_or(0),
         deleted = totals.get("deleted").copied().unwrap_or(0),
         skipped_stale = totals.get("skipped_stale").copied().unwrap_or(0),
+        skipped_rules = totals.get("skipped_rules").copied().unwrap_or(0),
         events = totals.values().sum::<u64>(),
         "Apply stopped; offsets committed."
     );
@@ -427,7 +433,7 @@ impl<'a> Session<'a> {
             if redmirror_core::failpoint::hit("apply-write-panic") {
                 panic!("failpoint apply-write-panic");
             }
-            let outcomes = write_batch(&w.engine, &w.dlq, &w.opts, &batch, &w.health, &w.shutdown).await;
+            let outcomes = write_batch(&w.engine, &w.rules, &w.dlq, &w.opts, &batch, &w.health, &w.shutdown).await;
             Written { batch, outcomes }
         });
         self.writes.push(Write { id, task });
@@ -540,6 +546,7 @@ async fn acknowledge_hold(client: &fred::prelude::Client, opts: &ApplyOptions, m
 #[derive(Clone)]
 struct Writer {
     engine: ApplyEngine,
+    rules: std::sync::Arc<crate::rules_watch::RulesWatch>,
     dlq: Publisher,
     opts: ApplyOptions,
     health: Health,
@@ -565,6 +572,7 @@ async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> bool {
 /// done. Returns `None` if shutdown interrupted the retries.
 async fn write_batch(
     engine: &ApplyEngine,
+    rules: &crate::rules_watch::RulesWatch,
     dlq: &Publisher,
     opts: &ApplyOptions,
     batch: &[Item],
@@ -589,6 +597,7 @@ async fn write_batch(
             }
         }
     };
+    rules.observe(&outcomes, health);
     let now = redmirror_core::now_us();
     // Metric handles are looked up once per batch, counts added per label.
     let end_to_end = metrics::histogram!(m::END_TO_END);

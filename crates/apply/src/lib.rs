@@ -11,6 +11,8 @@
 //!   batches finish in any order (never past an unfinished one).
 //! - [`stall`]: telling a stuck Kafka consumer from an idle one.
 //! - [`lag`]: per-partition consumer lag for metrics, readiness and status.
+//! - [`rules_watch`]: events made under other field rules fail readiness,
+//!   logged once per fingerprint.
 //!
 //! Delivery is at-least-once; events are full states ordered by source time,
 //! so a duplicate or an older event changes nothing (the effect is exactly once).
@@ -18,6 +20,7 @@
 pub mod consumer;
 pub mod lag;
 pub mod ledger;
+pub mod rules_watch;
 pub mod stall;
 
 /// Health component for the destination, set by apply.

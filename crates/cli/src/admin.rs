@@ -172,6 +172,7 @@ impl Admin for ProcessAdmin {
             dlq_topic: self.config.dlq_topic(),
             group_id: self.config.group_id.clone(),
             hold: Hold::state(hold.as_ref()),
+            rules: Some(self.config.rules.fields.summary()),
             ..Status::default()
         };
         let local = self.last_report.lock().expect("report lock").clone();

@@ -543,6 +543,7 @@ pub fn pass_options(config: &Config, dry_run: bool) -> PassOptions {
         barrier_timeout: config.reconcile_barrier_timeout,
         progress: None,
         slots: None,
+        rewrite_copies: false,
     }
 }
 

@@ -161,6 +161,14 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
         for (k, v) in &report.outcomes {
             println!("  {k:<16} {v}");
         }
+        if report.skipped_rules > 0 {
+            println!(
+                "  {} event(s) made under other field rules than the current ones {}skipped: the next \
+                 reconcile pass (or `redmirror reconcile --once`) brings those flows back under the current rules",
+                report.skipped_rules,
+                if args.dry_run { "would be " } else { "were " }
+            );
+        }
         if report.rewound_away > 0 {
             println!("  removed (did not exist at --until): {}", report.rewound_away);
         }

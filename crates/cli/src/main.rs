@@ -148,7 +148,12 @@ fn main() -> ExitCode {
         Command::Demo(_) => Ok(None),
         c => l.validate(c.needs()).map(Some),
     }) {
-        Ok(c) => c,
+        Ok(c) => {
+            for w in c.iter().flat_map(redmirror_config::Config::warnings) {
+                eprintln!("redmirror: warning: {w}");
+            }
+            c
+        }
         Err(e) => {
             eprintln!("redmirror: configuration error: {e}");
             return ExitCode::from(2);

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use redmirror_core::field_rules::{parse_mask, FieldRules, FieldRulesError};
 use redmirror_core::{KeyLayout, MirrorRules};
 
 pub mod settings;
@@ -341,6 +342,32 @@ impl Config {
         self.kafka_brokers.as_deref() == Some(EMBEDDED_BROKER)
     }
 
+    /// Settings that are valid but probably not what was meant, one line
+    /// each, naming the setting (printed at start by every command).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let both = self.rules.fields.allowed_but_excluded();
+        if !both.is_empty() {
+            w.push(format!(
+                "{} names {} that {} also excludes: excluded wins, {} never copied",
+                INCLUDED_FIELDS.var(),
+                both.join(", "),
+                EXCLUDED_FIELDS.var(),
+                if both.len() == 1 { "it is" } else { "they are" }
+            ));
+        }
+        let dropped = self.rules.fields.masked_but_dropped();
+        if !dropped.is_empty() {
+            w.push(format!(
+                "{} masks {}, which the excluded fields or the allow-list ({}) drop: never copied",
+                MASKED_FIELDS.var(),
+                dropped.join(", "),
+                INCLUDED_FIELDS.var()
+            ));
+        }
+        w
+    }
+
     /// The dead-letter topic: `{topic}.dlq`.
     pub fn dlq_topic(&self) -> String {
         format!("{}.dlq", self.topic)
@@ -410,6 +437,56 @@ impl Validator<'_> {
             "false" | "0" | "no" | "off" => Ok(false),
             _ => Err(self.invalid(key, "expected true or false")),
         }
+    }
+
+    /// The field rules (SPEC section 8). Each error names its setting and
+    /// never quotes the mask key.
+    fn field_rules(&self) -> Result<FieldRules, ConfigError> {
+        let strict = |key: &'static Setting| -> Result<Option<Vec<Bytes>>, ConfigError> {
+            let Some(raw) = self.raw(key) else { return Ok(None) };
+            raw.split(',')
+                .map(str::trim)
+                .map(|f| {
+                    if f.is_empty() {
+                        Err(self.invalid(key, FieldRulesError::EmptyName.to_string()))
+                    } else {
+                        Ok(Bytes::copy_from_slice(f.as_bytes()))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        };
+        let included = strict(&INCLUDED_FIELDS)?;
+        let masked = match self.raw(&MASKED_FIELDS) {
+            None => Vec::new(),
+            Some(raw) => raw
+                .split(',')
+                .map(|e| parse_mask(e).map_err(|e| self.invalid(&MASKED_FIELDS, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let key = self.layers.get(MASK_KEY.key).filter(|k| !k.is_empty());
+        FieldRules::new(self.list(&EXCLUDED_FIELDS), included, masked, key.map(str::as_bytes)).map_err(|e| {
+            let setting = match e {
+                FieldRulesError::KeyMissing | FieldRulesError::KeyTooShort { .. } => &MASK_KEY,
+                FieldRulesError::EmptyName => &INCLUDED_FIELDS,
+                _ => &MASKED_FIELDS,
+            };
+            let constraint = match &e {
+                FieldRulesError::KeyMissing => format!(
+                    "required when {} is set: the secret key (at least 16 bytes) of the mask methods",
+                    MASKED_FIELDS.var()
+                ),
+                other => other.to_string(),
+            };
+            match (e, self.layers.get(setting.key)) {
+                (FieldRulesError::KeyMissing, None) => ConfigError::Invalid {
+                    var: setting.var(),
+                    value: "(unset)".into(),
+                    constraint,
+                },
+                _ => self.invalid(setting, constraint),
+            }
+        })
     }
 
     fn list(&self, key: &'static Setting) -> Vec<Bytes> {
@@ -520,7 +597,7 @@ impl Validator<'_> {
             return Err(self.invalid(&STATE_PREFIX, "must not overlap REDMIRROR_FLOW_KEY_PREFIX"));
         }
         let rules = MirrorRules {
-            excluded_fields: self.list(&EXCLUDED_FIELDS).into_iter().collect(),
+            fields: self.field_rules()?,
             filtered_orgs: self.list(&FILTERED_ORGS).into_iter().collect(),
             org_field: Bytes::from(self.string(&ORG_FIELD)?),
             marker_field: Bytes::from(marker),

@@ -116,6 +116,25 @@ pub const EXCLUDED_FIELDS: Setting = s(
     Some("flowConfigHistory"),
     "comma list of fields never copied",
 );
+/// `included_fields`.
+pub const INCLUDED_FIELDS: Setting = s(
+    "included_fields",
+    Some(""),
+    "comma list: when set, an allow-list: only these fields are copied (after the excluded fields are dropped); empty = every field",
+);
+/// `masked_fields`.
+pub const MASKED_FIELDS: Setting = s(
+    "masked_fields",
+    Some(""),
+    "comma list of `FIELD:METHOD`: the copy holds the field's value masked: `hash` (first 32 hex characters of HMAC-SHA256(key, value)), `email` (first 16 hex characters of HMAC-SHA256(key, lowercased value) + `@example.invalid`) or `redact` (`REDACTED`); needs `REDMIRROR_MASK_KEY`",
+);
+/// `mask_key`.
+pub const MASK_KEY: Setting = Setting {
+    key: "mask_key",
+    default: None,
+    doc: "secret key (at least 16 bytes) of the keyed mask methods; required with `REDMIRROR_MASKED_FIELDS`; changing it rewrites every copy in the next pass",
+    secret: true,
+};
 /// `filtered_orgs`.
 pub const FILTERED_ORGS: Setting = s(
     "filtered_orgs",
@@ -236,6 +255,9 @@ pub const SETTINGS: &[Setting] = &[
     HTTP_ADDR,
     ADMIN_TOKEN,
     EXCLUDED_FIELDS,
+    INCLUDED_FIELDS,
+    MASKED_FIELDS,
+    MASK_KEY,
     FILTERED_ORGS,
     ORG_FIELD,
     MARKER_FIELD,

@@ -24,7 +24,9 @@ fn defaults_match_the_spec() {
     assert!(c.admin_token.is_none());
     assert_eq!(c.reconcile_interval, Duration::from_secs(900));
     assert_eq!(c.log, "info");
-    assert!(c.rules.excluded_fields.contains(&b"flowConfigHistory"[..]));
+    assert!(c.rules.fields.excluded_fields().contains(&b"flowConfigHistory"[..]));
+    assert!(c.rules.fields.only_exclusions());
+    assert_eq!(c.rules.fields.fingerprint(), redmirror_core::FieldRules::default().fingerprint());
     assert!(c.rules.filtered_orgs.is_empty());
     assert_eq!(c.dest.as_ref().unwrap().db(), 2);
 }
@@ -158,4 +160,52 @@ fn docs_configuration_md_matches_the_settings_table() {
         have == want,
         "docs/configuration.md is out of date: run UPDATE_DOCS=1 cargo test -p redmirror-config"
     );
+}
+
+#[test]
+fn field_rules_parse_and_bad_ones_name_their_setting_never_the_key() {
+    let with = |extra: &[(&str, &str)]| {
+        let mut e = full();
+        e.extend(env(extra));
+        e
+    };
+    let c = Layers::load(
+        None,
+        with(&[
+            ("REDMIRROR_INCLUDED_FIELDS", "name, email,token"),
+            ("REDMIRROR_MASKED_FIELDS", "email:email, token:hash"),
+            ("REDMIRROR_MASK_KEY", "k3y-0f-sixteen-bytes"),
+        ]),
+    )
+    .unwrap()
+    .validate(ALL)
+    .unwrap();
+    let s = c.rules.fields.summary();
+    assert_eq!(s.included_fields, vec!["email", "name", "token"]);
+    assert_eq!(s.masked_fields["token"], "hash");
+    assert!(!format!("{c:?}").contains("k3y-0f-sixteen-bytes"));
+    let bad = |extra: &[(&str, &str)]| {
+        Layers::load(None, with(extra))
+            .unwrap()
+            .validate(ALL)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad(&[("REDMIRROR_MASKED_FIELDS", "email:hash")]);
+    assert!(e.contains("REDMIRROR_MASK_KEY"), "{e}");
+    let e = bad(&[("REDMIRROR_MASKED_FIELDS", "email:hash"), ("REDMIRROR_MASK_KEY", "tiny-secret")]);
+    assert!(e.contains("REDMIRROR_MASK_KEY") && !e.contains("tiny-secret"), "{e}");
+    let e = bad(&[("REDMIRROR_MASKED_FIELDS", "email:md5"), ("REDMIRROR_MASK_KEY", "k3y-0f-sixteen-bytes")]);
+    assert!(e.contains("REDMIRROR_MASKED_FIELDS") && e.contains("md5"), "{e}");
+    assert!(!e.contains("k3y-0f-sixteen-bytes"), "{e}");
+    let e = bad(&[("REDMIRROR_INCLUDED_FIELDS", "name,,email")]);
+    assert!(e.contains("REDMIRROR_INCLUDED_FIELDS"), "{e}");
+    let e = bad(&[("REDMIRROR_MASKED_FIELDS", ":redact"), ("REDMIRROR_MASK_KEY", "k3y-0f-sixteen-bytes")]);
+    assert!(e.contains("REDMIRROR_MASKED_FIELDS"), "{e}");
+    // Allow-listed and excluded: valid (a warning at start).
+    let c = Layers::load(None, with(&[("REDMIRROR_INCLUDED_FIELDS", "name,flowConfigHistory")]))
+        .unwrap()
+        .validate(ALL)
+        .unwrap();
+    assert_eq!(c.rules.fields.allowed_but_excluded(), vec!["flowConfigHistory"]);
 }

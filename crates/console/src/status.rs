@@ -215,6 +215,9 @@ pub struct Status {
     pub dead_letters: DeadLetters,
     /// Apply instances alive (direct only).
     pub apply_instances: Option<usize>,
+    /// The field rules in effect (SPEC section 8): the process's, from
+    /// `/v1/status`; read directly, this configuration's.
+    pub rules: Option<redmirror_core::RulesSummary>,
 }
 
 /// What status judges by.
@@ -244,6 +247,7 @@ impl Status {
             capture_gaps: None,
             dead_letters: DeadLetters::default(),
             apply_instances: None,
+            rules: None,
         }
     }
 
@@ -348,6 +352,7 @@ impl Status {
                 );
             }
             s.last_reconcile = v.last_reconcile.clone().map(ReconcileView::from_report);
+            s.rules = v.rules.clone();
         } else if let Some(mm) = metrics {
             s.held = metric(m::HELD).map(|h| h > 0.0);
             s.lag = mm
@@ -427,6 +432,7 @@ impl Status {
             topic: config.topic.clone(),
             group: config.group_id.clone(),
         });
+        s.rules = Some(config.rules.fields.summary());
         match &d.dest {
             Ok(st) => {
                 s.components.insert(
@@ -691,6 +697,9 @@ impl Status {
         }
         if let Some(e) = self.source_epoch {
             row(&mut o, "source epoch", e.to_string());
+        }
+        if let Some(r) = &self.rules {
+            row(&mut o, "rules", r.line());
         }
         match self.held {
             Some(true) => row(

@@ -21,6 +21,10 @@ pub const HEADER_ORIGIN: &str = "redmirror-origin";
 pub const HEADER_SOURCE_TIME: &str = "redmirror-source-time-us";
 /// Kafka header carrying the source epoch (decimal text; see [`crate::Order`]).
 pub const HEADER_SOURCE_EPOCH: &str = "redmirror-source-epoch";
+/// Kafka header carrying the fingerprint of the field rules the event was
+/// made under ([`crate::FieldRules::fingerprint`]; absent in events made
+/// before field rules existed).
+pub const HEADER_RULES: &str = "redmirror-rules";
 
 /// Why an event from the topic cannot be used. Permanent: such an event is
 /// dead-lettered, never retried.
@@ -95,6 +99,7 @@ impl FlowEvent {
             cause: cause.into(),
             delete_reason: DeleteReason::Unspecified as i32,
             source_epoch: 0,
+            rules: String::new(),
         }
     }
 
@@ -117,12 +122,19 @@ impl FlowEvent {
             cause: cause.into(),
             delete_reason: reason as i32,
             source_epoch: 0,
+            rules: String::new(),
         }
     }
 
     /// The same event in source epoch `epoch`.
     pub fn in_epoch(mut self, epoch: u64) -> Self {
         self.source_epoch = epoch;
+        self
+    }
+
+    /// The same event made under the field rules with this fingerprint.
+    pub fn under_rules(mut self, fingerprint: &str) -> Self {
+        self.rules = fingerprint.to_string();
         self
     }
 
@@ -188,9 +200,10 @@ impl FlowEvent {
         }
     }
 
-    /// The Kafka headers for this event, as `(name, value)` pairs.
-    pub fn headers(&self) -> [(&'static str, String); 4] {
-        [
+    /// The Kafka headers for this event, as `(name, value)` pairs
+    /// (`redmirror-rules` only when the event has a fingerprint).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
             (HEADER_SCHEMA, self.schema_version.to_string()),
             (
                 HEADER_ORIGIN,
@@ -201,7 +214,11 @@ impl FlowEvent {
             ),
             (HEADER_SOURCE_TIME, self.source_time_us.to_string()),
             (HEADER_SOURCE_EPOCH, self.source_epoch.to_string()),
-        ]
+        ];
+        if !self.rules.is_empty() {
+            h.push((HEADER_RULES, self.rules.clone()));
+        }
+        h
     }
 }
 

@@ -75,6 +75,14 @@ impl KeyLayout {
         format!("{}watermarks:{{{}}}", self.state_prefix, crate::slot::tag_for(slot))
     }
 
+    /// The fingerprint of the field rules the destination's copies were
+    /// last all written under (a string; see [`crate::FieldRules`]): a
+    /// process that starts with other rules rewrites every copy in its
+    /// first pass, then stores its own.
+    pub fn rules_key(&self) -> String {
+        format!("{}rules", self.state_prefix)
+    }
+
     /// The key of a named lease (`reconcile`, `capture`).
     pub fn lease_key(&self, name: &str) -> String {
         format!("{}lease:{name}", self.state_prefix)

@@ -6,7 +6,9 @@
 //!   Kafka headers, encoding and strict decoding.
 //! - [`keys`]: the key layout (`client:{flowId}`, `clients`, `redmirror:*`).
 //! - [`order`]: the order of a flow's events, (source epoch, source time).
-//! - [`rules`]: the guard, excluded fields and the organisation filter; turns
+//! - [`field_rules`]: the field rules of SPEC section 8 (excluded fields,
+//!   allow-list, masks, the mask key) and their fingerprint.
+//! - [`rules`]: the guard, field rules and the organisation filter; turns
 //!   a source read into an event and an event into the expected copy.
 //! - [`diff`]: compares what the destination holds against what the rules
 //!   expect (used by the reconciler and its dry run).
@@ -20,6 +22,7 @@ pub mod backoff;
 pub mod diff;
 pub mod event;
 pub mod failpoint;
+pub mod field_rules;
 pub mod keys;
 pub mod order;
 pub mod rules;
@@ -27,6 +30,7 @@ pub mod slot;
 pub mod text;
 
 pub use event::{DecodeError, FlowEvent};
+pub use field_rules::{FieldRules, MaskMethod, RulesSummary};
 pub use keys::{CaptureProgress, KeyLayout};
 pub use order::Order;
 pub use rules::{MirrorRules, SourceFlow};

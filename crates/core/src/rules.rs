@@ -1,11 +1,12 @@
-//! The mirror rules of SPEC section 1: guard, excluded fields, filtered
-//! organisations, size limit.
+//! The mirror rules of SPEC section 1: guard, field rules (section 8,
+//! [`FieldRules`]), filtered organisations, size limit.
 
 use std::collections::HashSet;
 
 use bytes::Bytes;
 
 use crate::event::{DeleteReason, FlowEvent, Origin};
+use crate::field_rules::FieldRules;
 use crate::Fields;
 
 /// The value of the sync marker on every copy redmirror writes. Contract
@@ -54,8 +55,8 @@ pub const RECORD_OVERHEAD: usize = 1024;
 /// The configured rules. Built once from the configuration.
 #[derive(Debug, Clone)]
 pub struct MirrorRules {
-    /// Field names never copied (`flowConfigHistory`).
-    pub excluded_fields: HashSet<Bytes>,
+    /// The field rules: excluded fields, allow-list, masks (SPEC section 8).
+    pub fields: FieldRules,
     /// Organisation ids whose flows are never mirrored.
     pub filtered_orgs: HashSet<Bytes>,
     /// The field holding a flow's organisation (`clerkOrganizationId`).
@@ -73,7 +74,7 @@ pub struct MirrorRules {
 impl Default for MirrorRules {
     fn default() -> Self {
         MirrorRules {
-            excluded_fields: [Bytes::from_static(b"flowConfigHistory")].into(),
+            fields: FieldRules::default(),
             filtered_orgs: HashSet::new(),
             org_field: Bytes::from_static(b"clerkOrganizationId"),
             marker_field: Bytes::from_static(b"isSyncCopy"),
@@ -93,14 +94,19 @@ impl MirrorRules {
                 .any(|(n, v)| n.as_ref() == self.org_field.as_ref() && self.filtered_orgs.contains(v.as_ref()))
     }
 
-    /// True when a field must never be copied (excluded, or the source's own marker).
+    /// True when a field must never be copied (excluded, off the
+    /// allow-list, or the source's own marker).
     pub fn is_stripped(&self, name: &[u8]) -> bool {
-        name == self.marker_field.as_ref() || self.excluded_fields.contains(name)
+        name == self.marker_field.as_ref() || !self.fields.keeps(name)
     }
 
-    /// The source fields minus excluded fields and the source's marker.
+    /// The source fields after the field rules (SPEC section 8: excluded
+    /// fields and fields off the allow-list dropped, masked fields
+    /// rewritten), without the source's marker.
     pub fn strip(&self, fields: Fields) -> Fields {
-        fields.into_iter().filter(|(n, _)| !self.is_stripped(n)).collect()
+        let marker = self.marker_field.as_ref();
+        self.fields
+            .apply(fields.into_iter().filter(|(n, _)| n.as_ref() != marker).collect())
     }
 
     /// Turns an atomic source read into the event to publish. Filtered flows
@@ -115,9 +121,12 @@ impl MirrorRules {
         cause: &str,
     ) -> Decision {
         let source_time_us = order.time_us;
+        let rules = self.fields.fingerprint();
         let delete = |reason| {
             Decision::Publish(
-                FlowEvent::delete(flow_id.clone(), reason, source_time_us, origin, cause).in_epoch(order.epoch),
+                FlowEvent::delete(flow_id.clone(), reason, source_time_us, origin, cause)
+                    .in_epoch(order.epoch)
+                    .under_rules(rules),
             )
         };
         match source {
@@ -134,8 +143,9 @@ impl MirrorRules {
                         which: LIMIT_FLOW,
                     };
                 }
-                let event =
-                    FlowEvent::upsert(flow_id.clone(), fields, source_time_us, origin, cause).in_epoch(order.epoch);
+                let event = FlowEvent::upsert(flow_id.clone(), fields, source_time_us, origin, cause)
+                    .in_epoch(order.epoch)
+                    .under_rules(rules);
                 // Field names and values are not all Kafka counts: each
                 // field adds protobuf framing (a flow of many small fields
                 // can encode to several times its payload).
@@ -152,8 +162,10 @@ impl MirrorRules {
         }
     }
 
-    /// The destination copy an upsert with these (already stripped) fields
-    /// must produce: the fields plus the marker.
+    /// The destination copy an upsert with these fields (made under these
+    /// rules, so already masked) must produce: the kept fields plus the
+    /// marker. Dropping is idempotent and done again here; masking is not,
+    /// and is never done twice.
     pub fn expected_copy(&self, fields: &[(Bytes, Bytes)]) -> Fields {
         let mut copy: Fields = fields.iter().filter(|(n, _)| !self.is_stripped(n)).cloned().collect();
         copy.push((self.marker_field.clone(), Bytes::from_static(MARKER_VALUE)));

@@ -40,6 +40,7 @@ pub fn to_json(m: &OwnedMessage) -> Value {
                 "capture_time_us": e.capture_time_us,
                 "origin": Origin::try_from(e.origin).unwrap_or(Origin::Unspecified).label(),
                 "cause": e.cause,
+                "rules": e.rules,
                 "delete_reason": match DeleteReason::try_from(e.delete_reason) {
                     Ok(DeleteReason::Absent) => Value::from("absent"),
                     Ok(DeleteReason::NotAHash) => Value::from("not_a_hash"),

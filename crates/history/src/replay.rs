@@ -45,6 +45,10 @@ pub struct ReplayReport {
     pub read: u64,
     /// Events past `--until`, not applied.
     pub after_until: u64,
+    /// Upserts made under other field rules than the current ones (SPEC
+    /// section 8), not applied (also in `outcomes` as `skipped_rules`): a
+    /// reconcile pass brings those flows back under the current rules.
+    pub skipped_rules: u64,
     /// Outcomes (apply's labels).
     pub outcomes: BTreeMap<String, u64>,
     /// Flows removed by a rewind because they did not exist at `--until`.
@@ -149,6 +153,10 @@ pub async fn replay(
             }
             if opts.dry_run {
                 match decoded {
+                    Ok(ev) if ev.is_upsert() && !rules.fields.accepts(&ev.rules) => {
+                        report.skipped_rules += 1;
+                        *report.outcomes.entry("skipped_rules".into()).or_default() += 1;
+                    }
                     Ok(ev) => {
                         let keep = latest.get(&ev.flow_id).is_none_or(|old| old.order() <= ev.order());
                         if keep {
@@ -255,6 +263,9 @@ fn tally(
 ) -> Result<(), Error> {
     let outcomes = joined.map_err(|e| Error::Usage(format!("replay writer task failed: {e}")))??;
     for o in outcomes {
+        if let Outcome::SkippedRules(_) = o {
+            report.skipped_rules += 1;
+        }
         *report.outcomes.entry(o.label().to_string()).or_default() += 1;
     }
     Ok(())

@@ -31,14 +31,15 @@ pub mod topics;
 pub use embedded::EmbeddedBroker;
 
 use rdkafka::message::Headers as _;
-use redmirror_core::event::{DecodeError, FlowEvent, HEADER_SOURCE_EPOCH, HEADER_SOURCE_TIME};
+use redmirror_core::event::{DecodeError, FlowEvent, HEADER_RULES, HEADER_SOURCE_EPOCH, HEADER_SOURCE_TIME};
 
 /// Decodes a message read from the change topic. A tombstone (a flow id as
 /// key, no payload) is that flow's delete, timed by its
 /// `redmirror-source-time-us` header when the producer set one, else by its
 /// Kafka timestamp, in the epoch of its `redmirror-source-epoch` header (0
 /// without one); everything else must be a valid event
-/// ([`FlowEvent::decode_checked`]).
+/// ([`FlowEvent::decode_checked`]), its rules fingerprint taken from the
+/// `redmirror-rules` header when the payload has none.
 pub fn decode_event<M: rdkafka::Message>(m: &M) -> Result<FlowEvent, DecodeError> {
     match (m.key(), m.payload()) {
         (Some(key), None) if !key.is_empty() => {
@@ -48,7 +49,16 @@ pub fn decode_event<M: rdkafka::Message>(m: &M) -> Result<FlowEvent, DecodeError
             let epoch = header::<M, u64>(m, HEADER_SOURCE_EPOCH).unwrap_or(0);
             Ok(FlowEvent::tombstone(key, time).in_epoch(epoch))
         }
-        (key, payload) => FlowEvent::decode_checked(key, payload),
+        // The fingerprint travels in the event and in its header; an event
+        // from another producer may have only the header.
+        (key, payload) => FlowEvent::decode_checked(key, payload).map(|mut e| {
+            if e.rules.is_empty() {
+                if let Some(r) = header::<M, String>(m, HEADER_RULES) {
+                    e.rules = r;
+                }
+            }
+            e
+        }),
     }
 }
 

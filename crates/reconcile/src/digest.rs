@@ -69,13 +69,26 @@ impl Digests {
                 None => SourceSummary::NotAHash,
                 Some(p) if p.is_empty() => SourceSummary::Absent,
                 Some(p) if self.rules.is_filtered(&p) => SourceSummary::Filtered,
-                Some(p) => SourceSummary::Copy(digest(p.into_iter().filter(|(n, _)| !self.rules.is_stripped(n)))),
+                Some(p) => SourceSummary::Copy(self.source_digest(p)),
             })
             .await;
         if let Err(e) = &r {
             bulk.refresh_after(e).await;
         }
         r
+    }
+
+    /// The digest of the copy a source flow must have: its fields after
+    /// the field rules (SPEC section 8), without the source's marker. Only
+    /// masked values are allocated; without masks the reply is read in place.
+    fn source_digest(&self, fields: Vec<(&[u8], &[u8])>) -> Digest {
+        let rules = &self.rules;
+        let kept = fields.into_iter().filter(|(n, _)| !rules.is_stripped(n));
+        if rules.fields.masks_nothing() {
+            return digest(kept);
+        }
+        let masked: Vec<(&[u8], std::borrow::Cow<'_, [u8]>)> = kept.map(|(n, v)| (n, rules.fields.value(n, v))).collect();
+        digest(masked.iter().map(|(n, v)| (*n, v.as_ref())))
     }
 
     /// `HGETALL` of each flow, pipelined per master, each reply reduced by

@@ -19,7 +19,7 @@ use redmirror_redis::value;
 use redmirror_telemetry::metrics as m;
 
 use crate::dest_read::{DestRead, DestReader};
-use crate::digest::{suspicious, without_copy, Digests};
+use crate::digest::{suspicious, without_copy, Digests, SourceSummary};
 use crate::report::{Barrier, Report};
 
 /// The flow id read at a pass's start for the source's clock (no flow has it).
@@ -51,6 +51,11 @@ pub struct PassOptions {
     /// Only the flows in these hash slots (a targeted pass after a gap on
     /// some masters of a cluster source); `None`: every flow.
     pub slots: Option<Arc<std::collections::BTreeSet<u16>>>,
+    /// Rewrite every sync copy of a source flow, counted as `different`,
+    /// even one that matches. A full pass sets it itself when the
+    /// destination's copies were written under other field rules (see
+    /// [`Reconciler::rules_changed`]).
+    pub rewrite_copies: bool,
 }
 
 impl PassOptions {
@@ -278,6 +283,19 @@ impl Reconciler {
         if let Err(e) = self.reader.epoch().sync().await {
             tracing::debug!(error = %e, "Cannot sync the source epoch before the pass.");
         }
+        // A full pass under other field rules than the copies were written
+        // under rewrites every copy (SPEC section 8).
+        let rewrite = opts.slots.is_none() && self.rules_changed().await?;
+        if rewrite {
+            tracing::info!(
+                rules = self.rules.fields.fingerprint(),
+                "The destination's copies were written under other field rules: this pass rewrites every copy."
+            );
+        }
+        let opts = &PassOptions {
+            rewrite_copies: opts.rewrite_copies || rewrite,
+            ..opts.clone()
+        };
         let limiter = Limiter {
             rate: opts.rate_limit,
             start: Instant::now(),
@@ -292,6 +310,11 @@ impl Reconciler {
         for part in [source?, dest?, index?] {
             report.absorb(part);
         }
+        if opts.slots.is_none() && !opts.dry_run {
+            // Every copy is now (being) written under these rules.
+            self.store_rules().await?;
+        }
+
         if let Some(clock) = clock {
             if self.proves(opts, &report).await? {
                 report.verified_source_time_us = Some(clock.time_us);
@@ -309,6 +332,7 @@ impl Reconciler {
         }
         Ok(report)
     }
+
 
     /// The source's clock now, in the source epoch's order: one atomic read
     /// (`MULTI TIME HGETALL EXEC`, as for every flow) of a flow id no flow
@@ -351,9 +375,15 @@ impl Reconciler {
             .iter()
             .filter_map(|f| redmirror_core::text::parse_flow_id(&f.flow_id).ok())
             .collect();
+        // Compared again without repairing: what still differs stays drift.
+        let recheck = PassOptions {
+            dry_run: true,
+            rewrite_copies: false,
+            ..opts.clone()
+        };
         let mut again = Report::default();
         for batch in ids.chunks(opts.batch.max(1)) {
-            self.compare_batch(batch, false, true, &mut again).await?;
+            self.compare_batch(batch, false, &recheck, &mut again).await?;
         }
         if again.total_drift() > 0 {
             tracing::info!(
@@ -362,6 +392,28 @@ impl Reconciler {
             );
         }
         Ok(again.total_drift() == 0)
+    }
+
+    /// True when the destination's copies were written under other field
+    /// rules than this process's: the stored fingerprint differs, or there
+    /// is none and these rules do more than exclude fields (copies written
+    /// before field rules existed had only exclusions).
+    pub async fn rules_changed(&self) -> Result<bool, PassError> {
+        let stored: Option<String> = self.dest.get(self.keys.rules_key()).await.map_err(on("destination"))?;
+        Ok(match stored {
+            Some(f) => f != self.rules.fields.fingerprint(),
+            None => !self.rules.fields.only_exclusions(),
+        })
+    }
+
+    /// Records that the copies are written under this process's field rules.
+    async fn store_rules(&self) -> Result<(), PassError> {
+        let () = self
+            .dest
+            .set(self.keys.rules_key(), self.rules.fields.fingerprint(), None, None, false)
+            .await
+            .map_err(on("destination"))?;
+        Ok(())
     }
 
     /// Phase 1: every source flow against its copy. The next SCAN page is
@@ -417,14 +469,16 @@ impl Reconciler {
                 report.source_flows += ids.len() as u64;
                 let mut closer = Vec::new();
                 for (id, (s, d)) in ids.iter().zip(&summaries) {
+                    let rewrite = opts.rewrite_copies
+                        && matches!((s, &d.flow), (SourceSummary::Copy(_), DestFlow::SyncCopy(_)));
                     if d.flow == DestFlow::Native {
                         report.native += 1;
-                    } else if suspicious(s, d) {
+                    } else if rewrite || suspicious(s, d) {
                         closer.push(id.clone());
                     }
                 }
                 if !closer.is_empty() {
-                    self.compare_batch(&closer, false, opts.dry_run, &mut report).await?;
+                    self.compare_batch(&closer, false, opts, &mut report).await?;
                 }
             }
             match next_page {
@@ -477,7 +531,7 @@ impl Reconciler {
                     }
                 }
                 if !closer.is_empty() {
-                    self.compare_batch(&closer, true, opts.dry_run, &mut report).await?;
+                    self.compare_batch(&closer, true, opts, &mut report).await?;
                 }
             }
             if next.as_ref() == b"0" {
@@ -531,9 +585,10 @@ impl Reconciler {
         &self,
         ids: &[Bytes],
         only_absent_sources: bool,
-        dry_run: bool,
+        opts: &PassOptions,
         report: &mut Report,
     ) -> Result<(), PassError> {
+        let dry_run = opts.dry_run;
         let (src, dst) = tokio::join!(self.reader.read(ids), self.read_dest(ids));
         let src = src.map_err(on("source"))?;
         let dst = dst?;
@@ -559,7 +614,14 @@ impl Reconciler {
                     event.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
                 self.rules.expected_copy(&fields)
             });
-            if let Some(drift) = diff::compare(expected.as_deref(), &dest_state, indexed) {
+            let drift = diff::compare(expected.as_deref(), &dest_state, indexed).or_else(|| {
+                // Equal, but written under other field rules: rewritten.
+                (opts.rewrite_copies && expected.is_some() && matches!(dest_state, DestFlow::SyncCopy(_))).then(|| Drift {
+                    kind: DriftKind::Different,
+                    fields: vec!["<rules>".into()],
+                })
+            });
+            if let Some(drift) = drift {
                 let mut event = event;
                 event.cause = format!("reconcile:{}", drift.kind.label());
                 report.add(redmirror_core::text::lossy(&id), drift);

@@ -149,6 +149,11 @@ fn hint(component: &str) -> (&str, &'static str, &'static str) {
             "notify-keyspace-events",
             "/readyz and the log line before this one give the CONFIG SET that restores them.",
         ),
+        "rules" => (
+            "the field rules",
+            "REDMIRROR_INCLUDED_FIELDS, REDMIRROR_MASKED_FIELDS, REDMIRROR_MASK_KEY",
+            "Events arrive made under other field rules than this process's: /readyz names both fingerprints.",
+        ),
         other => (other, "a connection this process needs", "See the log lines before this one."),
     }
 }

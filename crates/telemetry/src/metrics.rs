@@ -31,7 +31,7 @@ pub const CAPTURE_PENDING: &str = "redmirror_capture_pending_flows";
 pub const PRODUCER_QUEUE: &str = "redmirror_producer_queue_messages";
 /// Publish attempts that failed and were retried, by `reason` ([`PublishRetry`]).
 pub const PUBLISH_RETRIES: &str = "redmirror_publish_retries_total";
-/// Events applied, `outcome` = applied|deleted|skipped_native|skipped_filtered|skipped_stale|dead_lettered.
+/// Events applied, `outcome` = applied|deleted|skipped_native|skipped_filtered|skipped_stale|skipped_rules|dead_lettered.
 pub const APPLY_EVENTS: &str = "redmirror_apply_events_total";
 /// Destination round trips retried after a transient error.
 pub const APPLY_RETRIES: &str = "redmirror_apply_retries_total";
@@ -107,6 +107,8 @@ label_values! {
         SkippedFiltered => "skipped_filtered",
         /// Older than what the destination holds.
         SkippedStale => "skipped_stale",
+        /// Made under other field rules than the current ones: never written.
+        SkippedRules => "skipped_rules",
         /// Sent to the dead-letter topic.
         DeadLettered => "dead_lettered",
     }

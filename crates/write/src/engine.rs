@@ -25,6 +25,10 @@ pub enum Outcome {
     SkippedFiltered,
     /// Older than what was already applied to this flow.
     SkippedStale,
+    /// An upsert made under other field rules than the current ones
+    /// (SPEC section 8): never written, so old history cannot bring back a
+    /// value the current rules hide. Holds the event's fingerprint.
+    SkippedRules(String),
     /// Can never be applied: goes to the dead-letter topic.
     DeadLetter {
         /// Reason code.
@@ -43,6 +47,7 @@ impl Outcome {
             Outcome::SkippedNative => ApplyOutcome::SkippedNative,
             Outcome::SkippedFiltered => ApplyOutcome::SkippedFiltered,
             Outcome::SkippedStale => ApplyOutcome::SkippedStale,
+            Outcome::SkippedRules(_) => ApplyOutcome::SkippedRules,
             Outcome::DeadLetter { .. } => ApplyOutcome::DeadLettered,
         }
     }
@@ -119,6 +124,11 @@ impl ApplyEngine {
     pub fn without_index_step(mut self) -> Self {
         self.skip_index_step = true;
         self
+    }
+
+    /// The rules this engine writes under.
+    pub fn rules(&self) -> &MirrorRules {
+        &self.rules
     }
 
     /// The destination client.
@@ -326,6 +336,12 @@ impl ApplyEngine {
     /// The event's step and whether it is a filtered flow, or an outcome
     /// decided without the destination.
     fn prepare(&self, ev: &FlowEvent, force: bool) -> Result<(StepArgs, bool), Outcome> {
+        // An upsert made under other field rules may hold a value the
+        // current rules drop or mask: never written (a pass brings the flow
+        // back under the current rules). A delete reveals nothing.
+        if ev.is_upsert() && !self.rules.fields.accepts(&ev.rules) {
+            return Err(Outcome::SkippedRules(ev.rules.clone()));
+        }
         let fields: Vec<(Bytes, Bytes)> = ev.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
         let mut upsert = ev.op == Op::Upsert as i32;
         // Apply enforces the filter too: an upsert of a filtered flow (from a

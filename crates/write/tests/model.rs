@@ -308,6 +308,7 @@ fn expect_of(o: &Outcome) -> Expect {
         Outcome::SkippedNative => Expect::SkippedNative,
         Outcome::SkippedFiltered => Expect::SkippedFiltered,
         Outcome::SkippedStale => Expect::SkippedStale,
+        Outcome::SkippedRules(f) => unreachable!("model events carry no rules fingerprint, yet {f}"),
         Outcome::DeadLetter { code, .. } => Expect::DeadLetter(code),
     }
 }
