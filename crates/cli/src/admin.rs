@@ -68,6 +68,8 @@ pub(crate) struct ProcessAdmin {
     pub(crate) reconcile: Option<mpsc::Sender<Trigger>>,
     pub(crate) last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
     pub(crate) hold: Option<HoldWatch>,
+    /// Apply's write limit (`None` without apply).
+    pub(crate) write_limit: Option<redmirror_apply::engine::Throttle>,
     pub(crate) config: Config,
 }
 
@@ -140,6 +142,7 @@ impl Admin for ProcessAdmin {
             "topic": self.config.topic,
             "dlq_topic": self.config.dlq_topic(),
             "group_id": self.config.group_id,
+            "write_limit": self.write_limit.as_ref().map(redmirror_apply::engine::Throttle::status),
         });
         if let Some(map) = body.as_object_mut() {
             let hold = self.hold.as_ref().and_then(HoldWatch::current);

@@ -178,6 +178,9 @@ pub struct Status {
     pub dead_letters: DeadLetters,
     /// Apply instances alive (direct only).
     pub apply_instances: Option<usize>,
+    /// Apply's write limit (events per second, 0 = none) and whether it
+    /// holds writes back now (process only, with apply).
+    pub write_limit: Option<(u64, bool)>,
 }
 
 /// What status judges by.
@@ -207,6 +210,7 @@ impl Status {
             capture_gaps: None,
             dead_letters: DeadLetters::default(),
             apply_instances: None,
+            write_limit: None,
         }
     }
 
@@ -318,6 +322,8 @@ impl Status {
                 }
             }
             s.last_reconcile = ReconcileView::from_json(&v["last_reconcile"]);
+            let w = &v["write_limit"];
+            s.write_limit = w["apply_max_rate"].as_u64().map(|r| (r, w["throttled"].as_bool() == Some(true)));
         } else if let Some(mm) = metrics {
             s.held = metric(m::HELD).map(|h| h > 0.0);
             s.lag = mm
@@ -690,6 +696,16 @@ impl Status {
         }
         if let Some(n) = self.apply_instances {
             row(&mut o, "apply", format!("{n} live instance{}", plural(n as u64)));
+        }
+        match self.write_limit {
+            Some((0, _)) => row(&mut o, "write limit", "none (REDMIRROR_APPLY_MAX_RATE=0)".into()),
+            Some((rate, true)) => row(
+                &mut o,
+                "write limit",
+                format!("{rate} events/s, THROTTLED now (the backlog waits in Kafka; lag shows it)"),
+            ),
+            Some((rate, false)) => row(&mut o, "write limit", format!("{rate} events/s, not reached")),
+            None => {}
         }
         match &self.last_reconcile {
             Some(r) => row(&mut o, "reconcile", format!("last pass {}", r.summary())),

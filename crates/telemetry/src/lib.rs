@@ -7,6 +7,8 @@
 //! - [`health`]: named readiness checks (source, destination, Kafka, leases).
 //! - [`http`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` and the
 //!   token-guarded admin API of SPEC section 5.
+//! - [`audit`]: the gate every admin call passes through: token check, one
+//!   audit log line, `redmirror_admin_requests_total`, wrong-token blocking.
 //! - [`requests`]: admin requests, answered at once and run in the
 //!   background; their states and results for `GET /v1/status`.
 //! - [`events`]: internal events, each logged and counted from the same
@@ -17,6 +19,7 @@
 //! - [`logging`]: tracing set-up, text or JSON lines.
 //! - [`progress`]: a progress line on a terminal for long one-shot commands.
 
+pub mod audit;
 pub mod errors;
 pub mod events;
 pub mod health;
