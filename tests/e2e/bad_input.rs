@@ -98,7 +98,13 @@ fn a_url_whose_password_needs_escaping_is_refused_without_printing_it() {
                 *v = format!("redis://user:{password}@127.0.0.1:1");
             }
         }
-        for args in [&["run"][..], &["check"], &["status"], &["reconcile", "--once"], &["apply"]] {
+        for args in [
+            &["run"][..],
+            &["check"],
+            &["status"],
+            &["reconcile", "--once"],
+            &["apply"],
+        ] {
             let (code, out) = exit_of(args, &env);
             assert_eq!(code, 2, "{var} {args:?}: {out}");
             assert!(out.contains(var), "{var} {args:?}: {out}");
@@ -165,7 +171,10 @@ fn source_and_destination_on_the_same_server_are_refused() {
     assert!(out.contains("same Redis server"), "{out}");
     let (code, out) = exit_of(&["check"], &env);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("FAIL  servers") && out.contains("same Redis server"), "{out}");
+    assert!(
+        out.contains("FAIL  servers") && out.contains("same Redis server"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -503,12 +512,15 @@ fn admin_calls_need_the_token() {
         resync[0]
     );
     assert!(
-        audit.iter().any(|l| l.contains("route=/v1/status") && l.contains("status=401")),
+        audit
+            .iter()
+            .any(|l| l.contains("route=/v1/status") && l.contains("status=401")),
         "the wrong token is logged: {audit:#?}"
     );
     let count = |route: &str, status: u16| {
-        s.mirror
-            .metric(&format!("redmirror_admin_requests_total{{route=\"{route}\",status=\"{status}\"}}"))
+        s.mirror.metric(&format!(
+            "redmirror_admin_requests_total{{route=\"{route}\",status=\"{status}\"}}"
+        ))
     };
     assert_eq!(count("/v1/resync/{flow_id}", 401), 1.0);
     assert_eq!(count("/v1/status", 401), 1.0);

@@ -656,7 +656,11 @@ async fn write_slice(
     }
     let external = batch
         .iter()
-        .filter(|it| it.decoded.as_ref().is_ok_and(redmirror_core::FlowEvent::is_external_tombstone))
+        .filter(|it| {
+            it.decoded
+                .as_ref()
+                .is_ok_and(redmirror_core::FlowEvent::is_external_tombstone)
+        })
         .count();
     if external > 0 {
         metrics::counter!(m::APPLY_EXTERNAL_TOMBSTONES).increment(external as u64);

@@ -323,7 +323,9 @@ impl Status {
             }
             s.last_reconcile = ReconcileView::from_json(&v["last_reconcile"]);
             let w = &v["write_limit"];
-            s.write_limit = w["apply_max_rate"].as_u64().map(|r| (r, w["throttled"].as_bool() == Some(true)));
+            s.write_limit = w["apply_max_rate"]
+                .as_u64()
+                .map(|r| (r, w["throttled"].as_bool() == Some(true)));
         } else if let Some(mm) = metrics {
             s.held = metric(m::HELD).map(|h| h > 0.0);
             s.lag = mm

@@ -385,8 +385,9 @@ mod tests {
     const HOUR: i64 = 3_600_000_000;
 
     fn event(source_us: i64, capture_us: i64, epoch: u64) -> redmirror_core::FlowEvent {
-        let mut e = redmirror_core::FlowEvent::upsert(Bytes::from_static(b"f"), Vec::new(), source_us, Origin::Capture, "hset")
-            .in_epoch(epoch);
+        let mut e =
+            redmirror_core::FlowEvent::upsert(Bytes::from_static(b"f"), Vec::new(), source_us, Origin::Capture, "hset")
+                .in_epoch(epoch);
         e.capture_time_us = capture_us;
         e
     }

@@ -295,7 +295,11 @@ mod tests {
         tokio::time::timeout(ttl * 3, lost.cancelled())
             .await
             .expect("the holder kept running past its TTL without a confirmed renewal");
-        assert!(stopped.elapsed() <= ttl, "stopped {:?} after the destination went", stopped.elapsed());
+        assert!(
+            stopped.elapsed() <= ttl,
+            "stopped {:?} after the destination went",
+            stopped.elapsed()
+        );
         keeper.await.unwrap();
         stop.cancel();
     }

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
-use fred::types::Value;
 use fred::prelude::Client;
+use fred::types::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::hold::Hold;
@@ -136,6 +136,7 @@ pub async fn acknowledge_hold(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fred::interfaces::ClientLike;
     use redmirror_config::{RedisEndpoint, TlsFiles};
     use redmirror_testkit::RedisServer;
 
@@ -152,14 +153,27 @@ mod tests {
         let key = "redmirror:apply:members";
         let (secs, micros): (i64, i64) = {
             let t: Vec<String> = client
-                .custom(fred::types::CustomCommand::new_static("TIME", None, false), Vec::<Value>::new())
+                .custom(
+                    fred::types::CustomCommand::new_static("TIME", None, false),
+                    Vec::<Value>::new(),
+                )
                 .await
                 .unwrap();
             (t[0].parse().unwrap(), t[1].parse().unwrap())
         };
         let dest_ms = secs * 1000 + micros / 1000;
         let _: () = client
-            .zadd(key, None, None, false, false, vec![((dest_ms - 2_000) as f64, "recent"), ((dest_ms - 10_000) as f64, "gone")])
+            .zadd(
+                key,
+                None,
+                None,
+                false,
+                false,
+                vec![
+                    ((dest_ms - 2_000) as f64, "recent"),
+                    ((dest_ms - 10_000) as f64, "gone"),
+                ],
+            )
             .await
             .unwrap();
         let stop = CancellationToken::new();
@@ -169,9 +183,15 @@ mod tests {
             live.contains(&"me".to_string()).then_some(live)
         })
         .await;
-        assert!(live.contains(&"recent".to_string()) && !live.contains(&"gone".to_string()), "{live:?}");
+        assert!(
+            live.contains(&"recent".to_string()) && !live.contains(&"gone".to_string()),
+            "{live:?}"
+        );
         let score: f64 = client.zscore(key, "me").await.unwrap();
-        assert!((score - dest_ms as f64).abs() < 5_000.0, "scored {score}, destination time {dest_ms}");
+        assert!(
+            (score - dest_ms as f64).abs() < 5_000.0,
+            "scored {score}, destination time {dest_ms}"
+        );
         stop.cancel();
         task.await.unwrap();
     }

@@ -249,9 +249,7 @@ async fn resume(State(s): State<HttpState>, headers: HeaderMap) -> Response {
         Err(r) => return *r,
     };
     match admin.resume().await {
-        Ok(body) => {
-            (StatusCode::OK, Json(body)).into_response()
-        }
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
         Err(e) => refused("resume", e),
     }
 }
@@ -403,7 +401,14 @@ mod tests {
 
     /// `redmirror_admin_requests_total{route,status}` as /metrics says it.
     async fn admin_count(c: &reqwest::Client, base: &str, route: &str, status: u16) -> Option<f64> {
-        let text = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let series = format!(
             "{}{{route=\"{route}\",status=\"{status}\"}} ",
             crate::metrics::ADMIN_REQUESTS
@@ -420,7 +425,10 @@ mod tests {
         let Served { base, stop, .. } = start(None).await;
         for (route, ok) in ADMIN_ROUTES {
             for status in [ok.parse().unwrap(), 401] {
-                assert!(admin_count(&c, &base, route, status).await.is_some(), "{route} {status}");
+                assert!(
+                    admin_count(&c, &base, route, status).await.is_some(),
+                    "{route} {status}"
+                );
             }
         }
         // 404 without a token, on the route pattern, never the raw path.
@@ -428,7 +436,14 @@ mod tests {
         let r = c.post(format!("{base}/v1/resync/secret-flow")).send().await.unwrap();
         assert_eq!(r.status(), 404);
         assert!(admin_count(&c, &base, "/v1/resync/{flow_id}", 404).await.unwrap() >= before + 1.0);
-        let text = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(!text.contains("secret-flow"), "a raw path became a label:\n{text}");
         stop.cancel();
 
@@ -436,19 +451,39 @@ mod tests {
         let Served { base, stop, .. } = start(Some(token)).await;
         let route = "/v1/resync/{flow_id}";
         let before = admin_count(&c, &base, route, 401).await.unwrap();
-        let r = c.post(format!("{base}/v1/resync/f1")).bearer_auth("wrong").send().await.unwrap();
+        let r = c
+            .post(format!("{base}/v1/resync/f1"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         assert!(admin_count(&c, &base, route, 401).await.unwrap() >= before + 1.0);
         let before = admin_count(&c, &base, route, 202).await.unwrap();
-        let r = c.post(format!("{base}/v1/resync/f1")).bearer_auth(token).send().await.unwrap();
+        let r = c
+            .post(format!("{base}/v1/resync/f1"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
         assert!(admin_count(&c, &base, route, 202).await.unwrap() >= before + 1.0);
         // An admin path no route matches: 401 without the token, counted
         // under one fixed label.
         let r = c.get(format!("{base}/v1/no-such-route/x")).send().await.unwrap();
         assert_eq!(r.status(), 401);
-        assert!(admin_count(&c, &base, crate::audit::UNMATCHED_ROUTE, 401).await.unwrap() >= 1.0);
-        let r = c.get(format!("{base}/v1/no-such-route/x")).bearer_auth(token).send().await.unwrap();
+        assert!(
+            admin_count(&c, &base, crate::audit::UNMATCHED_ROUTE, 401)
+                .await
+                .unwrap()
+                >= 1.0
+        );
+        let r = c
+            .get(format!("{base}/v1/no-such-route/x"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404);
         stop.cancel();
     }
@@ -465,22 +500,40 @@ mod tests {
         };
         let (guesser, operator) = (from("127.0.0.1"), from("127.0.0.2"));
         for i in 0..crate::audit::MAX_FAILURES {
-            let r = guesser.get(format!("{base}/v1/status")).bearer_auth(format!("guess-{i}")).send().await.unwrap();
+            let r = guesser
+                .get(format!("{base}/v1/status"))
+                .bearer_auth(format!("guess-{i}"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 401, "try {i}");
         }
         // Blocked: every call from that address gets 429, the right token
         // too (the block answers no guess).
         for auth in ["guess-again", token] {
-            let r = guesser.get(format!("{base}/v1/status")).bearer_auth(auth).send().await.unwrap();
+            let r = guesser
+                .get(format!("{base}/v1/status"))
+                .bearer_auth(auth)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 429);
         }
         let c = reqwest::Client::new();
         assert!(admin_count(&c, &base, "/v1/status", 429).await.unwrap() >= 2.0);
         // Another address with the right token is unaffected.
-        let r = operator.get(format!("{base}/v1/status")).bearer_auth(token).send().await.unwrap();
+        let r = operator
+            .get(format!("{base}/v1/status"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         // Non-admin routes are never gated.
-        assert_eq!(guesser.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            guesser.get(format!("{base}/healthz")).send().await.unwrap().status(),
+            200
+        );
         stop.cancel();
     }
 

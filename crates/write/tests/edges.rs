@@ -495,7 +495,10 @@ async fn an_external_tombstone_deletes_after_an_epoch_bump() {
     d.assert_gone(b"ext");
     // A tombstone with the epoch header is ordered like any event.
     let fields2 = vec![(b(b"a"), b(b"2"))];
-    assert_eq!(d.apply1(upsert(b"ext", fields2.clone(), T0 + 20).in_epoch(3)).await, Outcome::Applied);
+    assert_eq!(
+        d.apply1(upsert(b"ext", fields2.clone(), T0 + 20).in_epoch(3)).await,
+        Outcome::Applied
+    );
     let ordered = FlowEvent::tombstone(b"ext", T0 + 5);
     assert_eq!(d.apply1(ordered).await, Outcome::SkippedStale);
     d.assert_copy(b"ext", &fields2);
@@ -508,7 +511,13 @@ async fn a_throttled_engine_writes_no_faster_than_its_limit() {
     let mut d = dest(MirrorRules::default()).await;
     d.engine = d.engine.clone().with_throttle(redmirror_write::Throttle::new(100));
     let events: Vec<FlowEvent> = (0..150)
-        .map(|i| upsert(format!("r{i}").as_bytes(), vec![(b(b"i"), b(i.to_string().as_bytes()))], T0 + i))
+        .map(|i| {
+            upsert(
+                format!("r{i}").as_bytes(),
+                vec![(b(b"i"), b(i.to_string().as_bytes()))],
+                T0 + i,
+            )
+        })
         .collect();
     let started = std::time::Instant::now();
     let out = d.apply(&events).await;
