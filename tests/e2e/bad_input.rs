@@ -82,6 +82,40 @@ fn secrets_never_appear_in_errors() {
     assert!(out.contains("REDMIRROR_SOURCE_URL"), "{out}");
 }
 
+/// SPEC section 7: a password holding `/ # ? @` unescaped: exit 2 naming
+/// the setting, for every command, and the password is never printed.
+#[test]
+fn a_url_whose_password_needs_escaping_is_refused_without_printing_it() {
+    let password = "pa/ss#w0rd-e2e";
+    for var in ["REDMIRROR_SOURCE_URL", "REDMIRROR_DEST_URL"] {
+        let mut env = vec![
+            ("REDMIRROR_SOURCE_URL", "redis://127.0.0.1:1".to_string()),
+            ("REDMIRROR_DEST_URL", "redis://127.0.0.1:2".to_string()),
+            ("REDMIRROR_KAFKA_BROKERS", "127.0.0.1:3".to_string()),
+        ];
+        for (k, v) in env.iter_mut() {
+            if *k == var {
+                *v = format!("redis://user:{password}@127.0.0.1:1");
+            }
+        }
+        for args in [
+            &["run"][..],
+            &["check"],
+            &["status"],
+            &["reconcile", "--once"],
+            &["apply"],
+        ] {
+            let (code, out) = exit_of(args, &env);
+            assert_eq!(code, 2, "{var} {args:?}: {out}");
+            assert!(out.contains(var), "{var} {args:?}: {out}");
+            assert!(out.contains("%2F"), "{var} {args:?}: says how to escape: {out}");
+            for piece in ["pa/ss", "ss#w0rd", "w0rd-e2e"] {
+                assert!(!out.contains(piece), "{var} {args:?}: password printed: {out}");
+            }
+        }
+    }
+}
+
 #[test]
 fn capture_and_check_refuse_without_notifications_naming_the_config_set() {
     let source = RedisServer::start_with(RedisOptions::default());
@@ -94,8 +128,9 @@ fn capture_and_check_refuse_without_notifications_naming_the_config_set() {
     let (code, out) = exit_of(&["capture"], &env);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("CONFIG SET notify-keyspace-events Eg$lshzxe"), "{out}");
+    // check refuses what capture refuses at start, with the same code.
     let (code, out) = exit_of(&["check"], &env);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("FAIL  notifications") && out.contains("CONFIG SET notify-keyspace-events"),
         "{out}"
@@ -135,8 +170,11 @@ fn source_and_destination_on_the_same_server_are_refused() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("same Redis server"), "{out}");
     let (code, out) = exit_of(&["check"], &env);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL  servers"), "{out}");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FAIL  servers") && out.contains("same Redis server"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -315,7 +353,7 @@ fn a_max_flow_bytes_kafka_cannot_carry_is_refused_at_start() {
     let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
     env.insert("REDMIRROR_MAX_FLOW_BYTES".into(), "3000000".into());
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    for args in [&["run"][..], &["reconcile", "--once"], &["resync", "f1"]] {
+    for args in [&["run"][..], &["reconcile", "--once"], &["resync", "f1"], &["check"]] {
         let (code, out) = exit_of(args, &env);
         assert_eq!(code, 2, "{args:?}: {out}");
         assert!(out.contains("REDMIRROR_MAX_FLOW_BYTES=3000000"), "{args:?}: {out}");
@@ -457,7 +495,37 @@ fn admin_calls_need_the_token() {
     assert_eq!(done["action"], "resync", "{done}");
     assert_eq!(done["result"]["resynced"], "a1", "{done}");
     s.wait_dest(b"client:a1", Some(&copy_of(&hash(&[("v", "1")]))));
-    assert!(!s.mirror.output().contains(token), "token logged");
+    // SPEC section 9: every admin call is logged once (route, flow id,
+    // outcome, client address; never the token) and counted by route
+    // pattern and status, the refused ones too.
+    let log = s.mirror.output();
+    assert!(!log.contains(token), "token logged");
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("redmirror::audit")).collect();
+    let resync = audit
+        .iter()
+        .filter(|l| l.contains("route=/v1/resync/{flow_id}") && l.contains("status=202"))
+        .collect::<Vec<_>>();
+    assert_eq!(resync.len(), 1, "one line per call: {audit:#?}");
+    assert!(
+        resync[0].contains("flow_id=\"a1\"") && resync[0].contains("client=127.0.0.1:"),
+        "{}",
+        resync[0]
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("route=/v1/status") && l.contains("status=401")),
+        "the wrong token is logged: {audit:#?}"
+    );
+    let count = |route: &str, status: u16| {
+        s.mirror.metric(&format!(
+            "redmirror_admin_requests_total{{route=\"{route}\",status=\"{status}\"}}"
+        ))
+    };
+    assert_eq!(count("/v1/resync/{flow_id}", 401), 1.0);
+    assert_eq!(count("/v1/status", 401), 1.0);
+    assert_eq!(count("/v1/resync/{flow_id}", 202), 1.0);
+    assert!(count("/v1/status", 200) >= 1.0);
 }
 
 /// `POST /v1/resync/{flowId}` answers at once even when the source cannot

@@ -21,6 +21,7 @@ mod history;
 mod liveness;
 mod ops;
 mod pipeline;
+mod protect;
 mod reconcile;
 mod rewind;
 mod rules;

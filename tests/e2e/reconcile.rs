@@ -208,6 +208,11 @@ fn an_admin_reconcile_answers_at_once_while_the_pass_waits_at_the_barrier() {
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["result"]["barrier"], "timed_out", "{done}");
     assert_eq!(done["result"]["source_flows"], 5, "{done}");
+    // A pass whose barrier timed out reports the drift and repairs nothing
+    // (a late event could otherwise resurrect a flow deleted in a gap).
+    assert_eq!(done["result"]["drift"]["missing"], 5, "{done}");
+    assert_eq!(done["result"]["repaired"], 0, "{done}");
+    assert_eq!(done["result"]["dry_run"], true, "{done}");
 }
 
 #[test]

@@ -28,4 +28,4 @@ pub use flows::{
 };
 pub use report::{Barrier, Drift, DriftKind, FlowDrift, Report, MAX_LISTED, STATUS_FLOWS};
 pub use rules::{MaskedFields, RulesSummary};
-pub use status::{Accepted, ErrorBody, HoldState, LeaseStatus, Readiness, RequestEntry, Resumed, Status};
+pub use status::{Accepted, ErrorBody, HoldState, LeaseStatus, Readiness, RequestEntry, Resumed, Status, WriteLimit};

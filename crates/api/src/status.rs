@@ -42,9 +42,22 @@ pub struct Status {
     /// The field rules in effect (SPEC section 8): names and methods, never the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<crate::RulesSummary>,
+    /// Apply's destination write limit (SPEC section 9); null in a process
+    /// without apply.
+    #[serde(default)]
+    pub write_limit: Option<WriteLimit>,
     /// This process's admin requests, newest first.
     #[serde(default)]
     pub requests: Vec<RequestEntry>,
+}
+
+/// The destination write limit as `/v1/status` shows it (`write_limit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteLimit {
+    /// Events per second per process; 0 = no limit.
+    pub apply_max_rate: u64,
+    /// True while writes are held back by the limit (a wait in the last second).
+    pub throttled: bool,
 }
 
 /// A rewind's hold as `/v1/status` shows it (flattened into it).

@@ -570,6 +570,12 @@ async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> bool {
 
 /// Writes one batch, retrying transient errors with backoff until it is
 /// done. Returns `None` if shutdown interrupted the retries.
+///
+/// Under the write limit (`REDMIRROR_APPLY_MAX_RATE`) the batch is written
+/// in slices of at most [`redmirror_write::Throttle::burst`] events, each
+/// when the limit allows, and counted as it is written; shutdown ends the
+/// wait between slices (the batch's offsets are not stored: it is read
+/// again, and every step is idempotent).
 async fn write_batch(
     engine: &ApplyEngine,
     rules: &crate::rules_watch::RulesWatch,
@@ -579,10 +585,31 @@ async fn write_batch(
     health: &Health,
     shutdown: &CancellationToken,
 ) -> Option<Vec<Outcome>> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for slice in batch.chunks(engine.throttle().burst()) {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            _ = engine.throttle().acquire(slice.len()) => {}
+        }
+        outcomes.extend(write_slice(engine, dlq, opts, slice, health, shutdown).await?);
+    }
+    Some(outcomes)
+}
+
+/// Writes one slice of a batch (the write limit already waited for).
+async fn write_slice(
+    engine: &ApplyEngine,
+    dlq: &Publisher,
+    opts: &ApplyOptions,
+    batch: &[Item],
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Outcome>> {
     let decoded: Vec<&Decoded> = batch.iter().map(|i| &i.decoded).collect();
     let mut backoff = Backoff::default();
     let outcomes = loop {
-        match engine.apply(&decoded, false).await {
+        match engine.apply_now(&decoded, false).await {
             Ok(o) => {
                 health.set(HEALTH_DEST, true);
                 break o;
@@ -635,6 +662,22 @@ async fn write_batch(
     }
     for (label, n) in counts {
         m::apply_outcome(label, n);
+    }
+    let external = batch
+        .iter()
+        .filter(|it| {
+            it.decoded
+                .as_ref()
+                .is_ok_and(redmirror_core::FlowEvent::is_external_tombstone)
+        })
+        .count();
+    if external > 0 {
+        metrics::counter!(m::APPLY_EXTERNAL_TOMBSTONES).increment(external as u64);
+        tracing::info!(
+            events = external,
+            "Tombstones without a redmirror-source-epoch header (written by a tool or an operator) applied as deletes \
+             of their flows."
+        );
     }
     Some(outcomes)
 }

@@ -95,6 +95,8 @@ pub(crate) struct ProcessAdmin {
     pub(crate) hold: Option<HoldWatch>,
     /// Reads the change and dead-letter topics (flow history, dead letters).
     pub(crate) kafka: redmirror_kafka::Kafka,
+    /// Apply's write limit (`None` without apply).
+    pub(crate) write_limit: Option<redmirror_apply::engine::Throttle>,
     pub(crate) config: Config,
 }
 
@@ -173,6 +175,7 @@ impl Admin for ProcessAdmin {
             group_id: self.config.group_id.clone(),
             hold: Hold::state(hold.as_ref()),
             rules: Some(self.config.rules.fields.summary()),
+            write_limit: self.write_limit.as_ref().map(redmirror_apply::engine::Throttle::status),
             ..Status::default()
         };
         let local = self.last_report.lock().expect("report lock").clone();

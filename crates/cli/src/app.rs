@@ -63,17 +63,7 @@ impl Roles {
     }
 }
 
-/// A bad-configuration failure found at start-up (exit 2).
-#[derive(Debug)]
-pub struct Refusal(pub String);
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refusal {}
+pub use redmirror_console::startup::Refusal;
 
 /// Runs one role of the process. A role runs until it is asked to stop: one
 /// that returns while `shutdown` has not fired (its stream ended, its loop
@@ -193,23 +183,21 @@ pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBro
 
 /// Refuses when source and destination are the same server (same run_id).
 pub async fn refuse_same_server(source: &fred::prelude::Client, dest: &fred::prelude::Client) -> anyhow::Result<()> {
-    match redmirror_redis::same_server(source, dest).await? {
-        Some(why) => Err(Refusal(why.into()).into()),
-        None => Ok(()),
-    }
+    redmirror_console::startup::distinct_servers(source, dest).await
 }
 
 /// Sets the largest record Kafka takes on the change topic (see
 /// [`redmirror_kafka::topics::RecordLimit`]); refuses (exit 2) a
-/// `REDMIRROR_MAX_FLOW_BYTES` over it.
+/// `REDMIRROR_MAX_FLOW_BYTES` over it ([`redmirror_console::startup`],
+/// which `check` runs too).
 pub async fn record_limit(config: &mut Config, kafka: &Kafka) -> anyhow::Result<()> {
     let limit = until_up(
         "Kafka (REDMIRROR_KAFKA_BROKERS), for the change topic's max.message.bytes",
-        || async { Ok(redmirror_kafka::topics::record_limit(kafka, &config.topic).await?) },
+        || redmirror_console::startup::record_limit(config, kafka),
         kafka_retryable,
     )
     .await?;
-    limit.apply_to(&mut config.rules, &config.topic).map_err(Refusal)?;
+    config.rules.max_record_bytes = limit;
     Ok(())
 }
 
@@ -219,16 +207,12 @@ pub async fn refuse_missing_permissions(
     config: &Config,
     endpoint: &redmirror_config::RedisEndpoint,
 ) -> anyhow::Result<()> {
-    let missing = until_up(
+    until_up(
         "the source (REDMIRROR_SOURCE_URL)",
-        || async { Ok(redmirror_redis::access::check_source(endpoint, &config.keys).await?) },
+        || redmirror_console::startup::permissions(config, endpoint),
         redis_retryable,
     )
-    .await?;
-    match missing {
-        Some(m) => Err(Refusal(m.to_string()).into()),
-        None => Ok(()),
-    }
+    .await
 }
 
 /// The source epoch shared through the destination (waited for like the
@@ -431,12 +415,14 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         }));
     }
 
+    let throttle = redmirror_apply::engine::Throttle::new(config.apply_max_rate);
     if roles.apply {
         let engine = ApplyEngine::new(
             dest.clone().expect("dest client"),
             config.keys.clone(),
             config.rules.clone(),
-        );
+        )
+        .with_throttle(throttle.clone());
         let opts = ApplyOptions {
             topic: config.topic.clone(),
             dlq_topic: config.dlq_topic(),
@@ -521,6 +507,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         last_report,
         hold,
         kafka: kafka.clone(),
+        write_limit: roles.apply.then_some(throttle),
         config: config.clone(),
     };
     let _ = admin.0.set(Arc::new(process_admin));

@@ -60,6 +60,9 @@ pub struct ReplayArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Most events written per second; 0 = no limit (default: REDMIRROR_APPLY_MAX_RATE).
+    #[arg(long, value_name = "N")]
+    pub max_rate: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,7 +133,9 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
     } else {
         None
     };
-    let engine = ApplyEngine::new(dest.clone(), config.keys.clone(), config.rules.clone());
+    let max_rate = args.max_rate.unwrap_or(config.apply_max_rate);
+    let engine = ApplyEngine::new(dest.clone(), config.keys.clone(), config.rules.clone())
+        .with_throttle(redmirror_apply::engine::Throttle::new(max_rate));
     let opts = ReplayOptions {
         topic: config.topic.clone(),
         start,

@@ -11,6 +11,7 @@ use redmirror_config::Config;
 use redmirror_kafka::Publisher;
 use redmirror_reconcile::{Reconciler, Report};
 use redmirror_redis::lease::Lease;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
@@ -92,15 +93,33 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
     let mut progress = redmirror_telemetry::progress::Progress::new("reconcile", "flows", total, !args.json);
     let scanned = Arc::new(AtomicU64::new(0));
     opts.progress = Some(scanned.clone());
+    // The lease is renewed while the pass runs; a pass that cannot renew it
+    // within its TTL stops (another reconciler may hold it by then).
+    let (stop_keep, lost) = (CancellationToken::new(), CancellationToken::new());
+    let keeper = lease.clone().map(|l| {
+        let (s, x) = (stop_keep.clone(), lost.clone());
+        tokio::spawn(async move { l.keep(s, x).await })
+    });
     let pass = reconciler.run_pass(&opts);
     tokio::pin!(pass);
     let result = loop {
         tokio::select! {
-            r = &mut pass => break r,
+            r = &mut pass => break Some(r),
+            _ = lost.cancelled() => break None,
             _ = tokio::time::sleep(Duration::from_millis(250)) => progress.tick(scanned.load(Relaxed), false),
         }
     };
     progress.tick(scanned.load(Relaxed), true);
+    stop_keep.cancel();
+    if let Some(k) = keeper {
+        let _ = k.await;
+    }
+    let Some(result) = result else {
+        anyhow::bail!(
+            "the reconcile lease was lost during the pass (not renewed within REDMIRROR_LEASE_TTL, or taken by \
+             another instance): the pass stopped; run it again"
+        );
+    };
     if let Some(l) = &lease {
         l.release().await;
     }

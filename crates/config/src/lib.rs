@@ -324,6 +324,8 @@ pub struct Config {
     pub capture_pending_max: usize,
     /// Events per destination pipeline in apply.
     pub apply_batch: usize,
+    /// Most events per second one apply process (or replay) writes; 0 = no limit.
+    pub apply_max_rate: u64,
     /// Lease time-to-live (reconciler, capture).
     pub lease_ttl: Duration,
     /// Set `notify-keyspace-events` on the source if classes are missing.
@@ -521,7 +523,24 @@ impl Validator<'_> {
         let Some(url) = self.raw(key) else {
             return if needed { Err(Self::missing(key)) } else { Ok(None) };
         };
-        let parsed = url::Url::parse(url).map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
+        if let Some(c) = unescaped_userinfo(url) {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "the user or password holds `{c}` unescaped; inside a URL write / # ? @ as %2F %23 %3F %40 \
+                     (the value is not shown: it may hold a password)"
+                ),
+            ));
+        }
+        let parsed = url::Url::parse(url).map_err(|e| {
+            self.invalid(
+                key,
+                format!(
+                    "not a URL ({e}); a password holding / # ? @ must be written %2F %23 %3F %40 (the value is not \
+                     shown: it may hold a password)"
+                ),
+            )
+        })?;
         if !matches!(parsed.scheme(), "redis" | "rediss") {
             return Err(self.invalid(key, "expected a redis:// or rediss:// URL"));
         }
@@ -634,6 +653,7 @@ impl Validator<'_> {
             capture_batch: self.number(&CAPTURE_BATCH, 1usize)?,
             capture_pending_max: self.number(&CAPTURE_PENDING_MAX, 1usize)?,
             apply_batch: self.number(&APPLY_BATCH, 1usize)?,
+            apply_max_rate: self.number(&APPLY_MAX_RATE, 0u64)?,
             lease_ttl,
             configure_notifications: self.boolean(&CONFIGURE_NOTIFICATIONS)?,
             shutdown_timeout: self.duration(&SHUTDOWN_TIMEOUT)?,
@@ -652,21 +672,39 @@ fn valid_topic(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
+/// What [`redact_url`] prints for a value it cannot show safely.
+pub const HIDDEN_URL: &str = "<hidden: not a well-formed URL, and it may hold a password>";
+
 /// Replaces the password (and a lone user-info token) in a URL with `***`.
-/// Text that is not a URL is returned unchanged.
+/// A value that is not a well-formed URL (it does not parse, or has a
+/// query, a fragment or a path other than a database number: the marks of
+/// a password with `/ # ?` unescaped) is never shown: [`HIDDEN_URL`].
 pub fn redact_url(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(mut u) if !u.username().is_empty() && u.scheme().starts_with("redis") => {
-            // redis://secret@host: a lone token is a password.
-            let _ = u.set_username("***");
-            u.to_string()
-        }
-        _ => s.to_string(),
+    let Ok(mut u) = url::Url::parse(s) else {
+        return HIDDEN_URL.to_string();
+    };
+    let path = u.path().trim_start_matches('/');
+    let plain_path = path.is_empty() || path.bytes().all(|b| b.is_ascii_digit());
+    if u.query().is_some() || u.fragment().is_some() || !plain_path || unescaped_userinfo(s).is_some() {
+        return HIDDEN_URL.to_string();
     }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    } else if !u.username().is_empty() && u.scheme().starts_with("redis") {
+        // redis://secret@host: a lone token is a password.
+        let _ = u.set_username("***");
+    }
+    u.to_string()
+}
+
+/// The first character of a URL's user information (its user and
+/// password, before the last `@`) that a URL must escape, if any: `/`, `#`
+/// or `?` there end the host part early, so the password is cut and read as
+/// host, port, path or fragment.
+fn unescaped_userinfo(url: &str) -> Option<char> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    userinfo.chars().find(|c| matches!(c, '/' | '#' | '?'))
 }
 
 /// True when a librdkafka property holds a secret (its value is never printed).

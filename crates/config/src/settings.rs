@@ -211,6 +211,12 @@ pub const APPLY_BATCH: Setting = s(
     Some("512"),
     "events per pipelined destination round trip in apply",
 );
+/// `apply_max_rate`.
+pub const APPLY_MAX_RATE: Setting = s(
+    "apply_max_rate",
+    Some("0"),
+    "most events per second one apply process writes to the destination (a backlog waits in Kafka, nothing is skipped; `replay --max-rate` defaults to it); 0 = no limit",
+);
 /// `lease_ttl`.
 pub const LEASE_TTL: Setting = s(
     "lease_ttl",
@@ -272,6 +278,7 @@ pub const SETTINGS: &[Setting] = &[
     CAPTURE_BATCH,
     CAPTURE_PENDING_MAX,
     APPLY_BATCH,
+    APPLY_MAX_RATE,
     LEASE_TTL,
     CONFIGURE_NOTIFICATIONS,
     SHUTDOWN_TIMEOUT,

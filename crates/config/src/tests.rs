@@ -117,7 +117,7 @@ fn secrets_are_redacted_in_errors() {
     assert!(!e.contains("short-secret"), "{e}");
     assert_eq!(redact_url("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
     assert_eq!(redact_url("redis://tok@h:1"), "redis://***@h:1");
-    assert_eq!(redact_url("not a url"), "not a url");
+    assert_eq!(redact_url("not a url"), HIDDEN_URL);
     let c = Layers::load(None, env(&[("REDMIRROR_SOURCE_URL", "redis://u:pw@h:1")]))
         .unwrap()
         .validate(&[&SOURCE_URL])
@@ -208,4 +208,45 @@ fn field_rules_parse_and_bad_ones_name_their_setting_never_the_key() {
         .validate(ALL)
         .unwrap();
     assert_eq!(c.rules.fields.allowed_but_excluded(), vec!["flowConfigHistory"]);
+}
+
+/// SPEC section 7: a password holding `/ # ? @` unescaped is refused, naming
+/// the setting and saying how to escape it, and never printed.
+#[test]
+fn a_url_whose_password_needs_escaping_is_refused_without_printing_it() {
+    for (url, secret) in [
+        ("redis://u:pa/ss#w@host", "pa/ss"),
+        ("redis://u:pa/ss#w@host:6379", "ss#w"),
+        ("redis://u:123/ss#w@host", "123/ss"),
+        ("redis://u:pa?ss@host", "pa?ss"),
+        ("redis://u:p#ss@host", "p#ss"),
+        ("redis://:hunter2/x@host:6379/0", "hunter2"),
+        ("redis://tok/en@host", "tok/en"),
+        ("rediss://u:s3cr?et@host:6380", "s3cr"),
+    ] {
+        for var in ["REDMIRROR_SOURCE_URL", "REDMIRROR_DEST_URL"] {
+            let mut vars = vec![(var, url)];
+            let other = if var == "REDMIRROR_SOURCE_URL" {
+                ("REDMIRROR_DEST_URL", "redis://d:1")
+            } else {
+                ("REDMIRROR_SOURCE_URL", "redis://s:1")
+            };
+            vars.push(other);
+            let e = err(&vars, ALL);
+            assert!(e.contains(var), "{url}: {e}");
+            assert!(!e.contains(secret), "{url}: the password is printed: {e}");
+            assert!(!e.contains(url), "{url}: the URL is printed: {e}");
+            assert!(e.contains("%2F") && e.contains("%40"), "{url}: no escaping hint: {e}");
+        }
+        assert!(!redact_url(url).contains(secret), "{url}: {}", redact_url(url));
+    }
+    // An escaped password is taken, and printed as `***`.
+    let c = Layers::load(
+        None,
+        env(&[("REDMIRROR_SOURCE_URL", "redis://u:pa%2Fss%23w@host:6379/0")]),
+    )
+    .unwrap()
+    .validate(&[&SOURCE_URL])
+    .unwrap();
+    assert_eq!(c.source.unwrap().redacted(), "redis://u:***@host:6379/0");
 }

@@ -1,4 +1,7 @@
-//! `redmirror check`: pre-flight findings, one per line; exit 1 on any failure.
+//! `redmirror check`: pre-flight findings, one per line. Exit 2 when it
+//! finds what `run` refuses at start (the same functions decide:
+//! [`crate::startup`] and the notification check; SPEC section 7), else 1
+//! on any other failure (a server that cannot be reached).
 //! Nothing here runs a role: it reads what the roles would need and says
 //! what is missing.
 
@@ -9,6 +12,7 @@ use redmirror_config::{Config, RedisEndpoint};
 
 struct Report {
     failed: bool,
+    refused: bool,
 }
 
 impl Report {
@@ -21,6 +25,20 @@ impl Report {
     fn fail(&mut self, what: &str, detail: impl std::fmt::Display) {
         self.failed = true;
         println!("FAIL  {what}: {detail}");
+    }
+    /// What `run` refuses at start (exit 2).
+    fn refuse(&mut self, what: &str, detail: impl std::fmt::Display) {
+        self.refused = true;
+        self.fail(what, detail);
+    }
+    /// A refusal (exit 2) or another failure (exit 1).
+    fn error(&mut self, what: &str, e: anyhow::Error) {
+        let text = redmirror_telemetry::errors::chain(&e);
+        if crate::startup::is_refusal(&e) {
+            self.refuse(what, text);
+        } else {
+            self.fail(what, text);
+        }
     }
 }
 
@@ -52,7 +70,10 @@ async fn connect(r: &mut Report, what: &str, ep: Option<&RedisEndpoint>) -> Opti
 
 /// Runs every check and prints one line per finding; exit 1 when any failed.
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    let mut r = Report { failed: false };
+    let mut r = Report {
+        failed: false,
+        refused: false,
+    };
     r.ok("config", "valid");
     let source = connect(&mut r, "source", config.source.as_ref()).await;
     let dest = connect(&mut r, "dest", config.dest.as_ref()).await;
@@ -69,7 +90,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 };
                 r.ok("notifications", format!("notify-keyspace-events={flags:?}{on}"));
             }
-            Err(e @ redmirror_capture::notify::NotifyError::Missing { .. }) => r.fail("notifications", e),
+            Err(e @ redmirror_capture::notify::NotifyError::Missing { .. }) => r.refuse("notifications", e),
             Err(redmirror_capture::notify::NotifyError::Unreadable { message, .. }) => r.fail(
                 "notifications",
                 format!("cannot read notify-keyspace-events: {message}"),
@@ -77,29 +98,34 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     if let (Some(_), Some(ep)) = (&source, &config.source) {
-        match redmirror_redis::access::check_source(ep, &config.keys).await {
-            Ok(None) => r.ok(
+        match crate::startup::permissions(config, ep).await {
+            Ok(()) => r.ok(
                 "permissions",
                 "the source user may run every command capture and reconcile use",
             ),
-            Ok(Some(missing)) => r.fail("permissions", missing),
-            Err(e) => r.fail("permissions", e),
+            Err(e) => r.error("permissions", e),
         }
     }
     if let (Some(s), Some(d)) = (&source, &dest) {
-        match redmirror_redis::same_server(s, d).await {
-            Ok(None) => r.ok("servers", "source and destination are different servers"),
-            Ok(Some(why)) => r.fail("servers", why),
-            Err(e) => r.fail("servers", e),
+        match crate::startup::distinct_servers(s, d).await {
+            Ok(()) => r.ok("servers", "source and destination are different servers"),
+            Err(e) => r.error("servers", e),
         }
     }
     match config.kafka_brokers.as_deref() {
         None => r.fail("kafka", "not configured (REDMIRROR_KAFKA_BROKERS)"),
-        Some(redmirror_config::EMBEDDED_BROKER) => r.warn(
-            "kafka",
-            "embedded in-process broker: for demos and development only; it keeps little history \
-             (about 5 MiB per partition, lost on exit), so replay and rebuild are not possible",
-        ),
+        Some(redmirror_config::EMBEDDED_BROKER) => {
+            r.warn(
+                "kafka",
+                "embedded in-process broker: for demos and development only; it keeps little history \
+                 (about 5 MiB per partition, lost on exit), so replay and rebuild are not possible",
+            );
+            let kafka = redmirror_kafka::Kafka::new("", config.kafka_properties.clone());
+            match crate::startup::record_limit_without_topic(config, &kafka) {
+                Ok(limit) => r.ok("record size", record_size(config, limit)),
+                Err(e) => r.refuse("record size", e),
+            }
+        }
         Some(brokers) => {
             let kafka = redmirror_kafka::Kafka::new(brokers, config.kafka_properties.clone());
             for topic in [config.topic.clone(), config.dlq_topic()] {
@@ -113,19 +139,42 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                             for w in redmirror_kafka::topics::risky_settings(&kafka, &topic, lag).await {
                                 r.warn("topic", format!("{topic}: {w}"));
                             }
+                            match tokio::time::timeout(TIMEOUT, crate::startup::record_limit(config, &kafka)).await {
+                                Ok(Ok(limit)) => r.ok("record size", record_size(config, limit)),
+                                Ok(Err(e)) => r.error("record size", e),
+                                Err(_) => r.fail("record size", format!("Kafka did not answer within {TIMEOUT:?}")),
+                            }
                         }
                     }
-                    Ok(None) => r.ok("topic", format!("{topic} missing; it will be created at start-up")),
+                    Ok(None) => {
+                        r.ok("topic", format!("{topic} missing; it will be created at start-up"));
+                        if topic == config.topic {
+                            match crate::startup::record_limit_without_topic(config, &kafka) {
+                                Ok(limit) => r.ok("record size", record_size(config, limit)),
+                                Err(e) => r.refuse("record size", e),
+                            }
+                        }
+                    }
                     Err(e) => r.fail("kafka", e),
                 }
             }
         }
     }
-    if r.failed {
+    if r.refused {
+        println!("check failed: redmirror would refuse to start with this configuration");
+        Ok(ExitCode::from(2))
+    } else if r.failed {
         println!("check failed");
         Ok(ExitCode::from(1))
     } else {
         println!("check passed");
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn record_size(config: &Config, limit: usize) -> String {
+    format!(
+        "REDMIRROR_MAX_FLOW_BYTES={} fits the {limit}-byte records Kafka takes",
+        config.rules.max_flow_bytes
+    )
 }

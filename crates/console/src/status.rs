@@ -218,6 +218,9 @@ pub struct Status {
     /// The field rules in effect (SPEC section 8): the process's, from
     /// `/v1/status`; read directly, this configuration's.
     pub rules: Option<redmirror_core::RulesSummary>,
+    /// Apply's write limit (events per second, 0 = none) and whether it
+    /// holds writes back now (process only, with apply).
+    pub write_limit: Option<redmirror_api::WriteLimit>,
 }
 
 /// What status judges by.
@@ -248,6 +251,7 @@ impl Status {
             dead_letters: DeadLetters::default(),
             apply_instances: None,
             rules: None,
+            write_limit: None,
         }
     }
 
@@ -353,6 +357,7 @@ impl Status {
             }
             s.last_reconcile = v.last_reconcile.clone().map(ReconcileView::from_report);
             s.rules = v.rules.clone();
+            s.write_limit = v.write_limit;
         } else if let Some(mm) = metrics {
             s.held = metric(m::HELD).map(|h| h > 0.0);
             s.lag = mm
@@ -729,6 +734,16 @@ impl Status {
         }
         if let Some(n) = self.apply_instances {
             row(&mut o, "apply", format!("{n} live instance{}", plural(n as u64)));
+        }
+        match self.write_limit.map(|w| (w.apply_max_rate, w.throttled)) {
+            Some((0, _)) => row(&mut o, "write limit", "none (REDMIRROR_APPLY_MAX_RATE=0)".into()),
+            Some((rate, true)) => row(
+                &mut o,
+                "write limit",
+                format!("{rate} events/s, THROTTLED now (the backlog waits in Kafka; lag shows it)"),
+            ),
+            Some((rate, false)) => row(&mut o, "write limit", format!("{rate} events/s, not reached")),
+            None => {}
         }
         match &self.last_reconcile {
             Some(r) => {

@@ -26,6 +26,10 @@ pub const HEADER_SOURCE_EPOCH: &str = "redmirror-source-epoch";
 /// before field rules existed).
 pub const HEADER_RULES: &str = "redmirror-rules";
 
+/// The `cause` of a tombstone without an epoch header
+/// ([`FlowEvent::external_tombstone`]).
+pub const EXTERNAL_TOMBSTONE: &str = "external_tombstone";
+
 /// Why an event from the topic cannot be used. Permanent: such an event is
 /// dead-lettered, never retried.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -155,6 +159,22 @@ impl FlowEvent {
             Origin::Unspecified,
             "tombstone",
         )
+    }
+
+    /// A tombstone without a `redmirror-source-epoch` header: written by a
+    /// tool or an operator, not by redmirror, so it has no place in the
+    /// (epoch, time) order. It means "delete this flow now": apply writes it
+    /// whatever it applied to the flow before (as a rewind writes), and the
+    /// flow's next event orders after it as usual.
+    pub fn external_tombstone(flow_id: &[u8], source_time_us: i64) -> Self {
+        let mut e = FlowEvent::tombstone(flow_id, source_time_us);
+        e.cause = EXTERNAL_TOMBSTONE.to_string();
+        e
+    }
+
+    /// True for an [`FlowEvent::external_tombstone`].
+    pub fn is_external_tombstone(&self) -> bool {
+        self.origin == Origin::Unspecified as i32 && self.cause == EXTERNAL_TOMBSTONE
     }
 
     /// True for an upsert.

@@ -135,7 +135,7 @@ pub async fn replay(
             report.read += 1;
             let decoded = redmirror_kafka::decode_event(&m);
             if let Ok(ev) = &decoded {
-                if opts.until_us.is_some_and(|until| ev.source_time_us > until) {
+                if opts.until_us.is_some_and(|until| after_until(ev, until)) {
                     report.after_until += 1;
                     if opts.force && !best.contains_key(&ev.flow_id) {
                         only_after.insert(ev.flow_id.clone());
@@ -375,4 +375,47 @@ pub fn active_members(kafka: &redmirror_kafka::Kafka, group: &str) -> Result<usi
         .filter(|g| g.name() == group)
         .map(|g| g.members().len())
         .sum())
+}
+
+/// True when `ev` was made after `until_us` (`--until`). The source time
+/// alone is not enough: after a failover to a host whose clock is behind,
+/// a change made after T carries a source time before it (a newer epoch
+/// orders it right, but the bound is a time). So an event is also after T
+/// when it was captured after T: its capture time comes from the capturing
+/// process's clock, which does not step back with the source.
+fn after_until(ev: &redmirror_core::FlowEvent, until_us: i64) -> bool {
+    ev.source_time_us > until_us
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redmirror_core::event::Origin;
+
+    const T: i64 = 1_700_000_000_000_000;
+    const HOUR: i64 = 3_600_000_000;
+
+    fn event(source_us: i64, capture_us: i64, epoch: u64) -> redmirror_core::FlowEvent {
+        let mut e =
+            redmirror_core::FlowEvent::upsert(Bytes::from_static(b"f"), Vec::new(), source_us, Origin::Capture, "hset")
+                .in_epoch(epoch);
+        e.capture_time_us = capture_us;
+        e
+    }
+
+    #[test]
+    fn a_change_made_after_t_on_a_source_whose_clock_is_behind_is_after_t() {
+        // Before T, captured at once.
+        assert!(!after_until(&event(T - 1_000, T - 900, 1), T));
+        // After T by the source's clock.
+        assert!(after_until(&event(T + 1, T + 100, 1), T));
+        // After a failover to a host an hour behind: stamped before T by the
+        // source, captured a minute after T.
+        assert!(after_until(&event(T - HOUR + 60_000_000, T + 60_000_000, 2), T));
+        // A capturing host a little ahead of the source does not push a
+        // change made just before T past it.
+        assert!(!after_until(&event(T - 1_000, T + 1_000_000, 1), T));
+        // A tombstone carries no capture time: its source time decides.
+        assert!(!after_until(&event(T - 1, 0, 0), T));
+    }
 }

@@ -36,8 +36,11 @@ use redmirror_core::event::{DecodeError, FlowEvent, HEADER_RULES, HEADER_SOURCE_
 /// Decodes a message read from the change topic. A tombstone (a flow id as
 /// key, no payload) is that flow's delete, timed by its
 /// `redmirror-source-time-us` header when the producer set one, else by its
-/// Kafka timestamp, in the epoch of its `redmirror-source-epoch` header (0
-/// without one); everything else must be a valid event
+/// Kafka timestamp. With a `redmirror-source-epoch` header it is ordered in
+/// that epoch like any event; without one it is an external tombstone
+/// ([`FlowEvent::external_tombstone`]: a tool's or an operator's delete,
+/// applied whatever the flow's watermark says, so it deletes after any
+/// epoch bump too); everything else must be a valid event
 /// ([`FlowEvent::decode_checked`]), its rules fingerprint taken from the
 /// `redmirror-rules` header when the payload has none.
 pub fn decode_event<M: rdkafka::Message>(m: &M) -> Result<FlowEvent, DecodeError> {
@@ -46,8 +49,10 @@ pub fn decode_event<M: rdkafka::Message>(m: &M) -> Result<FlowEvent, DecodeError
             let time = header::<M, i64>(m, HEADER_SOURCE_TIME)
                 .or_else(|| m.timestamp().to_millis().filter(|ms| *ms > 0).map(|ms| ms * 1000))
                 .unwrap_or_else(redmirror_core::now_us);
-            let epoch = header::<M, u64>(m, HEADER_SOURCE_EPOCH).unwrap_or(0);
-            Ok(FlowEvent::tombstone(key, time).in_epoch(epoch))
+            Ok(match header::<M, u64>(m, HEADER_SOURCE_EPOCH) {
+                Some(epoch) => FlowEvent::tombstone(key, time).in_epoch(epoch),
+                None => FlowEvent::external_tombstone(key, time),
+            })
         }
         // The fingerprint travels in the event and in its header; an event
         // from another producer may have only the header.
@@ -463,7 +468,16 @@ mod tombstones {
         assert_eq!(e.op, Op::Delete as i32);
         assert_eq!(e.delete_reason, DeleteReason::Absent as i32);
         assert_eq!(e.source_time_us, 1_700_000_000_123_000, "Kafka timestamp in µs");
-        assert_eq!(e.cause, "tombstone");
+        assert_eq!(e.cause, "external_tombstone");
+        assert!(e.is_external_tombstone());
+        let mut m = m;
+        m = m.replace_headers(Some(OwnedHeaders::new().insert(Header {
+            key: "redmirror-source-epoch",
+            value: Some("3"),
+        })));
+        let e = decode_event(&m).expect("a delete");
+        assert_eq!((e.source_epoch, e.cause.as_str()), (3, "tombstone"));
+        assert!(!e.is_external_tombstone());
     }
 
     #[test]

@@ -266,11 +266,27 @@ impl Reconciler {
             source_epoch: clock.map(|o| o.epoch),
             ..Report::default()
         };
-        report.barrier = if self.barrier(opts.barrier_timeout).await {
-            Barrier::Reached
+        // A pass whose barrier timed out compares and reports, but repairs
+        // nothing: an event still in flight may land after the comparison,
+        // and a repair made from it could resurrect a flow deleted during a
+        // gap (SPEC section 2). The service runs the pass again soon.
+        let withheld;
+        let opts = if self.barrier(opts.barrier_timeout).await {
+            report.barrier = Barrier::Reached;
+            opts
         } else {
-            tracing::warn!("Reconcile barrier not reached (apply behind or not running); comparing anyway.");
-            Barrier::TimedOut
+            tracing::warn!(
+                timeout = ?opts.barrier_timeout,
+                "Reconcile barrier not reached (apply behind or not running): this pass reports drift and repairs \
+                 nothing; it runs again soon."
+            );
+            report.barrier = Barrier::TimedOut;
+            report.dry_run = true;
+            withheld = PassOptions {
+                dry_run: true,
+                ..opts.clone()
+            };
+            &withheld
         };
         report
             .phase_seconds

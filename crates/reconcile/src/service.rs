@@ -277,7 +277,10 @@ impl LeasedRole for Leader<'_> {
                     r = svc.pass(answering, slots) => r,
                 };
                 let now = tokio::time::Instant::now();
-                if r.is_ok() {
+                // A pass whose barrier timed out repaired nothing: it is run
+                // again like a failed one (sooner than the schedule).
+                let timed_out = matches!(&r, Ok(report) if report.barrier == crate::report::Barrier::TimedOut);
+                if r.is_ok() && !timed_out {
                     answering = 0;
                     retry.reset();
                     if was_targeted.is_none() {

@@ -135,23 +135,48 @@ impl Lease {
     }
 
     /// Renews every third of the TTL until `stop`, or until the lease is
-    /// lost (another holder), which cancels `lost`. Transient errors keep
-    /// trying: the lease simply expires if they last.
+    /// lost, which cancels `lost`: another holder has it, or no renewal was
+    /// confirmed within the TTL (less a tenth, for clock rates and the time
+    /// the last reply took). The second is self-fencing: a holder that
+    /// cannot reach the destination stops its role by the time the lease
+    /// may have expired there and another instance may have taken it.
     pub async fn keep(&self, stop: CancellationToken, lost: CancellationToken) {
+        let fence_after = self.ttl - self.ttl / 10;
+        // Conservative: the lease was set (acquired or renewed) just before.
+        let mut confirmed = tokio::time::Instant::now();
         loop {
+            let deadline = confirmed + fence_after;
+            let wake = (tokio::time::Instant::now() + self.ttl / 3).min(deadline);
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.ttl / 3) => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
-            match self.renew().await {
-                Ok(true) => {}
-                Ok(false) => {
+            let sent = tokio::time::Instant::now();
+            let renewed = if sent >= deadline {
+                None
+            } else {
+                tokio::time::timeout_at(deadline, self.renew()).await.ok()
+            };
+            match renewed {
+                Some(Ok(true)) => confirmed = sent,
+                Some(Ok(false)) => {
                     tracing::warn!(lease = %self.name, "Lease lost to another instance.");
                     lost.cancel();
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(lease = %self.name, error = %e, "Lease renewal failed (destination error); retrying, the lease is lost if it expires meanwhile (check REDMIRROR_DEST_URL).")
+                Some(Err(e)) => {
+                    tracing::warn!(lease = %self.name, error = %e, "Lease renewal failed (destination error); retrying until the lease's TTL runs out (check REDMIRROR_DEST_URL).")
+                }
+                None => {
+                    tracing::warn!(
+                        lease = %self.name,
+                        ttl = ?self.ttl,
+                        "No lease renewal confirmed within the lease's TTL: stopping the role, since the lease may \
+                         have expired and another instance may hold it (check REDMIRROR_DEST_URL)."
+                    );
+                    self.set_gauge(false);
+                    lost.cancel();
+                    return;
                 }
             }
         }
@@ -235,5 +260,47 @@ pub async fn run_while_leased<R: LeasedRole>(
             Some(l) => tracing::warn!(lease = %l.name, "The {} lease was lost: standing by.", l.name),
             None => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redmirror_config::{RedisEndpoint, TlsFiles};
+    use redmirror_testkit::RedisServer;
+
+    /// A holder that cannot reach the destination stops within the TTL
+    /// (the lease may have expired there and been taken by another).
+    #[tokio::test]
+    async fn a_holder_that_cannot_renew_stops_within_the_ttl() {
+        let mut server = RedisServer::start();
+        let endpoint = RedisEndpoint {
+            url: server.url(),
+            tls: TlsFiles::default(),
+        };
+        let client = crate::connect(&endpoint, "destination").await.expect("connect");
+        let ttl = Duration::from_millis(1500);
+        let lease = Lease::new(client, "test", "redmirror:lease:test".into(), ttl);
+        assert!(lease.try_acquire().await.unwrap());
+        let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
+        let keeper = tokio::spawn({
+            let (l, s, x) = (lease.clone(), stop.clone(), lost.clone());
+            async move { l.keep(s, x).await }
+        });
+        // Renewed while the destination answers.
+        tokio::time::sleep(ttl * 2).await;
+        assert!(!lost.is_cancelled(), "lost while renewals succeed");
+        server.stop();
+        let stopped = tokio::time::Instant::now();
+        tokio::time::timeout(ttl * 3, lost.cancelled())
+            .await
+            .expect("the holder kept running past its TTL without a confirmed renewal");
+        assert!(
+            stopped.elapsed() <= ttl,
+            "stopped {:?} after the destination went",
+            stopped.elapsed()
+        );
+        keeper.await.unwrap();
+        stop.cancel();
     }
 }

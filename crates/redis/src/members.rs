@@ -3,15 +3,41 @@
 //! instances must stop writing before it starts, and `redmirror status`
 //! counts them; each instance records in a hash which hold it stopped
 //! writing for.
+//!
+//! Every score is the destination's clock (`TIME`, read inside the script
+//! that writes or reads the set), never a host's: instances on hosts whose
+//! clocks differ by seconds are judged alike, so a live instance on a host
+//! behind is never taken for dead.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use fred::prelude::Client;
+use fred::types::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::hold::Hold;
+use crate::Script;
+
+/// Announces `ARGV[1]` in `KEYS[1]` at the destination's time and forgets
+/// members older than `ARGV[2]` ms; replies that time (ms).
+const ANNOUNCE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return now
+"#;
+
+/// The members of `KEYS[1]` announced within `ARGV[1]` ms of the
+/// destination's time.
+const LIVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"#;
 
 /// How often an apply instance announces itself.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -32,26 +58,15 @@ pub fn member_name() -> String {
 /// `members_key`, and forgets members that stopped announcing themselves
 /// (crashed instances) so the set stays as small as the live group.
 pub async fn announce(client: Client, members_key: String, member: String, shutdown: CancellationToken) {
+    let script = Script::new(ANNOUNCE);
     loop {
-        let now_ms = redmirror_core::now_us() / 1000;
-        let r: Result<(), fred::error::Error> = async {
-            let _: i64 = client
-                .zadd(
-                    members_key.as_str(),
-                    None,
-                    None,
-                    false,
-                    false,
-                    (now_ms as f64, member.as_str()),
-                )
-                .await?;
-            let _: i64 = client
-                .zremrangebyscore(members_key.as_str(), f64::NEG_INFINITY, (now_ms - MEMBER_TTL_MS) as f64)
-                .await?;
-            let _: () = client.pexpire(members_key.as_str(), MEMBER_TTL_MS, None).await?;
-            Ok(())
-        }
-        .await;
+        let r = script
+            .call(
+                &client,
+                &[members_key.as_bytes()],
+                vec![Value::from(member.as_str()), Value::from(MEMBER_TTL_MS)],
+            )
+            .await;
         if let Err(e) = r {
             tracing::debug!(key = %members_key, error = %e, "Heartbeat not written.");
         }
@@ -68,12 +83,20 @@ pub async fn leave(client: &Client, members_key: &str, member: &str) -> Result<(
     Ok(())
 }
 
-/// Apply instances that announced themselves within the last 3 s.
+/// Apply instances that announced themselves within the last 3 s, by the
+/// destination's clock.
 pub async fn live_members(client: &Client, members_key: &str) -> Result<Vec<String>, fred::error::Error> {
-    let since = (redmirror_core::now_us() / 1000 - LIVE_WITHIN_MS) as f64;
-    client
-        .zrangebyscore(members_key, since, f64::INFINITY, false, None)
-        .await
+    let reply = Script::read_only(LIVE)
+        .call(client, &[members_key.as_bytes()], vec![Value::from(LIVE_WITHIN_MS)])
+        .await?;
+    match reply {
+        Value::Array(items) => Ok(items.into_iter().filter_map(|v| v.into_string()).collect()),
+        Value::Null => Ok(Vec::new()),
+        other => Err(fred::error::Error::new(
+            fred::error::ErrorKind::Parse,
+            format!("unexpected reply from the live members script: {other:?}"),
+        )),
+    }
 }
 
 /// The live apply instances that have not yet stopped writing for the
@@ -108,4 +131,68 @@ pub async fn acknowledge_hold(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::interfaces::ClientLike;
+    use redmirror_config::{RedisEndpoint, TlsFiles};
+    use redmirror_testkit::RedisServer;
+
+    /// Liveness is judged by the destination's clock: a heartbeat scored 2 s
+    /// ago by it is live, one 10 s ago is not, and `announce` scores by it.
+    #[tokio::test]
+    async fn members_are_scored_and_judged_by_the_destination_clock() {
+        let server = RedisServer::start();
+        let endpoint = RedisEndpoint {
+            url: server.url(),
+            tls: TlsFiles::default(),
+        };
+        let client = crate::connect(&endpoint, "destination").await.expect("connect");
+        let key = "redmirror:apply:members";
+        let (secs, micros): (i64, i64) = {
+            let t: Vec<String> = client
+                .custom(
+                    fred::types::CustomCommand::new_static("TIME", None, false),
+                    Vec::<Value>::new(),
+                )
+                .await
+                .unwrap();
+            (t[0].parse().unwrap(), t[1].parse().unwrap())
+        };
+        let dest_ms = secs * 1000 + micros / 1000;
+        let _: () = client
+            .zadd(
+                key,
+                None,
+                None,
+                false,
+                false,
+                vec![
+                    ((dest_ms - 2_000) as f64, "recent"),
+                    ((dest_ms - 10_000) as f64, "gone"),
+                ],
+            )
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(announce(client.clone(), key.into(), "me".into(), stop.clone()));
+        let live = redmirror_testkit::wait_for_async("the announcement", Duration::from_secs(10), || async {
+            let live = live_members(&client, key).await.ok()?;
+            live.contains(&"me".to_string()).then_some(live)
+        })
+        .await;
+        assert!(
+            live.contains(&"recent".to_string()) && !live.contains(&"gone".to_string()),
+            "{live:?}"
+        );
+        let score: f64 = client.zscore(key, "me").await.unwrap();
+        assert!(
+            (score - dest_ms as f64).abs() < 5_000.0,
+            "scored {score}, destination time {dest_ms}"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
 }

@@ -7,6 +7,12 @@
 //! state and result. `POST /v1/resume` ends a rewind's hold with one
 //! destination write and answers `200`. No handler waits for a pass or its
 //! barrier.
+//!
+//! Every `/v1/` request passes through one layer, [`crate::audit::gate`]:
+//! the token check (404 without a configured token, 401 with a wrong one,
+//! 429 for an address that sent too many wrong ones), one audit log line
+//! and `redmirror_admin_requests_total{route,status}`. Routes added to
+//! [`router`] are covered by it without code of their own.
 
 use std::sync::Arc;
 
@@ -23,6 +29,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditNote;
 use crate::requests::{Requests, Ticket, TooMany};
 use crate::Health;
 
@@ -119,8 +126,30 @@ pub struct HttpState {
     pub requests: Requests,
 }
 
-/// Builds the router.
+/// The admin routes with the success status each answers, as the `route`
+/// and `status` labels of `redmirror_admin_requests_total` (registered at
+/// start with these and with 401).
+pub const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("/v1/status", "200"),
+    ("/v1/reconcile", "202"),
+    ("/v1/resume", "200"),
+    ("/v1/resync/{flow_id}", "202"),
+    ("/v1/flows/{flow_id}", "200"),
+    ("/v1/flows/{flow_id}/history", "200"),
+    ("/v1/dlq", "200"),
+    ("/v1/dlq/redrive", "200"),
+    ("/v1/series", "200"),
+];
+
+/// Builds the router: every route, then the admin gate over all of them
+/// (add routes in [`routes`]).
 pub fn router(state: HttpState) -> Router {
+    let gate = crate::audit::Gate::new(state.admin_token.as_deref());
+    routes(state).layer(axum::middleware::from_fn_with_state(gate, crate::audit::gate))
+}
+
+/// Every route.
+fn routes(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -141,7 +170,8 @@ pub fn router(state: HttpState) -> Router {
 
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -165,19 +195,14 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// Checks the bearer token. `Err` is the response to send.
-fn authorize(s: &HttpState, headers: &HeaderMap, action: &str) -> Result<Arc<dyn Admin>, Box<Response>> {
+/// Checks the bearer token again (the gate, [`crate::audit::gate`], has
+/// already refused a wrong one and logged the call) and returns the admin
+/// actions. `Err` is the response to send.
+fn authorize(s: &HttpState, headers: &HeaderMap, _action: &str) -> Result<Arc<dyn Admin>, Box<Response>> {
     let Some(expected) = s.admin_token.as_deref() else {
         return Err(Box::new(StatusCode::NOT_FOUND.into_response()));
     };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let ok = given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
-    if !ok {
-        tracing::warn!(target: "redmirror::audit", action, outcome = "unauthorized", "Admin call refused.");
+    if !crate::audit::token_matches(headers, expected) {
         let r = (
             StatusCode::UNAUTHORIZED,
             [("www-authenticate", "Bearer")],
@@ -191,10 +216,14 @@ fn authorize(s: &HttpState, headers: &HeaderMap, action: &str) -> Result<Arc<dyn
     })
 }
 
-fn refused(action: &str, e: AdminError) -> Response {
-    tracing::warn!(target: "redmirror::audit", action, outcome = "failed", error = %e.message, "Admin action.");
+/// The answer to a refused or failed action (the audit line carries its message).
+fn refused(_action: &str, e: AdminError) -> Response {
     let code = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, Json(ErrorBody { error: e.message })).into_response()
+    let note = AuditNote {
+        request: None,
+        error: Some(e.message.clone()),
+    };
+    (code, axum::Extension(note), Json(ErrorBody { error: e.message })).into_response()
 }
 
 /// Opens a request, hands it to `start` and answers `202` with its id (or
@@ -220,15 +249,18 @@ fn accept(
     let id = ticket.id().to_string();
     match start(ticket) {
         Ok(()) => {
-            tracing::info!(target: "redmirror::audit", action, request = %id, outcome = "accepted", "Admin action.");
             let state = s.requests.state(&id).map_or("queued", |st| st.as_str());
             let body = Accepted {
-                id,
+                id: id.clone(),
                 action: action.to_string(),
                 state: state.to_string(),
                 status: "/v1/status".to_string(),
             };
-            (StatusCode::ACCEPTED, Json(body)).into_response()
+            let note = AuditNote {
+                request: Some(id),
+                error: None,
+            };
+            (StatusCode::ACCEPTED, axum::Extension(note), Json(body)).into_response()
         }
         Err(e) => {
             s.requests.withdraw(&id);
@@ -245,7 +277,6 @@ async fn status(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     match admin.status().await {
         Ok(mut body) => {
             body.requests = s.requests.entries();
-            tracing::info!(target: "redmirror::audit", action = "status", outcome = "ok", "Admin action.");
             (StatusCode::OK, Json(body)).into_response()
         }
         Err(e) => refused("status", e),
@@ -258,10 +289,7 @@ async fn resume(State(s): State<HttpState>, headers: HeaderMap) -> Response {
         Err(r) => return *r,
     };
     match admin.resume().await {
-        Ok(body) => {
-            tracing::info!(target: "redmirror::audit", action = "resume", outcome = "ok", "Admin action.");
-            (StatusCode::OK, Json(body)).into_response()
-        }
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
         Err(e) => refused("resume", e),
     }
 }
@@ -425,6 +453,144 @@ mod tests {
         stop.cancel();
     }
 
+    /// `redmirror_admin_requests_total{route,status}` as /metrics says it.
+    async fn admin_count(c: &reqwest::Client, base: &str, route: &str, status: u16) -> Option<f64> {
+        let text = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let series = format!(
+            "{}{{route=\"{route}\",status=\"{status}\"}} ",
+            crate::metrics::ADMIN_REQUESTS
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map(|v| v.trim().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn every_admin_call_is_counted_by_route_pattern_and_status_404_and_401_included() {
+        let c = reqwest::Client::new();
+        // Registered at start.
+        let Served { base, stop, .. } = start(None).await;
+        for (route, ok) in ADMIN_ROUTES {
+            for status in [ok.parse().unwrap(), 401] {
+                assert!(
+                    admin_count(&c, &base, route, status).await.is_some(),
+                    "{route} {status}"
+                );
+            }
+        }
+        // 404 without a token, on the route pattern, never the raw path.
+        let before = admin_count(&c, &base, "/v1/resync/{flow_id}", 404).await.unwrap_or(0.0);
+        let r = c.post(format!("{base}/v1/resync/secret-flow")).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert!(admin_count(&c, &base, "/v1/resync/{flow_id}", 404).await.unwrap() >= before + 1.0);
+        let text = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!text.contains("secret-flow"), "a raw path became a label:\n{text}");
+        stop.cancel();
+
+        let token = "0123456789abcdef-token";
+        let Served { base, stop, .. } = start(Some(token)).await;
+        let route = "/v1/resync/{flow_id}";
+        let before = admin_count(&c, &base, route, 401).await.unwrap();
+        let r = c
+            .post(format!("{base}/v1/resync/f1"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(admin_count(&c, &base, route, 401).await.unwrap() >= before + 1.0);
+        let before = admin_count(&c, &base, route, 202).await.unwrap();
+        let r = c
+            .post(format!("{base}/v1/resync/f1"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert!(admin_count(&c, &base, route, 202).await.unwrap() >= before + 1.0);
+        // An admin path no route matches: 401 without the token, counted
+        // under one fixed label.
+        let r = c.get(format!("{base}/v1/no-such-route/x")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(
+            admin_count(&c, &base, crate::audit::UNMATCHED_ROUTE, 401)
+                .await
+                .unwrap()
+                >= 1.0
+        );
+        let r = c
+            .get(format!("{base}/v1/no-such-route/x"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn repeated_wrong_tokens_block_their_address_only() {
+        let token = "0123456789abcdef-token";
+        let Served { base, stop, .. } = start(Some(token)).await;
+        let from = |ip: &str| {
+            reqwest::Client::builder()
+                .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+                .build()
+                .unwrap()
+        };
+        let (guesser, operator) = (from("127.0.0.1"), from("127.0.0.2"));
+        for i in 0..crate::audit::MAX_FAILURES {
+            let r = guesser
+                .get(format!("{base}/v1/status"))
+                .bearer_auth(format!("guess-{i}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "try {i}");
+        }
+        // Blocked: every call from that address gets 429, the right token
+        // too (the block answers no guess).
+        for auth in ["guess-again", token] {
+            let r = guesser
+                .get(format!("{base}/v1/status"))
+                .bearer_auth(auth)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 429);
+        }
+        let c = reqwest::Client::new();
+        assert!(admin_count(&c, &base, "/v1/status", 429).await.unwrap() >= 2.0);
+        // Another address with the right token is unaffected.
+        let r = operator
+            .get(format!("{base}/v1/status"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // Non-admin routes are never gated.
+        assert_eq!(
+            guesser.get(format!("{base}/healthz")).send().await.unwrap().status(),
+            200
+        );
+        stop.cancel();
+    }
+
     #[tokio::test]
     async fn the_console_is_served_and_the_series_is_admin_only_and_never_stored() {
         let c = reqwest::Client::new();
@@ -492,6 +658,7 @@ mod tests {
             crate::metrics::DLQ_EVENTS,
             crate::metrics::BUILD_INFO,
             crate::metrics::VERIFIED_SOURCE_TIME,
+            crate::metrics::ADMIN_REQUESTS,
         ] {
             assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
         }

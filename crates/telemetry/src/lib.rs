@@ -10,6 +10,8 @@
 //!   (`redmirror-web`) at `/`.
 //! - [`series`]: the last 30 minutes of end-to-end p50/p99 and capture
 //!   and apply rates, sampled in memory for the web console's chart.
+//! - [`audit`]: the gate every admin call passes through: token check, one
+//!   audit log line, `redmirror_admin_requests_total`, wrong-token blocking.
 //! - [`requests`]: admin requests, answered at once and run in the
 //!   background; their states and results for `GET /v1/status`.
 //! - [`events`]: internal events, each logged and counted from the same
@@ -20,6 +22,7 @@
 //! - [`logging`]: tracing set-up, text or JSON lines.
 //! - [`progress`]: a progress line on a terminal for long one-shot commands.
 
+pub mod audit;
 pub mod errors;
 pub mod events;
 pub mod health;

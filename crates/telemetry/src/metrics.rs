@@ -66,6 +66,10 @@ pub const HELD: &str = "redmirror_held";
 /// The source time (seconds since the Unix epoch) up to which the
 /// destination is proven equal to the source; 0 before the first proof.
 pub const VERIFIED_SOURCE_TIME: &str = "redmirror_verified_source_time_seconds";
+/// Tombstones without an epoch header (a tool's or an operator's delete) applied.
+pub const APPLY_EXTERNAL_TOMBSTONES: &str = "redmirror_apply_external_tombstones_total";
+/// Admin API calls, `route` (the route pattern) and `status` (HTTP code).
+pub const ADMIN_REQUESTS: &str = "redmirror_admin_requests_total";
 
 /// Declares the values of a metric label as an enum: `ALL` (every value,
 /// in order), `LABELS` (the same, as label strings) and `label()`. Metrics
@@ -269,6 +273,15 @@ fn describe_all() {
         SOURCE_EPOCH,
         "The current source epoch: moves forward on a change of source server or a source clock step back."
     );
+    describe_counter!(
+        APPLY_EXTERNAL_TOMBSTONES,
+        "Kafka tombstones without a redmirror-source-epoch header (written by a tool or an operator) that apply \
+         wrote as deletes of their flows, whatever was applied to the flow before."
+    );
+    describe_counter!(
+        ADMIN_REQUESTS,
+        "Admin API calls, by route pattern and HTTP status (401, 404 and 429 included)."
+    );
     describe_gauge!(
         HELD,
         "1 while a rewind holds the mirror at a point in time (until `redmirror resume`), else 0."
@@ -318,6 +331,12 @@ fn register_all() {
     metrics::gauge!(SOURCE_EPOCH).set(0.0);
     metrics::gauge!(HELD).set(0.0);
     metrics::gauge!(VERIFIED_SOURCE_TIME).set(0.0);
+    metrics::counter!(APPLY_EXTERNAL_TOMBSTONES).absolute(0);
+    for (route, ok) in crate::http::ADMIN_ROUTES {
+        for status in [*ok, "401"] {
+            metrics::counter!(ADMIN_REQUESTS, "route" => *route, "status" => status).absolute(0);
+        }
+    }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

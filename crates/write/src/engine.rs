@@ -94,6 +94,7 @@ pub struct ApplyEngine {
     watermark_key: Bytes,
     clustered: bool,
     skip_index_step: bool,
+    throttle: crate::Throttle,
 }
 
 /// What the second step does to a flow's index field (cluster only).
@@ -115,7 +116,21 @@ impl ApplyEngine {
             keys,
             rules,
             skip_index_step: false,
+            throttle: crate::Throttle::unlimited(),
         }
+    }
+
+    /// Writes through `throttle` (`REDMIRROR_APPLY_MAX_RATE`, `replay
+    /// --max-rate`): [`ApplyEngine::apply`] then writes a batch in slices of
+    /// at most [`crate::Throttle::burst`] events, each when the limit allows.
+    pub fn with_throttle(mut self, throttle: crate::Throttle) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    /// The write limit this engine follows.
+    pub fn throttle(&self) -> &crate::Throttle {
+        &self.throttle
     }
 
     /// For tests of the crash between the two steps of a cluster write: an
@@ -143,7 +158,32 @@ impl ApplyEngine {
     /// watermark (rewind). Decode failures and permanent per-event errors
     /// become [`Outcome::DeadLetter`]; a transient error fails the whole batch,
     /// which is safe to retry (every step is idempotent).
+    ///
+    /// Under a write limit ([`ApplyEngine::with_throttle`]) the batch is
+    /// written in slices, each waiting for the limit; per-flow order holds
+    /// (slices go one after another), and a transient error fails the whole
+    /// batch as before.
     pub async fn apply<E>(&self, events: &[E], force: bool) -> Result<Vec<Outcome>, Transient>
+    where
+        E: std::borrow::Borrow<Decoded> + Sync,
+    {
+        let burst = self.throttle.burst();
+        if events.len() <= burst {
+            self.throttle.acquire(events.len()).await;
+            return self.apply_now(events, force).await;
+        }
+        let mut outcomes = Vec::with_capacity(events.len());
+        for slice in events.chunks(burst) {
+            self.throttle.acquire(slice.len()).await;
+            outcomes.extend(self.apply_now(slice, force).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// [`ApplyEngine::apply`] without waiting for the write limit: for a
+    /// caller that waited itself ([`crate::Throttle::acquire`], for at most
+    /// [`crate::Throttle::burst`] events).
+    pub async fn apply_now<E>(&self, events: &[E], force: bool) -> Result<Vec<Outcome>, Transient>
     where
         E: std::borrow::Borrow<Decoded> + Sync,
     {
@@ -371,7 +411,9 @@ impl ApplyEngine {
             flow_id: ev.flow_id.clone(),
             order: ev.order().encode(),
             upsert,
-            force,
+            // An external tombstone has no place in the order: it deletes
+            // whatever was applied before (see `FlowEvent::external_tombstone`).
+            force: force || ev.is_external_tombstone(),
             copy,
         };
         Ok((step, filtered))

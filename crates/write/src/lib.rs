@@ -6,6 +6,8 @@
 //! - [`engine`]: [`ApplyEngine`] batches events into pipelined script calls
 //!   and turns each reply into an [`Outcome`]; rules enforced without the
 //!   destination (the size limit, the organisation filter) are decided here.
+//! - [`throttle`]: the destination write limit ([`Throttle`]), events per
+//!   second through one engine and its clones.
 //! - `script`: the Lua step (`apply.lua`, after the guard fragment
 //!   `flow.lua` of `redmirror_redis`) behind a typed wrapper: a call's
 //!   arguments in, one step reply per event out, any other reply an error.
@@ -26,5 +28,7 @@
 
 pub mod engine;
 mod script;
+pub mod throttle;
 
 pub use engine::{ApplyEngine, Decoded, Outcome, Transient};
+pub use throttle::{Throttle, WriteLimit};

@@ -477,3 +477,53 @@ async fn a_newer_source_epoch_wins_whatever_the_times_and_epochless_watermarks_r
         Outcome::SkippedStale
     );
 }
+
+/// A tombstone without an epoch header (a tool's or an operator's) deletes
+/// the copy after an epoch bump too, and the flow's next event applies.
+#[tokio::test]
+async fn an_external_tombstone_deletes_after_an_epoch_bump() {
+    let mut d = dest(MirrorRules::default()).await;
+    let fields = vec![(b(b"a"), b(b"1"))];
+    let bumped = upsert(b"ext", fields.clone(), T0 + 10).in_epoch(3);
+    assert_eq!(d.apply1(bumped).await, Outcome::Applied);
+    d.assert_copy(b"ext", &fields);
+    // Read as `redmirror_kafka::decode_event` reads a header-less tombstone:
+    // epoch 0, timed by its record.
+    let tomb = FlowEvent::external_tombstone(b"ext", T0 + 5);
+    assert!(tomb.is_external_tombstone());
+    assert_eq!(d.apply1(tomb).await, Outcome::Deleted);
+    d.assert_gone(b"ext");
+    // A tombstone with the epoch header is ordered like any event.
+    let fields2 = vec![(b(b"a"), b(b"2"))];
+    assert_eq!(
+        d.apply1(upsert(b"ext", fields2.clone(), T0 + 20).in_epoch(3)).await,
+        Outcome::Applied
+    );
+    let ordered = FlowEvent::tombstone(b"ext", T0 + 5);
+    assert_eq!(d.apply1(ordered).await, Outcome::SkippedStale);
+    d.assert_copy(b"ext", &fields2);
+}
+
+/// `REDMIRROR_APPLY_MAX_RATE`: a batch larger than the limit's slice is
+/// written in slices at the limit, every event in order.
+#[tokio::test]
+async fn a_throttled_engine_writes_no_faster_than_its_limit() {
+    let mut d = dest(MirrorRules::default()).await;
+    d.engine = d.engine.clone().with_throttle(redmirror_write::Throttle::new(100));
+    let events: Vec<FlowEvent> = (0..150)
+        .map(|i| {
+            upsert(
+                format!("r{i}").as_bytes(),
+                vec![(b(b"i"), b(i.to_string().as_bytes()))],
+                T0 + i,
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let out = d.apply(&events).await;
+    let took = started.elapsed();
+    assert!(out.iter().all(|o| *o == Outcome::Applied), "{out:?}");
+    // 150 events at 100/s, the first slice (10) at once: at least 1.4 s.
+    assert!(took >= std::time::Duration::from_millis(1_350), "{took:?}");
+    d.assert_copy(b"r149", &[(b(b"i"), b(b"149"))]);
+}
