@@ -316,10 +316,13 @@ pub async fn watch(
 /// Resolves when a cluster source's map changed; never without one (or
 /// once its sender is gone).
 async fn map_changed(version: &mut Option<tokio::sync::watch::Receiver<u64>>) {
-    match version {
-        Some(v) if v.changed().await.is_ok() => {}
-        _ => std::future::pending().await,
+    if let Some(v) = version {
+        if v.changed().await.is_ok() {
+            return;
+        }
     }
+    std::future::pending().await
+
 }
 
 /// What [`watch`] does about a check.

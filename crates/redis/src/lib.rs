@@ -465,12 +465,12 @@ fn collect_ids(v: &fred::types::Value, ids: &mut std::collections::BTreeSet<Stri
             }
         }
         Value::Map(map) => {
-            for (k, value) in map.inner() {
-                match (k.as_str(), value) {
-                    (Some("id"), Value::String(id)) => {
+            for (k, value) in map.clone().inner() {
+                match (k.as_str() == Some("id"), &value) {
+                    (true, Value::String(id)) => {
                         ids.insert(id.to_string());
                     }
-                    _ => collect_ids(value, ids),
+                    _ => collect_ids(&value, ids),
                 }
             }
         }
