@@ -276,7 +276,10 @@ fn publishing_that_fails_at_once_backs_off_fails_readiness_and_recovers() {
         env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
         // The producer learns within 2 s (not 30) that the topic is gone;
         // from then on every send to it fails at once.
-        env.insert("REDMIRROR_KAFKA_TOPIC_METADATA_PROPAGATION_MAX_MS".into(), "2000".into());
+        env.insert(
+            "REDMIRROR_KAFKA_TOPIC_METADATA_PROPAGATION_MAX_MS".into(),
+            "2000".into(),
+        );
     });
     let (mut src, mut dst) = (s.source.conn(), s.dest.conn());
     wait_flowing(&mut src, &mut dst, b"client:warmup");
@@ -296,7 +299,11 @@ fn publishing_that_fails_at_once_backs_off_fails_readiness_and_recovers() {
     let out = s.mirror.output();
     eprintln!("publish failures in 3 s with the topic deleted: {tries}");
     assert!(tries <= 10.0, "{tries} failed publishes in 3 s:\n{out}");
-    assert_eq!(out.matches("Publish to Kafka failed").count(), 1, "one WARN per run of failures:\n{out}");
+    assert_eq!(
+        out.matches("Publish to Kafka failed").count(),
+        1,
+        "one WARN per run of failures:\n{out}"
+    );
     let body = crate::liveness::readyz_body(&s.mirror);
     assert_eq!(s.mirror.readyz(), 503, "{body}");
     assert!(body.contains("publishing to Kafka fails"), "{body}");

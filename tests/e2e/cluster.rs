@@ -494,14 +494,10 @@ fn a_failover_onto_a_replica_without_notifications_is_checked() {
     let _: () = cluster.cmd_on(silent, &[b"CONFIG", b"SET", b"notify-keyspace-events", b""]);
     cluster.failover(shard);
     let named = format!("127.0.0.1:{silent}");
-    let body = wait_for(
-        "readiness to fail naming the promoted master",
-        PROMOTED_CHECKED,
-        || {
-            let body = crate::liveness::readyz_body(&s.mirror);
-            (s.mirror.readyz() == 503 && body.contains(&named)).then_some(body)
-        },
-    );
+    let body = wait_for("readiness to fail naming the promoted master", PROMOTED_CHECKED, || {
+        let body = crate::liveness::readyz_body(&s.mirror);
+        (s.mirror.readyz() == 503 && body.contains(&named)).then_some(body)
+    });
     assert!(body.contains("CONFIG SET notify-keyspace-events"), "{body}");
     assert_eq!(s.mirror.metric("redmirror_capture_notifications_missing"), 1.0);
     let _: () = cluster.cmd_on(silent, &[b"CONFIG", b"SET", b"notify-keyspace-events", b"KEA"]);
@@ -533,7 +529,9 @@ fn a_failover_onto_a_replica_without_notifications_is_checked() {
     });
     let _: () = cluster.cmd_on(silent, &[b"FLUSHALL"]);
     wait_for("the FLUSHALL on the promoted master to be seen", CONVERGE, || {
-        (s.mirror.metric("redmirror_capture_source_flushes_total{command=\"flushall\"}") >= 1.0
+        (s.mirror
+            .metric("redmirror_capture_source_flushes_total{command=\"flushall\"}")
+            >= 1.0
             && keys.iter().all(|k| !s.dest.exists(k)))
         .then_some(())
     });

@@ -322,7 +322,6 @@ async fn map_changed(version: &mut Option<tokio::sync::watch::Receiver<u64>>) {
         }
     }
     std::future::pending().await
-
 }
 
 /// What [`watch`] does about a check.
