@@ -96,6 +96,16 @@ async fn poll(
             }
         }
     }
+    settle(baselines, found)
+}
+
+/// Compares each node's counts with its own baseline, which they then
+/// replace; a node without one only gets its baseline. The commands that
+/// ran, summed over the nodes, and the first error of a read.
+fn settle<E>(
+    baselines: &mut Baselines,
+    found: Vec<(Option<Master>, Result<Counts, E>)>,
+) -> (Vec<(SourceFlush, u64)>, Option<E>) {
     let mut total = [0u64; 3];
     let mut error = None;
     for (node, counts) in found {
@@ -168,6 +178,53 @@ mod tests {
         assert_eq!(parse(INFO), [2, 0, 1]);
         assert_eq!(parse(""), [0, 0, 0]);
         assert_eq!(parse("cmdstat_flushdb:calls=x\r\ncmdstat_flushdbx:calls=5"), [0, 0, 0]);
+    }
+
+    fn master(id: &str, port: u16) -> Option<Master> {
+        Some(Master {
+            id: id.into(),
+            addr: redmirror_redis::cluster::NodeAddr {
+                host: "127.0.0.1".into(),
+                port,
+            },
+        })
+    }
+
+    #[test]
+    fn each_master_is_compared_with_its_own_counts() {
+        let mut b = Baselines::new();
+        let ok = |n: Counts| Ok::<_, &str>(n);
+        // First sight: baselines only.
+        let (ran, _) = settle(
+            &mut b,
+            vec![(master("a", 1), ok([5, 0, 0])), (master("b", 2), ok([9, 9, 0]))],
+        );
+        assert_eq!(ran, vec![]);
+        // A FLUSHALL on b.
+        let (ran, _) = settle(
+            &mut b,
+            vec![(master("a", 1), ok([5, 0, 0])), (master("b", 2), ok([9, 10, 0]))],
+        );
+        assert_eq!(ran, vec![(SourceFlush::FlushAll, 1)]);
+        // b failed over to c (its counts lower than b's): no reset read as a
+        // run, no run missed after it; the poll drops b's baseline.
+        b.retain(|m, _| *m != master("b", 2));
+        let (ran, _) = settle(
+            &mut b,
+            vec![(master("a", 1), ok([5, 0, 0])), (master("c", 3), ok([1, 2, 0]))],
+        );
+        assert_eq!(ran, vec![]);
+        let (ran, _) = settle(
+            &mut b,
+            vec![(master("a", 1), ok([6, 0, 0])), (master("c", 3), ok([1, 3, 0]))],
+        );
+        assert_eq!(ran, vec![(SourceFlush::FlushDb, 1), (SourceFlush::FlushAll, 1)]);
+        // A master that cannot be read keeps its baseline; the error is returned.
+        let (ran, e) = settle(
+            &mut b,
+            vec![(master("a", 1), Err("down")), (master("c", 3), ok([1, 4, 0]))],
+        );
+        assert_eq!((ran, e), (vec![(SourceFlush::FlushAll, 1)], Some("down")));
     }
 
     #[test]
