@@ -184,3 +184,132 @@ fn consumer_lag_matches_the_brokers_end_offsets() {
     });
     assert_eq!(status_lag(&s), zero, "/v1/status lag after catching up");
 }
+
+/// A broker outage long enough to fill capture's pending set (a small
+/// `capture_pending_max` and producer queue): new flows are dropped while
+/// waiting ones keep changing, and the whole episode is one gap, reported
+/// when the set has room again (after every drop it covers). Everything
+/// converges after.
+#[test]
+fn a_broker_outage_that_fills_the_pending_set_is_one_gap_and_converges() {
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::start();
+    let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
+    env.insert("REDMIRROR_CAPTURE_PENDING_MAX".into(), "50".into());
+    env.insert("REDMIRROR_CAPTURE_BATCH".into(), "10".into());
+    env.insert("REDMIRROR_KAFKA_QUEUE_BUFFERING_MAX_MESSAGES".into(), "20".into());
+    env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    let mirror = Mirror::start(&["run"], &env);
+    let mut own = Own {
+        source,
+        dest,
+        broker,
+        mirror,
+    };
+    let (mut src, mut dst) = (own.source.conn(), own.dest.conn());
+    wait_flowing(&mut src, &mut dst, b"client:warmup");
+    let gaps = own.mirror.metric("redmirror_capture_gaps_total");
+    own.broker.kill();
+    for i in 0..200 {
+        hset(&mut src, format!("client:down{i}").as_bytes(), &[(b"v", b"1")]);
+    }
+    wait_for("the pending set to fill", CONVERGE, || {
+        (own.mirror.metric("redmirror_capture_pending_flows") >= 50.0).then_some(())
+    });
+    // Waiting flows change again (coalesced) between new flows (dropped).
+    for i in 0..200 {
+        hset(&mut src, format!("client:down{i}").as_bytes(), &[(b"v", b"2")]);
+        hset(&mut src, format!("client:late{i}").as_bytes(), &[(b"v", b"1")]);
+    }
+    own.broker.start_again();
+    wait_for("the destination to converge after the outage", CONVERGE, || {
+        (expected(&own.source) == sync_copies(&own.dest)).then_some(())
+    });
+    let out = own.mirror.output();
+    assert_eq!(
+        own.mirror.metric("redmirror_capture_gaps_total") - gaps,
+        1.0,
+        "one gap for the one overflow episode:\n{out}"
+    );
+    assert_eq!(out.matches("Capture fell behind").count(), 1, "{out}");
+}
+
+/// Deletes `topic`, or creates it with `partitions`, and waits for the answer.
+fn topic_admin(bootstrap: &str, topic: &str, create: Option<i32>) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let opts = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10)));
+    let res = rt
+        .block_on(async {
+            match create {
+                Some(p) => {
+                    admin
+                        .create_topics(&[NewTopic::new(topic, p, TopicReplication::Fixed(1))], &opts)
+                        .await
+                }
+                None => admin.delete_topics(&[topic], &opts).await,
+            }
+        })
+        .expect("admin request");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("{} {t}: {e}", if create.is_some() { "create" } else { "delete" }));
+    }
+}
+
+/// Publishing that fails at once (the change topic deleted under a running
+/// capture; the broker creates no topic by itself) backs off instead of
+/// spinning, fails readiness with the reason, and recovers once the topic
+/// is back.
+#[test]
+fn publishing_that_fails_at_once_backs_off_fails_readiness_and_recovers() {
+    let s = Setup::run_with(|env| {
+        env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+        // The producer learns within 2 s (not 30) that the topic is gone;
+        // from then on every send to it fails at once.
+        env.insert(
+            "REDMIRROR_KAFKA_TOPIC_METADATA_PROPAGATION_MAX_MS".into(),
+            "2000".into(),
+        );
+    });
+    let (mut src, mut dst) = (s.source.conn(), s.dest.conn());
+    wait_flowing(&mut src, &mut dst, b"client:warmup");
+    let bootstrap = s.broker.bootstrap();
+    topic_admin(&bootstrap, &s.mirror.topic, None);
+    hset(&mut src, b"client:while-deleted", &[(b"v", b"1")]);
+    const RETRIES: &str = "redmirror_publish_retries_total{reason=\"delivery_failed\"}";
+    wait_for("the first failed publish", CONVERGE, || {
+        (s.mirror.metric(RETRIES) >= 1.0).then_some(())
+    });
+    // Over 3 s the flow is tried again a handful of times (backoff up to
+    // 5 s), not thousands.
+    let before = s.mirror.metric(RETRIES);
+    // A measurement window, not a wait for a condition.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let tries = s.mirror.metric(RETRIES) - before;
+    let out = s.mirror.output();
+    eprintln!("publish failures in 3 s with the topic deleted: {tries}");
+    assert!(tries <= 10.0, "{tries} failed publishes in 3 s:\n{out}");
+    assert_eq!(
+        out.matches("Publish to Kafka failed").count(),
+        1,
+        "one WARN per run of failures:\n{out}"
+    );
+    let body = crate::liveness::readyz_body(&s.mirror);
+    assert_eq!(s.mirror.readyz(), 503, "{body}");
+    assert!(body.contains("publishing to Kafka fails"), "{body}");
+    topic_admin(&bootstrap, &s.mirror.topic, Some(3));
+    s.wait_dest(b"client:while-deleted", Some(&copy_of(&hash(&[("v", "1")]))));
+    wait_for("readiness to pass again", CONVERGE, || {
+        (s.mirror.readyz() == 200).then_some(())
+    });
+}

@@ -419,3 +419,121 @@ fn a_destination_failover_and_slot_migration_under_load_converge() {
     let took = under_load(&s, |_| dest.migrate_slots(slot.saturating_sub(20)..slot + 20, to));
     eprintln!("cluster destination slot migration under load: converged {took:?} after the writer stopped");
 }
+
+/// `notify-keyspace-events` on one node of the cluster (no redirects).
+fn node_notify_flags(c: &RedisCluster, port: u16) -> String {
+    let v: Vec<String> = c.cmd_on(port, &[b"CONFIG", b"GET", b"notify-keyspace-events"]);
+    v.get(1).cloned().unwrap_or_default()
+}
+
+/// The replica of the master on `master_port`.
+fn replica_of(c: &RedisCluster, master_port: u16) -> u16 {
+    let topo = c.topology(master_port);
+    let id = topo
+        .iter()
+        .find(|n| n.port == master_port && n.master)
+        .map(|n| n.id.clone())
+        .unwrap_or_else(|| panic!("{master_port} is not a master: {topo:#?}"));
+    topo.iter()
+        .find(|n| n.master_id.as_deref() == Some(id.as_str()))
+        .map(|n| n.port)
+        .unwrap_or_else(|| panic!("{master_port} has no replica: {topo:#?}"))
+}
+
+/// Flow keys (`client:{prefix}-{i}`) served by the master on `port`.
+fn keys_on(c: &RedisCluster, port: u16, prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..)
+        .map(|i| format!("client:{prefix}-{i}").into_bytes())
+        .filter(|k| c.master_of(k) == port)
+        .take(n)
+        .collect()
+}
+
+/// Bound on a promoted master being checked: the topology is read every
+/// second and a change triggers a check at once (the periodic one is every
+/// 30 s, so this bound excludes it).
+const PROMOTED_CHECKED: Duration = Duration::from_secs(20);
+
+/// The same cluster given as source and destination through two different
+/// nodes is refused. A failover onto a replica whose notifications are
+/// off: the new master is checked when it appears. Without auto-configure readiness fails
+/// naming it; with it, it is configured and its flows are mirrored; a
+/// FLUSHALL on it is seen.
+#[test]
+fn a_failover_onto_a_replica_without_notifications_is_checked() {
+    let cluster = Arc::new(RedisCluster::start());
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    // The same cluster named through two different nodes is refused.
+    let seeds = cluster.masters();
+    let same = mirror_env(
+        &format!("redis://127.0.0.1:{}", seeds[0]),
+        &format!("redis://127.0.0.1:{}", seeds[1]),
+        &broker.bootstrap(),
+    );
+    let (code, out) = cli(&["run"], &same);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("same Redis Cluster"), "{out}");
+    let (code, out) = cli(&["check"], &same);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  servers"), "{out}");
+
+    let mut env = mirror_env(&cluster.url(), &dest.url(), &broker.bootstrap());
+    env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    let mirror = Mirror::start(&["run"], &env);
+    let mut s = ClusterSetup {
+        cluster: cluster.clone(),
+        dest: Dest::Single(dest),
+        mirror,
+    };
+    s.wait_ready();
+
+    // Auto-configure off: readiness fails naming the promoted node.
+    let shard = cluster.masters()[1];
+    let silent = replica_of(&cluster, shard);
+    let _: () = cluster.cmd_on(silent, &[b"CONFIG", b"SET", b"notify-keyspace-events", b""]);
+    cluster.failover(shard);
+    let named = format!("127.0.0.1:{silent}");
+    let body = wait_for("readiness to fail naming the promoted master", PROMOTED_CHECKED, || {
+        let body = crate::liveness::readyz_body(&s.mirror);
+        (s.mirror.readyz() == 503 && body.contains(&named)).then_some(body)
+    });
+    assert!(body.contains("CONFIG SET notify-keyspace-events"), "{body}");
+    assert_eq!(s.mirror.metric("redmirror_capture_notifications_missing"), 1.0);
+    let _: () = cluster.cmd_on(silent, &[b"CONFIG", b"SET", b"notify-keyspace-events", b"KEA"]);
+    assert_eq!(s.mirror.terminate(), Some(0));
+
+    // Auto-configure on: the promoted node is configured, its flows are
+    // mirrored by their notifications (no pass runs: the interval is an
+    // hour and none is asked for after the writes), and a FLUSHALL on it
+    // is seen.
+    env.insert("REDMIRROR_CONFIGURE_NOTIFICATIONS".into(), "true".into());
+    s.mirror = Mirror::start(&["run"], &env);
+    s.wait_ready();
+    let shard = cluster.masters()[0];
+    let silent = replica_of(&cluster, shard);
+    let _: () = cluster.cmd_on(silent, &[b"CONFIG", b"SET", b"notify-keyspace-events", b""]);
+    cluster.failover(shard);
+    wait_for("the promoted master to be configured", PROMOTED_CHECKED, || {
+        redmirror_capture::notify::missing(&node_notify_flags(&cluster, silent))
+            .is_empty()
+            .then_some(())
+    });
+    let keys = keys_on(&cluster, silent, "promoted", 20);
+    let mut w = cluster.writer();
+    for k in &keys {
+        w.hset(k, &[(b"on", b"the promoted master")]);
+    }
+    wait_for("the flows written on the promoted master", CONVERGE, || {
+        keys.iter().all(|k| s.dest.exists(k)).then_some(())
+    });
+    let _: () = cluster.cmd_on(silent, &[b"FLUSHALL"]);
+    wait_for("the FLUSHALL on the promoted master to be seen", CONVERGE, || {
+        (s.mirror
+            .metric("redmirror_capture_source_flushes_total{command=\"flushall\"}")
+            >= 1.0
+            && keys.iter().all(|k| !s.dest.exists(k)))
+        .then_some(())
+    });
+    assert_eq!(s.mirror.readyz(), 200, "{}", crate::liveness::readyz_body(&s.mirror));
+}

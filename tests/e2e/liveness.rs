@@ -45,7 +45,7 @@ fn kill_pubsub(source: &RedisServer) {
     assert!(killed >= 1, "no pub/sub connection to kill");
 }
 
-fn readyz_body(m: &Mirror) -> String {
+pub(crate) fn readyz_body(m: &Mirror) -> String {
     http::blocking_get(&format!("{}/readyz", m.http)).unwrap_or_default()
 }
 

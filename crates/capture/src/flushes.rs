@@ -12,8 +12,11 @@
 //! The counts are server-wide: one of these commands on another database
 //! asks for a pass too (which then finds nothing to repair). A count that
 //! went down (`CONFIG RESETSTAT`, a restarted source) is a new baseline,
-//! not a gap; a restart is the subscriber's gap already.
+//! not a gap; a restart is the subscriber's gap already. On a cluster
+//! source every master (as capture's map has them now) is read and keeps
+//! a baseline of its own.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -21,6 +24,7 @@ use redmirror_telemetry::metrics::SourceFlush;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::masters::{Master, Masters};
 use crate::Gap;
 
 /// How often the counters are read.
@@ -61,48 +65,88 @@ pub fn ran(before: &Counts, now: &Counts) -> Vec<(SourceFlush, u64)> {
         .collect()
 }
 
-/// The counts of the source; on a cluster, summed over every primary
-/// (a master replaced by a failover may lower the sum: read as a reset,
-/// and the failover is a gap of its own).
-async fn read(client: &Client) -> Result<Counts, fred::error::Error> {
-    let mut sum = [0; 3];
-    for node in redmirror_redis::primaries(client) {
-        let info: String = match &node {
-            Some(n) => {
-                client
-                    .with_cluster_node(n)
-                    .info(Some(fred::types::InfoKind::CommandStats))
-                    .await?
+/// Each master's counts kept as the baseline for its next read, by node
+/// id and address (a standalone source is the one entry `None`).
+type Baselines = HashMap<Option<Master>, Counts>;
+
+/// Reads the counts of the source (of every master of a cluster source,
+/// as capture's map has them now) and compares each with its own
+/// baseline: the commands that ran since. A master seen for the first
+/// time (promoted by a failover, added) gets its baseline and reports
+/// nothing (its arrival is a gap of its own); a master gone is forgotten,
+/// so a replaced master is never read as a counter reset of another. The
+/// first error of a read is returned after the other masters were read.
+async fn poll(
+    client: &Client,
+    masters: Option<&mut Masters>,
+    baselines: &mut Baselines,
+) -> (Vec<(SourceFlush, u64)>, Option<fred::error::Error>) {
+    let mut found: Vec<(Option<Master>, Result<Counts, fred::error::Error>)> = Vec::new();
+    match masters {
+        None => {
+            let info: Result<String, _> = client.info(Some(fred::types::InfoKind::CommandStats)).await;
+            found.push((None, info.map(|i| parse(&i))));
+        }
+        Some(masters) => {
+            let current = masters.current();
+            baselines.retain(|m, _| m.as_ref().is_some_and(|m| current.contains(m)));
+            for m in current {
+                let info = masters.call(&m.addr, &[b"INFO", b"commandstats"]).await;
+                found.push((Some(m), info.map(|i| parse(&i.concat()))));
             }
-            None => client.info(Some(fred::types::InfoKind::CommandStats)).await?,
-        };
-        for (s, c) in sum.iter_mut().zip(parse(&info)) {
-            *s += c;
         }
     }
-    Ok(sum)
+    settle(baselines, found)
+}
+
+/// Compares each node's counts with its own baseline, which they then
+/// replace; a node without one only gets its baseline. The commands that
+/// ran, summed over the nodes, and the first error of a read.
+fn settle<E>(
+    baselines: &mut Baselines,
+    found: Vec<(Option<Master>, Result<Counts, E>)>,
+) -> (Vec<(SourceFlush, u64)>, Option<E>) {
+    let mut total = [0u64; 3];
+    let mut error = None;
+    for (node, counts) in found {
+        match counts {
+            Ok(now) => {
+                if let Some(before) = baselines.get(&node) {
+                    for (t, (b, n)) in total.iter_mut().zip(before.iter().zip(&now)) {
+                        *t += n.saturating_sub(*b);
+                    }
+                }
+                baselines.insert(node, now);
+            }
+            Err(e) => {
+                error.get_or_insert(e);
+            }
+        }
+    }
+    (ran(&[0; 3], &total), error)
 }
 
 /// Polls until `stop`, sending [`Gap::Flushed`] on `gaps` whenever one of
-/// the commands watched ran on the source since the previous read. A read that
-/// fails (source down) keeps the previous counts; the first failure of a
-/// run of them is logged.
-pub async fn watch(client: Client, gaps: mpsc::UnboundedSender<Gap>, stop: CancellationToken) {
-    let mut last: Option<Counts> = None;
+/// the commands watched ran on the source (on a cluster source, on any of
+/// its masters, `masters`) since the previous read. A master whose read
+/// fails (down) keeps its previous counts; the first failure of a run of
+/// them is logged.
+pub async fn watch(
+    client: Client,
+    mut masters: Option<Masters>,
+    gaps: mpsc::UnboundedSender<Gap>,
+    stop: CancellationToken,
+) {
+    let mut baselines = Baselines::new();
     let mut failing = false;
     loop {
-        match read(&client).await {
-            Ok(now) => {
-                failing = false;
-                if let Some(before) = &last {
-                    let ran = ran(before, &now);
-                    if !ran.is_empty() {
-                        Gap::Flushed(ran).report(&gaps);
-                    }
-                }
-                last = Some(now);
-            }
-            Err(e) => {
+        let (ran, error) = poll(&client, masters.as_mut(), &mut baselines).await;
+        if !ran.is_empty() {
+            Gap::Flushed(ran).report(&gaps);
+        }
+        match error {
+            None => failing = false,
+            Some(e) => {
                 if !failing {
                     tracing::warn!(
                         error = %e,
@@ -134,6 +178,53 @@ mod tests {
         assert_eq!(parse(INFO), [2, 0, 1]);
         assert_eq!(parse(""), [0, 0, 0]);
         assert_eq!(parse("cmdstat_flushdb:calls=x\r\ncmdstat_flushdbx:calls=5"), [0, 0, 0]);
+    }
+
+    fn master(id: &str, port: u16) -> Option<Master> {
+        Some(Master {
+            id: id.into(),
+            addr: redmirror_redis::cluster::NodeAddr {
+                host: "127.0.0.1".into(),
+                port,
+            },
+        })
+    }
+
+    #[test]
+    fn each_master_is_compared_with_its_own_counts() {
+        let mut b = Baselines::new();
+        let ok = |n: Counts| Ok::<_, &str>(n);
+        // First sight: baselines only.
+        let (ran, _) = settle(
+            &mut b,
+            vec![(master("a", 1), ok([5, 0, 0])), (master("b", 2), ok([9, 9, 0]))],
+        );
+        assert_eq!(ran, vec![]);
+        // A FLUSHALL on b.
+        let (ran, _) = settle(
+            &mut b,
+            vec![(master("a", 1), ok([5, 0, 0])), (master("b", 2), ok([9, 10, 0]))],
+        );
+        assert_eq!(ran, vec![(SourceFlush::FlushAll, 1)]);
+        // b failed over to c (its counts lower than b's): no reset read as a
+        // run, no run missed after it; the poll drops b's baseline.
+        b.retain(|m, _| *m != master("b", 2));
+        let (ran, _) = settle(
+            &mut b,
+            vec![(master("a", 1), ok([5, 0, 0])), (master("c", 3), ok([1, 2, 0]))],
+        );
+        assert_eq!(ran, vec![]);
+        let (ran, _) = settle(
+            &mut b,
+            vec![(master("a", 1), ok([6, 0, 0])), (master("c", 3), ok([1, 3, 0]))],
+        );
+        assert_eq!(ran, vec![(SourceFlush::FlushDb, 1), (SourceFlush::FlushAll, 1)]);
+        // A master that cannot be read keeps its baseline; the error is returned.
+        let (ran, e) = settle(
+            &mut b,
+            vec![(master("a", 1), Err("down")), (master("c", 3), ok([1, 4, 0]))],
+        );
+        assert_eq!((ran, e), (vec![(SourceFlush::FlushAll, 1)], Some("down")));
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   and publishes their state with the idempotent producer.
 //! - [`flushes`]: polls `INFO commandstats` for FLUSHDB, FLUSHALL and
 //!   SWAPDB, which send no per-key notification, and reports each as a gap.
+//! - [`masters`]: a cluster source's masters as capture's own map has them
+//!   now, for the commands that must reach each (the two above).
 //! - [`run`]: the whole role.
 //! - [`role`]: the role as a process runs it (only while it holds the
 //!   capture lease, gaps signalled to the reconciler), and resync.
@@ -24,6 +26,7 @@
 //! (see docs/operations.md for the ACL).
 
 pub mod flushes;
+pub mod masters;
 pub mod notify;
 pub mod pending;
 pub mod publisher;
@@ -121,8 +124,12 @@ pub enum Gap {
     Start,
     /// The subscription was lost and re-made.
     Resubscribed,
-    /// Notifications were dropped (pending set full, or the client fell behind).
-    Overflow,
+    /// Notifications were dropped while the pending set was full: one per
+    /// overflow episode, reported when it ended (after every drop it covers).
+    Overflow {
+        /// Flows dropped in the episode.
+        dropped: u64,
+    },
     /// The source ran FLUSHDB, FLUSHALL or SWAPDB (with how many calls):
     /// flows vanished or appeared without a notification.
     Flushed(Vec<(SourceFlush, u64)>),
@@ -163,9 +170,13 @@ impl Gap {
                 metrics::counter!(m::CAPTURE_GAPS).increment(1);
                 tracing::warn!("Re-subscribed to source notifications: gap reported for reconciliation.");
             }
-            Gap::Overflow => {
+            Gap::Overflow { dropped } => {
                 metrics::counter!(m::CAPTURE_GAPS).increment(1);
-                tracing::warn!("Capture fell behind: notifications dropped, gap reported for reconciliation.");
+                tracing::warn!(
+                    dropped,
+                    "Capture fell behind: changed flows were dropped while the pending set was full \
+                     (capture_pending_max); the set has room again, gap reported for reconciliation."
+                );
             }
             Gap::Flushed(ran) => {
                 for (command, calls) in ran {
@@ -235,6 +246,12 @@ pub enum CaptureError {
     /// Keyspace notifications are not configured.
     #[error(transparent)]
     Notify(#[from] notify::NotifyError),
+    /// The Kafka producer failed fatally (librdkafka's fatal error, e.g. of
+    /// the idempotent producer): it can publish nothing more, so the role
+    /// stops and the process exits non-zero, to be started again with a
+    /// new producer.
+    #[error("the Kafka producer failed fatally and can publish nothing more ({0}); capture stops")]
+    ProducerFatal(String),
     /// The subscriber's thread or runtime could not be started.
     #[error("cannot start the notification subscriber's thread: {0}")]
     Runtime(#[source] std::io::Error),
@@ -384,7 +401,13 @@ pub async fn run(
     health.set(notify::HEALTH_NOTIFICATIONS, true);
     let pending = Arc::new(Pending::new(opts.pending_max));
     let stop_sub = CancellationToken::new();
-    let flushes = tokio::spawn(flushes::watch(client.clone(), gaps.clone(), stop_sub.clone()));
+    let masters = || cluster.clone().map(masters::Masters::new);
+    let flushes = tokio::spawn(flushes::watch(
+        client.clone(),
+        masters(),
+        gaps.clone(),
+        stop_sub.clone(),
+    ));
     let subscribed = Arc::new(tokio::sync::Notify::new());
     let watcher = tokio::spawn(notify::watch(
         client.clone(),
@@ -393,6 +416,7 @@ pub async fn run(
         health.clone(),
         gaps.clone(),
         subscribed.clone(),
+        masters(),
         stop_sub.clone(),
     ));
     let beat = {
@@ -434,6 +458,17 @@ pub async fn run(
             stop_sub.clone(),
         ))
     });
+    let overflows = {
+        let (p, g, s) = (pending.clone(), gaps.clone(), stop_sub.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = s.cancelled() => return,
+                    dropped = p.overflowed() => Gap::Overflow { dropped }.report(&g),
+                }
+            }
+        })
+    };
     let stop_progress = CancellationToken::new();
     let reporter = progress.map(|p| tokio::spawn(report_progress(p, pending.clone(), stop_progress.clone())));
     let result = publisher::run(&opts, reader, publisher, pending, health.clone(), shutdown).await;
@@ -442,6 +477,7 @@ pub async fn run(
         let _ = t.await;
     }
     let _ = sub.await;
+    let _ = overflows.await;
     let _ = flushes.await;
     let _ = watcher.await;
     let _ = beat.await;

@@ -13,6 +13,7 @@ use redmirror_telemetry::Health;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::masters::Masters;
 use crate::Gap;
 
 /// How often [`watch`] checks the setting between subscriptions (SPEC: at
@@ -143,6 +144,69 @@ pub async fn check(client: &Client, endpoint: &RedisEndpoint, configure: bool) -
     Ok(result)
 }
 
+/// [`check`] on a cluster source, over its masters as capture's own map
+/// has them now ([`Masters`]): a replica promoted by a failover, or a
+/// master added, is checked (and, with `configure`, set) within about a
+/// second of becoming one. A master missing classes is named in the error;
+/// one that cannot be read does not keep the others from being checked.
+pub async fn check_masters(
+    masters: &mut Masters,
+    endpoint: &RedisEndpoint,
+    configure: bool,
+) -> Result<Checked, NotifyError> {
+    let mut result = Checked::Complete;
+    let mut unreadable = None;
+    for m in masters.current() {
+        let name = format!("{} (cluster master {})", endpoint.redacted(), m.addr);
+        let failed = |e: fred::error::Error| NotifyError::Unreadable {
+            endpoint: name.clone(),
+            message: e.details().to_string(),
+        };
+        let flags = match masters
+            .call(&m.addr, &[b"CONFIG", b"GET", b"notify-keyspace-events"])
+            .await
+        {
+            Ok(reply) => reply.get(1).cloned().unwrap_or_default(),
+            Err(e) => {
+                unreadable.get_or_insert(failed(e));
+                continue;
+            }
+        };
+        let miss = missing(&flags);
+        if miss.is_empty() {
+            continue;
+        }
+        let wanted = format!("{flags}{miss}");
+        if !configure {
+            return Err(NotifyError::Missing {
+                endpoint: name,
+                current: flags,
+                missing: miss,
+                wanted,
+            });
+        }
+        match masters
+            .call(
+                &m.addr,
+                &[b"CONFIG", b"SET", b"notify-keyspace-events", wanted.as_bytes()],
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(value = %wanted, node = %name, "Set notify-keyspace-events on the source.");
+                result = Checked::SetAgain(wanted);
+            }
+            Err(e) => {
+                unreadable.get_or_insert(failed(e));
+            }
+        }
+    }
+    match unreadable {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
+}
+
 async fn check_on(
     client: &Client,
     node: Option<&Server>,
@@ -186,7 +250,9 @@ async fn check_on(
 }
 
 /// Checks the setting after every subscription (`subscribed` is notified
-/// by the subscriber) and every [`CHECK_EVERY`], until `stop`. While
+/// by the subscriber), every [`CHECK_EVERY`] and, on a cluster source
+/// (`masters`), whenever its map changes (a failover, a master added),
+/// until `stop`. While
 /// classes are missing: [`HEALTH_NOTIFICATIONS`] is down with the
 /// `CONFIG SET` to run as its reason, `redmirror_capture_notifications_missing`
 /// is 1, and the command is logged once per occurrence (or, with
@@ -199,20 +265,29 @@ pub async fn watch(
     health: Health,
     gaps: mpsc::UnboundedSender<Gap>,
     subscribed: Arc<Notify>,
+    mut masters: Option<Masters>,
     stop: CancellationToken,
 ) {
     let mut state = Watch::default();
+    let mut version = masters.as_ref().map(|m| m.cluster().version());
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             _ = subscribed.notified() => {}
+            _ = map_changed(&mut version) => {}
             _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
+        let checking = async {
+            match masters.as_mut() {
+                Some(m) => check_masters(m, &endpoint, configure).await,
+                None => check(&client, &endpoint, configure).await,
+            }
+        };
         let found = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            r = check(&client, &endpoint, configure) => r,
+            r = checking => r,
         };
         match state.found(found) {
             Action::Missing(reason) => {
@@ -236,6 +311,17 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// Resolves when a cluster source's map changed; never without one (or
+/// once its sender is gone).
+async fn map_changed(version: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(v) = version {
+        if v.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// What [`watch`] does about a check.

@@ -9,7 +9,11 @@ use tokio::sync::Notify;
 
 /// Changed flows waiting to be read, each once however many notifications
 /// arrive (coalescing), in first-change order. Bounded: past `max` distinct
-/// flows a new flow is refused and the caller reports a gap.
+/// flows a new flow is refused (dropped). An *overflow episode* runs from
+/// the first drop until the set has room again (a take); it ends with one
+/// [`Pending::overflowed`] carrying how many were dropped, reported as one
+/// gap after every drop it covers, however many notifications came and were
+/// dropped or coalesced meanwhile.
 ///
 /// Progress: every accepted change gets a sequence number, and it stays
 /// *outstanding* while its flow waits here and while the flow's event is
@@ -21,6 +25,8 @@ use tokio::sync::Notify;
 pub struct Pending {
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Woken when an overflow episode ended.
+    overflow: Notify,
     max: usize,
     /// `redmirror_capture_pending_flows`, looked up once (not per change).
     gauge: metrics::Gauge,
@@ -40,6 +46,10 @@ struct Inner {
     /// Outstanding sequence numbers (waiting or in flight). Each number is
     /// given out once, so a set is enough.
     outstanding: BTreeSet<u64>,
+    /// Flows dropped in the overflow episode under way (0: none).
+    dropping: u64,
+    /// Flows dropped in episodes that ended and were not reported yet.
+    dropped: u64,
 }
 
 impl Inner {
@@ -178,8 +188,11 @@ impl Pending {
                 order: VecDeque::new(),
                 received: 0,
                 outstanding: BTreeSet::new(),
+                dropping: 0,
+                dropped: 0,
             }),
             notify: Notify::new(),
+            overflow: Notify::new(),
             max,
             gauge: metrics::gauge!(m::CAPTURE_PENDING),
         }
@@ -192,6 +205,7 @@ impl Pending {
             return Added::Coalesced;
         }
         if g.order.len() >= self.max {
+            g.dropping += 1;
             return Added::Full;
         }
         g.received += 1;
@@ -267,13 +281,39 @@ impl Pending {
                 seq: w.seq,
             });
         }
+        let ended = g.dropping > 0 && g.order.len() < self.max;
+        if ended {
+            // Room again: the episode is over, after every drop it covers.
+            g.dropped += std::mem::take(&mut g.dropping);
+        }
         if g.order.is_empty() && g.order.capacity() > SHRINK_ABOVE {
             // A burst is over: do not keep its tables for good.
             g.order = VecDeque::new();
             g.causes = HashMap::new();
         }
         self.gauge.set(g.order.len() as f64);
+        drop(g);
+        if ended {
+            self.overflow.notify_one();
+        }
         out
+    }
+
+    /// Waits until an overflow episode ended; how many flows it (or the
+    /// episodes that ended since the last call) dropped.
+    pub async fn overflowed(&self) -> u64 {
+        loop {
+            if let Some(n) = self.take_overflowed() {
+                return n;
+            }
+            self.overflow.notified().await;
+        }
+    }
+
+    /// Flows dropped by the episodes that ended since the last call, if any.
+    pub fn take_overflowed(&self) -> Option<u64> {
+        let mut g = self.inner.lock().expect("pending lock");
+        Some(std::mem::take(&mut g.dropped)).filter(|n| *n > 0)
     }
 
     /// Number of flows waiting.
@@ -313,6 +353,31 @@ mod tests {
         );
         assert!(p.is_empty());
         assert_eq!(p.add(b"a", Cause::of("hset")), Added::New);
+    }
+
+    #[test]
+    fn an_overflow_episode_is_reported_once_when_it_ends_after_its_drops() {
+        let p = Pending::new(2);
+        p.add(b"a", Cause::Hset);
+        p.add(b"b", Cause::Hset);
+        // Full: new flows are dropped, waiting ones coalesce, in any mix.
+        for i in 0..100u32 {
+            assert_eq!(p.add(format!("new-{i}").as_bytes(), Cause::Hset), Added::Full);
+            assert_eq!(p.add(b"a", Cause::Hset), Added::Coalesced);
+        }
+        assert_eq!(p.take_overflowed(), None, "not over while the set is full");
+        assert_eq!(p.try_take(1).len(), 1);
+        assert_eq!(p.take_overflowed(), Some(100), "one report, covering every drop");
+        assert_eq!(p.take_overflowed(), None);
+        assert_eq!(p.add(b"c", Cause::Hset), Added::New);
+        assert_eq!(p.try_take(10).len(), 2);
+        assert_eq!(p.take_overflowed(), None, "no drop, no episode");
+        // A second episode is a second report.
+        p.add(b"d", Cause::Hset);
+        p.add(b"e", Cause::Hset);
+        assert_eq!(p.add(b"f", Cause::Hset), Added::Full);
+        p.try_take(1);
+        assert_eq!(p.take_overflowed(), Some(1));
     }
 
     #[test]

@@ -56,18 +56,38 @@ pub async fn run(
         health: &health,
         warned: &warned,
     };
-    loop {
+    let mut retry = Retry::new(&health);
+    let result = loop {
         metrics::gauge!(m::PRODUCER_QUEUE).set(publisher.queue_len() as f64);
+        let paused = retry.until;
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
-            Some(acked) = in_flight.next(), if !in_flight.is_empty() => on_ack(acked, &pending, &warned_large),
-            batch = pending.take(opts.batch), if in_flight.len() < MAX_IN_FLIGHT => {
+            _ = shutdown.cancelled() => break Ok(()),
+            Some(acked) = in_flight.next(), if !in_flight.is_empty() => {
+                match on_ack(acked, &pending, &warned_large) {
+                    Outcome::Published => retry.succeeded(),
+                    Outcome::Failed(e) => {
+                        if let Some(fatal) = publisher.fatal_error() {
+                            break Err(CaptureError::ProducerFatal(fatal));
+                        }
+                        retry.failed(&e);
+                    }
+                    Outcome::Settled => {}
+                }
+            }
+            _ = tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)), if paused.is_some() => {
+                retry.until = None;
+            }
+            batch = pending.take(opts.batch), if in_flight.len() < MAX_IN_FLIGHT && paused.is_none() => {
                 if !ctx.publish(batch, &mut in_flight, Some(&shutdown)).await {
-                    break;
+                    break Ok(());
                 }
             }
         }
+    };
+    health.remove(HEALTH_PUBLISH);
+    if result.is_err() {
+        return result;
     }
     // Drain: read and publish what is already pending, within the timeout.
     let deadline = tokio::time::Instant::now() + opts.shutdown_timeout;
@@ -80,7 +100,7 @@ pub async fn run(
             ctx.publish(batch, &mut in_flight, None).await;
         }
         while let Some(acked) = in_flight.next().await {
-            on_ack(acked, &pending, &warned_large);
+            let _ = on_ack(acked, &pending, &warned_large);
         }
     };
     if tokio::time::timeout_at(deadline, drain).await.is_err() {
@@ -99,13 +119,24 @@ pub async fn run(
     Ok(())
 }
 
-fn on_ack(acked: Acked, pending: &Pending, warned: &WarnOnce) {
+/// What became of a flow's event.
+enum Outcome {
+    /// Acknowledged by the broker.
+    Published,
+    /// Settled without being published (Kafka refuses it for good).
+    Settled,
+    /// Failed; the flow is back in the pending set.
+    Failed(redmirror_kafka::Error),
+}
+
+fn on_ack(acked: Acked, pending: &Pending, warned: &WarnOnce) -> Outcome {
     let Acked { taken, op, result } = acked;
     let Taken { id, cause, seq } = taken;
     match result {
         Ok(()) => {
             metrics::counter!(m::CAPTURE_EVENTS, "op" => op.label()).increment(1);
             pending.done(seq);
+            Outcome::Published
         }
         Err(e) if !e.is_retryable() => {
             // Kafka refuses this record for good (its size): reading and
@@ -119,11 +150,78 @@ fn on_ack(acked: Acked, pending: &Pending, warned: &WarnOnce) {
             }
             .emit();
             pending.done(seq);
+            Outcome::Settled
         }
         Err(e) => {
             metrics::counter!(m::PUBLISH_RETRIES, "reason" => PublishRetry::DeliveryFailed.label()).increment(1);
-            tracing::warn!(error = %e, "Publish to Kafka failed; the flow will be read and published again (check the brokers, REDMIRROR_KAFKA_BROKERS).");
             pending.requeue(id, cause, seq);
+            Outcome::Failed(e)
+        }
+    }
+}
+
+/// Health component down while publishing fails (readiness shows why).
+pub const HEALTH_PUBLISH: &str = "publish";
+
+/// First and longest pause after a failed publish.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Publishing that fails at once (a topic deleted under capture, a broker
+/// refusing every record) must not spin: after a failure nothing more is
+/// taken from the pending set until a pause has passed (100 ms, doubling
+/// to 5 s while failures go on; failures of events already in flight
+/// during the pause do not lengthen it). The first failure of a run of
+/// them is a WARN and puts [`HEALTH_PUBLISH`] down with the error as its
+/// reason; the first success after them is an INFO and puts it up again.
+struct Retry<'a> {
+    health: &'a Health,
+    backoff: Backoff,
+    /// No flow is taken before this.
+    until: Option<tokio::time::Instant>,
+    /// Failures since the last success (0: publishing works).
+    failures: u64,
+}
+
+impl<'a> Retry<'a> {
+    fn new(health: &'a Health) -> Self {
+        health.set(HEALTH_PUBLISH, true);
+        Retry {
+            health,
+            backoff: Backoff::new(RETRY_FIRST, RETRY_MAX),
+            until: None,
+            failures: 0,
+        }
+    }
+
+    fn failed(&mut self, e: &redmirror_kafka::Error) {
+        self.failures += 1;
+        if self.until.is_none() {
+            self.until = Some(tokio::time::Instant::now() + self.backoff.next_delay());
+        }
+        if self.failures == 1 {
+            let reason = format!(
+                "publishing to Kafka fails: {e}; capture retries with backoff (check the brokers and the change \
+                 topic, REDMIRROR_KAFKA_BROKERS, REDMIRROR_TOPIC)"
+            );
+            tracing::warn!(
+                error = %e,
+                "Publish to Kafka failed; the flow will be read and published again after a pause (backoff up to \
+                 5 s while it keeps failing; /readyz fails meanwhile). Check the brokers and the change topic \
+                 (REDMIRROR_KAFKA_BROKERS, REDMIRROR_TOPIC)."
+            );
+            self.health.set_down(HEALTH_PUBLISH, &reason);
+        } else {
+            tracing::debug!(error = %e, failures = self.failures, "Publish to Kafka failed again.");
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "Publishing to Kafka works again.");
+            self.failures = 0;
+            self.backoff.reset();
+            self.health.set(HEALTH_PUBLISH, true);
         }
     }
 }

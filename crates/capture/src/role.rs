@@ -9,6 +9,7 @@ use redmirror_core::rules::Decision;
 use redmirror_core::MirrorRules;
 use redmirror_kafka::Publisher;
 use redmirror_redis::lease::{run_while_leased, Lease, LeasedRole};
+use redmirror_redis::signal::GapScope;
 use redmirror_redis::signal::GapSignal;
 use redmirror_redis::source::SourceReader;
 use redmirror_telemetry::Health;
@@ -49,10 +50,17 @@ impl LeasedRole for Leased {
         let (gap_tx, mut gap_rx) = mpsc::unbounded_channel::<crate::Gap>();
         let signal = self.gaps.clone();
         let forward = tokio::spawn(async move {
+            // Gaps that queued while the previous signal was written are
+            // one signal: the pass it asks for covers them all.
             while let Some(g) = gap_rx.recv().await {
                 tracing::debug!(gap = ?g, "Capture gap.");
+                let mut scope = g.scope();
+                while let Ok(more) = gap_rx.try_recv() {
+                    tracing::debug!(gap = ?more, "Capture gap.");
+                    scope = merge(scope, more.scope());
+                }
                 if let Some(s) = &signal {
-                    s.signal_scope(&g.scope()).await;
+                    s.signal_scope(&scope).await;
                 }
             }
         });
@@ -67,6 +75,20 @@ impl LeasedRole for Leased {
         .await;
         let _ = forward.await;
         result
+    }
+}
+
+/// One scope covering both: the whole keyspace if either is, else the
+/// slots of both.
+fn merge(a: GapScope, b: GapScope) -> GapScope {
+    match (a, b) {
+        (GapScope::Slots(mut x), GapScope::Slots(y)) => {
+            x.extend(y);
+            x.sort_unstable();
+            x.dedup();
+            GapScope::Slots(x)
+        }
+        _ => GapScope::Whole,
     }
 }
 
@@ -133,4 +155,19 @@ pub async fn resync(
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_gaps_merge_into_one_scope() {
+        assert_eq!(
+            merge(GapScope::Slots(vec![3, 1]), GapScope::Slots(vec![1, 2])),
+            GapScope::Slots(vec![1, 2, 3])
+        );
+        assert_eq!(merge(GapScope::Slots(vec![1]), GapScope::Whole), GapScope::Whole);
+        assert_eq!(merge(GapScope::Whole, GapScope::Slots(vec![1])), GapScope::Whole);
+    }
 }

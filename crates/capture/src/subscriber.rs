@@ -251,13 +251,6 @@ async fn session(
         tracing::info!(pattern = %pattern, node = %scope, "Subscribed to source notifications.");
     }
     scope.gap(*sessions == 1).report(gaps);
-    let mut overflowing = false;
-    let mut report_overflow = |pending_full: bool| {
-        if pending_full && !overflowing {
-            Gap::Overflow.report(gaps);
-        }
-        overflowing = pending_full;
-    };
     // Per notification: no URL parse and no metric registry lookup; the id
     // is copied only when the flow is new to the pending set.
     let notifications = metrics::counter!(m::CAPTURE_NOTIFICATIONS);
@@ -269,13 +262,10 @@ async fn session(
         let Some(id) = keys.flow_id(key) else { return };
         notifications.increment(1);
         let cause = Cause::of(std::str::from_utf8(event).unwrap_or("other"));
-        match pending.add(id, cause) {
-            Added::New => report_overflow(false),
-            Added::Coalesced => {
-                coalesced.increment(1);
-                report_overflow(false);
-            }
-            Added::Full => report_overflow(true),
+        // A flow refused by a full set is counted by the set: its episode
+        // is reported once, when it ends ([`Pending::overflowed`]).
+        if pending.add(id, cause) == Added::Coalesced {
+            coalesced.increment(1);
         }
     };
     loop {

@@ -15,11 +15,13 @@
 mod broker_freeze;
 mod broker_restart;
 mod cluster;
+mod cluster_silent_failover;
 mod dest_down;
 mod dest_restart;
 mod duplicates;
 mod kill;
 mod net_cut;
+mod pending_overflow;
 mod pubsub_cut;
 mod rebalance;
 mod source_blackhole;
@@ -74,6 +76,11 @@ pub enum Scenario {
     SourceFailover,
     /// A Redis Cluster source: failovers and slot migrations.
     Cluster,
+    /// A Redis Cluster source: failovers onto replicas without keyspace
+    /// notifications (capture configured to set them).
+    ClusterSilentFailover,
+    /// A broker outage long enough to fill capture's (small) pending set.
+    PendingOverflow,
     /// A second apply joins and leaves the group.
     Rebalance,
     /// Apply re-reads the whole topic in a fresh group.
@@ -82,7 +89,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::KillRun,
         Scenario::KillCapture,
         Scenario::KillApply,
@@ -96,6 +103,8 @@ impl Scenario {
         Scenario::SourceBlackhole,
         Scenario::SourceFailover,
         Scenario::Cluster,
+        Scenario::ClusterSilentFailover,
+        Scenario::PendingOverflow,
         Scenario::Rebalance,
         Scenario::Duplicates,
     ];
@@ -116,6 +125,8 @@ impl Scenario {
             Scenario::SourceBlackhole => "source-blackhole",
             Scenario::SourceFailover => "source-failover",
             Scenario::Cluster => "cluster",
+            Scenario::ClusterSilentFailover => "cluster-silent-failover",
+            Scenario::PendingOverflow => "pending-overflow",
             Scenario::Rebalance => "rebalance",
             Scenario::Duplicates => "duplicates",
         }
@@ -151,12 +162,22 @@ impl Scenario {
                 source_proxy: true,
                 ..base
             },
-            Scenario::Cluster => Needs { cluster: true, ..base },
+            Scenario::Cluster | Scenario::ClusterSilentFailover => Needs { cluster: true, ..base },
             Scenario::KillRun
             | Scenario::BrokerFreeze
             | Scenario::BrokerRestart
             | Scenario::SourceFailover
+            | Scenario::PendingOverflow
             | Scenario::Rebalance => base,
+        }
+    }
+
+    /// Settings of its own, on top of every scenario's.
+    fn settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Scenario::ClusterSilentFailover => cluster_silent_failover::SETTINGS,
+            Scenario::PendingOverflow => pending_overflow::SETTINGS,
+            _ => &[],
         }
     }
 
@@ -176,6 +197,8 @@ impl Scenario {
             Scenario::SourceBlackhole => source_blackhole::inject(env, turn),
             Scenario::SourceFailover => source_failover::inject(env, turn),
             Scenario::Cluster => cluster::inject(env, rng, turn),
+            Scenario::ClusterSilentFailover => cluster_silent_failover::inject(env, rng, turn),
+            Scenario::PendingOverflow => pending_overflow::inject(env, rng),
             Scenario::Rebalance => rebalance::inject(env, turn),
             Scenario::Duplicates => duplicates::inject(env, turn),
         }
@@ -478,6 +501,7 @@ impl Env {
             ("REDMIRROR_SHUTDOWN_TIMEOUT", procs::SHUTDOWN_TIMEOUT.into()),
         ]
         .into_iter()
+        .chain(self.scenario.settings().iter().map(|(k, v)| (*k, v.to_string())))
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }

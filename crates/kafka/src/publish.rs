@@ -44,6 +44,15 @@ impl Publisher {
         &self.topic
     }
 
+    /// librdkafka's fatal error, once the producer has one (e.g. the
+    /// idempotent producer lost its guarantees): it publishes nothing more.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
     /// Messages waiting in the producer's queue.
     pub fn queue_len(&self) -> i32 {
         self.producer.in_flight_count()

@@ -418,8 +418,17 @@ pub async fn run_id(client: &Client) -> Result<String, fred::error::Error> {
 }
 
 /// Why the source and the destination may not be the same server (the same
-/// `run_id`): `None` when they are different servers (or one does not say).
+/// `run_id`) or, when both are Redis Clusters, the same cluster (they share
+/// a node id: two URLs naming two nodes of one cluster): `None` when they
+/// are different (or one does not say).
 pub async fn same_server(source: &Client, dest: &Client) -> Result<Option<&'static str>, fred::error::Error> {
+    if source.is_clustered() && dest.is_clustered() {
+        let (a, b) = (cluster_node_ids(source).await?, cluster_node_ids(dest).await?);
+        return Ok((!a.is_disjoint(&b)).then_some(
+            "the source and the destination are the same Redis Cluster (they share node ids): refusing to start; \
+             check REDMIRROR_SOURCE_URL and REDMIRROR_DEST_URL",
+        ));
+    }
     let (a, b) = (run_id(source).await?, run_id(dest).await?);
     Ok((!a.is_empty() && a == b).then_some(
         "the source and the destination are the same Redis server (same run_id): refusing to start; check \
@@ -427,8 +436,65 @@ pub async fn same_server(source: &Client, dest: &Client) -> Result<Option<&'stat
     ))
 }
 
+/// The ids of every node of the cluster a clustered client is on (`CLUSTER
+/// SHARDS`, which the documented cluster ACL grants; any node knows them all).
+async fn cluster_node_ids(client: &Client) -> Result<std::collections::BTreeSet<String>, fred::error::Error> {
+    let reply: fred::types::Value = client
+        .custom(fred::cmd!("CLUSTER"), vec![fred::types::Value::from("SHARDS")])
+        .await?;
+    let mut ids = std::collections::BTreeSet::new();
+    collect_ids(&reply, &mut ids);
+    Ok(ids)
+}
+
+/// Every value named `id` in a `CLUSTER SHARDS` reply (RESP2 flat arrays
+/// of name, value, or RESP3 maps).
+fn collect_ids(v: &fred::types::Value, ids: &mut std::collections::BTreeSet<String>) {
+    use fred::types::Value;
+    match v {
+        Value::Array(items) => {
+            for pair in items.chunks(2) {
+                if let [k, Value::String(id)] = pair {
+                    if k.as_str().as_deref() == Some("id") {
+                        ids.insert(id.to_string());
+                    }
+                }
+            }
+            for item in items {
+                collect_ids(item, ids);
+            }
+        }
+        Value::Map(map) => {
+            for (k, value) in map.clone().inner() {
+                match (k.as_str() == Some("id"), &value) {
+                    (true, Value::String(id)) => {
+                        ids.insert(id.to_string());
+                    }
+                    _ => collect_ids(&value, ids),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod cluster_tests {
+    #[test]
+    fn node_ids_are_read_from_cluster_shards() {
+        use fred::types::Value;
+        let node = |id: &str| Value::Array(vec!["id".into(), id.into(), "port".into(), Value::Integer(7000)]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            "slots".into(),
+            Value::Array(vec![Value::Integer(0), Value::Integer(16383)]),
+            "nodes".into(),
+            Value::Array(vec![node("a1"), node("a2")]),
+        ])]);
+        let mut ids = Default::default();
+        super::collect_ids(&reply, &mut ids);
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["a1", "a2"]);
+    }
+
     #[test]
     fn cluster_mode_is_read_from_info_cluster() {
         assert!(super::cluster_enabled("# Cluster\r\ncluster_enabled:1\r\n"));

@@ -48,6 +48,9 @@ struct ClusterReads {
     epoch: SourceEpoch,
     sequential: bool,
     nodes: Mutex<HashMap<NodeAddr, Arc<NodeReader>>>,
+    /// Slots an `ASK` sent reads of to another node since the map last
+    /// changed (see [`ClusterReads::asked`]).
+    asked: Mutex<std::collections::HashSet<u16>>,
 }
 
 #[derive(Debug)]
@@ -115,6 +118,7 @@ impl SourceReader {
                         epoch: self.epoch.epoch().clone(),
                         sequential: self.epoch.is_sequential(),
                         nodes: Mutex::new(HashMap::new()),
+                        asked: Mutex::new(Default::default()),
                     }),
                     None => Mode::Single(Box::new(Bulk::new(&self.endpoint)?)),
                 })
@@ -245,6 +249,7 @@ impl ClusterReads {
                             asks.remove(&slot);
                         }
                         Block::Ask(addr) => {
+                            self.asked(slot, &addr);
                             asks.insert(slot, addr);
                             next.extend(positions);
                         }
@@ -280,11 +285,30 @@ impl ClusterReads {
         })
     }
 
+    /// A read of `slot` was sent by `ASK` to `addr`, the node importing
+    /// it during a slot migration. Its flows are read there with that
+    /// node's clock, which may be behind the clock of the node they were
+    /// read on so far: the first `ASK` for a slot (since the map last
+    /// changed) moves the source epoch forward, so those reads win over
+    /// what was read on the old node instead of being skipped as stale
+    /// until a pass.
+    fn asked(&self, slot: u16, addr: &NodeAddr) {
+        let first = self.asked.lock().expect("asked slots lock").insert(slot);
+        if first {
+            self.epoch.bump(&format!(
+                "slot {slot} of the source is migrating to {addr}: its flows are read there, with that node's clock"
+            ));
+        }
+    }
+
     /// Reads the map again; a change moves the source epoch forward (the
     /// masters now serving those slots have clocks of their own).
     async fn refresh(&self) -> Result<Option<crate::cluster::Change>, RedisError> {
         let change = self.cluster.refresh().await?;
         if let Some(change) = &change {
+            // A migration that ended is in the new map: a later one of the
+            // same slot moves the epoch again.
+            self.asked.lock().expect("asked slots lock").clear();
             self.epoch.bump(&format!(
                 "the source cluster's slots changed master ({})",
                 change.summary

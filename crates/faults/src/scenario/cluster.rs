@@ -36,7 +36,7 @@ impl Turn {
 }
 
 /// A probe key whose slot satisfies `want`.
-fn probe_key(turn: u32, want: impl Fn(u16) -> bool) -> String {
+pub(super) fn probe_key(turn: u32, want: impl Fn(u16) -> bool) -> String {
     (0u32..)
         .map(|i| format!("client:cluster-probe-{turn}-{i}"))
         .find(|k| want(key_slot(k.as_bytes())))
