@@ -35,8 +35,8 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
     fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
         base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
     }
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({ "type": "browser" }).to_string()))
+    fn method_and_body(&self, _: &url::Url) -> (::http::Method, Option<String>) {
+        (::http::Method::POST, Some(json!({ "type": "browser" }).to_string()))
     }
 }
 

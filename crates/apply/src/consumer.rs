@@ -594,6 +594,7 @@ async fn write_batch(
         }
         outcomes.extend(write_slice(engine, dlq, opts, slice, health, shutdown).await?);
     }
+    rules.observe(&outcomes, health);
     Some(outcomes)
 }
 
@@ -624,7 +625,6 @@ async fn write_slice(
             }
         }
     };
-    rules.observe(&outcomes, health);
     let now = redmirror_core::now_us();
     // Metric handles are looked up once per batch, counts added per label.
     let end_to_end = metrics::histogram!(m::END_TO_END);

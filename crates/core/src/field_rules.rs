@@ -19,7 +19,7 @@
 //! error here quotes it.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};

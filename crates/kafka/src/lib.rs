@@ -142,6 +142,94 @@ const CLASSIC_ONLY: [&str; 3] = [
     "heartbeat.interval.ms",
 ];
 
+/// The two kinds of librdkafka client: each reads only its own kind's
+/// properties (and those of both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// Producers and admin clients.
+    Producer,
+    /// Consumers, readers and metadata clients.
+    Consumer,
+}
+
+impl ClientKind {
+    /// True when a client of this kind ignores property `name` (it belongs
+    /// to the other kind only).
+    pub fn ignores(self, name: &str) -> bool {
+        match self {
+            ClientKind::Producer => CONSUMER_ONLY.contains(&name),
+            ClientKind::Consumer => PRODUCER_ONLY.contains(&name),
+        }
+    }
+}
+
+/// Properties only consumers read (marked `C` in librdkafka 2.12's
+/// CONFIGURATION.md, callbacks left out).
+const CONSUMER_ONLY: &[&str] = &[
+    "auto.commit.enable",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "offset.store.method",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "session.timeout.ms",
+];
+
+/// Properties only producers read (marked `P` in librdkafka 2.12's
+/// CONFIGURATION.md, callbacks left out).
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "delivery.report.only.error",
+    "delivery.timeout.ms",
+    "enable.gapless.guarantee",
+    "enable.idempotence",
+    "linger.ms",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "partitioner",
+    "produce.offset.report",
+    "queue.buffering.backpressure.threshold",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "queuing.strategy",
+    "request.required.acks",
+    "request.timeout.ms",
+    "retries",
+    "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms",
+    "transactional.id",
+];
+
 /// The producer's `message.max.bytes` unless a property sets it: the
 /// largest record it sends.
 pub const PRODUCER_MAX_MESSAGE_BYTES: &str = "2000000";
@@ -167,9 +255,18 @@ impl Kafka {
         }
     }
 
-    /// A client config with the bootstrap servers and pass-through
-    /// properties; `defaults` apply unless a property overrides them.
+    /// A config for a consumer-type client (consumers, readers, metadata
+    /// clients) with the bootstrap servers and the pass-through properties
+    /// that consumers take; `defaults` apply unless a property overrides
+    /// them.
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        self.client_config_of(ClientKind::Consumer, defaults)
+    }
+
+    /// A config for a client of `kind`. A pass-through property that only
+    /// the other kind of client reads is left out: librdkafka would ignore
+    /// it and warn (`CONFWARN`) on every client it was given to.
+    pub fn client_config_of(&self, kind: ClientKind, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
         // librdkafka forgets a broker that a Metadata response leaves out,
@@ -190,6 +287,9 @@ impl Kafka {
             if consumer_protocol && CLASSIC_ONLY.contains(&k.as_str()) {
                 continue;
             }
+            if kind.ignores(k) {
+                continue;
+            }
             c.set(k, v);
         }
         c
@@ -206,7 +306,7 @@ impl Kafka {
 
     /// The idempotent producer (`acks=all`, `enable.idempotence=true`).
     pub fn producer(&self) -> Result<FutureProducer, Error> {
-        self.client_config(&[
+        self.client_config_of(ClientKind::Producer, &[
             ("enable.idempotence", "true"),
             ("acks", "all"),
             // Latency vs batching: 1 ms lets batches form under load.
@@ -324,7 +424,8 @@ impl Kafka {
 
     /// The admin client.
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, Error> {
-        self.client_config(&[]).create().map_err(|source| Error::Client {
+        // librdkafka's admin client is a producer-type handle.
+        self.client_config_of(ClientKind::Producer, &[]).create().map_err(|source| Error::Client {
             what: "admin client",
             source,
         })
@@ -379,6 +480,29 @@ const FETCH_MAX_BYTES: &str = "1048576";
 mod consumer_settings {
     use super::Kafka;
     use std::collections::BTreeMap;
+
+    /// A pass-through property reaches only the clients that read it: a
+    /// consumer-only one given to a producer (or the other way round) made
+    /// librdkafka print a CONFWARN for every client of the other kind.
+    #[test]
+    fn each_client_kind_gets_only_the_properties_it_reads() {
+        use super::ClientKind;
+        let props = BTreeMap::from([
+            ("session.timeout.ms".to_string(), "6000".to_string()),
+            ("linger.ms".to_string(), "5".to_string()),
+            ("socket.timeout.ms".to_string(), "7000".to_string()),
+        ]);
+        let k = Kafka::new("127.0.0.1:9092", props);
+        let producer = k.client_config_of(ClientKind::Producer, &[]);
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("5"));
+        assert_eq!(producer.get("socket.timeout.ms"), Some("7000"));
+        for consumer in [k.consumer_config("g"), k.reader_config(), k.client_config(&[])] {
+            assert_eq!(consumer.get("linger.ms"), None);
+            assert_eq!(consumer.get("socket.timeout.ms"), Some("7000"));
+        }
+        assert_eq!(k.consumer_config("g").get("session.timeout.ms"), Some("6000"));
+    }
 
     /// The 1 s default of `fetch.queue.backoff.ms` left apply and replay
     /// idle most of every second on a backlog; both consumers must set it.

@@ -25,7 +25,6 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redmirror_api::{Accepted, DeadLetters, ErrorBody, FlowHistory, FlowView, Readiness, Redriven, Resumed, Status};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

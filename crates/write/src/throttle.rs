@@ -14,7 +14,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// How long after the last wait [`Throttle::status`] still says `throttled`.
