@@ -798,7 +798,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -907,6 +907,29 @@ mod tests {
             "ready": true, "components": { "destination": true },
             "topic": "flows", "dlq_topic": "flows.dlq", "group_id": "g",
         })
+    }
+
+    #[test]
+    fn the_proof_is_said_in_words() {
+        let three_min_ago = SystemTime::now() - Duration::from_secs(180);
+        let us = three_min_ago
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let r = redmirror_reconcile::Report {
+            verified_source_time_us: Some(us),
+            verified_flows: Some(1_203_455),
+            ..redmirror_reconcile::Report::default()
+        };
+        let said = ReconcileView::from_report(r).verified_sentence();
+        assert!(said.starts_with("staging matched production as of "), "{said}");
+        assert!(said.contains("3m 0s ago") && said.contains("1,203,455 flows"), "{said}");
+        let none = ReconcileView::from_report(redmirror_reconcile::Report::default()).verified_sentence();
+        assert!(none.contains("not proven"), "{none}");
+        assert_eq!(
+            (thousands(0), thousands(999), thousands(1000)),
+            ("0".into(), "999".into(), "1,000".into())
+        );
     }
 
     #[test]
