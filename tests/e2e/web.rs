@@ -35,8 +35,8 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
     fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
         base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
     }
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({ "type": "browser" }).to_string()))
+    fn method_and_body(&self, _: &url::Url) -> (::http::Method, Option<String>) {
+        (::http::Method::POST, Some(json!({ "type": "browser" }).to_string()))
     }
 }
 
@@ -179,9 +179,25 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         assert!(agreed.unwrap_or(0.0) >= 6.0, "{}", last.borrow());
         let verified = until(&c, "verified as of", r##"const e = document.getElementById("verified-as-of"); return e && e.textContent;"##).await;
         assert!(verified.as_str().unwrap().contains("not yet proven") || verified.as_str().unwrap().contains("as of"));
-        // The chart draws the process's own series: a p50 line once an
-        // interval with applied events has been sampled.
-        until(&c, "the latency chart's p50 line", r##"return document.querySelector("#latency-chart path.p50") ? true : null;"##).await;
+        // The chart draws the process's own series, one point per 5 s
+        // with something applied: changes keep coming until two are drawn.
+        let mut n = 0u32;
+        redmirror_testkit::wait_for_async("two points of the latency chart", STEP, || {
+            n += 1;
+            if n % 10 == 0 {
+                let v = (n / 10).to_string();
+                hset(&mut src, b"client:web4", &[(b"steps", v.as_bytes())]);
+            }
+            let c = &c;
+            async move {
+                let dots = c
+                    .execute(r##"return document.querySelectorAll("#latency-chart circle.p50").length;"##, vec![])
+                    .await
+                    .ok()?;
+                (dots.as_u64()? >= 2).then_some(())
+            }
+        })
+        .await;
         c.set_window_size(1280, 1250).await.unwrap();
         until(&c, "the taller window", "return window.innerHeight > 1000 ? true : null;").await;
         screenshot(&c, "console-overview.png").await;
@@ -194,7 +210,7 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         )
         .await;
         assert!(widths[0].as_u64() <= widths[1].as_u64(), "page wider than a phone: {widths}");
-        c.set_window_size(1280, 900).await.unwrap();
+        c.set_window_size(1280, 1250).await.unwrap();
 
         // A copy edited on staging is `different`, the field marked.
         hset(&mut dst, b"client:web1", &[(b"name", b"edited on staging")]);

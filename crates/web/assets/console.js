@@ -472,7 +472,7 @@
     const W = 720, H = 220, L = 56, R = 12, T = 12, B = 28;
     const t1 = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
     const t0 = t1 - 30 * 60;
-    const maxY = Math.max(0.001, ...pts.flatMap((x) => [x.p50 || 0, x.p99 || 0])) * 1.1;
+    const maxY = niceCeil(Math.max(0.001, ...pts.flatMap((x) => [x.p50 || 0, x.p99 || 0])));
     const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
     const y = (v) => T + (1 - v / maxY) * (H - T - B);
     const path = (key) => {
@@ -502,6 +502,13 @@
     const p99 = path("p99");
     if (p50) chart.append(svg("path", { class: "p50", d: p50 }));
     if (p99) chart.append(svg("path", { class: "p99", d: p99 }));
+    // A dot per point, so a point between two gaps shows too.
+    for (const key of ["p50", "p99"]) {
+      for (const p of samples) {
+        if (p[key] === null || p[key] === undefined || p.t < t0) continue;
+        chart.append(svg("circle", { class: "dot " + key, cx: x(p.t).toFixed(1), cy: y(p[key]).toFixed(1), r: 2.5 }));
+      }
+    }
     const last = pts.length ? pts[pts.length - 1] : null;
     s.append(
       h("div", { class: "legend" },
@@ -511,6 +518,13 @@
       chart,
     );
     if (!pts.length) s.append(h("p", { class: "muted", text: "Nothing applied in the last 30 minutes yet." }));
+  }
+
+  // The smallest 1, 2 or 5 times a power of ten at or above v.
+  function niceCeil(v) {
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
   }
 
   function renderPasses(status) {
@@ -738,7 +752,7 @@
     }
     const flows = new Set();
     box.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "dlq-table" },
-      h("thead", {}, h("tr", {}, ["Flow", "Reason", "When", "Where", ""].map((t) => h("th", { text: t })))),
+      h("thead", {}, h("tr", {}, ["Flow", "Reason", "When", "Topic / partition / offset", ""].map((t) => h("th", { text: t })))),
       h("tbody", {}, entries.map((d) => {
         const flow = fmtValue(d.flow_id) || "";
         const first = !flows.has(flow);
