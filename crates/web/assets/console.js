@@ -301,7 +301,7 @@
         h("section", { class: "card", id: "rates", "aria-labelledby": "rates-h" }, h("h2", { id: "rates-h", text: "Rates" })),
         h("section", { class: "card", id: "state", "aria-labelledby": "state-h" }, h("h2", { id: "state-h", text: "Mirror state" })),
         h("section", { class: "card wide chart", id: "latency", "aria-labelledby": "latency-h" },
-          h("h2", { id: "latency-h", text: "End-to-end latency (source change → applied), last 30 minutes" })),
+          h("h2", { id: "latency-h", text: "End-to-end latency (source change → applied), up to the last 30 minutes" })),
         h("section", { class: "card", id: "lag", "aria-labelledby": "lag-h" }, h("h2", { id: "lag-h", text: "Consumer lag" })),
         h("section", { class: "card wide", id: "passes", "aria-labelledby": "passes-h" }, h("h2", { id: "passes-h", text: "Reconcile passes" })),
       ),
@@ -471,7 +471,10 @@
     }
     const W = 720, H = 220, L = 56, R = 12, T = 12, B = 28;
     const t1 = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
-    const t0 = t1 - 30 * 60;
+    // The last 30 minutes, or since the process started when that is
+    // shorter (at least 2 minutes), so a young series is not squeezed.
+    const span = Math.min(30 * 60, Math.max(120, samples.length ? t1 - samples[0].t + 5 : 0));
+    const t0 = t1 - span;
     const maxY = niceCeil(Math.max(0.001, ...pts.flatMap((x) => [x.p50 || 0, x.p99 || 0])));
     const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
     const y = (v) => T + (1 - v / maxY) * (H - T - B);
@@ -489,14 +492,16 @@
       return d.trim();
     };
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", id: "latency-chart",
-      "aria-label": "End-to-end p50 and p99 latency over the last 30 minutes" });
+      "aria-label": "End-to-end p50 and p99 latency over the last " + Math.round(span / 60) + " minutes" });
     for (let i = 0; i <= 4; i++) {
       const v = (maxY * i) / 4;
       chart.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: y(v), y2: y(v) }),
         svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", text: fmtSeconds(v) }));
     }
-    for (const min of [30, 20, 10, 0]) {
-      chart.append(svg("text", { x: x(t1 - min * 60), y: H - 8, "text-anchor": "middle", text: min ? "-" + min + " min" : "now" }));
+    for (const f of [1, 2 / 3, 1 / 3, 0]) {
+      const ago = span * f;
+      const label = !f ? "now" : ago >= 120 ? "-" + Math.round(ago / 60) + " min" : "-" + Math.round(ago) + " s";
+      chart.append(svg("text", { x: x(t1 - ago), y: H - 8, "text-anchor": f === 1 ? "start" : "middle", text: label }));
     }
     const p50 = path("p50");
     const p99 = path("p99");
