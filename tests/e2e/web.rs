@@ -181,12 +181,12 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         assert!(verified.as_str().unwrap().contains("not yet proven") || verified.as_str().unwrap().contains("as of"));
         // The chart draws the process's own series, one point per 5 s
         // with something applied: changes keep coming until two are drawn.
-        let mut n = 0u32;
+        let (mut n, mut next) = (0u32, std::time::Instant::now());
         redmirror_testkit::wait_for_async("two points of the latency chart", STEP, || {
-            n += 1;
-            if n % 10 == 0 {
-                let v = (n / 10).to_string();
-                hset(&mut src, b"client:web4", &[(b"steps", v.as_bytes())]);
+            if std::time::Instant::now() >= next {
+                n += 1;
+                next += Duration::from_millis(200);
+                hset(&mut src, b"client:web4", &[(b"steps", n.to_string().as_bytes())]);
             }
             let c = &c;
             async move {
