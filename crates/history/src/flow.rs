@@ -31,7 +31,7 @@ use crate::Error;
 /// Records read per chunk.
 pub const CHUNK: i64 = 100_000;
 /// Most records read for one answer.
-pub const MAX_SCANNED: u64 = 2_000_000;
+pub const MAX_SCANNED: u64 = 500_000;
 /// Longest time spent reading for one answer (the answer comes within 10 s).
 pub const TIME_BOUND: Duration = Duration::from_secs(6);
 

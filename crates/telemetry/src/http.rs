@@ -455,6 +455,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn flow_and_dead_letter_routes_need_the_token_and_say_why_they_cannot_answer() {
+        let c = reqwest::Client::new();
+        let Served { base, stop, .. } = start(None).await;
+        let r = c.get(format!("{base}/v1/flows/a")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "no token configured: no admin API");
+        stop.cancel();
+
+        let token = "0123456789abcdef-token";
+        let Served { base, stop, .. } = start(Some(token)).await;
+        let routes = [
+            (reqwest::Method::GET, "/v1/flows/a"),
+            (reqwest::Method::GET, "/v1/flows/a/history?limit=5"),
+            (reqwest::Method::GET, "/v1/dlq"),
+            (reqwest::Method::POST, "/v1/dlq/redrive?flow=a"),
+        ];
+        for (method, path) in &routes {
+            let r = c.request(method.clone(), format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{method} {path} without the token");
+            // This process has none of these actions: 503 with the reason.
+            let r = c
+                .request(method.clone(), format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 503, "{method} {path}");
+            let body: ErrorBody = r.json().await.unwrap();
+            assert!(body.error.starts_with("this process cannot"), "{}", body.error);
+        }
+        for bad in ["/v1/flows/base64:!!", "/v1/flows/a/history?limit=0", "/v1/dlq?limit=x"] {
+            let r = c.get(format!("{base}{bad}")).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
     async fn readyz_follows_components_and_metrics_has_every_name() {
         let c = reqwest::Client::new();
         let Served { base, health, stop } = start(None).await;
