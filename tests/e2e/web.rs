@@ -280,6 +280,21 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
             .unwrap();
         let url_len = format!("{http}/#/dlq").len() as u64;
         assert_eq!(stored.as_u64(), Some(url_len), "no token kept after sign-out, none in a cookie or the URL");
+
+        // A process without an admin token: the page says the API is off.
+        let mut env = mirror_env(&s.source.url(), &s.dest.url(), &s.broker.bootstrap());
+        env.insert("REDMIRROR_TOPIC".into(), s.mirror.topic.clone());
+        let off = Mirror::start(&["apply"], &env);
+        wait_for("the second process's listener", CONVERGE, || (off.readyz() != 0).then_some(()));
+        c.goto(&format!("{}/", off.http)).await.unwrap();
+        let said = until(
+            &c,
+            "the admin-off message",
+            r##"const p = document.getElementById("admin-off");
+               return p && document.getElementById("signin").hidden ? p.textContent : null;"##,
+        )
+        .await;
+        assert!(said.as_str().unwrap().starts_with("The admin API is off"), "{said}");
         c.close().await.unwrap();
     });
 }

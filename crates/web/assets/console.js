@@ -258,6 +258,13 @@
       if (r.page === page) $(id).setAttribute("aria-current", "page");
       else $(id).removeAttribute("aria-current");
     }
+    // Served without an admin token, the page carries a plain "admin-off"
+    // paragraph: nothing to sign in to.
+    if ($("admin-off")) {
+      showSignin("");
+      $("signin").hidden = true;
+      return;
+    }
     if (!token()) {
       showSignin("");
       return;
