@@ -886,6 +886,29 @@ mod tests {
     }
 
     #[test]
+    fn the_proof_is_said_in_words() {
+        let three_min_ago = SystemTime::now() - Duration::from_secs(180);
+        let us = three_min_ago
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let r = redmirror_reconcile::Report {
+            verified_source_time_us: Some(us),
+            verified_flows: Some(1_203_455),
+            ..redmirror_reconcile::Report::default()
+        };
+        let said = ReconcileView::from_report(r).verified_sentence();
+        assert!(said.starts_with("staging matched production as of "), "{said}");
+        assert!(said.contains("3m 0s ago") && said.contains("1,203,455 flows"), "{said}");
+        let none = ReconcileView::from_report(redmirror_reconcile::Report::default()).verified_sentence();
+        assert!(none.contains("not proven"), "{none}");
+        assert_eq!(
+            (thousands(0), thousands(999), thousands(1000)),
+            ("0".into(), "999".into(), "1,000".into())
+        );
+    }
+
+    #[test]
     fn a_healthy_process_has_no_problem() {
         let s = Status::of_process(
             "http://x",

@@ -29,29 +29,36 @@ pub(super) struct Flow {
     flow: Option<String>,
 }
 
+/// A request refused before anything runs: `400` with this reason.
+struct BadRequest(&'static str);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(redmirror_api::ErrorBody {
+                error: self.0.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
 /// `limit` as given: absent → `default`, not a positive number → `Err`.
-fn limit(q: &Limit, default: usize) -> Result<usize, Response> {
+fn limit(q: &Limit, default: usize) -> Result<usize, BadRequest> {
     match q.limit.as_deref() {
         None | Some("") => Ok(default),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if n > 0 => Ok(n.min(MAX_LIMIT)),
-            _ => Err(bad_request("limit must be a positive whole number")),
+            _ => Err(BadRequest("limit must be a positive whole number")),
         },
     }
 }
 
-fn bad_request(why: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(redmirror_api::ErrorBody { error: why.to_string() }),
-    )
-        .into_response()
-}
-
-fn flow_id(text: &str) -> Result<Bytes, Response> {
+fn flow_id(text: &str) -> Result<Bytes, BadRequest> {
     match redmirror_core::text::parse_flow_id(text) {
         Ok(id) if !id.is_empty() => Ok(id),
-        _ => Err(bad_request("bad flow id (text, or base64: followed by base64)")),
+        _ => Err(BadRequest("bad flow id (text, or base64: followed by base64)")),
     }
 }
 
@@ -60,7 +67,7 @@ async fn answer<T: Serialize>(
     s: &HttpState,
     headers: &HeaderMap,
     action: &'static str,
-    call: impl FnOnce(&dyn Admin) -> Result<AdminResult<T>, Response>,
+    call: impl FnOnce(&dyn Admin) -> Result<AdminResult<T>, BadRequest>,
 ) -> Response {
     let admin = match authorize(s, headers, action) {
         Ok(a) => a,
@@ -68,7 +75,7 @@ async fn answer<T: Serialize>(
     };
     let fut = match call(admin.as_ref()) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(bad) => return bad.into_response(),
     };
     let result: Result<T, AdminError> = fut.await;
     match result {
