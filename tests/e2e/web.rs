@@ -179,9 +179,25 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         assert!(agreed.unwrap_or(0.0) >= 6.0, "{}", last.borrow());
         let verified = until(&c, "verified as of", r##"const e = document.getElementById("verified-as-of"); return e && e.textContent;"##).await;
         assert!(verified.as_str().unwrap().contains("not yet proven") || verified.as_str().unwrap().contains("as of"));
-        // The chart draws the process's own series: a p50 line once an
-        // interval with applied events has been sampled.
-        until(&c, "the latency chart's p50 line", r##"return document.querySelector("#latency-chart path.p50") ? true : null;"##).await;
+        // The chart draws the process's own series, one point per 5 s
+        // with something applied: changes keep coming until two are drawn.
+        let (mut n, mut next) = (0u32, std::time::Instant::now());
+        redmirror_testkit::wait_for_async("two points of the latency chart", STEP, || {
+            if std::time::Instant::now() >= next {
+                n += 1;
+                next += Duration::from_millis(200);
+                hset(&mut src, b"client:web4", &[(b"steps", n.to_string().as_bytes())]);
+            }
+            let c = &c;
+            async move {
+                let dots = c
+                    .execute(r##"return document.querySelectorAll("#latency-chart circle.p50").length;"##, vec![])
+                    .await
+                    .ok()?;
+                (dots.as_u64()? >= 2).then_some(())
+            }
+        })
+        .await;
         c.set_window_size(1280, 1250).await.unwrap();
         until(&c, "the taller window", "return window.innerHeight > 1000 ? true : null;").await;
         screenshot(&c, "console-overview.png").await;
@@ -194,7 +210,7 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
         )
         .await;
         assert!(widths[0].as_u64() <= widths[1].as_u64(), "page wider than a phone: {widths}");
-        c.set_window_size(1280, 900).await.unwrap();
+        c.set_window_size(1280, 1250).await.unwrap();
 
         // A copy edited on staging is `different`, the field marked.
         hset(&mut dst, b"client:web1", &[(b"name", b"edited on staging")]);
@@ -264,6 +280,21 @@ fn the_console_signs_in_shows_the_mirror_resyncs_a_flow_and_redrives_a_dead_lett
             .unwrap();
         let url_len = format!("{http}/#/dlq").len() as u64;
         assert_eq!(stored.as_u64(), Some(url_len), "no token kept after sign-out, none in a cookie or the URL");
+
+        // A process without an admin token: the page says the API is off.
+        let mut env = mirror_env(&s.source.url(), &s.dest.url(), &s.broker.bootstrap());
+        env.insert("REDMIRROR_TOPIC".into(), s.mirror.topic.clone());
+        let off = Mirror::start(&["apply"], &env);
+        wait_for("the second process's listener", CONVERGE, || (off.readyz() != 0).then_some(()));
+        c.goto(&format!("{}/", off.http)).await.unwrap();
+        let said = until(
+            &c,
+            "the admin-off message",
+            r##"const p = document.getElementById("admin-off");
+               return p && document.getElementById("signin").hidden ? p.textContent : null;"##,
+        )
+        .await;
+        assert!(said.as_str().unwrap().starts_with("The admin API is off"), "{said}");
         c.close().await.unwrap();
     });
 }

@@ -149,6 +149,7 @@ pub fn router(state: HttpState) -> Router {
 
 /// Every route.
 fn routes(state: HttpState) -> Router {
+    let admin_api = state.admin_token.is_some();
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -163,7 +164,7 @@ fn routes(state: HttpState) -> Router {
         .route("/v1/dlq/redrive", post(flows::redrive))
         .route("/v1/series", get(series))
         .with_state(state)
-        .merge(redmirror_web::router())
+        .merge(redmirror_web::router(admin_api))
         .layer(axum::middleware::from_fn(redmirror_web::admin_no_store))
 }
 
@@ -616,6 +617,11 @@ mod tests {
         }
         let metrics = c.get(format!("{base}/metrics")).send().await.unwrap();
         assert!(metrics.headers().get("cache-control").is_none());
+        stop.cancel();
+        // Without a token the page itself says the admin API is off.
+        let Served { base, stop, .. } = start(None).await;
+        let page = c.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("The admin API is off"), "{page}");
         stop.cancel();
     }
 

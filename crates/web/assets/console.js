@@ -258,6 +258,13 @@
       if (r.page === page) $(id).setAttribute("aria-current", "page");
       else $(id).removeAttribute("aria-current");
     }
+    // Served without an admin token, the page carries a plain "admin-off"
+    // paragraph: nothing to sign in to.
+    if ($("admin-off")) {
+      showSignin("");
+      $("signin").hidden = true;
+      return;
+    }
     if (!token()) {
       showSignin("");
       return;
@@ -301,7 +308,7 @@
         h("section", { class: "card", id: "rates", "aria-labelledby": "rates-h" }, h("h2", { id: "rates-h", text: "Rates" })),
         h("section", { class: "card", id: "state", "aria-labelledby": "state-h" }, h("h2", { id: "state-h", text: "Mirror state" })),
         h("section", { class: "card wide chart", id: "latency", "aria-labelledby": "latency-h" },
-          h("h2", { id: "latency-h", text: "End-to-end latency (source change → applied), last 30 minutes" })),
+          h("h2", { id: "latency-h", text: "End-to-end latency (source change → applied), up to the last 30 minutes" })),
         h("section", { class: "card", id: "lag", "aria-labelledby": "lag-h" }, h("h2", { id: "lag-h", text: "Consumer lag" })),
         h("section", { class: "card wide", id: "passes", "aria-labelledby": "passes-h" }, h("h2", { id: "passes-h", text: "Reconcile passes" })),
       ),
@@ -471,8 +478,11 @@
     }
     const W = 720, H = 220, L = 56, R = 12, T = 12, B = 28;
     const t1 = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
-    const t0 = t1 - 30 * 60;
-    const maxY = Math.max(0.001, ...pts.flatMap((x) => [x.p50 || 0, x.p99 || 0])) * 1.1;
+    // The last 30 minutes, or since the process started when that is
+    // shorter (at least 2 minutes), so a young series is not squeezed.
+    const span = Math.min(30 * 60, Math.max(120, samples.length ? t1 - samples[0].t + 5 : 0));
+    const t0 = t1 - span;
+    const maxY = niceCeil(Math.max(0.001, ...pts.flatMap((x) => [x.p50 || 0, x.p99 || 0])));
     const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
     const y = (v) => T + (1 - v / maxY) * (H - T - B);
     const path = (key) => {
@@ -489,19 +499,28 @@
       return d.trim();
     };
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", id: "latency-chart",
-      "aria-label": "End-to-end p50 and p99 latency over the last 30 minutes" });
+      "aria-label": "End-to-end p50 and p99 latency over the last " + Math.round(span / 60) + " minutes" });
     for (let i = 0; i <= 4; i++) {
       const v = (maxY * i) / 4;
       chart.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: y(v), y2: y(v) }),
         svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", text: fmtSeconds(v) }));
     }
-    for (const min of [30, 20, 10, 0]) {
-      chart.append(svg("text", { x: x(t1 - min * 60), y: H - 8, "text-anchor": "middle", text: min ? "-" + min + " min" : "now" }));
+    for (const f of [1, 2 / 3, 1 / 3, 0]) {
+      const ago = span * f;
+      const label = !f ? "now" : ago >= 120 ? "-" + Math.round(ago / 60) + " min" : "-" + Math.round(ago) + " s";
+      chart.append(svg("text", { x: x(t1 - ago), y: H - 8, "text-anchor": f === 1 ? "start" : "middle", text: label }));
     }
     const p50 = path("p50");
     const p99 = path("p99");
     if (p50) chart.append(svg("path", { class: "p50", d: p50 }));
     if (p99) chart.append(svg("path", { class: "p99", d: p99 }));
+    // A dot per point, so a point between two gaps shows too.
+    for (const key of ["p50", "p99"]) {
+      for (const p of samples) {
+        if (p[key] === null || p[key] === undefined || p.t < t0) continue;
+        chart.append(svg("circle", { class: "dot " + key, cx: x(p.t).toFixed(1), cy: y(p[key]).toFixed(1), r: 2.5 }));
+      }
+    }
     const last = pts.length ? pts[pts.length - 1] : null;
     s.append(
       h("div", { class: "legend" },
@@ -511,6 +530,13 @@
       chart,
     );
     if (!pts.length) s.append(h("p", { class: "muted", text: "Nothing applied in the last 30 minutes yet." }));
+  }
+
+  // The smallest 1, 2 or 5 times a power of ten at or above v.
+  function niceCeil(v) {
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
   }
 
   function renderPasses(status) {
@@ -738,7 +764,7 @@
     }
     const flows = new Set();
     box.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "dlq-table" },
-      h("thead", {}, h("tr", {}, ["Flow", "Reason", "When", "Where", ""].map((t) => h("th", { text: t })))),
+      h("thead", {}, h("tr", {}, ["Flow", "Reason", "When", "Topic / partition / offset", ""].map((t) => h("th", { text: t })))),
       h("tbody", {}, entries.map((d) => {
         const flow = fmtValue(d.flow_id) || "";
         const first = !flows.has(flow);

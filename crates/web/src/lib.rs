@@ -17,6 +17,7 @@
 //! - `assets/`: the page (`index.html`), `console.css` and `console.js`
 //!   (plain modern JavaScript, no framework, no build step).
 
+use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use axum::middleware::Next;
@@ -51,25 +52,49 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("cross-origin-resource-policy", "same-origin"),
 ];
 
-/// The console's routes, to merge into the process's HTTP router.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// What the page says, without any script, when the process has no admin
+/// token: every `/v1/` route answers 404, so the console has nothing to
+/// sign in to.
+pub const ADMIN_API_OFF: &str = "The admin API is off on this process: no REDMIRROR_ADMIN_TOKEN is configured, \
+     so every /v1/ route answers 404. Set REDMIRROR_ADMIN_TOKEN and restart it to use the console; \
+     /readyz and /metrics stay open meanwhile.";
+
+/// The page for a process with the admin API on (`admin_api`) or off.
+pub fn index_html(admin_api: bool) -> String {
+    let marker = if admin_api {
+        String::new()
+    } else {
+        format!("<p id=\"admin-off\" class=\"message\" data-admin=\"off\">{ADMIN_API_OFF}</p>")
+    };
+    INDEX_HTML.replace("<!--admin-api-->", &marker)
+}
+
+/// The console's routes, to merge into the process's HTTP router;
+/// `admin_api` is whether the process has an admin token.
+pub fn router<S: Clone + Send + Sync + 'static>(admin_api: bool) -> Router<S> {
+    let page = Bytes::from(index_html(admin_api));
     Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML.as_bytes()) }),
-        )
+        .route("/", get(move || async move { asset("text/html; charset=utf-8", page) }))
         .route(
             "/console.js",
-            get(|| async { asset("text/javascript; charset=utf-8", CONSOLE_JS.as_bytes()) }),
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    Bytes::from_static(CONSOLE_JS.as_bytes()),
+                )
+            }),
         )
         .route(
             "/console.css",
-            get(|| async { asset("text/css; charset=utf-8", CONSOLE_CSS.as_bytes()) }),
+            get(|| async { asset("text/css; charset=utf-8", Bytes::from_static(CONSOLE_CSS.as_bytes())) }),
         )
-        .route("/favicon.png", get(|| async { asset("image/png", FAVICON_PNG) }))
+        .route(
+            "/favicon.png",
+            get(|| async { asset("image/png", Bytes::from_static(FAVICON_PNG)) }),
+        )
 }
 
-fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
+fn asset(content_type: &'static str, body: Bytes) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -101,7 +126,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> Router {
-        router()
+        router(true)
             .route("/v1/status", get(|| async { "{}" }))
             .route("/metrics", get(|| async { "" }))
             .layer(axum::middleware::from_fn(admin_no_store))
@@ -166,10 +191,27 @@ mod tests {
             ("console.js", CONSOLE_JS),
             ("console.css", CONSOLE_CSS),
         ] {
-            for scheme in ["http://", "https://", "@import", "url("] {
+            for scheme in [
+                concat!("http", ":/", "/"),
+                concat!("https", ":/", "/"),
+                "@import",
+                "url(",
+            ] {
                 assert!(!text.contains(scheme), "{name} names {scheme}");
             }
         }
+    }
+
+    #[test]
+    fn without_an_admin_token_the_page_says_the_admin_api_is_off() {
+        assert!(!index_html(true).contains("admin-off"));
+        assert!(!index_html(true).contains("<!--"));
+        let off = index_html(false);
+        assert!(
+            off.contains("id=\"admin-off\"") && off.contains("The admin API is off"),
+            "{off}"
+        );
+        assert!(CONSOLE_JS.contains("admin-off"), "the script reads the marker");
     }
 
     #[test]
