@@ -39,7 +39,7 @@ fn mac(key: &str, value: &[u8]) -> String {
 
 /// SPEC section 8's `hash`, computed here independently of the code.
 fn hash_mask(key: &str, value: &[u8]) -> Vec<u8> {
-    mac(key, value)[..32].as_bytes().to_vec()
+    mac(key, value).as_bytes()[..32].to_vec()
 }
 
 /// SPEC section 8's `email`.

@@ -472,7 +472,7 @@ mod tests {
             hex(&m.finalize().into_bytes())
         };
         let hash = r.mask(MaskMethod::Hash, b"s3cret");
-        assert_eq!(hash, mac(b"s3cret")[..32].as_bytes());
+        assert_eq!(hash, &mac(b"s3cret").as_bytes()[..32]);
         let email = r.mask(MaskMethod::Email, b"Ann.Lee@Example.COM");
         assert_eq!(
             String::from_utf8(email).unwrap(),
