@@ -30,16 +30,12 @@ const SECRETS: &[&[u8]] = &[
 fn mac(key: &str, value: &[u8]) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
     m.update(value);
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SPEC section 8's `hash`, computed here independently of the code.
 fn hash_mask(key: &str, value: &[u8]) -> Vec<u8> {
-    mac(key, value)[..32].as_bytes().to_vec()
+    mac(key, value).as_bytes()[..32].to_vec()
 }
 
 /// SPEC section 8's `email`.
@@ -123,10 +119,7 @@ fn expected_a() -> BTreeMap<Vec<u8>, Hash> {
 /// `KEY_TWO`.
 fn rules_b(env: &mut BTreeMap<String, String>) {
     env.remove("REDMIRROR_INCLUDED_FIELDS");
-    env.insert(
-        "REDMIRROR_EXCLUDED_FIELDS".into(),
-        "flowConfigHistory,password".into(),
-    );
+    env.insert("REDMIRROR_EXCLUDED_FIELDS".into(), "flowConfigHistory,password".into());
     env.insert(
         "REDMIRROR_MASKED_FIELDS".into(),
         "email:hash,token:hash,note:redact".into(),
@@ -206,7 +199,10 @@ fn a_masked_allow_listed_mirror_is_exactly_the_rules_and_nothing_hidden_leaks() 
     let want = expected_a();
     wait_copies(&s.dest, &want, "the copies to be the rules' output (live)");
     // One value masks to one output in every flow.
-    assert_eq!(want[&b"client:r1"[..]][&b"email"[..]], want[&b"client:r2"[..]][&b"email"[..]]);
+    assert_eq!(
+        want[&b"client:r1"[..]][&b"email"[..]],
+        want[&b"client:r2"[..]][&b"email"[..]]
+    );
 
     // A masked mirror in step shows no drift, and a pass leaves it as it is.
     wait_for("the first pass", CONVERGE, || {
@@ -229,7 +225,9 @@ fn a_masked_allow_listed_mirror_is_exactly_the_rules_and_nothing_hidden_leaks() 
     assert_eq!(rules["masked_fields"]["token"], "hash", "{status}");
     assert_eq!(rules["masked_fields"]["note"], "redact", "{status}");
     assert!(
-        rules["included_fields"].as_array().is_some_and(|a| a.iter().any(|f| f == "token")),
+        rules["included_fields"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|f| f == "token")),
         "{status}"
     );
     let fingerprint = rules["fingerprint"].as_str().expect("a fingerprint").to_string();
@@ -254,7 +252,10 @@ fn a_masked_allow_listed_mirror_is_exactly_the_rules_and_nothing_hidden_leaks() 
 
     // Never the key (nor a hidden value) in a log line, a metric or a status.
     let metrics = s.mirror.metrics();
-    assert!(metrics.contains("redmirror_apply_events_total{outcome=\"skipped_rules\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("redmirror_apply_events_total{outcome=\"skipped_rules\"} 0"),
+        "{metrics}"
+    );
     let (_, status_text) = cli(&["status", "--url", &s.mirror.http], &env);
     assert!(status_text.contains("email:email"), "{status_text}");
     assert!(status_text.contains(&fingerprint), "{status_text}");
@@ -298,7 +299,11 @@ fn a_rule_change_rewrites_every_copy_and_a_replay_brings_back_nothing_it_hides()
     // its copy is the same under both rules.
     rules_b(&mut env);
     let mut mirror = Mirror::start(&["run"], &env);
-    wait_copies(&dest, &expected_b(), "the first pass to rewrite the copies under rules B");
+    wait_copies(
+        &dest,
+        &expected_b(),
+        "the first pass to rewrite the copies under rules B",
+    );
     wait_for("the first pass to count every copy as different", CONVERGE, || {
         (mirror.metric("redmirror_reconcile_drift_total{kind=\"different\"}") >= 3.0).then_some(())
     });
@@ -323,7 +328,11 @@ fn a_rule_change_rewrites_every_copy_and_a_replay_brings_back_nothing_it_hides()
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("skipped_rules"), "{out}");
     assert!(out.contains("reconcile pass"), "{out}");
-    assert!(copies(&dest).is_empty(), "a replay wrote copies made under other rules: {:?}", copies(&dest));
+    assert!(
+        copies(&dest).is_empty(),
+        "a replay wrote copies made under other rules: {:?}",
+        copies(&dest)
+    );
 
     // ... and the next pass restores every copy under rules C.
     let mirror = Mirror::start(&["run"], &env);
@@ -335,7 +344,10 @@ fn a_rule_change_rewrites_every_copy_and_a_replay_brings_back_nothing_it_hides()
     }
     wait_copies(&dest, &want, "the pass to restore every copy under rules C");
     let log = mirror.output();
-    assert!(!log.contains(KEY_ONE) && !log.contains(KEY_TWO), "a mask key is in the log");
+    assert!(
+        !log.contains(KEY_ONE) && !log.contains(KEY_TWO),
+        "a mask key is in the log"
+    );
 }
 
 #[test]
@@ -367,14 +379,20 @@ fn capture_and_apply_with_different_rules_fail_readiness_naming_the_reason() {
     assert!(body.contains("field rules"), "{body}");
     assert!(body.contains("REDMIRROR_MASK_KEY"), "{body}");
     assert!(!body.contains(KEY_ONE) && !body.contains(KEY_TWO), "{body}");
-    assert!(hgetall(&mut dest.conn(), b"client:r1").is_empty(), "apply wrote an event made under other rules");
+    assert!(
+        hgetall(&mut dest.conn(), b"client:r1").is_empty(),
+        "apply wrote an event made under other rules"
+    );
     let log = apply.output();
     let errors = log
         .lines()
         .filter(|l| l.contains("ERROR") && l.contains("field rules"))
         .count();
     assert_eq!(errors, 1, "one ERROR line per foreign fingerprint:\n{log}");
-    assert!(!log.contains(KEY_ONE) && !log.contains(KEY_TWO), "a mask key is in the log");
+    assert!(
+        !log.contains(KEY_ONE) && !log.contains(KEY_TWO),
+        "a mask key is in the log"
+    );
     drop(capture);
 }
 
@@ -407,13 +425,13 @@ fn bad_rule_settings_exit_2_naming_the_setting_in_check_as_in_run() {
             "REDMIRROR_MASKED_FIELDS",
         ),
         (
-            &[
-                ("REDMIRROR_MASKED_FIELDS", ":redact"),
-                ("REDMIRROR_MASK_KEY", KEY_ONE),
-            ],
+            &[("REDMIRROR_MASKED_FIELDS", ":redact"), ("REDMIRROR_MASK_KEY", KEY_ONE)],
             "REDMIRROR_MASKED_FIELDS",
         ),
-        (&[("REDMIRROR_INCLUDED_FIELDS", "name,,email")], "REDMIRROR_INCLUDED_FIELDS"),
+        (
+            &[("REDMIRROR_INCLUDED_FIELDS", "name,,email")],
+            "REDMIRROR_INCLUDED_FIELDS",
+        ),
     ];
     for (extra, setting) in rows {
         for cmd in [&["run"][..], &["check"], &["replay", "--from-beginning"], &["apply"]] {
@@ -424,14 +442,29 @@ fn bad_rule_settings_exit_2_naming_the_setting_in_check_as_in_run() {
         }
     }
     // The same through --set (TOML keys).
-    let (code, out) = cli(&["check", "--set", "masked_fields=email:md5", "--set", &format!("mask_key={KEY_ONE}")], &env_with(&[]));
+    let (code, out) = cli(
+        &[
+            "check",
+            "--set",
+            "masked_fields=email:md5",
+            "--set",
+            &format!("mask_key={KEY_ONE}"),
+        ],
+        &env_with(&[]),
+    );
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("REDMIRROR_MASKED_FIELDS") && !out.contains(KEY_ONE), "{out}");
+    assert!(
+        out.contains("REDMIRROR_MASKED_FIELDS") && !out.contains(KEY_ONE),
+        "{out}"
+    );
     // Allow-listed and excluded: a warning naming the settings, not a refusal.
     let (code, out) = cli(
         &["check"],
         &env_with(&[("REDMIRROR_INCLUDED_FIELDS", "name,flowConfigHistory")]),
     );
     assert_ne!(code, 2, "{out}");
-    assert!(out.contains("warning") && out.contains("REDMIRROR_INCLUDED_FIELDS"), "{out}");
+    assert!(
+        out.contains("warning") && out.contains("REDMIRROR_INCLUDED_FIELDS"),
+        "{out}"
+    );
 }

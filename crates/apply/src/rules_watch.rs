@@ -38,7 +38,11 @@ impl RulesWatch {
 
     /// The reason `/readyz` gives for events made under `theirs`.
     pub fn reason(&self, theirs: &str) -> String {
-        let theirs = if theirs.is_empty() { "(none: events from before field rules)" } else { theirs };
+        let theirs = if theirs.is_empty() {
+            "(none: events from before field rules)"
+        } else {
+            theirs
+        };
         format!(
             "events on the topic are made under field rules {theirs}, this process's rules are {}: they are \
              skipped (skipped_rules); give capture and apply the same REDMIRROR_EXCLUDED_FIELDS, \

@@ -26,7 +26,10 @@ fn defaults_match_the_spec() {
     assert_eq!(c.log, "info");
     assert!(c.rules.fields.excluded_fields().contains(&b"flowConfigHistory"[..]));
     assert!(c.rules.fields.only_exclusions());
-    assert_eq!(c.rules.fields.fingerprint(), redmirror_core::FieldRules::default().fingerprint());
+    assert_eq!(
+        c.rules.fields.fingerprint(),
+        redmirror_core::FieldRules::default().fingerprint()
+    );
     assert!(c.rules.filtered_orgs.is_empty());
     assert_eq!(c.dest.as_ref().unwrap().db(), 2);
 }
@@ -193,14 +196,23 @@ fn field_rules_parse_and_bad_ones_name_their_setting_never_the_key() {
     };
     let e = bad(&[("REDMIRROR_MASKED_FIELDS", "email:hash")]);
     assert!(e.contains("REDMIRROR_MASK_KEY"), "{e}");
-    let e = bad(&[("REDMIRROR_MASKED_FIELDS", "email:hash"), ("REDMIRROR_MASK_KEY", "tiny-secret")]);
+    let e = bad(&[
+        ("REDMIRROR_MASKED_FIELDS", "email:hash"),
+        ("REDMIRROR_MASK_KEY", "tiny-secret"),
+    ]);
     assert!(e.contains("REDMIRROR_MASK_KEY") && !e.contains("tiny-secret"), "{e}");
-    let e = bad(&[("REDMIRROR_MASKED_FIELDS", "email:md5"), ("REDMIRROR_MASK_KEY", "k3y-0f-sixteen-bytes")]);
+    let e = bad(&[
+        ("REDMIRROR_MASKED_FIELDS", "email:md5"),
+        ("REDMIRROR_MASK_KEY", "k3y-0f-sixteen-bytes"),
+    ]);
     assert!(e.contains("REDMIRROR_MASKED_FIELDS") && e.contains("md5"), "{e}");
     assert!(!e.contains("k3y-0f-sixteen-bytes"), "{e}");
     let e = bad(&[("REDMIRROR_INCLUDED_FIELDS", "name,,email")]);
     assert!(e.contains("REDMIRROR_INCLUDED_FIELDS"), "{e}");
-    let e = bad(&[("REDMIRROR_MASKED_FIELDS", ":redact"), ("REDMIRROR_MASK_KEY", "k3y-0f-sixteen-bytes")]);
+    let e = bad(&[
+        ("REDMIRROR_MASKED_FIELDS", ":redact"),
+        ("REDMIRROR_MASK_KEY", "k3y-0f-sixteen-bytes"),
+    ]);
     assert!(e.contains("REDMIRROR_MASKED_FIELDS"), "{e}");
     // Allow-listed and excluded: valid (a warning at start).
     let c = Layers::load(None, with(&[("REDMIRROR_INCLUDED_FIELDS", "name,flowConfigHistory")]))

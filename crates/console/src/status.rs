@@ -946,6 +946,33 @@ mod tests {
     }
 
     #[test]
+    fn the_rules_in_effect_are_one_line() {
+        let mut body = status_body(Some("me-1"), 3, false);
+        let rules = redmirror_core::FieldRules::new(
+            ["flowConfigHistory".into()],
+            Some(vec!["email".into()]),
+            [("email".into(), redmirror_core::MaskMethod::Email)],
+            Some(b"sixteen-byte-key!"),
+        )
+        .unwrap()
+        .summary();
+        body["rules"] = serde_json::to_value(&rules).unwrap();
+        let s = Status::of_process("http://x", &scrape(&[("destination", true)], "", Some(body)), None, T);
+        assert_eq!(s.rules.as_ref(), Some(&rules));
+        let line = s
+            .text()
+            .lines()
+            .find(|l| l.starts_with("rules"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.contains("only email") && line.contains("masked email:email"),
+            "{line}"
+        );
+        assert!(line.contains(&rules.fingerprint), "{line}");
+    }
+
+    #[test]
     fn each_problem_says_what_to_do() {
         let s = Status::of_process(
             "http://x",

@@ -148,7 +148,8 @@ pub struct FieldRules {
 impl Default for FieldRules {
     /// SPEC's defaults: `flowConfigHistory` excluded, no allow-list, no masks.
     fn default() -> Self {
-        FieldRules::new([Bytes::from_static(b"flowConfigHistory")], None, [], None).expect("the default rules are valid")
+        FieldRules::new([Bytes::from_static(b"flowConfigHistory")], None, [], None)
+            .expect("the default rules are valid")
     }
 }
 
@@ -273,7 +274,11 @@ impl FieldRules {
 
     /// `value` masked with `method`.
     pub fn mask(&self, method: MaskMethod, value: &[u8]) -> Vec<u8> {
-        let key = || self.key.as_ref().expect("masked fields always have a key (checked in new)");
+        let key = || {
+            self.key
+                .as_ref()
+                .expect("masked fields always have a key (checked in new)")
+        };
         match method {
             MaskMethod::Redact => REDACTED.to_vec(),
             MaskMethod::Hash => hex(&key().mac(value)[..16]).into_bytes(),
@@ -428,7 +433,7 @@ mod tests {
             hex(&m.finalize().into_bytes())
         };
         let hash = r.mask(MaskMethod::Hash, b"s3cret");
-        assert_eq!(hash, mac(b"s3cret")[..32].as_bytes());
+        assert_eq!(hash, &mac(b"s3cret").as_bytes()[..32]);
         let email = r.mask(MaskMethod::Email, b"Ann.Lee@Example.COM");
         assert_eq!(
             String::from_utf8(email).unwrap(),
@@ -503,12 +508,18 @@ mod tests {
         let default = FieldRules::default();
         assert_eq!(
             default.fingerprint(),
-            FieldRules::new([b("flowConfigHistory")], None, [], Some(KEY)).unwrap().fingerprint(),
+            FieldRules::new([b("flowConfigHistory")], None, [], Some(KEY))
+                .unwrap()
+                .fingerprint(),
             "a key without masks changes nothing"
         );
         // Stable across builds: deployments without rule settings keep
         // applying their history.
-        assert_eq!(default.fingerprint(), "001c904c2bd06604", "the default rules' fingerprint");
+        assert_eq!(
+            default.fingerprint(),
+            "001c904c2bd06604",
+            "the default rules' fingerprint"
+        );
         let a = masked(KEY);
         let b2 = masked(b"another-key-of-16+bytes");
         assert_ne!(a.fingerprint(), b2.fingerprint());
@@ -528,7 +539,9 @@ mod tests {
         let none_allowed = FieldRules::new([b("flowConfigHistory")], Some(vec![]), [], None).unwrap();
         assert_ne!(none_allowed.fingerprint(), default.fingerprint());
         assert!(!a.fingerprint().contains("0123"), "reveals nothing readable");
-        assert!(default.accepts("") && !a.accepts("") && a.accepts(a.fingerprint()) && !a.accepts(default.fingerprint()));
+        assert!(
+            default.accepts("") && !a.accepts("") && a.accepts(a.fingerprint()) && !a.accepts(default.fingerprint())
+        );
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl Digests {
         if rules.fields.masks_nothing() {
             return digest(kept);
         }
-        let masked: Vec<(&[u8], std::borrow::Cow<'_, [u8]>)> = kept.map(|(n, v)| (n, rules.fields.value(n, v))).collect();
+        let masked: Vec<(&[u8], std::borrow::Cow<'_, [u8]>)> =
+            kept.map(|(n, v)| (n, rules.fields.value(n, v))).collect();
         digest(masked.iter().map(|(n, v)| (*n, v.as_ref())))
     }
 

@@ -426,7 +426,13 @@ impl Reconciler {
     async fn store_rules(&self) -> Result<(), PassError> {
         let () = self
             .dest
-            .set(self.keys.rules_key(), self.rules.fields.fingerprint(), None, None, false)
+            .set(
+                self.keys.rules_key(),
+                self.rules.fields.fingerprint(),
+                None,
+                None,
+                false,
+            )
             .await
             .map_err(on("destination"))?;
         Ok(())
@@ -485,8 +491,8 @@ impl Reconciler {
                 report.source_flows += ids.len() as u64;
                 let mut closer = Vec::new();
                 for (id, (s, d)) in ids.iter().zip(&summaries) {
-                    let rewrite = opts.rewrite_copies
-                        && matches!((s, &d.flow), (SourceSummary::Copy(_), DestFlow::SyncCopy(_)));
+                    let rewrite =
+                        opts.rewrite_copies && matches!((s, &d.flow), (SourceSummary::Copy(_), DestFlow::SyncCopy(_)));
                     if d.flow == DestFlow::Native {
                         report.native += 1;
                     } else if rewrite || suspicious(s, d) {
@@ -632,9 +638,11 @@ impl Reconciler {
             });
             let drift = diff::compare(expected.as_deref(), &dest_state, indexed).or_else(|| {
                 // Equal, but written under other field rules: rewritten.
-                (opts.rewrite_copies && expected.is_some() && matches!(dest_state, DestFlow::SyncCopy(_))).then(|| Drift {
-                    kind: DriftKind::Different,
-                    fields: vec!["<rules>".into()],
+                (opts.rewrite_copies && expected.is_some() && matches!(dest_state, DestFlow::SyncCopy(_))).then(|| {
+                    Drift {
+                        kind: DriftKind::Different,
+                        fields: vec!["<rules>".into()],
+                    }
                 })
             });
             if let Some(drift) = drift {
