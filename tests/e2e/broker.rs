@@ -211,15 +211,19 @@ fn a_broker_outage_that_fills_the_pending_set_is_one_gap_and_converges() {
     wait_flowing(&mut src, &mut dst, b"client:warmup");
     let gaps = own.mirror.metric("redmirror_capture_gaps_total");
     own.broker.kill();
-    for i in 0..200 {
-        hset(&mut src, format!("client:down{i}").as_bytes(), &[(b"v", b"1")]);
-    }
+    // New flows until the set is full (the producer blocks on its queue
+    // once the broker is gone).
+    let mut n = 0;
     wait_for("the pending set to fill", CONVERGE, || {
+        for _ in 0..50 {
+            hset(&mut src, format!("client:down{n}").as_bytes(), &[(b"v", b"1")]);
+            n += 1;
+        }
         (own.mirror.metric("redmirror_capture_pending_flows") >= 50.0).then_some(())
     });
     // Waiting flows change again (coalesced) between new flows (dropped).
     for i in 0..200 {
-        hset(&mut src, format!("client:down{i}").as_bytes(), &[(b"v", b"2")]);
+        hset(&mut src, format!("client:down{}", i % n).as_bytes(), &[(b"v", b"2")]);
         hset(&mut src, format!("client:late{i}").as_bytes(), &[(b"v", b"1")]);
     }
     own.broker.start_again();

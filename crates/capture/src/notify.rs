@@ -258,6 +258,7 @@ async fn check_on(
 /// is 1, and the command is logged once per occurrence (or, with
 /// `configure`, the classes are set again at once). Once they are back, a
 /// gap is reported: what changed meanwhile sent no notification.
+#[allow(clippy::too_many_arguments)]
 pub async fn watch(
     client: Client,
     endpoint: RedisEndpoint,

@@ -86,9 +86,7 @@ pub async fn run(
         }
     };
     health.remove(HEALTH_PUBLISH);
-    if result.is_err() {
-        return result;
-    }
+    result?;
     // Drain: read and publish what is already pending, within the timeout.
     let deadline = tokio::time::Instant::now() + opts.shutdown_timeout;
     let drain = async {

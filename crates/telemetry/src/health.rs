@@ -144,6 +144,11 @@ fn hint(component: &str) -> (&str, &'static str, &'static str) {
             "REDMIRROR_KAFKA_BROKERS",
             "Check that the brokers answer (kafka-broker-api-versions.sh --bootstrap-server ...) and the client settings.",
         ),
+        "publish" => (
+            "publishing to Kafka",
+            "REDMIRROR_KAFKA_BROKERS, REDMIRROR_TOPIC",
+            "/readyz gives the producer's error; check the brokers and that the change topic exists.",
+        ),
         "notifications" => (
             "the source's keyspace notifications",
             "notify-keyspace-events",

@@ -50,7 +50,7 @@ pub(super) fn inject(env: &mut Env, rng: &mut StdRng) -> anyhow::Result<String> 
     // Let the backlog drain: a second gap would be a second episode.
     env.idle(Duration::from_secs(2))?;
     Ok(format!(
-        "broker kill -9, down {:.1}s (the pending set filled), started again; {} gap(s) reported, the first \
+        "broker kill -9, down {:.1}s, started again; {} overflow gap(s) reported (one per episode), the first \
          {reported:.1}s after the broker was started again",
         d.as_secs_f64(),
         env.capture_gaps() - gaps
