@@ -507,7 +507,7 @@ fn admin_calls_need_the_token() {
         .collect::<Vec<_>>();
     assert_eq!(resync.len(), 1, "one line per call: {audit:#?}");
     assert!(
-        resync[0].contains("flow_id=\"a1\"") && resync[0].contains("client=127.0.0.1:"),
+        resync[0].contains("flow_id=\"a1\"") && resync[0].contains("client=\"127.0.0.1:"),
         "{}",
         resync[0]
     );

@@ -507,7 +507,11 @@ fn a_source_user_missing_a_permission_is_refused_at_start_with_the_acl_line_that
     // `check` says the same; running the line it printed is enough.
     let check = command().arg("check").envs(&env).output().unwrap();
     let text = String::from_utf8_lossy(&check.stdout);
-    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert_eq!(
+        check.status.code(),
+        Some(2),
+        "run refuses it at start, so check does: {text}"
+    );
     assert!(text.contains("FAIL  permissions"), "{text}");
     run_acl(&source, &line);
     let check = command().arg("check").envs(&env).output().unwrap();

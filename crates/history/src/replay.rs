@@ -383,9 +383,18 @@ pub fn active_members(kafka: &redmirror_kafka::Kafka, group: &str) -> Result<usi
 /// orders it right, but the bound is a time). So an event is also after T
 /// when it was captured after T: its capture time comes from the capturing
 /// process's clock, which does not step back with the source.
+///
+/// The capturing host may run a little ahead of the source: a capture time
+/// up to [`CAPTURE_CLOCK_MARGIN_US`] past T still counts as before it. An
+/// event without a capture time (a tombstone) is judged by its source time.
 fn after_until(ev: &redmirror_core::FlowEvent, until_us: i64) -> bool {
-    ev.source_time_us > until_us
+    ev.source_time_us > until_us || (ev.capture_time_us > 0 && ev.capture_time_us > until_us + CAPTURE_CLOCK_MARGIN_US)
 }
+
+/// How far past `--until` an event's capture time may be while it still
+/// counts as made at or before it (a capturing host slightly ahead of the
+/// source): 2 s.
+pub const CAPTURE_CLOCK_MARGIN_US: i64 = 2_000_000;
 
 #[cfg(test)]
 mod tests {

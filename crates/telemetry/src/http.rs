@@ -141,7 +141,7 @@ pub const ADMIN_ROUTES: &[(&str, &str)] = &[
 ];
 
 /// Builds the router: every route, then the admin gate over all of them
-/// (add routes in [`routes`]).
+/// (add routes in `routes`).
 pub fn router(state: HttpState) -> Router {
     let gate = crate::audit::Gate::new(state.admin_token.as_deref());
     routes(state).layer(axum::middleware::from_fn_with_state(gate, crate::audit::gate))

@@ -359,13 +359,9 @@ mod tests {
         for line in code.lines() {
             let line = line.trim();
             // `pub const NAME: &str = "redmirror_...";` and `Variant => "label",`
-            let quoted = if line.starts_with("pub const ") && line.contains(": &str = \"redmirror_") {
-                line.split('"').nth(1)
-            } else if line.contains(" => \"") && line.ends_with("\",") && !line.starts_with("//") {
-                line.split('"').nth(1)
-            } else {
-                None
-            };
+            let metric = line.starts_with("pub const ") && line.contains(": &str = \"redmirror_");
+            let label = line.contains(" => \"") && line.ends_with("\",") && !line.starts_with("//");
+            let quoted = if metric || label { line.split('"').nth(1) } else { None };
             if let Some(name) = quoted {
                 if !docs.contains(&format!("`{name}`")) {
                     missing.push(name.to_string());
