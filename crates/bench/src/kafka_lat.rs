@@ -11,12 +11,15 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 /// p50/p99 (ms) of produce → consume at `rate` per second for `secs`.
 pub fn measure(kafka: &redmirror_kafka::Kafka, topic: &str, rate: u64, secs: u64) -> anyhow::Result<(f64, f64)> {
     let producer: BaseProducer = kafka
-        .client_config_of(redmirror_kafka::ClientKind::Producer, &[
-            ("linger.ms", "1"),
-            ("socket.nagle.disable", "true"),
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-        ])
+        .client_config_of(
+            redmirror_kafka::ClientKind::Producer,
+            &[
+                ("linger.ms", "1"),
+                ("socket.nagle.disable", "true"),
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+            ],
+        )
         .create()?;
     let consumer: BaseConsumer = kafka
         .client_config(&[

@@ -306,20 +306,23 @@ impl Kafka {
 
     /// The idempotent producer (`acks=all`, `enable.idempotence=true`).
     pub fn producer(&self) -> Result<FutureProducer, Error> {
-        self.client_config_of(ClientKind::Producer, &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            // Latency vs batching: 1 ms lets batches form under load.
-            ("linger.ms", "1"),
-            ("socket.nagle.disable", "true"),
-            ("batch.num.messages", "10000"),
-            ("compression.type", "lz4"),
-            // Memory: bound what waits locally (backpressure beyond it).
-            ("queue.buffering.max.messages", "50000"),
-            ("queue.buffering.max.kbytes", "32768"),
-            ("message.timeout.ms", "300000"),
-            ("message.max.bytes", PRODUCER_MAX_MESSAGE_BYTES),
-        ])
+        self.client_config_of(
+            ClientKind::Producer,
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                // Latency vs batching: 1 ms lets batches form under load.
+                ("linger.ms", "1"),
+                ("socket.nagle.disable", "true"),
+                ("batch.num.messages", "10000"),
+                ("compression.type", "lz4"),
+                // Memory: bound what waits locally (backpressure beyond it).
+                ("queue.buffering.max.messages", "50000"),
+                ("queue.buffering.max.kbytes", "32768"),
+                ("message.timeout.ms", "300000"),
+                ("message.max.bytes", PRODUCER_MAX_MESSAGE_BYTES),
+            ],
+        )
         .create()
         .map_err(|source| Error::Client {
             what: "producer",
@@ -425,10 +428,12 @@ impl Kafka {
     /// The admin client.
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, Error> {
         // librdkafka's admin client is a producer-type handle.
-        self.client_config_of(ClientKind::Producer, &[]).create().map_err(|source| Error::Client {
-            what: "admin client",
-            source,
-        })
+        self.client_config_of(ClientKind::Producer, &[])
+            .create()
+            .map_err(|source| Error::Client {
+                what: "admin client",
+                source,
+            })
     }
 }
 

@@ -349,7 +349,6 @@ impl Reconciler {
         Ok(report)
     }
 
-
     /// The source's clock now, in the source epoch's order: one atomic read
     /// (`MULTI TIME HGETALL EXEC`, as for every flow) of a flow id no flow
     /// has. `None` when the source does not answer (the pass then proves
