@@ -181,7 +181,9 @@ pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBro
         .context("preparing the Kafka topics")
 }
 
-/// Refuses when source and destination are the same server (same run_id).
+/// Refuses when source and destination are the same server (the same
+/// `run_id`), or the same Redis Cluster reached through two of its nodes
+/// (a shared node id).
 pub async fn refuse_same_server(source: &fred::prelude::Client, dest: &fred::prelude::Client) -> anyhow::Result<()> {
     redmirror_console::startup::distinct_servers(source, dest).await
 }
