@@ -120,6 +120,13 @@ impl ClusterSetup {
         wait_for("the probes' deletions to be mirrored", CONVERGE, || {
             probes.iter().all(|p| !self.dest.exists(p)).then_some(())
         });
+        // Capture's first subscriptions are a gap over the whole keyspace;
+        // once a pass has taken it, a later gap over some slots stays a pass
+        // over those slots (a scope still pending would merge into it).
+        wait_for("the start-up gap to be taken by a pass", CONVERGE, || {
+            (self.dest.exists(b"redmirror:capture:gaps") && !self.dest.exists(b"redmirror:capture:gaps:scope"))
+                .then_some(())
+        });
     }
 
     fn check(&self, natives: &invariant::Natives) -> Report {
@@ -475,7 +482,7 @@ fn a_failover_onto_a_replica_without_notifications_is_checked() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("same Redis Cluster"), "{out}");
     let (code, out) = cli(&["check"], &same);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 2, "{out}");
     assert!(out.contains("FAIL  servers"), "{out}");
 
     let mut env = mirror_env(&cluster.url(), &dest.url(), &broker.bootstrap());
