@@ -172,6 +172,9 @@ mod tests {
             "lease": { "reconcile": { "held_by_me": true, "holder": "h1", "me": "h1" } },
             "last_reconcile": null,
             "verified_as_of": null,
+            "write_limit": { "apply_max_rate": 100, "throttled": false },
+            "rules": { "excluded_fields": ["flowConfigHistory"], "included_fields": [],
+                "masked_fields": { "email": "email" }, "fingerprint": "0123456789abcdef" },
             "requests": [{ "id": "a-1", "action": "resync", "state": "done",
                 "requested_at": "x", "started_at": "y", "finished_at": "z",
                 "flow_id": "f1", "result": { "resynced": "f1" } }],
@@ -179,7 +182,12 @@ mod tests {
         let s: Status = serde_json::from_value(wire.clone()).unwrap();
         assert_eq!(s.lag["0"], 3);
         assert_eq!(s.lease["reconcile"].holder.as_deref(), Some("h1"));
+        assert_eq!(s.write_limit.map(|w| w.apply_max_rate), Some(100));
+        assert_eq!(s.rules.as_ref().map(|r| r.masked_fields["email"].as_str()), Some("email"));
         assert_eq!(serde_json::to_value(&s).unwrap(), wire);
+        // A process without apply says `"write_limit": null`.
+        let none = serde_json::to_value(Status::default()).unwrap();
+        assert!(none["write_limit"].is_null() && none.get("write_limit").is_some(), "{none}");
     }
 
     #[test]
