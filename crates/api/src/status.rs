@@ -183,11 +183,17 @@ mod tests {
         assert_eq!(s.lag["0"], 3);
         assert_eq!(s.lease["reconcile"].holder.as_deref(), Some("h1"));
         assert_eq!(s.write_limit.map(|w| w.apply_max_rate), Some(100));
-        assert_eq!(s.rules.as_ref().map(|r| r.masked_fields["email"].as_str()), Some("email"));
+        assert_eq!(
+            s.rules.as_ref().map(|r| r.masked_fields["email"].as_str()),
+            Some("email")
+        );
         assert_eq!(serde_json::to_value(&s).unwrap(), wire);
         // A process without apply says `"write_limit": null`.
         let none = serde_json::to_value(Status::default()).unwrap();
-        assert!(none["write_limit"].is_null() && none.get("write_limit").is_some(), "{none}");
+        assert!(
+            none["write_limit"].is_null() && none.get("write_limit").is_some(),
+            "{none}"
+        );
     }
 
     #[test]
