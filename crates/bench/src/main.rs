@@ -24,7 +24,7 @@ struct Args {
     /// Use the embedded broker for the latency scenario (isolates the broker's share).
     #[arg(long)]
     embedded: bool,
-    /// Only these scenarios (comma list: broker,latency,native,sustained,hot,stages,capture-rules,capture-cluster,apply-cluster,reconcile,replay,group).
+    /// Only these scenarios (comma list: broker,latency,native,sustained,hot,stages,capture-cluster,apply-cluster,reconcile,replay,group).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -158,9 +158,6 @@ fn main() -> anyhow::Result<()> {
     if want("stages") {
         stages(&sizes, &mut r, Shape::Standalone)?;
     }
-    if want("capture-rules") {
-        capture_rules(&sizes, &mut r)?;
-    }
     if want("capture-cluster") {
         stages(&sizes, &mut r, Shape::CaptureCluster)?;
     }
@@ -190,7 +187,6 @@ fn main() -> anyhow::Result<()> {
         "reconcile_flows_per_s",
         "plain_loop_flows_per_s",
         "replay_per_s",
-        "capture_rules_cpu_ratio",
         "max_rss_mib",
     ];
     let line: Vec<String> = std::iter::once(format!("broker={broker_name}"))
@@ -523,9 +519,6 @@ fn hot_keys(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
 enum Shape {
     /// One source server and one destination server: both rows.
     Standalone,
-    /// One source server, capture under three mask rules and an
-    /// allow-list (SPEC section 8): the capture row only.
-    CaptureRules,
     /// A 3-master cluster as the source: the capture row only.
     CaptureCluster,
     /// A 3-master cluster as the destination: the apply row only.
@@ -585,39 +578,6 @@ fn top_stats(st: &[procs::CommandStat]) -> String {
         .join(", ")
 }
 
-/// Field rules of the `capture-rules` measurement: eight of the ten bench
-/// fields allow-listed, three of them masked, one with each method.
-const FIELD_RULES: &[(&str, &str)] = &[
-    (
-        "REDMIRROR_INCLUDED_FIELDS",
-        "field0,field1,field2,field3,field4,field5,field6,field7",
-    ),
-    ("REDMIRROR_MASKED_FIELDS", "field1:hash,field2:email,field3:redact"),
-    ("REDMIRROR_MASK_KEY", "bench-mask-key-0123456789"),
-];
-
-/// Capture's CPU per event without field rules and with [`FIELD_RULES`],
-/// one after the other in the same run, and their ratio (the rules' cost).
-fn capture_rules(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
-    let cpu = |r: &Report, key: &str| r.json.get(key).and_then(|v| v["capture_cpu_s_per_1000"].as_f64());
-    if cpu(r, "stages_capture").is_none() {
-        stages(sizes, r, Shape::Standalone)?;
-    }
-    stages(sizes, r, Shape::CaptureRules)?;
-    let (Some(plain), Some(ruled)) = (cpu(r, "stages_capture"), cpu(r, "stages_capture_rules")) else {
-        anyhow::bail!("capture-rules: a capture measurement is missing");
-    };
-    let cost = ruled / plain;
-    r.summary.insert("capture_rules_cpu_ratio", cost);
-    r.row(
-        "capture field rules' cost",
-        format!("{ruled:.3} vs {plain:.3} CPU-s/1k events with / without 3 masks + allow-list"),
-        "target at most 1.20x".to_string(),
-        format!("{cost:.2}x"),
-    );
-    Ok(())
-}
-
 /// Each stage alone: capture with apply stopped (from the first source
 /// write to the last event published), then apply on the backlog (from the
 /// first applied event to the last). CPU per 1,000 events is the process's
@@ -627,18 +587,18 @@ fn stages(sizes: &Sizes, r: &mut Report, shape: Shape) -> anyhow::Result<()> {
     let s = Servers::start_shaped(false, shape == Shape::CaptureCluster, shape == Shape::ApplyCluster)?;
     let (label, key) = match shape {
         Shape::Standalone => ("", "stages"),
-        Shape::CaptureRules => (", 3 masks + allow-list", "stages_capture_rules"),
         Shape::CaptureCluster => (", cluster source (3 masters)", "stages_capture_cluster"),
         Shape::ApplyCluster => (", cluster destination (3 masters)", "stages_apply_cluster"),
     };
     // The whole burst must fit the pending set, or the overflow becomes a
     // gap for the reconciler (not running here) and never reaches the topic.
     let pending_max = (sizes.stage_flows + 1000).to_string();
-    let mut capture_env = vec![("REDMIRROR_CAPTURE_PENDING_MAX", pending_max.as_str())];
-    if shape == Shape::CaptureRules {
-        capture_env.extend_from_slice(FIELD_RULES);
-    }
-    let capture = Proc::role(&s, "capture", "capture", &capture_env)?;
+    let capture = Proc::role(
+        &s,
+        "capture",
+        "capture",
+        &[("REDMIRROR_CAPTURE_PENDING_MAX", &pending_max)],
+    )?;
     let mut apply = Proc::role(&s, "apply", "apply", &[])?;
     capture.wait_ready(&s)?;
     apply.kill();
@@ -683,7 +643,7 @@ fn stages(sizes: &Sizes, r: &mut Report, shape: Shape) -> anyhow::Result<()> {
             top_stats(&src_stats)
         );
     }
-    if matches!(shape, Shape::CaptureCluster | Shape::CaptureRules) {
+    if shape == Shape::CaptureCluster {
         r.procs(key, &[&capture]);
         return Ok(());
     }
