@@ -242,7 +242,7 @@ pub async fn dlq(config: Config, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
                 }
             } else {
                 println!("{:<21} {:<16} {:<24} {:<28} reason", "time", "code", "flow", "origin");
-                for e in &entries {
+                for e in entries.iter().map(|e| &e.letter) {
                     println!(
                         "{:<21} {:<16} {:<24} {:<28} {}",
                         e.time,

@@ -1,6 +1,7 @@
 //! Dead letters: list and re-drive.
 
 use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
+use redmirror_api::DeadLetter;
 use redmirror_kafka::publish::dlq_headers as h;
 use redmirror_kafka::{Kafka, Publisher};
 use serde::Serialize;
@@ -8,45 +9,17 @@ use serde::Serialize;
 use crate::reader::{Start, TopicReader};
 use crate::Error;
 
-/// One dead letter.
+/// One dead letter: what `dlq list --json` and `GET /v1/dlq` show
+/// ([`DeadLetter`]), and the record itself for a re-drive.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
-    /// Offset in the DLQ topic.
-    pub dlq_offset: i64,
-    /// Flow id (Kafka key), text or `base64:...`.
-    pub flow_id: String,
-    /// Reason code.
-    pub reason_code: String,
-    /// Reason.
-    pub reason: String,
-    /// Original topic.
-    pub topic: String,
-    /// Original partition.
-    pub partition: i64,
-    /// Original offset.
-    pub offset: i64,
-    /// When it was dead-lettered (RFC 3339).
-    pub time: String,
+    /// The dead letter as people see it.
+    #[serde(flatten)]
+    pub letter: DeadLetter,
     #[serde(skip)]
     key: Vec<u8>,
     #[serde(skip)]
     payload: Vec<u8>,
-}
-
-impl Entry {
-    /// The entry as `GET /v1/dlq` shows it.
-    pub fn view(&self) -> redmirror_api::DeadLetter {
-        redmirror_api::DeadLetter {
-            dlq_offset: self.dlq_offset,
-            flow_id: self.flow_id.clone(),
-            reason_code: self.reason_code.clone(),
-            reason: self.reason.clone(),
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: self.offset,
-            time: self.time.clone(),
-        }
-    }
 }
 
 fn header(m: &OwnedMessage, name: &str) -> String {
@@ -64,14 +37,16 @@ pub async fn list(kafka: &Kafka, dlq_topic: &str) -> Result<Vec<Entry>, Error> {
         let time_us: i64 = header(&m, h::TIME).parse().unwrap_or(0);
         let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(time_us.max(0) as u64);
         out.push(Entry {
-            dlq_offset: m.offset(),
-            flow_id: redmirror_core::text::lossy(m.key().unwrap_or_default()),
-            reason_code: header(&m, h::REASON_CODE),
-            reason: header(&m, h::REASON),
-            topic: header(&m, h::TOPIC),
-            partition: header(&m, h::PARTITION).parse().unwrap_or(-1),
-            offset: header(&m, h::OFFSET).parse().unwrap_or(-1),
-            time: humantime::format_rfc3339_seconds(time).to_string(),
+            letter: DeadLetter {
+                dlq_offset: m.offset(),
+                flow_id: redmirror_core::text::lossy(m.key().unwrap_or_default()),
+                reason_code: header(&m, h::REASON_CODE),
+                reason: header(&m, h::REASON),
+                topic: header(&m, h::TOPIC),
+                partition: header(&m, h::PARTITION).parse().unwrap_or(-1),
+                offset: header(&m, h::OFFSET).parse().unwrap_or(-1),
+                time: humantime::format_rfc3339_seconds(time).to_string(),
+            },
             key: m.key().unwrap_or_default().to_vec(),
             payload: m.payload().unwrap_or_default().to_vec(),
         });
