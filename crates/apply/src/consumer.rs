@@ -311,7 +311,7 @@ struct Session<'a> {
     tick: tokio::time::Interval,
     last_read: std::time::Instant,
     stall: StallWatch,
-    /// Whether failpoint `apply-consumer-stuck` stops this session reading
+    /// Whether failpoint `apply-consumer-stuck` stops this consumer reading
     /// after its first message, as a lost wake-up or a stuck group rejoin would.
     freezes: bool,
     frozen: bool,

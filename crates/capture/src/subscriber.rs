@@ -240,7 +240,7 @@ async fn session(
     };
     // Subscribed: the source is reachable and followed again, whether or not
     // anything is written (readiness reflects the subscription, not traffic).
-    // Anything that changed before now and after the previous session (or
+    // Anything that changed before now and after the previous subscription (or
     // before start) is unknown: ask for a reconcile pass.
     health.set(HEALTH_SOURCE, true);
     // Notifications may have been lost with the connection (a source
