@@ -35,6 +35,45 @@ fn check_passes_on_a_sane_setup() {
     assert!(text.contains("for demos and development only"), "{text}");
 }
 
+/// Everything down: `check` fails (exit 1) with one sentence per server that
+/// names its address and the cause, never Rust's `Debug` of an I/O error,
+/// and says once that no broker answered (the DLQ topic's probe is not
+/// waited out a second time).
+#[test]
+fn check_says_in_words_which_servers_are_down() {
+    let free_port = redmirror_testkit::free_port;
+    let ports = [free_port(), free_port(), free_port()];
+    let env = mirror_env(
+        &format!("redis://127.0.0.1:{}", ports[0]),
+        &format!("redis://127.0.0.1:{}", ports[1]),
+        &format!("127.0.0.1:{}", ports[2]),
+    );
+    let out = command().arg("check").envs(&env).stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (what, port) in [("source", ports[0]), ("dest", ports[1])] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("FAIL  {what}:")))
+            .unwrap_or_else(|| panic!("no FAIL line for {what} in:\n{text}"));
+        assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+        assert!(line.contains("connection refused"), "{line}");
+    }
+    assert!(!text.contains("Os {"), "Rust Debug in:\n{text}");
+    let kafka: Vec<_> = text.lines().filter(|l| l.starts_with("FAIL  kafka:")).collect();
+    assert_eq!(kafka.len(), 1, "{text}");
+    assert!(
+        kafka[0].contains(&format!("no broker at 127.0.0.1:{} answered", ports[2])),
+        "{}",
+        kafka[0]
+    );
+}
+
 #[test]
 fn sigterm_stops_cleanly_with_exit_0() {
     let mut s = Setup::run();

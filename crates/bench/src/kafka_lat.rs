@@ -87,11 +87,11 @@ pub fn measure(kafka: &redmirror_kafka::Kafka, topic: &str, rate: u64, secs: u64
 }
 
 /// Capture's share of latency for the events of flows whose id starts with
-/// `prefix`: the record's CreateTime (set when capture hands it to the
-/// producer) minus its `redmirror-source-time-us` header (the source's
-/// clock in the atomic read), in ms. Reads `topic` from the start to its end.
+/// `prefix`: the event's `capture_time_us` (capture's clock when it made the
+/// event from the source read) minus its `source_time_us` (the source's
+/// clock in the atomic read), in ms with microsecond precision. Reads
+/// `topic` from the start to its end.
 pub fn capture_stage(bootstrap: &str, topic: &str, prefix: &str) -> anyhow::Result<Vec<f64>> {
-    use rdkafka::message::Headers;
     let c: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-stage-reader")
@@ -117,13 +117,11 @@ pub fn capture_stage(bootstrap: &str, topic: &str, prefix: &str) -> anyhow::Resu
                 if !m.key().is_some_and(|k| k.starts_with(prefix.as_bytes())) {
                     continue;
                 }
-                let source_us = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|x| x.key == "redmirror-source-time-us")
-                        .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse::<i64>().ok())
-                });
-                if let (Some(s), Some(t)) = (source_us, m.timestamp().to_millis()) {
-                    out.push((t as f64) - (s as f64) / 1000.0);
+                // Both stamps are in the event, in microseconds: the
+                // source's clock in the atomic read and capture's clock
+                // when it made the event (the same machine's clock here).
+                if let Ok(e) = redmirror_core::FlowEvent::decode_checked(m.key(), m.payload()) {
+                    out.push((e.capture_time_us - e.source_time_us) as f64 / 1000.0);
                 }
             }
             _ => {}

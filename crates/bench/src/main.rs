@@ -24,7 +24,7 @@ struct Args {
     /// Use the embedded broker for the latency scenario (isolates the broker's share).
     #[arg(long)]
     embedded: bool,
-    /// Only these scenarios (comma list: broker,latency,native,sustained,hot,stages,capture-cluster,apply-cluster,reconcile,replay,group).
+    /// Only these scenarios (comma list: broker,latency,native,sustained,hot,stages,capture-rules,capture-cluster,apply-cluster,reconcile,replay,group).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -158,6 +158,9 @@ fn main() -> anyhow::Result<()> {
     if want("stages") {
         stages(&sizes, &mut r, Shape::Standalone)?;
     }
+    if want("capture-rules") {
+        capture_rules(&sizes, &mut r)?;
+    }
     if want("capture-cluster") {
         stages(&sizes, &mut r, Shape::CaptureCluster)?;
     }
@@ -187,6 +190,10 @@ fn main() -> anyhow::Result<()> {
         "reconcile_flows_per_s",
         "plain_loop_flows_per_s",
         "replay_per_s",
+        "cpu_us_per_change_1k",
+        "cpu_us_per_change_5k",
+        "native_cpu_us_per_change",
+        "capture_rules_cpu_ratio",
         "max_rss_mib",
     ];
     let line: Vec<String> = std::iter::once(format!("broker={broker_name}"))
@@ -365,9 +372,33 @@ fn latency(sizes: &Sizes, r: &mut Report, out: &std::path::Path, embedded: bool)
     for rate in [1_000u64, 5_000] {
         let dest_obs = Latencies::observe(&s.dest.url(), &format!("lat{rate}-"))?;
         let repl_obs = Latencies::observe(&s.replica.url(), &format!("lat{rate}-"))?;
+        let cpu0 = CpuMeter::read(&s, &mirror)?;
         let sent = load::write_steady(&s.source.url(), &format!("lat{rate}-"), rate, sizes.latency_secs, 1)?;
         let dest = dest_obs.finish(sent, Duration::from_secs(30));
         let repl = repl_obs.finish(sent, Duration::from_secs(30));
+        let cpu = CpuMeter::read(&s, &mirror)?.per_change_us(&cpu0, sent);
+        println!(
+            "    CPU per change @ {rate}/s: redmirror {:.0} us; source Redis {:.0}, destination Redis {:.0}, \
+             broker {:.0} us; native replication (replica) {:.0} us; redmirror / native {}",
+            cpu.redmirror,
+            cpu.source,
+            cpu.dest,
+            cpu.broker,
+            cpu.replica,
+            ratio(cpu.redmirror, cpu.replica)
+        );
+        r.json
+            .insert(format!("latency_{rate}_cpu_us_per_change"), serde_json::to_value(cpu)?);
+        match rate {
+            1_000 => {
+                r.summary.insert("cpu_us_per_change_1k", cpu.redmirror);
+                r.summary.insert("native_cpu_us_per_change", cpu.replica);
+            }
+            5_000 => {
+                r.summary.insert("cpu_us_per_change_5k", cpu.redmirror);
+            }
+            _ => {}
+        }
         r.row(
             &format!("e2e latency @ {rate}/s"),
             format!(
@@ -431,6 +462,49 @@ fn latency(sizes: &Sizes, r: &mut Report, out: &std::path::Path, embedded: bool)
     Ok(())
 }
 
+/// CPU seconds used so far by each process a change passes through: the
+/// redmirror process (`/proc`), the source, destination and replica Redis
+/// (`INFO cpu`) and the broker's JVM (`/proc`).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+struct CpuMeter {
+    redmirror: f64,
+    source: f64,
+    dest: f64,
+    replica: f64,
+    broker: f64,
+}
+
+impl CpuMeter {
+    fn read(s: &Servers, mirror: &Proc) -> anyhow::Result<CpuMeter> {
+        Ok(CpuMeter {
+            redmirror: mirror.cpu_seconds(),
+            source: procs::redis_cpu(&s.source)?,
+            dest: procs::redis_cpu(&s.dest)?,
+            replica: procs::redis_cpu(&s.replica)?,
+            broker: s
+                .broker
+                .pid()
+                .and_then(redmirror_testkit::process::cpu_seconds)
+                .unwrap_or(f64::NAN),
+        })
+    }
+
+    /// Microseconds of CPU per change between `before` and this reading.
+    /// The source's figure includes taking the writes themselves and
+    /// feeding the replica; the replica's alone is native replication's
+    /// cost on the receiving side, the yardstick for redmirror's.
+    fn per_change_us(&self, before: &CpuMeter, changes: u64) -> CpuMeter {
+        let per = |a: f64, b: f64| (a - b) / changes.max(1) as f64 * 1e6;
+        CpuMeter {
+            redmirror: per(self.redmirror, before.redmirror),
+            source: per(self.source, before.source),
+            dest: per(self.dest, before.dest),
+            replica: per(self.replica, before.replica),
+            broker: per(self.broker, before.broker),
+        }
+    }
+}
+
 /// Highest rate of unique-flow changes at which lag stays bounded.
 fn sustained(sizes: &Sizes, r: &mut Report, out: &std::path::Path) -> anyhow::Result<()> {
     let s = Servers::start(true)?;
@@ -442,17 +516,26 @@ fn sustained(sizes: &Sizes, r: &mut Report, out: &std::path::Path) -> anyhow::Re
     for &rate in &sizes.rates {
         let prefix = format!("sus{rate}-");
         let obs = Latencies::observe(&s.dest.url(), &prefix)?;
+        let cpu0 = CpuMeter::read(&s, &mirror)?;
         let sent = load::write_steady(&s.source.url(), &prefix, rate, sizes.step_secs, 2)?;
         let achieved = sent as f64 / sizes.step_secs as f64;
         let l = obs.finish(sent, Duration::from_secs(20));
+        let cpu = CpuMeter::read(&s, &mirror)?.per_change_us(&cpu0, sent);
         let bounded = l.missing == 0 && l.p(99.0) < 1_000.0 && achieved >= rate as f64 * 0.95;
         println!(
-            "    step {rate}/s: offered {achieved:.0}/s, p50 {:.1} p99 {:.1} max {:.0} ms, missing {} -> {}",
+            "    step {rate}/s: offered {achieved:.0}/s, p50 {:.1} p99 {:.1} max {:.0} ms, missing {}, \
+             CPU per change redmirror {:.0} us (replica {:.0} us) -> {}",
             l.p(50.0),
             l.p(99.0),
             l.max(),
             l.missing,
+            cpu.redmirror,
+            cpu.replica,
             if bounded { "bounded" } else { "NOT bounded" }
+        );
+        r.json.insert(
+            format!("sustained_{rate}_cpu_us_per_change"),
+            serde_json::to_value(cpu)?,
         );
         csv.push_str(&format!(
             "{rate},redmirror,{:.3},{:.3},{:.3},{:.3}\n",
@@ -576,6 +659,63 @@ fn top_stats(st: &[procs::CommandStat]) -> String {
         .map(|c| format!("{} {} calls {:.2} s", c.command, c.calls, c.usec as f64 / 1e6))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Field rules of the `capture-rules` measurement: eight of the ten bench
+/// fields allow-listed, three of them masked, one with each method. The
+/// readiness probe's field `n` is allowed too, so the probe flow reaches the
+/// destination with something in it.
+const FIELD_RULES: &[(&str, &str)] = &[
+    (
+        "REDMIRROR_INCLUDED_FIELDS",
+        "n,field0,field1,field2,field3,field4,field5,field6,field7",
+    ),
+    ("REDMIRROR_MASKED_FIELDS", "field1:hash,field2:email,field3:redact"),
+    ("REDMIRROR_MASK_KEY", "bench-mask-key-0123456789"),
+];
+
+/// Capture's CPU per event without field rules and with [`FIELD_RULES`],
+/// one after the other against the same servers (each capture on flows of
+/// its own), and their ratio: what the rules cost.
+fn capture_rules(sizes: &Sizes, r: &mut Report) -> anyhow::Result<()> {
+    let s = Servers::start(false)?;
+    let n = sizes.stage_flows;
+    let pending_max = (n + 1000).to_string();
+    let mut cpu = Vec::new();
+    for (name, rules) in [("plain", &[][..]), ("ruled", FIELD_RULES)] {
+        let mut env = vec![("REDMIRROR_CAPTURE_PENDING_MAX", pending_max.as_str())];
+        env.extend_from_slice(rules);
+        let mut capture = Proc::role(&s, &format!("capture-{name}"), "capture", &env)?;
+        let mut apply = Proc::role(&s, &format!("apply-{name}"), "apply", rules)?;
+        capture.wait_ready(&s)?;
+        apply.kill();
+        let published = "redmirror_capture_events_total{op=\"upsert\"}";
+        let before = capture.metric(published);
+        let cpu0 = capture.cpu_seconds();
+        let t0 = Instant::now();
+        load::write_burst(&s.source.url(), &format!("rules-{name}"), n, 2)?;
+        procs::wait_metric(&capture, published, before + n as f64, Duration::from_secs(300))?;
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu_k = (capture.cpu_seconds() - cpu0) / n as f64 * 1000.0;
+        r.json.insert(
+            format!("capture_rules_{name}"),
+            serde_json::json!({"flows": n, "capture_s": secs, "capture_per_s": n as f64 / secs,
+                "capture_cpu_s_per_1000": cpu_k}),
+        );
+        r.procs(&format!("capture-rules ({name})"), &[&capture]);
+        capture.kill();
+        cpu.push(cpu_k);
+    }
+    let (plain, ruled) = (cpu[0], cpu[1]);
+    let cost = ruled / plain;
+    r.summary.insert("capture_rules_cpu_ratio", cost);
+    r.row(
+        "capture field rules' cost",
+        format!("{ruled:.3} vs {plain:.3} CPU-s/1k events with / without 3 masks + allow-list"),
+        "target at most 1.20x".to_string(),
+        format!("{cost:.2}x"),
+    );
+    Ok(())
 }
 
 /// Each stage alone: capture with apply stopped (from the first source

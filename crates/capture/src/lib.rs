@@ -21,9 +21,11 @@
 //! - [`role`]: the role as a process runs it (only while it holds the
 //!   capture lease, gaps signalled to the reconciler), and resync.
 //!
-//! capture never writes to the source and runs no scripts: it needs
+//! capture never writes the source's data and runs no scripts: it needs
 //! `psubscribe`, `multi`/`exec`, `time`, `info`, `hgetall` and `config get`
-//! (see docs/operations.md for the ACL).
+//! (see docs/operations.md for the ACL). Its one change to the source is a
+//! setting: with `configure_notifications` it runs
+//! `CONFIG SET notify-keyspace-events` (and then needs `config set` too).
 
 pub mod flushes;
 pub mod masters;
@@ -262,10 +264,10 @@ pub const HEALTH_SOURCE: &str = "source";
 
 /// Runs the subscriber on a thread of its own, with a one-thread runtime:
 /// the notification stream is drained however busy apply or a reconcile
-/// pass keep the shared runtime. (Read through fred on the shared runtime,
-/// 1,000 hot flows at 80,000-110,000 writes/s overflowed its 16,384-slot
-/// notification buffer 12 to 72 times in 5 s: each a gap and a reconcile
-/// pass.) Resolves when the subscriber ends.
+/// pass keep the shared runtime. On the shared runtime, hot flows written
+/// faster than the workers are free overflow the notification buffer, and
+/// every overflow is a gap and a reconcile pass. Resolves when the
+/// subscriber ends.
 fn spawn_subscriber(
     task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::sync::oneshot::Receiver<()>, CaptureError> {

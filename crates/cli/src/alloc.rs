@@ -3,10 +3,10 @@
 //! glibc gives every thread that allocates its own arena (up to 8 per core),
 //! and an arena keeps freed memory it cannot return. redmirror runs tokio
 //! workers plus librdkafka's threads (one per broker, main, background), so
-//! with the default, peak RSS of `apply` on a 100,000-event backlog was
-//! 87 MiB; with two arenas it was 53 MiB at the same speed (measured with
-//! `MALLOC_ARENA_MAX=2`, which this call makes the default). An operator's
-//! `MALLOC_ARENA_MAX` still wins.
+//! with the default most of a busy process's resident memory is arenas
+//! holding freed blocks. Two arenas keep apply's peak RSS on a large backlog
+//! well inside the 64 MiB budget at the same speed (`scripts/bench` reports
+//! the peak of every process). An operator's `MALLOC_ARENA_MAX` still wins.
 
 /// Limits glibc to two malloc arenas unless `MALLOC_ARENA_MAX` is set. Call
 /// first thing in `main`, before any thread starts.

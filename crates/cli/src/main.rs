@@ -62,7 +62,7 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// capture + apply in one process (the simple deployment).
+    /// Capture, apply and the reconciler in one process (the simple deployment).
     Run,
     /// Follow the source and publish change events.
     Capture,

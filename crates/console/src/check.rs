@@ -131,7 +131,11 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             for topic in [config.topic.clone(), config.dlq_topic()] {
                 let k = kafka.clone();
                 let t = topic.clone();
-                match tokio::task::spawn_blocking(move || redmirror_kafka::topics::partition_count(&k, &t)).await? {
+                let count = tokio::task::spawn_blocking(move || {
+                    redmirror_kafka::topics::partition_count_within(&k, &t, TIMEOUT)
+                })
+                .await?;
+                match count {
                     Ok(Some(n)) => {
                         r.ok("topic", format!("{topic} present, {n} partitions"));
                         if topic == config.topic {
@@ -155,7 +159,12 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                             }
                         }
                     }
-                    Err(e) => r.fail("kafka", e),
+                    Err(e) => {
+                        // Nothing answered (or refused): the next topic's
+                        // probe would only wait as long again.
+                        r.fail("kafka", unreachable_kafka(brokers, &e));
+                        break;
+                    }
                 }
             }
         }
@@ -177,4 +186,17 @@ fn record_size(config: &Config, limit: usize) -> String {
         "REDMIRROR_MAX_FLOW_BYTES={} fits the {limit}-byte records Kafka takes",
         config.rules.max_flow_bytes
     )
+}
+
+/// What `check` says when the brokers give no metadata: which addresses it
+/// tried and for how long, then librdkafka's reason.
+fn unreachable_kafka(brokers: &str, e: &redmirror_kafka::Error) -> String {
+    let reason = e.to_string();
+    if reason.contains("Timed out") || reason.contains("TimedOut") || reason.contains("transport") {
+        format!(
+            "no broker at {brokers} answered within {TIMEOUT:?} (nothing listens there, or it is unreachable): {reason}"
+        )
+    } else {
+        format!("brokers {brokers}: {reason}")
+    }
 }

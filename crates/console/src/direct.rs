@@ -64,7 +64,7 @@ pub async fn connect(config: &Config) -> Result<Client, DestError> {
     };
     match tokio::time::timeout(DIRECT_TIMEOUT, redmirror_redis::connect(ep, "destination")).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(DestError::Unreachable(short_redis_error(&e.source))),
+        Ok(Err(e)) => Err(DestError::Unreachable(redmirror_redis::describe(&e.source))),
         Err(_) => Err(DestError::Unreachable(format!(
             "no answer within {}s",
             DIRECT_TIMEOUT.as_secs()
@@ -132,52 +132,12 @@ async fn dest_state(config: &Config, c: &Client) -> Result<DestState, DestError>
     match tokio::time::timeout(DIRECT_TIMEOUT, read).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) if matches!(e.kind(), fred::error::ErrorKind::IO | fred::error::ErrorKind::Timeout) => {
-            Err(DestError::Unreachable(short_redis_error(&e)))
+            Err(DestError::Unreachable(redmirror_redis::describe(&e)))
         }
-        Ok(Err(e)) => Err(DestError::Read(short_redis_error(&e))),
+        Ok(Err(e)) => Err(DestError::Read(redmirror_redis::describe(&e))),
         Err(_) => Err(DestError::Unreachable(format!(
             "no answer within {}s",
             DIRECT_TIMEOUT.as_secs()
         ))),
-    }
-}
-
-/// A fred error in a few words, as the OS says them ("connection refused"):
-/// fred writes an I/O error's `Debug` form (`Os { code: 111, kind:
-/// ConnectionRefused, message: "Connection refused" }`), whose message is
-/// the part worth showing.
-fn short_redis_error(e: &fred::error::Error) -> String {
-    let d = e.details().trim();
-    let d = d.strip_prefix("IO Error: ").unwrap_or(d);
-    let said = d
-        .split_once("message: \"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map_or(d, |(m, _)| m);
-    if said.is_empty() {
-        return format!("{:?}", e.kind()).to_lowercase();
-    }
-    // "Connection refused" -> "connection refused"; "WRONGPASS ..." stays.
-    let mut chars = said.chars();
-    match (chars.next(), chars.next()) {
-        (Some(a), Some(b)) if a.is_uppercase() && b.is_lowercase() => {
-            a.to_lowercase().chain(said[1..].chars()).collect()
-        }
-        _ => said.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_redis_error_is_said_in_a_few_words() {
-        let io = fred::error::Error::new(
-            fred::error::ErrorKind::IO,
-            r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#,
-        );
-        assert_eq!(short_redis_error(&io), "connection refused");
-        let auth = fred::error::Error::new(fred::error::ErrorKind::Auth, "WRONGPASS invalid username-password pair");
-        assert_eq!(short_redis_error(&auth), "WRONGPASS invalid username-password pair");
     }
 }

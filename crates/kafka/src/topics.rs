@@ -24,12 +24,22 @@ pub struct TopicReport {
 
 /// Number of partitions of `topic`, `None` when it does not exist.
 pub fn partition_count(kafka: &Kafka, topic: &str) -> Result<Option<usize>, Error> {
+    partition_count_within(kafka, topic, ADMIN_TIMEOUT)
+}
+
+/// [`partition_count`], waiting at most `timeout` for the brokers (a
+/// pre-flight check that should say quickly that nothing answers).
+pub fn partition_count_within(
+    kafka: &Kafka,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<Option<usize>, Error> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = kafka.client_config(&[]).create().map_err(|source| Error::Client {
         what: "metadata client",
         source,
     })?;
-    let md = c.fetch_metadata(Some(topic), ADMIN_TIMEOUT).map_err(|e| Error::Topic {
+    let md = c.fetch_metadata(Some(topic), timeout).map_err(|e| Error::Topic {
         topic: topic.to_string(),
         message: format!("metadata: {e}"),
     })?;

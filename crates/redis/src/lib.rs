@@ -52,14 +52,51 @@ pub mod value;
 pub use script::Script;
 
 /// A Redis failure with the endpoint it concerns (URL redacted).
-#[derive(Debug, thiserror::Error)]
-#[error("redis {endpoint}: {source}")]
+///
+/// Its message says the cause in a few words ([`describe`]): fred's own
+/// text of an I/O error is Rust's `Debug` of it, which is not for people,
+/// so the fred error is kept for classifying ([`RedisError::is_retryable`])
+/// but not returned from `source()`, where `{:#}` would print it again.
+#[derive(Debug)]
 pub struct RedisError {
     /// Redacted URL.
     pub endpoint: String,
     /// Cause.
-    #[source]
     pub source: fred::error::Error,
+}
+
+impl std::fmt::Display for RedisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "redis {}: {}", self.endpoint, describe(&self.source))
+    }
+}
+
+impl std::error::Error for RedisError {}
+
+/// A fred error in a few words: what the server or the operating system
+/// said (`connection refused`, `WRONGPASS invalid username-password pair`),
+/// without fred's kind prefix or Rust's `Debug` of an I/O error.
+pub fn describe(e: &fred::error::Error) -> String {
+    let d = e.details().trim();
+    let d = d.strip_prefix("IO Error: ").unwrap_or(d);
+    // `Os { .., message: "Connection refused" }` or
+    // `Custom { kind: .., error: "Connection refused" }`.
+    let said = ["message: \"", "error: \""]
+        .iter()
+        .find_map(|k| d.split_once(k))
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or(d, |(m, _)| m);
+    if said.is_empty() {
+        return format!("{:?}", e.kind()).to_lowercase();
+    }
+    // "Connection refused" -> "connection refused"; "WRONGPASS ..." stays.
+    let mut chars = said.chars();
+    match (chars.next(), chars.next()) {
+        (Some(a), Some(b)) if a.is_uppercase() && b.is_lowercase() => {
+            a.to_lowercase().chain(said[1..].chars()).collect()
+        }
+        _ => said.to_string(),
+    }
 }
 
 impl RedisError {
@@ -500,5 +537,38 @@ mod cluster_tests {
         assert!(super::cluster_enabled("# Cluster\r\ncluster_enabled:1\r\n"));
         assert!(!super::cluster_enabled("# Cluster\r\ncluster_enabled:0\r\n"));
         assert!(!super::cluster_enabled(""));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_error_is_said_in_a_few_words() {
+        let io = fred::error::Error::new(
+            fred::error::ErrorKind::IO,
+            r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#,
+        );
+        assert_eq!(describe(&io), "connection refused");
+        let auth = fred::error::Error::new(fred::error::ErrorKind::Auth, "WRONGPASS invalid username-password pair");
+        assert_eq!(describe(&auth), "WRONGPASS invalid username-password pair");
+    }
+
+    /// What `redmirror check` and the logs print for a server that is down:
+    /// a sentence naming the address, the cause once, no Rust `Debug`.
+    #[test]
+    fn a_refused_connection_reads_as_a_sentence() {
+        let endpoint = RedisEndpoint {
+            url: "redis://user:secret@127.0.0.1:1".into(),
+            tls: Default::default(),
+        };
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = RedisError::new(&endpoint, fred::error::Error::from(io));
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the cause is in the message, once"
+        );
+        assert_eq!(e.to_string(), "redis redis://user:***@127.0.0.1:1: connection refused");
     }
 }
