@@ -150,7 +150,7 @@ impl RedisCluster {
             })
             .collect();
         let c = RedisCluster { nodes };
-        let mut cli = Command::new("redis-cli");
+        let mut cli = Command::new(crate::ServerKind::from_env().cli());
         cli.arg("--cluster").arg("create");
         for n in &c.nodes {
             cli.arg(format!("127.0.0.1:{}", n.port()));
@@ -158,7 +158,7 @@ impl RedisCluster {
         cli.arg("--cluster-replicas").arg("1").arg("--cluster-yes");
         let out = run_with_deadline(cli, Duration::from_secs(60));
         if !out.0 || !out.1.contains("[OK] All 16384 slots covered") {
-            panic!("redis-cli --cluster create failed (exit ok: {}):\n{}", out.0, out.1);
+            panic!("--cluster create failed (exit ok: {}):\n{}", out.0, out.1);
         }
         c.wait_settled("the new cluster", |_| true);
         c
@@ -535,7 +535,7 @@ fn run_with_deadline(mut cmd: Command, deadline: Duration) -> (bool, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): {INSTALL_HINT}"));
+        .unwrap_or_else(|e| panic!("cannot run {:?} ({e}): {INSTALL_HINT}", cmd.get_program()));
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let out = std::thread::spawn(move || {

