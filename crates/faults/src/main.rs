@@ -26,7 +26,7 @@ use scenario::{Opts, Outcome, Scenario};
 #[derive(Debug, Parser)]
 #[command(about = "redmirror fault-injection suite")]
 struct Args {
-    /// Every scenario once with short loads (about 16 minutes in all).
+    /// Every scenario once with short loads (about 18 minutes in all).
     #[arg(long, conflicts_with = "soak")]
     short: bool,
     /// Cycle through the scenarios, with longer loads, until MINUTES have passed.

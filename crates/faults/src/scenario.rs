@@ -24,6 +24,7 @@ mod net_cut;
 mod pending_overflow;
 mod pubsub_cut;
 mod rebalance;
+mod slow_dest;
 mod source_blackhole;
 mod source_failover;
 mod source_restart;
@@ -70,6 +71,8 @@ pub enum Scenario {
     PubsubCut,
     /// Cut, stall or refuse the destination's connections.
     NetCut,
+    /// The destination slow for a minute; apply catches up under the write limit.
+    SlowDest,
     /// Make every source connection silent.
     SourceBlackhole,
     /// Fail the source over to a replica whose clock is behind.
@@ -89,7 +92,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 17] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::KillRun,
         Scenario::KillCapture,
         Scenario::KillApply,
@@ -100,6 +103,7 @@ impl Scenario {
         Scenario::SourceRestart,
         Scenario::PubsubCut,
         Scenario::NetCut,
+        Scenario::SlowDest,
         Scenario::SourceBlackhole,
         Scenario::SourceFailover,
         Scenario::Cluster,
@@ -122,6 +126,7 @@ impl Scenario {
             Scenario::SourceRestart => "source-restart",
             Scenario::PubsubCut => "pubsub-cut",
             Scenario::NetCut => "net-cut",
+            Scenario::SlowDest => "slow-dest",
             Scenario::SourceBlackhole => "source-blackhole",
             Scenario::SourceFailover => "source-failover",
             Scenario::Cluster => "cluster",
@@ -154,7 +159,7 @@ impl Scenario {
                 dest: base.dest.arg("appendonly", "yes"),
                 ..base
             },
-            Scenario::NetCut => Needs {
+            Scenario::NetCut | Scenario::SlowDest => Needs {
                 dest_proxy: true,
                 ..base
             },
@@ -177,6 +182,7 @@ impl Scenario {
         match self {
             Scenario::ClusterSilentFailover => cluster_silent_failover::SETTINGS,
             Scenario::PendingOverflow => pending_overflow::SETTINGS,
+            Scenario::SlowDest => slow_dest::SETTINGS,
             _ => &[],
         }
     }
@@ -194,6 +200,7 @@ impl Scenario {
             Scenario::SourceRestart => source_restart::inject(env, rng, turn),
             Scenario::PubsubCut => pubsub_cut::inject(env, rng),
             Scenario::NetCut => net_cut::inject(env, rng, turn),
+            Scenario::SlowDest => slow_dest::inject(env),
             Scenario::SourceBlackhole => source_blackhole::inject(env, turn),
             Scenario::SourceFailover => source_failover::inject(env, turn),
             Scenario::Cluster => cluster::inject(env, rng, turn),

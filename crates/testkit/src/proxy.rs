@@ -6,6 +6,8 @@
 //! - [`Proxy::refuse`]: accept new connections and close them at once.
 //! - [`Proxy::stall`]: no byte moves on any connection, old or new, until
 //!   it is switched off (a partition that heals).
+//! - [`Proxy::limit`]: every connection carries at most so many bytes a
+//!   second in each direction (a slow link or an overloaded server).
 //! - [`Proxy::blackhole`]: the connections open now carry no byte ever
 //!   again, with no FIN and no RST, while new connections work (a NAT or
 //!   load balancer that forgot its flows). The proxy's own sockets stay
@@ -24,6 +26,8 @@ struct Shared {
     stop: AtomicBool,
     stalled: AtomicBool,
     refusing: AtomicBool,
+    /// Bytes per second per connection and direction (0: no limit).
+    limit: AtomicU64,
     generation: AtomicU64,
     /// Connections with an id below this are black-holed.
     holed_below: AtomicU64,
@@ -98,6 +102,12 @@ impl Proxy {
     /// While on, no byte moves in either direction (connections stay open).
     pub fn stall(&self, on: bool) {
         self.shared.stalled.store(on, Ordering::SeqCst);
+    }
+
+    /// Bytes per second each connection carries in each direction, old
+    /// and new connections alike; 0 lifts the limit.
+    pub fn limit(&self, bytes_per_sec: u64) {
+        self.shared.limit.store(bytes_per_sec, Ordering::SeqCst);
     }
 
     /// Every connection accepted so far carries no byte in either direction
@@ -222,6 +232,11 @@ fn pump(id: u64, mut from: TcpStream, mut to: TcpStream, s: Arc<Shared>, generat
         if dead(&s) || to.write_all(&buf[..n]).is_err() {
             break;
         }
+        // Under a limit, what was just forwarded takes its time on the wire.
+        let limit = s.limit.load(Ordering::SeqCst);
+        if limit > 0 {
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / limit as f64));
+        }
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
@@ -272,5 +287,26 @@ mod tests {
             .is_err());
         p.refuse(false);
         assert!(p.accepted() >= 5);
+    }
+
+    /// Under a limit of 10 KB/s, 100 KB take about ten seconds: a client
+    /// waiting one second for the reply gives up; without the limit the
+    /// same write is answered at once.
+    #[test]
+    fn a_limit_slows_every_connection_down() {
+        let server = crate::RedisServer::start();
+        let p = Proxy::start(server.port()).unwrap();
+        let client = redis::Client::open(p.url()).unwrap();
+        let value = vec![b'x'; 100_000];
+        p.limit(10_000);
+        let mut c = client.get_connection().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let err = redis::cmd("SET").arg("k").arg(&value).query::<()>(&mut c).unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        p.limit(0);
+        p.cut();
+        let mut c = client.get_connection().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        redis::cmd("SET").arg("k").arg(&value).query::<()>(&mut c).unwrap();
     }
 }
