@@ -222,10 +222,8 @@ fn main() -> ExitCode {
             if e.downcast_ref::<app::Refusal>().is_some()
                 || e.downcast_ref::<redmirror_console::Error>()
                     .is_some_and(redmirror_console::Error::is_usage)
-                || matches!(
-                    e.downcast_ref::<redmirror_history::Error>(),
-                    Some(redmirror_history::Error::Usage(_))
-                ) =>
+                || e.downcast_ref::<redmirror_history::Error>()
+                    .is_some_and(|h| h.exit_code() == 2) =>
         {
             eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
             ExitCode::from(2)

@@ -79,7 +79,7 @@ pub async fn redrive(kafka: &Kafka, dlq_topic: &str, change_topic: &str, flow: O
                 }
                 .into())
             }
-            Err(_) => return Err(Error::Usage("the producer stopped".into())),
+            Err(_) => return Err(Error::Runtime("the producer stopped".into())),
         }
     }
     Ok(n)

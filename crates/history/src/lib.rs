@@ -40,10 +40,48 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
-    /// A bad request (unknown partition, bad time).
+    /// A bad request (unknown partition, bad time): exit 2.
     #[error("{0}")]
     Usage(String),
+    /// A failure while running a valid request (the destination kept
+    /// failing, a task died, Kafka did not answer): exit 1.
+    #[error("{0}")]
+    Runtime(String),
     /// The destination failed.
     #[error("destination: {0}")]
     Redis(#[from] fred::error::Error),
+}
+
+impl Error {
+    /// The process exit code this error ends a command with: 2 for a bad
+    /// request (SPEC section 7), 1 for a runtime failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Kafka(_) | Error::Read { .. } | Error::Runtime(_) | Error::Redis(_) => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    /// Only a bad request exits 2: a destination that keeps failing during
+    /// a valid replay, or a writer task that died, is a runtime failure.
+    #[test]
+    fn only_a_bad_request_exits_2() {
+        assert_eq!(Error::Usage("--from-offsets: bad offset".into()).exit_code(), 2);
+        let runtime = [
+            Error::Runtime("the destination kept failing".into()),
+            Error::Redis(fred::error::Error::new(fred::error::ErrorKind::IO, "refused")),
+            Error::Read {
+                topic: "t".into(),
+                message: "m".into(),
+            },
+        ];
+        for e in runtime {
+            assert_eq!(e.exit_code(), 1, "{e}");
+        }
+    }
 }

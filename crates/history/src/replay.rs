@@ -261,7 +261,7 @@ fn tally(
     report: &mut ReplayReport,
     joined: Result<Result<Vec<Outcome>, Error>, tokio::task::JoinError>,
 ) -> Result<(), Error> {
-    let outcomes = joined.map_err(|e| Error::Usage(format!("replay writer task failed: {e}")))??;
+    let outcomes = joined.map_err(|e| Error::Runtime(format!("replay writer task failed: {e}")))??;
     for o in outcomes {
         if let Outcome::SkippedRules(_) = o {
             report.skipped_rules += 1;
@@ -282,7 +282,7 @@ async fn apply_with_retry(engine: &ApplyEngine, batch: &[Decoded], force: bool) 
             }
         }
     }
-    Err(Error::Usage(
+    Err(Error::Runtime(
         "the destination kept failing; replay stopped (nothing was skipped: run it again)".into(),
     ))
 }
@@ -368,7 +368,7 @@ pub fn active_members(kafka: &redmirror_kafka::Kafka, group: &str) -> Result<usi
         })?;
     let list = c
         .fetch_group_list(Some(group), redmirror_kafka::ADMIN_TIMEOUT)
-        .map_err(|e| Error::Usage(format!("cannot list the members of consumer group {group}: {e}")))?;
+        .map_err(|e| Error::Runtime(format!("cannot list the members of consumer group {group}: {e}")))?;
     Ok(list
         .groups()
         .iter()

@@ -68,6 +68,6 @@ pub async fn end(dest: &Client, keys: &KeyLayout) -> Result<(), Error> {
 fn hold_error(e: hold::HoldError) -> Error {
     match e {
         hold::HoldError::Redis(e) => Error::Redis(e),
-        other => Error::Usage(other.to_string()),
+        other => Error::Runtime(other.to_string()),
     }
 }
