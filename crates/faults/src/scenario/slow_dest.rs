@@ -23,14 +23,27 @@ const SLOW_BYTES_PER_SEC: u64 = 16_000;
 
 /// Limits the destination proxy for [`SLOW_FOR`], then lifts the limit.
 pub(super) fn inject(env: &mut Env) -> anyhow::Result<String> {
+    let before = applied(env);
     env.proxy.as_ref().context("proxy")?.limit(SLOW_BYTES_PER_SEC);
     let r = env.idle(SLOW_FOR);
+    let slow = applied(env) - before;
     env.proxy.as_ref().context("proxy")?.limit(0);
     r?;
     Ok(format!(
-        "proxy: destination link limited to {} KB/s for {} s, then fast again (apply catches up under REDMIRROR_APPLY_MAX_RATE={})",
+        "proxy: destination link limited to {} KB/s for {} s (apply wrote {:.0} events/s meanwhile, the load {}/s), \
+         then fast again: apply catches up under REDMIRROR_APPLY_MAX_RATE={}",
         SLOW_BYTES_PER_SEC / 1000,
         SLOW_FOR.as_secs(),
+        slow / SLOW_FOR.as_secs_f64(),
+        env.opts.rate,
         SETTINGS[0].1
     ))
+}
+
+/// Events applied so far by every process that applies.
+fn applied(env: &Env) -> f64 {
+    env.procs
+        .iter()
+        .filter_map(|p| p.metric("redmirror_apply_events_total{outcome=\"applied\"}"))
+        .sum()
 }
