@@ -258,3 +258,86 @@ fn an_idle_mirror_notices_its_destination_is_gone_and_back() {
         (s.mirror.readyz() == 200).then_some(())
     });
 }
+
+/// A destination link too slow for a backlog (a proxy carrying 50 KB/s per
+/// connection while 10 MB of flows wait to be written): apply falls behind,
+/// but the capture lease (TTL 2 s, renewed every 0.7 s) keeps being renewed
+/// all along, because apply's pipelines go on a connection of their own and
+/// never queue the renewals behind them; capture stays the holder and
+/// nothing is lost once the link is fast again.
+#[test]
+fn leases_are_renewed_while_apply_writes_a_backlog_over_a_slow_link() {
+    const FLOWS: usize = 200;
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let proxy = Proxy::start(dest.port()).unwrap();
+    let mut env = mirror_env(&source.url(), &proxy.url(), &Broker::shared().bootstrap());
+    env.insert("REDMIRROR_LEASE_TTL".into(), "2s".into());
+    env.insert("REDMIRROR_RECONCILE_INTERVAL".into(), "1h".into());
+    let s = Setup {
+        source,
+        dest,
+        broker: Broker::shared(),
+        mirror: Mirror::start(&["run"], &env),
+    };
+    s.wait_ready();
+
+    proxy.limit(50_000);
+    let value = vec![b'v'; 50_000];
+    let mut src = s.source.conn();
+    for i in 0..FLOWS {
+        hset(
+            &mut src,
+            format!("client:big-{i}").as_bytes(),
+            &[(&b"blob"[..], &value[..])],
+        );
+    }
+    // The lease's expiry moves forward at every renewal.
+    let mut dst = s.dest.conn();
+    let expiry = |dst: &mut redis::Connection| -> i64 {
+        redis::cmd("PEXPIRETIME")
+            .arg("redmirror:lease:capture")
+            .query(dst)
+            .unwrap()
+    };
+    let (mut last, mut renewals) = (expiry(&mut dst), 0);
+    wait_for(
+        "six renewals of the capture lease while apply writes the backlog over the slow link",
+        Duration::from_secs(20),
+        || {
+            let now = expiry(&mut dst);
+            assert!(
+                now > 0,
+                "the capture lease expired (PEXPIRETIME {now}): a renewal waited behind apply's writes"
+            );
+            if now > last {
+                renewals += 1;
+                last = now;
+            }
+            (renewals >= 6).then_some(())
+        },
+    );
+    let copied = (0..FLOWS)
+        .filter(|i| exists(&mut dst, format!("client:big-{i}").as_bytes()))
+        .count();
+    assert!(
+        copied < FLOWS,
+        "apply was not behind: the link was not slow enough to test anything"
+    );
+    assert_eq!(
+        s.mirror.metric("redmirror_capture_gaps_total"),
+        0.0,
+        "capture never stood by"
+    );
+
+    proxy.limit(0);
+    wait_for(
+        "every flow on the destination once the link is fast again",
+        CONVERGE,
+        || {
+            (0..FLOWS)
+                .all(|i| exists(&mut dst, format!("client:big-{i}").as_bytes()))
+                .then_some(())
+        },
+    );
+}

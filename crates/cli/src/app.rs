@@ -419,12 +419,22 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
 
     let throttle = redmirror_apply::engine::Throttle::new(config.apply_max_rate);
     if roles.apply {
-        let engine = ApplyEngine::new(
-            dest.clone().expect("dest client"),
-            config.keys.clone(),
-            config.rules.clone(),
-        )
-        .with_throttle(throttle.clone());
+        // Apply writes on a connection of its own: its pipelines (a
+        // backlog's batches, over a slow link) never hold back the lease
+        // renewals, progress reports and gap signals queued on the shared
+        // one, which would otherwise stop capture and the reconciler once a
+        // renewal waited out the lease's TTL behind them.
+        let endpoint = config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?;
+        let writes = connect_when_up(&health, HEALTH_DEST, "the destination (REDMIRROR_DEST_URL)", endpoint).await?;
+        let (c, s) = (writes.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = s.cancelled() => {}
+                _ = redmirror_redis::heartbeat(c) => {}
+            }
+        });
+        let engine =
+            ApplyEngine::new(writes, config.keys.clone(), config.rules.clone()).with_throttle(throttle.clone());
         let opts = ApplyOptions {
             topic: config.topic.clone(),
             dlq_topic: config.dlq_topic(),
