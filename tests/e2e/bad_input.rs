@@ -598,7 +598,7 @@ fn servers_down_at_start_up_are_waited_for() {
 }
 
 /// A connection error names its cause once: the log line for a refused
-/// source says "Connection refused" one time, not once per error in the chain.
+/// source says "connection refused" one time, not once per error in the chain.
 #[test]
 fn a_refused_connection_is_logged_with_its_cause_once() {
     let dest = RedisServer::start_with(RedisOptions::default());
@@ -614,11 +614,12 @@ fn a_refused_connection_is_logged_with_its_cause_once() {
             .map(str::to_string)
     });
     assert_eq!(
-        line.matches("Connection refused").count(),
+        line.to_lowercase().matches("connection refused").count(),
         1,
         "the cause is not named exactly once: {line}"
     );
-    assert_eq!(line.matches("IO Error").count(), 1, "{line}");
+    // A sentence, not fred's kind prefix or Rust's Debug of the I/O error.
+    assert!(!line.contains("IO Error") && !line.contains("Os {"), "{line}");
     assert!(mirror.running(), "{}", mirror.output());
     assert_eq!(mirror.terminate(), Some(0), "{}", mirror.output());
 }

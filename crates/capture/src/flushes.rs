@@ -69,18 +69,32 @@ pub fn ran(before: &Counts, now: &Counts) -> Vec<(SourceFlush, u64)> {
 /// id and address (a standalone source is the one entry `None`).
 type Baselines = HashMap<Option<Master>, Counts>;
 
+/// What one read of the counters found.
+struct Polled<E> {
+    /// The watched commands that ran since the last read, summed.
+    ran: Vec<(SourceFlush, u64)>,
+    /// Masters first seen in this read, when it was not the first.
+    arrived: Vec<Master>,
+    /// The first error of a read (after the other masters were read).
+    error: Option<E>,
+}
+
 /// Reads the counts of the source (of every master of a cluster source,
 /// as capture's map has them now) and compares each with its own
 /// baseline: the commands that ran since. A master seen for the first
-/// time (promoted by a failover, added) gets its baseline and reports
-/// nothing (its arrival is a gap of its own); a master gone is forgotten,
-/// so a replaced master is never read as a counter reset of another. The
-/// first error of a read is returned after the other masters were read.
+/// time (promoted by a failover, added) only gets its baseline: what it
+/// ran before is unknown, so after the first read it is returned as
+/// arrived, and the watch reports a gap for its slots *after* its baseline
+/// was taken (a FLUSHALL on it between its promotion and this read is
+/// covered by that pass; one after it, by the counts). A master gone is
+/// forgotten, so a replaced master is never read as a counter reset of
+/// another.
 async fn poll(
     client: &Client,
     masters: Option<&mut Masters>,
     baselines: &mut Baselines,
-) -> (Vec<(SourceFlush, u64)>, Option<fred::error::Error>) {
+    seeded: bool,
+) -> Polled<fred::error::Error> {
     let mut found: Vec<(Option<Master>, Result<Counts, fred::error::Error>)> = Vec::new();
     match masters {
         None => {
@@ -96,25 +110,27 @@ async fn poll(
             }
         }
     }
-    settle(baselines, found)
+    settle(baselines, found, seeded)
 }
 
 /// Compares each node's counts with its own baseline, which they then
-/// replace; a node without one only gets its baseline. The commands that
-/// ran, summed over the nodes, and the first error of a read.
-fn settle<E>(
-    baselines: &mut Baselines,
-    found: Vec<(Option<Master>, Result<Counts, E>)>,
-) -> (Vec<(SourceFlush, u64)>, Option<E>) {
+/// replace; a node without one only gets its baseline, and is arrived
+/// when `seeded` (a read before this one took the baselines of the masters
+/// there were then).
+fn settle<E>(baselines: &mut Baselines, found: Vec<(Option<Master>, Result<Counts, E>)>, seeded: bool) -> Polled<E> {
     let mut total = [0u64; 3];
-    let mut error = None;
+    let (mut arrived, mut error) = (Vec::new(), None);
     for (node, counts) in found {
         match counts {
             Ok(now) => {
-                if let Some(before) = baselines.get(&node) {
-                    for (t, (b, n)) in total.iter_mut().zip(before.iter().zip(&now)) {
-                        *t += n.saturating_sub(*b);
+                match baselines.get(&node) {
+                    Some(before) => {
+                        for (t, (b, n)) in total.iter_mut().zip(before.iter().zip(&now)) {
+                            *t += n.saturating_sub(*b);
+                        }
                     }
+                    None if seeded => arrived.extend(node.clone()),
+                    None => {}
                 }
                 baselines.insert(node, now);
             }
@@ -123,7 +139,11 @@ fn settle<E>(
             }
         }
     }
-    (ran(&[0; 3], &total), error)
+    Polled {
+        ran: ran(&[0; 3], &total),
+        arrived,
+        error,
+    }
 }
 
 /// Polls until `stop`, sending [`Gap::Flushed`] on `gaps` whenever one of
@@ -138,11 +158,25 @@ pub async fn watch(
     stop: CancellationToken,
 ) {
     let mut baselines = Baselines::new();
-    let mut failing = false;
+    let (mut failing, mut seeded) = (false, false);
     loop {
-        let (ran, error) = poll(&client, masters.as_mut(), &mut baselines).await;
+        let Polled { ran, arrived, error } = poll(&client, masters.as_mut(), &mut baselines, seeded).await;
+        seeded = true;
         if !ran.is_empty() {
             Gap::Flushed(ran).report(&gaps);
+        }
+        if let Some(m) = masters.as_ref() {
+            let topology = m.cluster().topology();
+            for master in arrived {
+                let slots: Vec<u16> = topology.slots_of(&master.addr).into_iter().collect();
+                if !slots.is_empty() {
+                    Gap::Slots {
+                        master: master.addr.to_string(),
+                        slots,
+                    }
+                    .report(&gaps);
+                }
+            }
         }
         match error {
             None => failing = false,
@@ -195,36 +229,45 @@ mod tests {
         let mut b = Baselines::new();
         let ok = |n: Counts| Ok::<_, &str>(n);
         // First sight: baselines only.
-        let (ran, _) = settle(
+        let p = settle(
             &mut b,
             vec![(master("a", 1), ok([5, 0, 0])), (master("b", 2), ok([9, 9, 0]))],
+            false,
         );
-        assert_eq!(ran, vec![]);
+        assert_eq!((p.ran, p.arrived), (vec![], vec![]));
         // A FLUSHALL on b.
-        let (ran, _) = settle(
+        let p = settle(
             &mut b,
             vec![(master("a", 1), ok([5, 0, 0])), (master("b", 2), ok([9, 10, 0]))],
+            true,
         );
-        assert_eq!(ran, vec![(SourceFlush::FlushAll, 1)]);
+        assert_eq!(p.ran, vec![(SourceFlush::FlushAll, 1)]);
         // b failed over to c (its counts lower than b's): no reset read as a
-        // run, no run missed after it; the poll drops b's baseline.
+        // run, no run missed after it; the poll drops b's baseline. c is
+        // arrived: what it ran before this read is unknown, so the watch
+        // reports a gap for its slots.
         b.retain(|m, _| *m != master("b", 2));
-        let (ran, _) = settle(
+        let p = settle(
             &mut b,
             vec![(master("a", 1), ok([5, 0, 0])), (master("c", 3), ok([1, 2, 0]))],
+            true,
         );
-        assert_eq!(ran, vec![]);
-        let (ran, _) = settle(
+        assert_eq!(p.ran, vec![]);
+        assert_eq!(p.arrived, vec![master("c", 3).unwrap()]);
+        let p = settle(
             &mut b,
             vec![(master("a", 1), ok([6, 0, 0])), (master("c", 3), ok([1, 3, 0]))],
+            true,
         );
-        assert_eq!(ran, vec![(SourceFlush::FlushDb, 1), (SourceFlush::FlushAll, 1)]);
+        assert_eq!(p.ran, vec![(SourceFlush::FlushDb, 1), (SourceFlush::FlushAll, 1)]);
+        assert_eq!(p.arrived, vec![], "arrived once");
         // A master that cannot be read keeps its baseline; the error is returned.
-        let (ran, e) = settle(
+        let p = settle(
             &mut b,
             vec![(master("a", 1), Err("down")), (master("c", 3), ok([1, 4, 0]))],
+            true,
         );
-        assert_eq!((ran, e), (vec![(SourceFlush::FlushAll, 1)], Some("down")));
+        assert_eq!((p.ran, p.error), (vec![(SourceFlush::FlushAll, 1)], Some("down")));
     }
 
     #[test]
