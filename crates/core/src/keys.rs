@@ -75,6 +75,15 @@ impl KeyLayout {
         format!("{}watermarks:{{{}}}", self.state_prefix, crate::slot::tag_for(slot))
     }
 
+    /// On a cluster destination, the hash of the order of the event behind
+    /// each flow's last index change: `{prefix}index-order:{tag}`, with a
+    /// tag of the index key's slot ([`crate::slot::tag_for`]), so one script
+    /// can guard and change both.
+    pub fn index_order_key(&self) -> String {
+        let slot = crate::slot::of(&self.index_key);
+        format!("{}index-order:{{{}}}", self.state_prefix, crate::slot::tag_for(slot))
+    }
+
     /// The fingerprint of the field rules the destination's copies were
     /// last all written under (a string; see [`crate::FieldRules`]): a
     /// process that starts with other rules rewrites every copy in its
@@ -164,6 +173,21 @@ impl CaptureProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index-order hash is in the index's slot, whatever the index is
+    /// called.
+    #[test]
+    fn the_index_order_hash_shares_the_index_slot() {
+        for index in [&b"clients"[..], b"{flows}index", b"a{}b", b"x{y", b"{"] {
+            let keys = KeyLayout {
+                index_key: Bytes::copy_from_slice(index),
+                ..KeyLayout::default()
+            };
+            let order = keys.index_order_key();
+            assert!(order.starts_with("redmirror:index-order:{"), "{order}");
+            assert_eq!(crate::slot::of(order.as_bytes()), crate::slot::of(index), "{index:?}");
+        }
+    }
 
     #[test]
     fn capture_progress_is_run_received_settled() {

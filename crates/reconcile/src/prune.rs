@@ -38,6 +38,14 @@
 //! only unindexed flows go into it: an index entry written between the two
 //! is the one case the script cannot see. A value that is not an order is kept, counted in
 //! [`PruneReport::unreadable`] and logged.
+//!
+//! A cluster destination also keeps, in the index's slot, the order of the
+//! event behind each flow's last index change
+//! ([`KeyLayout::index_order_key`], written by apply's index step). It is
+//! pruned by the same rule, in the same report, with the index field
+//! standing for the flow (the flow keys are in other slots): an old entry
+//! goes while the index has no field for its flow and the entry is
+//! unchanged.
 
 use bytes::Bytes;
 use fred::prelude::*;
@@ -92,9 +100,44 @@ pub async fn prune_watermarks(dest: &Client, keys: &KeyLayout, older_than_us: i6
     };
     let mut report = PruneReport::default();
     for wm in hashes {
-        prune_hash(dest, &script, keys, wm, older_than_us, &mut report).await?;
+        prune_hash(dest, &script, keys, Pruned::Watermarks(wm), older_than_us, &mut report).await?;
+    }
+    // A cluster's index step keeps the order behind each flow's last index
+    // change in the index's slot (redmirror_write::engine): the same rule
+    // prunes it, with the index field standing for the flow.
+    if redmirror_redis::is_cluster(dest) {
+        let order = Bytes::from(keys.index_order_key());
+        let exists: i64 = dest.exists(order.clone()).await.map_err(on("destination"))?;
+        if exists > 0 {
+            prune_hash(
+                dest,
+                &script,
+                keys,
+                Pruned::IndexOrder(order),
+                older_than_us,
+                &mut report,
+            )
+            .await?;
+        }
     }
     Ok(report)
+}
+
+/// A hash the prune walks.
+#[derive(Debug, Clone)]
+enum Pruned {
+    /// A watermark hash (on a cluster, one slot's).
+    Watermarks(Bytes),
+    /// A cluster's index-order hash ([`KeyLayout::index_order_key`]).
+    IndexOrder(Bytes),
+}
+
+impl Pruned {
+    fn key(&self) -> &Bytes {
+        match self {
+            Pruned::Watermarks(k) | Pruned::IndexOrder(k) => k,
+        }
+    }
 }
 
 /// Slots probed per pipeline when looking for a cluster's watermark hashes.
@@ -136,10 +179,11 @@ async fn prune_hash(
     dest: &Client,
     script: &Script,
     keys: &KeyLayout,
-    wm: Bytes,
+    hash: Pruned,
     older_than_us: i64,
     report: &mut PruneReport,
 ) -> Result<(), PassError> {
+    let wm = hash.key().clone();
     let mut unreadable = 0;
     let mut unreadable_example: Option<Bytes> = None;
     let mut page = hscan_pairs(dest, &wm, &Bytes::from_static(b"0"), PRUNE_BATCH).await?;
@@ -168,7 +212,7 @@ async fn prune_hash(
         let remove = async {
             let mut removed = 0;
             for chunk in old.chunks(PRUNE_BATCH) {
-                removed += remove_chunk(dest, script, keys, &wm, chunk).await?;
+                removed += remove_chunk(dest, script, keys, &hash, chunk).await?;
             }
             Ok::<_, PassError>(removed)
         };
@@ -201,9 +245,13 @@ async fn remove_chunk(
     dest: &Client,
     script: &Script,
     keys: &KeyLayout,
-    wm: &Bytes,
+    hash: &Pruned,
     chunk: &[(Bytes, Bytes)],
 ) -> Result<u64, PassError> {
+    let wm = match hash {
+        Pruned::Watermarks(wm) => wm,
+        Pruned::IndexOrder(order) => return remove_order_chunk(dest, script, keys, order, chunk).await,
+    };
     let clustered = redmirror_redis::is_cluster(dest);
     let unindexed: Vec<(Bytes, Bytes)>;
     let chunk = if clustered {
@@ -236,6 +284,30 @@ async fn remove_chunk(
     );
     let reply = script.call(dest, &script_keys, args).await.map_err(on("destination"))?;
     let removed = removed_count(&reply, chunk.len()).map_err(malformed("destination", "the watermark prune script"))?;
+    metrics::counter!(m::WATERMARKS_PRUNED).increment(removed);
+    Ok(removed)
+}
+
+/// One script call on the index's slot: removes the entries of `chunk`
+/// (flow id, order read) of the index-order hash whose flow has no index
+/// field and whose entry is unchanged; how many it removed.
+async fn remove_order_chunk(
+    dest: &Client,
+    script: &Script,
+    keys: &KeyLayout,
+    order: &Bytes,
+    chunk: &[(Bytes, Bytes)],
+) -> Result<u64, PassError> {
+    let script_keys: Vec<&[u8]> = vec![order, &keys.index_key];
+    let mut args = vec![Value::from("o")];
+    args.extend(
+        chunk
+            .iter()
+            .flat_map(|(id, value)| [Value::Bytes(id.clone()), Value::Bytes(value.clone())]),
+    );
+    let reply = script.call(dest, &script_keys, args).await.map_err(on("destination"))?;
+    let removed =
+        removed_count(&reply, chunk.len()).map_err(malformed("destination", "the index-order prune script"))?;
     metrics::counter!(m::WATERMARKS_PRUNED).increment(removed);
     Ok(removed)
 }
@@ -295,9 +367,15 @@ mod tests {
             .map(|id| (Bytes::from(id), Bytes::from_static(b"100")))
             .collect();
         let wm_key = Bytes::from(wm.clone());
-        let removed = remove_chunk(&dest, &Script::new(PRUNE), &keys, &wm_key, &read)
-            .await
-            .expect("prune");
+        let removed = remove_chunk(
+            &dest,
+            &Script::new(PRUNE),
+            &keys,
+            &Pruned::Watermarks(wm_key.clone()),
+            &read,
+        )
+        .await
+        .expect("prune");
         assert_eq!(removed, 1);
         let left: std::collections::BTreeMap<String, String> = server.cmd(&[b"HGETALL", wm.as_bytes()]);
         assert_eq!(

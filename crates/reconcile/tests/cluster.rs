@@ -156,3 +156,46 @@ async fn destination_reads_and_the_prune_work_slot_by_slot() {
     assert_eq!(again.pruned, 0);
     assert_eq!(again.scanned, 6);
 }
+
+/// The index-order hash a cluster's index step keeps (in the index's slot)
+/// is pruned by the same rule as the watermarks: an old entry of a flow
+/// without an index field goes; one whose flow is indexed, one that is
+/// recent, and one that is not an order stay.
+#[tokio::test]
+async fn the_index_order_hash_is_pruned_like_the_watermarks() {
+    let c = RedisCluster::start();
+    let client = connect(&c).await;
+    let keys = KeyLayout::default();
+    let index = keys.index_key.clone();
+    let order = keys.index_order_key();
+    let (old, recent) = ((CUT - 1).to_string(), (CUT + 1).to_string());
+    let gone: Vec<Vec<u8>> = (0..30).map(|i| format!("gone-{i}").into_bytes()).collect();
+    for id in &gone {
+        c.hset(order.as_bytes(), &[(id, old.as_bytes())]);
+    }
+    c.hset(
+        order.as_bytes(),
+        &[
+            (b"indexed", old.as_bytes()),
+            (b"recent", recent.as_bytes()),
+            (b"not-an-order", b"yesterday"),
+        ],
+    );
+    c.hset(&index, &[(b"indexed", b"1")]);
+
+    let report = prune_watermarks(&client, &keys, CUT).await.expect("prune");
+    assert_eq!(
+        report,
+        PruneReport {
+            scanned: 33,
+            pruned: 30,
+            unreadable: 1,
+        }
+    );
+    let left: i64 = c.cmd_key(order.as_bytes(), &[b"HLEN", order.as_bytes()]);
+    assert_eq!(left, 3, "indexed, recent and not-an-order stay");
+    for id in [&b"indexed"[..], b"recent", b"not-an-order"] {
+        let kept: i64 = c.cmd_key(order.as_bytes(), &[b"HEXISTS", order.as_bytes(), id]);
+        assert_eq!(kept, 1, "{:?} kept", String::from_utf8_lossy(id));
+    }
+}

@@ -1,28 +1,10 @@
--- apply.lua (after flow.lua): events in order, each one atomic guarded
+-- apply.lua (after flow.lua and order.lua): events in order, each one atomic guarded
 -- step. The reply contract is in script.rs. ARGV[3] 'i': the index is
 -- KEYS[1] and kept here (standalone); 's': one slot only, KEYS[1] is the
 -- slot's watermark hash and the index is the caller's second step.
 local marker, marker_value, with_index = ARGV[1], ARGV[2], ARGV[3] == 'i'
 local ik, wk, k0
 if with_index then ik, wk, k0 = KEYS[1], KEYS[2], 2 else wk, k0 = KEYS[1], 1 end
-local function split(o)
-  local c = o:find(':', 1, true)
-  if c then return tonumber(o:sub(1, c - 1)), o:sub(c + 1) end
-  return 0, o
-end
--- Exact comparison of decimal microsecond times (tonumber loses precision past 2^53).
-local function earlier(a, b)
-  local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
-  if na or nb then return tonumber(a) < tonumber(b) end
-  if #a ~= #b then return #a < #b end
-  return a < b
-end
-local function older(a, b)
-  local ea, ta = split(a)
-  local eb, tb = split(b)
-  if ea ~= eb then return ea < eb end
-  return earlier(ta, tb)
-end
 local function one(fk, id, ts, op, force, first, last)
   local state, ty = flow_state(fk, marker, marker_value)
   if state == 'native' then return 'skipped_native' end

@@ -10,7 +10,8 @@ use redmirror_core::{slot, FlowEvent, KeyLayout, MirrorRules};
 use redmirror_redis::{script, Script};
 use redmirror_telemetry::metrics::ApplyOutcome;
 
-use crate::script::{Call, Malformed, Member, Step, StepArgs, APPLY};
+use crate::script::{Call, Malformed, Member, Step, StepArgs, APPLY, INDEX};
+use redmirror_core::rules::MARKER_VALUE;
 
 /// What happened to one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,15 +81,15 @@ pub struct Transient(#[from] pub fred::error::Error);
 /// one group, in batch order) and each call guards and writes its flows
 /// against that slot's watermark hash
 /// ([`KeyLayout::watermark_key_in`]); the index is then kept in step by a
-/// second, idempotent step: one `HSET` of the applied flows and one `HDEL`
-/// of the flows the mirror deleted (a sync copy or a watermark was there),
-/// sent after every reply of the first. A crash between the two leaves the
+/// second, idempotent step after every reply of the first, guarded by the
+/// flow read again and by order (see `index_step`). A crash between the two leaves the
 /// offsets unstored: the events are read again, and one whose order equals
 /// its watermark is applied again, so the second step runs then.
 #[derive(Clone)]
 pub struct ApplyEngine {
     client: Client,
     script: Script,
+    index_script: Script,
     keys: KeyLayout,
     rules: MirrorRules,
     watermark_key: Bytes,
@@ -104,6 +105,26 @@ enum IndexAction {
     Remove,
 }
 
+/// The index step a batch's first step implies on a cluster destination.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct IndexPlan {
+    /// Per flow: the action of its last event that wrote.
+    flows: HashMap<Bytes, PlannedIndex>,
+    /// A rewind: the orders of earlier index changes are ignored.
+    force: bool,
+}
+
+/// One flow's part of an [`IndexPlan`].
+#[derive(Debug)]
+struct PlannedIndex {
+    action: IndexAction,
+    /// The order of the event behind the action, encoded.
+    order: String,
+    /// The events behind it, by their place in the batch.
+    events: Vec<usize>,
+}
+
 impl ApplyEngine {
     /// An engine writing through `client` (standalone or clustered, as
     /// `redmirror_redis::connect` returned it).
@@ -112,6 +133,7 @@ impl ApplyEngine {
             clustered: redmirror_redis::is_cluster(&client),
             client,
             script: Script::new(APPLY),
+            index_script: Script::new(INDEX),
             watermark_key: Bytes::from(keys.watermark_key()),
             keys,
             rules,
@@ -232,7 +254,70 @@ impl ApplyEngine {
     where
         E: std::borrow::Borrow<Decoded> + Sync,
     {
+        let Some((mut outcomes, plan)) = self.first_step(events, force).await? else {
+            return Ok(None);
+        };
+        if !plan.flows.is_empty() && !self.skip_index_step {
+            self.index_step(plan, &mut outcomes).await?;
+        }
+        Ok(Some(
+            outcomes
+                .into_iter()
+                .map(|o| o.expect("every event has an outcome"))
+                .collect(),
+        ))
+    }
+
+    /// For tests of two batches in flight on a cluster: the first step of
+    /// `events` now, and the index step it implies, to run later with
+    /// [`ApplyEngine::index_step_later`].
+    #[doc(hidden)]
+    pub async fn apply_first_step<E>(&self, events: &[E], force: bool) -> Result<(Vec<Outcome>, IndexPlan), Transient>
+    where
+        E: std::borrow::Borrow<Decoded> + Sync,
+    {
+        let (outcomes, plan) = match self.first_step(events, force).await? {
+            Some(done) => done,
+            None => {
+                self.script.load(&self.client).await?;
+                self.first_step(events, force).await?.ok_or_else(|| {
+                    Transient(fred::error::Error::new(
+                        fred::error::ErrorKind::Unknown,
+                        "NOSCRIPT after loading the apply script",
+                    ))
+                })?
+            }
+        };
+        let outcomes = outcomes.into_iter().map(|o| o.expect("an outcome")).collect();
+        Ok((outcomes, plan))
+    }
+
+    /// For tests: the index step of an earlier [`ApplyEngine::apply_first_step`].
+    #[doc(hidden)]
+    pub async fn index_step_later(&self, plan: IndexPlan) -> Result<(), Transient> {
+        let n = plan
+            .flows
+            .values()
+            .flat_map(|p| p.events.iter())
+            .max()
+            .map_or(0, |m| m + 1);
+        let mut outcomes = vec![None; n];
+        self.index_step(plan, &mut outcomes).await
+    }
+
+    /// The script calls, in one pipelined round trip: each event's outcome
+    /// (`None` until its call answered) and, on a cluster, the index step
+    /// they imply; `None` when the script was not loaded.
+    async fn first_step<E>(
+        &self,
+        events: &[E],
+        force: bool,
+    ) -> Result<Option<(Vec<Option<Outcome>>, IndexPlan)>, Transient>
+    where
+        E: std::borrow::Borrow<Decoded> + Sync,
+    {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
+        let mut orders: Vec<String> = Vec::new();
         let mut calls: Vec<Call> = Vec::new();
         // The call being filled per slot (one group on standalone). A full
         // call is queued before its slot's next one: a flow's events stay
@@ -246,6 +331,14 @@ impl ApplyEngine {
                 }),
                 Ok(ev) => self.prepare(ev, force).map(|p| (ev, p)),
             };
+            if self.clustered {
+                orders.push(
+                    prepared
+                        .as_ref()
+                        .map(|(_, (step, _))| step.order.clone())
+                        .unwrap_or_default(),
+                );
+            }
             match prepared {
                 Err(o) => outcomes.push(Some(o)),
                 Ok((ev, (step, filtered))) => {
@@ -269,8 +362,11 @@ impl ApplyEngine {
         }
         calls.extend(open.into_values());
         // Cluster only: per flow, the index change of its last event that
-        // wrote, and the events behind it.
-        let mut index: HashMap<Bytes, (IndexAction, Vec<usize>)> = HashMap::new();
+        // wrote, that event's order, and the events behind it.
+        let mut plan = IndexPlan {
+            flows: HashMap::new(),
+            force,
+        };
         if !calls.is_empty() {
             let pipeline = self.client.pipeline();
             let mut members = Vec::with_capacity(calls.len());
@@ -295,9 +391,14 @@ impl ApplyEngine {
                                 _ => None,
                             };
                             if let (Some(action), true) = (action, self.clustered) {
-                                let entry = index.entry(m.flow_id.clone()).or_insert((action, Vec::new()));
-                                entry.0 = action;
-                                entry.1.push(m.index);
+                                let entry = plan.flows.entry(m.flow_id.clone()).or_insert(PlannedIndex {
+                                    action,
+                                    order: String::new(),
+                                    events: Vec::new(),
+                                });
+                                entry.action = action;
+                                entry.order.clone_from(&orders[m.index]);
+                                entry.events.push(m.index);
                             }
                             outcomes[m.index] = Some(outcome(step, m.filtered));
                         }
@@ -311,66 +412,98 @@ impl ApplyEngine {
                 }
             }
         }
-        if !index.is_empty() && !self.skip_index_step {
-            self.index_step(index, &mut outcomes).await?;
-        }
-        Ok(Some(
-            outcomes
-                .into_iter()
-                .map(|o| o.expect("every event has an outcome"))
-                .collect(),
-        ))
+        Ok(Some((outcomes, plan)))
     }
 
-    /// The second step on a cluster: one `HSET` of the flows whose last
-    /// event was applied and one `HDEL` of those the mirror deleted, in one
-    /// round trip to the index's node. Idempotent: it states the index
-    /// entries the first step's results imply, so running it again after
-    /// a retry or a crash changes nothing more. A refusal the server will
-    /// never lift dead-letters the events behind it, as the standalone
-    /// script's failure would.
-    async fn index_step(
-        &self,
-        index: HashMap<Bytes, (IndexAction, Vec<usize>)>,
-        outcomes: &mut [Option<Outcome>],
-    ) -> Result<(), Transient> {
-        let key = Value::Bytes(self.keys.index_key.clone());
-        let (mut set, mut remove) = (vec![key.clone()], vec![key]);
-        let (mut set_events, mut remove_events) = (Vec::new(), Vec::new());
-        for (flow_id, (action, events)) in index {
-            match action {
+    /// The second step on a cluster: the index changes the first step's
+    /// results imply, guarded twice.
+    ///
+    /// - **By the flow, read again.** A field is set only while the flow is
+    ///   a sync copy, and removed only while the flow key is absent: a native
+    ///   flow created since the first step keeps its index field as its users
+    ///   left it, and a copy a later event wrote again keeps its field (that
+    ///   event's own step sets it). One pipelined read of every flow key.
+    /// - **By order.** One script call on the index's slot ([`INDEX`]) changes
+    ///   a flow's field only for an event no older than the one behind its
+    ///   last change, kept in [`KeyLayout::index_order_key`]: when two
+    ///   batches' steps land out of order, the newer event's word stands.
+    ///
+    /// Idempotent: running it again after a retry or a crash changes nothing
+    /// more. A refusal the server will never lift dead-letters the events
+    /// behind it, as the standalone script's failure would.
+    async fn index_step(&self, plan: IndexPlan, outcomes: &mut [Option<Outcome>]) -> Result<(), Transient> {
+        let flows: Vec<(Bytes, PlannedIndex)> = plan.flows.into_iter().collect();
+        let pipeline = self.client.pipeline();
+        for (flow_id, p) in &flows {
+            let fk = Value::Bytes(self.keys.flow_key(flow_id));
+            let _: () = match p.action {
                 IndexAction::Set => {
-                    set.push(Value::Bytes(flow_id));
-                    set.push(Value::from("1"));
-                    set_events.extend(events);
+                    pipeline
+                        .custom(
+                            fred::types::CustomCommand::new_static("HGET", fred::types::ClusterHash::FirstKey, false),
+                            vec![fk, Value::Bytes(self.rules.marker_field.clone())],
+                        )
+                        .await?
                 }
                 IndexAction::Remove => {
-                    remove.push(Value::Bytes(flow_id));
-                    remove_events.extend(events);
+                    pipeline
+                        .custom(
+                            fred::types::CustomCommand::new_static("EXISTS", fred::types::ClusterHash::FirstKey, false),
+                            vec![fk],
+                        )
+                        .await?
                 }
-            }
+            };
         }
-        let pipeline = self.client.pipeline();
-        let mut sent = Vec::new();
-        for (name, args, events) in [("HSET", set, set_events), ("HDEL", remove, remove_events)] {
-            if args.len() > 1 {
-                let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
-                let _: () = pipeline.custom(cmd, args).await?;
-                sent.push(events);
-            }
-        }
-        for (events, r) in sent.into_iter().zip(pipeline.try_all::<Value>().await) {
-            match r {
-                Ok(_) => {}
-                Err(e) if redmirror_redis::is_permanent(&e) => {
-                    for i in events {
+        let mut args = vec![Value::from(if plan.force { "1" } else { "0" })];
+        let mut behind = Vec::new();
+        for ((flow_id, p), read) in flows.into_iter().zip(pipeline.try_all::<Value>().await) {
+            let still = match (p.action, read) {
+                (IndexAction::Set, Ok(v)) => v.as_bytes() == Some(MARKER_VALUE),
+                (IndexAction::Remove, Ok(v)) => v.as_i64() == Some(0),
+                (_, Err(e)) if redmirror_redis::is_permanent(&e) => {
+                    for &i in &p.events {
                         outcomes[i] = Some(write_failed(&e));
                     }
+                    false
                 }
-                Err(e) => return Err(Transient(e)),
+                (_, Err(e)) => return Err(Transient(e)),
+            };
+            if still {
+                args.push(Value::Bytes(flow_id));
+                args.push(Value::from(p.order));
+                args.push(Value::from(match p.action {
+                    IndexAction::Set => "s",
+                    IndexAction::Remove => "r",
+                }));
+                behind.extend(p.events);
             }
         }
-        Ok(())
+        if args.len() == 1 {
+            return Ok(());
+        }
+        let keys = vec![self.keys.index_key.clone(), Bytes::from(self.keys.index_order_key())];
+        let call = |keys: Vec<Bytes>, args: Vec<Value>| {
+            let command = self.index_script.command(Some(&self.keys.index_key));
+            let client = self.client.clone();
+            let args = self.index_script.args_owned(keys, args);
+            async move { client.custom::<Value, _>(command, args).await }
+        };
+        let mut result = call(keys.clone(), args.clone()).await;
+        if matches!(&result, Err(e) if script::is_noscript(e)) {
+            self.index_script.load(&self.client).await?;
+            result = call(keys, args).await;
+        }
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if redmirror_redis::is_permanent(&e) => {
+                for i in behind {
+                    outcomes[i] = Some(write_failed(&e));
+                }
+                Ok(())
+            }
+            Err(e) => Err(Transient(e)),
+        }
     }
 
     /// The event's step and whether it is a filtered flow, or an outcome

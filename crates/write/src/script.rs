@@ -33,7 +33,15 @@ use redmirror_core::rules::MARKER_VALUE;
 use redmirror_core::Fields;
 
 /// The script body: the guard fragment, then the steps.
-pub(crate) const APPLY: &str = concat!(include_str!("../../redis/src/flow.lua"), include_str!("apply.lua"));
+pub(crate) const APPLY: &str = concat!(
+    include_str!("../../redis/src/flow.lua"),
+    include_str!("order.lua"),
+    include_str!("apply.lua")
+);
+
+/// A cluster destination's index step (`index.lua`, after `order.lua`): see
+/// [`crate::ApplyEngine`].
+pub(crate) const INDEX: &str = concat!(include_str!("order.lua"), include_str!("index.lua"));
 
 /// Most events per script call.
 pub(crate) const EVENTS_PER_CALL: usize = 64;

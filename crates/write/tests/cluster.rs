@@ -301,3 +301,86 @@ async fn a_crash_between_the_two_steps_is_repaired_by_applying_the_events_again(
     let third = engine.apply(&decoded(&batch), false).await.expect("third");
     assert_eq!(third, first);
 }
+
+/// Two batches of one flow in flight (apply writes a batch while the next
+/// is read): the older batch's index step lands after the newer one's
+/// whole write. The newer event's word stands: a flow deleted last has no
+/// index field, and one upserted last keeps it.
+#[tokio::test]
+async fn index_steps_landing_out_of_order_leave_the_newer_event_s_word() {
+    let keys = KeyLayout::default();
+    let c = RedisCluster::start();
+    let ids = ids_on_every_master(&c, &keys, 1);
+    let t = Target::Cluster(c);
+    let engine = t.engine(&keys).await;
+    let (gone, kept) = (&ids[0], &ids[1]);
+
+    // An upsert's index step late behind the flow's delete.
+    let (out, late) = engine
+        .apply_first_step(&decoded(&[upsert(gone, T0)]), false)
+        .await
+        .expect("first step");
+    assert_eq!(out, vec![Outcome::Applied]);
+    let out = engine
+        .apply(&decoded(&[delete(gone, T0 + 1)]), false)
+        .await
+        .expect("delete");
+    assert_eq!(out, vec![Outcome::Deleted]);
+    engine.index_step_later(late).await.expect("late index step");
+    assert!(t.flow(&keys, gone).is_empty());
+    assert_eq!(t.index_field(&keys, gone), None, "a deleted flow kept its index field");
+
+    // A delete's index step late behind the flow's next upsert.
+    engine
+        .apply(&decoded(&[upsert(kept, T0)]), false)
+        .await
+        .expect("upsert");
+    let (out, late) = engine
+        .apply_first_step(&decoded(&[delete(kept, T0 + 1)]), false)
+        .await
+        .expect("first step");
+    assert_eq!(out, vec![Outcome::Deleted]);
+    let out = engine
+        .apply(&decoded(&[upsert(kept, T0 + 2)]), false)
+        .await
+        .expect("upsert");
+    assert_eq!(out, vec![Outcome::Applied]);
+    engine.index_step_later(late).await.expect("late index step");
+    assert_eq!(t.flow(&keys, kept).len(), 3);
+    assert_eq!(
+        t.index_field(&keys, kept).as_deref(),
+        Some(&b"1"[..]),
+        "a live copy lost its index field"
+    );
+}
+
+/// A native flow created on the destination between a delete's two steps
+/// (the sync copy gone, its index field not yet removed): the index step
+/// leaves the native flow's index field alone (SPEC section 1: never
+/// touched while the copy is native).
+#[tokio::test]
+async fn the_index_step_leaves_a_native_flow_created_between_the_steps_alone() {
+    let keys = KeyLayout::default();
+    let c = RedisCluster::start();
+    let ids = ids_on_every_master(&c, &keys, 1);
+    let t = Target::Cluster(c);
+    let engine = t.engine(&keys).await;
+    let id = &ids[0];
+    engine.apply(&decoded(&[upsert(id, T0)]), false).await.expect("upsert");
+    let (out, late) = engine
+        .apply_first_step(&decoded(&[delete(id, T0 + 1)]), false)
+        .await
+        .expect("first step");
+    assert_eq!(out, vec![Outcome::Deleted]);
+    // Staging's own user creates the flow: its hash, and its index field.
+    let fk = keys.flow_key(id.as_bytes());
+    let _: i64 = t.cmd(&fk, &[b"HSET", &fk, b"name", b"native"]);
+    let _: i64 = t.cmd(&keys.index_key, &[b"HSET", &keys.index_key, id.as_bytes(), b"native"]);
+    engine.index_step_later(late).await.expect("late index step");
+    assert_eq!(t.flow(&keys, id), vec![(b"name".to_vec(), b"native".to_vec())]);
+    assert_eq!(
+        t.index_field(&keys, id).as_deref(),
+        Some(&b"native"[..]),
+        "the native flow's index field was touched"
+    );
+}
