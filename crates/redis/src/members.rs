@@ -142,9 +142,14 @@ mod tests {
 
     /// Liveness is judged by the destination's clock: a heartbeat scored 2 s
     /// ago by it is live, one 10 s ago is not, and `announce` scores by it.
+    /// The destination's clock is an hour ahead of this host's, so neither
+    /// holds when the host's clock scores or judges.
     #[tokio::test]
     async fn members_are_scored_and_judged_by_the_destination_clock() {
-        let server = RedisServer::start();
+        let server = RedisServer::start_with(redmirror_testkit::RedisOptions {
+            clock_offset_us: 3_600_000_000,
+            ..Default::default()
+        });
         let endpoint = RedisEndpoint {
             url: server.url(),
             tls: TlsFiles::default(),
