@@ -141,8 +141,10 @@ pub enum Gap {
     /// A cluster source's slots changed master (these): a failover, a
     /// slot migration, a master added or removed.
     Topology(Vec<u16>),
-    /// A master of a cluster source subscribed after the start (it joined,
-    /// or its subscription was lost and re-made): a gap for its slots.
+    /// A master of a cluster source came after the start: the subscriber
+    /// subscribed to it (it joined, or its subscription was lost and
+    /// re-made), or the flush watcher first read its counters (a promoted
+    /// replica). A gap for its slots.
     Slots {
         /// The master's address.
         master: String,
@@ -202,8 +204,8 @@ impl Gap {
                 tracing::warn!(
                     master = %master,
                     slots = slots.len(),
-                    "Subscribed to a master of the source cluster after the start (it joined or re-subscribed): gap \
-                     reported for a pass over its slots."
+                    "A master of the source cluster came after the start (it joined, was promoted, or \
+                     re-subscribed): what it ran before is unknown; gap reported for a pass over its slots."
                 );
             }
             Gap::NotificationsBack => {

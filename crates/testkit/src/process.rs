@@ -232,12 +232,13 @@ pub fn http(port: u16, req: Request<'_>) -> std::io::Result<Response> {
         .token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    write!(
-        c,
+    // One write: `write!` on a socket sends each formatted piece on its own.
+    let request = format!(
         "{} {} HTTP/1.0\r\nHost: localhost\r\n{auth}Content-Length: 0\r\n\r\n",
         req.method.as_str(),
         req.path
-    )?;
+    );
+    c.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     c.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -468,8 +469,17 @@ mod tests {
         let port = l.local_addr().expect("addr").port();
         std::thread::spawn(move || {
             if let Some(Ok(mut s)) = l.incoming().next() {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
+                // The whole request first: a reply sent and the socket
+                // closed with request bytes unread makes the kernel reset
+                // the connection, and the client reads an error.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let (mut request, mut buf) = (Vec::new(), [0u8; 1024]);
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = s.write_all(reply.as_bytes());
             }
         });
