@@ -276,16 +276,8 @@ async fn remove_chunk(
         script_keys.push(&keys.index_key);
     }
     script_keys.extend(flow_keys.iter().map(|k| k.as_ref()));
-    let mut args = vec![Value::from(if clustered { "s" } else { "i" })];
-    args.extend(
-        chunk
-            .iter()
-            .flat_map(|(id, value)| [Value::Bytes(id.clone()), Value::Bytes(value.clone())]),
-    );
-    let reply = script.call(dest, &script_keys, args).await.map_err(on("destination"))?;
-    let removed = removed_count(&reply, chunk.len()).map_err(malformed("destination", "the watermark prune script"))?;
-    metrics::counter!(m::WATERMARKS_PRUNED).increment(removed);
-    Ok(removed)
+    let mode = if clustered { "s" } else { "i" };
+    call_prune(dest, script, &script_keys, mode, chunk, "the watermark prune script").await
 }
 
 /// One script call on the index's slot: removes the entries of `chunk`
@@ -299,15 +291,28 @@ async fn remove_order_chunk(
     chunk: &[(Bytes, Bytes)],
 ) -> Result<u64, PassError> {
     let script_keys: Vec<&[u8]> = vec![order, &keys.index_key];
-    let mut args = vec![Value::from("o")];
+    call_prune(dest, script, &script_keys, "o", chunk, "the index-order prune script").await
+}
+
+/// One prune script call in `mode` on `script_keys` for the entries of
+/// `chunk` (flow id, value read); how many it removed, counted in
+/// `redmirror_watermarks_pruned_total`.
+async fn call_prune(
+    dest: &Client,
+    script: &Script,
+    script_keys: &[&[u8]],
+    mode: &'static str,
+    chunk: &[(Bytes, Bytes)],
+    what: &'static str,
+) -> Result<u64, PassError> {
+    let mut args = vec![Value::from(mode)];
     args.extend(
         chunk
             .iter()
             .flat_map(|(id, value)| [Value::Bytes(id.clone()), Value::Bytes(value.clone())]),
     );
-    let reply = script.call(dest, &script_keys, args).await.map_err(on("destination"))?;
-    let removed =
-        removed_count(&reply, chunk.len()).map_err(malformed("destination", "the index-order prune script"))?;
+    let reply = script.call(dest, script_keys, args).await.map_err(on("destination"))?;
+    let removed = removed_count(&reply, chunk.len()).map_err(malformed("destination", what))?;
     metrics::counter!(m::WATERMARKS_PRUNED).increment(removed);
     Ok(removed)
 }

@@ -482,18 +482,9 @@ impl ApplyEngine {
         if args.len() == 1 {
             return Ok(());
         }
-        let keys = vec![self.keys.index_key.clone(), Bytes::from(self.keys.index_order_key())];
-        let call = |keys: Vec<Bytes>, args: Vec<Value>| {
-            let command = self.index_script.command(Some(&self.keys.index_key));
-            let client = self.client.clone();
-            let args = self.index_script.args_owned(keys, args);
-            async move { client.custom::<Value, _>(command, args).await }
-        };
-        let mut result = call(keys.clone(), args.clone()).await;
-        if matches!(&result, Err(e) if script::is_noscript(e)) {
-            self.index_script.load(&self.client).await?;
-            result = call(keys, args).await;
-        }
+        let order_key = self.keys.index_order_key();
+        let keys: [&[u8]; 2] = [&self.keys.index_key, order_key.as_bytes()];
+        let result = self.index_script.call(&self.client, &keys, args).await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if redmirror_redis::is_permanent(&e) => {
