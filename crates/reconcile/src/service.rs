@@ -256,6 +256,17 @@ impl LeasedRole for Leader<'_> {
                 let whole = !replies.is_empty() || answering != 0 || tokio::time::Instant::now() >= whole_due;
                 let slots = if whole {
                     targeted = None;
+                    // A pass over every flow covers every gap signalled
+                    // before it begins, the ones this loop has not seen
+                    // yet among them (capture's start-up gap can land
+                    // before the counter's first read): their scope goes
+                    // with it. The counter is read before the scope is
+                    // taken, so a gap between the two is seen again and
+                    // finds no scope, which is the whole keyspace.
+                    if let Some(g) = svc.gaps.current().await {
+                        seen_gaps = g;
+                        svc.gaps.take_scope().await;
+                    }
                     None
                 } else {
                     targeted.take()
