@@ -2,6 +2,8 @@
 
 use std::process::Stdio;
 
+use redmirror_core::failpoint::Failpoint;
+
 use crate::harness::*;
 
 #[test]
@@ -87,13 +89,13 @@ fn sigterm_stops_cleanly_with_exit_0() {
 #[test]
 fn run_exits_non_zero_when_apply_ends_by_itself() {
     for (failpoint, cause) in [
-        ("apply-stream-end", "the Kafka consumer stream ended"),
-        ("apply-write-panic", "its write task failed"),
+        (Failpoint::ApplyStreamEnd, "the Kafka consumer stream ended"),
+        (Failpoint::ApplyWritePanic, "its write task failed"),
     ] {
         let source = RedisServer::start();
         let dest = RedisServer::start();
         let mut env = mirror_env(&source.url(), &dest.url(), &Broker::shared().bootstrap());
-        env.insert("FAILPOINTS".into(), failpoint.into());
+        env.insert("FAILPOINTS".into(), failpoint.name().into());
         let mut mirror = Mirror::start(&["run"], &env);
         let mut src = source.conn();
         let mut n = 0;

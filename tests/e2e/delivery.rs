@@ -3,6 +3,8 @@
 use redmirror_core::event::Origin;
 use redmirror_core::FlowEvent;
 
+use redmirror_core::failpoint::Failpoint;
+
 use crate::harness::*;
 
 #[test]
@@ -69,7 +71,7 @@ fn a_crash_between_write_and_offset_store_reads_the_batch_again_harmlessly() {
     let dest = RedisServer::start_with(RedisOptions::default());
     let broker = Broker::shared();
     let mut env = mirror_env(&source.url(), &dest.url(), &broker.bootstrap());
-    env.insert("FAILPOINTS".into(), "apply-crash-before-store".into());
+    env.insert("FAILPOINTS".into(), Failpoint::ApplyCrashBeforeStore.name().into());
     let mut crashing = Mirror::start(&["run"], &env);
     let (mut src, mut dst) = (source.conn(), dest.conn());
     let want = copy_of(&hash(&[("v", "1")]));
@@ -85,7 +87,7 @@ fn a_crash_between_write_and_offset_store_reads_the_batch_again_harmlessly() {
     let code = crashing.wait_exit(CONVERGE);
     let out = crashing.output();
     assert_eq!(code, Some(101), "{out}");
-    assert!(out.contains("apply-crash-before-store"), "{out}");
+    assert!(out.contains(Failpoint::ApplyCrashBeforeStore.name()), "{out}");
     assert_eq!(
         hgetall(&mut dst, b"client:crash"),
         want,

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use redmirror_testkit::proxy::Proxy;
 
+use redmirror_core::failpoint::Failpoint;
+
 use crate::harness::*;
 
 /// Bound on noticing a dead link and repairing what it hid: SPEC section 2
@@ -211,7 +213,7 @@ fn a_stuck_apply_consumer_is_replaced_and_nothing_is_lost() {
     let dest = RedisServer::start_with(RedisOptions::default());
     let mut env = mirror_env(&source.url(), &dest.url(), &Broker::shared().bootstrap());
     // The first consumer stops reading after its first message.
-    env.insert("FAILPOINTS".into(), "apply-consumer-stuck".into());
+    env.insert("FAILPOINTS".into(), Failpoint::ApplyConsumerStuck.name().into());
     let mirror = Mirror::start(&["run"], &env);
     let (mut src, mut dst) = (source.conn(), dest.conn());
     wait_flowing(&mut src, &mut dst, b"client:first");

@@ -19,11 +19,13 @@ use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, MessageStream, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use redmirror_core::backoff::Backoff;
+use redmirror_core::failpoint::{self, Failpoint};
 use redmirror_kafka::{DeadLetter, Kafka, Publisher};
 use redmirror_redis::hold::{Hold, HoldWatch};
 use redmirror_redis::members;
 use redmirror_telemetry::metrics as m;
-use redmirror_telemetry::Health;
+use redmirror_telemetry::metrics::ApplyOutcome;
+use redmirror_telemetry::{Component, Health};
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +33,6 @@ use crate::engine::{ApplyEngine, Decoded, Outcome};
 use crate::lag::SharedLag;
 use crate::ledger::{self, BatchId, Ledger};
 use crate::stall::{StallWatch, STALL_AFTER};
-use crate::{HEALTH_DEST, HEALTH_KAFKA};
 
 /// Apply settings.
 #[derive(Debug, Clone)]
@@ -120,10 +121,10 @@ pub async fn run(
 ) -> Result<(), ApplyError> {
     let mut consumer: StreamConsumer = kafka.consumer(&opts.group_id)?;
     let dlq = Publisher::new(kafka, &opts.dlq_topic)?;
-    health.register(HEALTH_DEST);
-    health.set(HEALTH_KAFKA, true);
+    health.register(Component::Destination);
+    health.set(Component::Kafka, true);
     // The destination is known up when the engine was built; mark it so.
-    health.set(HEALTH_DEST, true);
+    health.set(Component::Destination, true);
     let member = members::member_name();
     let announcer = tokio::spawn(members::announce(
         engine.client().clone(),
@@ -143,7 +144,7 @@ pub async fn run(
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
-    let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut totals: BTreeMap<ApplyOutcome, u64> = BTreeMap::new();
     // Consumers replaced after a stall so far.
     let mut generation = 0u32;
     let result = loop {
@@ -210,10 +211,10 @@ pub async fn run(
     announcer.abort();
     let _ = members::leave(writer.engine.client(), &opts.members_key, &member).await;
     tracing::info!(
-        applied = totals.get("applied").copied().unwrap_or(0),
-        deleted = totals.get("deleted").copied().unwrap_or(0),
-        skipped_stale = totals.get("skipped_stale").copied().unwrap_or(0),
-        skipped_rules = totals.get("skipped_rules").copied().unwrap_or(0),
+        applied = totals.get(&ApplyOutcome::Applied).copied().unwrap_or(0),
+        deleted = totals.get(&ApplyOutcome::Deleted).copied().unwrap_or(0),
+        skipped_stale = totals.get(&ApplyOutcome::SkippedStale).copied().unwrap_or(0),
+        skipped_rules = totals.get(&ApplyOutcome::SkippedRules).copied().unwrap_or(0),
         events = totals.values().sum::<u64>(),
         "Apply stopped; offsets committed."
     );
@@ -245,7 +246,7 @@ async fn consume(
     hold: &HoldWatch,
     lag: &SharedLag,
     generation: u32,
-    totals: &mut BTreeMap<&'static str, u64>,
+    totals: &mut BTreeMap<ApplyOutcome, u64>,
 ) -> Stop {
     let mut session = Session::new(consumer, writer, hold, lag, generation, totals);
     let stop = loop {
@@ -303,7 +304,7 @@ struct Session<'a> {
     /// Wakes [`Session::read`] when a hold begins.
     held: HoldWatch,
     lag: &'a SharedLag,
-    totals: &'a mut BTreeMap<&'static str, u64>,
+    totals: &'a mut BTreeMap<ApplyOutcome, u64>,
     ledger: Ledger,
     writes: FuturesUnordered<Write>,
     /// The stream is polled again every tick even when librdkafka signals
@@ -324,7 +325,7 @@ impl<'a> Session<'a> {
         hold: &HoldWatch,
         lag: &'a SharedLag,
         generation: u32,
-        totals: &'a mut BTreeMap<&'static str, u64>,
+        totals: &'a mut BTreeMap<ApplyOutcome, u64>,
     ) -> Self {
         let mut tick = tokio::time::interval(STALL_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -340,7 +341,7 @@ impl<'a> Session<'a> {
             tick,
             last_read: std::time::Instant::now(),
             stall: StallWatch::default(),
-            freezes: generation == 0 && redmirror_core::failpoint::hit("apply-consumer-stuck"),
+            freezes: generation == 0 && failpoint::hit(Failpoint::ApplyConsumerStuck),
             frozen: false,
         }
     }
@@ -357,11 +358,11 @@ impl<'a> Session<'a> {
                 _ = self.writer.shutdown.cancelled() => return Err(Stop::Shutdown),
                 _ = self.held.until_held() => return Err(Stop::Held),
                 Some(done) = self.writes.next(), if !self.writes.is_empty() => self.settle(done)?,
-                next = self.stream.next(), if !self.frozen => match next.filter(|_| !redmirror_core::failpoint::hit("apply-stream-end")) {
+                next = self.stream.next(), if !self.frozen => match next.filter(|_| !failpoint::hit(Failpoint::ApplyStreamEnd)) {
                     None => return Err(Stop::Ended("the Kafka consumer stream ended")),
                     Some(Err(e)) => {
                         tracing::warn!(topic = %opts.topic, group = %opts.group_id, error = %e, "Kafka consumer error; the consumer retries by itself (check the brokers, REDMIRROR_KAFKA_BROKERS).");
-                        self.writer.health.set(HEALTH_KAFKA, false);
+                        self.writer.health.set(Component::Kafka, false);
                     }
                     Some(Ok(msg)) => {
                         batch.push(item(&msg));
@@ -373,7 +374,7 @@ impl<'a> Session<'a> {
                 _ = self.tick.tick() => self.check_stall()?,
             }
         }
-        self.writer.health.set(HEALTH_KAFKA, true);
+        self.writer.health.set(Component::Kafka, true);
         while batch.len() < opts.batch && !self.frozen {
             match self.stream.next().now_or_never() {
                 Some(Some(Ok(msg))) => batch.push(item(&msg)),
@@ -405,7 +406,7 @@ impl<'a> Session<'a> {
             idle_s = self.last_read.elapsed().as_secs(),
             "Apply's Kafka consumer has received nothing although events wait unread; closing it and joining the group again from the committed offsets (if this repeats, check the brokers and the group: kafka-consumer-groups.sh --describe --group)."
         );
-        self.writer.health.set(HEALTH_KAFKA, false);
+        self.writer.health.set(Component::Kafka, false);
         Err(Stop::Stalled)
     }
 
@@ -430,8 +431,8 @@ impl<'a> Session<'a> {
         metrics::gauge!(m::APPLY_IN_FLIGHT).increment(batch.len() as f64);
         let w = self.writer.clone();
         let task = tokio::spawn(async move {
-            if redmirror_core::failpoint::hit("apply-write-panic") {
-                panic!("failpoint apply-write-panic");
+            if failpoint::hit(Failpoint::ApplyWritePanic) {
+                panic!("failpoint {}", Failpoint::ApplyWritePanic);
             }
             let outcomes = write_batch(&w.engine, &w.rules, &w.dlq, &w.opts, &batch, &w.health, &w.shutdown).await;
             Written { batch, outcomes }
@@ -483,7 +484,7 @@ impl<'a> Session<'a> {
 /// finish (the task failed, or shutdown interrupted its retries). The
 /// caller marks the batch done in the ledger only after this, so a crash
 /// here leaves its offsets unstored.
-fn count(joined: Result<Written, JoinError>, totals: &mut BTreeMap<&'static str, u64>) -> bool {
+fn count(joined: Result<Written, JoinError>, totals: &mut BTreeMap<ApplyOutcome, u64>) -> bool {
     let written = match joined {
         Ok(w) => w,
         Err(e) => {
@@ -497,13 +498,13 @@ fn count(joined: Result<Written, JoinError>, totals: &mut BTreeMap<&'static str,
         return false;
     };
     for o in outcomes {
-        *totals.entry(o.label()).or_default() += 1;
+        *totals.entry(o.metric()).or_default() += 1;
     }
     // The crash window at-least-once delivery must survive: the batch is on
     // the destination, its offsets are not stored. The process exits at
     // once, as a crash would (no drain, no commit), without the core file an
     // abort could leave behind.
-    if redmirror_core::failpoint::hit("apply-crash-before-store") {
+    if failpoint::hit(Failpoint::ApplyCrashBeforeStore) {
         tracing::error!(
             "Failpoint apply-crash-before-store: the process dies after a write, before its offsets are stored."
         );
@@ -612,11 +613,11 @@ async fn write_slice(
     let outcomes = loop {
         match engine.apply_now(&decoded, false).await {
             Ok(o) => {
-                health.set(HEALTH_DEST, true);
+                health.set(Component::Destination, true);
                 break o;
             }
             Err(e) => {
-                health.set(HEALTH_DEST, false);
+                health.set(Component::Destination, false);
                 metrics::counter!(m::APPLY_RETRIES).increment(1);
                 tracing::warn!(error = %e, events = batch.len(), "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
                 if !pause(&mut backoff, shutdown).await {
@@ -628,7 +629,7 @@ async fn write_slice(
     let now = redmirror_core::now_us();
     // Metric handles are looked up once per batch, counts added per label.
     let end_to_end = metrics::histogram!(m::END_TO_END);
-    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut counts: BTreeMap<ApplyOutcome, u64> = BTreeMap::new();
     for (it, outcome) in batch.iter().zip(&outcomes) {
         if let Outcome::DeadLetter { code, reason } = outcome {
             let d = DeadLetter {
@@ -658,10 +659,10 @@ async fn write_slice(
                 end_to_end.record(secs);
             }
         }
-        *counts.entry(outcome.label()).or_default() += 1;
+        *counts.entry(outcome.metric()).or_default() += 1;
     }
-    for (label, n) in counts {
-        m::apply_outcome(label, n);
+    for (outcome, n) in counts {
+        m::apply_outcome(outcome, n);
     }
     let external = batch
         .iter()

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 
 use redmirror_kafka::{offsets, Kafka};
 use redmirror_telemetry::metrics as m;
-use redmirror_telemetry::Health;
+use redmirror_telemetry::{Component, Health};
 use tokio_util::sync::CancellationToken;
-
-use crate::HEALTH_KAFKA;
 
 /// Lag (end offset minus committed offset; everything when nothing is
 /// committed) and committed offsets per partition, now.
@@ -80,7 +78,7 @@ pub async fn track(
                 *shared.lock().expect("lag lock") = l;
                 failed = 0;
                 if let Some(reason) = said.take() {
-                    health.set_up_if_down_for(HEALTH_KAFKA, &reason);
+                    health.set_up_if_down_for(Component::Kafka, &reason);
                 }
             }
             Ok(Err(e)) => {
@@ -94,7 +92,7 @@ pub async fn track(
                         "the end offsets and committed offsets of {topic} cannot be read ({} failures in a row): {e}",
                         failed
                     );
-                    health.set_down(HEALTH_KAFKA, &reason);
+                    health.set_down(Component::Kafka, &reason);
                     said = Some(reason);
                 }
             }

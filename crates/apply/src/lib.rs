@@ -23,11 +23,6 @@ pub mod ledger;
 pub mod rules_watch;
 pub mod stall;
 
-/// Health component for the destination, set by apply.
-pub const HEALTH_DEST: &str = "destination";
-/// Health component for the Kafka consumer, set by apply.
-pub const HEALTH_KAFKA: &str = "kafka";
-
 pub use redmirror_write as engine;
 
 pub use consumer::{run, ApplyOptions};

@@ -10,12 +10,9 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use redmirror_telemetry::Health;
+use redmirror_telemetry::{Component, Health};
 
 use crate::Outcome;
-
-/// Health component failed while events arrive under other field rules.
-pub const HEALTH_RULES: &str = "rules";
 
 /// The fingerprints seen so far and this process's own.
 #[derive(Debug)]
@@ -28,8 +25,8 @@ impl RulesWatch {
     /// A watch for a process whose rules have this fingerprint; registers
     /// the `rules` component as up.
     pub fn new(mine: &str, health: &Health) -> Self {
-        health.register(HEALTH_RULES);
-        health.set(HEALTH_RULES, true);
+        health.register(Component::Rules);
+        health.set(Component::Rules, true);
         RulesWatch {
             mine: mine.to_string(),
             seen: Mutex::default(),
@@ -67,9 +64,9 @@ impl RulesWatch {
             if self.seen.lock().expect("rules watch lock").insert(f.clone()) {
                 tracing::error!(fingerprint = %f, rules = %self.mine, "{reason}");
             }
-            health.set_down(HEALTH_RULES, &reason);
-        } else if in_step && !health.components().get(HEALTH_RULES).copied().unwrap_or(true) {
-            health.set(HEALTH_RULES, true);
+            health.set_down(Component::Rules, &reason);
+        } else if in_step && !health.is_up(Component::Rules).unwrap_or(true) {
+            health.set(Component::Rules, true);
         }
     }
 }
@@ -85,7 +82,7 @@ mod tests {
         assert!(h.ready());
         w.observe(&[Outcome::Applied, Outcome::SkippedRules("bbbb".into())], &h);
         assert!(!h.ready());
-        assert!(h.reasons()[HEALTH_RULES].contains("bbbb"));
+        assert!(h.reason(Component::Rules).unwrap_or_default().contains("bbbb"));
         w.observe(&[Outcome::Deleted], &h);
         assert!(!h.ready(), "a delete says nothing about the rules");
         w.observe(&[Outcome::Applied], &h);

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redmirror_apply::lag::{track, SharedLag};
-use redmirror_apply::HEALTH_KAFKA;
 use redmirror_kafka::Kafka;
-use redmirror_telemetry::Health;
+use redmirror_telemetry::{Component, Health};
 use redmirror_testkit::proxy::Proxy;
 use redmirror_testkit::{wait_for_async, Broker};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +25,8 @@ async fn kafka_is_down_while_lag_cannot_be_measured_and_up_once_it_can() {
     proxy.refuse(true);
     let kafka = Kafka::new(format!("127.0.0.1:{}", proxy.port()), BTreeMap::new());
     let health = Health::new();
-    health.register(HEALTH_KAFKA);
-    health.set(HEALTH_KAFKA, true);
+    health.register(Component::Kafka);
+    health.set(Component::Kafka, true);
     let stop = CancellationToken::new();
     let lag = SharedLag::default();
     let task = tokio::spawn(track(
@@ -44,7 +43,7 @@ async fn kafka_is_down_while_lag_cannot_be_measured_and_up_once_it_can() {
         async move { (!h.ready()).then_some(()) }
     })
     .await;
-    let why = health.reasons().get(HEALTH_KAFKA).cloned().unwrap_or_default();
+    let why = health.reason(Component::Kafka).unwrap_or_default();
     assert!(
         why.contains("lag-test-topic") && why.contains("cannot be read"),
         "{why}"

@@ -44,7 +44,7 @@ use redmirror_config::RedisEndpoint;
 use redmirror_core::{KeyLayout, MirrorRules};
 use redmirror_kafka::Publisher;
 use redmirror_telemetry::metrics::SourceFlush;
-use redmirror_telemetry::Health;
+use redmirror_telemetry::{Component, Health};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -261,9 +261,6 @@ pub enum CaptureError {
     Runtime(#[source] std::io::Error),
 }
 
-/// Health component for the source.
-pub const HEALTH_SOURCE: &str = "source";
-
 /// Runs the subscriber on a thread of its own, with a one-thread runtime:
 /// the notification stream is drained however busy apply or a reconcile
 /// pass keep the shared runtime. On the shared runtime, hot flows written
@@ -362,7 +359,7 @@ async fn connect_when_up(
             }
             Err(e) => return Err(e),
         };
-        health.set(HEALTH_SOURCE, false);
+        health.set(Component::Source, false);
         if !said {
             tracing::info!(reason = %wait, "Waiting for the source; retrying with backoff (/readyz fails meanwhile).");
             said = true;
@@ -384,8 +381,8 @@ pub async fn run(
     progress: Option<ProgressReport>,
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
-    health.register(HEALTH_SOURCE);
-    health.register(notify::HEALTH_NOTIFICATIONS);
+    health.register(Component::Source);
+    health.register(Component::Notifications);
     let reader = redmirror_redis::source::SourceReader::new(
         &opts.source,
         opts.keys.clone(),
@@ -401,8 +398,8 @@ pub async fn run(
         opts.epoch
             .bump("capture started on a cluster source (its masters' identities are not kept across restarts)");
     }
-    health.set(HEALTH_SOURCE, true);
-    health.set(notify::HEALTH_NOTIFICATIONS, true);
+    health.set(Component::Source, true);
+    health.set(Component::Notifications, true);
     let pending = Arc::new(Pending::new(opts.pending_max));
     let stop_sub = CancellationToken::new();
     let masters = || cluster.clone().map(masters::Masters::new);
@@ -487,7 +484,7 @@ pub async fn run(
     let _ = beat.await;
     // Not capturing any more (stopped, or standing by without the lease):
     // the setting is checked again by the next run.
-    health.remove(notify::HEALTH_NOTIFICATIONS);
+    health.remove(Component::Notifications);
     metrics::gauge!(redmirror_telemetry::metrics::CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
     stop_progress.cancel();
     if let Some(r) = reporter {

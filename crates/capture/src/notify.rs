@@ -9,7 +9,7 @@ use fred::prelude::*;
 use fred::types::config::Server;
 use redmirror_config::RedisEndpoint;
 use redmirror_telemetry::metrics as m;
-use redmirror_telemetry::Health;
+use redmirror_telemetry::{Component, Health};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -20,9 +20,6 @@ use crate::Gap;
 /// least every 30 s). A `CONFIG GET` is cheap; the bound is on how long
 /// capture may be blind before readiness says so.
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
-
-/// Health component down while classes are missing.
-pub const HEALTH_NOTIFICATIONS: &str = "notifications";
 
 /// Classes capture needs: `E` (keyevent channel) plus every class with a
 /// command that can change, replace or remove a flow key: generic (`g`:
@@ -253,7 +250,7 @@ async fn check_on(
 /// by the subscriber), every [`CHECK_EVERY`] and, on a cluster source
 /// (`masters`), whenever its map changes (a failover, a master added),
 /// until `stop`. While
-/// classes are missing: [`HEALTH_NOTIFICATIONS`] is down with the
+/// classes are missing: [`Component::Notifications`] is down with the
 /// `CONFIG SET` to run as its reason, `redmirror_capture_notifications_missing`
 /// is 1, and the command is logged once per occurrence (or, with
 /// `configure`, the classes are set again at once). Once they are back, a
@@ -298,12 +295,12 @@ pub async fn watch(
                      fails until they are back."
                 );
                 metrics::gauge!(m::CAPTURE_NOTIFICATIONS_MISSING).set(1.0);
-                health.set_down(HEALTH_NOTIFICATIONS, &reason);
+                health.set_down(Component::Notifications, &reason);
             }
             Action::StillMissing | Action::Nothing => {}
             Action::Back => {
                 metrics::gauge!(m::CAPTURE_NOTIFICATIONS_MISSING).set(0.0);
-                health.set(HEALTH_NOTIFICATIONS, true);
+                health.set(Component::Notifications, true);
                 Gap::NotificationsBack.report(&gaps);
             }
             Action::Unreadable(reason) => {

@@ -15,11 +15,11 @@ use redmirror_redis::source::{ReadFlow, SourceRead, SourceReader};
 use redmirror_telemetry::events::InternalEvent;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::metrics::{CaptureOp, PublishRetry, SkipReason};
-use redmirror_telemetry::Health;
+use redmirror_telemetry::{Component, Health};
 use tokio_util::sync::CancellationToken;
 
 use crate::pending::Taken;
-use crate::{CaptureError, CaptureOptions, Pending, HEALTH_SOURCE};
+use crate::{CaptureError, CaptureOptions, Pending};
 
 /// Most events awaiting a broker acknowledgement; beyond it capture stops reading.
 const MAX_IN_FLIGHT: usize = 20_000;
@@ -85,7 +85,7 @@ pub async fn run(
             }
         }
     };
-    health.remove(HEALTH_PUBLISH);
+    health.remove(Component::Publish);
     result?;
     // Drain: read and publish what is already pending, within the timeout.
     let deadline = tokio::time::Instant::now() + opts.shutdown_timeout;
@@ -158,9 +158,6 @@ fn on_ack(acked: Acked, pending: &Pending, warned: &WarnOnce) -> Outcome {
     }
 }
 
-/// Health component down while publishing fails (readiness shows why).
-pub const HEALTH_PUBLISH: &str = "publish";
-
 /// First and longest pause after a failed publish.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -170,7 +167,7 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// taken from the pending set until a pause has passed (100 ms, doubling
 /// to 5 s while failures go on; failures of events already in flight
 /// during the pause do not lengthen it). The first failure of a run of
-/// them is a WARN and puts [`HEALTH_PUBLISH`] down with the error as its
+/// them is a WARN and puts [`Component::Publish`] down with the error as its
 /// reason; the first success after them is an INFO and puts it up again.
 struct Retry<'a> {
     health: &'a Health,
@@ -183,7 +180,7 @@ struct Retry<'a> {
 
 impl<'a> Retry<'a> {
     fn new(health: &'a Health) -> Self {
-        health.set(HEALTH_PUBLISH, true);
+        health.set(Component::Publish, true);
         Retry {
             health,
             backoff: Backoff::new(RETRY_FIRST, RETRY_MAX),
@@ -208,7 +205,7 @@ impl<'a> Retry<'a> {
                  5 s while it keeps failing; /readyz fails meanwhile). Check the brokers and the change topic \
                  (REDMIRROR_KAFKA_BROKERS, REDMIRROR_TOPIC)."
             );
-            self.health.set_down(HEALTH_PUBLISH, &reason);
+            self.health.set_down(Component::Publish, &reason);
         } else {
             tracing::debug!(error = %e, failures = self.failures, "Publish to Kafka failed again.");
         }
@@ -219,7 +216,7 @@ impl<'a> Retry<'a> {
             tracing::info!(failures = self.failures, "Publishing to Kafka works again.");
             self.failures = 0;
             self.backoff.reset();
-            self.health.set(HEALTH_PUBLISH, true);
+            self.health.set(Component::Publish, true);
         }
     }
 }
@@ -354,11 +351,11 @@ impl Ctx<'_> {
         loop {
             match self.reader.read(ids).await {
                 Ok(r) => {
-                    self.health.set(HEALTH_SOURCE, true);
+                    self.health.set(Component::Source, true);
                     return Some(r);
                 }
                 Err(e) => {
-                    self.health.set(HEALTH_SOURCE, false);
+                    self.health.set(Component::Source, false);
                     tracing::warn!(error = %e, "Source read failed; retrying with backoff, changes are kept (check the source, REDMIRROR_SOURCE_URL).");
                     let sleep = tokio::time::sleep(backoff.next_delay());
                     match shutdown {

@@ -13,12 +13,12 @@ use redmirror_config::RedisEndpoint;
 use redmirror_core::KeyLayout;
 use redmirror_redis::cluster::{Cluster, NodeAddr};
 use redmirror_telemetry::metrics as m;
-use redmirror_telemetry::Health;
+use redmirror_telemetry::{Component, Health};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::pending::{Added, Cause, Pending};
-use crate::{Gap, HEALTH_SOURCE};
+use crate::Gap;
 use redmirror_core::backoff::Backoff;
 
 /// How a session ended.
@@ -62,7 +62,7 @@ pub async fn run(
         {
             SessionEnd::Shutdown => return,
             SessionEnd::Disconnected(reason) => {
-                health.set(HEALTH_SOURCE, false);
+                health.set(Component::Source, false);
                 tracing::warn!(reason = %reason, node = %scope, "Subscription to the source lost; re-subscribing.");
             }
         }
@@ -242,7 +242,7 @@ async fn session(
     // anything is written (readiness reflects the subscription, not traffic).
     // Anything that changed before now and after the previous subscription (or
     // before start) is unknown: ask for a reconcile pass.
-    health.set(HEALTH_SOURCE, true);
+    health.set(Component::Source, true);
     // Notifications may have been lost with the connection (a source
     // restart without them in its config): check the setting now.
     subscribed.notify_one();

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use redmirror_apply::{ApplyEngine, ApplyOptions};
 use redmirror_capture::CaptureOptions;
 use redmirror_config::Config;
+use redmirror_core::LeaseName;
 use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
 use redmirror_reconcile::{PassOptions, Reconciler, Service, Sides};
 use redmirror_redis::epoch::{EpochReader, SourceEpoch};
@@ -19,7 +20,7 @@ use redmirror_redis::signal::GapSignal;
 use redmirror_redis::source::SourceReader;
 use redmirror_telemetry::http::HttpState;
 use redmirror_telemetry::wait::until_up;
-use redmirror_telemetry::Health;
+use redmirror_telemetry::{Component, Health};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -83,23 +84,18 @@ async fn role(
     }
 }
 
-/// Health components this process reports besides the roles' own.
-const HEALTH_KAFKA: &str = "kafka";
-const HEALTH_SOURCE: &str = "source";
-const HEALTH_DEST: &str = "destination";
-
 /// Connects to a Redis server once it is up, with `component` not ready
 /// until then.
 async fn connect_when_up(
     health: &Health,
-    component: &'static str,
-    what: &str,
+    component: Component,
     endpoint: &redmirror_config::RedisEndpoint,
 ) -> anyhow::Result<fred::prelude::Client> {
     health.register(component);
+    let what = format!("{} ({})", component.for_people(), component.setting());
     let c = until_up(
-        what,
-        || async { Ok(redmirror_redis::connect(endpoint, component).await?) },
+        &what,
+        || async { Ok(redmirror_redis::connect(endpoint, component.name()).await?) },
         redis_retryable,
     )
     .await?;
@@ -283,33 +279,31 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     // Every component this process will wait for is registered first, so
     // /readyz cannot answer 200 between one server coming up and the
     // next one being waited for.
-    health.register(HEALTH_KAFKA);
+    health.register(Component::Kafka);
     if config.source.is_some() && (roles.capture || roles.reconcile) {
-        health.register(HEALTH_SOURCE);
+        health.register(Component::Source);
     }
     if config.dest.is_some() {
-        health.register(HEALTH_DEST);
+        health.register(Component::Destination);
     }
     let (kafka, broker) = until_up("Kafka (REDMIRROR_KAFKA_BROKERS)", || kafka(&config), kafka_retryable).await?;
-    health.set(HEALTH_KAFKA, true);
+    health.set(Component::Kafka, true);
     if roles.capture || roles.reconcile {
         record_limit(&mut config, &kafka).await?;
     }
     // Permissions first: a cluster client's own set-up needs some of them
     // (CLUSTER SLOTS), and a refusal must name them, not wait for ever.
     if let (true, Some(endpoint)) = (roles.capture || roles.reconcile, &config.source) {
-        health.register(HEALTH_SOURCE);
+        health.register(Component::Source);
         refuse_missing_permissions(&config, endpoint).await?;
     }
     let source = match &config.source {
-        Some(s) if roles.capture || roles.reconcile => {
-            Some(connect_when_up(&health, HEALTH_SOURCE, "the source (REDMIRROR_SOURCE_URL)", s).await?)
-        }
+        Some(s) if roles.capture || roles.reconcile => Some(connect_when_up(&health, Component::Source, s).await?),
         _ => None,
     };
     // capture uses the destination only for its lease and the gap signal.
     let dest = match &config.dest {
-        Some(d) => Some(connect_when_up(&health, HEALTH_DEST, "the destination (REDMIRROR_DEST_URL)", d).await?),
+        Some(d) => Some(connect_when_up(&health, Component::Destination, d).await?),
         None => None,
     };
     if let (Some(s), Some(d)) = (&source, &dest) {
@@ -334,7 +328,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         tokio::spawn(async move {
             tokio::select! {
                 _ = s.cancelled() => {}
-                _ = redmirror_redis::watch(c, h, HEALTH_DEST, "The destination (REDMIRROR_DEST_URL)") => {}
+                _ = redmirror_redis::watch(c, h, Component::Destination, "The destination (REDMIRROR_DEST_URL)") => {}
             }
         });
     }
@@ -386,7 +380,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         checked.map_err(|e| Refusal(e.to_string()))?;
         let lease = dest
             .as_ref()
-            .map(|d| Lease::new(d.clone(), "capture", config.keys.lease_key("capture"), config.lease_ttl));
+            .map(|d| Lease::new(d.clone(), LeaseName::Capture, &config.keys, config.lease_ttl));
         if lease.is_none() {
             tracing::warn!(
                 "REDMIRROR_DEST_URL is not set for capture: no capture lease (run one capture only) and gaps \
@@ -425,7 +419,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         // one, which would otherwise stop capture and the reconciler once a
         // renewal waited out the lease's TTL behind them.
         let endpoint = config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?;
-        let writes = connect_when_up(&health, HEALTH_DEST, "the destination (REDMIRROR_DEST_URL)", endpoint).await?;
+        let writes = connect_when_up(&health, Component::Destination, endpoint).await?;
         let (c, s) = (writes.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
@@ -478,7 +472,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
             config.keys.clone(),
             config.rules.clone(),
         );
-        let lease = Lease::new(dst, "reconcile", config.keys.lease_key("reconcile"), config.lease_ttl);
+        let lease = Lease::new(dst, LeaseName::Reconcile, &config.keys, config.lease_ttl);
         leases.push(lease.clone());
         let service = Service {
             reconciler,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use redmirror_config::Config;
+use redmirror_core::LeaseName;
 use redmirror_kafka::Publisher;
 use redmirror_reconcile::{Reconciler, Report};
 use redmirror_redis::lease::Lease;
@@ -62,14 +63,7 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
     );
     // A dry run changes nothing, so it needs no lease; a repairing pass does.
     // When another process holds it, that process runs the pass for us.
-    let lease = (!args.dry_run).then(|| {
-        Lease::new(
-            dest.clone(),
-            "reconcile",
-            config.keys.lease_key("reconcile"),
-            config.lease_ttl,
-        )
-    });
+    let lease = (!args.dry_run).then(|| Lease::new(dest.clone(), LeaseName::Reconcile, &config.keys, config.lease_ttl));
     if let Some(l) = &lease {
         if !l.try_acquire().await? {
             let asked = |holder: &str, n: u64| {

@@ -9,15 +9,13 @@ use std::time::Duration;
 use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::prelude::Client;
 use redmirror_config::Config;
+use redmirror_core::LeaseName;
 use redmirror_redis::hold::Hold;
 
 use crate::offsets::Offsets;
 
 /// How long connecting to the destination, or one Kafka call, may take.
 pub const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The leases redmirror takes, by name.
-pub const LEASES: [&str; 2] = ["capture", "reconcile"];
 
 /// What the destination holds about the mirror.
 #[derive(Debug, Clone)]
@@ -107,7 +105,7 @@ async fn dest_state(config: &Config, c: &Client) -> Result<DestState, DestError>
     let read = async {
         let keys = &config.keys;
         let mut leases = Vec::new();
-        for name in LEASES {
+        for name in LeaseName::ALL {
             let holder: Option<String> = c.get(keys.lease_key(name)).await?;
             leases.push((name.to_string(), holder));
         }

@@ -10,7 +10,9 @@ use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
 use redmirror_config::Config;
+use redmirror_core::LeaseName;
 use redmirror_telemetry::metrics as m;
+use redmirror_telemetry::Component as HealthComponent;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -390,7 +392,10 @@ impl Status {
         s.judge_readiness();
         // The leases live on the destination: while the process cannot
         // reach it, their holders are unknown, not absent.
-        let dest_down = s.components.get("destination").is_some_and(|c| !c.ready);
+        let dest_down = s
+            .components
+            .get(HealthComponent::Destination.name())
+            .is_some_and(|c| !c.ready);
         if status.is_some() && dest_down && !s.leases.is_empty() {
             s.notes.push(
                 "lease holders are unknown while the process cannot reach the destination, which keeps them".into(),
@@ -546,14 +551,15 @@ impl Status {
             .map(|(n, c)| (n.clone(), c.reason.clone()))
             .collect();
         for (name, reason) in down {
-            let why = reason.unwrap_or_else(|| match name.as_str() {
-                "destination" => {
-                    "the process cannot reach it — check REDMIRROR_DEST_URL and that the server is up".into()
-                }
-                "source" => "the process cannot reach it — check REDMIRROR_SOURCE_URL and that the server is up".into(),
-                "kafka" => {
-                    "the process cannot reach the brokers — check REDMIRROR_KAFKA_BROKERS and that they are up".into()
-                }
+            let why = reason.unwrap_or_else(|| match HealthComponent::from_name(&name) {
+                Some(c @ (HealthComponent::Destination | HealthComponent::Source)) => format!(
+                    "the process cannot reach it — check {} and that the server is up",
+                    c.setting()
+                ),
+                Some(c @ HealthComponent::Kafka) => format!(
+                    "the process cannot reach the brokers — check {} and that they are up",
+                    c.setting()
+                ),
                 _ => "down (see the process's log)".into(),
             });
             self.problem(format!("not ready: {name} — {why}"));
@@ -568,12 +574,12 @@ impl Status {
             .map(|(n, _)| n.clone())
             .collect();
         for name in free {
-            let what = match name.as_str() {
-                "capture" => {
+            let what = match LeaseName::from_name(&name) {
+                Some(LeaseName::Capture) => {
                     "so no capture is running and changes on the source are not published — start `redmirror capture` \
                      or `redmirror run`"
                 }
-                "reconcile" => {
+                Some(LeaseName::Reconcile) => {
                     "so no reconciler is running and nothing repairs drift — start `redmirror reconcile` or \
                      `redmirror run`"
                 }

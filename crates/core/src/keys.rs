@@ -6,6 +6,40 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// A lease a role takes on the destination, so only one instance of it
+/// acts at a time (SPEC section 1: `redmirror:lease:{name}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeaseName {
+    /// Held by the one capture that follows the source.
+    Capture,
+    /// Held by the one reconciler that runs passes.
+    Reconcile,
+}
+
+impl LeaseName {
+    /// Every lease.
+    pub const ALL: [LeaseName; 2] = [LeaseName::Capture, LeaseName::Reconcile];
+
+    /// Its name in keys, metric labels and `/v1/status`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LeaseName::Capture => "capture",
+            LeaseName::Reconcile => "reconcile",
+        }
+    }
+
+    /// The lease of a name; `None` for one this version does not know.
+    pub fn from_name(name: &str) -> Option<LeaseName> {
+        Self::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+impl std::fmt::Display for LeaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Names of the keys redmirror reads and writes. Every name is configurable;
 /// the defaults are SPEC section 1's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +127,7 @@ impl KeyLayout {
     }
 
     /// The key of a named lease (`reconcile`, `capture`).
-    pub fn lease_key(&self, name: &str) -> String {
+    pub fn lease_key(&self, name: LeaseName) -> String {
         format!("{}lease:{name}", self.state_prefix)
     }
 

@@ -31,7 +31,7 @@ pub mod text;
 
 pub use event::{DecodeError, FlowEvent};
 pub use field_rules::{FieldRules, MaskMethod, RulesSummary};
-pub use keys::{CaptureProgress, KeyLayout};
+pub use keys::{CaptureProgress, KeyLayout, LeaseName};
 pub use order::Order;
 pub use rules::{MirrorRules, SourceFlow};
 

@@ -26,7 +26,7 @@ use redmirror_core::rules::MARKER_VALUE;
 use redmirror_core::{slot, Fields, KeyLayout, MirrorRules};
 use redmirror_redis::{value, Script};
 
-use crate::pass::{kind, PassError};
+use crate::pass::{kind, PassError, Side};
 
 /// The script body: read-only, the guard fragment, then the reads.
 const DEST_READ: &str = concat!(
@@ -63,11 +63,11 @@ impl From<ReadError> for PassError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::Redis(source) => PassError::Redis {
-                side: "destination",
+                side: Side::Destination,
                 source,
             },
             ReadError::Malformed(detail) => PassError::Malformed {
-                side: "destination",
+                side: Side::Destination,
                 command: "the destination read script",
                 detail,
             },

@@ -29,7 +29,7 @@ pub mod prune;
 pub mod report;
 pub mod service;
 
-pub use pass::{PassOptions, Reconciler, Sides};
+pub use pass::{PassError, PassOptions, Reconciler, Side, Sides};
 pub use prune::{prune_watermarks, PruneReport};
 pub use report::{Barrier, Report};
 pub use service::{Service, Trigger};

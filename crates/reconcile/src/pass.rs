@@ -67,14 +67,32 @@ impl PassOptions {
     }
 }
 
+/// Which server a pass was talking to when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The source Redis.
+    Source,
+    /// The destination Redis.
+    Destination,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        })
+    }
+}
+
 /// Errors that end a pass (it is retried at the next trigger).
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     /// A Redis call failed.
     #[error("{side}: {source}")]
     Redis {
-        /// `source` or `destination`.
-        side: &'static str,
+        /// The server that failed.
+        side: Side,
         /// Cause.
         #[source]
         source: fred::error::Error,
@@ -84,8 +102,8 @@ pub enum PassError {
     /// "nothing there", which would leave flows uncompared.
     #[error("{side}: unexpected reply to {command}: {detail}")]
     Malformed {
-        /// `source` or `destination`.
-        side: &'static str,
+        /// The server that failed.
+        side: Side,
         /// The command or script.
         command: &'static str,
         /// What was wrong.
@@ -96,11 +114,11 @@ pub enum PassError {
     Kafka(#[from] redmirror_kafka::Error),
 }
 
-pub(crate) fn malformed(side: &'static str, command: &'static str) -> impl Fn(String) -> PassError {
+pub(crate) fn malformed(side: Side, command: &'static str) -> impl Fn(String) -> PassError {
     move |detail| PassError::Malformed { side, command, detail }
 }
 
-pub(crate) fn on(side: &'static str) -> impl Fn(fred::error::Error) -> PassError {
+pub(crate) fn on(side: Side) -> impl Fn(fred::error::Error) -> PassError {
     move |source| PassError::Redis { side, source }
 }
 
@@ -293,8 +311,8 @@ impl Reconciler {
             .insert("barrier".into(), started.elapsed().as_secs_f64());
         // On a cluster, route by the map as it is now.
         let (s, d) = tokio::join!(self.bulk.source.refresh(), self.bulk.dest.refresh());
-        s.map_err(on("source"))?;
-        d.map_err(on("destination"))?;
+        s.map_err(on(Side::Source))?;
+        d.map_err(on(Side::Destination))?;
         // Repairs carry the current epoch: adopt one another process moved to.
         if let Err(e) = self.reader.epoch().sync().await {
             tracing::debug!(error = %e, "Cannot sync the source epoch before the pass.");
@@ -414,7 +432,11 @@ impl Reconciler {
     /// is none and these rules do more than exclude fields (copies written
     /// before field rules existed had only exclusions).
     pub async fn rules_changed(&self) -> Result<bool, PassError> {
-        let stored: Option<String> = self.dest.get(self.keys.rules_key()).await.map_err(on("destination"))?;
+        let stored: Option<String> = self
+            .dest
+            .get(self.keys.rules_key())
+            .await
+            .map_err(on(Side::Destination))?;
         Ok(match stored {
             Some(f) => f != self.rules.fields.fingerprint(),
             None => !self.rules.fields.only_exclusions(),
@@ -433,7 +455,7 @@ impl Reconciler {
                 false,
             )
             .await
-            .map_err(on("destination"))?;
+            .map_err(on(Side::Destination))?;
         Ok(())
     }
 
@@ -444,7 +466,7 @@ impl Reconciler {
             None => self.bulk.source.masters().await,
             Some(slots) => self.bulk.source.masters_of(slots).await,
         }
-        .map_err(on("source"))?;
+        .map_err(on(Side::Source))?;
         let mut report = Report::default();
         for part in join_all(masters.iter().map(|m| self.source_phase_on(m, opts, limiter))).await {
             report.absorb(part?);
@@ -456,7 +478,7 @@ impl Reconciler {
     async fn source_phase_on(&self, node: &Bulk, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
         let mut report = Report::default();
         let pattern = self.keys.scan_pattern();
-        let mut page = scan(node, "source", &Bytes::from_static(b"0"), &pattern, opts.batch).await?;
+        let mut page = scan(node, Side::Source, &Bytes::from_static(b"0"), &pattern, opts.batch).await?;
         loop {
             let (next, keys) = page;
             let ids: Vec<Bytes> = keys
@@ -467,7 +489,7 @@ impl Reconciler {
             let more = next.as_ref() != b"0";
             let fetch_next = async {
                 if more {
-                    Some(scan(node, "source", &next, &pattern, opts.batch).await)
+                    Some(scan(node, Side::Source, &next, &pattern, opts.batch).await)
                 } else {
                     None
                 }
@@ -480,7 +502,7 @@ impl Reconciler {
                     self.digests.source(&self.bulk.source, &ids),
                     self.digests.dest(&self.bulk.dest, &ids)
                 );
-                Ok::<_, PassError>((src.map_err(on("source"))?, dst.map_err(on("destination"))?))
+                Ok::<_, PassError>((src.map_err(on(Side::Source))?, dst.map_err(on(Side::Destination))?))
                     .map(|(src, dst)| src.into_iter().zip(dst).collect::<Vec<_>>())
             };
             let (next_page, summaries) = tokio::join!(fetch_next, compare);
@@ -512,7 +534,7 @@ impl Reconciler {
 
     /// Phase 2: destination flows whose source is gone (extra copies).
     async fn dest_phase(&self, opts: &PassOptions, limiter: &Limiter) -> Result<Report, PassError> {
-        let masters = self.bulk.dest.masters().await.map_err(on("destination"))?;
+        let masters = self.bulk.dest.masters().await.map_err(on(Side::Destination))?;
         let mut report = Report::default();
         for part in join_all(masters.iter().map(|m| self.dest_phase_on(m, opts, limiter))).await {
             report.absorb(part?);
@@ -526,7 +548,7 @@ impl Reconciler {
         let pattern = self.keys.scan_pattern();
         let mut cursor = Bytes::from_static(b"0");
         loop {
-            let (next, keys) = scan(node, "destination", &cursor, &pattern, opts.batch).await?;
+            let (next, keys) = scan(node, Side::Destination, &cursor, &pattern, opts.batch).await?;
             let ids: Vec<Bytes> = keys
                 .iter()
                 .filter(|k| opts.covers(k))
@@ -539,7 +561,7 @@ impl Reconciler {
                 // ones it lacks (rare) need their destination state.
                 let gone = without_copy(&self.bulk.source, &self.keys, &ids)
                     .await
-                    .map_err(on("source"))?;
+                    .map_err(on(Side::Source))?;
                 let mut closer = Vec::new();
                 if !gone.is_empty() {
                     let dst = self.digests.dest_states(&self.dest, &gone).await?;
@@ -574,7 +596,7 @@ impl Reconciler {
                 // Only entries without a copy (rare) need a closer look.
                 let absent = without_copy(&self.bulk.dest, &self.keys, &ids)
                     .await
-                    .map_err(on("destination"))?;
+                    .map_err(on(Side::Destination))?;
                 if !absent.is_empty() {
                     let dst = self.digests.dest_states(&self.dest, &absent).await?;
                     let orphans: Vec<Bytes> = absent
@@ -611,7 +633,7 @@ impl Reconciler {
     ) -> Result<(), PassError> {
         let dry_run = opts.dry_run;
         let (src, dst) = tokio::join!(self.reader.read(ids), self.read_dest(ids));
-        let src = src.map_err(on("source"))?;
+        let src = src.map_err(on(Side::Source))?;
         let dst = dst?;
         let mut repairs = Vec::new();
         for (ReadFlow { id, state, order }, d) in src.flows.into_iter().zip(dst) {
@@ -656,7 +678,7 @@ impl Reconciler {
 
     /// Index entries the mirror wrote (a watermark exists) with no flow copy behind them.
     async fn compare_index(&self, orphans: &[Bytes], dry_run: bool, report: &mut Report) -> Result<(), PassError> {
-        let src = self.reader.read(orphans).await.map_err(on("source"))?;
+        let src = self.reader.read(orphans).await.map_err(on(Side::Source))?;
         let mut repairs = Vec::new();
         for ReadFlow { id, state, order } in src.flows {
             // A flow that exists on the source was counted as missing in phase 1.
@@ -723,7 +745,7 @@ async fn phase(
 /// One `SCAN` step on one server: the next cursor and this page's keys.
 async fn scan(
     node: &Bulk,
-    side: &'static str,
+    side: Side,
     cursor: &Bytes,
     pattern: &Bytes,
     count: usize,
@@ -811,11 +833,11 @@ pub(crate) async fn hscan_pairs(
             ],
         )
         .await
-        .map_err(on("destination"))?;
-    let (next, flat) = cursor_reply(v).map_err(malformed("destination", "HSCAN"))?;
+        .map_err(on(Side::Destination))?;
+    let (next, flat) = cursor_reply(v).map_err(malformed(Side::Destination, "HSCAN"))?;
     if flat.len() % 2 != 0 {
         return Err(PassError::Malformed {
-            side: "destination",
+            side: Side::Destination,
             command: "HSCAN",
             detail: format!("{} items, not field/value pairs", flat.len()),
         });

@@ -55,7 +55,7 @@ use redmirror_redis::Script;
 use redmirror_telemetry::metrics as m;
 
 use crate::dest_read::index_entries;
-use crate::pass::{hscan_pairs, kind, malformed, on, PassError};
+use crate::pass::{hscan_pairs, kind, malformed, on, PassError, Side};
 
 /// Kafka's default `delete.retention.ms` (one day): the age used when the
 /// topic's own setting cannot be read.
@@ -107,7 +107,7 @@ pub async fn prune_watermarks(dest: &Client, keys: &KeyLayout, older_than_us: i6
     // prunes it, with the index field standing for the flow.
     if redmirror_redis::is_cluster(dest) {
         let order = Bytes::from(keys.index_order_key());
-        let exists: i64 = dest.exists(order.clone()).await.map_err(on("destination"))?;
+        let exists: i64 = dest.exists(order.clone()).await.map_err(on(Side::Destination))?;
         if exists > 0 {
             prune_hash(
                 dest,
@@ -153,12 +153,12 @@ async fn watermark_hashes(dest: &Client, keys: &KeyLayout) -> Result<Vec<Bytes>,
             .collect();
         let pipeline = dest.pipeline();
         for name in &names {
-            let _: () = pipeline.exists(name.clone()).await.map_err(on("destination"))?;
+            let _: () = pipeline.exists(name.clone()).await.map_err(on(Side::Destination))?;
         }
-        let replies: Vec<Value> = pipeline.all().await.map_err(on("destination"))?;
+        let replies: Vec<Value> = pipeline.all().await.map_err(on(Side::Destination))?;
         if replies.len() != names.len() {
             return Err(PassError::Malformed {
-                side: "destination",
+                side: Side::Destination,
                 command: "EXISTS",
                 detail: format!("{} replies for {} keys", replies.len(), names.len()),
             });
@@ -311,8 +311,11 @@ async fn call_prune(
             .iter()
             .flat_map(|(id, value)| [Value::Bytes(id.clone()), Value::Bytes(value.clone())]),
     );
-    let reply = script.call(dest, script_keys, args).await.map_err(on("destination"))?;
-    let removed = removed_count(&reply, chunk.len()).map_err(malformed("destination", what))?;
+    let reply = script
+        .call(dest, script_keys, args)
+        .await
+        .map_err(on(Side::Destination))?;
+    let removed = removed_count(&reply, chunk.len()).map_err(malformed(Side::Destination, what))?;
     metrics::counter!(m::WATERMARKS_PRUNED).increment(removed);
     Ok(removed)
 }

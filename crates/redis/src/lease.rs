@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use redmirror_core::{KeyLayout, LeaseName};
+
 use crate::lease_script::{self, Held, LeaseArgs, RELEASE, RENEW};
 use crate::Script;
 use fred::prelude::*;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Lease {
     client: Client,
     key: String,
-    name: String,
+    name: LeaseName,
     holder: String,
     ttl: Duration,
     renew: Script,
@@ -23,8 +25,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease called `name` stored at `key`, held for `ttl` between renewals.
-    pub fn new(client: Client, name: &str, key: String, ttl: Duration) -> Self {
+    /// The lease `name` under `keys`' state prefix, held for `ttl` between
+    /// renewals.
+    pub fn new(client: Client, name: LeaseName, keys: &KeyLayout, ttl: Duration) -> Self {
         let holder = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
@@ -33,8 +36,8 @@ impl Lease {
         );
         Lease {
             client,
-            key,
-            name: name.to_string(),
+            key: keys.lease_key(name),
+            name,
             holder,
             ttl,
             renew: Script::new(RENEW),
@@ -47,9 +50,9 @@ impl Lease {
         &self.holder
     }
 
-    /// The lease name (`reconcile`, `capture`).
-    pub fn name(&self) -> &str {
-        &self.name
+    /// Which lease this is.
+    pub fn name(&self) -> LeaseName {
+        self.name
     }
 
     /// Tries to take the lease once. `Ok(true)` when this instance holds it.
@@ -190,7 +193,7 @@ impl Lease {
     }
 
     fn set_gauge(&self, held: bool) {
-        metrics::gauge!(redmirror_telemetry::metrics::LEASE_HELD, "lease" => self.name.clone()).set(if held {
+        metrics::gauge!(redmirror_telemetry::metrics::LEASE_HELD, "lease" => self.name.name()).set(if held {
             1.0
         } else {
             0.0
@@ -280,7 +283,7 @@ mod tests {
         };
         let client = crate::connect(&endpoint, "destination").await.expect("connect");
         let ttl = Duration::from_millis(1500);
-        let lease = Lease::new(client, "test", "redmirror:lease:test".into(), ttl);
+        let lease = Lease::new(client, LeaseName::Capture, &KeyLayout::default(), ttl);
         assert!(lease.try_acquire().await.unwrap());
         let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
         let keeper = tokio::spawn({

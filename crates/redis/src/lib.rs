@@ -412,7 +412,12 @@ pub async fn heartbeat(client: Client) {
 /// once one is answered: an idle process learns that its server is gone
 /// before the first command that needs it. It only lifts what it set, so
 /// a component another check holds down (a failing write) stays down.
-pub async fn watch(client: Client, health: redmirror_telemetry::Health, component: &'static str, what: &'static str) {
+pub async fn watch(
+    client: Client,
+    health: redmirror_telemetry::Health,
+    component: redmirror_telemetry::Component,
+    what: &'static str,
+) {
     let mut said: Option<String> = None;
     loop {
         tokio::time::sleep(liveness::HEARTBEAT).await;

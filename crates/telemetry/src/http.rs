@@ -668,15 +668,15 @@ mod tests {
         let Served { base, health, stop } = start(None).await;
         assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
         assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
-        health.register("destination");
+        health.register(crate::Component::Destination);
         assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 503);
-        health.set("destination", true);
+        health.set(crate::Component::Destination, true);
         assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
-        health.set_down("destination", "run this");
+        health.set_down(crate::Component::Destination, "run this");
         let r = c.get(format!("{base}/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 503);
         assert_eq!(r.json::<Value>().await.unwrap()["reasons"]["destination"], "run this");
-        health.set("destination", true);
+        health.set(crate::Component::Destination, true);
         let text = c
             .get(format!("{base}/metrics"))
             .send()

@@ -34,4 +34,4 @@ pub mod requests;
 pub mod series;
 pub mod wait;
 
-pub use health::Health;
+pub use health::{Component, Health};

@@ -77,7 +77,7 @@ pub const ADMIN_REQUESTS: &str = "redmirror_admin_requests_total";
 macro_rules! label_values {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $label:literal,)* }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum $name {
             $($(#[$vdoc])* $variant,)*
         }
@@ -340,8 +340,8 @@ fn register_all() {
 }
 
 /// Counts one apply outcome.
-pub fn apply_outcome(outcome: &'static str, n: u64) {
-    metrics::counter!(APPLY_EVENTS, "outcome" => outcome).increment(n);
+pub fn apply_outcome(outcome: ApplyOutcome, n: u64) {
+    metrics::counter!(APPLY_EVENTS, "outcome" => outcome.label()).increment(n);
 }
 
 #[cfg(test)]
