@@ -13,9 +13,11 @@
 //!   /v1/flows/{flowId}`), by the pass's own comparison.
 //! - [`dest_read`]: destination flows as the guard sees them (one read-only
 //!   script per batch, sharing the guard fragment with apply's write).
-//! - [`service`]: when passes run: at start, on a schedule, on demand, and
-//!   after every capture gap (signalled through the destination, so it works
-//!   across processes).
+//! - [`service`]: the reconcile role: the lease, the signals it watches
+//!   (capture gaps and pass requests, through the destination so they work
+//!   across processes), holds, passes and pruning.
+//! - [`schedule`]: when passes run and what they cover (at start, on a
+//!   schedule, on demand, after every gap; retries): a pure state machine.
 //! - [`report`]: the result of a pass, for people (a table) and machines (JSON).
 //! - [`prune`]: keeps the watermark hash bounded: after each pass, removes
 //!   the watermarks of flows absent from the destination for longer than the
@@ -27,6 +29,7 @@ pub mod flow;
 pub mod pass;
 pub mod prune;
 pub mod report;
+pub mod schedule;
 pub mod service;
 
 pub use pass::{PassError, PassOptions, Reconciler, Side, Sides};

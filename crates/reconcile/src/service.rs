@@ -5,17 +5,21 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use redmirror_redis::hold::{Hold, HoldWatch};
 
 use crate::pass::{PassOptions, Reconciler};
 use crate::prune::{prune_watermarks, DEFAULT_DELETE_RETENTION_MS};
+use crate::schedule::{Ended, Schedule};
 use crate::Report;
-use redmirror_core::backoff::Backoff;
 use redmirror_redis::lease::{run_while_leased, Lease, LeasedRole};
 use redmirror_redis::signal::GapScope;
 use redmirror_redis::signal::GapSignal;
+
+/// How often the gap and request counters on the destination are read.
+const SIGNAL_POLL: Duration = Duration::from_millis(500);
 
 /// A request for a pass now.
 #[derive(Debug)]
@@ -211,26 +215,15 @@ impl LeasedRole for Leader<'_> {
         if let Some(prev) = svc.previous().await {
             set_verified_gauge(&prev);
         }
-        let mut seen_gaps = svc.gaps.current().await.unwrap_or(0);
-        let mut seen_requests = svc.requests.current().await.unwrap_or(0);
-        // The request counter as of the last check: a pass answers it.
-        let mut answering = 0u64;
-        let mut next = tokio::time::Instant::now(); // pass at start
-                                                    // When the next pass over every flow is due; until then a pass
-                                                    // started by gaps on some masters of a cluster source covers only
-                                                    // their slots (`targeted`).
-        let mut whole_due = next;
-        let mut targeted: Option<std::collections::BTreeSet<u16>> = None;
+        let gaps = svc.gaps.current().await.unwrap_or(0);
+        let requests = svc.requests.current().await.unwrap_or(0);
+        let mut schedule = Schedule::new(svc.interval, Instant::now(), gaps, requests);
         // Requests waiting for a pass to begin.
         let mut queued: Vec<Trigger> = Vec::new();
-        // A failed pass is retried soon (5 s doubling to 5 min), not after a full interval.
-        let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
         let mut hold = svc.hold.clone();
         loop {
-            if let (Some(h), true) = (
-                hold.current(),
-                tokio::time::Instant::now() >= next || !queued.is_empty(),
-            ) {
+            let due = schedule.due(Instant::now()) || !queued.is_empty();
+            if let (Some(h), true) = (hold.current(), due) {
                 while let Ok(t) = self.triggers.try_recv() {
                     queued.push(t);
                 }
@@ -239,8 +232,8 @@ impl LeasedRole for Leader<'_> {
                     let _ = reply.send(Err(why.clone()));
                 }
                 // The hold's end starts the next pass.
-                next = tokio::time::Instant::now() + svc.interval;
-            } else if tokio::time::Instant::now() >= next || !queued.is_empty() {
+                schedule.held(Instant::now());
+            } else if due {
                 while let Ok(t) = self.triggers.try_recv() {
                     queued.push(t);
                 }
@@ -251,11 +244,8 @@ impl LeasedRole for Leader<'_> {
                         reply
                     })
                     .collect();
-                // A pass (and its barrier wait) gives way to shutdown,
-                // and to a hold (its repairs would undo the rewind).
-                let whole = !replies.is_empty() || answering != 0 || tokio::time::Instant::now() >= whole_due;
-                let slots = if whole {
-                    targeted = None;
+                let plan = schedule.begin(Instant::now(), !replies.is_empty());
+                if plan.whole() {
                     // A pass over every flow covers every gap signalled
                     // before it begins, the ones this loop has not seen
                     // yet among them (capture's start-up gap can land
@@ -264,14 +254,12 @@ impl LeasedRole for Leader<'_> {
                     // taken, so a gap between the two is seen again and
                     // finds no scope, which is the whole keyspace.
                     if let Some(g) = svc.gaps.current().await {
-                        seen_gaps = g;
+                        schedule.gaps_covered(g);
                         svc.gaps.take_scope().await;
                     }
-                    None
-                } else {
-                    targeted.take()
-                };
-                let was_targeted = slots.clone();
+                }
+                // A pass (and its barrier wait) gives way to shutdown,
+                // and to a hold (its repairs would undo the rewind).
                 let mut holding = hold.clone();
                 let r = tokio::select! {
                     biased;
@@ -282,29 +270,20 @@ impl LeasedRole for Leader<'_> {
                         for tx in replies {
                             let _ = tx.send(Err(why.clone()));
                         }
-                        next = tokio::time::Instant::now() + svc.interval;
+                        schedule.held(Instant::now());
                         continue;
                     }
-                    r = svc.pass(answering, slots) => r,
+                    r = svc.pass(plan.answering, plan.slots.clone()) => r,
                 };
-                let now = tokio::time::Instant::now();
                 // A pass whose barrier timed out repaired nothing: it is run
                 // again like a failed one (sooner than the schedule).
                 let timed_out = matches!(&r, Ok(report) if report.barrier == crate::report::Barrier::TimedOut);
-                if r.is_ok() && !timed_out {
-                    answering = 0;
-                    retry.reset();
-                    if was_targeted.is_none() {
-                        whole_due = now + svc.interval;
-                    }
-                    next = whole_due;
+                let ended = if r.is_ok() && !timed_out {
+                    Ended::Done
                 } else {
-                    // Retried with the same reach (or wider).
-                    if let Some(s) = was_targeted {
-                        targeted.get_or_insert_default().extend(s);
-                    }
-                    next = now + retry.next_delay().min(svc.interval);
-                }
+                    Ended::Retry
+                };
+                schedule.end(Instant::now(), plan, ended);
                 // Pruning needs a pass that saw apply caught up (see `prune`).
                 let prune =
                     matches!(&r, Ok(report) if report.barrier == crate::report::Barrier::Reached) && !svc.opts.dry_run;
@@ -327,38 +306,28 @@ impl LeasedRole for Leader<'_> {
                 _ = hold.changed() => {
                     if hold.current().is_none() {
                         tracing::info!("The hold ended: reconcile pass now, to bring the destination to the source's current state.");
-                        next = tokio::time::Instant::now();
-                        whole_due = next;
+                        schedule.hold_ended(Instant::now());
                     }
                 }
-                _ = tokio::time::sleep_until(next) => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                _ = tokio::time::sleep_until(schedule.next()) => {}
+                _ = tokio::time::sleep(SIGNAL_POLL) => {
                     if let Some(g) = svc.gaps.current().await {
-                        if g != seen_gaps {
-                            seen_gaps = g;
-                            next = tokio::time::Instant::now();
-                            match svc.gaps.take_scope().await {
-                                GapScope::Whole => {
-                                    tracing::info!("Capture gap signalled: reconcile pass now.");
-                                    whole_due = next;
-                                }
-                                GapScope::Slots(slots) => {
-                                    tracing::info!(
-                                        slots = slots.len(),
-                                        "Capture gap signalled on some masters of the source cluster: reconcile \
-                                         pass over their slots now."
-                                    );
-                                    targeted.get_or_insert_default().extend(slots);
-                                }
+                        if schedule.gaps_moved(g) {
+                            let scope = svc.gaps.take_scope().await;
+                            match &scope {
+                                GapScope::Whole => tracing::info!("Capture gap signalled: reconcile pass now."),
+                                GapScope::Slots(slots) => tracing::info!(
+                                    slots = slots.len(),
+                                    "Capture gap signalled on some masters of the source cluster: reconcile pass \
+                                     over their slots now."
+                                ),
                             }
+                            schedule.gap(Instant::now(), scope);
                         }
                     }
                     if let Some(r) = svc.requests.current().await {
-                        if r != seen_requests {
+                        if schedule.requested(Instant::now(), r) {
                             tracing::info!("Pass requested (reconcile --once): reconcile pass now.");
-                            seen_requests = r;
-                            answering = u64::try_from(r).unwrap_or(0);
-                            next = tokio::time::Instant::now();
                         }
                     }
                 }
