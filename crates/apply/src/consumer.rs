@@ -25,6 +25,7 @@ use redmirror_redis::hold::{Hold, HoldWatch};
 use redmirror_redis::members;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::metrics::ApplyOutcome;
+use redmirror_telemetry::wait::pause;
 use redmirror_telemetry::{Component, Health};
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -558,15 +559,6 @@ struct Writer {
 struct Written {
     batch: Vec<Item>,
     outcomes: Option<Vec<Outcome>>,
-}
-
-/// Sleeps `backoff`'s next delay; false if `shutdown` fired first.
-async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(backoff.next_delay()) => true,
-    }
 }
 
 /// Writes one batch, retrying transient errors with backoff until it is

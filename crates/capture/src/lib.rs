@@ -364,9 +364,8 @@ async fn connect_when_up(
             tracing::info!(reason = %wait, "Waiting for the source; retrying with backoff (/readyz fails meanwhile).");
             said = true;
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        if !redmirror_telemetry::wait::pause(&mut backoff, shutdown).await {
+            return Ok(None);
         }
     }
 }

@@ -357,13 +357,8 @@ impl Ctx<'_> {
                 Err(e) => {
                     self.health.set(Component::Source, false);
                     tracing::warn!(error = %e, "Source read failed; retrying with backoff, changes are kept (check the source, REDMIRROR_SOURCE_URL).");
-                    let sleep = tokio::time::sleep(backoff.next_delay());
-                    match shutdown {
-                        Some(s) => tokio::select! {
-                            _ = s.cancelled() => return None,
-                            _ = sleep => {}
-                        },
-                        None => sleep.await,
+                    if !redmirror_telemetry::wait::pause_or_sleep(&mut backoff, shutdown).await {
+                        return None;
                     }
                 }
             }

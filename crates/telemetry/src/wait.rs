@@ -5,6 +5,29 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use redmirror_core::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
+
+/// Sleeps `backoff`'s next delay; false when `stop` fired first (the
+/// caller then gives up its retry). The one retry wait of every loop a
+/// shutdown must be able to interrupt.
+pub async fn pause(backoff: &mut Backoff, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(backoff.next_delay()) => true,
+    }
+}
+
+/// [`pause`] when there is a `stop`; otherwise a sleep nothing interrupts.
+pub async fn pause_or_sleep(backoff: &mut Backoff, stop: Option<&CancellationToken>) -> bool {
+    match stop {
+        Some(s) => pause(backoff, s).await,
+        None => {
+            tokio::time::sleep(backoff.next_delay()).await;
+            true
+        }
+    }
+}
 
 /// How often an unchanged reason for waiting is logged again.
 const SAY_AGAIN: Duration = Duration::from_secs(60);
