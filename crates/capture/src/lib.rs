@@ -352,11 +352,11 @@ async fn connect_when_up(
         let wait = match attempt.await {
             Ok(up) => return Ok(Some(up)),
             Err(CaptureError::Redis(e)) if e.is_retryable() => e.to_string(),
-            Err(CaptureError::Notify(notify::NotifyError::Unreadable { message, .. }))
-                if !message.starts_with("NOPERM") =>
-            {
-                message
-            }
+            Err(CaptureError::Notify(notify::NotifyError::Unreadable {
+                message,
+                refused: false,
+                ..
+            })) => message,
             Err(e) => return Err(e),
         };
         health.set(Component::Source, false);

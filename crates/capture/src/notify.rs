@@ -57,6 +57,8 @@ pub enum NotifyError {
         endpoint: String,
         /// Cause.
         message: String,
+        /// The server refused the read (`NOPERM`): waiting will not help.
+        refused: bool,
     },
 }
 
@@ -105,12 +107,14 @@ pub async fn ensure_at_start(
         "the source (REDMIRROR_SOURCE_URL), to check notify-keyspace-events",
         || async {
             match ensure(client, endpoint, configure).await {
-                Err(NotifyError::Unreadable { endpoint, message }) if !message.starts_with("NOPERM") => {
-                    Err(anyhow::Error::new(redmirror_redis::RedisError {
-                        endpoint,
-                        source: fred::error::Error::new(fred::error::ErrorKind::IO, message),
-                    }))
-                }
+                Err(NotifyError::Unreadable {
+                    endpoint,
+                    message,
+                    refused: false,
+                }) => Err(anyhow::Error::new(redmirror_redis::RedisError {
+                    endpoint,
+                    source: fred::error::Error::new(fred::error::ErrorKind::IO, message),
+                })),
                 other => Ok(other),
             }
         },
@@ -157,6 +161,7 @@ pub async fn check_masters(
         let name = format!("{} (cluster master {})", endpoint.redacted(), m.addr);
         let failed = |e: fred::error::Error| NotifyError::Unreadable {
             endpoint: name.clone(),
+            refused: redmirror_redis::is_refused(&e),
             message: e.details().to_string(),
         };
         let flags = match masters
@@ -216,6 +221,7 @@ async fn check_on(
     };
     let unreadable = |e: fred::error::Error| NotifyError::Unreadable {
         endpoint: name.clone(),
+        refused: redmirror_redis::is_refused(&e),
         message: e.details().to_string(),
     };
     let flags = current(client, node).await.map_err(unreadable)?;
@@ -398,6 +404,7 @@ mod tests {
         let unreadable = NotifyError::Unreadable {
             endpoint: "e".into(),
             message: "down".into(),
+            refused: false,
         };
         assert!(matches!(w.found(Err(unreadable)), Action::Unreadable(_)));
         assert_eq!(

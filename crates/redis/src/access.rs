@@ -132,8 +132,8 @@ async fn refusals_on(
     bulk.run(&p, |_, r| {
         // A refused EXEC reads `EXECABORT ... because of: NOPERM ...`.
         if let Reply::Error(e) = r {
-            if let Some(at) = e.windows(6).position(|w| w == b"NOPERM") {
-                refusals.push(String::from_utf8_lossy(&e[at..]).into_owned());
+            if let Some(refused) = crate::refusal(e) {
+                refusals.push(String::from_utf8_lossy(refused).into_owned());
             }
         }
     })
@@ -141,7 +141,7 @@ async fn refusals_on(
     .map_err(wrap)?;
     let channel = format!("__keyevent@{}__:*", endpoint.db());
     if let Err(e) = bulk.psubscribe(channel.as_bytes()).await {
-        if e.details().starts_with("NOPERM") {
+        if crate::is_refused(&e) {
             refusals.push(e.details().to_string());
         } else {
             return Err(wrap(e));

@@ -132,6 +132,21 @@ pub fn retryable_in<'a>(mut chain: impl Iterator<Item = &'a (dyn std::error::Err
         .is_some_and(RedisError::is_retryable)
 }
 
+/// The `NOPERM ...` refusal in a server error's text, alone or inside
+/// another (`EXECABORT ... because of: NOPERM ...`, a script's error), if
+/// there is one: from `NOPERM` to the end.
+pub fn refusal(detail: &[u8]) -> Option<&[u8]> {
+    detail.windows(6).position(|w| w == b"NOPERM").map(|at| &detail[at..])
+}
+
+/// True when the server refused `e` for want of a permission (`NOPERM`):
+/// the same call is refused until an ACL grants it. Set-up and checks
+/// report it at once, with the grant to add; the write paths keep retrying
+/// it ([`is_permanent`] says no), so fixing the ACL resumes them.
+pub fn is_refused(e: &fred::error::Error) -> bool {
+    refusal(e.details().as_bytes()).is_some()
+}
+
 /// True for errors that retrying cannot fix: the command or its data is
 /// wrong (`WRONGTYPE`, a script error, an unparseable reply). Everything else
 /// (connection lost, timeout, `LOADING`, `BUSY`, `OOM`, `NOPERM` until the
@@ -184,7 +199,7 @@ pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, Red
         .await;
     let _ = client.quit().await;
     if let Err(e) = slots {
-        if e.details().starts_with("NOPERM") {
+        if is_refused(&e) {
             return Err(RedisError::new(
                 endpoint,
                 fred::error::Error::new(
@@ -205,7 +220,7 @@ pub async fn connect(endpoint: &RedisEndpoint, name: &str) -> Result<Client, Red
     let clustered = build_clustered(endpoint)?;
     clustered.init().await.map_err(|e| {
         // A refused set-up command will be refused again: say so, do not wait.
-        let e = if e.details().contains("NOPERM") {
+        let e = if is_refused(&e) {
             fred::error::Error::new(fred::error::ErrorKind::Auth, e.details().to_string())
         } else {
             e
@@ -548,6 +563,21 @@ mod cluster_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_is_found_alone_or_inside_another_error() {
+        let e = |d: &str| fred::error::Error::new(fred::error::ErrorKind::Unknown, d.to_string());
+        assert!(is_refused(&e(
+            "NOPERM User ro has no permissions to run the 'multi' command"
+        )));
+        assert_eq!(
+            refusal(b"EXECABORT Transaction discarded because of: NOPERM no 'exec'"),
+            Some(&b"NOPERM no 'exec'"[..])
+        );
+        assert!(!is_refused(&e("ERR unknown command 'exec'")));
+        assert!(!is_refused(&e("Connection refused")));
+        assert_eq!(refusal(b""), None);
+    }
 
     #[test]
     fn a_redis_error_is_said_in_a_few_words() {
