@@ -141,96 +141,94 @@ fn layers(g: &Global) -> Result<Layers, ConfigError> {
     Ok(l)
 }
 
+impl Command {
+    /// True when the command logs through `tracing` (the services and the
+    /// one-shot tools); `check`, `status`, `top` and `demo` print for
+    /// people instead.
+    fn logs(&self) -> bool {
+        !matches!(
+            self,
+            Command::Demo(_) | Command::Check | Command::Status(_) | Command::Top(_)
+        )
+    }
+}
+
 fn main() -> ExitCode {
     alloc::limit_arenas();
-    let cli = Cli::parse();
-    let config = match layers(&cli.global).and_then(|l| match &cli.command {
-        Command::Demo(_) => Ok(None),
-        c => l.validate(c.needs()).map(Some),
-    }) {
-        Ok(c) => {
-            for w in c.iter().flat_map(redmirror_config::Config::warnings) {
-                eprintln!("redmirror: warning: {w}");
-            }
-            c
-        }
+    match run(Cli::parse()) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("redmirror: configuration error: {e}");
-            return ExitCode::from(2);
+            eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// 2 for what the operator must change (usage, configuration, a refusal
+/// at start), 1 for everything else.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(h) = e.downcast_ref::<redmirror_history::Error>() {
+        return h.exit_code();
+    }
+    let usage = e.downcast_ref::<ConfigError>().is_some()
+        || e.downcast_ref::<app::Refusal>().is_some()
+        || e.downcast_ref::<redmirror_console::Error>()
+            .is_some_and(redmirror_console::Error::is_usage);
+    if usage {
+        2
+    } else {
+        1
+    }
+}
+
+/// Loads and validates the configuration, then runs the command.
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = match &cli.command {
+        Command::Demo(_) => None,
+        c => Some(
+            layers(&cli.global)
+                .and_then(|l| l.validate(c.needs()))
+                .map_err(|e| anyhow::Error::new(e).context("configuration error"))?,
+        ),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("redmirror: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(async move {
-        match (cli.command, config) {
-            (Command::Demo(args), _) => demo::run(args).await,
-            (Command::Check, Some(c)) => redmirror_console::check::run(&c).await,
-            (Command::Status(args), Some(c)) => Ok(match redmirror_console::status(&c, &args).await? {
+    for w in config.iter().flat_map(redmirror_config::Config::warnings) {
+        eprintln!("redmirror: warning: {w}");
+    }
+    if let (Some(c), true) = (&config, cli.command.logs()) {
+        redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let Some(c) = config else {
+            return match cli.command {
+                Command::Demo(args) => demo::run(args).await,
+                _ => unreachable!("only demo runs without a configuration"),
+            };
+        };
+        match cli.command {
+            Command::Demo(_) => unreachable!("demo has no configuration"),
+            Command::Check => redmirror_console::check::run(&c).await,
+            Command::Status(args) => Ok(match redmirror_console::status(&c, &args).await? {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::from(1),
             }),
-            (Command::Top(args), Some(c)) => {
+            Command::Top(args) => {
                 redmirror_console::top(&c, &args).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            (Command::Reconcile(args), Some(c)) if args.once => {
-                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
-                oneshot::reconcile_once(c, args).await
-            }
-            (Command::Replay(args), Some(c)) => {
-                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
-                history::replay(c, args).await
-            }
-            (Command::Resume, Some(c)) => {
-                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
-                history::resume(c).await
-            }
-            (Command::Dlq(cmd), Some(c)) => {
-                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
-                history::dlq(c, cmd).await
-            }
-            (Command::Inspect(args), Some(c)) => {
-                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
-                history::inspect(c, args).await
-            }
-            (Command::Resync(args), Some(c)) => {
-                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
-                oneshot::resync(c, args).await
-            }
-            (cmd, Some(c)) => {
-                redmirror_telemetry::logging::init(&c.log, c.log_format == redmirror_config::LogFormat::Json);
-                let roles = match cmd {
-                    Command::Run => app::Roles::all(),
-                    Command::Capture => app::Roles::capture(),
-                    Command::Apply => app::Roles::apply(),
-                    Command::Reconcile(_) => app::Roles::reconcile(),
-                    _ => unreachable!("handled above"),
-                };
-                app::run(c, roles).await
-            }
-            (_, None) => unreachable!("validated above"),
+            Command::Reconcile(args) if args.once => oneshot::reconcile_once(c, args).await,
+            Command::Replay(args) => history::replay(c, args).await,
+            Command::Resume => history::resume(c).await,
+            Command::Dlq(cmd) => history::dlq(c, cmd).await,
+            Command::Inspect(args) => history::inspect(c, args).await,
+            Command::Resync(args) => oneshot::resync(c, args).await,
+            Command::Run => app::run(c, app::Roles::all()).await,
+            Command::Capture => app::run(c, app::Roles::capture()).await,
+            Command::Apply => app::run(c, app::Roles::apply()).await,
+            Command::Reconcile(_) => app::run(c, app::Roles::reconcile()).await,
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e)
-            if e.downcast_ref::<app::Refusal>().is_some()
-                || e.downcast_ref::<redmirror_console::Error>()
-                    .is_some_and(redmirror_console::Error::is_usage)
-                || e.downcast_ref::<redmirror_history::Error>()
-                    .is_some_and(|h| h.exit_code() == 2) =>
-        {
-            eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
-            ExitCode::from(1)
-        }
-    }
+    })
 }
