@@ -21,8 +21,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use redmirror_core::backoff::Backoff;
 use redmirror_core::failpoint::{self, Failpoint};
 use redmirror_kafka::{DeadLetter, Kafka, Publisher};
-use redmirror_redis::hold::{Hold, HoldWatch};
-use redmirror_redis::members;
+use redmirror_state::hold::{Hold, HoldWatch};
+use redmirror_state::members;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::metrics::ApplyOutcome;
 use redmirror_telemetry::wait::pause;
@@ -101,7 +101,7 @@ fn item(m: &BorrowedMessage<'_>) -> Item {
 /// are finished (for at most [`DRAIN_AT_SHUTDOWN`]) and offsets are
 /// committed synchronously.
 ///
-/// While the mirror is held (a rewind, see [`redmirror_redis::hold`]) apply
+/// While the mirror is held (a rewind, see [`redmirror_state::hold`]) apply
 /// writes nothing: it finishes the batches in flight, commits, leaves the
 /// consumer group, says so on the destination (the rewind waits for that),
 /// and joins again from its committed offsets once the hold ends.
@@ -154,7 +154,7 @@ pub async fn run(
             while let Some(h) = hold.current() {
                 acknowledge_hold(writer.engine.client(), &opts, &member, Some(h)).await;
                 tracing::info!(
-                    at = %redmirror_redis::hold::rfc3339(h.at_us),
+                    at = %redmirror_state::hold::rfc3339(h.at_us),
                     "Apply holds: the mirror is held by a rewind; nothing is written until `redmirror resume`."
                 );
                 tokio::select! {

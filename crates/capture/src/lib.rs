@@ -155,8 +155,8 @@ pub enum Gap {
 
 impl Gap {
     /// What the gap covers: a cluster master's slots, or everything.
-    pub fn scope(&self) -> redmirror_redis::signal::GapScope {
-        use redmirror_redis::signal::GapScope;
+    pub fn scope(&self) -> redmirror_state::signal::GapScope {
+        use redmirror_state::signal::GapScope;
         match self {
             Gap::Topology(slots) | Gap::Slots { slots, .. } => GapScope::Slots(slots.clone()),
             _ => GapScope::Whole,

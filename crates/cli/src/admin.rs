@@ -11,9 +11,9 @@ use redmirror_config::Config;
 use redmirror_kafka::Publisher;
 use redmirror_reconcile::Trigger;
 use redmirror_redis::epoch::SourceEpoch;
-use redmirror_redis::hold::{Hold, HoldWatch};
-use redmirror_redis::lease::Lease;
 use redmirror_redis::source::SourceReader;
+use redmirror_state::hold::{Hold, HoldWatch};
+use redmirror_state::lease::Lease;
 use redmirror_telemetry::http::{unavailable, Admin, AdminError, AdminResult};
 use redmirror_telemetry::requests::Ticket;
 use redmirror_telemetry::Health;
@@ -218,7 +218,7 @@ impl Admin for ProcessAdmin {
         };
         let key = self.config.keys.hold_key();
         Box::pin(async move {
-            redmirror_redis::hold::resume(&dest, &key)
+            redmirror_state::hold::resume(&dest, &key)
                 .await
                 .map_err(|e| AdminError::failed(e.to_string()))
         })

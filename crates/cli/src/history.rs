@@ -8,7 +8,7 @@ use redmirror_apply::ApplyEngine;
 use redmirror_config::Config;
 use redmirror_history::replay::{self, ReplayOptions};
 use redmirror_history::{reader, rewind, Start, TopicReader};
-use redmirror_redis::hold;
+use redmirror_state::hold;
 
 /// Where to start reading.
 #[derive(Debug, Args, Clone)]
@@ -215,7 +215,7 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
 /// `redmirror resume`: ends the hold a rewind left.
 pub async fn resume(config: Config) -> anyhow::Result<ExitCode> {
     let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
-    let r = redmirror_redis::hold::resume(&dest, &config.keys.hold_key())
+    let r = redmirror_state::hold::resume(&dest, &config.keys.hold_key())
         .await
         .context("ending the hold on the destination")?;
     if r.resumed {

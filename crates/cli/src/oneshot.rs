@@ -11,7 +11,7 @@ use redmirror_config::Config;
 use redmirror_core::LeaseName;
 use redmirror_kafka::Publisher;
 use redmirror_reconcile::{Reconciler, Report};
-use redmirror_redis::lease::Lease;
+use redmirror_state::lease::Lease;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
@@ -44,7 +44,7 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
         return Ok(ExitCode::from(2));
     }
     if !args.dry_run {
-        if let Some(h) = redmirror_redis::hold::read(&dest, &config.keys.hold_key()).await? {
+        if let Some(h) = redmirror_state::hold::read(&dest, &config.keys.hold_key()).await? {
             anyhow::bail!("{}", redmirror_reconcile::service::held_message(&h));
         }
     }

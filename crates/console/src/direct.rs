@@ -10,7 +10,7 @@ use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::prelude::Client;
 use redmirror_config::Config;
 use redmirror_core::LeaseName;
-use redmirror_redis::hold::Hold;
+use redmirror_state::hold::Hold;
 
 use crate::offsets::Offsets;
 
@@ -111,13 +111,13 @@ async fn dest_state(config: &Config, c: &Client) -> Result<DestState, DestError>
         }
         let epoch: Option<String> = c.hget(keys.source_epoch_key(), "epoch").await?;
         let gaps: Option<String> = c.get(keys.gap_key()).await?;
-        let hold = match redmirror_redis::hold::read(c, &keys.hold_key()).await {
+        let hold = match redmirror_state::hold::read(c, &keys.hold_key()).await {
             Ok(h) => Ok(h),
-            Err(redmirror_redis::hold::HoldError::Redis(e)) => return Err(e),
+            Err(redmirror_state::hold::HoldError::Redis(e)) => return Err(e),
             Err(e) => Err(e.to_string()),
         };
         let report = redmirror_reconcile::service::stored_report(c, &keys.report_key()).await;
-        let apply = redmirror_redis::members::live_members(c, &keys.apply_members_key()).await?;
+        let apply = redmirror_state::members::live_members(c, &keys.apply_members_key()).await?;
         Ok::<_, fred::error::Error>(DestState {
             leases,
             epoch: epoch.and_then(|e| e.parse().ok()),

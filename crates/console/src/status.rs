@@ -465,8 +465,8 @@ impl Status {
                 match &st.hold {
                     Ok(h) => {
                         s.held = Some(h.is_some());
-                        s.held_at = h.map(|h| redmirror_redis::hold::rfc3339(h.at_us));
-                        s.held_since = h.map(|h| redmirror_redis::hold::rfc3339(h.since_us));
+                        s.held_at = h.map(|h| redmirror_state::hold::rfc3339(h.at_us));
+                        s.held_since = h.map(|h| redmirror_state::hold::rfc3339(h.since_us));
                     }
                     Err(e) => s.problem(format!("the hold cannot be read: {e}")),
                 }

@@ -356,8 +356,8 @@ fn direct_frame(title: &str, before: &Direct, after: &Direct, dt: f64, now: Syst
             let hold = match &d.hold {
                 Ok(Some(h)) => format!(
                     "HELD at {} since {}",
-                    redmirror_redis::hold::rfc3339(h.at_us),
-                    redmirror_redis::hold::rfc3339(h.since_us)
+                    redmirror_state::hold::rfc3339(h.at_us),
+                    redmirror_state::hold::rfc3339(h.since_us)
                 ),
                 Ok(None) => "not held".into(),
                 Err(e) => format!("unreadable ({e})"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fred::prelude::Client;
 use redmirror_core::KeyLayout;
-use redmirror_redis::hold::{self, Hold};
+use redmirror_state::hold::{self, Hold};
 
 use crate::Error;
 
@@ -43,7 +43,7 @@ pub async fn begin(dest: &Client, keys: &KeyLayout, at_us: i64, timeout: Duratio
     let deadline = tokio::time::Instant::now() + timeout;
     let (members, acks) = (keys.apply_members_key(), keys.hold_acks_key());
     loop {
-        let waiting = redmirror_redis::members::not_yet_held(dest, &members, &acks, h.since_us).await?;
+        let waiting = redmirror_state::members::not_yet_held(dest, &members, &acks, h.since_us).await?;
         if waiting.is_empty() {
             return Ok(h);
         }

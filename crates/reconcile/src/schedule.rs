@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use redmirror_core::backoff::Backoff;
-use redmirror_redis::signal::GapScope;
+use redmirror_state::signal::GapScope;
 
 /// First retry of a failed pass.
 const RETRY_FIRST: Duration = Duration::from_secs(5);

@@ -8,15 +8,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use redmirror_redis::hold::{Hold, HoldWatch};
+use redmirror_state::hold::{Hold, HoldWatch};
 
 use crate::pass::{PassOptions, Reconciler};
 use crate::prune::{prune_watermarks, DEFAULT_DELETE_RETENTION_MS};
 use crate::schedule::{Ended, Schedule};
 use crate::Report;
-use redmirror_redis::lease::{run_while_leased, Lease, LeasedRole};
-use redmirror_redis::signal::GapScope;
-use redmirror_redis::signal::GapSignal;
+use redmirror_state::lease::{run_while_leased, Lease, LeasedRole};
+use redmirror_state::signal::GapScope;
+use redmirror_state::signal::GapSignal;
 
 /// How often the gap and request counters on the destination are read.
 const SIGNAL_POLL: Duration = Duration::from_millis(500);
@@ -342,8 +342,8 @@ pub fn held_message(hold: &Hold) -> String {
     format!(
         "the mirror is held at {} by a rewind (since {}): reconcile repairs nothing until `redmirror resume` \
          (or POST /v1/resume); `reconcile --once --dry-run` still reports the drift",
-        redmirror_redis::hold::rfc3339(hold.at_us),
-        redmirror_redis::hold::rfc3339(hold.since_us)
+        redmirror_state::hold::rfc3339(hold.at_us),
+        redmirror_state::hold::rfc3339(hold.since_us)
     )
 }
 

@@ -19,15 +19,12 @@
 //! - [`access`]: the source user's permissions, checked at start.
 //! - [`epoch`]: the source epoch, which orders events across a failover,
 //!   a restart or a clock step back.
-//! - [`lease`]: a named lease (`SET NX PX`, renewed by compare-and-expire,
-//!   released by compare-and-delete) so at most one instance runs a role.
-//! - [`members`]: apply instances announcing themselves on the destination,
-//!   and which hold each one stopped writing for.
 //! - [`routed`]: bulk reads routed to the master owning each key on a
 //!   cluster (one connection set on a standalone server).
-//! - [`signal`]: counters one process bumps and another watches (capture
-//!   gaps, pass requests).
 //! - [`value`]: turning fred values into bytes.
+//!
+//! The mirror's own bookkeeping on the destination (leases, the hold,
+//! apply members, signals) is `redmirror_state`'s.
 
 use std::time::Duration;
 
@@ -38,14 +35,9 @@ pub mod access;
 pub mod bulk;
 pub mod cluster;
 pub mod epoch;
-pub mod hold;
-pub mod lease;
-mod lease_script;
 pub mod liveness;
-pub mod members;
 pub mod routed;
 pub mod script;
-pub mod signal;
 pub mod source;
 pub mod value;
 

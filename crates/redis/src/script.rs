@@ -7,9 +7,9 @@
 //!   key (`TYPE`, then the marker). Not a script itself: `apply.lua`
 //!   (`redmirror_write`) and `dest_read.lua` (`redmirror_reconcile`) start
 //!   with it, composed with `concat!`, so the guard is written once;
-//! - `lease_renew.lua`, `lease_release.lua` ([`crate::lease`]);
+//! - `lease_renew.lua`, `lease_release.lua` (`redmirror_state::lease`);
 //! - `epoch_sync.lua` ([`crate::epoch`]);
-//! - `gap_take.lua` ([`crate::signal`]);
+//! - `gap_take.lua` (`redmirror_state::signal`);
 //! - `prune.lua` (`redmirror_reconcile::prune`).
 //!
 //! No script writes the marker value: it comes from

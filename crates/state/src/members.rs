@@ -18,7 +18,7 @@ use fred::types::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::hold::Hold;
-use crate::Script;
+use redmirror_redis::Script;
 
 /// Announces `ARGV[1]` in `KEYS[1]` at the destination's time and forgets
 /// members older than `ARGV[2]` ms; replies that time (ms).
@@ -154,7 +154,9 @@ mod tests {
             url: server.url(),
             tls: TlsFiles::default(),
         };
-        let client = crate::connect(&endpoint, "destination").await.expect("connect");
+        let client = redmirror_redis::connect(&endpoint, "destination")
+            .await
+            .expect("connect");
         let key = "redmirror:apply:members";
         let (secs, micros): (i64, i64) = {
             let t: Vec<String> = client

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use crate::Script;
+use redmirror_redis::Script;
 
 /// A counter on the destination: bumped by [`GapSignal::signal`], watched
 /// with [`GapSignal::current`].
@@ -72,7 +72,7 @@ impl GapSignal {
             .await
             .map(|v| {
                 // HGETALL's field/value pairs: the fields are the members.
-                crate::value::pairs(v)
+                redmirror_redis::value::pairs(v)
                     .into_iter()
                     .map(|(f, _)| String::from_utf8_lossy(&f).into_owned())
                     .collect::<Vec<_>>()

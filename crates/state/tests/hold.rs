@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use redmirror_config::{RedisEndpoint, TlsFiles};
-use redmirror_redis::hold::{self, Hold, HoldWatch};
+use redmirror_state::hold::{self, Hold, HoldWatch};
 use redmirror_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use redmirror_core::{KeyLayout, LeaseName};
 
 use crate::lease_script::{self, Held, LeaseArgs, RELEASE, RENEW};
-use crate::Script;
 use fred::prelude::*;
 use fred::types::Value;
+use redmirror_redis::Script;
 use tokio_util::sync::CancellationToken;
 
 /// A named lease: `SET key holder NX PX ttl`; renewed while held.
@@ -281,7 +281,9 @@ mod tests {
             url: server.url(),
             tls: TlsFiles::default(),
         };
-        let client = crate::connect(&endpoint, "destination").await.expect("connect");
+        let client = redmirror_redis::connect(&endpoint, "destination")
+            .await
+            .expect("connect");
         let ttl = Duration::from_millis(1500);
         let lease = Lease::new(client, LeaseName::Capture, &KeyLayout::default(), ttl);
         assert!(lease.try_acquire().await.unwrap());

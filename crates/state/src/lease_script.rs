@@ -12,7 +12,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::Value;
 
-use crate::Script;
+use redmirror_redis::Script;
 
 /// Extends the lease while this holder holds it.
 pub(crate) const RENEW: &str = include_str!("lease_renew.lua");
