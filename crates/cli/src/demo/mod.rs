@@ -14,8 +14,10 @@ use clap::Args;
 use redmirror_config::settings::{DEST_URL, KAFKA_BROKERS, SOURCE_URL};
 use redmirror_config::Layers;
 use redmirror_console::demo::{self as console, Counts, DemoScreen, FlowRow, Hash};
-use redmirror_testkit::flows::{hgetall, hset};
-use redmirror_testkit::{RedisOptions, RedisServer};
+
+mod local;
+
+use local::{demo_dir, LocalRedis};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -27,7 +29,7 @@ pub struct DemoArgs {
 /// One scripted step: what it does (narrated) and the writes.
 struct Step {
     says: &'static str,
-    write: fn(&mut redis::Connection),
+    write: fn(&mut redis::Connection) -> redis::RedisResult<()>,
 }
 
 /// The flows the view always lists (more appear as they are written).
@@ -42,12 +44,27 @@ fn redis_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn cmd(c: &mut redis::Connection, args: &[&str]) {
+fn cmd(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<()> {
     let mut command = redis::cmd(args[0]);
     for a in &args[1..] {
         command.arg(*a);
     }
-    let _: redis::RedisResult<redis::Value> = command.query(c);
+    command.query::<redis::Value>(c).map(drop)
+}
+
+/// `HSET key f v ...`.
+fn hset(c: &mut redis::Connection, key: &[u8], fields: &[(&[u8], &[u8])]) -> redis::RedisResult<()> {
+    let mut command = redis::cmd("HSET");
+    command.arg(key);
+    for (f, v) in fields {
+        command.arg(*f).arg(*v);
+    }
+    command.query::<i64>(c).map(drop)
+}
+
+/// `HGETALL key` (empty when absent or unreadable: the view shows what it can).
+fn hgetall(c: &mut redis::Connection, key: &[u8]) -> Hash {
+    redis::cmd("HGETALL").arg(key).query(c).unwrap_or_default()
 }
 
 fn steps() -> Vec<Step> {
@@ -63,13 +80,13 @@ fn steps() -> Vec<Step> {
                         (b"clerkOrganizationId", b"org_acme"),
                         (b"flowConfigHistory", b"[v1,v2]"),
                     ],
-                );
+                )?;
                 hset(
                     s,
                     b"client:flow-2",
                     &[(b"name", b"Signup"), (b"clerkOrganizationId", b"org_acme")],
-                );
-                cmd(s, &["HSET", "clients", "flow-1", "1", "flow-2", "1"]);
+                )?;
+                cmd(s, &["HSET", "clients", "flow-1", "1", "flow-2", "1"])
             },
         },
         Step {
@@ -87,7 +104,7 @@ fn steps() -> Vec<Step> {
                     s,
                     b"client:demo-1",
                     &[(b"name", b"Hello demo"), (b"clerkOrganizationId", b"org_hello")],
-                );
+                )
             },
         },
         Step {
@@ -97,25 +114,18 @@ fn steps() -> Vec<Step> {
         Step {
             says: "create flow-4 with a 2-second expiry (EXPIRE): its copy goes when it expires",
             write: |s| {
-                hset(s, b"client:flow-4", &[(b"name", b"Short-lived")]);
-                cmd(s, &["EXPIRE", "client:flow-4", "2"]);
+                hset(s, b"client:flow-4", &[(b"name", b"Short-lived")])?;
+                cmd(s, &["EXPIRE", "client:flow-4", "2"])
             },
         },
         Step {
             says: "create flow-5, then delete it (DEL): the copy is removed",
             write: |s| {
-                hset(s, b"client:flow-5", &[(b"name", b"Mistake")]);
-                cmd(s, &["DEL", "client:flow-5"]);
+                hset(s, b"client:flow-5", &[(b"name", b"Mistake")])?;
+                cmd(s, &["DEL", "client:flow-5"])
             },
         },
     ]
-}
-
-/// Where the demo keeps its log (kept after it stops).
-fn demo_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("redmirror-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -129,8 +139,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = demo_dir()?;
     let log = dir.join("redmirror.log");
     redmirror_telemetry::logging::init_file("info", &log)?;
-    let source = RedisServer::start_with(RedisOptions::with_notifications());
-    let dest = RedisServer::start_with(RedisOptions::default());
+    let source = LocalRedis::start(&dir, "source", Some("KEA"))?;
+    let dest = LocalRedis::start(&dir, "destination", None)?;
     let env = vec![
         ("REDMIRROR_SOURCE_URL".to_string(), source.url()),
         ("REDMIRROR_DEST_URL".to_string(), dest.url()),
@@ -144,12 +154,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let metrics = redmirror_telemetry::metrics::install();
 
     // A native staging flow the mirror must never touch.
-    let mut d = dest.conn();
+    let mut d = dest.conn()?;
     hset(
         &mut d,
         b"client:native-1",
         &[(b"name", b"staging-only flow"), (b"owner", b"qa-team")],
-    );
+    )?;
     let native_before = hgetall(&mut d, b"client:native-1");
 
     let mut screen = DemoScreen {
@@ -166,7 +176,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let terminal = std::io::stdout().is_terminal();
     let mut out = console::Output::new(terminal);
-    let mut s = source.conn();
+    let mut s = source.conn()?;
     let steps = steps();
     let stop_at = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut next_step = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -182,7 +192,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         if step < steps.len() && tokio::time::Instant::now() >= next_step {
             let st = &steps[step];
-            (st.write)(&mut s);
+            (st.write)(&mut s)
+                .map_err(|e| anyhow::anyhow!("the demo's step {} failed on the source: {e}", step + 1))?;
             screen.narration.push(format!("{}. {}", step + 1, st.says));
             step += 1;
             next_step = tokio::time::Instant::now() + Duration::from_millis(1500);
