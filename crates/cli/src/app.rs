@@ -170,7 +170,7 @@ impl Running {
 pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBroker>)> {
     let brokers = config
         .kafka_brokers
-        .as_deref()
+        .as_ref()
         .context("REDMIRROR_KAFKA_BROKERS is not set")?;
     redmirror_kafka::topics::connect(config, brokers)
         .await

@@ -27,6 +27,35 @@ pub const ENV_PREFIX: &str = "REDMIRROR_";
 /// The value of `REDMIRROR_KAFKA_BROKERS` that starts the in-process broker.
 pub const EMBEDDED_BROKER: &str = "embedded";
 
+/// Where Kafka is (`REDMIRROR_KAFKA_BROKERS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Brokers {
+    /// The in-process broker ([`EMBEDDED_BROKER`]): demos and development
+    /// only; nothing outside the process can reach it.
+    Embedded,
+    /// Bootstrap servers, `host:port,host:port`.
+    Bootstrap(String),
+}
+
+impl Brokers {
+    /// The setting's value, trimmed: [`EMBEDDED_BROKER`] or a server list.
+    pub fn parse(value: &str) -> Brokers {
+        match value.trim() {
+            EMBEDDED_BROKER => Brokers::Embedded,
+            list => Brokers::Bootstrap(list.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Brokers::Embedded => f.write_str(EMBEDDED_BROKER),
+            Brokers::Bootstrap(list) => f.write_str(list),
+        }
+    }
+}
+
 /// A configuration error. Display names the setting and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -287,8 +316,8 @@ pub struct Config {
     pub source: Option<RedisEndpoint>,
     /// Destination Redis (staging).
     pub dest: Option<RedisEndpoint>,
-    /// Bootstrap servers, or `embedded`.
-    pub kafka_brokers: Option<String>,
+    /// Where Kafka is. `None` when the command does not need it.
+    pub kafka_brokers: Option<Brokers>,
     /// Extra librdkafka properties (secrets inside: never log values).
     pub kafka_properties: BTreeMap<String, String>,
     /// Change topic.
@@ -341,7 +370,7 @@ pub struct Config {
 impl Config {
     /// True when the embedded (in-process) broker is configured.
     pub fn embedded_broker(&self) -> bool {
-        self.kafka_brokers.as_deref() == Some(EMBEDDED_BROKER)
+        self.kafka_brokers == Some(Brokers::Embedded)
     }
 
     /// Settings that are valid but probably not what was meant, one line
@@ -582,7 +611,7 @@ impl Validator<'_> {
             need(&DEST_URL),
         )?;
         let kafka_brokers = match self.raw(&KAFKA_BROKERS) {
-            Some(b) => Some(b.trim().to_string()),
+            Some(b) => Some(Brokers::parse(b)),
             None if need(&KAFKA_BROKERS) => return Err(Self::missing(&KAFKA_BROKERS)),
             None => None,
         };

@@ -112,9 +112,9 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             Err(e) => r.error("servers", e),
         }
     }
-    match config.kafka_brokers.as_deref() {
+    match config.kafka_brokers.as_ref() {
         None => r.fail("kafka", "not configured (REDMIRROR_KAFKA_BROKERS)"),
-        Some(redmirror_config::EMBEDDED_BROKER) => {
+        Some(redmirror_config::Brokers::Embedded) => {
             r.warn(
                 "kafka",
                 "embedded in-process broker: for demos and development only; it keeps little history \
@@ -126,7 +126,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 Err(e) => r.refuse("record size", e),
             }
         }
-        Some(brokers) => {
+        Some(redmirror_config::Brokers::Bootstrap(brokers)) => {
             let kafka = redmirror_kafka::Kafka::new(brokers, config.kafka_properties.clone());
             for topic in [config.topic.clone(), config.dlq_topic()] {
                 let k = kafka.clone();

@@ -76,7 +76,11 @@ pub async fn connect(config: &Config) -> Result<Client, DestError> {
 pub async fn look(config: &Config, dest: Option<Client>) -> (Direct, Option<Client>) {
     let kafka = {
         let k = redmirror_kafka::Kafka::new(
-            config.kafka_brokers.clone().unwrap_or_default(),
+            config
+                .kafka_brokers
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             config.kafka_properties.clone(),
         );
         let (topic, dlq, group) = (config.topic.clone(), config.dlq_topic(), config.group_id.clone());

@@ -435,7 +435,11 @@ impl Status {
     /// The status read straight from Kafka and the destination.
     pub fn of_direct(config: &Config, d: &Direct, t: Thresholds) -> Status {
         let dest_url = config.dest.as_ref().map(|d| d.redacted()).unwrap_or_default();
-        let brokers = config.kafka_brokers.clone().unwrap_or_default();
+        let brokers = config
+            .kafka_brokers
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let mut s = Status::new(Origin::Direct {
             destination: dest_url.clone(),
             kafka: brokers.clone(),
@@ -867,10 +871,9 @@ pub async fn run(config: &Config, url: Option<&str>, json: bool, t: Thresholds) 
 /// configured one) when Kafka is configured here and is not the embedded
 /// broker: `(topic, count)`; `None` when it cannot be read from here.
 async fn dlq_count(config: &Config, topic: Option<String>) -> Option<(String, Result<Option<u64>, String>)> {
-    let brokers = config.kafka_brokers.clone()?;
-    if config.embedded_broker() {
+    let Some(redmirror_config::Brokers::Bootstrap(brokers)) = config.kafka_brokers.clone() else {
         return None;
-    }
+    };
     let topic = topic.unwrap_or_else(|| config.dlq_topic());
     let kafka = redmirror_kafka::Kafka::new(brokers, config.kafka_properties.clone());
     let t = topic.clone();

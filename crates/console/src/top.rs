@@ -64,7 +64,11 @@ impl Source {
             Source::Direct { config, .. } => format!(
                 "destination {}, Kafka {} (topic {}, group {})",
                 config.dest.as_ref().map(|d| d.redacted()).unwrap_or_default(),
-                config.kafka_brokers.as_deref().unwrap_or_default(),
+                config
+                    .kafka_brokers
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 config.topic,
                 config.group_id
             ),

@@ -280,16 +280,21 @@ pub async fn record_limit(kafka: &Kafka, topic: &str) -> Result<RecordLimit, Err
 /// brokers, with the change and dead-letter topics created if missing.
 pub async fn connect(
     config: &redmirror_config::Config,
-    brokers: &str,
+    brokers: &redmirror_config::Brokers,
 ) -> Result<(Kafka, Option<crate::EmbeddedBroker>), Error> {
-    if config.embedded_broker() {
-        let broker =
-            crate::EmbeddedBroker::start(&[(config.topic.clone(), config.topic_partitions), (config.dlq_topic(), 1)])?;
-        let mut kafka = Kafka::new(broker.bootstrap(), config.kafka_properties.clone());
-        kafka.embedded = true;
-        return Ok((kafka, Some(broker)));
-    }
-    let kafka = Kafka::new(brokers.to_string(), config.kafka_properties.clone());
+    let list = match brokers {
+        redmirror_config::Brokers::Embedded => {
+            let broker = crate::EmbeddedBroker::start(&[
+                (config.topic.clone(), config.topic_partitions),
+                (config.dlq_topic(), 1),
+            ])?;
+            let mut kafka = Kafka::new(broker.bootstrap(), config.kafka_properties.clone());
+            kafka.embedded = true;
+            return Ok((kafka, Some(broker)));
+        }
+        redmirror_config::Brokers::Bootstrap(list) => list,
+    };
+    let kafka = Kafka::new(list.clone(), config.kafka_properties.clone());
     ensure(
         &kafka,
         &config.topic,
