@@ -314,39 +314,41 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     // The destination's heartbeat also drives its readiness: an idle
     // process has no write to fail. The source's readiness is capture's
     // (its subscription and notification checks).
+    let mut p = Wiring {
+        config: &config,
+        health: &health,
+        shutdown: &shutdown,
+        tasks: &mut tasks,
+    };
     if let Some(client) = &source {
-        let (c, s) = (client.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = s.cancelled() => {}
-                _ = redmirror_redis::heartbeat(c) => {}
-            }
-        });
+        p.heartbeat("source heartbeat", client.clone());
     }
     if let Some(client) = &dest {
-        let (c, s, h) = (client.clone(), shutdown.clone(), health.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = s.cancelled() => {}
-                _ = redmirror_redis::watch(c, h, Component::Destination, "The destination (REDMIRROR_DEST_URL)") => {}
-            }
+        let (c, h) = (client.clone(), health.clone());
+        p.spawn("destination heartbeat", async move {
+            redmirror_redis::watch(c, h, Component::Destination, "The destination (REDMIRROR_DEST_URL)").await;
+            Ok(())
         });
     }
-    let publisher = if roles.capture || roles.reconcile {
-        Some(Publisher::new(&kafka, &config.topic)?)
-    } else {
-        None
-    };
-    let epoch = if roles.capture || roles.reconcile {
-        let epoch = source_epoch(&config, dest.as_ref()).await?;
-        let (e, s) = (epoch.clone(), shutdown.clone());
-        tasks.spawn(role("source epoch sync", shutdown.clone(), async move {
-            e.keep_synced(s).await;
-            Ok(())
-        }));
-        Some(epoch)
-    } else {
-        None
+    // What capture and reconcile share: the source, the producer, the epoch.
+    let reads = match (&source, roles.capture || roles.reconcile) {
+        (Some(client), true) => {
+            let publisher = Publisher::new(&kafka, &config.topic)?;
+            let epoch = source_epoch(&config, dest.as_ref()).await?;
+            let e = epoch.clone();
+            let s = shutdown.clone();
+            p.spawn("source epoch sync", async move {
+                e.keep_synced(s).await;
+                Ok(())
+            });
+            Some(Reads {
+                source: client.clone(),
+                publisher,
+                epoch,
+            })
+        }
+        (None, true) => anyhow::bail!("REDMIRROR_SOURCE_URL is not set"),
+        (_, false) => None,
     };
     // The hold (a rewind) is known before any role starts; it sets redmirror_held.
     let hold = match &dest {
@@ -356,154 +358,38 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         },
         None => None,
     };
-    let gap_signal = dest.as_ref().map(|d| GapSignal::new(d.clone(), config.keys.gap_key()));
+    let coordination = dest.clone().zip(hold.clone());
     let mut leases = Vec::new();
     let last_report = Arc::new(Mutex::new(None));
     let mut reconcile_tx = None;
-
     if roles.capture {
-        let opts = CaptureOptions {
-            source: config.source.clone().context("REDMIRROR_SOURCE_URL is not set")?,
-            keys: config.keys.clone(),
-            rules: config.rules.clone(),
-            batch: config.capture_batch,
-            pending_max: config.capture_pending_max,
-            configure_notifications: config.configure_notifications,
-            shutdown_timeout: config.shutdown_timeout,
-            epoch: epoch.clone().expect("source epoch"),
-        };
-        // Refuse at start when the classes are missing (or the setting may
-        // not be read); a source that went away meanwhile is waited for.
-        let client = source.clone().expect("source client");
-        let checked =
-            redmirror_capture::notify::ensure_at_start(&client, &opts.source, opts.configure_notifications).await?;
-        checked.map_err(|e| Refusal(e.to_string()))?;
-        let lease = dest
-            .as_ref()
-            .map(|d| Lease::new(d.clone(), LeaseName::Capture, &config.keys, config.lease_ttl));
-        if lease.is_none() {
-            tracing::warn!(
-                "REDMIRROR_DEST_URL is not set for capture: no capture lease (run one capture only) and gaps \
-                 cannot reach a reconciler in another process"
-            );
-        }
-        leases.extend(lease.clone());
-        let (p, h, s, g) = (
-            publisher.clone().expect("capture publisher"),
-            health.clone(),
-            shutdown.clone(),
-            gap_signal.clone(),
-        );
-        let progress = dest.as_ref().map(|d| redmirror_capture::ProgressReport {
-            client: d.clone(),
-            key: config.keys.capture_progress_key(),
-        });
-        tasks.spawn(role("capture", shutdown.clone(), async move {
-            let leased = redmirror_capture::role::Leased {
-                opts,
-                publisher: p,
-                health: h,
-                lease,
-                gaps: g,
-                progress,
-            };
-            Ok(leased.run(s).await?)
-        }));
+        let reads = reads.as_ref().context("capture needs the source")?;
+        leases.extend(p.start_capture(reads, dest.as_ref()).await?);
     }
-
     let throttle = redmirror_apply::engine::Throttle::new(config.apply_max_rate);
     if roles.apply {
-        // Apply writes on a connection of its own: its pipelines (a
-        // backlog's batches, over a slow link) never hold back the lease
-        // renewals, progress reports and gap signals queued on the shared
-        // one, which would otherwise stop capture and the reconciler once a
-        // renewal waited out the lease's TTL behind them.
-        let endpoint = config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?;
-        let writes = connect_when_up(&health, Component::Destination, endpoint).await?;
-        let (c, s) = (writes.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = s.cancelled() => {}
-                _ = redmirror_redis::heartbeat(c) => {}
-            }
-        });
-        let engine =
-            ApplyEngine::new(writes, config.keys.clone(), config.rules.clone()).with_throttle(throttle.clone());
-        let opts = ApplyOptions {
-            topic: config.topic.clone(),
-            dlq_topic: config.dlq_topic(),
-            group_id: config.group_id.clone(),
-            batch: config.apply_batch,
-            hold_acks_key: config.keys.hold_acks_key(),
-            members_key: config.keys.apply_members_key(),
-        };
-        let (k, h, s, l) = (kafka.clone(), health.clone(), shutdown.clone(), lag.clone());
-        let held = hold.clone().expect("destination connected");
-        tasks.spawn(role("apply", shutdown.clone(), async move {
-            Ok(redmirror_apply::run(engine, &k, opts, held, l, h, s).await?)
-        }));
-        let (k, g, t, l, h, s) = (
-            kafka.clone(),
-            config.group_id.clone(),
-            config.topic.clone(),
-            lag.clone(),
-            health.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(role("apply lag tracking", shutdown.clone(), async move {
-            redmirror_apply::lag::track(k, g, t, Duration::from_secs(5), l, h, s).await;
-            Ok(())
-        }));
+        let (_, held) = coordination.clone().context("REDMIRROR_DEST_URL is not set")?;
+        p.start_apply(&kafka, held, lag.clone(), throttle.clone()).await?;
     }
-
     if roles.reconcile {
-        let (src, dst) = (
-            source.clone().context("REDMIRROR_SOURCE_URL is not set")?,
-            dest.clone().context("REDMIRROR_DEST_URL is not set")?,
-        );
-        let reconciler = Reconciler::new(
-            src,
-            dst.clone(),
-            bulk_sides(&config)?,
-            source_reader(&config, epoch.as_ref().expect("source epoch"), false)?,
-            publisher.clone().expect("reconcile publisher"),
-            kafka.clone(),
-            config.group_id.clone(),
-            config.keys.clone(),
-            config.rules.clone(),
-        );
-        let lease = Lease::new(dst, LeaseName::Reconcile, &config.keys, config.lease_ttl);
-        leases.push(lease.clone());
-        let service = Service {
-            reconciler,
-            lease,
-            opts: pass_options(&config, false),
-            interval: config.reconcile_interval,
-            gaps: gap_signal.clone().expect("destination connected"),
-            requests: GapSignal::new(
-                dest.clone().expect("destination connected"),
-                config.keys.reconcile_request_key(),
-            ),
-            report_key: config.keys.report_key(),
-            last: last_report.clone(),
-            hold: hold.clone().expect("destination connected"),
-        };
-        let (tx, rx) = mpsc::channel(16);
+        let reads = reads.as_ref().context("reconcile needs the source")?;
+        let (dst, held) = coordination.clone().context("REDMIRROR_DEST_URL is not set")?;
+        let (lease, tx) = p.start_reconcile(&kafka, reads, dst, held, last_report.clone())?;
+        leases.push(lease);
         reconcile_tx = Some(tx);
-        let s = shutdown.clone();
-        tasks.spawn(role("reconcile", shutdown.clone(), async move {
-            service.run(rx, s).await;
-            Ok(())
-        }));
     }
+    let (epoch, publisher) = match reads {
+        Some(r) => (Some(r.epoch), Some(r.publisher)),
+        None => (None, None),
+    };
 
     let process_admin = crate::admin::ProcessAdmin {
         role: roles.name(),
         health: health.clone(),
         lag,
         resync_reader: match &epoch {
-            Some(e) if source.is_some() => Some(Arc::new(source_reader(&config, e, false)?)),
-            _ => None,
+            Some(e) => Some(Arc::new(source_reader(&config, e, false)?)),
+            None => None,
         },
         epoch,
         publisher,
@@ -525,6 +411,188 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         timeout: config.shutdown_timeout,
         _broker: broker,
     })
+}
+
+/// What capture and reconcile share: the source, the producer and the
+/// source epoch their reads are ordered in.
+struct Reads {
+    source: fred::prelude::Client,
+    publisher: Publisher,
+    epoch: SourceEpoch,
+}
+
+/// What every role's start needs from the process: its settings, its
+/// readiness, its stop signal, and the set of tasks a stop waits for.
+struct Wiring<'a> {
+    config: &'a Config,
+    health: &'a Health,
+    shutdown: &'a CancellationToken,
+    tasks: &'a mut JoinSet<anyhow::Result<()>>,
+}
+
+impl Wiring<'_> {
+    /// Runs `work` as the task `name`, until shutdown; its end before that
+    /// is a failure of the process ([`role`]).
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        work: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        let s = self.shutdown.clone();
+        self.tasks.spawn(role(name, self.shutdown.clone(), async move {
+            tokio::select! {
+                _ = s.cancelled() => Ok(()),
+                r = work => r,
+            }
+        }));
+    }
+
+    /// Pings `client`'s idle connection until shutdown (see
+    /// [`redmirror_redis::heartbeat`]).
+    fn heartbeat(&mut self, name: &'static str, client: fred::prelude::Client) {
+        self.spawn(name, async move {
+            redmirror_redis::heartbeat(client).await;
+            Ok(())
+        });
+    }
+
+    /// Starts capture (under its lease when there is a destination, which
+    /// is returned). Refuses when the source's notifications are missing
+    /// or may not be read.
+    async fn start_capture(
+        &mut self,
+        reads: &Reads,
+        dest: Option<&fred::prelude::Client>,
+    ) -> anyhow::Result<Option<Lease>> {
+        let config = self.config;
+        let opts = CaptureOptions {
+            source: config.source.clone().context("REDMIRROR_SOURCE_URL is not set")?,
+            keys: config.keys.clone(),
+            rules: config.rules.clone(),
+            batch: config.capture_batch,
+            pending_max: config.capture_pending_max,
+            configure_notifications: config.configure_notifications,
+            shutdown_timeout: config.shutdown_timeout,
+            epoch: reads.epoch.clone(),
+        };
+        // Refuse at start when the classes are missing (or the setting may
+        // not be read); a source that went away meanwhile is waited for.
+        let checked =
+            redmirror_capture::notify::ensure_at_start(&reads.source, &opts.source, opts.configure_notifications)
+                .await?;
+        checked.map_err(|e| Refusal(e.to_string()))?;
+        let lease = dest.map(|d| Lease::new(d.clone(), LeaseName::Capture, &config.keys, config.lease_ttl));
+        if lease.is_none() {
+            tracing::warn!(
+                "REDMIRROR_DEST_URL is not set for capture: no capture lease (run one capture only) and gaps \
+                 cannot reach a reconciler in another process"
+            );
+        }
+        let leased = redmirror_capture::role::Leased {
+            opts,
+            publisher: reads.publisher.clone(),
+            health: self.health.clone(),
+            lease: lease.clone(),
+            gaps: dest.map(|d| GapSignal::new(d.clone(), config.keys.gap_key())),
+            progress: dest.map(|d| redmirror_capture::ProgressReport {
+                client: d.clone(),
+                key: config.keys.capture_progress_key(),
+            }),
+        };
+        let s = self.shutdown.clone();
+        self.tasks.spawn(role("capture", self.shutdown.clone(), async move {
+            Ok(leased.run(s).await?)
+        }));
+        Ok(lease)
+    }
+
+    /// Starts apply and its lag tracking.
+    async fn start_apply(
+        &mut self,
+        kafka: &Kafka,
+        hold: HoldWatch,
+        lag: redmirror_apply::lag::SharedLag,
+        throttle: redmirror_apply::engine::Throttle,
+    ) -> anyhow::Result<()> {
+        let config = self.config;
+        // Apply writes on a connection of its own: its pipelines (a
+        // backlog's batches, over a slow link) never hold back the lease
+        // renewals, progress reports and gap signals queued on the shared
+        // one, which would otherwise stop capture and the reconciler once a
+        // renewal waited out the lease's TTL behind them.
+        let endpoint = config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?;
+        let writes = connect_when_up(self.health, Component::Destination, endpoint).await?;
+        self.heartbeat("apply connection heartbeat", writes.clone());
+        let engine = ApplyEngine::new(writes, config.keys.clone(), config.rules.clone()).with_throttle(throttle);
+        let opts = ApplyOptions {
+            topic: config.topic.clone(),
+            dlq_topic: config.dlq_topic(),
+            group_id: config.group_id.clone(),
+            batch: config.apply_batch,
+            hold_acks_key: config.keys.hold_acks_key(),
+            members_key: config.keys.apply_members_key(),
+        };
+        let (k, h, s, l) = (kafka.clone(), self.health.clone(), self.shutdown.clone(), lag.clone());
+        self.tasks.spawn(role("apply", self.shutdown.clone(), async move {
+            Ok(redmirror_apply::run(engine, &k, opts, hold, l, h, s).await?)
+        }));
+        let (k, g, t, h, s) = (
+            kafka.clone(),
+            config.group_id.clone(),
+            config.topic.clone(),
+            self.health.clone(),
+            self.shutdown.clone(),
+        );
+        self.tasks
+            .spawn(role("apply lag tracking", self.shutdown.clone(), async move {
+                redmirror_apply::lag::track(k, g, t, Duration::from_secs(5), lag, h, s).await;
+                Ok(())
+            }));
+        Ok(())
+    }
+
+    /// Starts the reconciler under its lease; returns the lease and where
+    /// to ask it for a pass.
+    fn start_reconcile(
+        &mut self,
+        kafka: &Kafka,
+        reads: &Reads,
+        dest: fred::prelude::Client,
+        hold: HoldWatch,
+        last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
+    ) -> anyhow::Result<(Lease, mpsc::Sender<redmirror_reconcile::Trigger>)> {
+        let config = self.config;
+        let reconciler = Reconciler::new(
+            reads.source.clone(),
+            dest.clone(),
+            bulk_sides(config)?,
+            source_reader(config, &reads.epoch, false)?,
+            reads.publisher.clone(),
+            kafka.clone(),
+            config.group_id.clone(),
+            config.keys.clone(),
+            config.rules.clone(),
+        );
+        let lease = Lease::new(dest.clone(), LeaseName::Reconcile, &config.keys, config.lease_ttl);
+        let service = Service {
+            reconciler,
+            lease: lease.clone(),
+            opts: pass_options(config, false),
+            interval: config.reconcile_interval,
+            gaps: GapSignal::new(dest.clone(), config.keys.gap_key()),
+            requests: GapSignal::new(dest, config.keys.reconcile_request_key()),
+            report_key: config.keys.report_key(),
+            last: last_report,
+            hold,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let s = self.shutdown.clone();
+        self.tasks.spawn(role("reconcile", self.shutdown.clone(), async move {
+            service.run(rx, s).await;
+            Ok(())
+        }));
+        Ok((lease, tx))
+    }
 }
 
 /// Reconcile pass settings from the configuration.
