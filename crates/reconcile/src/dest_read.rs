@@ -26,7 +26,7 @@ use redmirror_core::rules::MARKER_VALUE;
 use redmirror_core::{slot, Fields, KeyLayout, MirrorRules};
 use redmirror_redis::{value, Script};
 
-use crate::pass::{kind, PassError, Side};
+use crate::error::{kind, PassError, Side};
 
 /// The script body: read-only, the guard fragment, then the reads.
 const DEST_READ: &str = concat!(

@@ -18,6 +18,9 @@
 //!   across processes), holds, passes and pruning.
 //! - [`schedule`]: when passes run and what they cover (at start, on a
 //!   schedule, on demand, after every gap; retries): a pure state machine.
+//! - [`error`]: why a pass failed (which side, what went wrong); the
+//!   lowest module, which the others report through.
+//! - `scan`: the `HSCAN` cursor reads the pass and the pruning share.
 //! - [`report`]: the result of a pass, for people (a table) and machines (JSON).
 //! - [`prune`]: keeps the watermark hash bounded: after each pass, removes
 //!   the watermarks of flows absent from the destination for longer than the
@@ -25,10 +28,12 @@
 
 pub mod dest_read;
 pub mod digest;
+pub mod error;
 pub mod flow;
 pub mod pass;
 pub mod prune;
 pub mod report;
+mod scan;
 pub mod schedule;
 pub mod service;
 

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::{CustomCommand, Value};
 use futures::future::join_all;
 use redmirror_core::diff::{self, DestFlow, Drift, DriftKind};
 use redmirror_core::event::{DeleteReason, FlowEvent, Origin};
@@ -15,12 +14,14 @@ use redmirror_kafka::{Kafka, Publisher};
 use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
 use redmirror_redis::routed::Routed;
 use redmirror_redis::source::{ReadFlow, SourceReader};
-use redmirror_redis::value;
 use redmirror_telemetry::metrics as m;
 
 use crate::dest_read::{DestRead, DestReader};
 use crate::digest::{suspicious, without_copy, Digests, SourceSummary};
+use crate::error::{malformed, on};
+pub use crate::error::{PassError, Side};
 use crate::report::{Barrier, Report};
+use crate::scan::hscan_pairs;
 
 /// The flow id read at a pass's start for the source's clock (no flow has it).
 const PROBE_FLOW_ID: &[u8] = b"\x00redmirror:pass-clock";
@@ -65,61 +66,6 @@ impl PassOptions {
             .as_ref()
             .is_none_or(|s| s.contains(&redmirror_core::slot::of(flow_key)))
     }
-}
-
-/// Which server a pass was talking to when it failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The source Redis.
-    Source,
-    /// The destination Redis.
-    Destination,
-}
-
-impl std::fmt::Display for Side {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Side::Source => "source",
-            Side::Destination => "destination",
-        })
-    }
-}
-
-/// Errors that end a pass (it is retried at the next trigger).
-#[derive(Debug, thiserror::Error)]
-pub enum PassError {
-    /// A Redis call failed.
-    #[error("{side}: {source}")]
-    Redis {
-        /// The server that failed.
-        side: Side,
-        /// Cause.
-        #[source]
-        source: fred::error::Error,
-    },
-    /// A Redis reply did not have the shape the command promises. The pass
-    /// fails (and is retried) rather than treat what it could not read as
-    /// "nothing there", which would leave flows uncompared.
-    #[error("{side}: unexpected reply to {command}: {detail}")]
-    Malformed {
-        /// The server that failed.
-        side: Side,
-        /// The command or script.
-        command: &'static str,
-        /// What was wrong.
-        detail: String,
-    },
-    /// Publishing a repair failed.
-    #[error(transparent)]
-    Kafka(#[from] redmirror_kafka::Error),
-}
-
-pub(crate) fn malformed(side: Side, command: &'static str) -> impl Fn(String) -> PassError {
-    move |detail| PassError::Malformed { side, command, detail }
-}
-
-pub(crate) fn on(side: Side) -> impl Fn(fred::error::Error) -> PassError {
-    move |source| PassError::Redis { side, source }
 }
 
 /// Compares source and destination and repairs drift through Kafka.
@@ -814,120 +760,6 @@ async fn hscan_fields(
     Ok((next, pairs.into_iter().map(|(field, _)| field).collect()))
 }
 
-/// One `HSCAN` step on the destination: the next cursor and the
-/// field/value pairs of this page.
-pub(crate) async fn hscan_pairs(
-    client: &Client,
-    key: &Bytes,
-    cursor: &Bytes,
-    count: usize,
-) -> Result<(Bytes, Vec<(Bytes, Bytes)>), PassError> {
-    let v: Value = client
-        .custom(
-            CustomCommand::new_static("HSCAN", fred::types::ClusterHash::FirstKey, false),
-            vec![
-                Value::Bytes(key.clone()),
-                Value::Bytes(cursor.clone()),
-                Value::from("COUNT"),
-                Value::from(count as i64),
-            ],
-        )
-        .await
-        .map_err(on(Side::Destination))?;
-    let (next, flat) = cursor_reply(v).map_err(malformed(Side::Destination, "HSCAN"))?;
-    if flat.len() % 2 != 0 {
-        return Err(PassError::Malformed {
-            side: Side::Destination,
-            command: "HSCAN",
-            detail: format!("{} items, not field/value pairs", flat.len()),
-        });
-    }
-    let mut items = flat.into_iter();
-    let mut pairs = Vec::with_capacity(items.len() / 2);
-    while let (Some(field), Some(value)) = (items.next(), items.next()) {
-        pairs.push((field, value));
-    }
-    Ok((next, pairs))
-}
-
-/// `[cursor, [item...]]` of `SCAN`/`HSCAN`: the cursor is a decimal string,
-/// every item a string. Anything else is an error: a malformed reply read as
-/// cursor `0` would end the scan early and look like a clean pass.
-fn cursor_reply(v: Value) -> Result<(Bytes, Vec<Bytes>), String> {
-    let Value::Array(mut parts) = v else {
-        return Err(format!("expected [cursor, items], got {}", kind(&v)));
-    };
-    if parts.len() != 2 {
-        return Err(format!("expected [cursor, items], got an array of {}", parts.len()));
-    }
-    let items = parts.pop().expect("two parts");
-    let cursor = value::bytes(&parts[0])
-        .filter(|c| !c.is_empty() && c.iter().all(u8::is_ascii_digit))
-        .ok_or_else(|| format!("cursor is not a number: {:?}", parts[0]))?;
-    let Value::Array(items) = items else {
-        return Err(format!("items are {}, not an array", kind(&items)));
-    };
-    let items = items
-        .iter()
-        .map(|i| match i {
-            Value::Bytes(b) => Ok(b.clone()),
-            Value::String(s) => Ok(s.inner().clone()),
-            other => Err(format!("an item is {}, not a string", kind(other))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((cursor, items))
-}
-
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Array(_) => "an array",
-        Value::Null => "nil",
-        Value::Integer(_) => "an integer",
-        Value::Bytes(_) | Value::String(_) => "a string",
-        Value::Map(_) => "a map",
-        _ => "another type",
-    }
-}
-
 fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-#[cfg(test)]
-mod malformed_replies {
-    use super::cursor_reply;
-    use bytes::Bytes;
-    use fred::types::Value;
-
-    fn b(s: &str) -> Value {
-        Value::Bytes(Bytes::copy_from_slice(s.as_bytes()))
-    }
-
-    #[test]
-    fn a_scan_reply_of_any_other_shape_is_an_error_not_the_end() {
-        assert_eq!(
-            cursor_reply(Value::Array(vec![b("17"), Value::Array(vec![b("client:a")])])),
-            Ok((Bytes::from_static(b"17"), vec![Bytes::from_static(b"client:a")]))
-        );
-        assert_eq!(
-            cursor_reply(Value::Array(vec![b("0"), Value::Array(vec![])])),
-            Ok((Bytes::from_static(b"0"), vec![]))
-        );
-        for bad in [
-            Value::Null,
-            b("0"),
-            Value::Integer(0),
-            Value::Array(vec![]),
-            Value::Array(vec![b("0")]),
-            Value::Array(vec![b("0"), Value::Array(vec![]), b("extra")]),
-            Value::Array(vec![Value::Null, Value::Array(vec![])]),
-            Value::Array(vec![b(""), Value::Array(vec![])]),
-            Value::Array(vec![b("x1"), Value::Array(vec![])]),
-            Value::Array(vec![b("5"), Value::Null]),
-            Value::Array(vec![b("5"), b("client:a")]),
-            Value::Array(vec![b("5"), Value::Array(vec![Value::Integer(3)])]),
-        ] {
-            assert!(cursor_reply(bad.clone()).is_err(), "{bad:?} was accepted");
-        }
-    }
 }

@@ -55,7 +55,8 @@ use redmirror_redis::Script;
 use redmirror_telemetry::metrics as m;
 
 use crate::dest_read::index_entries;
-use crate::pass::{hscan_pairs, kind, malformed, on, PassError, Side};
+use crate::error::{kind, malformed, on, PassError, Side};
+use crate::scan::hscan_pairs;
 
 /// Kafka's default `delete.retention.ms` (one day): the age used when the
 /// topic's own setting cannot be read.

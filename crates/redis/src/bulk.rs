@@ -45,6 +45,21 @@ use tokio::time::Instant;
 use crate::liveness::{BULK_REUSE_IDLE, PROBE_DEADLINE, PROBE_QUIET, READ_DEADLINE};
 use crate::RedisError;
 
+/// Where a node listens, as the cluster announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeAddr {
+    /// Host or IP.
+    pub host: String,
+    /// Port (the TLS port on a `rediss://` cluster).
+    pub port: u16,
+}
+
+impl std::fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
 /// Longest wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a whole pipeline (fred's command timeout for the same reads).
@@ -207,11 +222,11 @@ impl Bulk {
 
     /// A bulk reader for the cluster node at `addr`, with `endpoint`'s
     /// credentials and TLS settings; nothing is connected yet.
-    pub fn at(endpoint: &RedisEndpoint, addr: &crate::cluster::NodeAddr) -> Result<Self, RedisError> {
+    pub fn at(endpoint: &RedisEndpoint, addr: &NodeAddr) -> Result<Self, RedisError> {
         Self::to(endpoint, Some(addr))
     }
 
-    fn to(endpoint: &RedisEndpoint, addr: Option<&crate::cluster::NodeAddr>) -> Result<Self, RedisError> {
+    fn to(endpoint: &RedisEndpoint, addr: Option<&NodeAddr>) -> Result<Self, RedisError> {
         let config = fred::types::config::Config::from_url(&endpoint.url).map_err(|e| RedisError::new(endpoint, e))?;
         let fred::types::config::ServerConfig::Centralized { server } = &config.server else {
             return Err(RedisError::new(

@@ -23,23 +23,9 @@ use redmirror_config::RedisEndpoint;
 use redmirror_core::slot::SLOTS;
 use tokio::sync::watch;
 
+pub use crate::bulk::NodeAddr;
 use crate::bulk::{Bulk, Pipeline, Reply};
 use crate::RedisError;
-
-/// Where a node listens, as the cluster announces it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeAddr {
-    /// Host or IP.
-    pub host: String,
-    /// Port (the TLS port on a `rediss://` cluster).
-    pub port: u16,
-}
-
-impl std::fmt::Display for NodeAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
 
 /// One master and the slot ranges it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +212,7 @@ pub async fn is_cluster_node(bulk: &Bulk) -> Result<bool, Error> {
     let mut enabled = Ok(false);
     bulk.run(&p, |_, r| {
         enabled = match r {
-            Reply::Str(info) => Ok(crate::source::info_field(info, "cluster_enabled").as_deref() == Some("1")),
+            Reply::Str(info) => Ok(crate::value::info_field(info, "cluster_enabled").as_deref() == Some("1")),
             Reply::Error(e) => Err(Error::new(ErrorKind::Unknown, String::from_utf8_lossy(e).into_owned())),
             _ => Err(bad("INFO cluster")),
         }

@@ -20,6 +20,7 @@ use redmirror_core::{KeyLayout, Order, SourceFlow};
 use crate::bulk::{Bulk, Pipeline, Reply};
 use crate::cluster::{Cluster, NodeAddr};
 use crate::epoch::{EpochReader, SourceEpoch};
+pub use crate::value::info_field;
 use crate::RedisError;
 
 /// Reads flows from the source atomically together with its clock, each
@@ -452,15 +453,6 @@ fn parse(items: Vec<Reply<'_>>, ids: &[Bytes], identity: bool) -> Result<Raw, Er
         flows.push((id.clone(), state));
     }
     Ok(Raw { time_us, run_id, flows })
-}
-
-/// A `name:value` line of an `INFO` reply.
-pub fn info_field(info: &[u8], name: &str) -> Option<String> {
-    std::str::from_utf8(info).ok()?.lines().find_map(|l| {
-        l.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
-    })
 }
 
 #[cfg(test)]

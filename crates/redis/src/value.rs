@@ -29,3 +29,12 @@ pub fn pairs(v: Value) -> redmirror_core::Fields {
         _ => Vec::new(),
     }
 }
+
+/// A `name:value` line of an `INFO` reply.
+pub fn info_field(info: &[u8], name: &str) -> Option<String> {
+    std::str::from_utf8(info).ok()?.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
+}
