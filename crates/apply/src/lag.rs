@@ -67,7 +67,6 @@ pub async fn track(
 ) {
     // Failed measurements in a row, and the reason given to readiness.
     let mut failed = 0u32;
-    let mut said: Option<String> = None;
     loop {
         let (k, g, t) = (kafka.clone(), group.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || measure(&k, &g, &t)).await {
@@ -77,9 +76,7 @@ pub async fn track(
                 }
                 *shared.lock().expect("lag lock") = l;
                 failed = 0;
-                if let Some(reason) = said.take() {
-                    health.set_up_if_down_for(Component::Kafka, &reason);
-                }
+                health.set_up_if_down_by(Component::Kafka, LAG_CHECK);
             }
             Ok(Err(e)) => {
                 failed += 1;
@@ -92,8 +89,7 @@ pub async fn track(
                         "the end offsets and committed offsets of {topic} cannot be read ({} failures in a row): {e}",
                         failed
                     );
-                    health.set_down(Component::Kafka, &reason);
-                    said = Some(reason);
+                    health.set_down_by(Component::Kafka, LAG_CHECK, &reason);
                 }
             }
             Err(_) => {}
@@ -104,6 +100,9 @@ pub async fn track(
         }
     }
 }
+
+/// The check name lag tracking marks Kafka down under.
+const LAG_CHECK: &str = "lag";
 
 /// Failed lag measurements in a row that mark Kafka down.
 const UNMEASURED_DOWN: u32 = 3;

@@ -425,24 +425,20 @@ pub async fn watch(
     component: redmirror_telemetry::Component,
     what: &'static str,
 ) {
-    let mut said: Option<String> = None;
     loop {
         tokio::time::sleep(liveness::HEARTBEAT).await;
         match ping_within(&client).await {
-            Ok(()) => {
-                if let Some(reason) = said.take() {
-                    health.set_up_if_down_for(component, &reason);
-                }
-            }
+            Ok(()) => health.set_up_if_down_by(component, HEARTBEAT_CHECK),
             Err(e) => {
-                // `set_down` logs the change once, with what to check.
-                let reason = format!("{what} does not answer PING: {e}");
-                health.set_down(component, &reason);
-                said = Some(reason);
+                // `set_down_by` logs the change once, with what to check.
+                health.set_down_by(component, HEARTBEAT_CHECK, &format!("{what} does not answer PING: {e}"));
             }
         }
     }
 }
+
+/// The check name [`watch`] marks its component down under.
+const HEARTBEAT_CHECK: &str = "heartbeat";
 
 /// One `PING`, failed when unanswered for [`liveness::UNRESPONSIVE`].
 async fn ping_within(client: &Client) -> Result<(), fred::error::Error> {

@@ -122,6 +122,9 @@ pub struct Health {
 struct State {
     up: BTreeMap<Component, bool>,
     why: BTreeMap<Component, String>,
+    /// The check that marked a component down, when one did
+    /// ([`Health::set_down_by`]).
+    by: BTreeMap<Component, &'static str>,
 }
 
 impl Health {
@@ -158,6 +161,7 @@ impl Health {
         let changed = state.up.insert(component, ready) != Some(ready);
         if ready {
             state.why.remove(&component);
+            state.by.remove(&component);
         }
         drop(state);
         metrics::gauge!(crate::metrics::READY, "component" => component.name()).set(if ready { 1.0 } else { 0.0 });
@@ -180,25 +184,29 @@ impl Health {
     /// Marks a component down, saying why (shown by `/readyz`; the caller
     /// logs it).
     pub fn set_down(&self, component: Component, reason: &str) {
-        self.inner
-            .lock()
-            .expect("health lock")
-            .why
-            .insert(component, reason.to_string());
+        let mut state = self.inner.lock().expect("health lock");
+        state.why.insert(component, reason.to_string());
+        state.by.remove(&component);
+        drop(state);
         self.set(component, false);
     }
 
-    /// Marks a component up if it is down for `reason` (and for nothing
-    /// said since): a check lifts only what it set.
-    pub fn set_up_if_down_for(&self, component: Component, reason: &str) {
-        let mine = self
-            .inner
-            .lock()
-            .expect("health lock")
-            .why
-            .get(&component)
-            .map(String::as_str)
-            == Some(reason);
+    /// Marks a component down on behalf of the check `by` (a periodic
+    /// probe), saying why: only [`Health::set_up_if_down_by`] from the same
+    /// check marks it up again, so a probe never clears what something
+    /// else found (a failing write) and the last one to say wins.
+    pub fn set_down_by(&self, component: Component, by: &'static str, reason: &str) {
+        let mut state = self.inner.lock().expect("health lock");
+        state.why.insert(component, reason.to_string());
+        state.by.insert(component, by);
+        drop(state);
+        self.set(component, false);
+    }
+
+    /// Marks a component up if the check `by` is what marked it down (and
+    /// nothing has said otherwise since).
+    pub fn set_up_if_down_by(&self, component: Component, by: &'static str) {
+        let mine = self.inner.lock().expect("health lock").by.get(&component) == Some(&by);
         if mine {
             self.set(component, true);
         }
@@ -209,6 +217,7 @@ impl Health {
         let mut state = self.inner.lock().expect("health lock");
         state.up.remove(&component);
         state.why.remove(&component);
+        state.by.remove(&component);
     }
 
     /// True when every registered component is up.
@@ -283,14 +292,20 @@ mod tests {
     fn a_check_lifts_only_the_down_it_set() {
         let h = Health::new();
         h.register(Component::Destination);
-        h.set_down(Component::Destination, "no PING reply");
-        h.set_up_if_down_for(Component::Destination, "no PING reply");
+        h.set_down_by(Component::Destination, "ping", "no PING reply");
+        h.set_up_if_down_by(Component::Destination, "ping");
         assert!(h.ready());
-        h.set_down(Component::Destination, "no PING reply");
+        h.set_down_by(Component::Destination, "ping", "no PING reply");
         h.set_down(Component::Destination, "a write failed");
-        h.set_up_if_down_for(Component::Destination, "no PING reply");
+        h.set_up_if_down_by(Component::Destination, "ping");
+        assert!(!h.ready(), "another's down stays");
+        assert_eq!(h.reason(Component::Destination).as_deref(), Some("a write failed"));
+        h.set_down_by(Component::Destination, "lag", "offsets unreadable");
+        h.set_up_if_down_by(Component::Destination, "ping");
         assert!(!h.ready(), "another check's down stays");
-        h.set_up_if_down_for(Component::Destination, "a write failed");
+        h.set_up_if_down_by(Component::Destination, "lag");
         assert!(h.ready());
+        h.set_up_if_down_by(Component::Destination, "lag");
+        assert!(h.ready(), "lifting what is up changes nothing");
     }
 }
