@@ -25,40 +25,55 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Which roles this process runs.
-#[derive(Debug, Clone, Copy)]
-pub struct Roles {
-    pub capture: bool,
-    pub apply: bool,
-    pub reconcile: bool,
+/// One of the roles a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Follow the source and publish change events.
+    Capture,
+    /// Consume change events and write the destination.
+    Apply,
+    /// Compare both sides and repair drift.
+    Reconcile,
 }
 
+/// The roles this process runs (`run`: all three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles(u8);
+
 impl Roles {
-    pub fn all() -> Self {
-        Self::of(true, true, true)
+    /// `redmirror run`: capture, apply and reconcile.
+    pub const ALL: Roles = Roles(0b111);
+
+    /// One role alone (`redmirror capture`, `apply`, `reconcile`).
+    pub const fn only(role: Role) -> Roles {
+        Roles(Self::bit(role))
     }
-    pub fn capture() -> Self {
-        Self::of(true, false, false)
-    }
-    pub fn apply() -> Self {
-        Self::of(false, true, false)
-    }
-    pub fn reconcile() -> Self {
-        Self::of(false, false, true)
-    }
-    fn of(capture: bool, apply: bool, reconcile: bool) -> Self {
-        Roles {
-            capture,
-            apply,
-            reconcile,
+
+    const fn bit(role: Role) -> u8 {
+        match role {
+            Role::Capture => 1,
+            Role::Apply => 2,
+            Role::Reconcile => 4,
         }
     }
-    fn name(&self) -> &'static str {
-        match (self.capture, self.apply, self.reconcile) {
-            (true, true, _) => "run",
-            (true, false, false) => "capture",
-            (false, true, false) => "apply",
-            (false, false, true) => "reconcile",
+
+    /// True when `role` runs here.
+    pub const fn has(self, role: Role) -> bool {
+        self.0 & Self::bit(role) != 0
+    }
+
+    /// True when a role that reads the source runs here (capture, reconcile).
+    pub const fn reads_source(self) -> bool {
+        self.has(Role::Capture) || self.has(Role::Reconcile)
+    }
+
+    /// The `role` of `/v1/status`: the subcommand that runs these roles.
+    fn name(self) -> &'static str {
+        match self {
+            Roles::ALL => "run",
+            r if r == Roles::only(Role::Capture) => "capture",
+            r if r == Roles::only(Role::Apply) => "apply",
+            r if r == Roles::only(Role::Reconcile) => "reconcile",
             _ => "mixed",
         }
     }
@@ -280,7 +295,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     // /readyz cannot answer 200 between one server coming up and the
     // next one being waited for.
     health.register(Component::Kafka);
-    if config.source.is_some() && (roles.capture || roles.reconcile) {
+    if config.source.is_some() && (roles.reads_source()) {
         health.register(Component::Source);
     }
     if config.dest.is_some() {
@@ -288,17 +303,17 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     }
     let (kafka, broker) = until_up("Kafka (REDMIRROR_KAFKA_BROKERS)", || kafka(&config), kafka_retryable).await?;
     health.set(Component::Kafka, true);
-    if roles.capture || roles.reconcile {
+    if roles.reads_source() {
         record_limit(&mut config, &kafka).await?;
     }
     // Permissions first: a cluster client's own set-up needs some of them
     // (CLUSTER SLOTS), and a refusal must name them, not wait for ever.
-    if let (true, Some(endpoint)) = (roles.capture || roles.reconcile, &config.source) {
+    if let (true, Some(endpoint)) = (roles.reads_source(), &config.source) {
         health.register(Component::Source);
         refuse_missing_permissions(&config, endpoint).await?;
     }
     let source = match &config.source {
-        Some(s) if roles.capture || roles.reconcile => Some(connect_when_up(&health, Component::Source, s).await?),
+        Some(s) if roles.reads_source() => Some(connect_when_up(&health, Component::Source, s).await?),
         _ => None,
     };
     // capture uses the destination only for its lease and the gap signal.
@@ -331,7 +346,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         });
     }
     // What capture and reconcile share: the source, the producer, the epoch.
-    let reads = match (&source, roles.capture || roles.reconcile) {
+    let reads = match (&source, roles.reads_source()) {
         (Some(client), true) => {
             let publisher = Publisher::new(&kafka, &config.topic)?;
             let epoch = source_epoch(&config, dest.as_ref()).await?;
@@ -362,16 +377,16 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     let mut leases = Vec::new();
     let last_report = Arc::new(Mutex::new(None));
     let mut reconcile_tx = None;
-    if roles.capture {
+    if roles.has(Role::Capture) {
         let reads = reads.as_ref().context("capture needs the source")?;
         leases.extend(p.start_capture(reads, dest.as_ref()).await?);
     }
     let throttle = redmirror_apply::engine::Throttle::new(config.apply_max_rate);
-    if roles.apply {
+    if roles.has(Role::Apply) {
         let (_, held) = coordination.clone().context("REDMIRROR_DEST_URL is not set")?;
         p.start_apply(&kafka, held, lag.clone(), throttle.clone()).await?;
     }
-    if roles.reconcile {
+    if roles.has(Role::Reconcile) {
         let reads = reads.as_ref().context("reconcile needs the source")?;
         let (dst, held) = coordination.clone().context("REDMIRROR_DEST_URL is not set")?;
         let (lease, tx) = p.start_reconcile(&kafka, reads, dst, held, last_report.clone())?;
@@ -399,7 +414,7 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
         last_report,
         hold,
         kafka: kafka.clone(),
-        write_limit: roles.apply.then_some(throttle),
+        write_limit: roles.has(Role::Apply).then_some(throttle),
         config: config.clone(),
     };
     let _ = admin.0.set(Arc::new(process_admin));
@@ -681,5 +696,22 @@ mod role_exit {
             .await
             .unwrap_err();
         assert_eq!(format!("{e:#}"), "capture failed: boom");
+    }
+}
+
+#[cfg(test)]
+mod roles {
+    use super::{Role, Roles};
+
+    #[test]
+    fn roles_are_named_by_the_subcommand_that_runs_them() {
+        assert_eq!(Roles::ALL.name(), "run");
+        assert_eq!(Roles::only(Role::Capture).name(), "capture");
+        assert_eq!(Roles::only(Role::Apply).name(), "apply");
+        assert_eq!(Roles::only(Role::Reconcile).name(), "reconcile");
+        assert!(Roles::ALL.has(Role::Apply));
+        assert!(!Roles::only(Role::Capture).has(Role::Apply));
+        assert!(Roles::only(Role::Reconcile).reads_source());
+        assert!(!Roles::only(Role::Apply).reads_source());
     }
 }

@@ -225,10 +225,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Dlq(cmd) => history::dlq(c, cmd).await,
             Command::Inspect(args) => history::inspect(c, args).await,
             Command::Resync(args) => oneshot::resync(c, args).await,
-            Command::Run => app::run(c, app::Roles::all()).await,
-            Command::Capture => app::run(c, app::Roles::capture()).await,
-            Command::Apply => app::run(c, app::Roles::apply()).await,
-            Command::Reconcile(_) => app::run(c, app::Roles::reconcile()).await,
+            Command::Run => app::run(c, app::Roles::ALL).await,
+            Command::Capture => app::run(c, app::Roles::only(app::Role::Capture)).await,
+            Command::Apply => app::run(c, app::Roles::only(app::Role::Apply)).await,
+            Command::Reconcile(_) => app::run(c, app::Roles::only(app::Role::Reconcile)).await,
         }
     })
 }

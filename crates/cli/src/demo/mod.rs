@@ -150,7 +150,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ("REDMIRROR_TOPIC_PARTITIONS".to_string(), "3".to_string()),
     ];
     let config = Layers::load(None, env)?.validate(&[&SOURCE_URL, &DEST_URL, &KAFKA_BROKERS])?;
-    let mut running = crate::app::start(config.clone(), crate::app::Roles::all()).await?;
+    let mut running = crate::app::start(config.clone(), crate::app::Roles::ALL).await?;
     let metrics = redmirror_telemetry::metrics::install();
 
     // A native staging flow the mirror must never touch.
