@@ -3,7 +3,7 @@
 //! dropped. The demo is a product command, so a server that cannot start
 //! is an error that says why (its log), never a panic.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,7 +82,7 @@ impl LocalRedis {
             if !matches!(self.child.try_wait(), Ok(None)) {
                 return false;
             }
-            if answers_ping(self.port) {
+            if answers_ping(&self.url()) {
                 return true;
             }
             // Polled until the deadline: a server starts in milliseconds.
@@ -116,26 +116,13 @@ impl Drop for LocalRedis {
     }
 }
 
-/// One `PING` on a fresh connection: `+PONG` (or an error other than
-/// `LOADING`, from a server that is up) is ready. An open port is not
-/// enough: a port taken by something else answers otherwise.
-fn answers_ping(port: u16) -> bool {
-    use std::io::{BufRead, Write};
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(1),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    if std::io::BufReader::new(s).read_line(&mut line).is_err() {
-        return false;
-    }
-    line.starts_with("+PONG") || (line.starts_with('-') && !line.starts_with("-LOADING"))
+/// One `PING` on a fresh connection answered: the server is up (not
+/// loading, and not something else on the port).
+fn answers_ping(url: &str) -> bool {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
 }
 
 /// Where the demo keeps its servers' files and its log (kept after it
