@@ -602,3 +602,55 @@ fn a_gap_scope_left_from_before_the_start_is_taken_by_the_first_pass() {
         mirror.output()
     );
 }
+
+/// A pass run by `reconcile --once` (a scheduled job, no long-running
+/// reconciler) is kept on the destination with its proof, like a service's
+/// pass, so `status` can say since when staging matched production; a dry
+/// run writes nothing.
+#[test]
+fn reconcile_once_keeps_its_report_and_proof_on_the_destination() {
+    let source = RedisServer::start();
+    let dest = RedisServer::start_with(RedisOptions::default());
+    let broker = Broker::shared();
+    let env = env_for(&source, &dest, broker);
+    // Apply writes the repairs; no process runs passes of its own.
+    let _apply = Mirror::start(&["apply"], &with_http_port(&env));
+    let mut src = source.conn();
+    write_flows(&mut src, "p", 3);
+    let stored = |dest: &RedisServer| -> Option<serde_json::Value> {
+        let mut d = dest.conn();
+        let v: Option<String> = redis::cmd("GET").arg("redmirror:reconcile:last").query(&mut d).unwrap();
+        v.map(|s| serde_json::from_str(&s).expect("the stored report is JSON"))
+    };
+    let (code, out) = reconcile_once(&env, &["--dry-run", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(stored(&dest), None, "a dry run stored a report: {out}");
+    // The first pass repairs the three missing copies: no proof yet, but
+    // the report is kept.
+    let (code, out) = reconcile_once(&env, &["--json"]);
+    assert_eq!(code, 0, "{out}");
+    let first = stored(&dest).unwrap_or_else(|| panic!("no report stored after reconcile --once: {out}"));
+    assert_eq!(first["repaired"], 3, "{first}");
+    wait_converged(&source, &dest);
+    // A pass that finds no drift proves the destination in step.
+    let (code, out) = reconcile_once(&env, &["--json"]);
+    assert_eq!(code, 0, "{out}");
+    let second = stored(&dest).expect("a report");
+    assert_eq!(second["repaired"], 0, "{second}");
+    assert!(
+        second["verified_source_time_us"]
+            .as_i64()
+            .is_some_and(|t| t > 1_000_000_000_000_000),
+        "no proof stored: {second}"
+    );
+    // The proof is carried: a later pass with drift keeps the earlier proof.
+    let _: i64 = redis::cmd("DEL").arg("client:p-0").query(&mut dest.conn()).unwrap();
+    let (code, out) = reconcile_once(&env, &["--json"]);
+    assert_eq!(code, 0, "{out}");
+    let third = stored(&dest).expect("a report");
+    assert_eq!(third["repaired"], 1, "{third}");
+    assert!(
+        third["verified_source_time_us"].as_i64() >= second["verified_source_time_us"].as_i64(),
+        "the proof went back: {second} then {third}"
+    );
+}

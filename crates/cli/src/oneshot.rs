@@ -117,8 +117,12 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
     if let Some(l) = &lease {
         l.release().await;
     }
-    let report = result?;
+    let mut report = result?;
     publisher.flush(config.shutdown_timeout)?;
+    // A dry run changes nothing, the stored report included.
+    if !args.dry_run {
+        redmirror_reconcile::service::keep_report(&dest, &config.keys.report_key(), &mut report).await;
+    }
     print_report(&report, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -173,15 +173,33 @@ impl Service {
         }
         set_verified_gauge(report);
         *self.last.lock().expect("report lock") = Some(report.clone());
-        let mut summary = report.clone();
-        summary.truncated |= summary.flows.len() > STORED_FLOWS;
-        summary.flows.truncate(STORED_FLOWS);
-        if let Ok(json) = serde_json::to_string(&summary) {
-            let _: Result<(), _> = self
-                .reconciler
-                .dest
-                .set(&self.report_key, json, None, None, false)
-                .await;
+        write_report(&self.reconciler.dest, &self.report_key, report).await;
+    }
+}
+
+/// Keeps the report of a pass run outside the service (`reconcile --once`)
+/// on the destination like the service's own, carrying the stored proof
+/// forward when this pass proves nothing newer, so `status` reads the
+/// same proof whichever process ran the pass.
+pub async fn keep_report(dest: &Client, key: &str, report: &mut Report) {
+    let stored = stored_report(dest, key)
+        .await
+        .and_then(|v| serde_json::from_value::<Report>(v).ok());
+    if let Some(prev) = stored {
+        report.carry_proof(&prev);
+    }
+    write_report(dest, key, report).await;
+}
+
+/// Writes `report` (its first [`STORED_FLOWS`] flows) to `key`; a failure
+/// only loses the status view of this pass.
+async fn write_report(dest: &Client, key: &str, report: &Report) {
+    let mut summary = report.clone();
+    summary.truncated |= summary.flows.len() > STORED_FLOWS;
+    summary.flows.truncate(STORED_FLOWS);
+    if let Ok(json) = serde_json::to_string(&summary) {
+        if let Err(e) = dest.set::<(), _, _>(key, json, None, None, false).await {
+            tracing::warn!(key, error = %e, "Cannot keep the pass's report on the destination; status will not show it.");
         }
     }
 }
