@@ -255,15 +255,12 @@ impl Admin for ProcessAdmin {
     fn dead_letters(&self, limit: usize) -> AdminResult<DeadLetters> {
         let (kafka, topic) = (self.kafka.clone(), self.config.dlq_topic());
         Box::pin(async move {
-            let all = redmirror_history::dlq::list(&kafka, &topic)
+            let (dead_letters, total) = redmirror_history::dlq::newest(&kafka, &topic, limit)
                 .await
                 .map_err(|e| AdminError::unavailable(e.to_string()))?;
-            // Oldest first: by time (a topic of several partitions), then offset.
-            let mut all: Vec<_> = all.into_iter().map(|e| e.letter).collect();
-            all.sort_by(|a, b| (&a.time, a.dlq_offset).cmp(&(&b.time, b.dlq_offset)));
             Ok(DeadLetters {
-                total: all.len() as u64,
-                dead_letters: all.into_iter().rev().take(limit).collect(),
+                total,
+                dead_letters,
                 topic,
             })
         })

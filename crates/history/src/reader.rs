@@ -20,6 +20,9 @@ pub enum Start {
     Timestamp(i64),
     /// Explicit `(partition, offset)`; partitions not listed are not read.
     Offsets(Vec<(i32, i64)>),
+    /// The last `n` messages kept in each partition (fewer where fewer are
+    /// kept): the newest, without reading the rest.
+    Last(i64),
 }
 
 impl Start {
@@ -62,6 +65,10 @@ pub struct TopicReader {
     end: BTreeMap<i32, i64>,
     /// Messages expected (from the watermarks; an estimate for progress).
     pub estimated_total: u64,
+    /// Messages the assigned partitions keep, read or not (from the
+    /// watermarks: exact on a topic that is neither compacted nor
+    /// transactional, like the dead-letter topic).
+    pub kept: u64,
 }
 
 impl TopicReader {
@@ -106,6 +113,12 @@ impl TopicReader {
                         .map_err(|e| err(e.to_string()))?;
                 }
             }
+            Start::Last(n) => {
+                for p in &all {
+                    tpl.add_partition_offset(topic, *p, Offset::OffsetTail(*n))
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }
             Start::Offsets(list) => {
                 for (p, o) in list {
                     if !all.contains(p) {
@@ -117,6 +130,7 @@ impl TopicReader {
             }
         }
         let mut estimated_total = 0u64;
+        let mut kept = 0u64;
         let mut open = BTreeSet::new();
         let mut end = BTreeMap::new();
         for e in tpl.elements() {
@@ -127,9 +141,11 @@ impl TopicReader {
             let from = match e.offset() {
                 Offset::Offset(o) => o.max(low),
                 Offset::End => high,
+                Offset::OffsetTail(n) => (high - n).max(low),
                 _ => low,
             };
             estimated_total += (high - from).max(0) as u64;
+            kept += (high - low).max(0) as u64;
             end.insert(p, high);
             // Nothing to read: the partition is already at its end.
             if from < high {
@@ -143,6 +159,7 @@ impl TopicReader {
             open,
             end,
             estimated_total,
+            kept,
         })
     }
 
