@@ -623,3 +623,22 @@ fn a_refused_connection_is_logged_with_its_cause_once() {
     assert!(mirror.running(), "{}", mirror.output());
     assert_eq!(mirror.terminate(), Some(0), "{}", mirror.output());
 }
+
+/// A partitioner that spreads a flow's events over partitions (librdkafka's
+/// `random`) would break per-flow order and flow history: exit 2 naming the
+/// setting and what to use, before anything starts.
+#[test]
+fn a_partitioner_that_does_not_hash_the_key_is_refused() {
+    let env = [
+        ("REDMIRROR_SOURCE_URL", "redis://127.0.0.1:1".to_string()),
+        ("REDMIRROR_DEST_URL", "redis://127.0.0.1:2".to_string()),
+        ("REDMIRROR_KAFKA_BROKERS", "127.0.0.1:3".to_string()),
+        ("REDMIRROR_KAFKA_PARTITIONER", "random".to_string()),
+    ];
+    for args in [&["run"][..], &["capture"], &["check"]] {
+        let (code, out) = exit_of(args, &env);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains("REDMIRROR_KAFKA_PARTITIONER"), "{args:?}: {out}");
+        assert!(out.contains("per-flow order"), "{args:?}: {out}");
+    }
+}

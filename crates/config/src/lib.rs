@@ -610,6 +610,16 @@ impl Validator<'_> {
             [&DEST_TLS_CA_FILE, &DEST_TLS_CERT_FILE, &DEST_TLS_KEY_FILE],
             need(&DEST_URL),
         )?;
+        // Per-flow order and flow history need every event of a flow in
+        // one partition: only a key-hashing partitioner will do.
+        let partitioner = self.layers.kafka_properties.get("partitioner");
+        if let Err(why) = redmirror_core::partition::Partitioner::from_property(partitioner.map(String::as_str)) {
+            return Err(ConfigError::Invalid {
+                var: format!("{ENV_PREFIX}KAFKA_PARTITIONER"),
+                value: partitioner.cloned().unwrap_or_default(),
+                constraint: why,
+            });
+        }
         let kafka_brokers = match self.raw(&KAFKA_BROKERS) {
             Some(b) => Some(Brokers::parse(b)),
             None if need(&KAFKA_BROKERS) => return Err(Self::missing(&KAFKA_BROKERS)),

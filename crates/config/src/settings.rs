@@ -320,7 +320,10 @@ pub fn markdown() -> String {
          `REDMIRROR_KAFKA_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol=SASL_SSL`. In the TOML file, use a \
          table:\n\n```toml\n[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"/etc/redmirror/ca.pem\"\n```\n\n\
          Properties given this way override redmirror's defaults (for example `linger.ms`). Values of \
-         properties whose names contain `password`, `secret` or `token` are never printed.\n",
+         properties whose names contain `password`, `secret` or `token` are never printed. \
+         `REDMIRROR_KAFKA_PARTITIONER` must hash the key (`consistent_random`, the default, `consistent`, \
+         `murmur2_random`, `murmur2`, `fnv1a_random` or `fnv1a`): every event of a flow must land in one \
+         partition for per-flow order and flow history, so `random` is refused.\n",
     );
     s
 }

@@ -262,3 +262,20 @@ fn a_url_whose_password_needs_escaping_is_refused_without_printing_it() {
     .unwrap();
     assert_eq!(c.source.unwrap().redacted(), "redis://u:***@host:6379/0");
 }
+
+#[test]
+fn a_partitioner_that_does_not_hash_the_key_is_refused_naming_it() {
+    for ok in ["consistent_random", "murmur2_random", "fnv1a"] {
+        let mut e = full();
+        e.push(("REDMIRROR_KAFKA_PARTITIONER".into(), ok.into()));
+        let c = Layers::load(None, e).unwrap().validate(ALL).unwrap();
+        assert_eq!(c.kafka_properties.get("partitioner").map(String::as_str), Some(ok));
+    }
+    for bad in ["random", "murmur3"] {
+        let mut e = full();
+        e.push(("REDMIRROR_KAFKA_PARTITIONER".into(), bad.into()));
+        let err = Layers::load(None, e).unwrap().validate(ALL).unwrap_err().to_string();
+        assert!(err.contains("REDMIRROR_KAFKA_PARTITIONER"), "{err}");
+        assert!(err.contains("consistent_random"), "{err}");
+    }
+}

@@ -6,6 +6,8 @@
 //!   Kafka headers, encoding and strict decoding.
 //! - [`keys`]: the key layout (`client:{flowId}`, `clients`, `redmirror:*`).
 //! - [`order`]: the order of a flow's events, (source epoch, source time).
+//! - [`partition`]: the change-topic partition of a flow (the producer's
+//!   key-hashing partitioner).
 //! - [`field_rules`]: the field rules of SPEC section 8 (excluded fields,
 //!   allow-list, masks, the mask key) and their fingerprint.
 //! - [`rules`]: the guard, field rules and the organisation filter; turns
@@ -25,6 +27,7 @@ pub mod failpoint;
 pub mod field_rules;
 pub mod keys;
 pub mod order;
+pub mod partition;
 pub mod rules;
 pub mod slot;
 pub mod text;

@@ -3,10 +3,10 @@
 //! partition only.
 //!
 //! # Which partition
-//! Events are keyed by flow id and produced with librdkafka's default
-//! partitioner, `consistent_random`: the CRC-32 of the key modulo the
-//! partition count ([`partition_of`]). A flow's events all sit in that one
-//! partition, in order.
+//! Events are keyed by flow id and produced with the configured
+//! key-hashing partitioner (`REDMIRROR_KAFKA_PARTITIONER`, librdkafka's
+//! `consistent_random` by default): [`redmirror_core::partition`]. A flow's
+//! events all sit in that one partition, in order.
 //!
 //! # Newest first, within a bound
 //! Kafka reads forwards only, so the partition is read in chunks of
@@ -24,6 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use redmirror_api::{FlowHistory, HistoryEvent};
 use redmirror_core::event::{Op, Origin};
+use redmirror_core::partition::Partitioner;
 use redmirror_kafka::{Kafka, ADMIN_TIMEOUT};
 
 use crate::Error;
@@ -34,15 +35,6 @@ pub const CHUNK: i64 = 100_000;
 pub const MAX_SCANNED: u64 = 500_000;
 /// Longest time spent reading for one answer (the answer comes within 10 s).
 pub const TIME_BOUND: Duration = Duration::from_secs(6);
-
-/// The partition librdkafka's default partitioner (`consistent_random`)
-/// gives a non-empty key: CRC-32 (IEEE) of the key, modulo the partition count.
-pub fn partition_of(key: &[u8], partitions: i32) -> i32 {
-    if partitions <= 1 {
-        return 0;
-    }
-    (crc32fast::hash(key) % partitions as u32) as i32
-}
 
 /// The partition count of `topic`.
 pub fn partition_count(kafka: &Kafka, topic: &str) -> Result<i32, Error> {
@@ -74,7 +66,9 @@ pub async fn history(kafka: &Kafka, topic: &str, flow_id: &[u8], limit: usize) -
         message,
     };
     let partitions = partition_count(kafka, topic)?;
-    let partition = partition_of(flow_id, partitions);
+    let partitioner = Partitioner::from_property(kafka.properties.get("partitioner").map(String::as_str))
+        .map_err(|why| Error::Usage(format!("REDMIRROR_KAFKA_PARTITIONER: {why}")))?;
+    let partition = partitioner.partition_of(flow_id, partitions);
     let consumer: redmirror_kafka::Reader = kafka
         .reader_config()
         .set("max.partition.fetch.bytes", "8388608")
@@ -177,18 +171,5 @@ fn event<M: Message>(m: &M) -> HistoryEvent {
         op: op.to_string(),
         fields,
         source_epoch: epoch,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_partition_is_librdkafkas_crc32_of_the_key() {
-        // CRC-32 (IEEE) of "123456789" is 0xCBF43926.
-        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
-        assert_eq!(partition_of(b"123456789", 7), (0xCBF4_3926u32 % 7) as i32);
-        assert_eq!(partition_of(b"anything", 1), 0);
     }
 }
