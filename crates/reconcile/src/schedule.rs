@@ -132,11 +132,12 @@ impl Schedule {
                 if plan.whole() {
                     self.whole_due = now + self.interval;
                 }
-                self.next = self.whole_due.min(if self.targeted.is_some() || self.answering != 0 {
+                // A gap or a request that came during the pass is taken now.
+                self.next = if self.targeted.is_some() || self.answering != 0 {
                     now
                 } else {
                     self.whole_due
-                });
+                };
             }
             Ended::Retry => {
                 // Retried with the same reach (or wider).
