@@ -8,12 +8,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use redmirror_apply::{ApplyEngine, ApplyOptions};
 use redmirror_capture::CaptureOptions;
-use redmirror_config::Config;
+use redmirror_config::{BothSides, Brokers, Config, DestSide, RedisEndpoint, SourceSide};
 use redmirror_core::LeaseName;
 use redmirror_kafka::{EmbeddedBroker, Kafka, Publisher};
 use redmirror_reconcile::{PassOptions, Reconciler, Service, Sides};
-use redmirror_redis::epoch::{EpochReader, SourceEpoch};
-use redmirror_redis::routed::Routed;
+use redmirror_redis::epoch::SourceEpoch;
 use redmirror_redis::source::SourceReader;
 use redmirror_state::hold::HoldWatch;
 use redmirror_state::lease::Lease;
@@ -25,61 +24,62 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// One of the roles a process can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Follow the source and publish change events.
-    Capture,
-    /// Consume change events and write the destination.
-    Apply,
-    /// Compare both sides and repair drift.
-    Reconcile,
+/// The roles a process runs, each with the servers it needs (validated:
+/// no endpoint here is optional unless the roles can do without it).
+#[derive(Debug, Clone)]
+pub enum Roles {
+    /// `redmirror run`: capture, apply and reconcile.
+    All(BothSides),
+    /// `redmirror capture`: the destination, when set, keeps its lease.
+    Capture(SourceSide),
+    /// `redmirror apply`.
+    Apply(DestSide),
+    /// `redmirror reconcile` (the service).
+    Reconcile(BothSides),
 }
-
-/// The roles this process runs (`run`: all three).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Roles(u8);
 
 impl Roles {
-    /// `redmirror run`: capture, apply and reconcile.
-    pub const ALL: Roles = Roles(0b111);
-
-    /// One role alone (`redmirror capture`, `apply`, `reconcile`).
-    pub const fn only(role: Role) -> Roles {
-        Roles(Self::bit(role))
-    }
-
-    const fn bit(role: Role) -> u8 {
-        match role {
-            Role::Capture => 1,
-            Role::Apply => 2,
-            Role::Reconcile => 4,
+    /// The `role` of `/v1/status`: the subcommand that runs these roles.
+    fn name(&self) -> &'static str {
+        match self {
+            Roles::All(_) => "run",
+            Roles::Capture(_) => "capture",
+            Roles::Apply(_) => "apply",
+            Roles::Reconcile(_) => "reconcile",
         }
     }
 
-    /// True when `role` runs here.
-    pub const fn has(self, role: Role) -> bool {
-        self.0 & Self::bit(role) != 0
-    }
-
-    /// True when a role that reads the source runs here (capture, reconcile).
-    pub const fn reads_source(self) -> bool {
-        self.has(Role::Capture) || self.has(Role::Reconcile)
-    }
-
-    /// The `role` of `/v1/status`: the subcommand that runs these roles.
-    fn name(self) -> &'static str {
+    fn brokers(&self) -> &Brokers {
         match self {
-            Roles::ALL => "run",
-            r if r == Roles::only(Role::Capture) => "capture",
-            r if r == Roles::only(Role::Apply) => "apply",
-            r if r == Roles::only(Role::Reconcile) => "reconcile",
-            _ => "mixed",
+            Roles::All(b) | Roles::Reconcile(b) => &b.brokers,
+            Roles::Capture(s) => &s.brokers,
+            Roles::Apply(d) => &d.brokers,
+        }
+    }
+
+    /// The source, when a role that reads it (capture, reconcile) runs.
+    fn source(&self) -> Option<&RedisEndpoint> {
+        match self {
+            Roles::All(b) | Roles::Reconcile(b) => Some(&b.source),
+            Roles::Capture(s) => Some(&s.source),
+            Roles::Apply(_) => None,
+        }
+    }
+
+    /// The destination, when this process uses one.
+    fn dest(&self) -> Option<&RedisEndpoint> {
+        match self {
+            Roles::All(b) | Roles::Reconcile(b) => Some(&b.dest),
+            Roles::Capture(s) => s.dest.as_ref(),
+            Roles::Apply(d) => Some(&d.dest),
         }
     }
 }
 
-pub use redmirror_console::startup::Refusal;
+pub use redmirror_startup::Refusal;
+use redmirror_startup::{
+    connect_when_up, kafka, kafka_retryable, record_limit, refuse_missing_permissions, source_epoch, source_reader,
+};
 
 /// Runs one role of the process. A role runs until it is asked to stop: one
 /// that returns while `shutdown` has not fired (its stream ended, its loop
@@ -97,37 +97,6 @@ async fn role(
         )),
         Err(e) => Err(e.context(format!("{name} failed"))),
     }
-}
-
-/// Connects to a Redis server once it is up, with `component` not ready
-/// until then.
-async fn connect_when_up(
-    health: &Health,
-    component: Component,
-    endpoint: &redmirror_config::RedisEndpoint,
-) -> anyhow::Result<fred::prelude::Client> {
-    health.register(component);
-    let what = format!("{} ({})", component.for_people(), component.setting());
-    let c = until_up(
-        &what,
-        || async { Ok(redmirror_redis::connect(endpoint, component.name()).await?) },
-        redis_retryable,
-    )
-    .await?;
-    health.set(component, true);
-    Ok(c)
-}
-
-/// A Kafka set-up error worth retrying: the broker is unreachable or
-/// timing out (not a bad client setting).
-fn kafka_retryable(e: &anyhow::Error) -> bool {
-    redmirror_kafka::retryable_in(e.chain())
-}
-
-/// A Redis connection error worth retrying: the server is down, refusing,
-/// loading or timing out; not bad credentials, a bad URL or TLS set-up.
-fn redis_retryable(e: &anyhow::Error) -> bool {
-    redmirror_redis::retryable_in(e.chain())
 }
 
 /// A started process: its roles run until [`Running::stop`].
@@ -181,88 +150,8 @@ impl Running {
     }
 }
 
-/// Starts Kafka: the embedded broker or the configured one, with the topics.
-pub async fn kafka(config: &Config) -> anyhow::Result<(Kafka, Option<EmbeddedBroker>)> {
-    let brokers = config
-        .kafka_brokers
-        .as_ref()
-        .context("REDMIRROR_KAFKA_BROKERS is not set")?;
-    redmirror_kafka::topics::connect(config, brokers)
-        .await
-        .context("preparing the Kafka topics")
-}
-
-/// Refuses when source and destination are the same server (the same
-/// `run_id`), or the same Redis Cluster reached through two of its nodes
-/// (a shared node id).
-pub async fn refuse_same_server(source: &fred::prelude::Client, dest: &fred::prelude::Client) -> anyhow::Result<()> {
-    redmirror_console::startup::distinct_servers(source, dest).await
-}
-
-/// Sets the largest record Kafka takes on the change topic (see
-/// [`redmirror_kafka::topics::RecordLimit`]); refuses (exit 2) a
-/// `REDMIRROR_MAX_FLOW_BYTES` over it ([`redmirror_console::startup`],
-/// which `check` runs too).
-pub async fn record_limit(config: &mut Config, kafka: &Kafka) -> anyhow::Result<()> {
-    let limit = until_up(
-        "Kafka (REDMIRROR_KAFKA_BROKERS), for the change topic's max.message.bytes",
-        || redmirror_console::startup::record_limit(config, kafka),
-        kafka_retryable,
-    )
-    .await?;
-    config.rules.max_record_bytes = limit;
-    Ok(())
-}
-
-/// Refuses (exit 2) when the source user lacks a permission capture or
-/// reconcile needs, with the `ACL SETUSER` line that grants it.
-pub async fn refuse_missing_permissions(
-    config: &Config,
-    endpoint: &redmirror_config::RedisEndpoint,
-) -> anyhow::Result<()> {
-    until_up(
-        "the source (REDMIRROR_SOURCE_URL)",
-        || redmirror_console::startup::permissions(config, endpoint),
-        redis_retryable,
-    )
-    .await
-}
-
-/// The source epoch shared through the destination (waited for like the
-/// destination itself), or one kept in memory when there is no destination.
-pub async fn source_epoch(config: &Config, dest: Option<&fred::prelude::Client>) -> anyhow::Result<SourceEpoch> {
-    match dest {
-        Some(d) => {
-            let key = config.keys.source_epoch_key();
-            until_up(
-                "the destination (REDMIRROR_DEST_URL), for the source epoch",
-                || async { Ok(SourceEpoch::load(d.clone(), key.clone()).await?) },
-                redis_retryable,
-            )
-            .await
-        }
-        None => {
-            tracing::warn!(
-                "REDMIRROR_DEST_URL is not set: the source epoch is kept in memory only, so after a restart this \
-                 process starts again at epoch 0 (set REDMIRROR_DEST_URL so every process shares it)"
-            );
-            Ok(SourceEpoch::in_memory())
-        }
-    }
-}
-
-/// A source reader ordering its reads in `epoch`; `sequential` for a
-/// reader that runs one read at a time.
-pub fn source_reader(config: &Config, epoch: &SourceEpoch, sequential: bool) -> anyhow::Result<SourceReader> {
-    Ok(SourceReader::new(
-        config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?,
-        config.keys.clone(),
-        EpochReader::new(epoch.clone(), sequential),
-    )?)
-}
-
 /// Starts the roles, the HTTP server and (if configured) the embedded broker.
-pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> {
+pub async fn start(roles: Roles, mut config: Config) -> anyhow::Result<Running> {
     let metrics = redmirror_telemetry::metrics::install();
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -271,11 +160,10 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     let health = Health::new();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let lag: redmirror_apply::lag::SharedLag = Arc::new(Mutex::new(Default::default()));
 
     // Served from the start: /healthz answers and /readyz fails (naming what
     // is missing) while the servers are waited for; admin calls answer 503.
-    let admin = Arc::new(crate::admin::LateAdmin::default());
+    let admin = Arc::new(redmirror_admin::LateAdmin::default());
     let state = HttpState {
         metrics,
         health: health.clone(),
@@ -295,126 +183,88 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     // /readyz cannot answer 200 between one server coming up and the
     // next one being waited for.
     health.register(Component::Kafka);
-    if config.source.is_some() && (roles.reads_source()) {
+    if roles.source().is_some() {
         health.register(Component::Source);
     }
-    if config.dest.is_some() {
+    if roles.dest().is_some() {
         health.register(Component::Destination);
     }
-    let (kafka, broker) = until_up("Kafka (REDMIRROR_KAFKA_BROKERS)", || kafka(&config), kafka_retryable).await?;
+    let (kafka, broker) = until_up(
+        "Kafka (REDMIRROR_KAFKA_BROKERS)",
+        || kafka(&config, roles.brokers()),
+        kafka_retryable,
+    )
+    .await?;
     health.set(Component::Kafka, true);
-    if roles.reads_source() {
-        record_limit(&mut config, &kafka).await?;
-    }
     // Permissions first: a cluster client's own set-up needs some of them
     // (CLUSTER SLOTS), and a refusal must name them, not wait for ever.
-    if let (true, Some(endpoint)) = (roles.reads_source(), &config.source) {
-        health.register(Component::Source);
+    if let Some(endpoint) = roles.source() {
+        record_limit(&mut config, &kafka).await?;
         refuse_missing_permissions(&config, endpoint).await?;
     }
-    let source = match &config.source {
-        Some(s) if roles.reads_source() => Some(connect_when_up(&health, Component::Source, s).await?),
-        _ => None,
-    };
-    // capture uses the destination only for its lease and the gap signal.
-    let dest = match &config.dest {
-        Some(d) => Some(connect_when_up(&health, Component::Destination, d).await?),
-        None => None,
-    };
-    if let (Some(s), Some(d)) = (&source, &dest) {
-        refuse_same_server(s, d).await?;
-    }
-    // Idle connections that silently died are found and made again before
-    // a role needs them (redmirror_redis::liveness).
-    // The destination's heartbeat also drives its readiness: an idle
-    // process has no write to fail. The source's readiness is capture's
-    // (its subscription and notification checks).
-    let mut p = Wiring {
+    let mut w = Wiring {
         config: &config,
         health: &health,
         shutdown: &shutdown,
         tasks: &mut tasks,
+        kafka: &kafka,
+        lag: Default::default(),
+        last_report: Default::default(),
     };
-    if let Some(client) = &source {
-        p.heartbeat("source heartbeat", client.clone());
-    }
-    if let Some(client) = &dest {
-        let (c, h) = (client.clone(), health.clone());
-        p.spawn("destination heartbeat", async move {
-            redmirror_redis::watch(c, h, Component::Destination, "The destination (REDMIRROR_DEST_URL)").await;
-            Ok(())
-        });
-    }
-    // What capture and reconcile share: the source, the producer, the epoch.
-    let reads = match (&source, roles.reads_source()) {
-        (Some(client), true) => {
-            let publisher = Publisher::new(&kafka, &config.topic)?;
-            let epoch = source_epoch(&config, dest.as_ref()).await?;
-            let e = epoch.clone();
-            let s = shutdown.clone();
-            p.spawn("source epoch sync", async move {
-                e.keep_synced(s).await;
-                Ok(())
-            });
-            Some(Reads {
-                source: client.clone(),
-                publisher,
-                epoch,
-            })
+    let started = match &roles {
+        Roles::All(both) | Roles::Reconcile(both) => {
+            let (reads, dest) = w.both_sides(both).await?;
+            let hold = w.hold(&dest).await?;
+            let mut started = Started::new(Some(&reads), Some(&dest), Some(&hold));
+            if let Roles::All(_) = roles {
+                started.leases.extend(w.start_capture(&reads, Some(&dest)).await?);
+                started.write_limit = Some(w.start_apply(&both.dest, hold.clone()).await?);
+            }
+            let (lease, tx) = w.start_reconcile(&reads, both, dest, hold)?;
+            started.leases.push(lease);
+            started.reconcile = Some(tx);
+            started
         }
-        (None, true) => anyhow::bail!("REDMIRROR_SOURCE_URL is not set"),
-        (_, false) => None,
-    };
-    // The hold (a rewind) is known before any role starts; it sets redmirror_held.
-    let hold = match &dest {
-        Some(d) => match HoldWatch::start(d.clone(), config.keys.hold_key(), shutdown.clone()).await {
-            Some(h) => Some(h),
-            None => anyhow::bail!("stopped while reading the hold from the destination"),
-        },
-        None => None,
-    };
-    let coordination = dest.clone().zip(hold.clone());
-    let mut leases = Vec::new();
-    let last_report = Arc::new(Mutex::new(None));
-    let mut reconcile_tx = None;
-    if roles.has(Role::Capture) {
-        let reads = reads.as_ref().context("capture needs the source")?;
-        leases.extend(p.start_capture(reads, dest.as_ref()).await?);
-    }
-    let throttle = redmirror_apply::engine::Throttle::new(config.apply_max_rate);
-    if roles.has(Role::Apply) {
-        let (_, held) = coordination.clone().context("REDMIRROR_DEST_URL is not set")?;
-        p.start_apply(&kafka, held, lag.clone(), throttle.clone()).await?;
-    }
-    if roles.has(Role::Reconcile) {
-        let reads = reads.as_ref().context("reconcile needs the source")?;
-        let (dst, held) = coordination.clone().context("REDMIRROR_DEST_URL is not set")?;
-        let (lease, tx) = p.start_reconcile(&kafka, reads, dst, held, last_report.clone())?;
-        leases.push(lease);
-        reconcile_tx = Some(tx);
-    }
-    let (epoch, publisher) = match reads {
-        Some(r) => (Some(r.epoch), Some(r.publisher)),
-        None => (None, None),
+        Roles::Capture(side) => {
+            let source = w.connect(Component::Source, &side.source).await?;
+            let dest = match &side.dest {
+                Some(d) => {
+                    let dest = w.connect(Component::Destination, d).await?;
+                    redmirror_startup::distinct_servers(&source, &dest).await?;
+                    Some(dest)
+                }
+                None => None,
+            };
+            let reads = w.reads(&side.source, source, dest.as_ref()).await?;
+            let hold = match &dest {
+                Some(d) => Some(w.hold(d).await?),
+                None => None,
+            };
+            let mut started = Started::new(Some(&reads), dest.as_ref(), hold.as_ref());
+            started.leases.extend(w.start_capture(&reads, dest.as_ref()).await?);
+            started
+        }
+        Roles::Apply(side) => {
+            let dest = w.connect(Component::Destination, &side.dest).await?;
+            let hold = w.hold(&dest).await?;
+            let mut started = Started::new(None, Some(&dest), Some(&hold));
+            started.write_limit = Some(w.start_apply(&side.dest, hold).await?);
+            started
+        }
     };
 
-    let process_admin = crate::admin::ProcessAdmin {
+    let process_admin = redmirror_admin::ProcessAdmin {
         role: roles.name(),
         health: health.clone(),
-        lag,
-        resync_reader: match &epoch {
-            Some(e) => Some(Arc::new(source_reader(&config, e, false)?)),
-            None => None,
-        },
-        epoch,
-        publisher,
-        dest,
-        leases,
-        reconcile: reconcile_tx,
-        last_report,
-        hold,
+        lag: w.lag.clone(),
+        reads: started.reads,
+        dest: started.dest,
+        leases: started.leases,
+        reconcile: started.reconcile,
+        last_report: w.last_report.clone(),
+        hold: started.hold,
         kafka: kafka.clone(),
-        write_limit: roles.has(Role::Apply).then_some(throttle),
+        write_limit: started.write_limit,
         config: config.clone(),
     };
     let _ = admin.0.set(Arc::new(process_admin));
@@ -428,21 +278,56 @@ pub async fn start(mut config: Config, roles: Roles) -> anyhow::Result<Running> 
     })
 }
 
+/// What the admin API reaches of the roles that started.
+struct Started {
+    reads: Option<redmirror_admin::SourceReads>,
+    dest: Option<fred::prelude::Client>,
+    hold: Option<HoldWatch>,
+    leases: Vec<Lease>,
+    reconcile: Option<mpsc::Sender<redmirror_reconcile::Trigger>>,
+    write_limit: Option<redmirror_apply::engine::Throttle>,
+}
+
+impl Started {
+    fn new(reads: Option<&Reads>, dest: Option<&fred::prelude::Client>, hold: Option<&HoldWatch>) -> Started {
+        Started {
+            reads: reads.map(|r| redmirror_admin::SourceReads {
+                source: r.endpoint.clone(),
+                publisher: r.publisher.clone(),
+                epoch: r.epoch.clone(),
+                reader: r.resync_reader.clone(),
+            }),
+            dest: dest.cloned(),
+            hold: hold.cloned(),
+            leases: Vec::new(),
+            reconcile: None,
+            write_limit: None,
+        }
+    }
+}
+
 /// What capture and reconcile share: the source, the producer and the
 /// source epoch their reads are ordered in.
 struct Reads {
+    endpoint: RedisEndpoint,
     source: fred::prelude::Client,
     publisher: Publisher,
     epoch: SourceEpoch,
+    /// One read at a time, for `POST /v1/resync` and the flow API.
+    resync_reader: Arc<SourceReader>,
 }
 
 /// What every role's start needs from the process: its settings, its
-/// readiness, its stop signal, and the set of tasks a stop waits for.
+/// readiness, its stop signal, the set of tasks a stop waits for, Kafka,
+/// and what the roles report to the admin API.
 struct Wiring<'a> {
     config: &'a Config,
     health: &'a Health,
     shutdown: &'a CancellationToken,
     tasks: &'a mut JoinSet<anyhow::Result<()>>,
+    kafka: &'a Kafka,
+    lag: redmirror_apply::lag::SharedLag,
+    last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
 }
 
 impl Wiring<'_> {
@@ -463,12 +348,77 @@ impl Wiring<'_> {
     }
 
     /// Pings `client`'s idle connection until shutdown (see
-    /// [`redmirror_redis::heartbeat`]).
+    /// [`redmirror_redis::heartbeat`]), so a connection that silently died
+    /// is found and made again before a role needs it.
     fn heartbeat(&mut self, name: &'static str, client: fred::prelude::Client) {
         self.spawn(name, async move {
             redmirror_redis::heartbeat(client).await;
             Ok(())
         });
+    }
+
+    /// Connects to the source or the destination once it is up, and keeps
+    /// the connection alive. The destination's heartbeat also drives its
+    /// readiness (an idle process has no write to fail); the source's
+    /// readiness is capture's (its subscription and notification checks).
+    async fn connect(
+        &mut self,
+        component: Component,
+        endpoint: &RedisEndpoint,
+    ) -> anyhow::Result<fred::prelude::Client> {
+        let client = connect_when_up(self.health, component, endpoint).await?;
+        if component == Component::Destination {
+            let (c, h) = (client.clone(), self.health.clone());
+            self.spawn("destination heartbeat", async move {
+                redmirror_redis::watch(c, h, Component::Destination, "The destination (REDMIRROR_DEST_URL)").await;
+                Ok(())
+            });
+        } else {
+            self.heartbeat("source heartbeat", client.clone());
+        }
+        Ok(client)
+    }
+
+    /// Both sides, refused when they are the same server; the source's
+    /// reads ordered in the epoch shared through the destination.
+    async fn both_sides(&mut self, both: &BothSides) -> anyhow::Result<(Reads, fred::prelude::Client)> {
+        let source = self.connect(Component::Source, &both.source).await?;
+        let dest = self.connect(Component::Destination, &both.dest).await?;
+        redmirror_startup::distinct_servers(&source, &dest).await?;
+        let reads = self.reads(&both.source, source, Some(&dest)).await?;
+        Ok((reads, dest))
+    }
+
+    /// The producer and the source epoch (kept in step with the other
+    /// processes' through the destination, when there is one).
+    async fn reads(
+        &mut self,
+        endpoint: &RedisEndpoint,
+        source: fred::prelude::Client,
+        dest: Option<&fred::prelude::Client>,
+    ) -> anyhow::Result<Reads> {
+        let publisher = Publisher::new(self.kafka, &self.config.topic)?;
+        let epoch = source_epoch(self.config, dest).await?;
+        let (e, s) = (epoch.clone(), self.shutdown.clone());
+        self.spawn("source epoch sync", async move {
+            e.keep_synced(s).await;
+            Ok(())
+        });
+        Ok(Reads {
+            endpoint: endpoint.clone(),
+            resync_reader: Arc::new(source_reader(endpoint, self.config, &epoch, false)?),
+            source,
+            publisher,
+            epoch,
+        })
+    }
+
+    /// The hold (a rewind), read before any role starts; it sets
+    /// `redmirror_held`.
+    async fn hold(&mut self, dest: &fred::prelude::Client) -> anyhow::Result<HoldWatch> {
+        HoldWatch::start(dest.clone(), self.config.keys.hold_key(), self.shutdown.clone())
+            .await
+            .context("stopped while reading the hold from the destination")
     }
 
     /// Starts capture (under its lease when there is a destination, which
@@ -481,7 +431,7 @@ impl Wiring<'_> {
     ) -> anyhow::Result<Option<Lease>> {
         let config = self.config;
         let opts = CaptureOptions {
-            source: config.source.clone().context("REDMIRROR_SOURCE_URL is not set")?,
+            source: reads.endpoint.clone(),
             keys: config.keys.clone(),
             rules: config.rules.clone(),
             batch: config.capture_batch,
@@ -521,24 +471,23 @@ impl Wiring<'_> {
         Ok(lease)
     }
 
-    /// Starts apply and its lag tracking.
+    /// Starts apply and its lag tracking; returns apply's write limit.
     async fn start_apply(
         &mut self,
-        kafka: &Kafka,
+        endpoint: &RedisEndpoint,
         hold: HoldWatch,
-        lag: redmirror_apply::lag::SharedLag,
-        throttle: redmirror_apply::engine::Throttle,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<redmirror_apply::engine::Throttle> {
         let config = self.config;
         // Apply writes on a connection of its own: its pipelines (a
         // backlog's batches, over a slow link) never hold back the lease
         // renewals, progress reports and gap signals queued on the shared
         // one, which would otherwise stop capture and the reconciler once a
         // renewal waited out the lease's TTL behind them.
-        let endpoint = config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?;
         let writes = connect_when_up(self.health, Component::Destination, endpoint).await?;
         self.heartbeat("apply connection heartbeat", writes.clone());
-        let engine = ApplyEngine::new(writes, config.keys.clone(), config.rules.clone()).with_throttle(throttle);
+        let throttle = redmirror_apply::engine::Throttle::new(config.apply_max_rate);
+        let engine =
+            ApplyEngine::new(writes, config.keys.clone(), config.rules.clone()).with_throttle(throttle.clone());
         let opts = ApplyOptions {
             topic: config.topic.clone(),
             dlq_topic: config.dlq_topic(),
@@ -547,43 +496,48 @@ impl Wiring<'_> {
             hold_acks_key: config.keys.hold_acks_key(),
             members_key: config.keys.apply_members_key(),
         };
-        let (k, h, s, l) = (kafka.clone(), self.health.clone(), self.shutdown.clone(), lag.clone());
+        let (k, h, s, l) = (
+            self.kafka.clone(),
+            self.health.clone(),
+            self.shutdown.clone(),
+            self.lag.clone(),
+        );
         self.tasks.spawn(role("apply", self.shutdown.clone(), async move {
             Ok(redmirror_apply::run(engine, &k, opts, hold, l, h, s).await?)
         }));
-        let (k, g, t, h, s) = (
-            kafka.clone(),
+        let (k, g, t, h, s, l) = (
+            self.kafka.clone(),
             config.group_id.clone(),
             config.topic.clone(),
             self.health.clone(),
             self.shutdown.clone(),
+            self.lag.clone(),
         );
         self.tasks
             .spawn(role("apply lag tracking", self.shutdown.clone(), async move {
-                redmirror_apply::lag::track(k, g, t, Duration::from_secs(5), lag, h, s).await;
+                redmirror_apply::lag::track(k, g, t, Duration::from_secs(5), l, h, s).await;
                 Ok(())
             }));
-        Ok(())
+        Ok(throttle)
     }
 
     /// Starts the reconciler under its lease; returns the lease and where
     /// to ask it for a pass.
     fn start_reconcile(
         &mut self,
-        kafka: &Kafka,
         reads: &Reads,
+        both: &BothSides,
         dest: fred::prelude::Client,
         hold: HoldWatch,
-        last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
     ) -> anyhow::Result<(Lease, mpsc::Sender<redmirror_reconcile::Trigger>)> {
         let config = self.config;
         let reconciler = Reconciler::new(
             reads.source.clone(),
             dest.clone(),
-            bulk_sides(config)?,
-            source_reader(config, &reads.epoch, false)?,
+            Sides::routed(both)?,
+            source_reader(&reads.endpoint, config, &reads.epoch, false)?,
             reads.publisher.clone(),
-            kafka.clone(),
+            self.kafka.clone(),
             config.group_id.clone(),
             config.keys.clone(),
             config.rules.clone(),
@@ -592,12 +546,12 @@ impl Wiring<'_> {
         let service = Service {
             reconciler,
             lease: lease.clone(),
-            opts: pass_options(config, false),
+            opts: PassOptions::of(config, false),
             interval: config.reconcile_interval,
             gaps: GapSignal::new(dest.clone(), config.keys.gap_key()),
             requests: GapSignal::new(dest, config.keys.reconcile_request_key()),
             report_key: config.keys.report_key(),
-            last: last_report,
+            last: self.last_report.clone(),
             hold,
         };
         let (tx, rx) = mpsc::channel(16);
@@ -607,19 +561,6 @@ impl Wiring<'_> {
             Ok(())
         }));
         Ok((lease, tx))
-    }
-}
-
-/// Reconcile pass settings from the configuration.
-pub fn pass_options(config: &Config, dry_run: bool) -> PassOptions {
-    PassOptions {
-        batch: config.reconcile_batch,
-        rate_limit: config.reconcile_rate_limit,
-        dry_run,
-        barrier_timeout: config.reconcile_barrier_timeout,
-        progress: None,
-        slots: None,
-        rewrite_copies: false,
     }
 }
 
@@ -640,10 +581,10 @@ pub async fn signal() {
 }
 
 /// Runs the roles until SIGTERM/SIGINT, then stops gracefully.
-pub async fn run(config: Config, roles: Roles) -> anyhow::Result<ExitCode> {
+pub async fn run(roles: Roles, config: Config) -> anyhow::Result<ExitCode> {
     // SIGTERM/SIGINT while the servers are still waited for is a clean stop.
     let started = tokio::select! {
-        r = start(config, roles) => r,
+        r = start(roles, config) => r,
         _ = signal() => {
             tracing::info!("Stopped before every server was up.");
             return Ok(ExitCode::SUCCESS);
@@ -664,15 +605,6 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<ExitCode> {
     stopped?;
     tracing::info!("Stopped cleanly.");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Bulk-read connections to both sides for the reconciler (connected on
-/// first use).
-pub(crate) fn bulk_sides(config: &Config) -> anyhow::Result<Sides<Routed>> {
-    Ok(Sides {
-        source: Routed::new(config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?)?,
-        dest: Routed::new(config.dest.as_ref().context("REDMIRROR_DEST_URL is not set")?)?,
-    })
 }
 
 #[cfg(test)]
@@ -696,22 +628,5 @@ mod role_exit {
             .await
             .unwrap_err();
         assert_eq!(format!("{e:#}"), "capture failed: boom");
-    }
-}
-
-#[cfg(test)]
-mod roles {
-    use super::{Role, Roles};
-
-    #[test]
-    fn roles_are_named_by_the_subcommand_that_runs_them() {
-        assert_eq!(Roles::ALL.name(), "run");
-        assert_eq!(Roles::only(Role::Capture).name(), "capture");
-        assert_eq!(Roles::only(Role::Apply).name(), "apply");
-        assert_eq!(Roles::only(Role::Reconcile).name(), "reconcile");
-        assert!(Roles::ALL.has(Role::Apply));
-        assert!(!Roles::only(Role::Capture).has(Role::Apply));
-        assert!(Roles::only(Role::Reconcile).reads_source());
-        assert!(!Roles::only(Role::Apply).reads_source());
     }
 }

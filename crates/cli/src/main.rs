@@ -2,11 +2,9 @@
 //! the configuration, start the roles from the library crates, map errors to
 //! exit codes (0 success, 1 runtime failure, 2 bad usage or configuration).
 
-mod admin;
 mod alloc;
 mod app;
 mod demo;
-mod history;
 mod oneshot;
 
 use std::path::PathBuf;
@@ -15,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use redmirror_config::settings::{Setting, DEST_URL, KAFKA_BROKERS, SOURCE_URL};
 use redmirror_config::{ConfigError, Layers};
+use redmirror_history::commands;
 
 /// Keeps a staging Redis in step with a production Redis through Kafka.
 #[derive(Debug, Parser)]
@@ -73,14 +72,14 @@ enum Command {
     /// Publish fresh snapshot events for these flows now (`base64:...` for binary ids).
     Resync(oneshot::ResyncArgs),
     /// Re-apply history from Kafka (or rewind with --force --until, which holds the mirror there).
-    Replay(history::ReplayArgs),
+    Replay(commands::ReplayArgs),
     /// End a rewind's hold: apply catches up and a reconcile pass brings the destination up to date.
     Resume,
     /// Dead letters: list or re-drive.
     #[command(subcommand)]
-    Dlq(history::DlqCommand),
+    Dlq(commands::DlqCommand),
     /// Print events from the change topic as JSON lines.
-    Inspect(history::InspectArgs),
+    Inspect(commands::InspectArgs),
     /// Pre-flight checks: connectivity, notifications, distinct servers, topics.
     Check,
     /// Show the whole thing working on this machine (local Redis servers, embedded broker).
@@ -219,16 +218,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 redmirror_console::top(&c, &args).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Reconcile(args) if args.once => oneshot::reconcile_once(c, args).await,
-            Command::Replay(args) => history::replay(c, args).await,
-            Command::Resume => history::resume(c).await,
-            Command::Dlq(cmd) => history::dlq(c, cmd).await,
-            Command::Inspect(args) => history::inspect(c, args).await,
-            Command::Resync(args) => oneshot::resync(c, args).await,
-            Command::Run => app::run(c, app::Roles::ALL).await,
-            Command::Capture => app::run(c, app::Roles::only(app::Role::Capture)).await,
-            Command::Apply => app::run(c, app::Roles::only(app::Role::Apply)).await,
-            Command::Reconcile(_) => app::run(c, app::Roles::only(app::Role::Reconcile)).await,
+            Command::Reconcile(args) if args.once => oneshot::reconcile_once(c.both_sides()?, c, args).await,
+            Command::Replay(args) => commands::replay(c.dest_side()?, c, args).await,
+            Command::Resume => commands::resume(c.dest_endpoint()?, c).await,
+            Command::Dlq(cmd) => commands::dlq(c.brokers()?, c, cmd).await,
+            Command::Inspect(args) => commands::inspect(c.brokers()?, c, args).await,
+            Command::Resync(args) => oneshot::resync(c.source_side()?, c, args).await,
+            Command::Run => app::run(app::Roles::All(c.both_sides()?), c).await,
+            Command::Capture => app::run(app::Roles::Capture(c.source_side()?), c).await,
+            Command::Apply => app::run(app::Roles::Apply(c.dest_side()?), c).await,
+            Command::Reconcile(_) => app::run(app::Roles::Reconcile(c.both_sides()?), c).await,
         }
     })
 }

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use redmirror_config::Config;
+use redmirror_config::{BothSides, Config, SourceSide};
 use redmirror_core::LeaseName;
 use redmirror_kafka::Publisher;
 use redmirror_reconcile::{Reconciler, Report};
 use redmirror_state::lease::Lease;
 use tokio_util::sync::CancellationToken;
 
+/// `redmirror reconcile`'s flags.
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
     /// Run a single pass and exit.
@@ -27,6 +28,7 @@ pub struct ReconcileArgs {
     pub json: bool,
 }
 
+/// `redmirror resync`'s flags.
 #[derive(Debug, Args)]
 pub struct ResyncArgs {
     /// Flow ids (`base64:...` for ids that are not UTF-8).
@@ -34,12 +36,13 @@ pub struct ResyncArgs {
     pub flow_ids: Vec<String>,
 }
 
-pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
-    let (kafka, _broker) = crate::app::kafka(&config).await?;
-    crate::app::record_limit(&mut config, &kafka).await?;
-    let source = redmirror_redis::connect(config.source.as_ref().context("source")?, "source").await?;
-    let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
-    if let Err(e) = crate::app::refuse_same_server(&source, &dest).await {
+/// `redmirror reconcile --once`: one pass (or a dry run), its report printed.
+pub async fn reconcile_once(both: BothSides, mut config: Config, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let (kafka, _broker) = redmirror_startup::kafka(&config, &both.brokers).await?;
+    redmirror_startup::record_limit(&mut config, &kafka).await?;
+    let source = redmirror_redis::connect(&both.source, "source").await?;
+    let dest = redmirror_redis::connect(&both.dest, "destination").await?;
+    if let Err(e) = redmirror_startup::distinct_servers(&source, &dest).await {
         eprintln!("redmirror: {}", redmirror_telemetry::errors::chain(&e));
         return Ok(ExitCode::from(2));
     }
@@ -49,12 +52,12 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
         }
     }
     let publisher = Publisher::new(&kafka, &config.topic)?;
-    let epoch = crate::app::source_epoch(&config, Some(&dest)).await?;
+    let epoch = redmirror_startup::source_epoch(&config, Some(&dest)).await?;
     let reconciler = Reconciler::new(
         source,
         dest.clone(),
-        crate::app::bulk_sides(&config)?,
-        crate::app::source_reader(&config, &epoch, false)?,
+        redmirror_reconcile::Sides::routed(&both)?,
+        redmirror_startup::source_reader(&both.source, &config, &epoch, false)?,
         publisher.clone(),
         kafka,
         config.group_id.clone(),
@@ -77,7 +80,7 @@ pub async fn reconcile_once(mut config: Config, args: ReconcileArgs) -> anyhow::
     }
     // Progress on a terminal: flows scanned on both sides against their
     // key counts (an estimate: other keys count too).
-    let mut opts = crate::app::pass_options(&config, args.dry_run);
+    let mut opts = redmirror_reconcile::PassOptions::of(&config, args.dry_run);
     let total = {
         use fred::interfaces::ServerInterface;
         let s: u64 = reconciler.source.dbsize().await.unwrap_or(0);
@@ -136,23 +139,23 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn resync(mut config: Config, args: ResyncArgs) -> anyhow::Result<ExitCode> {
+/// `redmirror resync`: fresh snapshot events for these flows.
+pub async fn resync(side: SourceSide, mut config: Config, args: ResyncArgs) -> anyhow::Result<ExitCode> {
     let ids = args
         .flow_ids
         .iter()
         .map(|a| redmirror_core::text::parse_flow_id(a).with_context(|| format!("bad flow id {a:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (kafka, _broker) = crate::app::kafka(&config).await?;
-    crate::app::record_limit(&mut config, &kafka).await?;
-    let dest = match &config.dest {
+    let (kafka, _broker) = redmirror_startup::kafka(&config, &side.brokers).await?;
+    redmirror_startup::record_limit(&mut config, &kafka).await?;
+    let dest = match &side.dest {
         Some(d) => Some(redmirror_redis::connect(d, "destination").await?),
         None => None,
     };
-    let epoch = crate::app::source_epoch(&config, dest.as_ref()).await?;
-    let reader = crate::app::source_reader(&config, &epoch, true)?;
+    let epoch = redmirror_startup::source_epoch(&config, dest.as_ref()).await?;
+    let reader = redmirror_startup::source_reader(&side.source, &config, &epoch, true)?;
     let publisher = Publisher::new(&kafka, &config.topic)?;
-    let endpoint = config.source.as_ref().context("REDMIRROR_SOURCE_URL is not set")?;
-    let n = redmirror_capture::role::resync(&config.rules, endpoint, &reader, &publisher, &ids).await?;
+    let n = redmirror_capture::role::resync(&config.rules, &side.source, &reader, &publisher, &ids).await?;
     publisher.flush(config.shutdown_timeout)?;
     println!("published {n} snapshot event(s)");
     Ok(ExitCode::SUCCESS)

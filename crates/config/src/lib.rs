@@ -18,7 +18,10 @@ use bytes::Bytes;
 use redmirror_core::field_rules::{parse_mask, FieldRules, FieldRulesError};
 use redmirror_core::{KeyLayout, MirrorRules};
 
+pub mod ends;
 pub mod settings;
+
+pub use ends::{BothSides, DestSide, SourceSide};
 use settings::*;
 pub use settings::{markdown as settings_markdown, Setting, SETTINGS};
 
@@ -426,12 +429,7 @@ impl Validator<'_> {
     }
 
     fn missing(key: &'static Setting) -> ConfigError {
-        let s = key;
-        ConfigError::Missing {
-            var: s.var(),
-            key: s.key,
-            doc: s.doc,
-        }
+        ends::missing(key)
     }
 
     fn string(&self, key: &'static Setting) -> Result<String, ConfigError> {

@@ -1,6 +1,6 @@
 //! `redmirror check`: pre-flight findings, one per line. Exit 2 when it
 //! finds what `run` refuses at start (the same functions decide:
-//! [`crate::startup`] and the notification check; SPEC section 7), else 1
+//! [`redmirror_startup::checks`] and the notification check; SPEC section 7), else 1
 //! on any other failure (a server that cannot be reached).
 //! Nothing here runs a role: it reads what the roles would need and says
 //! what is missing.
@@ -34,7 +34,7 @@ impl Report {
     /// A refusal (exit 2) or another failure (exit 1).
     fn error(&mut self, what: &str, e: anyhow::Error) {
         let text = redmirror_telemetry::errors::chain(&e);
-        if crate::startup::is_refusal(&e) {
+        if redmirror_startup::checks::is_refusal(&e) {
             self.refuse(what, text);
         } else {
             self.fail(what, text);
@@ -98,7 +98,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     if let (Some(_), Some(ep)) = (&source, &config.source) {
-        match crate::startup::permissions(config, ep).await {
+        match redmirror_startup::checks::permissions(config, ep).await {
             Ok(()) => r.ok(
                 "permissions",
                 "the source user may run every command capture and reconcile use",
@@ -107,7 +107,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     if let (Some(s), Some(d)) = (&source, &dest) {
-        match crate::startup::distinct_servers(s, d).await {
+        match redmirror_startup::checks::distinct_servers(s, d).await {
             Ok(()) => r.ok("servers", "source and destination are different servers"),
             Err(e) => r.error("servers", e),
         }
@@ -121,7 +121,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                  (about 5 MiB per partition, lost on exit), so replay and rebuild are not possible",
             );
             let kafka = redmirror_kafka::Kafka::new("", config.kafka_properties.clone());
-            match crate::startup::record_limit_without_topic(config, &kafka) {
+            match redmirror_startup::checks::record_limit_without_topic(config, &kafka) {
                 Ok(limit) => r.ok("record size", record_size(config, limit)),
                 Err(e) => r.refuse("record size", e),
             }
@@ -143,7 +143,9 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                             for w in redmirror_kafka::topics::risky_settings(&kafka, &topic, lag).await {
                                 r.warn("topic", format!("{topic}: {w}"));
                             }
-                            match tokio::time::timeout(TIMEOUT, crate::startup::record_limit(config, &kafka)).await {
+                            match tokio::time::timeout(TIMEOUT, redmirror_startup::checks::record_limit(config, &kafka))
+                                .await
+                            {
                                 Ok(Ok(limit)) => r.ok("record size", record_size(config, limit)),
                                 Ok(Err(e)) => r.error("record size", e),
                                 Err(_) => r.fail("record size", format!("Kafka did not answer within {TIMEOUT:?}")),
@@ -153,7 +155,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                     Ok(None) => {
                         r.ok("topic", format!("{topic} missing; it will be created at start-up"));
                         if topic == config.topic {
-                            match crate::startup::record_limit_without_topic(config, &kafka) {
+                            match redmirror_startup::checks::record_limit_without_topic(config, &kafka) {
                                 Ok(limit) => r.ok("record size", record_size(config, limit)),
                                 Err(e) => r.refuse("record size", e),
                             }

@@ -22,8 +22,6 @@
 //! - [`top`](mod@top): the live view.
 //! - [`check`]: `redmirror check`, the pre-flight findings before a
 //!   deploy (servers, notifications, permissions, topics).
-//! - [`startup`]: the start-up validations `run` and `check` share (a
-//!   [`startup::Refusal`] is exit 2 for both).
 //! - [`demo`]: the demo's screen: both sides of each sample flow, live
 //!   counts from the metrics, the narration.
 
@@ -32,7 +30,6 @@ pub mod demo;
 pub mod direct;
 pub mod offsets;
 pub mod process;
-pub mod startup;
 pub mod status;
 pub mod top;
 

@@ -16,7 +16,10 @@
 //!   only, within a bound (`GET /v1/flows/{flowId}/history`).
 //! - [`dlq`]: lists dead letters and re-drives them to the change topic.
 //! - [`inspect`]: events as JSON lines for people.
+//! - [`commands`]: the command line's `replay`, `resume`, `dlq` and
+//!   `inspect`: their flags and what they print.
 
+pub mod commands;
 pub mod dlq;
 pub mod flow;
 pub mod inspect;

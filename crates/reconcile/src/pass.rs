@@ -59,7 +59,30 @@ pub struct PassOptions {
     pub rewrite_copies: bool,
 }
 
+impl Sides<redmirror_redis::routed::Routed> {
+    /// Bulk-read connections to both sides (connected on first use).
+    pub fn routed(both: &redmirror_config::BothSides) -> Result<Self, redmirror_redis::RedisError> {
+        Ok(Sides {
+            source: redmirror_redis::routed::Routed::new(&both.source)?,
+            dest: redmirror_redis::routed::Routed::new(&both.dest)?,
+        })
+    }
+}
+
 impl PassOptions {
+    /// A pass over every flow with the configured batch, rate and barrier.
+    pub fn of(config: &redmirror_config::Config, dry_run: bool) -> PassOptions {
+        PassOptions {
+            batch: config.reconcile_batch,
+            rate_limit: config.reconcile_rate_limit,
+            dry_run,
+            barrier_timeout: config.reconcile_barrier_timeout,
+            progress: None,
+            slots: None,
+            rewrite_copies: false,
+        }
+    }
+
     /// True when the pass covers `flow_key`.
     fn covers(&self, flow_key: &[u8]) -> bool {
         self.slots

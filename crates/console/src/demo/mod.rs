@@ -1,6 +1,10 @@
-//! The demo's screen (`redmirror demo`): what it shows and how it
-//! reaches the terminal. The binary runs the servers and the sample
-//! steps, and hands each state to [`Output::show`].
+//! `redmirror demo`'s parts: its screen (what it shows and how it reaches
+//! the terminal), its local Redis servers ([`local`]) and its sample steps
+//! ([`script`]). The binary starts the roles, runs the steps and hands
+//! each state to [`Output::show`].
+
+pub mod local;
+pub mod script;
 
 use std::collections::BTreeMap;
 use std::io::Write;

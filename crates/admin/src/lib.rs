@@ -1,13 +1,15 @@
 //! The admin API of a running process (`POST /v1/resync`, `/v1/reconcile`,
-//! `/v1/resume`, `GET /v1/status`): glue that hands each request to the role
-//! that answers it.
+//! `/v1/resume`, `GET /v1/status`, the flow API and the dead letters): hands
+//! each request to the role that answers it. [`LateAdmin`] answers 503
+//! until the roles have started; [`ProcessAdmin`] then answers from their
+//! handles.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redmirror_api::{DeadLetters, FlowHistory, FlowView, Redriven, Resumed, Status};
-use redmirror_config::Config;
+use redmirror_config::{Config, RedisEndpoint};
 use redmirror_kafka::Publisher;
 use redmirror_reconcile::Trigger;
 use redmirror_redis::epoch::SourceEpoch;
@@ -23,7 +25,7 @@ use tokio::sync::mpsc;
 /// The admin actions once the roles have started; until then every call
 /// answers 503 ("starting").
 #[derive(Default)]
-pub(crate) struct LateAdmin(pub(crate) std::sync::OnceLock<Arc<dyn Admin>>);
+pub struct LateAdmin(pub std::sync::OnceLock<Arc<dyn Admin>>);
 
 impl LateAdmin {
     fn get(&self) -> Result<&Arc<dyn Admin>, AdminError> {
@@ -80,24 +82,45 @@ impl Admin for LateAdmin {
 
 /// The admin actions of a started process: each one hands the request to
 /// the role that runs it.
-pub(crate) struct ProcessAdmin {
-    pub(crate) role: &'static str,
-    pub(crate) health: Health,
-    pub(crate) lag: redmirror_apply::lag::SharedLag,
-    pub(crate) publisher: Option<Publisher>,
-    /// Reads flows for `POST /v1/resync` (with capture or reconcile).
-    pub(crate) resync_reader: Option<Arc<SourceReader>>,
-    pub(crate) epoch: Option<SourceEpoch>,
-    pub(crate) dest: Option<fred::prelude::Client>,
-    pub(crate) leases: Vec<Lease>,
-    pub(crate) reconcile: Option<mpsc::Sender<Trigger>>,
-    pub(crate) last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
-    pub(crate) hold: Option<HoldWatch>,
+pub struct ProcessAdmin {
+    /// The subcommand that runs these roles (`/v1/status` `role`).
+    pub role: &'static str,
+    /// Each component's readiness.
+    pub health: Health,
+    /// Apply's lag per partition (empty without apply).
+    pub lag: redmirror_apply::lag::SharedLag,
+    /// The source's side, with capture or reconcile.
+    pub reads: Option<SourceReads>,
+    /// The destination, when this process uses one.
+    pub dest: Option<fred::prelude::Client>,
+    /// The leases this process takes (capture's, the reconciler's).
+    pub leases: Vec<Lease>,
+    /// Where to ask the reconciler for a pass (with reconcile).
+    pub reconcile: Option<mpsc::Sender<Trigger>>,
+    /// This process's latest pass, if it ran one.
+    pub last_report: Arc<Mutex<Option<redmirror_reconcile::Report>>>,
+    /// The hold a rewind left, as this process sees it.
+    pub hold: Option<HoldWatch>,
     /// Reads the change and dead-letter topics (flow history, dead letters).
-    pub(crate) kafka: redmirror_kafka::Kafka,
+    pub kafka: redmirror_kafka::Kafka,
     /// Apply's write limit (`None` without apply).
-    pub(crate) write_limit: Option<redmirror_apply::engine::Throttle>,
-    pub(crate) config: Config,
+    pub write_limit: Option<redmirror_apply::engine::Throttle>,
+    /// The process's settings.
+    pub config: Config,
+}
+
+/// What a process that reads the source (capture, reconcile) lends the
+/// admin API: `POST /v1/resync` and the flow API read flows through it.
+#[derive(Clone)]
+pub struct SourceReads {
+    /// The source.
+    pub source: RedisEndpoint,
+    /// Publishes snapshot events.
+    pub publisher: Publisher,
+    /// The source epoch the reads are ordered in.
+    pub epoch: SourceEpoch,
+    /// One read at a time.
+    pub reader: Arc<SourceReader>,
 }
 
 /// Longest wait for one destination read behind `GET /v1/status` (a
@@ -109,20 +132,21 @@ const FLOW_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Admin for ProcessAdmin {
     fn resync(&self, flow_id: Bytes, ticket: Ticket) -> Result<(), AdminError> {
-        let (Some(p), Some(r)) = (self.publisher.clone(), self.resync_reader.clone()) else {
+        let Some(r) = self.reads.clone() else {
             return Err(AdminError::unavailable("this process does not run capture"));
         };
-        let config = self.config.clone();
+        let rules = self.config.rules.clone();
         tokio::spawn(async move {
             ticket.running();
-            let result = match &config.source {
-                Some(endpoint) => {
-                    redmirror_capture::role::resync(&config.rules, endpoint, &r, &p, std::slice::from_ref(&flow_id))
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                None => Err("REDMIRROR_SOURCE_URL is not set".to_string()),
-            };
+            let result = redmirror_capture::role::resync(
+                &rules,
+                &r.source,
+                &r.reader,
+                &r.publisher,
+                std::slice::from_ref(&flow_id),
+            )
+            .await
+            .map_err(|e| e.to_string());
             ticket.finish(result.map(|_| json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) })));
         });
         Ok(())
@@ -169,7 +193,7 @@ impl Admin for ProcessAdmin {
             ready: self.health.ready(),
             components: self.health.components(),
             lag,
-            source_epoch: self.epoch.as_ref().map(SourceEpoch::current),
+            source_epoch: self.reads.as_ref().map(|r| r.epoch.current()),
             topic: self.config.topic.clone(),
             dlq_topic: self.config.dlq_topic(),
             group_id: self.config.group_id.clone(),
@@ -225,7 +249,7 @@ impl Admin for ProcessAdmin {
     }
 
     fn flow(&self, flow_id: Bytes) -> AdminResult<FlowView> {
-        let (Some(reader), Some(dest)) = (self.resync_reader.clone(), self.dest.clone()) else {
+        let (Some(reads), Some(dest)) = (self.reads.clone(), self.dest.clone()) else {
             return unavailable(
                 "this process does not read both the source and the destination (it runs no capture or reconcile); \
                  ask a `run`, `capture` or `reconcile` process",
@@ -235,7 +259,7 @@ impl Admin for ProcessAdmin {
         Box::pin(async move {
             tokio::time::timeout(
                 FLOW_READ_TIMEOUT,
-                redmirror_reconcile::flow::view(&reader, &dest, &keys, &rules, flow_id),
+                redmirror_reconcile::flow::view(&reads.reader, &dest, &keys, &rules, flow_id),
             )
             .await
             .map_err(|_| AdminError::unavailable("the source or the destination did not answer within 5 s"))?

@@ -1,14 +1,17 @@
-//! `replay`, `dlq list`, `dlq redrive`, `inspect`.
+//! The history commands as the command line runs them: `replay`,
+//! `resume`, `dlq list`, `dlq redrive`, `inspect`. Their flags, and what
+//! each prints for people.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use redmirror_apply::ApplyEngine;
-use redmirror_config::Config;
-use redmirror_history::replay::{self, ReplayOptions};
-use redmirror_history::{reader, rewind, Start, TopicReader};
+use redmirror_config::{Brokers, Config, DestSide, RedisEndpoint};
 use redmirror_state::hold;
+use redmirror_write::ApplyEngine;
+
+use crate::replay::{self, ReplayOptions};
+use crate::{reader, rewind, Error, Start, TopicReader};
 
 /// Where to start reading.
 #[derive(Debug, Args, Clone)]
@@ -35,14 +38,16 @@ impl From {
             Start::parse_offsets(o)?
         } else {
             default.ok_or_else(|| {
-                crate::app::Refusal("say where to start: --from-beginning, --from-timestamp or --from-offsets".into())
+                Error::Usage("say where to start: --from-beginning, --from-timestamp or --from-offsets".into())
             })?
         })
     }
 }
 
+/// `redmirror replay`'s flags.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
+    /// Where to start reading.
     #[command(flatten)]
     pub from: From,
     /// Only events whose source time is at or before this (RFC 3339, UTC).
@@ -65,6 +70,7 @@ pub struct ReplayArgs {
     pub max_rate: Option<u64>,
 }
 
+/// `redmirror dlq`'s subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// List dead letters: reason, flow id, original topic/partition/offset, time.
@@ -84,8 +90,10 @@ pub enum DlqCommand {
     },
 }
 
+/// `redmirror inspect`'s flags.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// Where to start reading.
     #[command(flatten)]
     pub from: From,
     /// Only this flow's events (`base64:...` for binary ids).
@@ -96,15 +104,33 @@ pub struct InspectArgs {
     pub limit: Option<u64>,
 }
 
-async fn kafka(config: &Config) -> anyhow::Result<redmirror_kafka::Kafka> {
-    let (kafka, broker) = crate::app::kafka(config).await?;
-    if broker.is_some() {
-        anyhow::bail!("the embedded broker keeps no history across processes: point REDMIRROR_KAFKA_BROKERS at the broker the mirror uses");
+/// The broker the mirror uses (the embedded one keeps no history to read).
+async fn kafka(config: &Config, brokers: &Brokers) -> anyhow::Result<redmirror_kafka::Kafka> {
+    if *brokers == Brokers::Embedded {
+        return Err(Error::Usage(
+            "the embedded broker keeps no history across processes: point REDMIRROR_KAFKA_BROKERS at the broker \
+             the mirror uses"
+                .into(),
+        )
+        .into());
     }
+    let (kafka, _) = redmirror_kafka::topics::connect(config, brokers)
+        .await
+        .context("preparing the Kafka topics")?;
     Ok(kafka)
 }
 
-pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+/// A `--flow` argument (`base64:...` for a binary id).
+fn flow_arg(arg: Option<&str>) -> Result<Option<bytes::Bytes>, Error> {
+    arg.map(|f| {
+        redmirror_core::text::parse_flow_id(f)
+            .map_err(|e| Error::Usage(format!("--flow {f:?}: not valid base64 ({e})")))
+    })
+    .transpose()
+}
+
+/// `redmirror replay`: re-applies history, or rewinds with `--force --until`.
+pub async fn replay(ends: DestSide, config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let start = args.from.start(None)?;
     let until_us = args
         .until
@@ -112,12 +138,12 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
         .map(reader::parse_time_ms)
         .transpose()?
         .map(|ms| ms * 1000);
-    let kafka = kafka(&config).await?;
-    let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
+    let kafka = kafka(&config, &ends.brokers).await?;
+    let dest = redmirror_redis::connect(&ends.dest, "destination").await?;
     let rewinding = args.force && !args.dry_run;
     if !args.force && !args.dry_run {
         if let Some(why) = rewind::refuse_if_held(&dest, &config.keys).await? {
-            return Err(crate::app::Refusal(why).into());
+            return Err(Error::Usage(why).into());
         }
     }
     let hold_now = if rewinding {
@@ -135,7 +161,7 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
     };
     let max_rate = args.max_rate.unwrap_or(config.apply_max_rate);
     let engine = ApplyEngine::new(dest.clone(), config.keys.clone(), config.rules.clone())
-        .with_throttle(redmirror_apply::engine::Throttle::new(max_rate));
+        .with_throttle(redmirror_write::Throttle::new(max_rate));
     let opts = ReplayOptions {
         topic: config.topic.clone(),
         start,
@@ -213,8 +239,8 @@ pub async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode
 }
 
 /// `redmirror resume`: ends the hold a rewind left.
-pub async fn resume(config: Config) -> anyhow::Result<ExitCode> {
-    let dest = redmirror_redis::connect(config.dest.as_ref().context("destination")?, "destination").await?;
+pub async fn resume(dest: RedisEndpoint, config: Config) -> anyhow::Result<ExitCode> {
+    let dest = redmirror_redis::connect(&dest, "destination").await?;
     let r = redmirror_state::hold::resume(&dest, &config.keys.hold_key())
         .await
         .context("ending the hold on the destination")?;
@@ -231,11 +257,12 @@ pub async fn resume(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn dlq(config: Config, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
-    let kafka = kafka(&config).await?;
+/// `redmirror dlq list` and `redmirror dlq redrive`.
+pub async fn dlq(brokers: Brokers, config: Config, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DlqCommand::List { json } => {
-            let entries = redmirror_history::dlq::list(&kafka, &config.dlq_topic()).await?;
+            let kafka = kafka(&config, &brokers).await?;
+            let entries = crate::dlq::list(&kafka, &config.dlq_topic()).await?;
             if json {
                 for e in &entries {
                     println!("{}", serde_json::to_string(e)?);
@@ -256,33 +283,23 @@ pub async fn dlq(config: Config, cmd: DlqCommand) -> anyhow::Result<ExitCode> {
             }
         }
         DlqCommand::Redrive { flow, all } => {
-            let flow = flow
-                .as_deref()
-                .map(redmirror_core::text::parse_flow_id)
-                .transpose()
-                .context("bad --flow")?;
+            let flow = flow_arg(flow.as_deref())?;
             if flow.is_none() && !all {
-                return Err(
-                    crate::app::Refusal("say which dead letters to re-drive: --flow ID or --all".into()).into(),
-                );
+                return Err(Error::Usage("say which dead letters to re-drive: --flow ID or --all".into()).into());
             }
-            let n =
-                redmirror_history::dlq::redrive(&kafka, &config.dlq_topic(), &config.topic, flow.as_deref()).await?;
+            let kafka = kafka(&config, &brokers).await?;
+            let n = crate::dlq::redrive(&kafka, &config.dlq_topic(), &config.topic, flow.as_deref()).await?;
             println!("re-drove {n} dead letter(s) to {}", config.topic);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn inspect(config: Config, args: InspectArgs) -> anyhow::Result<ExitCode> {
+/// `redmirror inspect`: events as JSON lines.
+pub async fn inspect(brokers: Brokers, config: Config, args: InspectArgs) -> anyhow::Result<ExitCode> {
     let start = args.from.start(Some(Start::Beginning))?;
-    let flow = args
-        .flow
-        .as_deref()
-        .map(redmirror_core::text::parse_flow_id)
-        .transpose()
-        .context("bad --flow")?;
-    let kafka = kafka(&config).await?;
+    let flow = flow_arg(args.flow.as_deref())?;
+    let kafka = kafka(&config, &brokers).await?;
     let mut reader = TopicReader::open(&kafka, &config.topic, &start).await?;
     let mut shown = 0u64;
     while let Some(m) = reader.next().await? {
@@ -291,7 +308,7 @@ pub async fn inspect(config: Config, args: InspectArgs) -> anyhow::Result<ExitCo
                 continue;
             }
         }
-        println!("{}", redmirror_history::inspect::to_json(&m));
+        println!("{}", crate::inspect::to_json(&m));
         shown += 1;
         if args.limit.is_some_and(|l| shown >= l) {
             break;
