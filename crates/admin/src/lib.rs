@@ -107,6 +107,8 @@ pub struct ProcessAdmin {
     pub write_limit: Option<redmirror_apply::engine::Throttle>,
     /// The process's settings.
     pub config: Config,
+    /// The process's stop: a resync waiting for the source ends with it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// What a process that reads the source (capture, reconcile) lends the
@@ -135,7 +137,7 @@ impl Admin for ProcessAdmin {
         let Some(r) = self.reads.clone() else {
             return Err(AdminError::unavailable("this process does not run capture"));
         };
-        let rules = self.config.rules.clone();
+        let (rules, stop) = (self.config.rules.clone(), self.shutdown.clone());
         tokio::spawn(async move {
             ticket.running();
             let result = redmirror_capture::role::resync(
@@ -144,6 +146,7 @@ impl Admin for ProcessAdmin {
                 &r.reader,
                 &r.publisher,
                 std::slice::from_ref(&flow_id),
+                &stop,
             )
             .await
             .map_err(|e| e.to_string());

@@ -601,23 +601,21 @@ async fn write_slice(
     shutdown: &CancellationToken,
 ) -> Option<Vec<Outcome>> {
     let decoded: Vec<&Decoded> = batch.iter().map(|i| &i.decoded).collect();
-    let mut backoff = Backoff::default();
-    let outcomes = loop {
-        match engine.apply_now(&decoded, false).await {
-            Ok(o) => {
-                health.set(Component::Destination, true);
-                break o;
-            }
-            Err(e) => {
-                health.set(Component::Destination, false);
-                metrics::counter!(m::APPLY_RETRIES).increment(1);
-                tracing::warn!(error = %e, events = batch.len(), "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
-                if !pause(&mut backoff, shutdown).await {
-                    return None;
-                }
-            }
-        }
+    let written = redmirror_write::retry::until_written(
+        batch.len(),
+        shutdown,
+        None,
+        |_| {
+            health.set(Component::Destination, false);
+            metrics::counter!(m::APPLY_RETRIES).increment(1);
+        },
+        || engine.apply_now(&decoded, false),
+    )
+    .await;
+    let redmirror_write::retry::Retried::Written(outcomes) = written else {
+        return None;
     };
+    health.set(Component::Destination, true);
     let now = redmirror_core::now_us();
     // Metric handles are looked up once per batch, counts added per label.
     let end_to_end = metrics::histogram!(m::END_TO_END);

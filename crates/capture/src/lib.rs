@@ -259,6 +259,9 @@ pub enum CaptureError {
     /// The subscriber's thread or runtime could not be started.
     #[error("cannot start the notification subscriber's thread: {0}")]
     Runtime(#[source] std::io::Error),
+    /// Waiting for the source ended otherwise.
+    #[error(transparent)]
+    Wait(anyhow::Error),
 }
 
 /// Runs the subscriber on a thread of its own, with a one-thread runtime:
@@ -340,33 +343,40 @@ async fn connect_when_up(
     health: &Health,
     shutdown: &CancellationToken,
 ) -> Result<Option<(fred::prelude::Client, Option<Arc<Cluster>>)>, CaptureError> {
-    let mut backoff = redmirror_core::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut said = false;
-    loop {
-        let attempt = async {
-            let client = redmirror_redis::connect(&opts.source, "capture-reader").await?;
-            notify::ensure(&client, &opts.source, opts.configure_notifications).await?;
-            let cluster = reader.detect().await?;
-            Ok::<_, CaptureError>((client, cluster))
-        };
-        let wait = match attempt.await {
-            Ok(up) => return Ok(Some(up)),
-            Err(CaptureError::Redis(e)) if e.is_retryable() => e.to_string(),
-            Err(CaptureError::Notify(notify::NotifyError::Unreadable {
-                message,
-                refused: false,
-                ..
-            })) => message,
-            Err(e) => return Err(e),
-        };
-        health.set(Component::Source, false);
-        if !said {
-            tracing::info!(reason = %wait, "Waiting for the source; retrying with backoff (/readyz fails meanwhile).");
-            said = true;
-        }
-        if !redmirror_telemetry::wait::pause(&mut backoff, shutdown).await {
-            return Ok(None);
-        }
+    let up = redmirror_telemetry::wait::until_up(
+        "the source (REDMIRROR_SOURCE_URL)",
+        shutdown,
+        || async {
+            let attempt = async {
+                let client = redmirror_redis::connect(&opts.source, "capture-reader").await?;
+                notify::ensure(&client, &opts.source, opts.configure_notifications).await?;
+                let cluster = reader.detect().await?;
+                Ok::<_, CaptureError>((client, cluster))
+            }
+            .await;
+            if attempt.is_err() {
+                health.set(Component::Source, false);
+            }
+            Ok(attempt?)
+        },
+        source_retryable,
+    )
+    .await;
+    match up {
+        Ok(up) => Ok(Some(up)),
+        Err(e) if e.is::<redmirror_telemetry::wait::Stopped>() => Ok(None),
+        Err(e) => Err(e.downcast::<CaptureError>().unwrap_or_else(CaptureError::Wait)),
+    }
+}
+
+/// A failure to reach the source worth waiting out: the source is down or
+/// loading, or its notification setting cannot be read yet (not a
+/// permission refusal).
+fn source_retryable(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<CaptureError>() {
+        Some(CaptureError::Redis(e)) => e.is_retryable(),
+        Some(CaptureError::Notify(notify::NotifyError::Unreadable { refused, .. })) => !refused,
+        _ => false,
     }
 }
 

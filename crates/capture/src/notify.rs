@@ -102,9 +102,11 @@ pub async fn ensure_at_start(
     client: &Client,
     endpoint: &RedisEndpoint,
     configure: bool,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Result<(), NotifyError>> {
     redmirror_telemetry::wait::until_up(
         "the source (REDMIRROR_SOURCE_URL), to check notify-keyspace-events",
+        stop,
         || async {
             match ensure(client, endpoint, configure).await {
                 Err(NotifyError::Unreadable {

@@ -116,17 +116,19 @@ pub enum ResyncError {
 }
 
 /// Publishes a fresh snapshot event for each flow (origin `resync`), read
-/// in the source epoch; waits for a source that is down. Returns how many
-/// events were published.
+/// in the source epoch; waits for a source that is down, until `stop`.
+/// Returns how many events were published.
 pub async fn resync(
     rules: &MirrorRules,
     endpoint: &RedisEndpoint,
     reader: &SourceReader,
     publisher: &Publisher,
     ids: &[Bytes],
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<usize, ResyncError> {
     let read = redmirror_telemetry::wait::until_up(
         "the source (REDMIRROR_SOURCE_URL), to read the flows to resync",
+        stop,
         || async {
             Ok(reader
                 .read(ids)

@@ -191,6 +191,7 @@ pub async fn start(roles: Roles, mut config: Config) -> anyhow::Result<Running> 
     }
     let (kafka, broker) = until_up(
         "Kafka (REDMIRROR_KAFKA_BROKERS)",
+        &shutdown,
         || kafka(&config, roles.brokers()),
         kafka_retryable,
     )
@@ -199,8 +200,8 @@ pub async fn start(roles: Roles, mut config: Config) -> anyhow::Result<Running> 
     // Permissions first: a cluster client's own set-up needs some of them
     // (CLUSTER SLOTS), and a refusal must name them, not wait for ever.
     if let Some(endpoint) = roles.source() {
-        record_limit(&mut config, &kafka).await?;
-        refuse_missing_permissions(&config, endpoint).await?;
+        record_limit(&mut config, &kafka, &shutdown).await?;
+        refuse_missing_permissions(&config, endpoint, &shutdown).await?;
     }
     let mut w = Wiring {
         config: &config,
@@ -266,6 +267,7 @@ pub async fn start(roles: Roles, mut config: Config) -> anyhow::Result<Running> 
         kafka: kafka.clone(),
         write_limit: started.write_limit,
         config: config.clone(),
+        shutdown: shutdown.clone(),
     };
     let _ = admin.0.set(Arc::new(process_admin));
     tracing::info!(role = roles.name(), http = %http_addr, embedded_broker = kafka.embedded, "redmirror started.");
@@ -366,7 +368,7 @@ impl Wiring<'_> {
         component: Component,
         endpoint: &RedisEndpoint,
     ) -> anyhow::Result<fred::prelude::Client> {
-        let client = connect_when_up(self.health, component, endpoint).await?;
+        let client = connect_when_up(self.health, component, endpoint, self.shutdown).await?;
         if component == Component::Destination {
             let (c, h) = (client.clone(), self.health.clone());
             self.spawn("destination heartbeat", async move {
@@ -398,7 +400,7 @@ impl Wiring<'_> {
         dest: Option<&fred::prelude::Client>,
     ) -> anyhow::Result<Reads> {
         let publisher = Publisher::new(self.kafka, &self.config.topic)?;
-        let epoch = source_epoch(self.config, dest).await?;
+        let epoch = source_epoch(self.config, dest, self.shutdown).await?;
         let (e, s) = (epoch.clone(), self.shutdown.clone());
         self.spawn("source epoch sync", async move {
             e.keep_synced(s).await;
@@ -442,9 +444,13 @@ impl Wiring<'_> {
         };
         // Refuse at start when the classes are missing (or the setting may
         // not be read); a source that went away meanwhile is waited for.
-        let checked =
-            redmirror_capture::notify::ensure_at_start(&reads.source, &opts.source, opts.configure_notifications)
-                .await?;
+        let checked = redmirror_capture::notify::ensure_at_start(
+            &reads.source,
+            &opts.source,
+            opts.configure_notifications,
+            self.shutdown,
+        )
+        .await?;
         checked.map_err(|e| Refusal(e.to_string()))?;
         let lease = dest.map(|d| Lease::new(d.clone(), LeaseName::Capture, &config.keys, config.lease_ttl));
         if lease.is_none() {
@@ -483,7 +489,7 @@ impl Wiring<'_> {
         // renewals, progress reports and gap signals queued on the shared
         // one, which would otherwise stop capture and the reconciler once a
         // renewal waited out the lease's TTL behind them.
-        let writes = connect_when_up(self.health, Component::Destination, endpoint).await?;
+        let writes = connect_when_up(self.health, Component::Destination, endpoint, self.shutdown).await?;
         self.heartbeat("apply connection heartbeat", writes.clone());
         let throttle = redmirror_apply::engine::Throttle::new(config.apply_max_rate);
         let engine =

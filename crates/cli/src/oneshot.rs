@@ -39,7 +39,7 @@ pub struct ResyncArgs {
 /// `redmirror reconcile --once`: one pass (or a dry run), its report printed.
 pub async fn reconcile_once(both: BothSides, mut config: Config, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (kafka, _broker) = redmirror_startup::kafka(&config, &both.brokers).await?;
-    redmirror_startup::record_limit(&mut config, &kafka).await?;
+    redmirror_startup::record_limit(&mut config, &kafka, &CancellationToken::new()).await?;
     let source = redmirror_redis::connect(&both.source, "source").await?;
     let dest = redmirror_redis::connect(&both.dest, "destination").await?;
     if let Err(e) = redmirror_startup::distinct_servers(&source, &dest).await {
@@ -52,7 +52,7 @@ pub async fn reconcile_once(both: BothSides, mut config: Config, args: Reconcile
         }
     }
     let publisher = Publisher::new(&kafka, &config.topic)?;
-    let epoch = redmirror_startup::source_epoch(&config, Some(&dest)).await?;
+    let epoch = redmirror_startup::source_epoch(&config, Some(&dest), &CancellationToken::new()).await?;
     let reconciler = Reconciler::new(
         source,
         dest.clone(),
@@ -147,15 +147,23 @@ pub async fn resync(side: SourceSide, mut config: Config, args: ResyncArgs) -> a
         .map(|a| redmirror_core::text::parse_flow_id(a).with_context(|| format!("bad flow id {a:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (kafka, _broker) = redmirror_startup::kafka(&config, &side.brokers).await?;
-    redmirror_startup::record_limit(&mut config, &kafka).await?;
+    redmirror_startup::record_limit(&mut config, &kafka, &CancellationToken::new()).await?;
     let dest = match &side.dest {
         Some(d) => Some(redmirror_redis::connect(d, "destination").await?),
         None => None,
     };
-    let epoch = redmirror_startup::source_epoch(&config, dest.as_ref()).await?;
+    let epoch = redmirror_startup::source_epoch(&config, dest.as_ref(), &CancellationToken::new()).await?;
     let reader = redmirror_startup::source_reader(&side.source, &config, &epoch, true)?;
     let publisher = Publisher::new(&kafka, &config.topic)?;
-    let n = redmirror_capture::role::resync(&config.rules, &side.source, &reader, &publisher, &ids).await?;
+    let n = redmirror_capture::role::resync(
+        &config.rules,
+        &side.source,
+        &reader,
+        &publisher,
+        &ids,
+        &CancellationToken::new(),
+    )
+    .await?;
     publisher.flush(config.shutdown_timeout)?;
     println!("published {n} snapshot event(s)");
     Ok(ExitCode::SUCCESS)

@@ -271,21 +271,35 @@ fn tally(
     Ok(())
 }
 
+/// Writes a batch, retrying a failed write (nothing skipped) up to
+/// [`WRITE_ATTEMPTS`] times.
 async fn apply_with_retry(engine: &ApplyEngine, batch: &[Decoded], force: bool) -> Result<Vec<Outcome>, Error> {
-    let mut backoff = redmirror_core::backoff::Backoff::default();
-    for _ in 0..20 {
-        match engine.apply(batch, force).await {
-            Ok(o) => return Ok(o),
-            Err(e) => {
-                tracing::warn!(error = %e, "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
+    use redmirror_write::retry::{until_written, Retried};
+    // Ctrl-C ends the command itself; nothing else stops a replay's retries.
+    let never = tokio_util::sync::CancellationToken::new();
+    match until_written(
+        batch.len(),
+        &never,
+        Some(WRITE_ATTEMPTS),
+        |_| {},
+        || engine.apply(batch, force),
+    )
+    .await
+    {
+        Retried::Written(outcomes) => Ok(outcomes),
+        Retried::Stopped => Err(Error::Runtime(
+            "replay stopped (nothing was skipped: run it again)".into(),
+        )),
+        Retried::GaveUp(e) => Err(Error::Runtime(format!(
+            "the destination kept failing ({}); replay stopped (nothing was skipped: run it again)",
+            e.0
+        ))),
     }
-    Err(Error::Runtime(
-        "the destination kept failing; replay stopped (nothing was skipped: run it again)".into(),
-    ))
 }
+
+/// Failed writes of one batch before a replay stops (about a minute and
+/// a half with the backoff).
+const WRITE_ATTEMPTS: u32 = 20;
 
 /// For each flow's latest event: would applying it change the destination?
 async fn dry_run_changes(

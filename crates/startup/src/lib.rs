@@ -2,7 +2,8 @@
 //! server (readiness says which one is missing meanwhile), refuse what
 //! retrying cannot fix ([`checks`]: permissions, the same server on both
 //! sides, a record size Kafka cannot carry), and set up what the roles
-//! share (the source epoch, the source reader).
+//! share (the source epoch, the source reader). Every wait ends when
+//! its `stop` fires ([`redmirror_telemetry::wait::Stopped`]).
 
 pub mod checks;
 
@@ -13,6 +14,7 @@ use redmirror_redis::epoch::{EpochReader, SourceEpoch};
 use redmirror_redis::source::SourceReader;
 use redmirror_telemetry::wait::until_up;
 use redmirror_telemetry::{Component, Health};
+use tokio_util::sync::CancellationToken;
 
 pub use checks::{distinct_servers, is_refusal, permissions, Refusal};
 
@@ -22,11 +24,13 @@ pub async fn connect_when_up(
     health: &Health,
     component: Component,
     endpoint: &redmirror_config::RedisEndpoint,
+    stop: &CancellationToken,
 ) -> anyhow::Result<fred::prelude::Client> {
     health.register(component);
     let what = format!("{} ({})", component.for_people(), component.setting());
     let c = until_up(
         &what,
+        stop,
         || async { Ok(redmirror_redis::connect(endpoint, component.name()).await?) },
         redis_retryable,
     )
@@ -58,9 +62,10 @@ pub async fn kafka(config: &Config, brokers: &Brokers) -> anyhow::Result<(Kafka,
 /// [`redmirror_kafka::topics::RecordLimit`]); refuses (exit 2) a
 /// `REDMIRROR_MAX_FLOW_BYTES` over it ([`checks`],
 /// which `check` runs too).
-pub async fn record_limit(config: &mut Config, kafka: &Kafka) -> anyhow::Result<()> {
+pub async fn record_limit(config: &mut Config, kafka: &Kafka, stop: &CancellationToken) -> anyhow::Result<()> {
     let limit = until_up(
         "Kafka (REDMIRROR_KAFKA_BROKERS), for the change topic's max.message.bytes",
+        stop,
         || checks::record_limit(config, kafka),
         kafka_retryable,
     )
@@ -74,9 +79,11 @@ pub async fn record_limit(config: &mut Config, kafka: &Kafka) -> anyhow::Result<
 pub async fn refuse_missing_permissions(
     config: &Config,
     endpoint: &redmirror_config::RedisEndpoint,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     until_up(
         "the source (REDMIRROR_SOURCE_URL)",
+        stop,
         || checks::permissions(config, endpoint),
         redis_retryable,
     )
@@ -85,12 +92,17 @@ pub async fn refuse_missing_permissions(
 
 /// The source epoch shared through the destination (waited for like the
 /// destination itself), or one kept in memory when there is no destination.
-pub async fn source_epoch(config: &Config, dest: Option<&fred::prelude::Client>) -> anyhow::Result<SourceEpoch> {
+pub async fn source_epoch(
+    config: &Config,
+    dest: Option<&fred::prelude::Client>,
+    stop: &CancellationToken,
+) -> anyhow::Result<SourceEpoch> {
     match dest {
         Some(d) => {
             let key = config.keys.source_epoch_key();
             until_up(
                 "the destination (REDMIRROR_DEST_URL), for the source epoch",
+                stop,
                 || async { Ok(SourceEpoch::load(d.clone(), key.clone()).await?) },
                 redis_retryable,
             )

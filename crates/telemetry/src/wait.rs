@@ -32,11 +32,22 @@ pub async fn pause_or_sleep(backoff: &mut Backoff, stop: Option<&CancellationTok
 /// How often an unchanged reason for waiting is logged again.
 const SAY_AGAIN: Duration = Duration::from_secs(60);
 
+/// [`until_up`] returned because `stop` fired while it waited.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped while waiting for {0}")]
+pub struct Stopped(pub String);
+
 /// Calls `attempt` until it succeeds or fails with an error `retryable`
-/// says no to, backing off from 100 ms to 5 s. Logs at INFO what it waits
-/// for and why (again when the reason changes, and every minute), and once
-/// more when it is up.
-pub async fn until_up<T, F, Fut>(what: &str, mut attempt: F, retryable: fn(&anyhow::Error) -> bool) -> anyhow::Result<T>
+/// says no to, backing off from 100 ms to 5 s; [`Stopped`] when `stop`
+/// fires during a wait. Logs at INFO what it waits for and why (again
+/// when the reason changes, and every minute), and once more when it is
+/// up.
+pub async fn until_up<T, F, Fut>(
+    what: &str,
+    stop: &CancellationToken,
+    mut attempt: F,
+    retryable: fn(&anyhow::Error) -> bool,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
@@ -61,9 +72,85 @@ where
                     tracing::info!(reason = %reason, "Waiting for {what}; retrying with backoff (/readyz fails meanwhile).");
                     last = Some((reason, Instant::now()));
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
+                if !pause(&mut backoff, stop).await {
+                    return Err(Stopped(what.to_string()).into());
+                }
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn always(_: &anyhow::Error) -> bool {
+        true
+    }
+
+    fn never(_: &anyhow::Error) -> bool {
+        false
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_until_the_attempt_succeeds() {
+        let calls = AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let v = until_up(
+            "the test server",
+            &stop,
+            || async {
+                match calls.fetch_add(1, Ordering::Relaxed) {
+                    0..=2 => Err(anyhow::anyhow!("refused")),
+                    n => Ok(n),
+                }
+            },
+            always,
+        )
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_not_worth_retrying_ends_it_at_once() {
+        let calls = AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let e = until_up(
+            "the test server",
+            &stop,
+            || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(anyhow::anyhow!("bad password"))
+            },
+            never,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_eq!(e.to_string(), "bad password");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_with_stopped() {
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            s.cancel();
+        });
+        let e = until_up(
+            "the test server",
+            &stop,
+            || async { Err::<(), _>(anyhow::anyhow!("refused")) },
+            always,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.downcast_ref::<Stopped>().is_some(), "{e:#}");
+        assert_eq!(e.to_string(), "stopped while waiting for the test server");
     }
 }

@@ -6,6 +6,8 @@
 //! - [`engine`]: [`ApplyEngine`] batches events into pipelined script calls
 //!   and turns each reply into an [`Outcome`]; rules enforced without the
 //!   destination (the size limit, the organisation filter) are decided here.
+//! - [`retry`]: a failed write tried again with backoff, nothing skipped
+//!   (live apply and replay).
 //! - [`throttle`]: the destination write limit ([`Throttle`]), events per
 //!   second through one engine and its clones.
 //! - `script`: the Lua step (`apply.lua`, after the guard fragment
@@ -27,6 +29,7 @@
 //!   but named like the labels above.
 
 pub mod engine;
+pub mod retry;
 mod script;
 pub mod throttle;
 
