@@ -305,6 +305,11 @@ fn a_kafka_tombstone_deletes_the_sync_copy_and_leaves_natives_alone() {
     hset(&mut dst, b"client:tn", &[(b"native", b"1")]);
     hset(&mut src, b"client:tt", &[(b"a", b"1")]);
     s.wait_dest(b"client:tt", Some(&copy_of(&hash(&[("a", "1")]))));
+    // The start-up pass must be over: it would rightly bring the copy back
+    // (the source still has the flow) if it compared after the tombstone.
+    wait_for("the start-up pass", CONVERGE, || {
+        (s.mirror.metric("redmirror_reconcile_runs_total") >= 1.0).then_some(())
+    });
     kafka::produce_tombstones(&s.broker.bootstrap(), &s.mirror.topic, &[b"tt", b"tn"]);
     s.wait_dest(b"client:tt", None);
     assert!(
