@@ -19,13 +19,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fred::prelude::*;
-use fred::types::Value;
 use redmirror_core::Order;
 use redmirror_telemetry::metrics as m;
 use tokio_util::sync::CancellationToken;
-
-use crate::Script;
 
 /// How far behind the latest time seen a concurrent reader's time may be
 /// before it counts as a clock step back.
@@ -35,24 +31,24 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// How often a reader asks the server for its `run_id` with a read.
 pub const IDENTITY_EVERY: Duration = Duration::from_secs(1);
 
-/// Merges this process's epoch into the shared one. KEYS: the epoch hash.
-/// ARGV: epoch, run_id (may be empty), time (µs). A newer stored epoch wins
-/// and is returned for adoption; else the stored one becomes ours, keeping
-/// the later time. Reply: `{epoch, run_id, time}` as stored.
-const SYNC: &str = include_str!("epoch_sync.lua");
+/// The epoch as processes share it: the number, the server it names, and
+/// the latest source time read in it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// The epoch.
+    pub epoch: u64,
+    /// The source server's `run_id` in it, if known.
+    pub run_id: Option<String>,
+    /// The latest source time read in it (µs).
+    pub latest_us: i64,
+}
 
-/// The sync script's reply, `{epoch, run_id, time}` as stored; `None` for
-/// any other shape.
-fn parse_sync(reply: &Value) -> Option<State> {
-    let Value::Array(v) = reply else { return None };
-    let [e, r, t] = v.as_slice() else { return None };
-    let text = |v: &Value| crate::value::bytes(v).and_then(|b| String::from_utf8(b.to_vec()).ok());
-    Some(State {
-        epoch: text(e)?.parse().ok()?,
-        run_id: Some(text(r)?),
-        latest_us: text(t)?.parse().ok()?,
-        shards: Default::default(),
-    })
+/// Where processes share the epoch. [`EpochStore::merge`] gives the store
+/// this process's epoch and returns what the store keeps after it: a newer
+/// stored epoch wins (and is adopted), else the store takes ours.
+pub trait EpochStore: std::fmt::Debug + Send + Sync {
+    /// Merges `mine` into the store; returns the stored epoch after it.
+    fn merge(&self, mine: Shared) -> futures::future::BoxFuture<'_, Result<Shared, fred::error::Error>>;
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -67,16 +63,9 @@ struct State {
 }
 
 #[derive(Debug)]
-struct Store {
-    client: Client,
-    key: String,
-    script: Script,
-}
-
-#[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
-    store: Option<Store>,
+    store: Option<Box<dyn EpochStore>>,
     bumped: tokio::sync::Notify,
 }
 
@@ -90,27 +79,20 @@ impl SourceEpoch {
         Self::with(State::default(), None)
     }
 
-    /// Loads the shared epoch from the destination hash `key`.
-    pub async fn load(dest: Client, key: String) -> Result<Self, fred::error::Error> {
-        let stored: std::collections::HashMap<String, String> = dest.hgetall(key.as_str()).await?;
+    /// The epoch `shared` (as loaded from `store`), kept in step with
+    /// `store` by [`SourceEpoch::sync`].
+    pub fn shared(shared: Shared, store: Box<dyn EpochStore>) -> Self {
+        tracing::debug!(epoch = shared.epoch, run_id = ?shared.run_id, "Loaded the source epoch.");
         let state = State {
-            epoch: stored.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0),
-            run_id: stored.get("run_id").filter(|r| !r.is_empty()).cloned(),
-            latest_us: stored.get("time_us").and_then(|t| t.parse().ok()).unwrap_or(0),
+            epoch: shared.epoch,
+            run_id: shared.run_id,
+            latest_us: shared.latest_us,
             shards: Default::default(),
         };
-        tracing::debug!(epoch = state.epoch, run_id = ?state.run_id, "Loaded the source epoch.");
-        Ok(Self::with(
-            state,
-            Some(Store {
-                client: dest,
-                key,
-                script: Script::new(SYNC),
-            }),
-        ))
+        Self::with(state, Some(store))
     }
 
-    fn with(state: State, store: Option<Store>) -> Self {
+    fn with(state: State, store: Option<Box<dyn EpochStore>>) -> Self {
         metrics::gauge!(m::SOURCE_EPOCH).set(state.epoch as f64);
         SourceEpoch(Arc::new(Inner {
             state: Mutex::new(state),
@@ -210,26 +192,19 @@ impl SourceEpoch {
         let Some(store) = &self.0.store else {
             return Ok(());
         };
-        let mine = self.0.state.lock().expect("epoch lock").clone();
-        let args = vec![
-            Value::from(mine.epoch.to_string()),
-            Value::from(mine.run_id.clone().unwrap_or_default()),
-            Value::from(mine.latest_us.to_string()),
-        ];
-        let key: &[u8] = store.key.as_bytes();
-        let reply = store.script.call(&store.client, &[key], args).await?;
-        let Some(stored) = parse_sync(&reply) else {
-            return Err(fred::error::Error::new(
-                fred::error::ErrorKind::Parse,
-                "unexpected reply from the source epoch script",
-            ));
+        let mine = {
+            let s = self.0.state.lock().expect("epoch lock");
+            Shared {
+                epoch: s.epoch,
+                run_id: s.run_id.clone(),
+                latest_us: s.latest_us,
+            }
         };
-        let State {
+        let Shared {
             epoch,
             run_id,
             latest_us: time_us,
-            ..
-        } = stored;
+        } = store.merge(mine).await?;
         let run_id = run_id.unwrap_or_default();
         let mut s = self.0.state.lock().expect("epoch lock");
         if epoch > s.epoch {

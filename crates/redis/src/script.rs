@@ -8,7 +8,7 @@
 //!   (`redmirror_write`) and `dest_read.lua` (`redmirror_reconcile`) start
 //!   with it, composed with `concat!`, so the guard is written once;
 //! - `lease_renew.lua`, `lease_release.lua` (`redmirror_state::lease`);
-//! - `epoch_sync.lua` ([`crate::epoch`]);
+//! - `epoch_sync.lua` (`redmirror_state::epoch`);
 //! - `gap_take.lua` (`redmirror_state::signal`);
 //! - `prune.lua` (`redmirror_reconcile::prune`).
 //!

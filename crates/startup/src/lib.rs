@@ -103,7 +103,7 @@ pub async fn source_epoch(
             until_up(
                 "the destination (REDMIRROR_DEST_URL), for the source epoch",
                 stop,
-                || async { Ok(SourceEpoch::load(d.clone(), key.clone()).await?) },
+                || async { Ok(redmirror_state::epoch::load(d.clone(), key.clone()).await?) },
                 redis_retryable,
             )
             .await

@@ -14,10 +14,11 @@
 //!   destination, and which hold each one stopped writing for.
 //! - [`signal`]: counters one process bumps and another watches (capture
 //!   gaps with the slots they cover, pass requests).
-//!
-//! The source epoch (`redmirror_redis::epoch`) is kept there too, but
-//! stays beside the source read that orders by it.
+//! - [`epoch`]: where the processes share the source epoch. The epoch
+//!   itself (`redmirror_redis::epoch`) stays beside the source read that
+//!   orders by it; this is only its store.
 
+pub mod epoch;
 pub mod hold;
 pub mod lease;
 mod lease_script;

@@ -1,5 +1,5 @@
 -- epoch_sync.lua: merges a process's source epoch into the shared one.
--- Its arguments and reply are documented on SYNC in epoch.rs.
+-- Its arguments and reply are documented on SYNC in epoch.rs (redmirror-state).
 local k = KEYS[1]
 local e, rid, t = ARGV[1], ARGV[2], ARGV[3]
 local se = redis.call('HGET', k, 'epoch')
