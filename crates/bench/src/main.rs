@@ -193,6 +193,7 @@ fn main() -> anyhow::Result<()> {
         "cpu_us_per_change_1k",
         "cpu_us_per_change_5k",
         "native_cpu_us_per_change",
+        "idle_cpu_ms_per_s",
         "capture_rules_cpu_ratio",
         "max_rss_mib",
     ];
@@ -368,6 +369,19 @@ fn latency(sizes: &Sizes, r: &mut Report, out: &std::path::Path, embedded: bool)
     };
     let mirror = Proc::role(&s, "run", "run", extra)?;
     mirror.wait_ready(&s)?;
+    // What each process costs with no change at all (timers, heartbeats,
+    // empty fetches): the part of a change's cost that does not grow with
+    // the rate.
+    let idle0 = CpuMeter::read(&s, &mirror)?;
+    let idle_secs = sizes.latency_secs.min(10);
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let idle = CpuMeter::read(&s, &mirror)?.per_second_ms(&idle0, idle_secs as f64);
+    println!(
+        "    idle CPU: redmirror {:.1} ms/s; source Redis {:.1}, destination Redis {:.1}, broker {:.1} ms/s",
+        idle.redmirror, idle.source, idle.dest, idle.broker
+    );
+    r.json.insert("latency_idle_cpu_ms_per_s".into(), serde_json::to_value(idle)?);
+    r.summary.insert("idle_cpu_ms_per_s", idle.redmirror);
     let mut csv = String::from("offered_per_s,system,p50_ms,p99_ms,p999_ms,max_ms\n");
     for rate in [1_000u64, 5_000] {
         let dest_obs = Latencies::observe(&s.dest.url(), &format!("lat{rate}-"))?;
@@ -487,6 +501,19 @@ impl CpuMeter {
                 .and_then(redmirror_testkit::process::cpu_seconds)
                 .unwrap_or(f64::NAN),
         })
+    }
+
+    /// Milliseconds of CPU per second between `before` and this reading,
+    /// `secs` apart.
+    fn per_second_ms(&self, before: &CpuMeter, secs: f64) -> CpuMeter {
+        let per = |a: f64, b: f64| (a - b) / secs * 1e3;
+        CpuMeter {
+            redmirror: per(self.redmirror, before.redmirror),
+            source: per(self.source, before.source),
+            dest: per(self.dest, before.dest),
+            replica: per(self.replica, before.replica),
+            broker: per(self.broker, before.broker),
+        }
     }
 
     /// Microseconds of CPU per change between `before` and this reading.
