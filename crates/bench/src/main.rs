@@ -380,7 +380,8 @@ fn latency(sizes: &Sizes, r: &mut Report, out: &std::path::Path, embedded: bool)
         "    idle CPU: redmirror {:.1} ms/s; source Redis {:.1}, destination Redis {:.1}, broker {:.1} ms/s",
         idle.redmirror, idle.source, idle.dest, idle.broker
     );
-    r.json.insert("latency_idle_cpu_ms_per_s".into(), serde_json::to_value(idle)?);
+    r.json
+        .insert("latency_idle_cpu_ms_per_s".into(), serde_json::to_value(idle)?);
     r.summary.insert("idle_cpu_ms_per_s", idle.redmirror);
     let mut csv = String::from("offered_per_s,system,p50_ms,p99_ms,p999_ms,max_ms\n");
     for rate in [1_000u64, 5_000] {

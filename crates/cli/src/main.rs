@@ -17,7 +17,7 @@ use redmirror_history::commands;
 
 /// Keeps a staging Redis in step with a production Redis through Kafka.
 #[derive(Debug, Parser)]
-#[command(name = "redmirror", version, about)]
+#[command(name = "redmirror", version)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -230,4 +230,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Reconcile(_) => app::run(app::Roles::Reconcile(c.both_sides()?), c).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` opens with what the tool does for its user, not with the
+    /// crate's description for developers.
+    #[test]
+    fn help_opens_with_what_the_tool_does() {
+        let about = super::Cli::command()
+            .get_about()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        assert!(about.starts_with("Keeps a staging Redis in step"), "{about}");
+        let run = super::Cli::command()
+            .find_subcommand("run")
+            .and_then(|c| c.get_about().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(run.contains("reconciler"), "{run}");
+    }
 }
