@@ -43,6 +43,7 @@ use redmirror_redis::cluster::Cluster;
 use redmirror_config::RedisEndpoint;
 use redmirror_core::{KeyLayout, MirrorRules};
 use redmirror_kafka::Publisher;
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::metrics::SourceFlush;
 use redmirror_telemetry::{Component, Health};
 use tokio::sync::mpsc;
@@ -312,7 +313,7 @@ async fn watch_topology(
             Ok(_) => failing = false,
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(error = %e, "Cannot read the source cluster's map; retrying.");
+                tracing::warn!(error = %Chain(&e), "Cannot read the source cluster's map; retrying.");
             }
             Err(_) => {}
         }
@@ -351,7 +352,7 @@ async fn connect_when_up(
         };
         let wait = match attempt.await {
             Ok(up) => return Ok(Some(up)),
-            Err(CaptureError::Redis(e)) if e.is_retryable() => e.to_string(),
+            Err(CaptureError::Redis(e)) if e.is_retryable() => Chain(&e).to_string(),
             Err(CaptureError::Notify(notify::NotifyError::Unreadable {
                 message,
                 refused: false,

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use redmirror_config::{Config, RedisEndpoint};
+use redmirror_telemetry::errors::Chain;
 
 struct Report {
     failed: bool,
@@ -58,7 +59,7 @@ async fn connect(r: &mut Report, what: &str, ep: Option<&RedisEndpoint>) -> Opti
             Some(c)
         }
         Ok(Err(e)) => {
-            r.fail(what, e);
+            r.fail(what, Chain(&e));
             None
         }
         Err(_) => {
