@@ -364,7 +364,7 @@ pub fn active_members(kafka: &redmirror_kafka::Kafka, group: &str) -> Result<usi
         .create()
         .map_err(|source| redmirror_kafka::Error::Client {
             what: "admin consumer",
-            source,
+            source: source.into(),
         })?;
     let list = c
         .fetch_group_list(Some(group), redmirror_kafka::ADMIN_TIMEOUT)
