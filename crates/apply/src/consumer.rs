@@ -612,7 +612,7 @@ async fn write_slice(
             Err(e) => {
                 health.set(Component::Destination, false);
                 metrics::counter!(m::APPLY_RETRIES).increment(1);
-                tracing::warn!(error = %e, events = batch.len(), "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
+                tracing::warn!(error = %Chain(&e), events = batch.len(), "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
                 if !pause(&mut backoff, shutdown).await {
                     return None;
                 }

@@ -258,7 +258,7 @@ pub enum CaptureError {
     #[error("the Kafka producer failed fatally and can publish nothing more ({0}); capture stops")]
     ProducerFatal(String),
     /// The subscriber's thread or runtime could not be started.
-    #[error("cannot start the notification subscriber's thread: {0}")]
+    #[error("cannot start the notification subscriber's thread")]
     Runtime(#[source] std::io::Error),
 }
 

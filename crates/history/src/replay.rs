@@ -9,6 +9,7 @@ use fred::types::Value;
 use redmirror_core::diff::{self, DestFlow};
 use redmirror_core::event::{DeleteReason, Origin};
 use redmirror_core::{FlowEvent, KeyLayout, MirrorRules, Order};
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::progress::Progress;
 use redmirror_write::{ApplyEngine, Decoded, Outcome};
 use serde::Serialize;
@@ -277,7 +278,7 @@ async fn apply_with_retry(engine: &ApplyEngine, batch: &[Decoded], force: bool) 
         match engine.apply(batch, force).await {
             Ok(o) => return Ok(o),
             Err(e) => {
-                tracing::warn!(error = %e, "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
+                tracing::warn!(error = %Chain(&e), "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }

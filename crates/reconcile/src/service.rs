@@ -149,7 +149,7 @@ impl Service {
                 "Pruned watermarks of absent flows."
             ),
             Ok(r) => tracing::debug!(scanned = r.scanned, "No watermark to prune."),
-            Err(e) => tracing::warn!(error = %e, "Cannot prune watermarks; tried again after the next pass."),
+            Err(e) => tracing::warn!(error = %Chain(&e), "Cannot prune watermarks; tried again after the next pass."),
         }
     }
 
