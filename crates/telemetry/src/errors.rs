@@ -1,4 +1,13 @@
-//! Printing an error chain with each cause once.
+//! Printing an error with its causes.
+//!
+//! One model for every error of the workspace: an error's own message says
+//! what failed, its cause is what `source()` returns, never both. The
+//! causes are then printed once, where people read them: `main`'s last
+//! line, `check`'s findings, log lines (`error = %Chain(&e)`) and reasons
+//! kept for readiness or the status. A foreign error that writes its cause
+//! into its message and returns it too (rdkafka's `KafkaError`) is wrapped
+//! where it enters as a cause that ends the chain
+//! (`redmirror_kafka::Librdkafka`).
 
 use std::fmt;
 
@@ -19,25 +28,9 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
-/// `e` and its causes, `"outer: inner: ..."`, each written once. The
-/// library errors name their cause in their own message (so a log line's
-/// `error = %e` field is whole) and also return it from `source()`, which
-/// anyhow's `{:#}` would print a second time (`redis ...: IO Error: ...
-/// refused: IO Error: ... refused`). A cause whose text is already in the
-/// message so far is left out.
+/// `e` and its causes, `"outer: cause: cause"`: anyhow's `{:#}`.
 pub fn chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    format!("{e:#}")
 }
 
 #[cfg(test)]
@@ -93,40 +86,35 @@ mod tests {
         assert_eq!(Chain(&e).to_string(), "Connection refused");
     }
 
-    /// Names its cause in its message and returns it from `source()`.
-    #[derive(Debug)]
-    struct Named {
-        endpoint: &'static str,
-        source: std::io::Error,
-    }
-
-    impl std::fmt::Display for Named {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "redis {}: {}", self.endpoint, self.source)
-        }
-    }
-
-    impl std::error::Error for Named {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.source)
-        }
-    }
-
+    /// Nothing is left out by matching text: an error that breaks the rule
+    /// has its cause printed twice, which is why none may.
     #[test]
-    fn a_cause_already_in_the_message_is_written_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
-        let e = anyhow::Error::new(Named {
+    fn a_cause_also_in_the_message_is_printed_twice() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("redis {endpoint}: {source}")]
+        struct Both {
+            endpoint: &'static str,
+            source: std::io::Error,
+        }
+        let e = Both {
             endpoint: "redis://127.0.0.1:1",
-            source: io,
-        })
-        .context("the source");
-        assert_eq!(format!("{e:#}").matches("Connection refused").count(), 2, "{e:#}");
-        assert_eq!(chain(&e), "the source: redis redis://127.0.0.1:1: Connection refused");
+            source: refused().source,
+        };
+        assert_eq!(Chain(&e).to_string().matches("Connection refused").count(), 2);
     }
 
     #[test]
-    fn causes_not_in_the_message_are_all_written() {
-        let e = anyhow::anyhow!("inner").context("middle").context("outer");
-        assert_eq!(chain(&e), "outer: middle: inner");
+    fn an_anyhow_chain_is_printed_the_same_way() {
+        let e = anyhow::Error::new(Outer::Source(refused())).context("capture failed");
+        assert_eq!(
+            chain(&e),
+            "capture failed: reading the source: redis redis://127.0.0.1:1: Connection refused"
+        );
+        let dyn_error: &(dyn std::error::Error + 'static) = e.as_ref();
+        assert_eq!(chain(&e), Chain(dyn_error).to_string());
+        assert_eq!(
+            chain(&anyhow::anyhow!("inner").context("middle").context("outer")),
+            "outer: middle: inner"
+        );
     }
 }
