@@ -16,6 +16,7 @@ use redmirror_redis::epoch::SourceEpoch;
 use redmirror_redis::source::SourceReader;
 use redmirror_state::hold::{Hold, HoldWatch};
 use redmirror_state::lease::Lease;
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::http::{unavailable, Admin, AdminError, AdminResult};
 use redmirror_telemetry::requests::Ticket;
 use redmirror_telemetry::Health;
@@ -149,7 +150,7 @@ impl Admin for ProcessAdmin {
                 &stop,
             )
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| Chain(&e).to_string());
             ticket.finish(result.map(|_| json!({ "resynced": redmirror_core::text::json_bytes(&flow_id) })));
         });
         Ok(())
@@ -247,7 +248,7 @@ impl Admin for ProcessAdmin {
         Box::pin(async move {
             redmirror_state::hold::resume(&dest, &key)
                 .await
-                .map_err(|e| AdminError::failed(e.to_string()))
+                .map_err(|e| AdminError::failed(Chain(&e).to_string()))
         })
     }
 
@@ -266,7 +267,7 @@ impl Admin for ProcessAdmin {
             )
             .await
             .map_err(|_| AdminError::unavailable("the source or the destination did not answer within 5 s"))?
-            .map_err(|e| AdminError::unavailable(e.to_string()))
+            .map_err(|e| AdminError::unavailable(Chain(&e).to_string()))
         })
     }
 
@@ -275,7 +276,7 @@ impl Admin for ProcessAdmin {
         Box::pin(async move {
             redmirror_history::flow::history(&kafka, &topic, &flow_id, limit)
                 .await
-                .map_err(|e| AdminError::unavailable(e.to_string()))
+                .map_err(|e| AdminError::unavailable(Chain(&e).to_string()))
         })
     }
 
@@ -284,7 +285,7 @@ impl Admin for ProcessAdmin {
         Box::pin(async move {
             let (dead_letters, total) = redmirror_history::dlq::newest(&kafka, &topic, limit)
                 .await
-                .map_err(|e| AdminError::unavailable(e.to_string()))?;
+                .map_err(|e| AdminError::unavailable(Chain(&e).to_string()))?;
             Ok(DeadLetters {
                 total,
                 dead_letters,
@@ -298,7 +299,7 @@ impl Admin for ProcessAdmin {
         Box::pin(async move {
             let n = redmirror_history::dlq::redrive(&kafka, &dlq, &topic, flow_id.as_deref())
                 .await
-                .map_err(|e| AdminError::failed(e.to_string()))?;
+                .map_err(|e| AdminError::failed(Chain(&e).to_string()))?;
             tracing::info!(target: "redmirror::audit", redriven = n, "Dead letters re-driven.");
             Ok(Redriven {
                 redriven: n as u64,

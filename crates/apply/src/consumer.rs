@@ -23,6 +23,7 @@ use redmirror_core::failpoint::{self, Failpoint};
 use redmirror_kafka::{DeadLetter, Kafka, Publisher};
 use redmirror_state::hold::{Hold, HoldWatch};
 use redmirror_state::members;
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::metrics::ApplyOutcome;
 use redmirror_telemetry::wait::pause;
@@ -66,13 +67,13 @@ pub enum ApplyError {
         reason: &'static str,
     },
     /// Subscribing failed.
-    #[error("cannot subscribe to {topic}: {source}")]
+    #[error("cannot subscribe to {topic}")]
     Subscribe {
         /// Topic.
         topic: String,
         /// Cause.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: redmirror_kafka::Librdkafka,
     },
 }
 
@@ -172,7 +173,7 @@ pub async fn run(
             .subscribe(&[&opts.topic])
             .map_err(|source| ApplyError::Subscribe {
                 topic: opts.topic.clone(),
-                source,
+                source: source.into(),
             })?;
         tracing::info!(topic = %opts.topic, group = %opts.group_id, "Apply started.");
         let stop = consume(&consumer, &writer, &hold, &lag, generation, &mut totals).await;
@@ -636,7 +637,7 @@ async fn write_slice(
                 match dlq.dead_letter(&d).await {
                     Ok(_) => break,
                     Err(e) => {
-                        tracing::warn!(topic = %opts.dlq_topic, error = %e, "Dead-letter write failed; retrying, the stream waits (check that the dead-letter topic exists and takes writes).");
+                        tracing::warn!(topic = %opts.dlq_topic, error = %Chain(&e), "Dead-letter write failed; retrying, the stream waits (check that the dead-letter topic exists and takes writes).");
                         if !pause(&mut backoff, shutdown).await {
                             return None;
                         }

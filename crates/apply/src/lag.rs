@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use redmirror_kafka::{offsets, Kafka};
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::{Component, Health};
 use tokio_util::sync::CancellationToken;
@@ -80,14 +81,15 @@ pub async fn track(
             }
             Ok(Err(e)) => {
                 failed += 1;
-                tracing::debug!(error = %e, failed, "Lag not measured.");
+                tracing::debug!(error = %Chain(&e), failed, "Lag not measured.");
                 // A broker that takes connections but cannot say where its
                 // partitions end (no leader, a coordinator that never
                 // loads) also stops apply: readiness says so.
                 if failed >= UNMEASURED_DOWN {
                     let reason = format!(
-                        "the end offsets and committed offsets of {topic} cannot be read ({} failures in a row): {e}",
-                        failed
+                        "the end offsets and committed offsets of {topic} cannot be read ({} failures in a row): {}",
+                        failed,
+                        Chain(&e)
                     );
                     health.set_down_by(Component::Kafka, LAG_CHECK, &reason);
                 }

@@ -43,6 +43,7 @@ use redmirror_redis::cluster::Cluster;
 use redmirror_config::RedisEndpoint;
 use redmirror_core::{KeyLayout, MirrorRules};
 use redmirror_kafka::Publisher;
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::metrics::SourceFlush;
 use redmirror_telemetry::{Component, Health};
 use tokio::sync::mpsc;
@@ -257,7 +258,7 @@ pub enum CaptureError {
     #[error("the Kafka producer failed fatally and can publish nothing more ({0}); capture stops")]
     ProducerFatal(String),
     /// The subscriber's thread or runtime could not be started.
-    #[error("cannot start the notification subscriber's thread: {0}")]
+    #[error("cannot start the notification subscriber's thread")]
     Runtime(#[source] std::io::Error),
     /// Waiting for the source ended otherwise.
     #[error(transparent)]
@@ -315,7 +316,7 @@ async fn watch_topology(
             Ok(_) => failing = false,
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(error = %e, "Cannot read the source cluster's map; retrying.");
+                tracing::warn!(error = %Chain(&e), "Cannot read the source cluster's map; retrying.");
             }
             Err(_) => {}
         }

@@ -68,7 +68,7 @@ impl Masters {
     /// error reply is an error.
     pub async fn call(&mut self, addr: &NodeAddr, args: &[&[u8]]) -> Result<Vec<String>, Error> {
         if !self.conns.contains_key(addr) {
-            let bulk = self.cluster.bulk(addr).map_err(|e| e.source)?;
+            let bulk = self.cluster.bulk(addr).map_err(|e| e.source.0)?;
             self.conns.insert(addr.clone(), bulk);
         }
         let bulk = &self.conns[addr];

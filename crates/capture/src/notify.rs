@@ -115,7 +115,7 @@ pub async fn ensure_at_start(
                     refused: false,
                 }) => Err(anyhow::Error::new(redmirror_redis::RedisError {
                     endpoint,
-                    source: fred::error::Error::new(fred::error::ErrorKind::IO, message),
+                    source: redmirror_redis::Cause(fred::error::Error::new(fred::error::ErrorKind::IO, message)),
                 })),
                 other => Ok(other),
             }
@@ -164,7 +164,7 @@ pub async fn check_masters(
         let failed = |e: fred::error::Error| NotifyError::Unreadable {
             endpoint: name.clone(),
             refused: redmirror_redis::is_refused(&e),
-            message: e.details().to_string(),
+            message: redmirror_redis::describe(&e),
         };
         let flags = match masters
             .call(&m.addr, &[b"CONFIG", b"GET", b"notify-keyspace-events"])
@@ -224,7 +224,7 @@ async fn check_on(
     let unreadable = |e: fred::error::Error| NotifyError::Unreadable {
         endpoint: name.clone(),
         refused: redmirror_redis::is_refused(&e),
-        message: e.details().to_string(),
+        message: redmirror_redis::describe(&e),
     };
     let flags = current(client, node).await.map_err(unreadable)?;
     let miss = missing(&flags);

@@ -12,6 +12,7 @@ use redmirror_core::rules::Decision;
 use redmirror_core::SourceFlow;
 use redmirror_kafka::Publisher;
 use redmirror_redis::source::{ReadFlow, SourceRead, SourceReader};
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::events::InternalEvent;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::metrics::{CaptureOp, PublishRetry, SkipReason};
@@ -111,7 +112,7 @@ pub async fn run(
         .saturating_duration_since(tokio::time::Instant::now())
         .max(Duration::from_millis(100));
     if let Err(e) = publisher.flush(left) {
-        tracing::warn!(error = %e, "Producer flush incomplete at shutdown.");
+        tracing::warn!(error = %Chain(&e), "Producer flush incomplete at shutdown.");
     }
     tracing::info!("Capture stopped.");
     Ok(())
@@ -144,7 +145,10 @@ fn on_ack(acked: Acked, pending: &Pending, warned: &WarnOnce) -> Outcome {
                 id: &id,
                 reason: SkipReason::TooLarge,
                 once: warned,
-                why: format_args!("Kafka refused the flow's event for good ({e}); not published."),
+                why: format_args!(
+                    "Kafka refused the flow's event for good ({}); not published.",
+                    Chain(&e)
+                ),
             }
             .emit();
             pending.done(seq);
@@ -196,18 +200,19 @@ impl<'a> Retry<'a> {
         }
         if self.failures == 1 {
             let reason = format!(
-                "publishing to Kafka fails: {e}; capture retries with backoff (check the brokers and the change \
-                 topic, REDMIRROR_KAFKA_BROKERS, REDMIRROR_TOPIC)"
+                "publishing to Kafka fails: {}; capture retries with backoff (check the brokers and the change \
+                 topic, REDMIRROR_KAFKA_BROKERS, REDMIRROR_TOPIC)",
+                Chain(e)
             );
             tracing::warn!(
-                error = %e,
+                error = %Chain(e),
                 "Publish to Kafka failed; the flow will be read and published again after a pause (backoff up to \
                  5 s while it keeps failing; /readyz fails meanwhile). Check the brokers and the change topic \
                  (REDMIRROR_KAFKA_BROKERS, REDMIRROR_TOPIC)."
             );
             self.health.set_down(Component::Publish, &reason);
         } else {
-            tracing::debug!(error = %e, failures = self.failures, "Publish to Kafka failed again.");
+            tracing::debug!(error = %Chain(e), failures = self.failures, "Publish to Kafka failed again.");
         }
     }
 

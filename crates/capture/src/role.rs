@@ -96,8 +96,8 @@ fn merge(a: GapScope, b: GapScope) -> GapScope {
 #[derive(Debug, thiserror::Error)]
 pub enum ResyncError {
     /// The source could not be read (retryable errors are waited out first).
-    #[error("reading the flows from the source: {0:#}")]
-    Read(anyhow::Error),
+    #[error("reading the flows from the source")]
+    Read(#[source] anyhow::Error),
     /// Kafka refused the event.
     #[error(transparent)]
     Publish(#[from] redmirror_kafka::Error),

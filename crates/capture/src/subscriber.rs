@@ -12,6 +12,7 @@ use std::time::Duration;
 use redmirror_config::RedisEndpoint;
 use redmirror_core::KeyLayout;
 use redmirror_redis::cluster::{Cluster, NodeAddr};
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::metrics as m;
 use redmirror_telemetry::{Component, Health};
 use tokio::sync::{mpsc, Notify};
@@ -232,11 +233,11 @@ async fn session(
     };
     let attempt = match bulk {
         Ok(bulk) => bulk.psubscribe(pattern.as_bytes()).await,
-        Err(e) => return SessionEnd::Disconnected(e.to_string()),
+        Err(e) => return SessionEnd::Disconnected(Chain(&e).to_string()),
     };
     let mut sub = match attempt {
         Ok(sub) => sub,
-        Err(e) => return SessionEnd::Disconnected(redmirror_redis::RedisError::new(source, e).to_string()),
+        Err(e) => return SessionEnd::Disconnected(Chain(&redmirror_redis::RedisError::new(source, e)).to_string()),
     };
     // Subscribed: the source is reachable and followed again, whether or not
     // anything is written (readiness reflects the subscription, not traffic).

@@ -451,7 +451,7 @@ impl Wiring<'_> {
             self.shutdown,
         )
         .await?;
-        checked.map_err(|e| Refusal(e.to_string()))?;
+        checked.map_err(|e| Refusal(redmirror_telemetry::errors::Chain(&e).to_string()))?;
         let lease = dest.map(|d| Lease::new(d.clone(), LeaseName::Capture, &config.keys, config.lease_ttl));
         if lease.is_none() {
             tracing::warn!(

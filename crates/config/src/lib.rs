@@ -63,7 +63,7 @@ impl std::fmt::Display for Brokers {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     ReadFile {
         /// File path.
         path: PathBuf,

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use redmirror_config::{Config, RedisEndpoint};
+use redmirror_telemetry::errors::Chain;
 
 struct Report {
     failed: bool,
@@ -58,7 +59,7 @@ async fn connect(r: &mut Report, what: &str, ep: Option<&RedisEndpoint>) -> Opti
             Some(c)
         }
         Ok(Err(e)) => {
-            r.fail(what, e);
+            r.fail(what, Chain(&e));
             None
         }
         Err(_) => {
@@ -191,14 +192,15 @@ fn record_size(config: &Config, limit: usize) -> String {
 }
 
 /// What `check` says when the brokers give no metadata: which addresses it
-/// tried and for how long, then librdkafka's reason.
+/// tried and for how long, then librdkafka's reason. When none answered,
+/// that sentence replaces the error's own message (the topic whose
+/// metadata was asked for, from where).
 fn unreachable_kafka(brokers: &str, e: &redmirror_kafka::Error) -> String {
-    let reason = e.to_string();
-    if reason.contains("Timed out") || reason.contains("TimedOut") || reason.contains("transport") {
-        format!(
-            "no broker at {brokers} answered within {TIMEOUT:?} (nothing listens there, or it is unreachable): {reason}"
-        )
-    } else {
-        format!("brokers {brokers}: {reason}")
+    match std::error::Error::source(e) {
+        Some(said) if e.is_unreachable() => format!(
+            "no broker at {brokers} answered within {TIMEOUT:?} (nothing listens there, or it is unreachable): {}",
+            Chain(said)
+        ),
+        _ => format!("brokers {brokers}: {}", Chain(e)),
     }
 }

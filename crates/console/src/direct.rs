@@ -62,7 +62,7 @@ pub async fn connect(config: &Config) -> Result<Client, DestError> {
     };
     match tokio::time::timeout(DIRECT_TIMEOUT, redmirror_redis::connect(ep, "destination")).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(DestError::Unreachable(redmirror_redis::describe(&e.source))),
+        Ok(Err(e)) => Err(DestError::Unreachable(e.source.to_string())),
         Err(_) => Err(DestError::Unreachable(format!(
             "no answer within {}s",
             DIRECT_TIMEOUT.as_secs()

@@ -47,7 +47,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// Writing the view failed.
-    #[error("writing to the terminal: {0}")]
+    #[error("writing to the terminal")]
     Terminal(#[source] std::io::Error),
 }
 

@@ -90,14 +90,14 @@ pub async fn redrive(kafka: &Kafka, dlq_topic: &str, change_topic: &str, flow: O
             .await
             .map_err(|source| redmirror_kafka::Error::Publish {
                 topic: change_topic.to_string(),
-                source,
+                source: source.into(),
             })?;
         match fut.await {
             Ok(Ok(_)) => n += 1,
             Ok(Err((source, _))) => {
                 return Err(redmirror_kafka::Error::Publish {
                     topic: change_topic.to_string(),
-                    source,
+                    source: source.into(),
                 }
                 .into())
             }

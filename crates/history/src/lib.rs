@@ -51,7 +51,7 @@ pub enum Error {
     #[error("{0}")]
     Runtime(String),
     /// The destination failed.
-    #[error("destination: {0}")]
+    #[error("destination")]
     Redis(#[from] fred::error::Error),
 }
 

@@ -292,7 +292,7 @@ async fn apply_with_retry(engine: &ApplyEngine, batch: &[Decoded], force: bool) 
         )),
         Retried::GaveUp(e) => Err(Error::Runtime(format!(
             "the destination kept failing ({}); replay stopped (nothing was skipped: run it again)",
-            e.0
+            redmirror_redis::describe(&e.0)
         ))),
     }
 }
@@ -378,7 +378,7 @@ pub fn active_members(kafka: &redmirror_kafka::Kafka, group: &str) -> Result<usi
         .create()
         .map_err(|source| redmirror_kafka::Error::Client {
             what: "admin consumer",
-            source,
+            source: source.into(),
         })?;
     let list = c
         .fetch_group_list(Some(group), redmirror_kafka::ADMIN_TIMEOUT)

@@ -77,17 +77,18 @@ fn header<M: rdkafka::Message, T: std::str::FromStr>(m: &M, name: &str) -> Optio
 }
 pub use publish::{DeadLetter, Publisher};
 
-/// Errors from Kafka set-up and publishing.
+/// Errors from Kafka set-up and publishing. Each says what failed; what
+/// librdkafka said is its `source()` ([`Librdkafka`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A client could not be created (bad property, bad bootstrap list).
-    #[error("cannot create Kafka {what}: {source}")]
+    #[error("cannot create Kafka {what}")]
     Client {
         /// producer, consumer or admin client.
         what: &'static str,
         /// Cause.
         #[source]
-        source: KafkaError,
+        source: Librdkafka,
     },
     /// An operation on a topic failed.
     #[error("Kafka topic {topic}: {message}")]
@@ -97,18 +98,51 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The brokers gave no metadata for a topic (none answered, or they
+    /// refused).
+    #[error("Kafka topic {topic}: no metadata from {brokers}")]
+    Metadata {
+        /// Topic name.
+        topic: String,
+        /// The bootstrap servers asked.
+        brokers: String,
+        /// Cause.
+        #[source]
+        source: Librdkafka,
+    },
     /// Publishing an event failed.
-    #[error("publishing to {topic} failed: {source}")]
+    #[error("publishing to {topic} failed")]
     Publish {
         /// Topic name.
         topic: String,
         /// Cause.
         #[source]
-        source: KafkaError,
+        source: Librdkafka,
     },
     /// The embedded broker could not start.
     #[error("cannot start the embedded broker: {0}")]
     Embedded(String),
+}
+
+/// What librdkafka said. Its text already names librdkafka's error code,
+/// which rdkafka's own `source()` would return and a printed chain would
+/// repeat: this cause ends the chain. (Boxed: it is most of an
+/// [`Error`]'s size.)
+#[derive(Debug)]
+pub struct Librdkafka(pub Box<KafkaError>);
+
+impl std::fmt::Display for Librdkafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Librdkafka {}
+
+impl From<KafkaError> for Librdkafka {
+    fn from(e: KafkaError) -> Self {
+        Librdkafka(Box::new(e))
+    }
 }
 
 impl Error {
@@ -116,12 +150,33 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Publish { source, .. } => !matches!(
-                source.rdkafka_error_code(),
+                source.0.rdkafka_error_code(),
                 Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
                     | Some(rdkafka::types::RDKafkaErrorCode::InvalidMessageSize)
             ),
-            Error::Topic { .. } => true,
+            Error::Topic { .. } | Error::Metadata { .. } => true,
             Error::Client { .. } | Error::Embedded(_) => false,
+        }
+    }
+
+    /// True when no broker gave metadata because none answered: librdkafka
+    /// timed out or has no connection (nothing listens at the address, or
+    /// it is unreachable), not a broker that answered with a refusal.
+    pub fn is_unreachable(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode::*;
+        match self {
+            Error::Metadata { source, .. } => matches!(
+                source.0.rdkafka_error_code(),
+                Some(
+                    BrokerTransportFailure
+                        | AllBrokersDown
+                        | OperationTimedOut
+                        | RequestTimedOut
+                        | MessageTimedOut
+                        | TimedOutQueue
+                )
+            ),
+            Error::Client { .. } | Error::Topic { .. } | Error::Publish { .. } | Error::Embedded(_) => false,
         }
     }
 }
@@ -326,7 +381,7 @@ impl Kafka {
         .create()
         .map_err(|source| Error::Client {
             what: "producer",
-            source,
+            source: source.into(),
         })
     }
 
@@ -335,7 +390,7 @@ impl Kafka {
     pub fn consumer(&self, group: &str) -> Result<StreamConsumer, Error> {
         self.consumer_config(group).create().map_err(|source| Error::Client {
             what: "consumer",
-            source,
+            source: source.into(),
         })
     }
 
@@ -404,7 +459,7 @@ impl Kafka {
             .create_with_context(ReaderContext)
             .map_err(|source| Error::Client {
                 what: "consumer",
-                source,
+                source: source.into(),
             })
     }
 
@@ -432,7 +487,7 @@ impl Kafka {
             .create()
             .map_err(|source| Error::Client {
                 what: "admin client",
-                source,
+                source: source.into(),
             })
     }
 }
@@ -480,6 +535,63 @@ const PREFETCH_KBYTES: &str = "1024";
 
 /// Largest fetch response (a single larger record batch is still returned).
 const FETCH_MAX_BYTES: &str = "1048576";
+
+#[cfg(test)]
+mod errors {
+    use super::Error;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    use redmirror_telemetry::errors::Chain;
+
+    fn metadata(code: RDKafkaErrorCode) -> Error {
+        Error::Metadata {
+            topic: "flows".into(),
+            brokers: "127.0.0.1:3".into(),
+            source: KafkaError::MetadataFetch(code).into(),
+        }
+    }
+
+    /// librdkafka's text names its code, which rdkafka's `source()` returns
+    /// again: the chain says it once, after the topic and the brokers.
+    #[test]
+    fn a_metadata_failure_names_the_brokers_and_librdkafka_once() {
+        let e = metadata(RDKafkaErrorCode::BrokerTransportFailure);
+        let said = Chain(&e).to_string();
+        assert!(
+            said.starts_with("Kafka topic flows: no metadata from 127.0.0.1:3: "),
+            "{said}"
+        );
+        assert_eq!(said.matches("Broker transport failure").count(), 1, "{said}");
+        assert!(e.is_retryable());
+    }
+
+    /// Unreachable is read from librdkafka's code, not from its text.
+    #[test]
+    fn no_answer_is_told_from_a_refusal_by_code() {
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::OperationTimedOut,
+            RDKafkaErrorCode::RequestTimedOut,
+        ] {
+            assert!(metadata(code).is_unreachable(), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+        ] {
+            assert!(!metadata(code).is_unreachable(), "{code:?}");
+        }
+        let publish = Error::Publish {
+            topic: "flows".into(),
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut).into(),
+        };
+        assert!(
+            !publish.is_unreachable(),
+            "only a metadata request is asked of no broker"
+        );
+    }
+}
 
 #[cfg(test)]
 mod consumer_settings {

@@ -21,7 +21,7 @@ fn client_and_partitions(
 ) -> Result<(BaseConsumer, Vec<i32>), Error> {
     let c: BaseConsumer = kafka.client_config(extra).create().map_err(|source| Error::Client {
         what: "metadata client",
-        source,
+        source: source.into(),
     })?;
     let md = c
         .fetch_metadata(Some(topic), ADMIN_TIMEOUT)

@@ -73,16 +73,22 @@ impl Publisher {
         let topic = self.topic.clone();
         async move {
             match rx {
-                Err(source) => Err(Error::Publish { topic, source }),
+                Err(source) => Err(Error::Publish {
+                    topic,
+                    source: source.into(),
+                }),
                 Ok(fut) => match fut.await {
                     Ok(Ok(d)) => Ok(Written {
                         partition: d.partition,
                         offset: d.offset,
                     }),
-                    Ok(Err((source, _))) => Err(Error::Publish { topic, source }),
+                    Ok(Err((source, _))) => Err(Error::Publish {
+                        topic,
+                        source: source.into(),
+                    }),
                     Err(_) => Err(Error::Publish {
                         topic,
-                        source: KafkaError::Canceled,
+                        source: KafkaError::Canceled.into(),
                     }),
                 },
             }
@@ -108,7 +114,7 @@ impl Publisher {
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         self.producer.flush(timeout).map_err(|source| Error::Publish {
             topic: self.topic.clone(),
-            source,
+            source: source.into(),
         })
     }
 }
@@ -243,7 +249,7 @@ impl Publisher {
             .await
             .map_err(|source| Error::Publish {
                 topic: topic.clone(),
-                source,
+                source: source.into(),
             })?;
         match fut.await {
             Ok(Ok(w)) => {
@@ -253,10 +259,13 @@ impl Publisher {
                     offset: w.offset,
                 })
             }
-            Ok(Err((source, _))) => Err(Error::Publish { topic, source }),
+            Ok(Err((source, _))) => Err(Error::Publish {
+                topic,
+                source: source.into(),
+            }),
             Err(_) => Err(Error::Publish {
                 topic,
-                source: KafkaError::Canceled,
+                source: KafkaError::Canceled.into(),
             }),
         }
     }

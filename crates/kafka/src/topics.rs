@@ -2,6 +2,7 @@
 
 use rdkafka::admin::{AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::types::RDKafkaErrorCode;
+use redmirror_telemetry::errors::Chain;
 
 use crate::{Error, Kafka, ADMIN_TIMEOUT};
 
@@ -37,11 +38,12 @@ pub fn partition_count_within(
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = kafka.client_config(&[]).create().map_err(|source| Error::Client {
         what: "metadata client",
-        source,
+        source: source.into(),
     })?;
-    let md = c.fetch_metadata(Some(topic), timeout).map_err(|e| Error::Topic {
+    let md = c.fetch_metadata(Some(topic), timeout).map_err(|e| Error::Metadata {
         topic: topic.to_string(),
-        message: format!("metadata: {e}"),
+        brokers: kafka.bootstrap.clone(),
+        source: e.into(),
     })?;
     Ok(md
         .topics()
@@ -154,7 +156,7 @@ async fn ensure_one(
 pub async fn risky_settings(kafka: &Kafka, topic: &str, min_compaction_lag_ms: i64) -> Vec<String> {
     let settings = match settings(kafka, topic).await {
         Ok(s) => s,
-        Err(e) => return vec![format!("could not read topic settings ({e})")],
+        Err(e) => return vec![format!("could not read topic settings ({})", Chain(&e))],
     };
     let get = |name: &str| settings.get(name).cloned();
     let policy = get("cleanup.policy").unwrap_or_else(|| "delete".into());

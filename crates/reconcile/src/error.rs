@@ -26,7 +26,7 @@ impl std::fmt::Display for Side {
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     /// A Redis call failed.
-    #[error("{side}: {source}")]
+    #[error("{side}")]
     Redis {
         /// The server that failed.
         side: Side,

@@ -14,6 +14,7 @@ use redmirror_kafka::{Kafka, Publisher};
 use redmirror_redis::bulk::{Bulk, Pipeline, Reply};
 use redmirror_redis::routed::Routed;
 use redmirror_redis::source::{ReadFlow, SourceReader};
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::metrics as m;
 
 use crate::dest_read::{DestRead, DestReader};
@@ -690,7 +691,7 @@ impl Reconciler {
                 // Refused for good (its size): the rest of the pass goes on.
                 Err(err) if !err.is_retryable() => tracing::warn!(
                     flow_id = %redmirror_core::text::lossy(&e.flow_id),
-                    error = %err,
+                    error = %Chain(&err),
                     "Kafka refused a repair event for good; the flow is left as it is."
                 ),
                 Err(err) => return Err(err.into()),

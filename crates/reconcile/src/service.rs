@@ -17,6 +17,7 @@ use crate::Report;
 use redmirror_state::lease::{run_while_leased, Lease, LeasedRole};
 use redmirror_state::signal::GapScope;
 use redmirror_state::signal::GapSignal;
+use redmirror_telemetry::errors::Chain;
 
 /// How often the gap and request counters on the destination are read.
 const SIGNAL_POLL: Duration = Duration::from_millis(500);
@@ -103,7 +104,7 @@ impl Service {
                 Ok(report)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "Reconcile pass failed; retried soon (5 s, doubling to 5 min) or at the next trigger.");
+                tracing::warn!(error = %Chain(&e), "Reconcile pass failed; retried soon (5 s, doubling to 5 min) or at the next trigger.");
                 Err(e)
             }
         }
@@ -124,7 +125,7 @@ impl Service {
                 other => {
                     if !*unread {
                         let why = match other {
-                            Err(e) => e.to_string(),
+                            Err(e) => Chain(&e).to_string(),
                             _ => "the broker does not report it".to_string(),
                         };
                         tracing::warn!(
@@ -148,7 +149,7 @@ impl Service {
                 "Pruned watermarks of absent flows."
             ),
             Ok(r) => tracing::debug!(scanned = r.scanned, "No watermark to prune."),
-            Err(e) => tracing::warn!(error = %e, "Cannot prune watermarks; tried again after the next pass."),
+            Err(e) => tracing::warn!(error = %Chain(&e), "Cannot prune watermarks; tried again after the next pass."),
         }
     }
 
@@ -305,7 +306,7 @@ impl LeasedRole for Leader<'_> {
                 // Pruning needs a pass that saw apply caught up (see `prune`).
                 let prune =
                     matches!(&r, Ok(report) if report.barrier == crate::report::Barrier::Reached) && !svc.opts.dry_run;
-                let r = r.map_err(|e| e.to_string());
+                let r = r.map_err(|e| Chain(&e).to_string());
                 for tx in replies {
                     let _ = tx.send(r.clone());
                 }

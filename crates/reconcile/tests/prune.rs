@@ -134,5 +134,9 @@ async fn a_missing_hash_is_nothing_to_prune_and_a_wrong_typed_one_is_an_error() 
     let err = prune_watermarks(&client, &keys, CUT)
         .await
         .expect_err("a string is no hash");
-    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    let said = redmirror_telemetry::errors::Chain(&err).to_string();
+    assert!(
+        said.starts_with("destination: ") && said.contains("WRONGTYPE"),
+        "{said}"
+    );
 }

@@ -43,27 +43,32 @@ pub mod value;
 
 pub use script::Script;
 
-/// A Redis failure with the endpoint it concerns (URL redacted).
-///
-/// Its message says the cause in a few words ([`describe`]): fred's own
-/// text of an I/O error is Rust's `Debug` of it, which is not for people,
-/// so the fred error is kept for classifying ([`RedisError::is_retryable`])
-/// but not returned from `source()`, where `{:#}` would print it again.
-#[derive(Debug)]
+/// A Redis failure: the endpoint it concerns (URL redacted); what the
+/// server or the operating system said is its `source()` ([`Cause`]).
+#[derive(Debug, thiserror::Error)]
+#[error("redis {endpoint}")]
 pub struct RedisError {
     /// Redacted URL.
     pub endpoint: String,
     /// Cause.
-    pub source: fred::error::Error,
+    #[source]
+    pub source: Cause,
 }
 
-impl std::fmt::Display for RedisError {
+/// A fred error as people read it ([`describe`]). fred's own text of an
+/// I/O error is Rust's `Debug` of it (`IO Error: Os { code: 111, kind:
+/// ConnectionRefused, .. }`), which is not for people; the error itself is
+/// kept for classifying ([`RedisError::is_retryable`]).
+#[derive(Debug)]
+pub struct Cause(pub fred::error::Error);
+
+impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "redis {}: {}", self.endpoint, describe(&self.source))
+        f.write_str(&describe(&self.0))
     }
 }
 
-impl std::error::Error for RedisError {}
+impl std::error::Error for Cause {}
 
 /// A fred error in a few words: what the server or the operating system
 /// said (`connection refused`, `WRONGPASS invalid username-password pair`),
@@ -96,7 +101,7 @@ impl RedisError {
     pub fn new(endpoint: &RedisEndpoint, source: fred::error::Error) -> Self {
         RedisError {
             endpoint: endpoint.redacted(),
-            source,
+            source: Cause(source),
         }
     }
 }
@@ -107,9 +112,9 @@ impl RedisError {
     /// command the server will never accept.
     pub fn is_retryable(&self) -> bool {
         use fred::error::ErrorKind;
-        !is_permanent(&self.source)
+        !is_permanent(&self.source.0)
             && !matches!(
-                self.source.kind(),
+                self.source.0.kind(),
                 ErrorKind::Auth | ErrorKind::Config | ErrorKind::Tls | ErrorKind::Url
             )
     }
@@ -579,7 +584,7 @@ mod tests {
     }
 
     /// What `redmirror check` and the logs print for a server that is down:
-    /// a sentence naming the address, the cause once, no Rust `Debug`.
+    /// a sentence naming the address and the cause once, no Rust `Debug`.
     #[test]
     fn a_refused_connection_reads_as_a_sentence() {
         let endpoint = RedisEndpoint {
@@ -589,9 +594,24 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
         let e = RedisError::new(&endpoint, fred::error::Error::from(io));
         assert!(
-            std::error::Error::source(&e).is_none(),
-            "the cause is in the message, once"
+            e.source.0.details().contains("Custom {"),
+            "fred keeps Rust's Debug: {}",
+            e.source.0
         );
-        assert_eq!(e.to_string(), "redis redis://user:***@127.0.0.1:1: connection refused");
+        assert_eq!(
+            e.to_string(),
+            "redis redis://user:***@127.0.0.1:1",
+            "what failed, without its cause"
+        );
+        assert_eq!(
+            redmirror_telemetry::errors::Chain(&e).to_string(),
+            "redis redis://user:***@127.0.0.1:1: connection refused"
+        );
+        let os = fred::error::Error::from(std::io::Error::from_raw_os_error(111));
+        assert_eq!(
+            redmirror_telemetry::errors::Chain(&RedisError::new(&endpoint, os)).to_string(),
+            "redis redis://user:***@127.0.0.1:1: connection refused"
+        );
+        assert!(e.is_retryable());
     }
 }

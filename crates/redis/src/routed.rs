@@ -59,7 +59,7 @@ impl Routed {
                 })
             })
             .await
-            .map_err(|e| e.source)
+            .map_err(|e| e.source.0)
     }
 
     /// The cluster, when the server is one.
@@ -79,7 +79,7 @@ impl Routed {
         if let Some(b) = nodes.get(addr) {
             return Ok(b.clone());
         }
-        let b = Arc::new(cluster.bulk(addr).map_err(|e| e.source)?);
+        let b = Arc::new(cluster.bulk(addr).map_err(|e| e.source.0)?);
         nodes.insert(addr.clone(), b.clone());
         Ok(b)
     }
@@ -206,7 +206,7 @@ impl Routed {
     /// moved since the last one).
     pub async fn refresh(&self) -> Result<(), Error> {
         if let Mode::Cluster { cluster, .. } = self.mode().await? {
-            cluster.refresh().await.map_err(|e| e.source)?;
+            cluster.refresh().await.map_err(|e| e.source.0)?;
         }
         Ok(())
     }

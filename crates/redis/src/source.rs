@@ -148,7 +148,7 @@ impl SourceReader {
     /// Reads these flows (by id) and the source time in one transaction
     /// (on a cluster, one per slot).
     pub async fn read(&self, ids: &[Bytes]) -> Result<SourceRead, Error> {
-        self.detect().await.map_err(|e| e.source)?;
+        self.detect().await.map_err(|e| e.source.0)?;
         match self.mode.get().expect("detected") {
             Mode::Single(bulk) => {
                 let raw = transaction(bulk, &self.keys, ids, self.epoch.wants_identity(), false).await?;
@@ -187,7 +187,7 @@ impl ClusterReads {
         if let Some(n) = nodes.get(addr) {
             return Ok(n.clone());
         }
-        let bulk = self.cluster.bulk(addr).map_err(|e| e.source)?;
+        let bulk = self.cluster.bulk(addr).map_err(|e| e.source.0)?;
         let n = Arc::new(NodeReader {
             bulk,
             epoch: EpochReader::for_shard(self.epoch.clone(), self.sequential, addr.to_string()),

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::prelude::Client;
+use redmirror_telemetry::errors::Chain;
 use redmirror_telemetry::metrics as m;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +66,7 @@ pub struct Malformed {
 #[derive(Debug, thiserror::Error)]
 pub enum HoldError {
     /// The destination failed.
-    #[error("destination: {0}")]
+    #[error("destination")]
     Redis(#[from] fred::error::Error),
     /// The stored hold is not one.
     #[error(transparent)]
@@ -162,7 +163,7 @@ impl HoldWatch {
                 Ok(h) => break h,
                 Err(e) => {
                     if !failing {
-                        tracing::info!(key = %key, error = %e, "Waiting to read the hold from the destination.");
+                        tracing::info!(key = %key, error = %Chain(&e), "Waiting to read the hold from the destination.");
                         failing = true;
                     }
                     tokio::select! {
@@ -204,7 +205,7 @@ impl HoldWatch {
                     // The last known state stands; apply's writes fail too
                     // while the destination does.
                     Err(e) if !warned => {
-                        tracing::warn!(key = %key, error = %e, "Cannot read the hold; keeping the last known state.");
+                        tracing::warn!(key = %key, error = %Chain(&e), "Cannot read the hold; keeping the last known state.");
                         warned = true;
                     }
                     Err(_) => {}

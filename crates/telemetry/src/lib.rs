@@ -16,7 +16,8 @@
 //!   background; their states and results for `GET /v1/status`.
 //! - [`events`]: internal events, each logged and counted from the same
 //!   fields, rate-limited on hot paths.
-//! - [`errors`]: an error chain printed with each cause once.
+//! - [`errors`]: an error and its causes, printed once where people read
+//!   them.
 //! - [`wait`]: waiting for a server that is down, with backoff, saying
 //!   what is waited for and why.
 //! - [`logging`]: tracing set-up, text or JSON lines.

@@ -69,7 +69,7 @@ pub type Decoded = Result<FlowEvent, redmirror_core::DecodeError>;
 
 /// A destination failure worth retrying (connection, timeout, busy, ...).
 #[derive(Debug, thiserror::Error)]
-#[error("destination write failed (will retry): {0}")]
+#[error("destination write failed (will retry)")]
 pub struct Transient(#[from] pub fred::error::Error);
 
 /// Applies events to the destination.

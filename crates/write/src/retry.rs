@@ -47,7 +47,7 @@ where
                 if attempts.is_some_and(|a| failures >= a) {
                     return Retried::GaveUp(e);
                 }
-                tracing::warn!(error = %e, events, "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
+                tracing::warn!(error = %redmirror_telemetry::errors::Chain(&e), events, "Destination write failed; retrying with backoff, nothing skipped (check the destination, REDMIRROR_DEST_URL).");
                 if !redmirror_telemetry::wait::pause(&mut backoff, stop).await {
                     return Retried::Stopped;
                 }

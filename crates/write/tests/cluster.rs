@@ -262,9 +262,10 @@ async fn a_crash_between_the_two_steps_is_repaired_by_applying_the_events_again(
     )
     .await
     .expect_err("database 3 on a cluster");
-    assert!(!refused.is_retryable(), "{refused}");
-    assert!(refused.to_string().contains(&url), "{refused}");
-    assert!(refused.to_string().contains("only database 0"), "{refused}");
+    let said = redmirror_telemetry::errors::Chain(&refused).to_string();
+    assert!(!refused.is_retryable(), "{said}");
+    assert!(said.contains(&url), "{said}");
+    assert!(said.contains("only database 0"), "{said}");
     let t = Target::Cluster(c);
     let engine = t.engine(&keys).await;
     // A flow already mirrored, deleted in the batch that crashes.

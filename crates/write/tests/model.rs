@@ -420,10 +420,9 @@ impl Harness {
                         .iter()
                         .map(|w| FlowEvent::decode_checked(Some(&w.key), Some(&w.payload)))
                         .collect();
-                    let outcomes = self
-                        .rt
-                        .block_on(self.engine.apply(&decoded, *force))
-                        .map_err(|e| TestCaseError::fail(format!("step {n}: transient error {e}")))?;
+                    let outcomes = self.rt.block_on(self.engine.apply(&decoded, *force)).map_err(|e| {
+                        TestCaseError::fail(format!("step {n}: {}", redmirror_telemetry::errors::Chain(&e)))
+                    })?;
                     prop_assert_eq!(outcomes.len(), batch.len(), "step {}: one outcome per event", n);
                     for (i, (w, o)) in batch.iter().zip(&outcomes).enumerate() {
                         let want = match &w.model {
