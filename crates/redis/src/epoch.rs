@@ -236,7 +236,7 @@ impl SourceEpoch {
                 Ok(()) => {}
                 Err(e) if !failing => {
                     failing = true;
-                    tracing::warn!(error = %e, "Cannot write the source epoch to the destination; retrying.");
+                    tracing::warn!(error = %crate::describe(&e), "Cannot write the source epoch to the destination; retrying.");
                 }
                 Err(_) => {}
             }

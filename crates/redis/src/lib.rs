@@ -436,7 +436,11 @@ pub async fn watch(
             Ok(()) => health.set_up_if_down_by(component, HEARTBEAT_CHECK),
             Err(e) => {
                 // `set_down_by` logs the change once, with what to check.
-                health.set_down_by(component, HEARTBEAT_CHECK, &format!("{what} does not answer PING: {e}"));
+                health.set_down_by(
+                    component,
+                    HEARTBEAT_CHECK,
+                    &format!("{what} does not answer PING: {}", describe(&e)),
+                );
             }
         }
     }

@@ -127,7 +127,7 @@ impl Lease {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(lease = %self.name, error = %e, "Lease not acquired: the destination failed; retrying (check REDMIRROR_DEST_URL).")
+                    tracing::warn!(lease = %self.name, error = %redmirror_redis::describe(&e), "Lease not acquired: the destination failed; retrying (check REDMIRROR_DEST_URL).")
                 }
             }
             tokio::select! {
@@ -168,7 +168,7 @@ impl Lease {
                     return;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(lease = %self.name, error = %e, "Lease renewal failed (destination error); retrying until the lease's TTL runs out (check REDMIRROR_DEST_URL).")
+                    tracing::warn!(lease = %self.name, error = %redmirror_redis::describe(&e), "Lease renewal failed (destination error); retrying until the lease's TTL runs out (check REDMIRROR_DEST_URL).")
                 }
                 None => {
                     tracing::warn!(

@@ -68,7 +68,7 @@ pub async fn announce(client: Client, members_key: String, member: String, shutd
             )
             .await;
         if let Err(e) = r {
-            tracing::debug!(key = %members_key, error = %e, "Heartbeat not written.");
+            tracing::debug!(key = %members_key, error = %redmirror_redis::describe(&e), "Heartbeat not written.");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

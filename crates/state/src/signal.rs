@@ -30,7 +30,7 @@ impl GapSignal {
             match self.client.incr::<i64, _>(&self.key).await {
                 Ok(_) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "Cannot signal a capture gap; retrying.");
+                    tracing::warn!(error = %redmirror_redis::describe(&e), "Cannot signal a capture gap; retrying.");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -52,7 +52,7 @@ impl GapSignal {
                 match self.client.hset::<i64, _, _>(self.scope_key(), fields.clone()).await {
                     Ok(_) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "Cannot record a capture gap's slots; retrying.");
+                        tracing::warn!(error = %redmirror_redis::describe(&e), "Cannot record a capture gap's slots; retrying.");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
