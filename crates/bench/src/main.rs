@@ -507,14 +507,7 @@ impl CpuMeter {
     /// Milliseconds of CPU per second between `before` and this reading,
     /// `secs` apart.
     fn per_second_ms(&self, before: &CpuMeter, secs: f64) -> CpuMeter {
-        let per = |a: f64, b: f64| (a - b) / secs * 1e3;
-        CpuMeter {
-            redmirror: per(self.redmirror, before.redmirror),
-            source: per(self.source, before.source),
-            dest: per(self.dest, before.dest),
-            replica: per(self.replica, before.replica),
-            broker: per(self.broker, before.broker),
-        }
+        self.since(before, 1e3 / secs)
     }
 
     /// Microseconds of CPU per change between `before` and this reading.
@@ -522,7 +515,12 @@ impl CpuMeter {
     /// feeding the replica; the replica's alone is native replication's
     /// cost on the receiving side, the yardstick for redmirror's.
     fn per_change_us(&self, before: &CpuMeter, changes: u64) -> CpuMeter {
-        let per = |a: f64, b: f64| (a - b) / changes.max(1) as f64 * 1e6;
+        self.since(before, 1e6 / changes.max(1) as f64)
+    }
+
+    /// Each process's CPU seconds since `before`, times `scale`.
+    fn since(&self, before: &CpuMeter, scale: f64) -> CpuMeter {
+        let per = |a: f64, b: f64| (a - b) * scale;
         CpuMeter {
             redmirror: per(self.redmirror, before.redmirror),
             source: per(self.source, before.source),

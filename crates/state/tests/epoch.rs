@@ -2,18 +2,10 @@
 //! agree through the destination hash, a newer one is adopted, and a
 //! process that starts later loads it.
 
-use redmirror_config::{RedisEndpoint, TlsFiles};
 use redmirror_testkit::RedisServer;
 
-async fn client(server: &RedisServer) -> fred::prelude::Client {
-    let endpoint = RedisEndpoint {
-        url: server.url(),
-        tls: TlsFiles::default(),
-    };
-    redmirror_redis::connect(&endpoint, "destination")
-        .await
-        .expect("connect")
-}
+mod common;
+use common::client;
 
 #[tokio::test]
 async fn processes_agree_on_the_epoch_through_the_destination() {

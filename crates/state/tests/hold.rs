@@ -3,20 +3,12 @@
 
 use std::time::Duration;
 
-use redmirror_config::{RedisEndpoint, TlsFiles};
 use redmirror_state::hold::{self, Hold, HoldWatch};
 use redmirror_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
-async fn client(server: &RedisServer) -> fred::prelude::Client {
-    let endpoint = RedisEndpoint {
-        url: server.url(),
-        tls: TlsFiles::default(),
-    };
-    redmirror_redis::connect(&endpoint, "destination")
-        .await
-        .expect("connect")
-}
+mod common;
+use common::client;
 
 #[tokio::test]
 async fn a_hold_is_set_read_watched_and_cleared() {
