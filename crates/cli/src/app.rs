@@ -570,28 +570,12 @@ impl Wiring<'_> {
     }
 }
 
-/// Waits for SIGTERM or SIGINT.
-pub async fn signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 /// Runs the roles until SIGTERM/SIGINT, then stops gracefully.
 pub async fn run(roles: Roles, config: Config) -> anyhow::Result<ExitCode> {
     // SIGTERM/SIGINT while the servers are still waited for is a clean stop.
     let started = tokio::select! {
         r = start(roles, config) => r,
-        _ = signal() => {
+        _ = redmirror_telemetry::wait::signal() => {
             tracing::info!("Stopped before every server was up.");
             return Ok(ExitCode::SUCCESS);
         }
@@ -604,7 +588,7 @@ pub async fn run(roles: Roles, config: Config) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e),
     };
-    let result = running.wait(signal()).await;
+    let result = running.wait(redmirror_telemetry::wait::signal()).await;
     tracing::info!("Stopping.");
     let stopped = running.stop().await;
     result?;

@@ -80,7 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut next_step = tokio::time::Instant::now() + Duration::from_millis(500);
     let mut step = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let interrupted = crate::app::signal();
+    let interrupted = redmirror_telemetry::wait::signal();
     tokio::pin!(interrupted);
     let stopped_by = loop {
         tokio::select! {

@@ -240,15 +240,14 @@ mod tests {
     /// crate's description for developers.
     #[test]
     fn help_opens_with_what_the_tool_does() {
-        let about = super::Cli::command()
-            .get_about()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        assert!(about.starts_with("Keeps a staging Redis in step"), "{about}");
-        let run = super::Cli::command()
-            .find_subcommand("run")
-            .and_then(|c| c.get_about().map(|s| s.to_string()))
-            .unwrap_or_default();
+        let about = |c: &clap::Command| c.get_about().map(|s| s.to_string()).unwrap_or_default();
+        let cli = super::Cli::command();
+        assert!(
+            about(&cli).starts_with("Keeps a staging Redis in step"),
+            "{}",
+            about(&cli)
+        );
+        let run = cli.find_subcommand("run").map(about).unwrap_or_default();
         assert!(run.contains("reconciler"), "{run}");
     }
 }

@@ -29,6 +29,22 @@ pub async fn pause_or_sleep(backoff: &mut Backoff, stop: Option<&CancellationTok
     }
 }
 
+/// Waits for SIGTERM or SIGINT (a process's stop).
+pub async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 /// How often an unchanged reason for waiting is logged again.
 const SAY_AGAIN: Duration = Duration::from_secs(60);
 
