@@ -316,7 +316,8 @@ fn broker(r: &mut Report) -> anyhow::Result<()> {
     // The same probe through librdkafka's in-process mock cluster (the embedded broker).
     let mock = rdkafka::mocking::MockCluster::new(1)?;
     mock.create_topic("lat-probe", 6, 1)?;
-    let embedded = redmirror_kafka::Kafka::new(mock.bootstrap_servers(), Default::default());
+    let mut embedded = redmirror_kafka::Kafka::new(mock.bootstrap_servers(), Default::default());
+    embedded.embedded = true;
     for rate in [1_000u64, 5_000] {
         let (p50, p99) = kafka_lat::measure(&kafka, &s.topic, rate, 8)?;
         let (m50, m99) = kafka_lat::measure(&embedded, "lat-probe", rate, 8)?;

@@ -93,15 +93,14 @@ pub async fn redrive(kafka: &Kafka, dlq_topic: &str, change_topic: &str, flow: O
                 source: source.into(),
             })?;
         match fut.await {
-            Ok(Ok(_)) => n += 1,
-            Ok(Err((source, _))) => {
+            Ok(_) => n += 1,
+            Err(source) => {
                 return Err(redmirror_kafka::Error::Publish {
                     topic: change_topic.to_string(),
                     source: source.into(),
                 }
                 .into())
             }
-            Err(_) => return Err(Error::Runtime("the producer stopped".into())),
         }
     }
     Ok(n)

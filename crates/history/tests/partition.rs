@@ -42,7 +42,7 @@ async fn every_accepted_partitioner_puts_a_key_where_history_looks() {
                 .enqueue_raw(key.as_bytes(), b"x", OwnedHeaders::new())
                 .await
                 .expect("enqueued");
-            let written = fut.await.expect("delivery report").expect("written");
+            let written = fut.await.expect("written");
             assert_eq!(
                 written.partition,
                 partitioner.partition_of(key.as_bytes(), PARTITIONS),

@@ -8,6 +8,7 @@
 //!   `REDMIRROR_KAFKA_BROKERS=embedded`. For demos and development only.
 //! - [`topics`]: creating the change and dead-letter topics and warning about
 //!   risky settings.
+//! - [`producer`]: librdkafka's producer with our delivery-report thread.
 //! - [`publish`]: the idempotent event publisher (`acks=all`) and the
 //!   dead-letter writer.
 //! - [`offsets`]: a topic's partitions and end offsets, a group's committed
@@ -20,11 +21,11 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 pub mod embedded;
 pub mod offsets;
+pub mod producer;
 pub mod publish;
 pub mod topics;
 
@@ -360,8 +361,8 @@ impl Kafka {
     }
 
     /// The idempotent producer (`acks=all`, `enable.idempotence=true`).
-    pub fn producer(&self) -> Result<FutureProducer, Error> {
-        self.client_config_of(
+    pub fn producer(&self) -> Result<producer::Producer, Error> {
+        let config = self.client_config_of(
             ClientKind::Producer,
             &[
                 ("enable.idempotence", "true"),
@@ -377,9 +378,8 @@ impl Kafka {
                 ("message.timeout.ms", "300000"),
                 ("message.max.bytes", PRODUCER_MAX_MESSAGE_BYTES),
             ],
-        )
-        .create()
-        .map_err(|source| Error::Client {
+        );
+        producer::Producer::new(&config).map_err(|source| Error::Client {
             what: "producer",
             source: source.into(),
         })
@@ -418,10 +418,27 @@ impl Kafka {
 
     fn consumer_defaults<'a>(&self, group: &'a str) -> Vec<(&'a str, &'a str)> {
         let consumer_protocol = self.consumer_protocol();
-        Self::classic_consumer_defaults(group)
+        let mut defaults = Self::classic_consumer_defaults(group);
+        defaults.push(("fetch.wait.max.ms", self.apply_fetch_wait_ms()));
+        defaults
             .into_iter()
             .filter(|(k, _)| !(consumer_protocol && CLASSIC_ONLY.contains(k)))
             .collect()
+    }
+
+    /// apply's `fetch.wait.max.ms`: how long a broker may hold a fetch
+    /// that finds no new event. A Kafka broker answers as soon as an event
+    /// arrives (`fetch.min.bytes=1`), so the wait costs no latency; it only
+    /// sets how often an idle consumer asks again, and each empty fetch
+    /// costs CPU in redmirror and in the broker. librdkafka's own mock
+    /// cluster (`embedded`) does not cut the wait short when data arrives,
+    /// so there it stays short.
+    fn apply_fetch_wait_ms(&self) -> &'static str {
+        if self.embedded {
+            EMBEDDED_FETCH_WAIT_MS
+        } else {
+            APPLY_FETCH_WAIT_MS
+        }
     }
 
     fn classic_consumer_defaults(group: &str) -> Vec<(&str, &str)> {
@@ -433,7 +450,6 @@ impl Kafka {
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
             ("partition.assignment.strategy", "cooperative-sticky"),
-            ("fetch.wait.max.ms", "10"),
             ("socket.nagle.disable", "true"),
             // Memory: librdkafka prefetches up to 64 MiB per partition by
             // default. With the short queue backoff below, 1 MiB of prefetch
@@ -471,7 +487,11 @@ impl Kafka {
             ("enable.auto.offset.store", "false"),
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", "10"),
+            // librdkafka reports a partition's end from the fetch after the
+            // one that brought its last records, which a broker holds for
+            // this long: a reader (replay, inspect, the history pages) reaches
+            // the end within 10 ms of its last record.
+            ("fetch.wait.max.ms", EMBEDDED_FETCH_WAIT_MS),
             ("queued.max.messages.kbytes", PREFETCH_KBYTES),
             ("queued.min.messages", "2000"),
             ("fetch.max.bytes", FETCH_MAX_BYTES),
@@ -529,6 +549,13 @@ fn is_partition_eof(e: &KafkaError) -> bool {
 /// was full. librdkafka's default (1 s) left apply and replay idle for most
 /// of each second on a backlog; 10 ms keeps the queue topped up.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// apply's `fetch.wait.max.ms` on a Kafka broker (librdkafka's default):
+/// an idle apply fetches twice a second per broker, not a hundred times.
+const APPLY_FETCH_WAIT_MS: &str = "500";
+
+/// `fetch.wait.max.ms` on the embedded broker and for readers.
+const EMBEDDED_FETCH_WAIT_MS: &str = "10";
 
 /// Consumer prefetch bound (KiB of queued messages).
 const PREFETCH_KBYTES: &str = "1024";
@@ -631,6 +658,26 @@ mod consumer_settings {
             assert_eq!(c.get("queued.max.messages.kbytes"), Some("1024"));
             assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
         }
+    }
+
+    /// An idle apply asked a Kafka broker for new events a hundred times a
+    /// second (`fetch.wait.max.ms=10`), which cost the broker 150 ms of CPU
+    /// per second (`scripts/bench --only latency`, idle). A Kafka broker
+    /// answers a held fetch as soon as an event arrives, so apply may wait
+    /// longer; the embedded broker does not, and a reader waits out one
+    /// empty fetch to see a partition's end, so those stay short.
+    #[test]
+    fn an_idle_apply_fetches_rarely_from_a_broker_that_answers_when_data_arrives() {
+        let mut k = Kafka::new("127.0.0.1:9092", BTreeMap::new());
+        assert_eq!(k.consumer_config("g").get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(k.reader_config().get("fetch.wait.max.ms"), Some("10"));
+        k.embedded = true;
+        assert_eq!(k.consumer_config("g").get("fetch.wait.max.ms"), Some("10"));
+        let k = Kafka::new(
+            "127.0.0.1:9092",
+            BTreeMap::from([("fetch.wait.max.ms".to_string(), "100".to_string())]),
+        );
+        assert_eq!(k.consumer_config("g").get("fetch.wait.max.ms"), Some("100"));
     }
 
     #[test]

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use redmirror_core::FlowEvent;
 use redmirror_telemetry::events::{Every, InternalEvent};
 
+use crate::producer::Producer;
 use crate::{Error, Kafka};
 
 /// Where a message was written.
@@ -26,7 +26,7 @@ pub struct Written {
 /// `acks=all`, so a retried send is written once and per-flow order holds.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
 }
 
@@ -48,7 +48,6 @@ impl Publisher {
     /// idempotent producer lost its guarantees): it publishes nothing more.
     pub fn fatal_error(&self) -> Option<String> {
         self.producer
-            .client()
             .fatal_error()
             .map(|(code, reason)| format!("{code:?}: {reason}"))
     }
@@ -69,29 +68,14 @@ impl Publisher {
                 value: Some(value.as_bytes()),
             });
         }
-        let rx = self.enqueue_raw(&event.flow_id, &payload, headers).await;
+        let sent = self.enqueue_raw(&event.flow_id, &payload, headers).await;
         let topic = self.topic.clone();
         async move {
-            match rx {
-                Err(source) => Err(Error::Publish {
-                    topic,
-                    source: source.into(),
-                }),
-                Ok(fut) => match fut.await {
-                    Ok(Ok(d)) => Ok(Written {
-                        partition: d.partition,
-                        offset: d.offset,
-                    }),
-                    Ok(Err((source, _))) => Err(Error::Publish {
-                        topic,
-                        source: source.into(),
-                    }),
-                    Err(_) => Err(Error::Publish {
-                        topic,
-                        source: KafkaError::Canceled.into(),
-                    }),
-                },
-            }
+            let publish_error = |source: KafkaError| Error::Publish {
+                topic,
+                source: source.into(),
+            };
+            sent.map_err(publish_error.clone())?.await.map_err(publish_error)
         }
     }
 
@@ -101,7 +85,7 @@ impl Publisher {
         key: &[u8],
         payload: &[u8],
         headers: OwnedHeaders,
-    ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    ) -> Result<impl Future<Output = Result<Written, KafkaError>> + Send + 'static, KafkaError> {
         send_with_backpressure(&self.producer, &self.topic, key, payload, headers).await
     }
 
@@ -120,18 +104,17 @@ impl Publisher {
 }
 
 async fn send_with_backpressure(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     key: &[u8],
     payload: &[u8],
-    headers: OwnedHeaders,
-) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    let mut record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+    mut headers: OwnedHeaders,
+) -> Result<impl Future<Output = Result<Written, KafkaError>> + Send + 'static, KafkaError> {
     loop {
-        match producer.send_result(record) {
+        match producer.send(topic, key, payload, headers) {
             Ok(fut) => return Ok(fut),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), h)) => {
+                headers = h;
                 QueueFull { topic }.emit();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -252,20 +235,13 @@ impl Publisher {
                 source: source.into(),
             })?;
         match fut.await {
-            Ok(Ok(w)) => {
+            Ok(w) => {
                 DeadLettered { letter: d, dlq: &topic }.emit();
-                Ok(Written {
-                    partition: w.partition,
-                    offset: w.offset,
-                })
+                Ok(w)
             }
-            Ok(Err((source, _))) => Err(Error::Publish {
+            Err(source) => Err(Error::Publish {
                 topic,
                 source: source.into(),
-            }),
-            Err(_) => Err(Error::Publish {
-                topic,
-                source: KafkaError::Canceled.into(),
             }),
         }
     }
