@@ -137,7 +137,8 @@ mod tests {
     #[tokio::test]
     async fn an_undeliverable_message_fails_its_future_and_the_thread_ends_with_the_producer() {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", "127.0.0.1:1").set("message.timeout.ms", "200");
+        c.set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "200");
         let producer = Producer::new(&c).expect("producer");
         let weak = Arc::downgrade(&producer.base);
         let delivery = producer
@@ -151,7 +152,10 @@ mod tests {
         drop(producer);
         let end = std::time::Instant::now() + POLL_EVERY * 5;
         while weak.strong_count() > 0 {
-            assert!(std::time::Instant::now() < end, "the delivery-report thread outlived the producer");
+            assert!(
+                std::time::Instant::now() < end,
+                "the delivery-report thread outlived the producer"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
