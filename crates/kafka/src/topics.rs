@@ -100,7 +100,13 @@ async fn ensure_one(
         topic: topic.to_string(),
         message,
     };
-    if let Some(n) = partition_count(kafka, topic)? {
+    // librdkafka's metadata call blocks until the brokers answer or its
+    // timeout (10 s) ends: off the runtime, so the caller can say it waits.
+    let (k, t) = (kafka.clone(), topic.to_string());
+    let count = tokio::task::spawn_blocking(move || partition_count(&k, &t))
+        .await
+        .map_err(|e| err(format!("the metadata request did not finish: {e}")))??;
+    if let Some(n) = count {
         let warnings = match change_topic_lag {
             Some(lag) => risky_settings(kafka, topic, lag).await,
             None => Vec::new(),
@@ -135,7 +141,13 @@ async fn ensure_one(
     // Wait until the metadata shows it.
     let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
     loop {
-        if let Some(n) = partition_count(kafka, topic)? {
+        // librdkafka's metadata call blocks until the brokers answer or its
+        // timeout (10 s) ends: off the runtime, so the caller can say it waits.
+        let (k, t) = (kafka.clone(), topic.to_string());
+        let count = tokio::task::spawn_blocking(move || partition_count(&k, &t))
+            .await
+            .map_err(|e| err(format!("the metadata request did not finish: {e}")))??;
+        if let Some(n) = count {
             return Ok(TopicReport {
                 topic: topic.to_string(),
                 created: true,

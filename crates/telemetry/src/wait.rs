@@ -48,6 +48,10 @@ pub async fn signal() {
 /// How often an unchanged reason for waiting is logged again.
 const SAY_AGAIN: Duration = Duration::from_secs(60);
 
+/// How long a first attempt may go unanswered before [`until_up`] says
+/// what it waits for.
+pub const SAY_SLOW_AFTER: Duration = Duration::from_secs(2);
+
 /// [`until_up`] returned because `stop` fired while it waited.
 #[derive(Debug, thiserror::Error)]
 #[error("stopped while waiting for {0}")]
@@ -56,8 +60,9 @@ pub struct Stopped(pub String);
 /// Calls `attempt` until it succeeds or fails with an error `retryable`
 /// says no to, backing off from 100 ms to 5 s; [`Stopped`] when `stop`
 /// fires during a wait. Logs at INFO what it waits for and why (again
-/// when the reason changes, and every minute), and once more when it is
-/// up.
+/// when the reason changes, and every minute), that it waits when the
+/// first attempt has no answer after [`SAY_SLOW_AFTER`], and once more
+/// when it is up.
 pub async fn until_up<T, F, Fut>(
     what: &str,
     stop: &CancellationToken,
@@ -71,7 +76,20 @@ where
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut last: Option<(String, Instant)> = None;
     loop {
-        match attempt().await {
+        let pending = attempt();
+        tokio::pin!(pending);
+        // An attempt against a server that does not answer can take its
+        // client's whole timeout (10 s for Kafka's metadata) before it
+        // fails: say what is awaited meanwhile, once.
+        let outcome = tokio::select! {
+            outcome = &mut pending => outcome,
+            _ = tokio::time::sleep(SAY_SLOW_AFTER), if last.is_none() => {
+                tracing::info!("Waiting for {what}: no answer yet (/readyz fails meanwhile).");
+                last = Some((String::new(), Instant::now()));
+                pending.await
+            }
+        };
+        match outcome {
             Ok(v) => {
                 if last.is_some() {
                     tracing::info!("{what} is up.");
@@ -148,6 +166,70 @@ mod tests {
         .unwrap_err();
         assert_eq!(calls.load(Ordering::Relaxed), 1);
         assert_eq!(e.to_string(), "bad password");
+    }
+
+    /// Log lines written while `f` runs, one string.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// `run` against brokers that do not answer said nothing for 10 s:
+    /// librdkafka's metadata call waits out its whole timeout before the
+    /// first error there is to log.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_without_an_answer_is_reported_before_it_fails() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let stop = CancellationToken::new();
+        let calls = AtomicU32::new(0);
+        let seen_during_first = std::sync::Mutex::new(String::new());
+        let v = until_up(
+            "the test server",
+            &stop,
+            || async {
+                if calls.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    *seen_during_first.lock().unwrap() = lines.text();
+                    Err(anyhow::anyhow!("timed out"))
+                } else {
+                    Ok(7)
+                }
+            },
+            always,
+        )
+        .await
+        .unwrap();
+        assert_eq!(v, 7);
+        let during = seen_during_first.lock().unwrap().clone();
+        assert!(
+            during.contains("Waiting for the test server: no answer yet"),
+            "nothing said during the first attempt: {during:?}"
+        );
+        // Said once, not again on the retry (only this test reaches that
+        // line: tracing caches whether a line is wanted per call site, so
+        // lines other tests also log are not asserted here).
+        let all = lines.text();
+        assert_eq!(all.matches("no answer yet").count(), 1, "{all}");
     }
 
     #[tokio::test(start_paused = true)]
