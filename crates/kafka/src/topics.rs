@@ -52,6 +52,19 @@ pub fn partition_count_within(
         .map(|t| t.partitions().len()))
 }
 
+/// [`partition_count`] on a blocking thread: librdkafka's metadata call
+/// blocks until the brokers answer or its timeout (10 s) ends, and on the
+/// runtime it would stop the caller from saying that it waits.
+async fn partition_count_off_runtime(kafka: &Kafka, topic: &str) -> Result<Option<usize>, Error> {
+    let (k, t) = (kafka.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || partition_count(&k, &t))
+        .await
+        .map_err(|e| Error::Topic {
+            topic: topic.to_string(),
+            message: format!("the metadata request did not finish: {e}"),
+        })?
+}
+
 /// Creates the change topic (compacted) and the dead-letter topic when they
 /// are missing, and reports risky settings of existing ones.
 ///
@@ -100,13 +113,7 @@ async fn ensure_one(
         topic: topic.to_string(),
         message,
     };
-    // librdkafka's metadata call blocks until the brokers answer or its
-    // timeout (10 s) ends: off the runtime, so the caller can say it waits.
-    let (k, t) = (kafka.clone(), topic.to_string());
-    let count = tokio::task::spawn_blocking(move || partition_count(&k, &t))
-        .await
-        .map_err(|e| err(format!("the metadata request did not finish: {e}")))??;
-    if let Some(n) = count {
+    if let Some(n) = partition_count_off_runtime(kafka, topic).await? {
         let warnings = match change_topic_lag {
             Some(lag) => risky_settings(kafka, topic, lag).await,
             None => Vec::new(),
@@ -141,13 +148,7 @@ async fn ensure_one(
     // Wait until the metadata shows it.
     let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
     loop {
-        // librdkafka's metadata call blocks until the brokers answer or its
-        // timeout (10 s) ends: off the runtime, so the caller can say it waits.
-        let (k, t) = (kafka.clone(), topic.to_string());
-        let count = tokio::task::spawn_blocking(move || partition_count(&k, &t))
-            .await
-            .map_err(|e| err(format!("the metadata request did not finish: {e}")))??;
-        if let Some(n) = count {
+        if let Some(n) = partition_count_off_runtime(kafka, topic).await? {
             return Ok(TopicReport {
                 topic: topic.to_string(),
                 created: true,

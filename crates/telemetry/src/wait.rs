@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(e.to_string(), "bad password");
     }
 
-    /// Log lines written while `f` runs, one string.
+    /// The log lines a test subscriber writes, kept to be read back.
     #[derive(Clone, Default)]
     struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
